@@ -1,0 +1,5 @@
+//! Load generator for TFTP servers (work in progress: see the load-generator issue).
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("loadgen is not built yet")
+}

@@ -1,0 +1,3 @@
+//! The bootstorm server binary.
+
+fn main() {}

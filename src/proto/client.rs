@@ -1,0 +1,493 @@
+//! The client side of a read transfer (download), as a boot client or the load generator runs it.
+//!
+//! Driven like [`ReadTransfer`](super::read::ReadTransfer): feed packets and timeouts, poll what
+//! to send. The owner tracks the server's port (the first answer's source becomes the
+//! transfer ID) and encodes the request with [`ReadClient::encode_request`].
+//!
+//! The client checks an OACK as strictly as EDK2 does: only options it asked for, no larger
+//! blksize or windowsize than requested, timeout echoed exactly. A violation is answered with
+//! ERROR 8, so a server tested with this client is safe for UEFI firmware.
+
+use std::time::Duration;
+
+use super::error::{BufferTooSmall, ErrorCode};
+use super::options::{DEFAULT_BLKSIZE, MIN_BLKSIZE};
+use super::receiver::{Received, WindowReceiver};
+use super::time::Timestamp;
+use super::wire::{Mode, Options, Packet, RequestKind, encode_request, format_u64, parse_u64};
+
+/// Options a client asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// blksize to ask for.
+    pub blksize: Option<u16>,
+    /// windowsize to ask for.
+    pub windowsize: Option<u16>,
+    /// Ask for the transfer size (tsize 0).
+    pub tsize: bool,
+    /// timeout (seconds) to ask for.
+    pub timeout: Option<u8>,
+}
+
+/// Client timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// How long to wait for the next packet before resending the last one.
+    pub timeout: Duration,
+    /// Resends before giving up.
+    pub max_retries: u8,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            max_retries: 5,
+        }
+    }
+}
+
+/// What the client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientTransmit {
+    /// The request (first time or again).
+    Request,
+    /// An ACK of this wire block number.
+    Ack(u16),
+    /// An ERROR; the transfer is over.
+    Error {
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: &'static str,
+    },
+}
+
+/// How a download ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientOutcome {
+    /// The final block arrived.
+    Complete,
+    /// The server sent an ERROR.
+    ServerError(ErrorCode),
+    /// The server went silent.
+    TimedOut,
+    /// The server broke the protocol (the client sent an ERROR saying why).
+    ProtocolError(&'static str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Requesting,
+    Receiving,
+    Failing {
+        code: ErrorCode,
+        message: &'static str,
+    },
+    Done(ClientOutcome),
+}
+
+/// A download in progress.
+#[derive(Clone, Debug)]
+pub struct ReadClient {
+    phase: Phase,
+    recv: WindowReceiver,
+    options: RequestOptions,
+    tsize: Option<u64>,
+    pending: Option<ClientTransmit>,
+    deadline: Timestamp,
+    started: Timestamp,
+    first_data: Option<Timestamp>,
+    retries: u8,
+    retransmits: u32,
+}
+
+impl ReadClient {
+    /// A download that will ask for `options`; the request is due at once.
+    pub fn new(now: Timestamp, options: RequestOptions) -> Self {
+        Self {
+            phase: Phase::Requesting,
+            recv: WindowReceiver::new(DEFAULT_BLKSIZE, 1),
+            options,
+            tsize: None,
+            pending: Some(ClientTransmit::Request),
+            deadline: now,
+            started: now,
+            first_data: None,
+            retries: 0,
+            retransmits: 0,
+        }
+    }
+
+    /// Encodes the read request for `filename` with this client's options.
+    pub fn encode_request(
+        &self,
+        filename: &[u8],
+        mode: Mode,
+        out: &mut [u8],
+    ) -> Result<usize, BufferTooSmall> {
+        let mut digits = [[0u8; 20]; 4];
+        let [d0, d1, d2, _] = &mut digits;
+        let mut opts: [(&[u8], &[u8]); 4] = [(&[], &[]); 4];
+        let mut n = 0;
+        if self.options.tsize {
+            opts[n] = (b"tsize", b"0");
+            n += 1;
+        }
+        if let Some(b) = self.options.blksize {
+            opts[n] = (b"blksize", format_u64(u64::from(b), d0));
+            n += 1;
+        }
+        if let Some(w) = self.options.windowsize {
+            opts[n] = (b"windowsize", format_u64(u64::from(w), d1));
+            n += 1;
+        }
+        if let Some(t) = self.options.timeout {
+            opts[n] = (b"timeout", format_u64(u64::from(t), d2));
+            n += 1;
+        }
+        encode_request(
+            RequestKind::Read,
+            filename,
+            mode,
+            opts[..n].iter().copied(),
+            out,
+        )
+    }
+
+    /// Handles a packet from the server. Returns the payload of a block received in order and
+    /// the offset it belongs at.
+    pub fn handle_packet<'a>(
+        &mut self,
+        now: Timestamp,
+        packet: &Packet<'a>,
+        cfg: &ClientConfig,
+    ) -> Option<(u64, &'a [u8])> {
+        match (*packet, self.phase) {
+            (_, Phase::Done(_) | Phase::Failing { .. }) => None,
+            (Packet::Oack(opts), Phase::Requesting) => {
+                match self.check_oack(&opts) {
+                    Ok((blksize, window)) => {
+                        self.recv = WindowReceiver::new(blksize, window);
+                        self.phase = Phase::Receiving;
+                        self.progress(now, cfg);
+                        self.pending = Some(ClientTransmit::Ack(0));
+                    }
+                    Err(why) => self.fail(ErrorCode::OPTION_REFUSED, why),
+                }
+                None
+            }
+            (Packet::Oack(_), Phase::Receiving) => {
+                // The OACK again: our ACK 0 was lost.
+                if self.recv.blocks() == 0 {
+                    self.pending = Some(ClientTransmit::Ack(0));
+                }
+                None
+            }
+            (Packet::Data { block, data }, Phase::Requesting | Phase::Receiving) => {
+                if self.phase == Phase::Requesting {
+                    // The server ignored our options (RFC 2347): RFC 1350 defaults.
+                    self.phase = Phase::Receiving;
+                    self.tsize = None;
+                }
+                let (kind, ack) = self.recv.on_data(block, data.len());
+                if let Some(a) = ack {
+                    self.pending = Some(ClientTransmit::Ack(a));
+                }
+                match kind {
+                    Received::InOrder { offset, last, .. } => {
+                        self.first_data.get_or_insert(now);
+                        self.progress(now, cfg);
+                        if last {
+                            self.phase = Phase::Done(ClientOutcome::Complete);
+                        }
+                        Some((offset, data))
+                    }
+                    Received::Oversized => {
+                        self.fail(ErrorCode::ILLEGAL_OPERATION, "DATA larger than blksize");
+                        None
+                    }
+                    Received::Duplicate | Received::Gap => None,
+                }
+            }
+            (Packet::Error { code, .. }, _) => {
+                self.phase = Phase::Done(ClientOutcome::ServerError(code));
+                self.pending = None;
+                None
+            }
+            (Packet::Ack { .. } | Packet::Request(_), _) => {
+                self.fail(ErrorCode::ILLEGAL_OPERATION, "unexpected packet");
+                None
+            }
+        }
+    }
+
+    fn check_oack(&mut self, opts: &Options<'_>) -> Result<(u16, u16), &'static str> {
+        let mut blksize = DEFAULT_BLKSIZE;
+        let mut window = 1u16;
+        for (name, value) in opts.iter() {
+            let v = parse_u64(value).ok_or("OACK value is not a number")?;
+            if name.eq_ignore_ascii_case(b"blksize") {
+                let asked = self
+                    .options
+                    .blksize
+                    .ok_or("OACK has blksize we did not ask for")?;
+                if v < u64::from(MIN_BLKSIZE) || v > u64::from(asked) {
+                    return Err("OACK blksize out of range");
+                }
+                blksize = v as u16;
+            } else if name.eq_ignore_ascii_case(b"windowsize") {
+                let asked = self
+                    .options
+                    .windowsize
+                    .ok_or("OACK has windowsize we did not ask for")?;
+                if v == 0 || v > u64::from(asked) {
+                    return Err("OACK windowsize out of range");
+                }
+                window = v as u16;
+            } else if name.eq_ignore_ascii_case(b"timeout") {
+                let asked = self
+                    .options
+                    .timeout
+                    .ok_or("OACK has timeout we did not ask for")?;
+                if v != u64::from(asked) {
+                    return Err("OACK timeout differs from the request");
+                }
+            } else if name.eq_ignore_ascii_case(b"tsize") {
+                if !self.options.tsize {
+                    return Err("OACK has tsize we did not ask for");
+                }
+                self.tsize = Some(v);
+            } else {
+                return Err("OACK has an option we did not ask for");
+            }
+        }
+        Ok((blksize, window))
+    }
+
+    fn progress(&mut self, now: Timestamp, cfg: &ClientConfig) {
+        self.retries = 0;
+        self.deadline = now + cfg.timeout;
+    }
+
+    fn fail(&mut self, code: ErrorCode, message: &'static str) {
+        self.phase = Phase::Failing { code, message };
+    }
+
+    /// Handles the timer: resends the request or the last ACK, or gives up.
+    pub fn handle_timeout(&mut self, now: Timestamp, cfg: &ClientConfig) {
+        if now < self.deadline || !matches!(self.phase, Phase::Requesting | Phase::Receiving) {
+            return;
+        }
+        if self.retries >= cfg.max_retries {
+            self.phase = Phase::Done(ClientOutcome::TimedOut);
+            self.pending = None;
+            return;
+        }
+        self.retries += 1;
+        self.retransmits += 1;
+        self.pending = Some(match self.phase {
+            Phase::Requesting => ClientTransmit::Request,
+            _ => ClientTransmit::Ack(self.recv.last_acked()),
+        });
+        self.deadline = now + cfg.timeout;
+    }
+
+    /// The next packet to send, if any.
+    pub fn poll_transmit(&mut self, now: Timestamp, cfg: &ClientConfig) -> Option<ClientTransmit> {
+        if let Phase::Failing { code, message } = self.phase {
+            self.phase = Phase::Done(ClientOutcome::ProtocolError(message));
+            return Some(ClientTransmit::Error { code, message });
+        }
+        let t = self.pending.take()?;
+        if t == ClientTransmit::Request && self.deadline <= now {
+            self.deadline = now + cfg.timeout;
+        }
+        Some(t)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        matches!(self.phase, Phase::Requesting | Phase::Receiving).then_some(self.deadline)
+    }
+
+    /// How the download ended, once it has.
+    pub fn outcome(&self) -> Option<ClientOutcome> {
+        match self.phase {
+            Phase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The size the server announced (tsize), if any.
+    pub fn tsize(&self) -> Option<u64> {
+        self.tsize
+    }
+
+    /// The block size in use.
+    pub fn blksize(&self) -> u16 {
+        self.recv.blksize()
+    }
+
+    /// Requests and ACKs sent again after a timeout.
+    pub fn retransmits(&self) -> u32 {
+        self.retransmits
+    }
+
+    /// When the first block arrived.
+    pub fn first_data(&self) -> Option<Timestamp> {
+        self.first_data
+    }
+
+    /// When the download started.
+    pub fn started(&self) -> Timestamp {
+        self.started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> Timestamp {
+        Timestamp::from_micros(ms * 1000)
+    }
+
+    const CFG: ClientConfig = ClientConfig {
+        timeout: Duration::from_millis(100),
+        max_retries: 2,
+    };
+
+    #[test]
+    fn request_encoding_and_retries() {
+        let mut c = ReadClient::new(
+            t(0),
+            RequestOptions {
+                blksize: Some(1432),
+                tsize: true,
+                ..Default::default()
+            },
+        );
+        let mut buf = [0u8; 128];
+        let n = c
+            .encode_request(b"boot.ipxe", Mode::Octet, &mut buf)
+            .unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"\x00\x01boot.ipxe\x00octet\x00tsize\x000\x00blksize\x001432\x00"
+        );
+        assert_eq!(c.poll_transmit(t(0), &CFG), Some(ClientTransmit::Request));
+        assert_eq!(c.poll_timeout(), Some(t(100)));
+        c.handle_timeout(t(100), &CFG);
+        assert_eq!(c.poll_transmit(t(100), &CFG), Some(ClientTransmit::Request));
+        c.handle_timeout(t(200), &CFG);
+        c.handle_timeout(t(300), &CFG);
+        assert_eq!(c.outcome(), Some(ClientOutcome::TimedOut));
+    }
+
+    #[test]
+    fn strict_oack_checks() {
+        let cases: [(&[u8], Option<&str>); 6] = [
+            (b"\x00\x06blksize\x001432\x00tsize\x0099\x00", None),
+            (
+                b"\x00\x06blksize\x002000\x00",
+                Some("OACK blksize out of range"),
+            ),
+            (
+                b"\x00\x06windowsize\x004\x00",
+                Some("OACK has windowsize we did not ask for"),
+            ),
+            (
+                b"\x00\x06timeout\x005\x00",
+                Some("OACK has timeout we did not ask for"),
+            ),
+            (
+                b"\x00\x06foo\x001\x00",
+                Some("OACK has an option we did not ask for"),
+            ),
+            (
+                b"\x00\x06tsize\x00x\x00",
+                Some("OACK value is not a number"),
+            ),
+        ];
+        for (oack, err) in cases {
+            let mut c = ReadClient::new(
+                t(0),
+                RequestOptions {
+                    blksize: Some(1432),
+                    tsize: true,
+                    ..Default::default()
+                },
+            );
+            c.poll_transmit(t(0), &CFG);
+            c.handle_packet(t(1), &Packet::decode(oack).unwrap(), &CFG);
+            match err {
+                None => {
+                    assert_eq!(c.poll_transmit(t(1), &CFG), Some(ClientTransmit::Ack(0)));
+                    assert_eq!(c.tsize(), Some(99));
+                    assert_eq!(c.blksize(), 1432);
+                }
+                Some(e) => {
+                    assert_eq!(
+                        c.poll_transmit(t(1), &CFG),
+                        Some(ClientTransmit::Error {
+                            code: ErrorCode::OPTION_REFUSED,
+                            message: e
+                        })
+                    );
+                    assert_eq!(c.outcome(), Some(ClientOutcome::ProtocolError(e)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn data_without_oack_uses_defaults() {
+        let mut c = ReadClient::new(
+            t(0),
+            RequestOptions {
+                blksize: Some(1432),
+                ..Default::default()
+            },
+        );
+        c.poll_transmit(t(0), &CFG);
+        let got = c.handle_packet(
+            t(1),
+            &Packet::Data {
+                block: 1,
+                data: &[7; 512],
+            },
+            &CFG,
+        );
+        assert_eq!(got.map(|(o, d)| (o, d.len())), Some((0, 512)));
+        assert_eq!(c.poll_transmit(t(1), &CFG), Some(ClientTransmit::Ack(1)));
+        c.handle_packet(
+            t(2),
+            &Packet::Data {
+                block: 2,
+                data: &[7; 3],
+            },
+            &CFG,
+        );
+        assert_eq!(c.poll_transmit(t(2), &CFG), Some(ClientTransmit::Ack(2)));
+        assert_eq!(c.outcome(), Some(ClientOutcome::Complete));
+    }
+
+    #[test]
+    fn timeout_resends_last_ack() {
+        let mut c = ReadClient::new(t(0), RequestOptions::default());
+        c.poll_transmit(t(0), &CFG);
+        c.handle_packet(
+            t(1),
+            &Packet::Data {
+                block: 1,
+                data: &[0; 512],
+            },
+            &CFG,
+        );
+        c.poll_transmit(t(1), &CFG);
+        c.handle_timeout(t(101), &CFG);
+        assert_eq!(c.poll_transmit(t(101), &CFG), Some(ClientTransmit::Ack(1)));
+        assert_eq!(c.retransmits(), 1);
+    }
+}

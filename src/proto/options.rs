@@ -1,0 +1,407 @@
+//! Option negotiation: blksize (RFC 2348), timeout and tsize (RFC 2349), windowsize (RFC 7440).
+//!
+//! All client-supplied option values are clamped or refused in [`negotiate`], nowhere else.
+//! The OACK answers only what the client asked for, in the client's spelling and order, never with
+//! a larger blksize or windowsize than requested, and with timeout echoed exactly or left out:
+//! EDK2 rejects an OACK that breaks any of these (`Mtftp4RrqOackValid`).
+
+use super::error::BufferTooSmall;
+use super::wire::{Mode, OackWriter, Options, RequestKind, parse_u64};
+
+/// Default block size when blksize is not negotiated (RFC 1350).
+pub const DEFAULT_BLKSIZE: u16 = 512;
+/// Smallest blksize a client may ask for (RFC 2348).
+pub const MIN_BLKSIZE: u16 = 8;
+/// Largest blksize the protocol allows (RFC 2348).
+pub const MAX_BLKSIZE: u16 = 65464;
+/// Largest windowsize this implementation grants: it keeps 16-bit ACK numbers unambiguous
+/// (an ACK from before the window can never alias a block inside it).
+pub const MAX_WINDOWSIZE: u16 = 32768;
+
+/// Server limits that shape what is granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest blksize granted (at most [`MAX_BLKSIZE`]).
+    pub max_blksize: u16,
+    /// Largest windowsize granted (at most [`MAX_WINDOWSIZE`]).
+    pub max_windowsize: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_blksize: MAX_BLKSIZE,
+            max_windowsize: 64,
+        }
+    }
+}
+
+/// The largest blksize whose DATA packets fit an interface MTU without IP fragmentation
+/// (20- or 40-byte IP header, 8-byte UDP header, 4-byte TFTP header). Many boot ROMs cannot
+/// reassemble fragments (RFC 2348 discussion; dnsmasq, tftp-hpa `-B`).
+pub fn blksize_for_mtu(mtu: u32, ipv6: bool) -> u16 {
+    let overhead = if ipv6 { 40 + 8 + 4 } else { 20 + 8 + 4 };
+    let fit = mtu
+        .saturating_sub(overhead)
+        .clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE));
+    // Clamped to MAX_BLKSIZE above, so it fits in u16.
+    fit as u16
+}
+
+const BLKSIZE: u8 = 1;
+const TIMEOUT: u8 = 2;
+const TSIZE: u8 = 4;
+const WINDOWSIZE: u8 = 8;
+
+/// The outcome of negotiation: the transfer parameters and which options the OACK carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Block size in bytes (512 unless negotiated).
+    pub blksize: u16,
+    /// Blocks per window (1 unless negotiated).
+    pub windowsize: u16,
+    /// The client's retransmission timeout in seconds, when it asked for one and it was accepted.
+    pub timeout: Option<u8>,
+    /// The transfer size announced in the OACK: the file's size on a read, the client's on a write.
+    pub tsize: Option<u64>,
+    acked: u8,
+}
+
+impl Negotiated {
+    /// Parameters of a transfer without options (RFC 1350).
+    pub const PLAIN: Self = Self {
+        blksize: DEFAULT_BLKSIZE,
+        windowsize: 1,
+        timeout: None,
+        tsize: None,
+        acked: 0,
+    };
+
+    /// Whether any option was accepted, so that the server answers with an OACK
+    /// rather than with DATA 1 (read) or ACK 0 (write).
+    pub fn has_oack(&self) -> bool {
+        self.acked != 0
+    }
+
+    /// Writes the OACK for `requested` (the same option list negotiation saw) into `out`.
+    ///
+    /// Options appear in the order and spelling the client used; a repeated option is
+    /// answered once.
+    pub fn encode_oack(
+        &self,
+        requested: &Options<'_>,
+        out: &mut [u8],
+    ) -> Result<usize, BufferTooSmall> {
+        let mut w = OackWriter::new(out)?;
+        let mut written = 0u8;
+        for (name, _) in requested.iter() {
+            let Some(bit) = option_bit(name) else {
+                continue;
+            };
+            if self.acked & bit == 0 || written & bit != 0 {
+                continue;
+            }
+            written |= bit;
+            let value = match bit {
+                BLKSIZE => u64::from(self.blksize),
+                TIMEOUT => u64::from(self.timeout.unwrap_or(0)),
+                TSIZE => self.tsize.unwrap_or(0),
+                _ => u64::from(self.windowsize),
+            };
+            w.option(name, value)?;
+        }
+        Ok(w.finish())
+    }
+}
+
+fn option_bit(name: &[u8]) -> Option<u8> {
+    if name.eq_ignore_ascii_case(b"blksize") {
+        Some(BLKSIZE)
+    } else if name.eq_ignore_ascii_case(b"timeout") {
+        Some(TIMEOUT)
+    } else if name.eq_ignore_ascii_case(b"tsize") {
+        Some(TSIZE)
+    } else if name.eq_ignore_ascii_case(b"windowsize") {
+        Some(WINDOWSIZE)
+    } else {
+        None
+    }
+}
+
+/// Negotiates the options of a request.
+///
+/// - `file_size`: on a read, the size of the file in octet mode (`None` when it is not known in
+///   advance, as for netascii, whose tsize is then left out).
+/// - `mtu_blksize`: the blksize that fits the MTU of the interface the request came in on,
+///   when the caller knows it.
+///
+/// Invalid values are not errors: the option is left out of the OACK and the RFC 1350 default
+/// applies (blksize below 8, timeout outside 1–255, windowsize 0, non-numeric values).
+/// Unknown options are ignored. The first occurrence of a repeated option counts.
+pub fn negotiate(
+    kind: RequestKind,
+    mode: Mode,
+    requested: &Options<'_>,
+    file_size: Option<u64>,
+    limits: Limits,
+    mtu_blksize: Option<u16>,
+) -> Negotiated {
+    let mut n = Negotiated::PLAIN;
+    let value = |name: &str| requested.get(name).and_then(|(_, v)| parse_u64(v));
+
+    //= https://www.rfc-editor.org/rfc/rfc2348
+    //# Valid values range between "8" and "65464" octets, inclusive. [...] the server
+    //# may reply with a smaller value than was requested.
+    if let Some(v) = value("blksize") {
+        if v >= u64::from(MIN_BLKSIZE) {
+            let cap = limits
+                .max_blksize
+                .min(mtu_blksize.unwrap_or(MAX_BLKSIZE))
+                .min(MAX_BLKSIZE);
+            n.blksize = v.min(u64::from(cap.max(MIN_BLKSIZE))) as u16;
+            n.acked |= BLKSIZE;
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc2349#section-2
+    //# Valid values range between "1" and "255" seconds, inclusive. [...] the server
+    //# [...] MUST echo the same value.
+    if let Some(v) = value("timeout") {
+        if (1..=255).contains(&v) {
+            n.timeout = Some(v as u8);
+            n.acked |= TIMEOUT;
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc2349#section-3
+    //# In Read Request packets, a size of "0" is specified in the request and the size of
+    //# the file, in octets, is returned in the OACK. [...] In Write Request packets, the
+    //# size of the file, in octets, is specified in the request
+    if let Some(v) = value("tsize") {
+        let size = match kind {
+            RequestKind::Read => file_size,
+            RequestKind::Write => Some(v),
+        };
+        if let (Some(size), Mode::Octet) = (size, mode) {
+            n.tsize = Some(size);
+            n.acked |= TSIZE;
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc7440#section-4
+    //# Valid values range between "1" and "65535" blocks, inclusive. [...] the server
+    //# may reply with a smaller value than was requested
+    if let Some(v) = value("windowsize") {
+        if (1..=65535).contains(&v) {
+            let cap = limits.max_windowsize.clamp(1, MAX_WINDOWSIZE);
+            n.windowsize = (v as u16).min(cap);
+            n.acked |= WINDOWSIZE;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::wire::Packet;
+
+    fn opts(raw: &[u8]) -> Options<'_> {
+        match Packet::decode(raw).unwrap() {
+            Packet::Request(r) => r.options,
+            p => panic!("{p:?}"),
+        }
+    }
+
+    fn req(options: &str) -> Vec<u8> {
+        let mut v = b"\x00\x01f\x00octet\x00".to_vec();
+        for part in options.split_whitespace() {
+            v.extend(part.as_bytes());
+            v.push(0);
+        }
+        v
+    }
+
+    fn oack(n: &Negotiated, o: &Options<'_>) -> Vec<u8> {
+        let mut buf = [0u8; 512];
+        let len = n.encode_oack(o, &mut buf).unwrap();
+        buf[..len].to_vec()
+    }
+
+    const READ: RequestKind = RequestKind::Read;
+
+    #[test]
+    fn no_options_no_oack() {
+        let r = req("");
+        let n = negotiate(
+            READ,
+            Mode::Octet,
+            &opts(&r),
+            Some(100),
+            Limits::default(),
+            None,
+        );
+        assert_eq!(n, Negotiated::PLAIN);
+        assert!(!n.has_oack());
+    }
+
+    #[test]
+    fn edk2_probe_and_request() {
+        let r = req("tsize 0 blksize 1468 windowsize 4");
+        let o = opts(&r);
+        let n = negotiate(
+            READ,
+            Mode::Octet,
+            &o,
+            Some(2_681_664),
+            Limits::default(),
+            Some(1468),
+        );
+        assert_eq!(
+            (n.blksize, n.windowsize, n.tsize),
+            (1468, 4, Some(2_681_664))
+        );
+        assert_eq!(
+            oack(&n, &o),
+            b"\x00\x06tsize\x002681664\x00blksize\x001468\x00windowsize\x004\x00"
+        );
+    }
+
+    #[test]
+    fn blksize_capped_by_server_and_mtu_never_raised() {
+        let r = req("blksize 65464");
+        let o = opts(&r);
+        let lim = Limits {
+            max_blksize: 8192,
+            max_windowsize: 64,
+        };
+        assert_eq!(
+            negotiate(READ, Mode::Octet, &o, Some(1), lim, None).blksize,
+            8192
+        );
+        assert_eq!(
+            negotiate(READ, Mode::Octet, &o, Some(1), lim, Some(1468)).blksize,
+            1468
+        );
+        let r = req("blksize 1024");
+        let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, Some(1468));
+        assert_eq!(n.blksize, 1024);
+        // Above the protocol maximum: clamped, never refused.
+        let r = req("blksize 70000");
+        assert_eq!(
+            negotiate(
+                READ,
+                Mode::Octet,
+                &opts(&r),
+                Some(1),
+                Limits::default(),
+                None
+            )
+            .blksize,
+            MAX_BLKSIZE
+        );
+    }
+
+    #[test]
+    fn invalid_values_left_out() {
+        let r = req("blksize 4 timeout 0 windowsize 0 tsize abc");
+        let o = opts(&r);
+        let n = negotiate(READ, Mode::Octet, &o, Some(10), Limits::default(), None);
+        assert_eq!(n, Negotiated::PLAIN);
+        let r = req("timeout 256 blksize -1 windowsize 65536");
+        assert_eq!(
+            negotiate(
+                READ,
+                Mode::Octet,
+                &opts(&r),
+                Some(10),
+                Limits::default(),
+                None
+            ),
+            Negotiated::PLAIN
+        );
+    }
+
+    #[test]
+    fn timeout_echoed_exactly() {
+        for t in [1u8, 5, 255] {
+            let r = req(&format!("timeout {t}"));
+            let o = opts(&r);
+            let n = negotiate(READ, Mode::Octet, &o, Some(10), Limits::default(), None);
+            assert_eq!(n.timeout, Some(t));
+            assert_eq!(
+                oack(&n, &o),
+                format!("\x00\x06timeout\x00{t}\x00").into_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn windowsize_capped() {
+        let r = req("windowsize 1000");
+        let n = negotiate(
+            READ,
+            Mode::Octet,
+            &opts(&r),
+            Some(1),
+            Limits::default(),
+            None,
+        );
+        assert_eq!(n.windowsize, 64);
+        let lim = Limits {
+            max_blksize: 512,
+            max_windowsize: 65535,
+        };
+        let r = req("windowsize 65535");
+        assert_eq!(
+            negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, None).windowsize,
+            MAX_WINDOWSIZE
+        );
+    }
+
+    #[test]
+    fn tsize_64_bit_and_omitted_for_netascii() {
+        let r = req("tsize 0");
+        let o = opts(&r);
+        let n = negotiate(
+            READ,
+            Mode::Octet,
+            &o,
+            Some(5 << 30),
+            Limits::default(),
+            None,
+        );
+        assert_eq!(oack(&n, &o), b"\x00\x06tsize\x005368709120\x00");
+        let n = negotiate(READ, Mode::Netascii, &o, None, Limits::default(), None);
+        assert!(!n.has_oack());
+        // A write echoes the client's size.
+        let r = req("tsize 12345");
+        let n = negotiate(
+            RequestKind::Write,
+            Mode::Octet,
+            &opts(&r),
+            None,
+            Limits::default(),
+            None,
+        );
+        assert_eq!(n.tsize, Some(12345));
+    }
+
+    #[test]
+    fn client_spelling_order_and_duplicates() {
+        let r = req("BLKSIZE 1432 foo bar TSize 0 blksize 512 msftwindow 31416");
+        let o = opts(&r);
+        let n = negotiate(READ, Mode::Octet, &o, Some(77), Limits::default(), None);
+        assert_eq!(n.blksize, 1432, "first occurrence wins");
+        assert_eq!(oack(&n, &o), b"\x00\x06BLKSIZE\x001432\x00TSize\x0077\x00");
+    }
+
+    #[test]
+    fn mtu_arithmetic() {
+        assert_eq!(blksize_for_mtu(1500, false), 1468);
+        assert_eq!(blksize_for_mtu(1500, true), 1448);
+        assert_eq!(blksize_for_mtu(9000, false), 8968);
+        assert_eq!(blksize_for_mtu(65536, false), MAX_BLKSIZE);
+        assert_eq!(blksize_for_mtu(0, false), MIN_BLKSIZE);
+    }
+}

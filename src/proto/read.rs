@@ -1,0 +1,334 @@
+//! The server side of a read transfer (RRQ): from the first answer to the final ACK.
+//!
+//! # Driving it
+//! A `ReadTransfer` does no I/O and reads no clock. The owner:
+//! 1. creates it when a request has been accepted ([`ReadTransfer::new`]), after negotiating
+//!    options against the file;
+//! 2. feeds it every packet from the client with [`handle_packet`](ReadTransfer::handle_packet),
+//!    a repeated request with [`handle_duplicate_request`](ReadTransfer::handle_duplicate_request),
+//!    and calls [`handle_timeout`](ReadTransfer::handle_timeout) once
+//!    [`poll_timeout`](ReadTransfer::poll_timeout) has passed;
+//! 3. after each of those, calls [`poll_transmit`](ReadTransfer::poll_transmit) until it returns
+//!    `None`, sending what it returns. For DATA it returns the block's byte range, never the bytes:
+//!    the I/O layer sends `[header, slice of the file]`;
+//! 4. drops it once [`outcome`](ReadTransfer::outcome) is `Some`.
+//!
+//! # Policy
+//! - Until the client acknowledges something, nothing is resent on a timer: each request datagram
+//!   gets at most one answer, so a spoofed request costs its victim one packet. Clients repeat
+//!   their request when the answer is lost.
+//! - Duplicate ACKs never cause a resend; only the adaptive timeout does.
+//! - An ERROR 0 or 8 right after the OACK is the UEFI size probe: a normal, quiet end.
+//! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
+
+use super::error::ErrorCode;
+use super::options::Negotiated;
+use super::sender::{AckEffect, RetransmitConfig, TimeoutEffect, WindowSender};
+use super::time::Timestamp;
+use super::wire::Packet;
+
+/// What to send next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// The OACK (encoded by the owner from the request with [`Negotiated::encode_oack`]).
+    Oack,
+    /// A DATA packet of `len` bytes of the file starting at `offset`.
+    Data {
+        /// Wire block number (wrapped to 16 bits).
+        block: u16,
+        /// Offset of the payload in the file.
+        offset: u64,
+        /// Payload length (0..=blksize).
+        len: usize,
+    },
+    /// An ERROR packet; the transfer ends once it has been handed out.
+    Error {
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: &'static str,
+    },
+}
+
+/// How a transfer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every block was acknowledged (or the client closed after the final block).
+    Complete,
+    /// The client read the OACK and stopped with ERROR 0 or 8: a size probe, not a failure.
+    Probe,
+    /// The client sent an ERROR.
+    PeerError(ErrorCode),
+    /// The client went silent.
+    TimedOut,
+    /// The server ended the transfer with an ERROR of this code.
+    Aborted(ErrorCode),
+}
+
+impl Outcome {
+    /// A one-word label for logs: ok, probe, error or timeout.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Complete => "ok",
+            Self::Probe => "probe",
+            Self::PeerError(_) | Self::Aborted(_) => "error",
+            Self::TimedOut => "timeout",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing acknowledged yet. `expires`: when to forget the client if it stays silent.
+    Unconfirmed { oack: bool, expires: Timestamp },
+    /// ACKs are flowing.
+    Sending,
+    /// An ERROR is queued.
+    Failing {
+        code: ErrorCode,
+        message: &'static str,
+    },
+    /// Over.
+    Done(Outcome),
+}
+
+/// A read transfer in progress.
+#[derive(Clone, Debug)]
+pub struct ReadTransfer {
+    sender: WindowSender,
+    phase: Phase,
+    started: Timestamp,
+    retransmits: u32,
+    /// The first answer (OACK or DATA 1) is due.
+    first_due: bool,
+    /// How many times the first answer was sent.
+    first_sends: u8,
+    /// The client's negotiated timeout in seconds (0 = none).
+    client_timeout: u8,
+}
+
+impl ReadTransfer {
+    /// A transfer of `size` bytes with the negotiated parameters; its first answer is due at once.
+    pub fn new(now: Timestamp, size: u64, negotiated: &Negotiated, cfg: &RetransmitConfig) -> Self {
+        let cfg = cfg.with_client_timeout(negotiated.timeout);
+        let oack = negotiated.has_oack();
+        let window = if oack { negotiated.windowsize } else { 1 };
+        let blksize = if oack {
+            negotiated.blksize
+        } else {
+            Negotiated::PLAIN.blksize
+        };
+        Self {
+            sender: WindowSender::new(now, size, blksize, window, &cfg),
+            phase: Phase::Unconfirmed {
+                oack,
+                expires: now + cfg.patience,
+            },
+            started: now,
+            retransmits: 0,
+            first_due: true,
+            first_sends: 0,
+            client_timeout: negotiated.timeout.unwrap_or(0),
+        }
+    }
+
+    fn cfg(&self, cfg: &RetransmitConfig) -> RetransmitConfig {
+        cfg.with_client_timeout((self.client_timeout != 0).then_some(self.client_timeout))
+    }
+
+    /// Handles a packet from the client (the owner has checked that it comes from the client's
+    /// address and port).
+    pub fn handle_packet(&mut self, now: Timestamp, packet: &Packet<'_>, cfg: &RetransmitConfig) {
+        let cfg = self.cfg(cfg);
+        match (*packet, self.phase) {
+            (_, Phase::Done(_) | Phase::Failing { .. }) => {}
+            (Packet::Ack { block }, Phase::Unconfirmed { oack: true, .. }) => {
+                if block == 0 {
+                    if self.first_sends == 1 {
+                        self.sender.sample_handshake(now, self.started, &cfg);
+                    }
+                    self.phase = Phase::Sending;
+                }
+            }
+            (Packet::Ack { block }, Phase::Unconfirmed { oack: false, .. } | Phase::Sending) => {
+                match self.sender.on_ack(now, block, &cfg) {
+                    AckEffect::Progress => self.phase = Phase::Sending,
+                    AckEffect::Complete => self.phase = Phase::Done(Outcome::Complete),
+                    AckEffect::Duplicate | AckEffect::Stale => {}
+                }
+            }
+            (Packet::Error { code, .. }, Phase::Unconfirmed { .. }) => {
+                //= https://www.rfc-editor.org/rfc/rfc2347
+                //# the client may respond with an ERROR packet, using error code 8, to terminate
+                //# the transfer
+                // EDK2 reads tsize from the OACK and stops with ERROR 8; others use ERROR 0.
+                self.phase = Phase::Done(
+                    if code == ErrorCode::NOT_DEFINED || code == ErrorCode::OPTION_REFUSED {
+                        Outcome::Probe
+                    } else {
+                        Outcome::PeerError(code)
+                    },
+                );
+            }
+            (Packet::Error { code, .. }, Phase::Sending) => {
+                self.phase = Phase::Done(
+                    if code == ErrorCode::NOT_DEFINED && self.sender.all_sent() {
+                        Outcome::Complete
+                    } else {
+                        Outcome::PeerError(code)
+                    },
+                );
+            }
+            (Packet::Data { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
+                self.abort(
+                    ErrorCode::ILLEGAL_OPERATION,
+                    "unexpected packet on a read transfer",
+                );
+            }
+        }
+    }
+
+    /// The client sent its request again. Before anything has been acknowledged, the first answer
+    /// is sent once more and the client's silence timer restarts; returns whether that happens.
+    /// Afterwards the repeat is ignored.
+    pub fn handle_duplicate_request(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> bool {
+        let cfg = self.cfg(cfg);
+        match self.phase {
+            Phase::Unconfirmed { oack, .. } => {
+                self.first_due = true;
+                if !oack {
+                    self.sender.rewind();
+                }
+                self.phase = Phase::Unconfirmed {
+                    oack,
+                    expires: now + cfg.patience,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Handles the timer (a call before the deadline does nothing).
+    pub fn handle_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
+        let cfg = self.cfg(cfg);
+        match self.phase {
+            Phase::Unconfirmed { expires, .. } if now >= expires => {
+                self.phase = Phase::Done(Outcome::TimedOut);
+            }
+            Phase::Sending => match self.sender.on_timeout(now, &cfg) {
+                TimeoutEffect::GiveUp => self.phase = Phase::Done(Outcome::TimedOut),
+                TimeoutEffect::Retransmit | TimeoutEffect::NotDue => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// Ends the transfer with an ERROR (for example: the file became unreadable, or the server is
+    /// stopping). The ERROR is the next transmit.
+    pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
+        if !matches!(self.phase, Phase::Done(_)) {
+            self.phase = Phase::Failing { code, message };
+        }
+    }
+
+    /// Ends the transfer at once without sending anything.
+    pub fn cancel(&mut self, outcome: Outcome) {
+        self.phase = Phase::Done(outcome);
+    }
+
+    /// The next packet to send, if any.
+    pub fn poll_transmit(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<Transmit> {
+        let cfg = self.cfg(cfg);
+        match self.phase {
+            Phase::Failing { code, message } => {
+                self.phase = Phase::Done(Outcome::Aborted(code));
+                Some(Transmit::Error { code, message })
+            }
+            Phase::Unconfirmed { oack, expires } if self.first_due => {
+                self.first_due = false;
+                self.first_sends = self.first_sends.saturating_add(1);
+                if self.first_sends > 1 {
+                    self.retransmits += 1;
+                }
+                if oack {
+                    return Some(Transmit::Oack);
+                }
+                let t = self.data(now, &cfg);
+                // No timer-driven resend before the client has acknowledged anything.
+                self.sender.set_deadline(expires);
+                t
+            }
+            Phase::Sending => self.data(now, &cfg),
+            _ => None,
+        }
+    }
+
+    fn data(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<Transmit> {
+        let (block, resend) = self.sender.next_block(now, cfg)?;
+        if resend && matches!(self.phase, Phase::Sending) {
+            self.retransmits += 1;
+        }
+        let (offset, len) = self.sender.block_span(block);
+        Some(Transmit::Data {
+            block: block as u16,
+            offset,
+            len,
+        })
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due; `None` once the transfer is over.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::Unconfirmed { expires, .. } => Some(expires),
+            Phase::Sending => Some(self.sender.deadline()),
+            Phase::Failing { .. } | Phase::Done(_) => None,
+        }
+    }
+
+    /// Whether `poll_transmit` has something to hand out.
+    pub fn wants_transmit(&self) -> bool {
+        match self.phase {
+            Phase::Failing { .. } => true,
+            Phase::Unconfirmed { .. } => self.first_due,
+            Phase::Sending => self.sender.can_send(),
+            Phase::Done(_) => false,
+        }
+    }
+
+    /// How the transfer ended, once it has.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.phase {
+            Phase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Whether the client has acknowledged anything yet.
+    pub fn is_confirmed(&self) -> bool {
+        !matches!(self.phase, Phase::Unconfirmed { .. })
+    }
+
+    /// When the transfer was created.
+    pub fn started(&self) -> Timestamp {
+        self.started
+    }
+
+    /// Bytes the client has acknowledged.
+    pub fn bytes_acked(&self) -> u64 {
+        self.sender.bytes_acked()
+    }
+
+    /// Packets sent again (DATA blocks and repeated first answers).
+    pub fn retransmits(&self) -> u32 {
+        self.retransmits
+    }
+
+    /// The sender, for its round-trip estimate and parameters.
+    pub fn sender(&self) -> &WindowSender {
+        &self.sender
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! Unit tests of the read transfer: each real-client pattern, packet by packet.
+
+use std::time::Duration;
+
+use super::*;
+use crate::proto::options::{Limits, negotiate};
+use crate::proto::rtt::RtoBounds;
+use crate::proto::wire::{Mode, Options, RequestKind};
+
+const CFG: RetransmitConfig = RetransmitConfig {
+    rto: RtoBounds {
+        initial: Duration::from_millis(100),
+        min: Duration::from_millis(10),
+        max: Duration::from_secs(1),
+    },
+    max_retries: 3,
+    patience: Duration::from_secs(2),
+};
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_micros(ms * 1000)
+}
+
+fn negotiated(options: &str, size: u64) -> Negotiated {
+    let mut raw = b"\x00\x01f\x00octet\x00".to_vec();
+    for part in options.split_whitespace() {
+        raw.extend(part.as_bytes());
+        raw.push(0);
+    }
+    let opts: Options<'_> = match Packet::decode(&raw).unwrap() {
+        Packet::Request(r) => r.options,
+        _ => unreachable!(),
+    };
+    negotiate(
+        RequestKind::Read,
+        Mode::Octet,
+        &opts,
+        Some(size),
+        Limits::default(),
+        None,
+    )
+}
+
+fn drain(x: &mut ReadTransfer, now: Timestamp) -> Vec<Transmit> {
+    std::iter::from_fn(|| x.poll_transmit(now, &CFG)).collect()
+}
+
+fn ack(x: &mut ReadTransfer, now: Timestamp, block: u16) {
+    x.handle_packet(now, &Packet::Ack { block }, &CFG);
+}
+
+fn error(x: &mut ReadTransfer, now: Timestamp, code: ErrorCode) {
+    x.handle_packet(now, &Packet::Error { code, message: b"" }, &CFG);
+}
+
+fn data(block: u16, offset: u64, len: usize) -> Transmit {
+    Transmit::Data { block, offset, len }
+}
+
+#[test]
+fn plain_request_lockstep() {
+    let mut x = ReadTransfer::new(t(0), 1000, &negotiated("", 1000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [data(1, 0, 512)]);
+    ack(&mut x, t(1), 1);
+    assert_eq!(drain(&mut x, t(1)), [data(2, 512, 488)]);
+    ack(&mut x, t(2), 2);
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
+    assert_eq!(x.bytes_acked(), 1000);
+    assert_eq!(x.retransmits(), 0);
+    assert_eq!(x.poll_timeout(), None);
+}
+
+#[test]
+fn oack_then_windows() {
+    let n = negotiated("blksize 1468 tsize 0 windowsize 4", 1468 * 6);
+    let mut x = ReadTransfer::new(t(0), 1468 * 6, &n, &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert!(!x.is_confirmed());
+    ack(&mut x, t(2), 0);
+    assert!(x.is_confirmed());
+    assert_eq!(
+        x.sender().rtt().srtt(),
+        Some(Duration::from_millis(2)),
+        "OACK round trip sampled"
+    );
+    let w = drain(&mut x, t(2));
+    assert_eq!(w.len(), 4);
+    assert_eq!(w[3], data(4, 1468 * 3, 1468));
+    ack(&mut x, t(3), 4);
+    // Blocks 5, 6 and the final empty block 7.
+    assert_eq!(
+        drain(&mut x, t(3)),
+        [
+            data(5, 1468 * 4, 1468),
+            data(6, 1468 * 5, 1468),
+            data(7, 1468 * 6, 0)
+        ]
+    );
+    ack(&mut x, t(4), 7);
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
+}
+
+#[test]
+fn empty_file_is_one_empty_data() {
+    let mut x = ReadTransfer::new(t(0), 0, &negotiated("", 0), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [data(1, 0, 0)]);
+    ack(&mut x, t(1), 1);
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
+}
+
+#[test]
+fn uefi_size_probe_is_a_probe() {
+    for code in [ErrorCode::OPTION_REFUSED, ErrorCode::NOT_DEFINED] {
+        let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0 blksize 1468", 5000), &CFG);
+        assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+        error(&mut x, t(1), code);
+        assert_eq!(x.outcome(), Some(Outcome::Probe));
+        assert_eq!(drain(&mut x, t(1)), [], "nothing more is sent");
+        assert_eq!(x.outcome().unwrap().label(), "probe");
+    }
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0", 5000), &CFG);
+    drain(&mut x, t(0));
+    error(&mut x, t(1), ErrorCode::ACCESS_VIOLATION);
+    assert_eq!(
+        x.outcome(),
+        Some(Outcome::PeerError(ErrorCode::ACCESS_VIOLATION))
+    );
+}
+
+#[test]
+fn pxelinux_close_after_final_block_is_success() {
+    let mut x = ReadTransfer::new(t(0), 600, &negotiated("tsize 0 blksize 1408", 600), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 0);
+    assert_eq!(drain(&mut x, t(1)), [data(1, 0, 600)]);
+    error(&mut x, t(2), ErrorCode::NOT_DEFINED);
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
+    // ERROR 0 in the middle of a file is a client abort.
+    let mut x = ReadTransfer::new(t(0), 6000, &negotiated("", 6000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 1);
+    drain(&mut x, t(1));
+    error(&mut x, t(2), ErrorCode::NOT_DEFINED);
+    assert_eq!(
+        x.outcome(),
+        Some(Outcome::PeerError(ErrorCode::NOT_DEFINED))
+    );
+}
+
+#[test]
+fn no_timer_resend_before_first_ack_one_answer_per_request() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    // Timers pass: nothing is resent.
+    for ms in [100, 500, 1000, 1999] {
+        x.handle_timeout(t(ms), &CFG);
+        assert_eq!(drain(&mut x, t(ms)), []);
+    }
+    // The client repeats its request: exactly one more OACK.
+    assert!(x.handle_duplicate_request(t(1500), &CFG));
+    assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack]);
+    assert_eq!(x.retransmits(), 1);
+    // The expiry restarted at the repeat.
+    assert_eq!(x.poll_timeout(), Some(t(3500)));
+    x.handle_timeout(t(3499), &CFG);
+    assert_eq!(x.outcome(), None);
+    x.handle_timeout(t(3500), &CFG);
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+    assert_eq!(
+        drain(&mut x, t(3500)),
+        [],
+        "no ERROR to a silent, unconfirmed peer"
+    );
+}
+
+#[test]
+fn repeated_plain_request_resends_data_1_and_skips_rtt_sample() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [data(1, 0, 512)]);
+    assert!(x.handle_duplicate_request(t(300), &CFG));
+    assert_eq!(drain(&mut x, t(300)), [data(1, 0, 512)]);
+    ack(&mut x, t(301), 1);
+    assert_eq!(x.sender().rtt().srtt(), None, "Karn: DATA 1 was sent twice");
+    assert!(
+        !x.handle_duplicate_request(t(302), &CFG),
+        "ignored once confirmed"
+    );
+    assert_eq!(drain(&mut x, t(302)), [data(2, 512, 512)]);
+}
+
+#[test]
+fn duplicate_acks_never_resend() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 1);
+    assert_eq!(drain(&mut x, t(1)), [data(2, 512, 512)]);
+    for i in 0..10 {
+        ack(&mut x, t(2 + i), 1);
+        assert_eq!(drain(&mut x, t(2 + i)), []);
+    }
+    assert_eq!(x.retransmits(), 0);
+}
+
+#[test]
+fn timeout_resends_after_adaptive_rto() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("windowsize 2", 5000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(4), 0);
+    drain(&mut x, t(4));
+    // srtt 4 ms, rttvar 2 ms: RTO = 4 + 8 = 12 ms.
+    assert_eq!(x.poll_timeout(), Some(t(16)));
+    x.handle_timeout(t(15), &CFG);
+    assert_eq!(drain(&mut x, t(15)), []);
+    x.handle_timeout(t(16), &CFG);
+    assert_eq!(drain(&mut x, t(16)), [data(1, 0, 512), data(2, 512, 512)]);
+    assert_eq!(x.retransmits(), 2);
+}
+
+#[test]
+fn gives_up_after_retries_and_patience() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 1);
+    drain(&mut x, t(1));
+    let mut now = t(1);
+    while x.outcome().is_none() {
+        now = x.poll_timeout().unwrap();
+        x.handle_timeout(now, &CFG);
+        drain(&mut x, now);
+    }
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+    assert!(now.saturating_since(t(1)) >= CFG.patience);
+}
+
+#[test]
+fn client_timeout_option_caps_waits() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("timeout 1", 5000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    ack(&mut x, t(900), 0);
+    drain(&mut x, t(900));
+    // 900 ms round trip would give 2.7 s; the client asked for 1 s.
+    assert_eq!(x.poll_timeout(), Some(t(1900)));
+}
+
+#[test]
+fn unexpected_packets_answered_with_error_4() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    drain(&mut x, t(0));
+    x.handle_packet(
+        t(1),
+        &Packet::Data {
+            block: 1,
+            data: b"x",
+        },
+        &CFG,
+    );
+    assert_eq!(
+        drain(&mut x, t(1)),
+        [Transmit::Error {
+            code: ErrorCode::ILLEGAL_OPERATION,
+            message: "unexpected packet on a read transfer"
+        }]
+    );
+    assert_eq!(
+        x.outcome(),
+        Some(Outcome::Aborted(ErrorCode::ILLEGAL_OPERATION))
+    );
+}
+
+#[test]
+fn abort_sends_error_once() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    drain(&mut x, t(0));
+    x.abort(ErrorCode::NOT_DEFINED, "server shutting down");
+    assert!(x.wants_transmit());
+    assert_eq!(
+        drain(&mut x, t(1)),
+        [Transmit::Error {
+            code: ErrorCode::NOT_DEFINED,
+            message: "server shutting down"
+        }]
+    );
+    x.abort(ErrorCode::NOT_DEFINED, "again");
+    assert_eq!(drain(&mut x, t(1)), []);
+}
+
+#[test]
+fn stale_acks_ignored() {
+    let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("windowsize 4", 50_000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 0);
+    drain(&mut x, t(1));
+    ack(&mut x, t(2), 9);
+    assert_eq!(drain(&mut x, t(2)), [], "ACK beyond what was sent");
+    ack(&mut x, t(2), 65535);
+    assert_eq!(drain(&mut x, t(2)), []);
+    ack(&mut x, t(3), 4);
+    assert_eq!(drain(&mut x, t(3)).len(), 4);
+}

@@ -1,0 +1,222 @@
+//! The receiving half of a transfer: accepts DATA blocks in order and decides when to ACK
+//! (RFC 7440 §4): at the end of each window, at the final block, once when a gap shows that a
+//! block was lost (acknowledging the last block received in order), and when a duplicate shows
+//! that the sender missed an ACK.
+//!
+//! Shared by a client's downloads and the server's uploads.
+
+/// What a DATA block was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The next block in order; its payload belongs at `offset`.
+    InOrder {
+        /// Byte offset of the payload.
+        offset: u64,
+        /// Absolute block number (1-based, not wrapped).
+        block: u64,
+        /// It was shorter than blksize: the transfer is complete.
+        last: bool,
+    },
+    /// A block received before.
+    Duplicate,
+    /// A block beyond the next one: an earlier block was lost or reordered.
+    Gap,
+    /// Longer than the block size: a protocol violation.
+    Oversized,
+}
+
+/// Receiver state of one transfer.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowReceiver {
+    /// Next block expected, 1-based.
+    expected: u64,
+    blksize: u16,
+    window: u16,
+    /// Blocks accepted since the last ACK.
+    since_ack: u16,
+    /// Duplicates seen since the last progress.
+    dups: u16,
+    gap_reported: bool,
+    finished: bool,
+}
+
+impl WindowReceiver {
+    /// A receiver for blocks of `blksize` bytes acknowledged every `window` blocks.
+    pub fn new(blksize: u16, window: u16) -> Self {
+        Self {
+            expected: 1,
+            blksize,
+            window: window.clamp(1, super::options::MAX_WINDOWSIZE),
+            since_ack: 0,
+            dups: 0,
+            gap_reported: false,
+            finished: false,
+        }
+    }
+
+    /// Classifies a DATA block of `len` bytes with wire number `block`, and returns the ACK to
+    /// send now, if any (a wire block number).
+    pub fn on_data(&mut self, block: u16, len: usize) -> (Received, Option<u16>) {
+        if len > usize::from(self.blksize) {
+            return (Received::Oversized, None);
+        }
+        // Signed distance from the expected block: unambiguous for windows up to 32768.
+        let d = block.wrapping_sub(self.expected as u16) as i16;
+        if self.finished || d < 0 {
+            let ack = (self.dups % self.window == 0).then(|| self.last_acked());
+            self.dups = self.dups.wrapping_add(1);
+            return (Received::Duplicate, ack);
+        }
+        if d > 0 {
+            let ack = (!self.gap_reported).then(|| self.last_acked());
+            self.gap_reported = true;
+            self.since_ack = 0;
+            return (Received::Gap, ack);
+        }
+        let abs = self.expected;
+        let offset = (abs - 1) * u64::from(self.blksize);
+        self.expected += 1;
+        self.since_ack += 1;
+        self.dups = 0;
+        self.gap_reported = false;
+        let last = len < usize::from(self.blksize);
+        let ack = if last || self.since_ack >= self.window {
+            self.since_ack = 0;
+            Some(block)
+        } else {
+            None
+        };
+        self.finished |= last;
+        (
+            Received::InOrder {
+                offset,
+                block: abs,
+                last,
+            },
+            ack,
+        )
+    }
+
+    /// The wire number of the last block received in order (0 before any).
+    pub fn last_acked(&self) -> u16 {
+        (self.expected - 1) as u16
+    }
+
+    /// Whether the final block has arrived.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Number of blocks received in order.
+    pub fn blocks(&self) -> u64 {
+        self.expected - 1
+    }
+
+    /// The block size.
+    pub fn blksize(&self) -> u16 {
+        self.blksize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_at_window_end_and_final_block() {
+        let mut r = WindowReceiver::new(512, 4);
+        for b in 1..=3 {
+            assert_eq!(r.on_data(b, 512).1, None);
+        }
+        let (k, ack) = r.on_data(4, 512);
+        assert_eq!(
+            k,
+            Received::InOrder {
+                offset: 1536,
+                block: 4,
+                last: false
+            }
+        );
+        assert_eq!(ack, Some(4));
+        assert_eq!(
+            r.on_data(5, 100),
+            (
+                Received::InOrder {
+                    offset: 2048,
+                    block: 5,
+                    last: true
+                },
+                Some(5)
+            )
+        );
+        assert!(r.is_finished());
+    }
+
+    #[test]
+    fn gap_acked_once_with_last_in_order_block() {
+        let mut r = WindowReceiver::new(512, 8);
+        r.on_data(1, 512);
+        r.on_data(2, 512);
+        assert_eq!(r.on_data(4, 512), (Received::Gap, Some(2)));
+        assert_eq!(r.on_data(5, 512), (Received::Gap, None));
+        assert_eq!(
+            r.on_data(3, 512).0,
+            Received::InOrder {
+                offset: 1024,
+                block: 3,
+                last: false
+            }
+        );
+        assert_eq!(
+            r.on_data(5, 512),
+            (Received::Gap, Some(3)),
+            "a new gap is reported again"
+        );
+    }
+
+    #[test]
+    fn duplicates_reacked_once_per_window() {
+        let mut r = WindowReceiver::new(512, 1);
+        r.on_data(1, 512);
+        assert_eq!(r.on_data(1, 512), (Received::Duplicate, Some(1)));
+        assert_eq!(
+            r.on_data(1, 512),
+            (Received::Duplicate, Some(1)),
+            "lockstep: every duplicate"
+        );
+        let mut r = WindowReceiver::new(512, 4);
+        for b in 1..=4 {
+            r.on_data(b, 512);
+        }
+        let acks: Vec<_> = (1..=8)
+            .map(|b| r.on_data(((b - 1) % 4) + 1, 512).1)
+            .collect();
+        assert_eq!(acks, [Some(4), None, None, None, Some(4), None, None, None]);
+    }
+
+    #[test]
+    fn oversized_and_rollover() {
+        let mut r = WindowReceiver::new(8, 1);
+        assert_eq!(r.on_data(1, 9).0, Received::Oversized);
+        for i in 1..=70_000u64 {
+            let (k, ack) = r.on_data(i as u16, 8);
+            assert_eq!(
+                k,
+                Received::InOrder {
+                    offset: (i - 1) * 8,
+                    block: i,
+                    last: false
+                }
+            );
+            assert_eq!(ack, Some(i as u16));
+        }
+        assert_eq!(
+            r.on_data(70_001u64 as u16, 0).0,
+            Received::InOrder {
+                offset: 560_000,
+                block: 70_001,
+                last: true
+            }
+        );
+    }
+}

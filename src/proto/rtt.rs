@@ -1,0 +1,154 @@
+//! Adaptive retransmission timeout (RFC 1123 §4.2.3.2), computed as RFC 6298 does for TCP:
+//! a smoothed round-trip time and its variation, exponential backoff on each timeout, and
+//! Karn's rule (callers sample only blocks that were sent once).
+
+use std::time::Duration;
+
+/// Bounds of the retransmission timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtoBounds {
+    /// Timeout before the first round trip has been measured.
+    pub initial: Duration,
+    /// Lower bound of the adaptive timeout.
+    pub min: Duration,
+    /// Upper bound, backoff included.
+    pub max: Duration,
+}
+
+/// Round-trip estimator of one transfer: microseconds, 16 bytes. The bounds are not stored
+/// (they are the same for thousands of transfers) but passed to each call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RttEstimator {
+    srtt: u32,
+    rttvar: u32,
+    /// Current timeout before backoff.
+    rto: u32,
+    backoff: u8,
+    sampled: bool,
+}
+
+impl RtoBounds {
+    fn micros(&self) -> (u32, u32) {
+        let min = micros(self.min);
+        (min, micros(self.max).max(min))
+    }
+}
+
+/// Clock granularity term of RFC 6298 §2: the server's timers tick in milliseconds.
+const GRANULARITY_US: u32 = 1_000;
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+impl RttEstimator {
+    /// A new estimator with no samples.
+    pub fn new(bounds: &RtoBounds) -> Self {
+        let (min, max) = bounds.micros();
+        Self {
+            srtt: 0,
+            rttvar: 0,
+            rto: micros(bounds.initial).clamp(min, max),
+            backoff: 0,
+            sampled: false,
+        }
+    }
+
+    /// Feeds one round-trip sample.
+    pub fn on_sample(&mut self, rtt: Duration, bounds: &RtoBounds) {
+        let (min, max) = bounds.micros();
+        let r = micros(rtt);
+        //= https://www.rfc-editor.org/rfc/rfc6298#section-2
+        //# RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
+        //# SRTT <- (1 - alpha) * SRTT + alpha * R'
+        if self.sampled {
+            let delta = self.srtt.abs_diff(r);
+            self.rttvar = ((3 * u64::from(self.rttvar) + u64::from(delta)) / 4) as u32;
+            self.srtt = ((7 * u64::from(self.srtt) + u64::from(r)) / 8) as u32;
+        } else {
+            self.srtt = r;
+            self.rttvar = r / 2;
+            self.sampled = true;
+        }
+        let rto =
+            u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)));
+        self.rto = u32::try_from(rto).unwrap_or(u32::MAX).clamp(min, max);
+    }
+
+    /// A retransmission timeout expired: double the timeout (up to the maximum).
+    pub fn on_timeout(&mut self) {
+        self.backoff = self.backoff.saturating_add(1).min(31);
+    }
+
+    /// The peer made progress: drop the backoff.
+    pub fn on_progress(&mut self) {
+        self.backoff = 0;
+    }
+
+    /// The timeout to use now, backoff included.
+    pub fn rto(&self, bounds: &RtoBounds) -> Duration {
+        let (_, max) = bounds.micros();
+        let t = u64::from(self.rto) << self.backoff;
+        Duration::from_micros(t.min(u64::from(max)))
+    }
+
+    /// The smoothed round-trip time, if a sample was taken.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.sampled
+            .then(|| Duration::from_micros(u64::from(self.srtt)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: RtoBounds = RtoBounds {
+        initial: Duration::from_secs(1),
+        min: Duration::from_millis(10),
+        max: Duration::from_secs(8),
+    };
+
+    #[test]
+    fn initial_then_adapts_down_to_the_floor() {
+        let mut r = RttEstimator::new(&B);
+        assert_eq!(r.rto(&B), Duration::from_secs(1));
+        assert_eq!(r.srtt(), None);
+        for _ in 0..50 {
+            r.on_sample(Duration::from_micros(200), &B);
+        }
+        assert_eq!(r.srtt(), Some(Duration::from_micros(200)));
+        assert_eq!(
+            r.rto(&B),
+            Duration::from_millis(10),
+            "clamped to the minimum"
+        );
+    }
+
+    #[test]
+    fn follows_a_slow_path() {
+        let mut r = RttEstimator::new(&B);
+        r.on_sample(Duration::from_millis(100), &B);
+        // srtt 100 ms, rttvar 50 ms: 100 + 200.
+        assert_eq!(r.rto(&B), Duration::from_millis(300));
+        r.on_sample(Duration::from_millis(100), &B);
+        // rttvar 37.5 ms: 100 + 150.
+        assert_eq!(r.rto(&B), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut r = RttEstimator::new(&B);
+        r.on_timeout();
+        assert_eq!(r.rto(&B), Duration::from_secs(2));
+        r.on_timeout();
+        r.on_timeout();
+        assert_eq!(r.rto(&B), Duration::from_secs(8));
+        for _ in 0..40 {
+            r.on_timeout();
+        }
+        assert_eq!(r.rto(&B), Duration::from_secs(8));
+        r.on_progress();
+        assert_eq!(r.rto(&B), Duration::from_secs(1));
+    }
+}

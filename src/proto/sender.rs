@@ -1,0 +1,458 @@
+//! The sending half of a transfer: windows of DATA blocks (RFC 7440), acknowledgements,
+//! retransmission on timeout only, and block numbers of any size.
+//!
+//! Shared by the server's read transfers and a client's uploads. Blocks are numbered from 1 as
+//! `u64` here and wrap to 0 on the wire after 65535, which is what every PXE client expects.
+//! Only the window in flight is tracked, as 16-bit offsets from the last acknowledged block.
+
+use std::time::Duration;
+
+use super::rtt::{RtoBounds, RttEstimator};
+use super::time::Timestamp;
+
+/// Retransmission settings shared by all transfers of a server or client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetransmitConfig {
+    /// Bounds of the adaptive retransmission timeout.
+    pub rto: RtoBounds,
+    /// Consecutive timeouts before a transfer may be abandoned.
+    pub max_retries: u8,
+    /// Silence (no progress) before a transfer may be abandoned; both this and `max_retries` must
+    /// be exceeded, so that a fast adaptive timeout does not make the sender impatient.
+    pub patience: Duration,
+}
+
+impl Default for RetransmitConfig {
+    fn default() -> Self {
+        Self {
+            rto: RtoBounds {
+                initial: Duration::from_secs(1),
+                min: Duration::from_millis(10),
+                max: Duration::from_secs(5),
+            },
+            max_retries: 6,
+            patience: Duration::from_secs(6),
+        }
+    }
+}
+
+impl RetransmitConfig {
+    /// The settings for a transfer whose client negotiated `timeout` seconds (RFC 2349): the
+    /// first retransmission waits that long unless a round trip has been measured, no wait is
+    /// ever longer, and patience grows to `max_retries` such waits.
+    pub fn with_client_timeout(&self, timeout: Option<u8>) -> Self {
+        match timeout {
+            None => *self,
+            Some(t) => {
+                let t = Duration::from_secs(u64::from(t));
+                Self {
+                    rto: RtoBounds {
+                        initial: t,
+                        min: self.rto.min.min(t),
+                        max: t,
+                    },
+                    max_retries: self.max_retries,
+                    patience: self.patience.max(t * u32::from(self.max_retries)),
+                }
+            }
+        }
+    }
+}
+
+/// What an acknowledgement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckEffect {
+    /// New blocks were acknowledged.
+    Progress,
+    /// The final block was acknowledged: the transfer is complete.
+    Complete,
+    /// The same block as before was acknowledged again. Never a reason to resend
+    /// (the Sorcerer's Apprentice fix, RFC 1123 §4.2.3.1).
+    Duplicate,
+    /// A block that is not in flight: ignored.
+    Stale,
+}
+
+/// What a timer expiry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutEffect {
+    /// The deadline has not passed.
+    NotDue,
+    /// The window will be sent again from the first unacknowledged block.
+    Retransmit,
+    /// Retries and patience are used up.
+    GiveUp,
+}
+
+/// Sender state of one transfer (72 bytes).
+#[derive(Clone, Debug)]
+pub struct WindowSender {
+    size: u64,
+    /// Highest block acknowledged; 0 before any.
+    acked: u64,
+    /// When the RTT probe block was sent.
+    probe_sent: Timestamp,
+    deadline: Timestamp,
+    /// Last progress (or start).
+    idle_since: Timestamp,
+    rtt: RttEstimator,
+    blksize: u16,
+    window: u16,
+    /// Next block to send, as an offset from `acked` (1 = the first unacknowledged block).
+    next_off: u16,
+    /// Highest block sent so far, as an offset from `acked`.
+    sent_off: u16,
+    /// Block whose ACK will give an RTT sample, as an offset from `acked`; 0 = none.
+    probe_off: u16,
+    retries: u8,
+}
+
+impl WindowSender {
+    /// A sender of `size` bytes in blocks of `blksize`, `window` blocks at a time.
+    /// `window` is clamped to 1..=32768 and `blksize` to at least 1.
+    pub fn new(
+        now: Timestamp,
+        size: u64,
+        blksize: u16,
+        window: u16,
+        cfg: &RetransmitConfig,
+    ) -> Self {
+        Self {
+            size,
+            acked: 0,
+            probe_sent: now,
+            deadline: Timestamp::NEVER,
+            idle_since: now,
+            rtt: RttEstimator::new(&cfg.rto),
+            blksize: blksize.max(1),
+            window: window.clamp(1, super::options::MAX_WINDOWSIZE),
+            next_off: 1,
+            sent_off: 0,
+            probe_off: 0,
+            retries: 0,
+        }
+    }
+
+    /// Number of the final block: the first one shorter than blksize, empty when the size is a
+    /// multiple of blksize, and block 1 (empty) for an empty file.
+    pub fn last_block(&self) -> u64 {
+        self.size / u64::from(self.blksize) + 1
+    }
+
+    /// Byte offset and length of `block` (1-based).
+    pub fn block_span(&self, block: u64) -> (u64, usize) {
+        let offset = (block - 1) * u64::from(self.blksize);
+        let len = self
+            .size
+            .saturating_sub(offset)
+            .min(u64::from(self.blksize));
+        // At most blksize, a u16.
+        (offset, len as usize)
+    }
+
+    /// The block to send now, if the window allows one, and whether it is a retransmission.
+    /// Arms the retransmission deadline.
+    pub fn next_block(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<(u64, bool)> {
+        let block = self.acked + u64::from(self.next_off);
+        if block > self.last_block() || self.next_off > self.window {
+            return None;
+        }
+        let resend = self.next_off <= self.sent_off;
+        if resend {
+            // Karn's rule: a block sent twice gives no RTT sample.
+            if self.probe_off == self.next_off {
+                self.probe_off = 0;
+            }
+        } else {
+            self.sent_off = self.next_off;
+            self.probe_off = self.next_off;
+            self.probe_sent = now;
+        }
+        self.next_off += 1;
+        self.deadline = now + self.rtt.rto(&cfg.rto);
+        Some((block, resend))
+    }
+
+    /// Handles an ACK of wire block number `wire`.
+    pub fn on_ack(&mut self, now: Timestamp, wire: u16, cfg: &RetransmitConfig) -> AckEffect {
+        // The low 16 bits of `acked` are what the peer last acknowledged on the wire.
+        let off = wire.wrapping_sub(self.acked as u16);
+        if off == 0 {
+            return AckEffect::Duplicate;
+        }
+        if off > self.sent_off {
+            return AckEffect::Stale;
+        }
+        if self.probe_off != 0 && off >= self.probe_off {
+            self.rtt
+                .on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
+            self.probe_off = 0;
+        } else if self.probe_off != 0 {
+            self.probe_off -= off;
+        }
+        self.acked += u64::from(off);
+        self.sent_off -= off;
+        //= https://www.rfc-editor.org/rfc/rfc7440#section-4
+        //# the sender [...] will start sending the next window from the block after the
+        //# acknowledged one
+        // An ACK inside the window means the receiver saw a gap: go back to the block after it.
+        self.next_off = 1;
+        self.retries = 0;
+        self.rtt.on_progress();
+        self.idle_since = now;
+        if self.acked == self.last_block() {
+            self.deadline = Timestamp::NEVER;
+            return AckEffect::Complete;
+        }
+        self.deadline = now + self.rtt.rto(&cfg.rto);
+        AckEffect::Progress
+    }
+
+    /// Handles the retransmission timer.
+    pub fn on_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> TimeoutEffect {
+        if now < self.deadline {
+            return TimeoutEffect::NotDue;
+        }
+        self.retries = self.retries.saturating_add(1);
+        if self.retries > cfg.max_retries && now.saturating_since(self.idle_since) >= cfg.patience {
+            self.deadline = Timestamp::NEVER;
+            return TimeoutEffect::GiveUp;
+        }
+        //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.2
+        //# TFTP [...] MUST use an adaptive timeout.
+        self.rtt.on_timeout();
+        self.probe_off = 0;
+        self.next_off = 1;
+        self.deadline = now + self.rtt.rto(&cfg.rto);
+        TimeoutEffect::Retransmit
+    }
+
+    /// Sends the first unacknowledged block again on the next [`next_block`](Self::next_block)
+    /// (used when a client repeats its request before acknowledging anything).
+    pub fn rewind(&mut self) {
+        self.next_off = 1;
+    }
+
+    /// Takes an RTT sample for a handshake packet (an OACK) sent once at `sent` and answered now.
+    pub fn sample_handshake(&mut self, now: Timestamp, sent: Timestamp, cfg: &RetransmitConfig) {
+        self.rtt.on_sample(now.saturating_since(sent), &cfg.rto);
+        self.idle_since = now;
+    }
+
+    /// Overrides the deadline.
+    pub fn set_deadline(&mut self, deadline: Timestamp) {
+        self.deadline = deadline;
+    }
+
+    /// The retransmission deadline ([`Timestamp::NEVER`] when nothing is outstanding).
+    pub fn deadline(&self) -> Timestamp {
+        self.deadline
+    }
+
+    /// Highest block acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Bytes acknowledged by the peer.
+    pub fn bytes_acked(&self) -> u64 {
+        (self.acked * u64::from(self.blksize)).min(self.size)
+    }
+
+    /// Whether the final block has been sent at least once.
+    pub fn all_sent(&self) -> bool {
+        self.acked + u64::from(self.sent_off) == self.last_block()
+    }
+
+    /// Whether a block can be sent right now.
+    pub fn can_send(&self) -> bool {
+        self.next_off <= self.window && self.acked + u64::from(self.next_off) <= self.last_block()
+    }
+
+    /// The round-trip estimator.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// Block size.
+    pub fn blksize(&self) -> u16 {
+        self.blksize
+    }
+
+    /// Window size.
+    pub fn window(&self) -> u16 {
+        self.window
+    }
+
+    /// Total bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: RetransmitConfig = RetransmitConfig {
+        rto: RtoBounds {
+            initial: Duration::from_millis(100),
+            min: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+        },
+        max_retries: 2,
+        patience: Duration::from_millis(500),
+    };
+
+    fn t(ms: u64) -> Timestamp {
+        Timestamp::from_micros(ms * 1000)
+    }
+
+    fn drain(s: &mut WindowSender, now: Timestamp) -> Vec<(u64, bool)> {
+        std::iter::from_fn(|| s.next_block(now, &CFG)).collect()
+    }
+
+    #[test]
+    fn spans_and_final_blocks() {
+        let s = WindowSender::new(t(0), 1024, 512, 1, &CFG);
+        assert_eq!(s.last_block(), 3);
+        assert_eq!(s.block_span(1), (0, 512));
+        assert_eq!(
+            s.block_span(3),
+            (1024, 0),
+            "multiple of blksize ends with an empty block"
+        );
+        let s = WindowSender::new(t(0), 0, 512, 1, &CFG);
+        assert_eq!(s.last_block(), 1);
+        assert_eq!(s.block_span(1), (0, 0), "empty file is one empty block");
+        let s = WindowSender::new(t(0), 1000, 512, 1, &CFG);
+        assert_eq!(s.block_span(2), (512, 488));
+    }
+
+    #[test]
+    fn lockstep_and_duplicate_acks_never_resend() {
+        let mut s = WindowSender::new(t(0), 1500, 512, 1, &CFG);
+        assert_eq!(drain(&mut s, t(0)), [(1, false)]);
+        assert_eq!(s.on_ack(t(1), 1, &CFG), AckEffect::Progress);
+        assert_eq!(drain(&mut s, t(1)), [(2, false)]);
+        // The same ACK again: nothing to send (Sorcerer's Apprentice).
+        assert_eq!(s.on_ack(t(2), 1, &CFG), AckEffect::Duplicate);
+        assert_eq!(drain(&mut s, t(2)), []);
+        assert_eq!(s.on_ack(t(3), 2, &CFG), AckEffect::Progress);
+        assert_eq!(drain(&mut s, t(3)), [(3, false)]);
+        assert_eq!(s.on_ack(t(4), 3, &CFG), AckEffect::Complete);
+        assert_eq!(s.deadline(), Timestamp::NEVER);
+    }
+
+    #[test]
+    fn windows_and_mid_window_ack_restarts() {
+        let mut s = WindowSender::new(t(0), 512 * 10, 512, 4, &CFG);
+        assert_eq!(drain(&mut s, t(0)).len(), 4);
+        // The receiver saw a gap after block 2.
+        assert_eq!(s.on_ack(t(1), 2, &CFG), AckEffect::Progress);
+        assert_eq!(
+            drain(&mut s, t(1)),
+            [(3, true), (4, true), (5, false), (6, false)]
+        );
+        assert_eq!(s.on_ack(t(2), 6, &CFG), AckEffect::Progress);
+        assert_eq!(
+            drain(&mut s, t(2)),
+            [(7, false), (8, false), (9, false), (10, false)]
+        );
+        assert_eq!(s.on_ack(t(3), 10, &CFG), AckEffect::Progress);
+        assert_eq!(
+            drain(&mut s, t(3)),
+            [(11, false)],
+            "final empty block in a short window"
+        );
+        assert!(s.all_sent());
+        assert_eq!(s.on_ack(t(4), 9, &CFG), AckEffect::Stale);
+        assert_eq!(s.on_ack(t(4), 11, &CFG), AckEffect::Complete);
+    }
+
+    #[test]
+    fn timeout_resends_window_with_backoff_then_gives_up() {
+        let mut s = WindowSender::new(t(0), 5000, 512, 2, &CFG);
+        drain(&mut s, t(0));
+        assert_eq!(s.deadline(), t(100));
+        assert_eq!(s.on_timeout(t(99), &CFG), TimeoutEffect::NotDue);
+        assert_eq!(s.on_timeout(t(100), &CFG), TimeoutEffect::Retransmit);
+        assert_eq!(drain(&mut s, t(100)), [(1, true), (2, true)]);
+        assert_eq!(s.deadline(), t(300), "backed off to 200 ms");
+        assert_eq!(s.on_timeout(t(300), &CFG), TimeoutEffect::Retransmit);
+        drain(&mut s, t(300));
+        assert_eq!(s.deadline(), t(700));
+        // Retries are used up, but patience (500 ms of silence) only just: give up.
+        assert_eq!(s.on_timeout(t(700), &CFG), TimeoutEffect::GiveUp);
+    }
+
+    #[test]
+    fn patience_outlasts_a_fast_rto() {
+        let mut s = WindowSender::new(t(0), 5000, 512, 1, &CFG);
+        drain(&mut s, t(0));
+        // Measure a 1 ms RTT: the RTO drops to the 10 ms floor.
+        assert_eq!(s.on_ack(t(1), 1, &CFG), AckEffect::Progress);
+        assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1)));
+        drain(&mut s, t(1));
+        let mut now = t(1);
+        let mut resends = 0;
+        loop {
+            now = s.deadline();
+            match s.on_timeout(now, &CFG) {
+                TimeoutEffect::Retransmit => resends += drain(&mut s, now).len(),
+                TimeoutEffect::GiveUp => break,
+                TimeoutEffect::NotDue => unreachable!(),
+            }
+        }
+        assert!(
+            now.saturating_since(t(1)) >= CFG.patience,
+            "gave up after {now:?}"
+        );
+        assert!(resends >= 3, "{resends}");
+    }
+
+    #[test]
+    fn rtt_sampled_only_from_blocks_sent_once() {
+        let mut s = WindowSender::new(t(0), 5000, 512, 1, &CFG);
+        drain(&mut s, t(0));
+        assert_eq!(s.on_timeout(t(100), &CFG), TimeoutEffect::Retransmit);
+        drain(&mut s, t(100));
+        assert_eq!(s.on_ack(t(105), 1, &CFG), AckEffect::Progress);
+        assert_eq!(s.rtt().srtt(), None, "ambiguous sample skipped");
+        drain(&mut s, t(105));
+        assert_eq!(s.on_ack(t(108), 2, &CFG), AckEffect::Progress);
+        assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(3)));
+    }
+
+    #[test]
+    fn rollover_past_65535() {
+        let blocks = 70_000u64;
+        let mut s = WindowSender::new(t(0), blocks * 8 + 3, 8, 16, &CFG);
+        let mut now = t(0);
+        let mut sent = 0u64;
+        loop {
+            let w = drain(&mut s, now);
+            sent += w.len() as u64;
+            let last = w.last().unwrap().0;
+            now = now + Duration::from_micros(10);
+            match s.on_ack(now, last as u16, &CFG) {
+                AckEffect::Complete => break,
+                e => assert_eq!(e, AckEffect::Progress),
+            }
+        }
+        assert_eq!(sent, blocks + 1);
+        assert_eq!(s.acked(), blocks + 1);
+    }
+
+    #[test]
+    fn client_timeout_option_bounds_the_rto() {
+        let c = RetransmitConfig::default().with_client_timeout(Some(2));
+        assert_eq!(c.rto.initial, Duration::from_secs(2));
+        assert_eq!(c.rto.max, Duration::from_secs(2));
+        assert_eq!(c.patience, Duration::from_secs(12));
+        assert_eq!(
+            RetransmitConfig::default().with_client_timeout(None),
+            RetransmitConfig::default()
+        );
+    }
+}
