@@ -144,9 +144,7 @@ impl ReadTransfer {
             (_, Phase::Done(_) | Phase::Failing { .. }) => {}
             (Packet::Ack { block }, Phase::Unconfirmed { oack: true, .. }) => {
                 if block == 0 {
-                    if self.first_sends == 1 {
-                        self.sender.sample_handshake(now, self.started, &cfg);
-                    }
+                    self.sender.handshake_acked(now, &cfg);
                     self.phase = Phase::Sending;
                 }
             }
@@ -252,9 +250,11 @@ impl ReadTransfer {
                     self.retransmits += 1;
                 }
                 if oack {
+                    self.sender.handshake_sent(now);
                     return Some(Transmit::Oack);
                 }
                 let t = self.data(now, &cfg);
+                self.sender.retime_last_sent(now);
                 // No timer-driven resend before the client has acknowledged anything.
                 self.sender.set_deadline(expires);
                 t

@@ -1,7 +1,15 @@
 //! The receiving half of a transfer: accepts DATA blocks in order and decides when to ACK
-//! (RFC 7440 §4): at the end of each window, at the final block, once when a gap shows that a
-//! block was lost (acknowledging the last block received in order), and when a duplicate shows
-//! that the sender missed an ACK.
+//! (RFC 7440 §4): at the end of each of the sender's windows, at the final block, and once when a
+//! gap shows that a block was lost (acknowledging the last block received in order).
+//!
+//! The receiver keeps the block at which it expects the sender's current window to end. When the
+//! sender goes back (after its timeout, because an ACK was lost), the blocks it resends show where
+//! its new window starts, and the expected end moves there: without that, a receiver counting
+//! from its own last ACK waits for blocks the sender will not send until a timer fires. Once the
+//! expected end is already received, the last in-order block is acknowledged at once, which is
+//! also how a lock-step receiver answers a repeated block. A duplicate that falls inside the
+//! current window (the network duplicated a packet) changes nothing: an ACK there would read as a
+//! gap report and make the sender resend the rest of its window for nothing.
 //!
 //! Shared by a client's downloads and the server's uploads.
 
@@ -30,11 +38,15 @@ pub enum Received {
 pub struct WindowReceiver {
     /// Next block expected, 1-based.
     expected: u64,
+    /// The block that ends the sender's current window, as far as the receiver can tell.
+    window_end: u64,
+    /// The last block acknowledged, and the last acknowledged at a window end (not a gap
+    /// report): a sender that goes back restarts right after one of these, in window steps.
+    acked: u64,
+    aligned: u64,
     blksize: u16,
     window: u16,
-    /// Blocks accepted since the last ACK.
-    since_ack: u16,
-    /// Duplicates seen since the last progress.
+    /// Duplicates seen after the final block.
     dups: u16,
     gap_reported: bool,
     finished: bool,
@@ -43,11 +55,14 @@ pub struct WindowReceiver {
 impl WindowReceiver {
     /// A receiver for blocks of `blksize` bytes acknowledged every `window` blocks.
     pub fn new(blksize: u16, window: u16) -> Self {
+        let window = window.clamp(1, super::options::MAX_WINDOWSIZE);
         Self {
             expected: 1,
+            window_end: u64::from(window),
+            acked: 0,
+            aligned: 0,
             blksize,
-            window: window.clamp(1, super::options::MAX_WINDOWSIZE),
-            since_ack: 0,
+            window,
             dups: 0,
             gap_reported: false,
             finished: false,
@@ -60,32 +75,45 @@ impl WindowReceiver {
         if len > usize::from(self.blksize) {
             return (Received::Oversized, None);
         }
+        let w = u64::from(self.window);
+        let last_in_order = self.expected - 1;
         // Signed distance from the expected block: unambiguous for windows up to 32768.
         let d = block.wrapping_sub(self.expected as u16) as i16;
-        if self.finished || d < 0 {
+        if self.finished {
+            // The sender missed the final ACK: answer once per window of repeats.
             let ack = (self.dups % self.window == 0).then(|| self.last_acked());
             self.dups = self.dups.wrapping_add(1);
             return (Received::Duplicate, ack);
         }
+        if d < 0 {
+            let dup = last_in_order.saturating_sub(u64::from(d.unsigned_abs()) - 1);
+            // A sender that went back restarts one block after an ACK it received, and our
+            // ACKs fall on window steps: other duplicates are the network's doing.
+            let step = |from: u64| (dup as i64 - 1 - from as i64).rem_euclid(w as i64) == 0;
+            if step(self.acked) || step(self.aligned) {
+                // The window starting here ends at dup + window - 1.
+                self.window_end = self.window_end.min(dup + w - 1);
+                self.aligned = dup - 1;
+            }
+            if self.window_end <= last_in_order {
+                return (Received::Duplicate, Some(self.ack(last_in_order, true)));
+            }
+            return (Received::Duplicate, None);
+        }
         if d > 0 {
-            let ack = (!self.gap_reported).then(|| self.last_acked());
+            //= https://www.rfc-editor.org/rfc/rfc7440#section-4
+            //# the receiver [...] SHOULD send an ACK for the last block received in order
+            // If the report arrives, the sender's next window starts after it.
+            let ack = (!self.gap_reported).then(|| self.ack(last_in_order, false));
             self.gap_reported = true;
-            self.since_ack = 0;
             return (Received::Gap, ack);
         }
         let abs = self.expected;
         let offset = (abs - 1) * u64::from(self.blksize);
         self.expected += 1;
-        self.since_ack += 1;
-        self.dups = 0;
         self.gap_reported = false;
         let last = len < usize::from(self.blksize);
-        let ack = if last || self.since_ack >= self.window {
-            self.since_ack = 0;
-            Some(block)
-        } else {
-            None
-        };
+        let ack = (last || abs >= self.window_end).then(|| self.ack(abs, true));
         self.finished |= last;
         (
             Received::InOrder {
@@ -95,6 +123,16 @@ impl WindowReceiver {
             },
             ack,
         )
+    }
+
+    /// Records an ACK of `block` (absolute) and returns its wire number.
+    fn ack(&mut self, block: u64, window_end: bool) -> u16 {
+        self.acked = block;
+        if window_end {
+            self.aligned = block;
+        }
+        self.window_end = block + u64::from(self.window);
+        block as u16
     }
 
     /// The wire number of the last block received in order (0 before any).

@@ -28,7 +28,7 @@ impl Default for RetransmitConfig {
             rto: RtoBounds {
                 initial: Duration::from_secs(1),
                 min: Duration::from_millis(10),
-                max: Duration::from_secs(5),
+                max: Duration::from_secs(2),
             },
             max_retries: 6,
             patience: Duration::from_secs(6),
@@ -233,10 +233,28 @@ impl WindowSender {
         self.next_off = 1;
     }
 
-    /// Takes an RTT sample for a handshake packet (an OACK) sent once at `sent` and answered now.
-    pub fn sample_handshake(&mut self, now: Timestamp, sent: Timestamp, cfg: &RetransmitConfig) {
-        self.rtt.on_sample(now.saturating_since(sent), &cfg.rto);
+    /// Notes that a handshake packet (an OACK, acknowledged by ACK 0) was sent now.
+    pub fn handshake_sent(&mut self, now: Timestamp) {
+        self.probe_sent = now;
+    }
+
+    /// The handshake packet was acknowledged: an RTT sample from its latest send.
+    pub fn handshake_acked(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
+        self.rtt
+            .on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
         self.idle_since = now;
+    }
+
+    /// Times the block just sent again from now. For a first block repeated because the client
+    /// repeated its request: the request shows that the earlier copy was lost, so the sample is
+    /// not ambiguous the way a timer-driven resend is. Without a sample the timeout would stay
+    /// at its initial value, and a timeout longer than the client's own lets the client's
+    /// retransmissions pose as round trips.
+    pub fn retime_last_sent(&mut self, now: Timestamp) {
+        if self.next_off > 1 {
+            self.probe_off = self.next_off - 1;
+            self.probe_sent = now;
+        }
     }
 
     /// Overrides the deadline.
@@ -394,16 +412,15 @@ mod tests {
         assert_eq!(s.on_ack(t(1), 1, &CFG), AckEffect::Progress);
         assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1)));
         drain(&mut s, t(1));
-        let mut now = t(1);
         let mut resends = 0;
-        loop {
-            now = s.deadline();
+        let now = loop {
+            let now = s.deadline();
             match s.on_timeout(now, &CFG) {
                 TimeoutEffect::Retransmit => resends += drain(&mut s, now).len(),
-                TimeoutEffect::GiveUp => break,
+                TimeoutEffect::GiveUp => break now,
                 TimeoutEffect::NotDue => unreachable!(),
             }
-        }
+        };
         assert!(
             now.saturating_since(t(1)) >= CFG.patience,
             "gave up after {now:?}"

@@ -160,6 +160,16 @@ fn no_timer_resend_before_first_ack_one_answer_per_request() {
     assert!(x.handle_duplicate_request(t(1500), &CFG));
     assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack]);
     assert_eq!(x.retransmits(), 1);
+    ack(&mut x, t(1503), 0);
+    assert_eq!(
+        x.sender().rtt().srtt(),
+        Some(Duration::from_millis(3)),
+        "timed from the latest OACK"
+    );
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
+    drain(&mut x, t(0));
+    assert!(x.handle_duplicate_request(t(1500), &CFG));
+    drain(&mut x, t(1500));
     // The expiry restarted at the repeat.
     assert_eq!(x.poll_timeout(), Some(t(3500)));
     x.handle_timeout(t(3499), &CFG);
@@ -174,13 +184,17 @@ fn no_timer_resend_before_first_ack_one_answer_per_request() {
 }
 
 #[test]
-fn repeated_plain_request_resends_data_1_and_skips_rtt_sample() {
+fn repeated_plain_request_resends_data_1_timed_from_the_repeat() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
     assert_eq!(drain(&mut x, t(0)), [data(1, 0, 512)]);
     assert!(x.handle_duplicate_request(t(300), &CFG));
     assert_eq!(drain(&mut x, t(300)), [data(1, 0, 512)]);
     ack(&mut x, t(301), 1);
-    assert_eq!(x.sender().rtt().srtt(), None, "Karn: DATA 1 was sent twice");
+    assert_eq!(
+        x.sender().rtt().srtt(),
+        Some(Duration::from_millis(1)),
+        "timed from the repeat: the client's repeated request shows the first copy was lost"
+    );
     assert!(
         !x.handle_duplicate_request(t(302), &CFG),
         "ignored once confirmed"
