@@ -1,9 +1,13 @@
 //! bootstorm: a TFTP server for PXE-booting whole fleets at once.
 //!
 //! - [`proto`]: the protocol as a sans-IO state machine (codec, negotiation, transfers).
+//! - [`fs`]: request paths, containment under the root, the per-worker cache of file maps.
 //!
 //! See `docs/architecture.md` for the data flow and its invariants.
 
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod fs;
+pub mod server;
 pub mod proto;

@@ -1,0 +1,350 @@
+//! Command line and configuration: [`Cli`] parses, [`Config`] is the validated result.
+//!
+//! Defaults suit a PXE fleet: every CPU a worker, per-transfer ports, blksize up to what the
+//! request's interface carries without fragmentation, windows of up to 64 blocks, a 1 s first
+//! retransmission timeout that adapts to the measured round trip, and 6 s of silence before a
+//! client is given up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::proto::options::{Limits, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE};
+use crate::proto::{RetransmitConfig, RtoBounds};
+
+/// Which I/O backend the workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IoBackend {
+    /// io_uring when the start-up probe says it works, epoll otherwise.
+    Auto,
+    /// io_uring; fail to start if it is unusable.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// bootstorm: a TFTP server for PXE-booting whole fleets at once.
+///
+/// Serves files from --root to TFTP clients (RFC 1350 with options blksize, timeout, tsize and
+/// windowsize). One worker per CPU, each pinned to its core with its own socket per listen
+/// address; the kernel spreads clients over the workers.
+#[derive(Debug, Parser)]
+#[command(name = "bootstorm", version, max_term_width = 100)]
+pub struct Cli {
+    /// Directory to serve. Paths are resolved beneath it by the kernel: nothing outside it can be
+    /// read, whatever the request or the symlinks say.
+    #[arg(short, long, value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Address and port to listen on; repeat for several. [default: 0.0.0.0:69 and [::]:69]
+    #[arg(short, long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Worker threads. [default: the CPUs this process may run on]
+    #[arg(short, long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Do not pin each worker to its own core.
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// I/O backend.
+    #[arg(long = "io", value_enum, default_value_t = IoBackend::Auto)]
+    pub io: IoBackend,
+
+    /// Largest blksize granted (8–65464). Also capped per request by the MTU of the interface the
+    /// request came in on, so that no DATA packet is fragmented.
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_BLKSIZE)]
+    pub max_blksize: u16,
+
+    /// Largest windowsize granted (1–32768, RFC 7440).
+    #[arg(long, value_name = "BLOCKS", default_value_t = 64)]
+    pub max_windowsize: u16,
+
+    /// Retransmission timeout before a round trip has been measured, in seconds (fractions
+    /// allowed). Once ACKs flow, the timeout adapts to the measured round-trip time.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub timeout: f64,
+
+    /// Lower bound of the adaptive retransmission timeout, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    pub min_rto: u64,
+
+    /// Upper bound of the retransmission timeout with backoff, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub max_rto: u64,
+
+    /// Retransmissions in a row before a silent client is given up (and at least
+    /// --timeout × --retries of silence).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub retries: u8,
+
+    /// Ports for transfers, LO:HI inclusive, to fit a firewall. [default: any free port]
+    #[arg(long, value_name = "LO:HI", value_parser = parse_port_range)]
+    pub port_range: Option<(u16, u16)>,
+
+    /// Serve every transfer from the listening port instead of a new port per transfer (for NAT
+    /// and load balancers); transfers are told apart by client address and port.
+    #[arg(long)]
+    pub single_port: bool,
+
+    /// Transfers in progress per worker; requests beyond get ERROR 0 "server busy".
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub max_transfers: usize,
+
+    /// On SIGINT or SIGTERM: stop accepting, then give transfers in progress this many seconds to
+    /// finish before ending them.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub grace: f64,
+
+    /// Refuse every symbolic link (by default links that stay inside the root are followed).
+    #[arg(long)]
+    pub no_symlinks: bool,
+
+    /// Receive buffer of each listening socket (K, M and G suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    pub recv_buffer: usize,
+
+    /// io_uring submission queue entries per worker.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub ring_entries: u32,
+
+    /// Receive buffers per worker in the io_uring provided-buffer ring (a power of two).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub rx_buffers: u32,
+
+    /// Sends in flight per worker on io_uring.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub send_slots: u32,
+
+    /// Files kept open and mapped per worker when no transfer uses them.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub file_cache: usize,
+
+    /// Log level: error, warn, info (one line per finished transfer), debug (also file-not-found
+    /// lookups), trace. RUST_LOG overrides it with a filter.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Print counters and latency percentiles every SECS seconds (0: only at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub stats_interval: u64,
+}
+
+/// The validated configuration a server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory served.
+    pub root: PathBuf,
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Pin workers to cores.
+    pub pin: bool,
+    /// I/O backend choice.
+    pub io: IoBackend,
+    /// Negotiation limits.
+    pub limits: Limits,
+    /// Retransmission settings.
+    pub retransmit: RetransmitConfig,
+    /// Transfer port range.
+    pub port_range: Option<(u16, u16)>,
+    /// Serve transfers from the listening port.
+    pub single_port: bool,
+    /// Transfers per worker.
+    pub max_transfers: usize,
+    /// Shutdown grace period.
+    pub grace: Duration,
+    /// Follow symlinks inside the root.
+    pub follow_symlinks: bool,
+    /// Listening socket receive buffer.
+    pub recv_buffer: usize,
+    /// io_uring submission queue size.
+    pub ring_entries: u32,
+    /// io_uring provided receive buffers.
+    pub rx_buffers: u32,
+    /// io_uring sends in flight.
+    pub send_slots: u32,
+    /// Idle files kept per worker.
+    pub file_cache: usize,
+    /// Log filter.
+    pub log_level: String,
+    /// Periodic stats.
+    pub stats_interval: Option<Duration>,
+}
+
+/// An invalid combination of flags.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn secs(v: f64, what: &str) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v).map_err(|_| ConfigError(format!("{what} must be a non-negative number of seconds")))
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = ConfigError;
+
+    fn try_from(c: Cli) -> Result<Self, ConfigError> {
+        if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&c.max_blksize) {
+            return Err(ConfigError(format!("--max-blksize must be {MIN_BLKSIZE}..={MAX_BLKSIZE}")));
+        }
+        if !(1..=MAX_WINDOWSIZE).contains(&c.max_windowsize) {
+            return Err(ConfigError(format!("--max-windowsize must be 1..={MAX_WINDOWSIZE}")));
+        }
+        let timeout = secs(c.timeout, "--timeout")?;
+        if timeout.is_zero() {
+            return Err(ConfigError("--timeout must be above 0".into()));
+        }
+        if c.min_rto == 0 || c.min_rto > c.max_rto {
+            return Err(ConfigError("--min-rto must be above 0 and at most --max-rto".into()));
+        }
+        if c.retries == 0 {
+            return Err(ConfigError("--retries must be at least 1".into()));
+        }
+        if c.max_transfers == 0 {
+            return Err(ConfigError("--max-transfers must be at least 1".into()));
+        }
+        if !c.rx_buffers.is_power_of_two() || !(16..=32768).contains(&c.rx_buffers) {
+            return Err(ConfigError("--rx-buffers must be a power of two in 16..=32768".into()));
+        }
+        if c.ring_entries < 64 || c.send_slots < 16 {
+            return Err(ConfigError("--ring-entries must be at least 64 and --send-slots at least 16".into()));
+        }
+        let workers = match c.workers {
+            Some(0) => return Err(ConfigError("--workers must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let listen = if c.listen.is_empty() {
+            vec!["0.0.0.0:69".parse().expect("literal"), "[::]:69".parse().expect("literal")]
+        } else {
+            c.listen
+        };
+        Ok(Self {
+            root: c.root,
+            listen,
+            workers,
+            pin: !c.no_pin,
+            io: c.io,
+            limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize },
+            retransmit: RetransmitConfig {
+                rto: RtoBounds {
+                    initial: timeout,
+                    min: Duration::from_millis(c.min_rto),
+                    max: Duration::from_millis(c.max_rto),
+                },
+                max_retries: c.retries,
+                patience: timeout * u32::from(c.retries),
+            },
+            port_range: c.port_range,
+            single_port: c.single_port,
+            max_transfers: c.max_transfers,
+            grace: secs(c.grace, "--grace")?,
+            follow_symlinks: !c.no_symlinks,
+            recv_buffer: c.recv_buffer,
+            ring_entries: c.ring_entries,
+            rx_buffers: c.rx_buffers,
+            send_slots: c.send_slots,
+            file_cache: c.file_cache,
+            log_level: c.log_level,
+            stats_interval: (c.stats_interval > 0).then(|| Duration::from_secs(c.stats_interval)),
+        })
+    }
+}
+
+/// Parses `LO:HI` (inclusive, LO ≤ HI, both above 0).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once(':').ok_or("expected LO:HI")?;
+    let lo: u16 = lo.trim().parse().map_err(|_| "LO is not a port number")?;
+    let hi: u16 = hi.trim().parse().map_err(|_| "HI is not a port number")?;
+    if lo == 0 || lo > hi {
+        return Err("need 0 < LO <= HI".into());
+    }
+    Ok((lo, hi))
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: usize = num.trim().parse().map_err(|_| format!("not a size: {s}"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("too large: {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Result<Config, String> {
+        let mut v = vec!["bootstorm", "--root", "/srv/tftp"];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+        Config::try_from(cli).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.workers >= 1);
+        assert!(c.pin);
+        assert_eq!(c.limits.max_blksize, 65464);
+        assert_eq!(c.limits.max_windowsize, 64);
+        assert_eq!(c.retransmit.patience, Duration::from_secs(6));
+        assert_eq!(c.recv_buffer, 8 << 20);
+        assert!(!c.single_port);
+    }
+
+    #[test]
+    fn flags() {
+        let c = cfg(&[
+            "-l", "127.0.0.1:6969", "-l", "[::1]:6969", "-w", "3", "--no-pin", "--io", "epoll",
+            "--port-range", "30000:30100", "--single-port", "--timeout", "0.5", "--retries", "4",
+            "--max-blksize", "1468",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.workers, 3);
+        assert!(!c.pin);
+        assert_eq!(c.io, IoBackend::Epoll);
+        assert_eq!(c.port_range, Some((30000, 30100)));
+        assert!(c.single_port);
+        assert_eq!(c.retransmit.patience, Duration::from_secs(2));
+        assert_eq!(c.limits.max_blksize, 1468);
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            &["--max-blksize", "7"][..],
+            &["--max-windowsize", "0"],
+            &["--timeout", "0"],
+            &["--timeout", "-1"],
+            &["--workers", "0"],
+            &["--port-range", "10:5"],
+            &["--port-range", "0:5"],
+            &["--rx-buffers", "1000"],
+            &["--min-rto", "5000"],
+            &["--retries", "0"],
+        ] {
+            assert!(cfg(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("x").is_err());
+    }
+}

@@ -1,0 +1,366 @@
+//! The per-worker cache of open files and their memory maps.
+//!
+//! All transfers of a file on a worker share one [`FileVersion`]: one descriptor, one mapping.
+//! Each new request revalidates the cached version with one `statx` (device, inode, size,
+//! modification and change times): a file replaced by rename or rewritten in place is opened
+//! and mapped again for new clients, while transfers in flight keep the version they started
+//! with (for a rename, the old bytes; a rewrite in place changes the shared pages, which no
+//! server can prevent).
+//!
+//! # Truncation and SIGBUS
+//! Reading a mapped page beyond the end of a file truncated after mapping raises SIGBUS. The
+//! server never reads mapped bytes in user space: it hands their address to the kernel
+//! (`sendmsg`), and a kernel-mode copy from such a page fails the send with `EFAULT` instead of
+//! signalling. That error ends the affected transfer with an ERROR. netascii translations are
+//! built with `pread`, not through the mapping, for the same reason.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use memmap2::{Advice, Mmap, MmapOptions};
+
+use super::root::{OpenError, Root};
+use crate::proto::netascii;
+use crate::proto::time::Timestamp;
+
+/// Largest file served in netascii mode: the translation is built in memory once per version.
+pub const MAX_NETASCII_SOURCE: u64 = 64 << 20;
+
+/// Mapped files up to this size are read ahead in full when mapped (boot files are read whole).
+const WILLNEED_LIMIT: u64 = 256 << 20;
+
+/// How long an unused entry stays in the cache.
+const IDLE_EVICT: Duration = Duration::from_secs(30);
+
+/// What identifies one version of a file's contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+            ctime: (meta.ctime(), meta.ctime_nsec() as u32),
+        }
+    }
+
+    /// `statx` of `rel` relative to `root`, without opening it. `rel` must not contain NUL.
+    fn stat_at(root: &Root, rel: &[u8]) -> io::Result<Self> {
+        let mut path = [0u8; crate::proto::wire::MAX_FILENAME_LEN + 1];
+        let Some(dst) = path.get_mut(..rel.len()) else {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        };
+        dst.copy_from_slice(rel);
+        // SAFETY: statx is plain data; all-zero is a valid value.
+        let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is NUL-terminated (zero-filled beyond `rel`, which has no NUL), and `sx`
+        // is a valid out-pointer for the duration of the call.
+        let rc = unsafe {
+            libc::statx(
+                root.as_raw_fd(),
+                path.as_ptr().cast(),
+                libc::AT_STATX_SYNC_AS_STAT,
+                libc::STATX_BASIC_STATS,
+                &mut sx,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            dev: libc::makedev(sx.stx_dev_major, sx.stx_dev_minor),
+            ino: sx.stx_ino,
+            size: sx.stx_size,
+            mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
+            ctime: (sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec),
+        })
+    }
+}
+
+/// One version of a file: its descriptor, its mapping, and its netascii form once asked for.
+#[derive(Debug)]
+pub struct FileVersion {
+    name: Box<str>,
+    file: File,
+    map: Option<Mmap>,
+    id: FileId,
+    netascii: std::cell::OnceCell<Result<Box<[u8]>, NetasciiError>>,
+}
+
+/// Why a netascii view could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetasciiError {
+    /// The file is larger than [`MAX_NETASCII_SOURCE`].
+    #[error("file too large for netascii mode")]
+    TooLarge,
+    /// Reading the file failed.
+    #[error("read error")]
+    Read,
+}
+
+/// A borrowed byte range of a file version, as raw parts for an iovec.
+#[derive(Clone, Copy, Debug)]
+pub struct RawSlice {
+    /// Start address.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl FileVersion {
+    fn open(file: File, name: &[u8]) -> io::Result<Self> {
+        let meta = file.metadata()?;
+        let id = FileId::of(&meta);
+        let map = if id.size == 0 {
+            None
+        } else {
+            // SAFETY: the mapping is read-only and never read in user space (see the module
+            // docs): its address only goes to the kernel, which reports a page gone by
+            // truncation as EFAULT rather than SIGBUS. Its length is fixed here, and every slice
+            // handed out is checked against it.
+            let map = unsafe { MmapOptions::new().len(id.size as usize).map(&file)? };
+            let _ = map.advise(Advice::Sequential);
+            if id.size <= WILLNEED_LIMIT {
+                let _ = map.advise(Advice::WillNeed);
+            }
+            Some(map)
+        };
+        Ok(Self { name: String::from_utf8_lossy(name).into(), file, map, id, netascii: Default::default() })
+    }
+
+    /// The path relative to the root, for logs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Size in bytes when it was mapped.
+    pub fn len(&self) -> u64 {
+        self.id.size
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.id.size == 0
+    }
+
+    /// Raw parts of `len` bytes at `offset` of the mapping, or of the netascii form.
+    /// Returns `None` if the range is out of bounds.
+    pub fn raw_slice(&self, netascii: bool, offset: u64, len: usize) -> Option<RawSlice> {
+        let (base, total): (*const u8, usize) = if netascii {
+            let v = self.netascii.get()?.as_ref().ok()?;
+            (v.as_ptr(), v.len())
+        } else {
+            match &self.map {
+                Some(m) => (m.as_ptr(), m.len()),
+                None => (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0),
+            }
+        };
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(len)?;
+        if end > total {
+            return None;
+        }
+        // SAFETY: start <= end <= total, the length of the allocation or mapping at `base`.
+        Some(RawSlice { ptr: unsafe { base.add(start) }, len })
+    }
+
+    /// The netascii form of the file, built with `pread` on first use and kept with this version.
+    /// Returns its length.
+    pub fn netascii_len(&self) -> Result<u64, NetasciiError> {
+        let v = self.netascii.get_or_init(|| self.build_netascii());
+        v.as_ref().map(|b| b.len() as u64).map_err(|e| *e)
+    }
+
+    fn build_netascii(&self) -> Result<Box<[u8]>, NetasciiError> {
+        if self.id.size > MAX_NETASCII_SOURCE {
+            return Err(NetasciiError::TooLarge);
+        }
+        let mut enc = netascii::Encoder::new();
+        let mut out = Vec::with_capacity(self.id.size as usize + self.id.size as usize / 16);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut off = 0u64;
+        while off < self.id.size {
+            let n = self.file.read_at(&mut buf, off).map_err(|_| NetasciiError::Read)?;
+            if n == 0 {
+                break;
+            }
+            enc.encode_to_vec(&buf[..n], &mut out);
+            off += n as u64;
+        }
+        Ok(out.into_boxed_slice())
+    }
+}
+
+struct Entry {
+    file: Rc<FileVersion>,
+    last_used: Timestamp,
+}
+
+/// The files a worker has open, by normalised path.
+pub struct FileCache {
+    root: Arc<Root>,
+    entries: HashMap<Box<[u8]>, Entry>,
+    max_entries: usize,
+}
+
+impl std::fmt::Debug for FileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCache").field("entries", &self.entries.len()).finish()
+    }
+}
+
+impl FileCache {
+    /// An empty cache over `root` holding at most `max_entries` files not in use.
+    pub fn new(root: Arc<Root>, max_entries: usize) -> Self {
+        Self { root, entries: HashMap::new(), max_entries: max_entries.max(1) }
+    }
+
+    /// The current version of the file at `rel` (normalised, relative to the root).
+    pub fn get(&mut self, rel: &[u8], now: Timestamp) -> Result<Rc<FileVersion>, OpenError> {
+        if let Some(e) = self.entries.get_mut(rel) {
+            if FileId::stat_at(&self.root, rel).is_ok_and(|id| id == e.file.id) {
+                e.last_used = now;
+                return Ok(Rc::clone(&e.file));
+            }
+        }
+        let file = match self.root.open_file(rel) {
+            Ok(f) => f,
+            Err(e) => {
+                self.entries.remove(rel);
+                return Err(e);
+            }
+        };
+        let version = Rc::new(FileVersion::open(file, rel)?);
+        if self.entries.len() >= self.max_entries {
+            self.sweep(now, true);
+        }
+        self.entries.insert(rel.into(), Entry { file: Rc::clone(&version), last_used: now });
+        Ok(version)
+    }
+
+    /// Drops versions no transfer uses that have been idle for a while (or, with `all_idle`,
+    /// every version no transfer uses).
+    pub fn sweep(&mut self, now: Timestamp, all_idle: bool) {
+        self.entries.retain(|_, e| {
+            Rc::strong_count(&e.file) > 1 || (!all_idle && now.saturating_since(e.last_used) < IDLE_EVICT)
+        });
+    }
+
+    /// Number of cached versions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(dir: &std::path::Path) -> FileCache {
+        FileCache::new(Arc::new(Root::open(dir, true).unwrap()), 8)
+    }
+
+    /// Reads a file version's bytes through a copy (tests only; the server never does this).
+    fn bytes(v: &FileVersion, netascii: bool) -> Vec<u8> {
+        let len = if netascii { v.netascii_len().unwrap() as usize } else { v.len() as usize };
+        let s = v.raw_slice(netascii, 0, len).unwrap();
+        // SAFETY: the file is not truncated during the test, and the range was bounds-checked.
+        unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec()
+    }
+
+    #[test]
+    fn shared_then_replaced_by_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"old contents").unwrap();
+        let mut c = cache(dir.path());
+        let t = Timestamp::ZERO;
+        let a = c.get(b"f", t).unwrap();
+        let b = c.get(b"f", t).unwrap();
+        assert!(Rc::ptr_eq(&a, &b), "one mapping per file per worker");
+        std::fs::write(dir.path().join("f.new"), b"new").unwrap();
+        std::fs::rename(dir.path().join("f.new"), dir.path().join("f")).unwrap();
+        let n = c.get(b"f", t).unwrap();
+        assert!(!Rc::ptr_eq(&a, &n));
+        assert_eq!(bytes(&n, false), b"new");
+        assert_eq!(bytes(&a, false), b"old contents", "in-flight users keep the old version");
+    }
+
+    #[test]
+    fn rewrite_in_place_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let mut c = cache(dir.path());
+        let a = c.get(b"f", Timestamp::ZERO).unwrap();
+        std::fs::write(&p, b"short").unwrap();
+        let b = c.get(b"f", Timestamp::ZERO).unwrap();
+        assert!(!Rc::ptr_eq(&a, &b));
+        assert_eq!(b.len(), 5);
+        // The old version's slices are bounded by the old length, never past its mapping.
+        assert!(a.raw_slice(false, 0, 10).is_some());
+        assert!(a.raw_slice(false, 5, 6).is_none());
+    }
+
+    #[test]
+    fn missing_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cache(dir.path());
+        assert!(matches!(c.get(b"nope", Timestamp::ZERO), Err(OpenError::NotFound)));
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        c.get(b"f", Timestamp::ZERO).unwrap();
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+        assert!(matches!(c.get(b"f", Timestamp::ZERO), Err(OpenError::NotFound)));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn empty_file_and_netascii_view() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        std::fs::write(dir.path().join("text"), b"a\nb\r").unwrap();
+        let mut c = cache(dir.path());
+        let e = c.get(b"empty", Timestamp::ZERO).unwrap();
+        assert!(e.is_empty());
+        assert_eq!(e.raw_slice(false, 0, 0).unwrap().len, 0);
+        let t = c.get(b"text", Timestamp::ZERO).unwrap();
+        assert_eq!(t.netascii_len().unwrap(), 6);
+        assert_eq!(bytes(&t, true), b"a\r\nb\r\0");
+    }
+
+    #[test]
+    fn sweep_keeps_files_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..4 {
+            std::fs::write(dir.path().join(i.to_string()), b"x").unwrap();
+        }
+        let mut c = cache(dir.path());
+        let held = c.get(b"0", Timestamp::ZERO).unwrap();
+        for i in 1..4 {
+            c.get(i.to_string().as_bytes(), Timestamp::ZERO).unwrap();
+        }
+        c.sweep(Timestamp::ZERO + Duration::from_secs(60), false);
+        assert_eq!(c.len(), 1);
+        drop(held);
+        c.sweep(Timestamp::ZERO + Duration::from_secs(61), true);
+        assert!(c.is_empty());
+    }
+}

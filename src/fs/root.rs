@@ -1,0 +1,221 @@
+//! The served directory, and opening files beneath it with the kernel enforcing containment.
+//!
+//! Files are opened with `openat2(2)` and `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` relative to a
+//! descriptor of the root: no `..`, absolute path, absolute symlink, symlink pointing outside or
+//! `/proc` magic link can resolve to anything outside the root, whatever races happen on the
+//! file system. Symbolic links that stay inside the root are followed unless symlinks are refused
+//! altogether. On kernels without `openat2` (before 5.6), the path is walked one component at a
+//! time with `O_NOFOLLOW`, so every symlink is refused. Only regular files are served; opening
+//! never blocks (a FIFO in the root is refused, not waited on).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// Why a file could not be opened for a client.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No such file (or a path component is not a directory).
+    #[error("file not found")]
+    NotFound,
+    /// Outside the root, a refused symlink, or not readable.
+    #[error("access violation")]
+    Denied,
+    /// A directory, device, FIFO or socket.
+    #[error("not a regular file")]
+    NotRegular,
+    /// Anything else the system said.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl OpenError {
+    fn from_errno(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => Self::NotFound,
+            Some(libc::EXDEV | libc::ELOOP | libc::EACCES | libc::EPERM) => Self::Denied,
+            Some(libc::ENXIO | libc::ENODEV) => Self::NotRegular,
+            _ => Self::Io(e),
+        }
+    }
+}
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// The root directory files are served from.
+#[derive(Debug)]
+pub struct Root {
+    dir: OwnedFd,
+    follow_symlinks: bool,
+    has_openat2: bool,
+}
+
+impl Root {
+    /// Opens `path` as the root. With `follow_symlinks` false, no symlink is followed at all.
+    pub fn open(path: &Path, follow_symlinks: bool) -> io::Result<Self> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in root path"))?;
+        // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is checked.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut root = Self { dir, follow_symlinks, has_openat2: true };
+        // Probe openat2 once: ENOSYS means an old kernel (or a seccomp policy).
+        if let Err(e) = root.openat2(c".", libc::O_PATH | libc::O_DIRECTORY) {
+            if e.raw_os_error() == Some(libc::ENOSYS) {
+                root.has_openat2 = false;
+            } else {
+                return Err(e);
+            }
+        }
+        Ok(root)
+    }
+
+    /// Whether the kernel's `openat2` is in use (otherwise the component walk).
+    pub fn uses_openat2(&self) -> bool {
+        self.has_openat2
+    }
+
+    /// The root's descriptor, for `statx` relative to it.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
+    }
+
+    /// Opens the regular file at `rel` (a normalised relative path) for reading.
+    pub fn open_file(&self, rel: &[u8]) -> Result<File, OpenError> {
+        let c = CString::new(rel).map_err(|_| OpenError::Denied)?;
+        let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
+        let fd = if self.has_openat2 { self.openat2(&c, flags) } else { self.walk(rel, flags) }
+            .map_err(OpenError::from_errno)?;
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(file)
+    }
+
+    fn openat2(&self, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let mut resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        if !self.follow_symlinks {
+            resolve |= libc::RESOLVE_NO_SYMLINKS;
+        }
+        let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+        // SAFETY: openat2 reads `how` (size given) and the NUL-terminated `path`; both outlive the
+        // call. The result is a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a non-negative return is a descriptor we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    /// Fallback for kernels without openat2: one component at a time, never following a link.
+    fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        let mut comps = rel.split(|&b| b == b'/').peekable();
+        let mut dir: Option<OwnedFd> = None;
+        while let Some(comp) = comps.next() {
+            let c = CString::new(comp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let last = comps.peek().is_none();
+            let f = if last { flags } else { libc::O_PATH | libc::O_DIRECTORY };
+            let base = dir.as_ref().map_or(self.dir.as_raw_fd(), AsRawFd::as_raw_fd);
+            // SAFETY: `base` is an open directory descriptor and `c` a NUL-terminated name.
+            let fd = unsafe { libc::openat(base, c.as_ptr(), f | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a new descriptor we own.
+            dir = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        dir.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+
+    fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("boot")).unwrap();
+        std::fs::write(root.path().join("boot/vmlinuz"), b"kernel").unwrap();
+        symlink("boot/vmlinuz", root.path().join("inside-link")).unwrap();
+        symlink(outside.path().join("secret"), root.path().join("abs-link")).unwrap();
+        symlink("../../../../../../../../etc/passwd", root.path().join("rel-escape")).unwrap();
+        symlink("/proc/self/root/etc/passwd", root.path().join("magic")).unwrap();
+        std::fs::create_dir(root.path().join("dir")).unwrap();
+        (root, outside)
+    }
+
+    fn read(root: &Root, p: &str) -> Result<Vec<u8>, OpenError> {
+        let mut f = root.open_file(p.as_bytes())?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        Ok(v)
+    }
+
+    #[test]
+    fn containment_openat2() {
+        let (dir, _outside) = setup();
+        let root = Root::open(dir.path(), true).unwrap();
+        assert!(root.uses_openat2());
+        assert_eq!(read(&root, "boot/vmlinuz").unwrap(), b"kernel");
+        assert_eq!(read(&root, "inside-link").unwrap(), b"kernel", "links inside the root are followed");
+        assert!(matches!(read(&root, "abs-link"), Err(OpenError::Denied)));
+        assert!(matches!(read(&root, "rel-escape"), Err(OpenError::Denied)));
+        assert!(matches!(read(&root, "magic"), Err(OpenError::Denied)));
+        assert!(matches!(read(&root, "../etc/passwd"), Err(OpenError::Denied)));
+        assert!(matches!(read(&root, "missing"), Err(OpenError::NotFound)));
+        assert!(matches!(read(&root, "boot/vmlinuz/x"), Err(OpenError::NotFound)));
+        assert!(matches!(read(&root, "dir"), Err(OpenError::NotRegular)));
+    }
+
+    #[test]
+    fn no_symlinks_mode_and_fallback_walk() {
+        let (dir, _outside) = setup();
+        let strict = Root::open(dir.path(), false).unwrap();
+        assert!(matches!(read(&strict, "inside-link"), Err(OpenError::Denied)));
+        assert_eq!(read(&strict, "boot/vmlinuz").unwrap(), b"kernel");
+        let mut walk = Root::open(dir.path(), true).unwrap();
+        walk.has_openat2 = false;
+        assert_eq!(read(&walk, "boot/vmlinuz").unwrap(), b"kernel");
+        for p in ["inside-link", "abs-link", "rel-escape", "magic"] {
+            assert!(matches!(read(&walk, p), Err(OpenError::Denied)), "{p}");
+        }
+        assert!(matches!(read(&walk, "missing"), Err(OpenError::NotFound)));
+    }
+
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let (dir, _outside) = setup();
+        let p = CString::new(dir.path().join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+        let root = Root::open(dir.path(), true).unwrap();
+        assert!(matches!(read(&root, "fifo"), Err(OpenError::NotRegular)));
+    }
+}

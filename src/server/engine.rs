@@ -1,0 +1,628 @@
+//! A worker's logic, independent of the I/O backend.
+//!
+//! The engine owns the worker's transfers and everything about them: the table of transfers
+//! (a slab indexed by slot, generations to recognise stale events), an index by client address
+//! and port, the timer wheel, the queue of transfers with something to send, and the file cache.
+//! A backend feeds it datagrams, send errors and the passing of time, and carries out the sends
+//! and socket operations it asks for through [`Io`].
+//!
+//! Architecture invariants:
+//! - Nothing here allocates per packet. Allocation happens per transfer (a socket, a slab slot
+//!   on first use) or per file version (a mapping), and the tables keep their capacity.
+//! - Nothing here blocks: file opens are `openat2` on the page cache, everything else is memory.
+//! - A transfer lives and dies on the worker whose socket received its request.
+//! - Every request datagram gets at most one answer; unconfirmed clients are never resent to on a
+//!   timer (see [`crate::proto::read`]).
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use tracing::{debug, info, warn};
+
+use super::io::{Body, Datagram, Io, MAX_HEAD, Outgoing, Token, Via};
+use super::socket::{LocalEnd, interface_mtu};
+use super::stats::{Counters, Latencies};
+use super::timer::{NOT_ARMED, TimerWheel};
+use crate::config::Config;
+use crate::fs::{FileCache, FileVersion, OpenError, Root, normalize};
+use crate::proto::options::{Negotiated, blksize_for_mtu, negotiate};
+use crate::proto::wire::{self, MAX_FILENAME_LEN, Mode, Packet, Request, RequestKind};
+use crate::proto::{ErrorCode, Outcome, ReadTransfer, Timestamp, Transmit};
+
+/// Timer wheel resolution.
+const TICK_US: u64 = 1_000;
+/// How often idle files are dropped and interface MTUs re-read.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+const MTU_MAX_AGE: Duration = Duration::from_secs(10);
+/// `locals` index meaning "none".
+const NO_LOCAL: u16 = u16::MAX;
+
+/// One transfer.
+#[derive(Debug)]
+struct Transfer {
+    peer: SocketAddr,
+    via: Via,
+    /// Index in `Engine::locals` of the address to send from (single-port mode).
+    local: u16,
+    netascii: bool,
+    /// In the ready queue.
+    queued: bool,
+    /// Hash of the request datagram, to tell a repeat from a new request.
+    req_hash: u32,
+    /// The wheel tick this transfer sits in.
+    timer: u64,
+    file: Rc<FileVersion>,
+    xfer: ReadTransfer,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    transfer: Option<Transfer>,
+}
+
+/// The worker's logic. See the module documentation.
+pub(crate) struct Engine {
+    worker: usize,
+    cfg: Arc<Config>,
+    counters: Arc<CachePadded<Counters>>,
+    latencies: Latencies,
+    files: FileCache,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    peers: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    wheel: TimerWheel,
+    due: Vec<(u32, u64)>,
+    ready: VecDeque<u32>,
+    locals: Vec<LocalEnd>,
+    mtus: Vec<(u32, Option<u32>, Timestamp)>,
+    active: usize,
+    stop: Option<Timestamp>,
+    aborted: bool,
+    next_housekeeping: Timestamp,
+    path: [u8; MAX_FILENAME_LEN],
+    head: [u8; MAX_HEAD],
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("worker", &self.worker).field("active", &self.active).finish()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(
+        worker: usize,
+        cfg: Arc<Config>,
+        root: Arc<Root>,
+        counters: Arc<CachePadded<Counters>>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            worker,
+            files: FileCache::new(root, cfg.file_cache),
+            cfg,
+            counters,
+            latencies: Latencies::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            peers: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            wheel: TimerWheel::new(TICK_US, now),
+            due: Vec::new(),
+            ready: VecDeque::new(),
+            locals: Vec::new(),
+            mtus: Vec::new(),
+            active: 0,
+            stop: None,
+            aborted: false,
+            next_housekeeping: now + HOUSEKEEPING,
+            path: [0; MAX_FILENAME_LEN],
+            head: [0; MAX_HEAD],
+        }
+    }
+
+    /// The worker's latency histograms.
+    pub(crate) fn latencies(&self) -> &Latencies {
+        &self.latencies
+    }
+
+    /// Transfers in progress.
+    pub(crate) fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Stop accepting requests; transfers in progress get the grace period.
+    pub(crate) fn begin_stop(&mut self, now: Timestamp) {
+        if self.stop.is_none() {
+            self.stop = Some(now + self.cfg.grace);
+        }
+    }
+
+    /// Stopping and nothing left to do.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.stop.is_some() && self.active == 0
+    }
+
+    /// When the backend must call [`on_timers`](Self::on_timers) next, if ever.
+    pub(crate) fn next_wakeup(&self) -> Option<Timestamp> {
+        let grace = self.stop.filter(|_| !self.aborted);
+        match (self.wheel.next_due(), grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn hash_peer(&self, peer: &SocketAddr) -> u64 {
+        self.hasher.hash_one(peer)
+    }
+
+    fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
+        let slots = &self.slots;
+        self.peers
+            .find(self.hash_peer(peer), |&i| slots[i as usize].transfer.as_ref().is_some_and(|t| t.peer == *peer))
+            .copied()
+    }
+
+    fn live(&mut self, token: Token) -> Option<&mut Transfer> {
+        let slot = self.slots.get_mut(token.slot() as usize)?;
+        if slot.generation != token.generation() {
+            return None;
+        }
+        slot.transfer.as_mut()
+    }
+
+    fn token(&self, idx: u32) -> Token {
+        Token::new(idx, self.slots[idx as usize].generation)
+    }
+
+    /// Handles a received datagram.
+    pub(crate) fn on_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
+        match d.via {
+            Via::Transfer(_) => self.on_transfer_datagram(now, d, io),
+            Via::Listen(listen) => self.on_listen_datagram(now, listen, d, io),
+        }
+    }
+
+    fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
+        let Some(token) = d.token else { return };
+        let retransmit = self.cfg.retransmit;
+        let Some(t) = self.live(token) else { return };
+        if d.peer != t.peer {
+            //= https://www.rfc-editor.org/rfc/rfc1350#section-4
+            //# If a source TID does not match, the packet should be discarded as erroneously sent
+            //# from somewhere else. An error packet should be sent to the source of the incorrect
+            //# packet, while not disturbing the transfer.
+            Counters::add(&self.counters.foreign, 1);
+            if !is_error(d.payload) {
+                self.reply(io, d.via, d.peer, None, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+            }
+            return;
+        }
+        match Packet::decode(d.payload) {
+            Ok(p) if !d.truncated => t.xfer.handle_packet(now, &p, &retransmit),
+            _ => Counters::add(&self.counters.malformed, 1),
+        }
+        self.after_event(token.slot(), now, io);
+    }
+
+    fn on_listen_datagram<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, io: &mut I) {
+        if let Some(local) = d.local {
+            //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.5
+            //# A TFTP request directed to a broadcast address SHOULD be silently ignored.
+            if is_broadcast_or_multicast(local.ip) {
+                return;
+            }
+        }
+        let packet = if d.truncated { Err(None) } else { Packet::decode(d.payload).map_err(Some) };
+        match packet {
+            Ok(Packet::Request(r)) => self.on_request(now, listen, d, &r, io),
+            Ok(p) => {
+                if self.cfg.single_port {
+                    if let Some(idx) = self.find_peer(&d.peer) {
+                        let retransmit = self.cfg.retransmit;
+                        if let Some(t) = self.slots[idx as usize].transfer.as_mut() {
+                            t.xfer.handle_packet(now, &p, &retransmit);
+                        }
+                        self.after_event(idx, now, io);
+                        return;
+                    }
+                }
+                // DATA, ACK or OACK that belongs to no transfer of ours. Never answer an ERROR.
+                if !matches!(p, Packet::Error { .. }) {
+                    Counters::add(&self.counters.foreign, 1);
+                    self.reply(io, d.via, d.peer, d.local, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+                }
+            }
+            Err(e) => {
+                Counters::add(&self.counters.malformed, 1);
+                if self.cfg.single_port && self.find_peer(&d.peer).is_some() {
+                    return;
+                }
+                let msg = e.map_or("request too long", |e| e.message());
+                self.reply(io, d.via, d.peer, d.local, ErrorCode::ILLEGAL_OPERATION, msg);
+            }
+        }
+    }
+
+    fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
+        Counters::add(&self.counters.requests, 1);
+        let req_hash = self.hasher.hash_one(d.payload) as u32;
+        if let Some(idx) = self.find_peer(&d.peer) {
+            let retransmit = self.cfg.retransmit;
+            let t = self.slots[idx as usize].transfer.as_mut().expect("indexed slots are live");
+            if t.req_hash == req_hash {
+                // The client repeated its request: the same transfer, never a second one.
+                Counters::add(&self.counters.duplicate_requests, 1);
+                if t.xfer.handle_duplicate_request(now, &retransmit) {
+                    let size = t.xfer.sender().size();
+                    let neg = self.negotiate(r, size, d.local, now);
+                    self.send_first(idx, now, r, &neg, io);
+                }
+                self.after_event(idx, now, io);
+                return;
+            }
+            // Another request from the same address and port: the client has moved on.
+            t.xfer.cancel(Outcome::PeerError(ErrorCode::NOT_DEFINED));
+            self.after_event(idx, now, io);
+        }
+        let refuse = |code, msg| (code, msg);
+        let refusal = if r.kind == RequestKind::Write {
+            Some(refuse(ErrorCode::ACCESS_VIOLATION, "writes are disabled on this server"))
+        } else if r.mode == Mode::Mail {
+            Some(refuse(ErrorCode::ILLEGAL_OPERATION, "mail mode is not supported"))
+        } else if self.stop.is_some() {
+            Some(refuse(ErrorCode::NOT_DEFINED, "server is shutting down"))
+        } else {
+            None
+        };
+        if let Some((code, msg)) = refusal {
+            Counters::add(&self.counters.refused, 1);
+            self.reply(io, d.via, d.peer, d.local, code, msg);
+            return;
+        }
+        if self.active >= self.cfg.max_transfers {
+            Counters::add(&self.counters.busy, 1);
+            self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
+            return;
+        }
+        let file = match normalize(r.filename, &mut self.path) {
+            Err(e) => Err(match e {
+                crate::fs::PathError::Empty => OpenError::NotFound,
+                _ => OpenError::Denied,
+            }),
+            Ok(rel) => self.files.get(rel, now),
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                let (code, msg) = match &e {
+                    OpenError::NotFound => {
+                        Counters::add(&self.counters.not_found, 1);
+                        debug!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), "file not found");
+                        (ErrorCode::FILE_NOT_FOUND, "file not found")
+                    }
+                    OpenError::Denied | OpenError::NotRegular => {
+                        Counters::add(&self.counters.refused, 1);
+                        info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "request refused");
+                        (ErrorCode::ACCESS_VIOLATION, "access violation")
+                    }
+                    OpenError::Io(err) => {
+                        Counters::add(&self.counters.refused, 1);
+                        warn!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), error = %err, "cannot open file");
+                        (ErrorCode::NOT_DEFINED, "cannot read file")
+                    }
+                };
+                self.reply(io, d.via, d.peer, d.local, code, msg);
+                return;
+            }
+        };
+        let netascii = r.mode == Mode::Netascii;
+        let size = if netascii {
+            match file.netascii_len() {
+                Ok(n) => n,
+                Err(e) => {
+                    Counters::add(&self.counters.refused, 1);
+                    let msg = match e {
+                        crate::fs::cache::NetasciiError::TooLarge => "file too large for netascii, use octet",
+                        crate::fs::cache::NetasciiError::Read => "cannot read file",
+                    };
+                    self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, msg);
+                    return;
+                }
+            }
+        } else {
+            file.len()
+        };
+        let neg = self.negotiate(r, size, d.local, now);
+
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let token = self.token(idx);
+        let (via, local) = if self.cfg.single_port {
+            (Via::Listen(listen), self.intern_local(d.local))
+        } else {
+            match io.open_transfer(transfer_bind_addr(&d.peer, d.local), token) {
+                Ok(sock) => (Via::Transfer(sock), NO_LOCAL),
+                Err(e) => {
+                    self.free.push(idx);
+                    Counters::add(&self.counters.busy, 1);
+                    warn!(worker = self.worker, error = %e, "cannot open a transfer socket");
+                    self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
+                    return;
+                }
+            }
+        };
+        let xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
+        self.slots[idx as usize].transfer =
+            Some(Transfer { peer: d.peer, via, local, netascii, queued: false, req_hash, timer: NOT_ARMED, file, xfer });
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        self.peers.insert_unique(self.hash_peer(&d.peer), idx, |&i| {
+            hasher.hash_one(slots[i as usize].transfer.as_ref().map(|t| t.peer))
+        });
+        self.active += 1;
+        Counters::set(&self.counters.active, self.active as u64);
+        self.send_first(idx, now, r, &neg, io);
+        self.after_event(idx, now, io);
+    }
+
+    fn negotiate(&mut self, r: &Request<'_>, size: u64, local: Option<LocalEnd>, now: Timestamp) -> Negotiated {
+        let mtu = local.and_then(|l| self.mtu_blksize(l, now));
+        let file_size = (r.mode == Mode::Octet).then_some(size);
+        negotiate(RequestKind::Read, r.mode, &r.options, file_size, self.cfg.limits, mtu)
+    }
+
+    /// Sends the first answer (OACK or DATA 1), which only exists with the request at hand.
+    fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, r: &Request<'_>, neg: &Negotiated, io: &mut I) {
+        let retransmit = self.cfg.retransmit;
+        let token = self.token(idx);
+        let Some(t) = self.slots[idx as usize].transfer.as_mut() else { return };
+        let Some(tx) = t.xfer.poll_transmit(now, &retransmit) else { return };
+        if tx == Transmit::Oack {
+            // The OACK of a request this server accepted always fits MAX_HEAD.
+            let n = neg.encode_oack(&r.options, &mut self.head).unwrap_or(0);
+            let from = local_end(&self.locals, t.local);
+            io.send(Outgoing { via: t.via, to: t.peer, from, head: &self.head[..n], body: None, token: Some(token) });
+        } else {
+            transmit(t, tx, token, &self.locals, &mut self.head, io);
+        }
+    }
+
+    fn intern_local(&mut self, local: Option<LocalEnd>) -> u16 {
+        let Some(l) = local else { return NO_LOCAL };
+        if let Some(i) = self.locals.iter().position(|x| *x == l) {
+            return i as u16;
+        }
+        if self.locals.len() >= usize::from(NO_LOCAL) {
+            return NO_LOCAL;
+        }
+        self.locals.push(l);
+        (self.locals.len() - 1) as u16
+    }
+
+    fn mtu_blksize(&mut self, local: LocalEnd, now: Timestamp) -> Option<u16> {
+        let pos = self.mtus.iter().position(|(i, ..)| *i == local.ifindex);
+        let mtu = match pos {
+            Some(p) if now.saturating_since(self.mtus[p].2) < MTU_MAX_AGE => self.mtus[p].1,
+            _ => {
+                let mtu = interface_mtu(local.ifindex);
+                match pos {
+                    Some(p) => self.mtus[p] = (local.ifindex, mtu, now),
+                    None => self.mtus.push((local.ifindex, mtu, now)),
+                }
+                mtu
+            }
+        };
+        mtu.map(|m| blksize_for_mtu(m, local.ip.is_ipv6()))
+    }
+
+    /// Sends an ERROR that belongs to no transfer.
+    fn reply<I: Io>(
+        &mut self,
+        io: &mut I,
+        via: Via,
+        to: SocketAddr,
+        from: Option<LocalEnd>,
+        code: ErrorCode,
+        msg: &str,
+    ) {
+        let n = wire::encode_error(code, msg.as_bytes(), &mut self.head).unwrap_or(0);
+        io.send(Outgoing { via, to, from, head: &self.head[..n], body: None, token: None });
+    }
+
+    /// Queues, arms or ends a transfer after anything happened to it.
+    fn after_event<I: Io>(&mut self, idx: u32, now: Timestamp, io: &mut I) {
+        let Some(t) = self.slots[idx as usize].transfer.as_mut() else { return };
+        if let Some(outcome) = t.xfer.outcome() {
+            self.finish(idx, outcome, now, io);
+            return;
+        }
+        if t.xfer.wants_transmit() && !t.queued {
+            t.queued = true;
+            self.ready.push_back(idx);
+        }
+        if let Some(deadline) = t.xfer.poll_timeout() {
+            self.wheel.arm(idx, &mut t.timer, deadline);
+        }
+    }
+
+    /// Sends what queued transfers have to send, as far as the backend has room.
+    pub(crate) fn flush<I: Io>(&mut self, now: Timestamp, io: &mut I) {
+        let retransmit = self.cfg.retransmit;
+        while let Some(idx) = self.ready.pop_front() {
+            let token = self.token(idx);
+            let Some(t) = self.slots[idx as usize].transfer.as_mut() else { continue };
+            loop {
+                if !io.can_send() {
+                    self.ready.push_front(idx);
+                    return;
+                }
+                let Some(tx) = t.xfer.poll_transmit(now, &retransmit) else { break };
+                transmit(t, tx, token, &self.locals, &mut self.head, io);
+            }
+            t.queued = false;
+            self.after_event(idx, now, io);
+        }
+    }
+
+    /// Handles expired timers and housekeeping.
+    pub(crate) fn on_timers<I: Io>(&mut self, now: Timestamp, io: &mut I) {
+        let retransmit = self.cfg.retransmit;
+        self.due.clear();
+        self.wheel.expire(now, &mut self.due);
+        for i in 0..self.due.len() {
+            let (idx, tick) = self.due[i];
+            let Some(t) = self.slots[idx as usize].transfer.as_mut() else { continue };
+            if t.timer != tick {
+                continue;
+            }
+            t.timer = NOT_ARMED;
+            t.xfer.handle_timeout(now, &retransmit);
+            self.after_event(idx, now, io);
+        }
+        if let Some(deadline) = self.stop {
+            if now >= deadline && !self.aborted {
+                self.aborted = true;
+                for idx in 0..self.slots.len() as u32 {
+                    if let Some(t) = self.slots[idx as usize].transfer.as_mut() {
+                        t.xfer.abort(ErrorCode::NOT_DEFINED, "server shutting down");
+                        self.after_event(idx, now, io);
+                    }
+                }
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.files.sweep(now, false);
+        }
+    }
+
+    /// A send of transfer `token` failed with `errno`.
+    pub(crate) fn on_send_error<I: Io>(&mut self, now: Timestamp, token: Token, errno: i32, io: &mut I) {
+        Counters::add(&self.counters.send_errors, 1);
+        let worker = self.worker;
+        let Some(t) = self.live(token) else { return };
+        if errno == libc::EFAULT {
+            // The file shrank under its mapping: the kernel could not read the pages.
+            warn!(worker, client = %t.peer, file = t.file.name(), "file truncated while being served");
+            t.xfer.abort(ErrorCode::NOT_DEFINED, "file changed while being read");
+        } else {
+            debug!(worker, client = %t.peer, errno, "send failed");
+        }
+        self.after_event(token.slot(), now, io);
+    }
+
+    fn finish<I: Io>(&mut self, idx: u32, outcome: Outcome, now: Timestamp, io: &mut I) {
+        let slot = &mut self.slots[idx as usize];
+        let Some(t) = slot.transfer.take() else { return };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(idx);
+        if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.peer), |&i| i == idx) {
+            e.remove();
+        }
+        if let Via::Transfer(sock) = t.via {
+            io.close_transfer(sock);
+        }
+        self.active -= 1;
+        let c = &self.counters;
+        Counters::set(&c.active, self.active as u64);
+        Counters::add(&c.bytes, t.xfer.bytes_acked());
+        Counters::add(&c.retransmits, u64::from(t.xfer.retransmits()));
+        Counters::add(
+            match outcome {
+                Outcome::Complete => &c.ok,
+                Outcome::Probe => &c.probes,
+                Outcome::TimedOut => &c.timeouts,
+                Outcome::PeerError(_) | Outcome::Aborted(_) => &c.errors,
+            },
+            1,
+        );
+        let elapsed = now.saturating_since(t.xfer.started());
+        if outcome == Outcome::Complete {
+            self.latencies.record_transfer(elapsed);
+        }
+        let code = match outcome {
+            Outcome::PeerError(c) | Outcome::Aborted(c) => Some(c.0),
+            _ => None,
+        };
+        info!(
+            worker = self.worker,
+            client = %t.peer,
+            file = t.file.name(),
+            mode = if t.netascii { "netascii" } else { "octet" },
+            bytes = t.xfer.bytes_acked(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+            retransmits = t.xfer.retransmits(),
+            outcome = outcome.label(),
+            code,
+            "transfer finished"
+        );
+    }
+}
+
+/// Encodes and hands one transmit of `t` to the backend.
+fn transmit<I: Io>(t: &mut Transfer, tx: Transmit, token: Token, locals: &[LocalEnd], head: &mut [u8; MAX_HEAD], io: &mut I) {
+    let from = local_end(locals, t.local);
+    match tx {
+        Transmit::Data { block, offset, len } => {
+            let Some(slice) = t.file.raw_slice(t.netascii, offset, len) else {
+                t.xfer.abort(ErrorCode::NOT_DEFINED, "file changed while being read");
+                return;
+            };
+            let hdr = wire::data_header(block);
+            let body = Some(Body { file: &t.file, slice });
+            io.send(Outgoing { via: t.via, to: t.peer, from, head: &hdr, body, token: Some(token) });
+        }
+        Transmit::Error { code, message } => {
+            let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
+            io.send(Outgoing { via: t.via, to: t.peer, from, head: &head[..n], body: None, token: None });
+        }
+        // Only ever produced as a first answer, which `send_first` handles.
+        Transmit::Oack => {}
+    }
+}
+
+fn local_end(locals: &[LocalEnd], idx: u16) -> Option<LocalEnd> {
+    locals.get(usize::from(idx)).copied()
+}
+
+fn is_error(payload: &[u8]) -> bool {
+    payload.len() >= 2 && u16::from_be_bytes([payload[0], payload[1]]) == wire::Opcode::Error as u16
+}
+
+fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
+/// The address a transfer socket binds to: the address the request was sent to (so that replies
+/// come from it), with a port chosen later.
+fn transfer_bind_addr(peer: &SocketAddr, local: Option<LocalEnd>) -> SocketAddr {
+    match (local, peer) {
+        (Some(LocalEnd { ip: IpAddr::V6(ip), ifindex }), _) => {
+            let scope = if ip.is_unicast_link_local() { ifindex } else { 0 };
+            SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, scope))
+        }
+        (Some(l), _) => SocketAddr::new(l.ip, 0),
+        (None, SocketAddr::V4(_)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        (None, SocketAddr::V6(_)) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests;

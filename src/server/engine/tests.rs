@@ -1,0 +1,350 @@
+//! Engine tests against an in-memory backend: every request and error path, no sockets.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use super::*;
+use crate::config::Cli;
+use crate::server::io::SockRef;
+
+#[derive(Default)]
+struct FakeIo {
+    sent: Vec<(Via, SocketAddr, Option<LocalEnd>, Vec<u8>)>,
+    opened: Vec<SocketAddr>,
+    closed: Vec<SockRef>,
+    full: bool,
+}
+
+impl Io for FakeIo {
+    fn open_transfer(&mut self, local: SocketAddr, _token: Token) -> std::io::Result<SockRef> {
+        self.opened.push(local);
+        Ok(SockRef(self.opened.len() as u32 - 1))
+    }
+
+    fn close_transfer(&mut self, sock: SockRef) {
+        self.closed.push(sock);
+    }
+
+    fn can_send(&self) -> bool {
+        !self.full
+    }
+
+    fn send(&mut self, out: Outgoing<'_>) {
+        let mut p = out.head.to_vec();
+        if let Some(b) = out.body {
+            // SAFETY: the test files are not truncated; the slice was bounds-checked.
+            p.extend_from_slice(unsafe { std::slice::from_raw_parts(b.slice.ptr, b.slice.len) });
+        }
+        self.sent.push((out.via, out.to, out.from, p));
+    }
+}
+
+impl FakeIo {
+    fn take(&mut self) -> Vec<(Via, SocketAddr, Option<LocalEnd>, Vec<u8>)> {
+        std::mem::take(&mut self.sent)
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    io: FakeIo,
+    now: Timestamp,
+    counters: Arc<CachePadded<Counters>>,
+}
+
+const CLIENT: &str = "192.0.2.10:2000";
+const LOCAL: &str = "192.0.2.1";
+
+fn rig(args: &[&str]) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("small"), vec![7u8; 1000]).unwrap();
+    std::fs::write(dir.path().join("text"), b"a\nb").unwrap();
+    let mut v = vec!["bootstorm", "--root", dir.path().to_str().unwrap()];
+    v.extend_from_slice(args);
+    let cfg: Config = Cli::try_parse_from(v).unwrap().try_into().unwrap();
+    let root = Arc::new(Root::open(&cfg.root, true).unwrap());
+    let counters = Arc::new(CachePadded::new(Counters::default()));
+    let engine = Engine::new(0, Arc::new(cfg), root, Arc::clone(&counters), Timestamp::ZERO);
+    Rig { _dir: dir, engine, io: FakeIo::default(), now: Timestamp::ZERO, counters }
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Rig {
+    fn dgram(&mut self, via: Via, token: Option<Token>, peer: &str, payload: &[u8]) {
+        let local = LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 };
+        let d = Datagram {
+            via,
+            token,
+            peer: peer.parse().unwrap(),
+            local: matches!(via, Via::Listen(_)).then_some(local),
+            payload,
+            truncated: false,
+        };
+        self.engine.on_datagram(self.now, &d, &mut self.io);
+        self.engine.flush(self.now, &mut self.io);
+    }
+
+    fn request(&mut self, peer: &str, payload: &[u8]) {
+        self.dgram(Via::Listen(0), None, peer, payload);
+    }
+
+    /// An ACK from the client to transfer slot 0.
+    fn ack(&mut self, peer: &str, block: u16) {
+        let token = self.engine.token(0);
+        let via = if self.engine.cfg.single_port { Via::Listen(0) } else { Via::Transfer(SockRef(0)) };
+        let tok = (!self.engine.cfg.single_port).then_some(token);
+        self.dgram(via, tok, peer, &wire::ack(block));
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        self.engine.on_timers(self.now, &mut self.io);
+        self.engine.flush(self.now, &mut self.io);
+    }
+}
+
+fn error_of(p: &[u8]) -> (u16, String) {
+    match Packet::decode(p).unwrap() {
+        Packet::Error { code, message } => (code.0, String::from_utf8_lossy(message).into()),
+        other => panic!("not an error: {other:?}"),
+    }
+}
+
+#[test]
+fn plain_read_to_completion() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    let sent = r.io.take();
+    assert_eq!(r.io.opened, ["192.0.2.1:0".parse::<SocketAddr>().unwrap()], "bound to the request's address");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Via::Transfer(SockRef(0)));
+    assert_eq!(sent[0].3.len(), 4 + 512);
+    assert_eq!(&sent[0].3[..4], &[0, 3, 0, 1]);
+    r.ack(CLIENT, 1);
+    let sent = r.io.take();
+    assert_eq!(sent[0].3.len(), 4 + 488);
+    r.ack(CLIENT, 2);
+    assert_eq!(r.io.closed, [SockRef(0)]);
+    assert_eq!(r.engine.active(), 0);
+    assert_eq!(count(&r.counters.ok), 1);
+    assert_eq!(count(&r.counters.bytes), 1000);
+}
+
+#[test]
+fn oack_and_windows() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x00100\x00windowsize\x004\x00tsize\x000\x00");
+    let sent = r.io.take();
+    assert_eq!(sent[0].3, b"\x00\x06blksize\x00100\x00windowsize\x004\x00tsize\x001000\x00");
+    r.ack(CLIENT, 0);
+    assert_eq!(r.io.take().len(), 4);
+    r.ack(CLIENT, 4);
+    assert_eq!(r.io.take().len(), 4);
+    r.ack(CLIENT, 8);
+    let last = r.io.take();
+    assert_eq!(last.len(), 3, "blocks 9, 10 and the empty 11th");
+    assert_eq!(last[2].3, [0, 3, 0, 11]);
+    r.ack(CLIENT, 11);
+    assert_eq!(count(&r.counters.ok), 1);
+}
+
+#[test]
+fn repeated_request_is_one_transfer() {
+    let mut r = rig(&[]);
+    let rrq = b"\x00\x01small\x00octet\x00tsize\x000\x00";
+    r.request(CLIENT, rrq);
+    r.request(CLIENT, rrq);
+    r.request(CLIENT, rrq);
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 3, "one OACK per request datagram");
+    assert!(sent.iter().all(|s| s.3 == b"\x00\x06tsize\x001000\x00"));
+    assert_eq!(r.io.opened.len(), 1, "no second transfer");
+    assert_eq!(count(&r.counters.duplicate_requests), 2);
+    r.ack(CLIENT, 0);
+    r.io.take();
+    // Once confirmed, a repeat is ignored.
+    r.request(CLIENT, rrq);
+    assert!(r.io.take().is_empty());
+    // A different request from the same port replaces the transfer.
+    r.request(CLIENT, b"\x00\x01text\x00octet\x00");
+    assert_eq!(r.io.opened.len(), 2);
+    assert_eq!(count(&r.counters.errors), 1);
+}
+
+#[test]
+fn foreign_port_gets_error_5_and_transfer_goes_on() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    r.ack("192.0.2.10:2001", 1);
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, "192.0.2.10:2001".parse::<SocketAddr>().unwrap());
+    assert_eq!(error_of(&sent[0].3).0, 5);
+    assert_eq!(count(&r.counters.foreign), 1);
+    // An ERROR from a foreign port is not answered.
+    let token = r.engine.token(0);
+    r.dgram(Via::Transfer(SockRef(0)), Some(token), "192.0.2.99:1", b"\x00\x05\x00\x00x\x00");
+    assert!(r.io.take().is_empty());
+    r.ack(CLIENT, 1);
+    assert_eq!(r.io.take().len(), 1, "the real client continues");
+}
+
+#[test]
+fn refusals_and_errors() {
+    let mut r = rig(&[]);
+    let cases: [(&[u8], u16); 8] = [
+        (b"\x00\x01missing\x00octet\x00", 1),
+        (b"\x00\x01../etc/passwd\x00octet\x00", 2),
+        (b"\x00\x02small\x00octet\x00", 2),
+        (b"\x00\x01small\x00mail\x00", 4),
+        (b"\x00\x01small\x00binary\x00", 4),
+        (b"\x00\x09", 4),
+        (b"\x00\x04\x00\x01", 5),
+        (b"\x00\x03\x00\x01data", 5),
+    ];
+    for (payload, code) in cases {
+        r.request(CLIENT, payload);
+        let sent = r.io.take();
+        assert_eq!(sent.len(), 1, "{payload:?}");
+        assert_eq!(error_of(&sent[0].3).0, code, "{payload:?}");
+        assert_eq!(sent[0].2.map(|l| l.ip), Some(LOCAL.parse().unwrap()), "reply from the request's address");
+    }
+    // An ERROR to the listening port is never answered.
+    r.request(CLIENT, b"\x00\x05\x00\x00bye\x00");
+    assert!(r.io.take().is_empty());
+    assert_eq!(r.engine.active(), 0);
+}
+
+#[test]
+fn busy_is_an_answer_not_silence() {
+    let mut r = rig(&["--max-transfers", "1"]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
+    let sent = r.io.take();
+    assert_eq!(error_of(&sent[0].3), (0, "server busy, try again".into()));
+    assert_eq!(count(&r.counters.busy), 1);
+}
+
+#[test]
+fn uefi_probe_counted_as_probe() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00tsize\x000\x00blksize\x001468\x00");
+    r.io.take();
+    let token = r.engine.token(0);
+    r.dgram(Via::Transfer(SockRef(0)), Some(token), CLIENT, b"\x00\x05\x00\x08User aborted the transfer\x00");
+    assert!(r.io.take().is_empty());
+    assert_eq!(count(&r.counters.probes), 1);
+    assert_eq!(count(&r.counters.errors), 0);
+    assert_eq!(r.io.closed.len(), 1);
+}
+
+#[test]
+fn single_port_mode() {
+    let mut r = rig(&["--single-port"]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    let sent = r.io.take();
+    assert!(r.io.opened.is_empty(), "no transfer socket");
+    assert_eq!(sent[0].0, Via::Listen(0));
+    assert_eq!(sent[0].2.map(|l| l.ip), Some(LOCAL.parse().unwrap()));
+    // Another client on the same port number is another transfer.
+    r.request("192.0.2.11:2000", b"\x00\x01text\x00octet\x00");
+    assert_eq!(r.io.take().len(), 1);
+    assert_eq!(r.engine.active(), 2);
+    r.ack(CLIENT, 1);
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, CLIENT.parse::<SocketAddr>().unwrap());
+    r.ack(CLIENT, 2);
+    assert_eq!(count(&r.counters.ok), 1);
+    // An ACK from a client without a transfer.
+    r.ack("192.0.2.12:1", 1);
+    assert_eq!(error_of(&r.io.take()[0].3).0, 5);
+}
+
+#[test]
+fn broadcast_requests_ignored() {
+    let mut r = rig(&[]);
+    let d = Datagram {
+        via: Via::Listen(0),
+        token: None,
+        peer: CLIENT.parse().unwrap(),
+        local: Some(LocalEnd { ip: "255.255.255.255".parse().unwrap(), ifindex: 0 }),
+        payload: b"\x00\x01small\x00octet\x00",
+        truncated: false,
+    };
+    r.engine.on_datagram(r.now, &d, &mut r.io);
+    assert!(r.io.take().is_empty());
+    assert_eq!(count(&r.counters.requests), 0);
+}
+
+#[test]
+fn silent_unconfirmed_client_expires_without_resends() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    for _ in 0..70 {
+        r.advance(Duration::from_millis(100));
+    }
+    assert!(r.io.take().is_empty(), "nothing resent to an unconfirmed client");
+    assert_eq!(count(&r.counters.timeouts), 1);
+    assert_eq!(r.io.closed.len(), 1);
+}
+
+#[test]
+fn confirmed_client_gets_retransmissions() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    r.now = r.now + Duration::from_millis(2);
+    r.ack(CLIENT, 1);
+    assert_eq!(r.io.take().len(), 1);
+    r.advance(Duration::from_millis(50));
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1, "DATA 2 again after the adaptive timeout");
+    assert_eq!(&sent[0].3[..4], &[0, 3, 0, 2]);
+}
+
+#[test]
+fn backpressure_resumes() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x008\x00windowsize\x0016\x00");
+    r.io.take();
+    r.io.full = true;
+    r.ack(CLIENT, 0);
+    assert!(r.io.take().is_empty());
+    r.io.full = false;
+    r.engine.flush(r.now, &mut r.io);
+    assert_eq!(r.io.take().len(), 16);
+}
+
+#[test]
+fn graceful_stop() {
+    let mut r = rig(&["--grace", "1"]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    r.engine.begin_stop(r.now);
+    assert!(!r.engine.is_finished());
+    r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
+    assert_eq!(error_of(&r.io.take()[0].3).1, "server is shutting down");
+    r.ack(CLIENT, 1);
+    assert_eq!(r.io.take().len(), 1, "transfers in flight go on");
+    r.advance(Duration::from_millis(1001));
+    let sent = r.io.take();
+    assert_eq!(error_of(&sent.last().unwrap().3), (0, "server shutting down".into()));
+    assert!(r.engine.is_finished());
+}
+
+#[test]
+fn netascii_served_translated_without_tsize() {
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01text\x00netascii\x00tsize\x000\x00");
+    let sent = r.io.take();
+    assert_eq!(sent[0].3, b"\x00\x03\x00\x01a\r\nb", "no OACK: tsize is left out for netascii");
+}

@@ -1,0 +1,102 @@
+//! The seam between the worker's logic ([`super::engine`]) and an I/O backend (io_uring or epoll).
+//!
+//! The engine decides; a backend moves datagrams. A backend delivers each received datagram as a
+//! [`Datagram`] borrowed from its receive buffer, and implements [`Io`] for what the engine asks
+//! of it: open and close transfer sockets, and send. DATA payloads are handed over as raw slices
+//! of a file mapping together with the [`FileVersion`] that keeps the mapping alive until the
+//! kernel is done with it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use super::socket::LocalEnd;
+use crate::fs::FileVersion;
+use crate::fs::cache::RawSlice;
+
+/// Names a transfer: its slot in the engine's table and that slot's generation, so that a late
+/// completion for a finished transfer is recognised and dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token(pub(crate) u64);
+
+impl Token {
+    pub(crate) fn new(slot: u32, generation: u32) -> Self {
+        Self(u64::from(slot) | (u64::from(generation) << 32))
+    }
+
+    pub(crate) fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// A socket owned by the backend: an index into its table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SockRef(pub(crate) u32);
+
+/// The socket a datagram came in on or leaves from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// A listening socket, by index in the configured listen addresses.
+    Listen(u32),
+    /// A transfer socket.
+    Transfer(SockRef),
+}
+
+/// A received datagram, borrowed from the backend's receive buffer.
+#[derive(Debug)]
+pub(crate) struct Datagram<'a> {
+    pub(crate) via: Via,
+    /// The transfer a transfer socket belongs to.
+    pub(crate) token: Option<Token>,
+    pub(crate) peer: SocketAddr,
+    /// Where the request was sent to (listening sockets only).
+    pub(crate) local: Option<LocalEnd>,
+    pub(crate) payload: &'a [u8],
+    /// The datagram was longer than the receive buffer.
+    pub(crate) truncated: bool,
+}
+
+/// A payload to send from a file version.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Body<'a> {
+    pub(crate) file: &'a Rc<FileVersion>,
+    pub(crate) slice: RawSlice,
+}
+
+/// One datagram to send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) via: Via,
+    pub(crate) to: SocketAddr,
+    /// Source address for sends from a listening socket.
+    pub(crate) from: Option<LocalEnd>,
+    /// The header (DATA) or the whole packet (OACK, ERROR): at most [`MAX_HEAD`] bytes.
+    pub(crate) head: &'a [u8],
+    pub(crate) body: Option<Body<'a>>,
+    /// The transfer to tell if the send fails.
+    pub(crate) token: Option<Token>,
+}
+
+/// Largest head a backend must accept: any OACK or ERROR this server builds fits.
+pub(crate) const MAX_HEAD: usize = 192;
+
+/// What a worker's logic needs from its I/O backend.
+pub(crate) trait Io {
+    /// Opens a transfer socket bound to `local` (port chosen by the backend's port picker) and
+    /// starts receiving on it; its datagrams come back with `token`.
+    fn open_transfer(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef>;
+
+    /// Closes a transfer socket (once the backend no longer uses it).
+    fn close_transfer(&mut self, sock: SockRef);
+
+    /// Whether a DATA send would be accepted now. Control packets (without body) always are.
+    fn can_send(&self) -> bool;
+
+    /// Sends (or queues) a datagram. A failure that concerns the transfer (the file mapping went
+    /// away under the kernel: `EFAULT`) is reported later through the backend's error list.
+    fn send(&mut self, out: Outgoing<'_>);
+}

@@ -1,0 +1,312 @@
+//! Sockets and the raw socket structures both I/O backends share.
+//!
+//! - Listening sockets: one per worker per listen address, all with `SO_REUSEPORT` so that the
+//!   kernel spreads clients over workers by address hash, each with a large receive buffer and
+//!   packet info turned on so that a reply can come from the address the request was sent to.
+//! - Transfer sockets: one per transfer in the default mode, bound to that address and a fresh
+//!   port (the RFC 1350 transfer ID), without `SO_REUSEPORT` so that ports are never shared.
+//! - `sockaddr` and `IP_PKTINFO` / `IPV6_PKTINFO` control messages, encoded and decoded in
+//!   caller memory.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The local end of a request: the address the client sent it to and the interface it came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct LocalEnd {
+    pub(crate) ip: IpAddr,
+    pub(crate) ifindex: u32,
+}
+
+/// Room for one packet-info control message of either family.
+pub(crate) const PKTINFO_SPACE: usize = 64;
+
+fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), size_of::<i32>() as libc::socklen_t)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// A listening socket for `addr`: `SO_REUSEPORT`, IPv6-only for IPv6, packet info on, a receive
+/// buffer of `recv_buffer` bytes (forced past `rmem_max` when privileged), non-blocking.
+pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    let fd = s.as_raw_fd();
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+    }
+    let want = i32::try_from(recv_buffer).unwrap_or(i32::MAX);
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want).is_err() {
+        s.set_recv_buffer_size(recv_buffer)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Picks ports for transfer sockets: any free one from the kernel, or one from a range.
+#[derive(Debug)]
+pub(crate) struct PortPicker {
+    range: Option<(u16, u16)>,
+    next: u32,
+}
+
+impl PortPicker {
+    /// `range` is inclusive; `seed` spreads workers over it.
+    pub(crate) fn new(range: Option<(u16, u16)>, seed: u32) -> Self {
+        Self { range, next: seed }
+    }
+
+    /// Binds a transfer socket to `ip` (with `scope` for IPv6 link-local) and a port.
+    pub(crate) fn bind(&mut self, ip: IpAddr, scope: u32) -> io::Result<UdpSocket> {
+        let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+        let s = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+        if ip.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        let addr = |port| match ip {
+            IpAddr::V4(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+            IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope)),
+        };
+        let Some((lo, hi)) = self.range else {
+            s.bind(&addr(0).into())?;
+            return Ok(s.into());
+        };
+        let span = u32::from(hi - lo) + 1;
+        for _ in 0..span {
+            let port = lo + (self.next % span) as u16;
+            self.next = self.next.wrapping_add(1);
+            match s.bind(&addr(port).into()) {
+                Ok(()) => return Ok(s.into()),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AddrInUse, "every port of --port-range is in use"))
+    }
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` in caller memory.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) union RawAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+impl RawAddr {
+    /// Encodes `addr`; returns the value and its length.
+    pub(crate) fn new(addr: &SocketAddr) -> (Self, libc::socklen_t) {
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_in is plain data; all-zero is valid.
+                let mut v4: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                v4.sin_family = libc::AF_INET as libc::sa_family_t;
+                v4.sin_port = a.port().to_be();
+                v4.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                (Self { v4 }, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
+                let mut v6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                v6.sin6_port = a.port().to_be();
+                v6.sin6_addr.s6_addr = a.ip().octets();
+                v6.sin6_flowinfo = a.flowinfo();
+                v6.sin6_scope_id = a.scope_id();
+                (Self { v6 }, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+            }
+        }
+    }
+
+    /// An all-zero value, large enough for either family.
+    pub(crate) fn zeroed() -> Self {
+        // SAFETY: both members are plain data; all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+/// Size of the largest `sockaddr` a receive can return here.
+pub(crate) const RAW_ADDR_LEN: libc::socklen_t = size_of::<RawAddr>() as libc::socklen_t;
+
+/// Decodes a `sockaddr` written by the kernel (`bytes` as long as it said).
+pub(crate) fn decode_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
+    match i32::from(family) {
+        libc::AF_INET if bytes.len() >= size_of::<libc::sockaddr_in>() => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let ip = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+        }
+        libc::AF_INET6 if bytes.len() >= size_of::<libc::sockaddr_in6>() => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let flow = u32::from_ne_bytes(bytes[4..8].try_into().ok()?);
+            let ip: [u8; 16] = bytes[8..24].try_into().ok()?;
+            let scope = u32::from_ne_bytes(bytes[24..28].try_into().ok()?);
+            let ip = Ipv6Addr::from(ip);
+            // An IPv4-mapped peer on an IPv6 socket is reported as the IPv4 address it is.
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return Some(SocketAddr::V4(SocketAddrV4::new(v4, port)));
+            }
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, flow, scope)))
+        }
+        _ => None,
+    }
+}
+
+const CMSG_HDR: usize = size_of::<libc::cmsghdr>();
+
+const fn cmsg_align(len: usize) -> usize {
+    (len + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
+}
+
+/// Finds the packet-info message in received control data.
+pub(crate) fn parse_pktinfo(control: &[u8]) -> Option<LocalEnd> {
+    let mut rest = control;
+    while rest.len() >= CMSG_HDR {
+        let len = usize::from_ne_bytes(rest[..size_of::<usize>()].try_into().ok()?);
+        let level = i32::from_ne_bytes(rest[8..12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(rest[12..16].try_into().ok()?);
+        if len < CMSG_HDR || len > rest.len() {
+            return None;
+        }
+        let data = &rest[CMSG_HDR..len];
+        if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO && data.len() >= 12 {
+            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+            let ifindex = u32::from_ne_bytes(data[0..4].try_into().ok()?);
+            let ip = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
+            return Some(LocalEnd { ip: IpAddr::V4(ip), ifindex });
+        }
+        if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO && data.len() >= 20 {
+            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+            let ip: [u8; 16] = data[0..16].try_into().ok()?;
+            let ifindex = u32::from_ne_bytes(data[16..20].try_into().ok()?);
+            return Some(LocalEnd { ip: IpAddr::V6(Ipv6Addr::from(ip)), ifindex });
+        }
+        rest = rest.get(cmsg_align(len)..)?;
+    }
+    None
+}
+
+/// Writes a packet-info message that makes a send leave from `local.ip`; returns its length.
+pub(crate) fn write_pktinfo(local: &LocalEnd, buf: &mut [u8; PKTINFO_SPACE]) -> usize {
+    buf.fill(0);
+    let (level, kind, data_len) = match local.ip {
+        IpAddr::V4(ip) => {
+            // ipi_ifindex 0: let routing pick the interface; ipi_spec_dst: the source address.
+            buf[CMSG_HDR + 4..CMSG_HDR + 8].copy_from_slice(&ip.octets());
+            (libc::IPPROTO_IP, libc::IP_PKTINFO, 12)
+        }
+        IpAddr::V6(ip) => {
+            buf[CMSG_HDR..CMSG_HDR + 16].copy_from_slice(&ip.octets());
+            let scope = if ip.is_unicast_link_local() { local.ifindex } else { 0 };
+            buf[CMSG_HDR + 16..CMSG_HDR + 20].copy_from_slice(&scope.to_ne_bytes());
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, 20)
+        }
+    };
+    let len = CMSG_HDR + data_len;
+    buf[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
+    buf[8..12].copy_from_slice(&level.to_ne_bytes());
+    buf[12..16].copy_from_slice(&kind.to_ne_bytes());
+    cmsg_align(len)
+}
+
+/// The MTU of interface `ifindex`, if it can be read.
+pub(crate) fn interface_mtu(ifindex: u32) -> Option<u32> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has IF_NAMESIZE bytes, as if_indextoname requires.
+    if unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null() {
+        return None;
+    }
+    // SAFETY: plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name = name;
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu of the ifreq we own.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: after SIOCGIFMTU the union holds the MTU.
+    u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
+}
+
+/// The loopback interface's index, for tests.
+#[cfg(test)]
+pub(crate) fn loopback_index() -> u32 {
+    // SAFETY: a NUL-terminated name.
+    unsafe { libc::if_nametoindex(c"lo".as_ptr()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_roundtrip() {
+        for a in ["127.0.0.1:69", "[::1]:6969", "[fe80::1%1]:5"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            let (raw, len) = RawAddr::new(&addr);
+            // SAFETY: RawAddr is plain data of at least `len` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts((&raw as *const RawAddr).cast::<u8>(), len as usize) };
+            assert_eq!(decode_sockaddr(bytes), Some(addr));
+        }
+        assert_eq!(decode_sockaddr(&[0, 0]), None);
+    }
+
+    #[test]
+    fn pktinfo_v6_roundtrip() {
+        for ip in ["::1", "fe80::2"] {
+            let l = LocalEnd { ip: ip.parse().unwrap(), ifindex: 3 };
+            let mut buf = [0u8; PKTINFO_SPACE];
+            let n = write_pktinfo(&l, &mut buf);
+            assert_eq!(parse_pktinfo(&buf[..n]).unwrap().ip, l.ip);
+        }
+        assert_eq!(parse_pktinfo(&[0u8; 8]), None);
+    }
+
+    #[test]
+    fn pktinfo_v4_layouts() {
+        // Sending sets the source in ipi_spec_dst (bytes 4..8 of the data).
+        let mut buf = [0u8; PKTINFO_SPACE];
+        let n = write_pktinfo(&LocalEnd { ip: "127.0.0.2".parse().unwrap(), ifindex: 3 }, &mut buf);
+        assert_eq!(n, cmsg_align(CMSG_HDR + 12));
+        assert_eq!(&buf[CMSG_HDR + 4..CMSG_HDR + 8], &[127, 0, 0, 2]);
+        // Receiving reads the packet's destination from ipi_addr (bytes 8..12).
+        buf[CMSG_HDR..CMSG_HDR + 4].copy_from_slice(&7u32.to_ne_bytes());
+        buf[CMSG_HDR + 8..CMSG_HDR + 12].copy_from_slice(&[10, 0, 0, 1]);
+        let got = parse_pktinfo(&buf[..n]).unwrap();
+        assert_eq!((got.ip, got.ifindex), ("10.0.0.1".parse().unwrap(), 7));
+    }
+
+    #[test]
+    fn loopback_mtu_is_known() {
+        assert!(interface_mtu(loopback_index()).unwrap() >= 1500);
+        assert_eq!(interface_mtu(999_999), None);
+    }
+
+    #[test]
+    fn port_range_is_respected_and_exhaustion_reported() {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        let (lo, hi) = (base, base.saturating_add(1));
+        let mut p = PortPicker::new(Some((lo, hi)), 0);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = p.bind(ip, 0).unwrap();
+        let b = p.bind(ip, 0).unwrap();
+        let ports = [a.local_addr().unwrap().port(), b.local_addr().unwrap().port()];
+        assert!(ports.iter().all(|&x| (lo..=hi).contains(&x)), "{ports:?}");
+        assert_ne!(ports[0], ports[1]);
+        assert_eq!(p.bind(ip, 0).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    }
+}
