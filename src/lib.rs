@@ -9,5 +9,5 @@
 
 pub mod config;
 pub mod fs;
-pub mod server;
 pub mod proto;
+pub mod server;

@@ -1,3 +1,147 @@
-//! The bootstorm server binary.
+//! The bootstorm server binary: parse flags, start the workers, wait for SIGINT or SIGTERM, stop
+//! gracefully and exit 0.
 
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bootstorm::config::{Cli, Config};
+use bootstorm::server::Server;
+use clap::Parser;
+use tracing::{error, info, warn};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("bootstorm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in the workers it starts), to take them with
+/// `sigtimedwait` instead of a handler.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set, then applied to this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits up to `timeout` for one of the signals in `set`.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; no siginfo is requested.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = Config::try_from(cli).context("invalid arguments")?;
+    init_logging(&cfg.log_level);
+    let set = block_signals();
+    let stats_every = cfg.stats_interval;
+    let server = Server::start(cfg.clone()).context("cannot start")?;
+    {
+        // One line per address on stdout, for scripts that asked for port 0.
+        let mut out = std::io::stdout().lock();
+        for a in server.local_addrs() {
+            writeln!(out, "listening on {a}")?;
+        }
+        out.flush()?;
+    }
+    info!(
+        root = %cfg.root.display(),
+        workers = cfg.workers,
+        backend = %server.backend(),
+        single_port = cfg.single_port,
+        "bootstorm started"
+    );
+    let tick = stats_every.unwrap_or(Duration::from_secs(3600));
+    loop {
+        match wait_signal(&set, tick) {
+            Some(sig) => {
+                info!(
+                    signal = sig,
+                    grace_secs = cfg.grace.as_secs_f64(),
+                    "stopping: no new transfers"
+                );
+                break;
+            }
+            None => {
+                if stats_every.is_some() {
+                    report_counters(&server.counters());
+                }
+            }
+        }
+    }
+    let control = server.control();
+    control.stop();
+    // A second signal ends the transfers still running at once.
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let waiter = std::thread::spawn(move || {
+        let r = server.wait();
+        let _ = done_tx.send(());
+        r
+    });
+    let mut aborted = false;
+    while done_rx.recv_timeout(Duration::from_millis(50)).is_err() {
+        if !aborted && wait_signal(&set, Duration::ZERO).is_some() {
+            warn!("second signal: ending transfers now");
+            aborted = true;
+            control.abort();
+        }
+    }
+    let report = waiter
+        .join()
+        .map_err(|_| anyhow::anyhow!("waiter panicked"))??;
+    report_counters(&report.workers);
+    info!("{}", report.latencies.summary());
+    info!("stopped");
+    Ok(())
+}
+
+fn report_counters(workers: &[[(&'static str, u64); 15]]) {
+    for (i, w) in workers.iter().enumerate() {
+        let line: Vec<String> = w
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        info!(
+            worker = i,
+            "{}",
+            if line.is_empty() {
+                "idle".to_string()
+            } else {
+                line.join(" ")
+            }
+        );
+    }
+}

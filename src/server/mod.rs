@@ -1,8 +1,18 @@
-//! The server: per-core workers, each an [`engine::Engine`] on an I/O backend.
+//! The server: per-core workers, each an engine on an I/O backend.
+//!
+//! [`Server::start`] binds one `SO_REUSEPORT` socket per worker per listen address, probes
+//! io_uring, and starts the workers; each owns the transfers whose requests its sockets received.
+//! The engine (`engine.rs`) holds the logic; `uring.rs` and `epoll.rs` move datagrams for it.
 
 pub mod stats;
 
 pub(crate) mod engine;
+pub(crate) mod epoll;
 pub(crate) mod io;
+pub(crate) mod probe;
 pub(crate) mod socket;
 pub(crate) mod timer;
+pub(crate) mod uring;
+pub(crate) mod worker;
+
+pub use worker::{Backend, Report, Server, ServerControl, StartError};

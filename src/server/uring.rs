@@ -1,0 +1,749 @@
+//! The io_uring backend: one ring per worker, built on the `io-uring` crate.
+//!
+//! - Receives: one multishot `RECVMSG` per socket into a provided-buffer ring shared by all of
+//!   the worker's sockets. No buffer is handed over per datagram; each is returned to the ring
+//!   as soon as the engine has looked at it. A multishot receive that ends (buffers ran out,
+//!   completion queue overflowed) is armed again at the end of the loop turn.
+//! - Sends: one `SENDMSG` of `[header, slice of the mapping]` per datagram, from a pool of
+//!   preallocated send slots (message header, iovecs, address, control message, header bytes),
+//!   all submitted together by the single `io_uring_enter` of each loop turn. A slot holds a
+//!   reference to its file version until the completion, so the mapping outlives the send.
+//! - Timers: the wait itself (`io_uring_enter` with a timeout) wakes the loop for the engine's
+//!   next deadline; no operation is ever dropped to make a timeout happen.
+//! - Closing a transfer socket cancels its receive; the descriptor is closed once the receive's
+//!   last completion has arrived, so no operation ever refers to a reused descriptor.
+//!
+//! The ring is set up with `SINGLE_ISSUER`, `COOP_TASKRUN` and `DEFER_TASKRUN` where the kernel
+//! has them (6.1+), with fewer flags on older kernels.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::engine::Engine;
+use super::io::{Datagram, Io, MAX_HEAD, Outgoing, SockRef, Token, Via};
+use super::socket::{
+    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo,
+};
+use super::worker::{Clock, RX_SIZE, WorkerControl};
+use crate::config::Config;
+use crate::fs::FileVersion;
+
+const KIND_LISTEN: u64 = 1;
+const KIND_XFER: u64 = 2;
+const KIND_SEND: u64 = 3;
+const KIND_WAKE: u64 = 4;
+const KIND_CANCEL: u64 = 5;
+/// Buffer group of the provided-buffer ring.
+const BGID: u16 = 0;
+
+fn ud(kind: u64, generation: u32, idx: u32) -> u64 {
+    (kind << 60) | (u64::from(generation & 0x0fff_ffff) << 32) | u64::from(idx)
+}
+
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size` bytes that the
+/// kernel picks from for multishot receives.
+pub(crate) struct BufRing {
+    entries: *mut types::BufRingEntry,
+    entries_len: usize,
+    bufs: Vec<u8>,
+    size: usize,
+    mask: u16,
+    tail: u16,
+}
+
+impl BufRing {
+    /// Allocates and registers the ring with `ring` as buffer group `bgid`.
+    pub(crate) fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
+        assert!(
+            count.is_power_of_two(),
+            "buffer count must be a power of two"
+        );
+        let entries_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping; the result is checked. The kernel requires the
+        // ring entries to be page-aligned, which mmap guarantees.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut br = Self {
+            entries: p.cast(),
+            entries_len,
+            bufs: vec![0; usize::from(count) * size],
+            size,
+            mask: count - 1,
+            tail: 0,
+        };
+        // SAFETY: the entries stay mapped until drop, which happens after the ring that uses them
+        // has been dropped (the owner declares the ring first) or unregistered.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(p as u64, count, bgid, 0)?
+        };
+        for bid in 0..count {
+            br.push(bid);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after [`publish`](Self::publish)).
+    fn push(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & self.mask);
+        // SAFETY: idx < count, inside the mapped entries; the kernel only reads entries between
+        // its head and the published tail, and this one is past the published tail.
+        let e = unsafe { &mut *self.entries.add(idx) };
+        e.set_addr(self.bufs.as_ptr() as u64 + u64::from(bid) * self.size as u64);
+        e.set_len(self.size as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes pushed buffers to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of the mapped ring; the kernel reads it
+        // with acquire semantics, so a release store orders the entry writes before it.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * self.size;
+        &self.bufs[start..start + len.min(self.size)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
+    }
+}
+
+/// What a send slot holds until its completion.
+struct SendSlot {
+    msg: libc::msghdr,
+    iov: [libc::iovec; 2],
+    addr: RawAddr,
+    cmsg: [u8; PKTINFO_SPACE],
+    head: [u8; MAX_HEAD],
+    keep: Option<Rc<FileVersion>>,
+    token: Option<Token>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SockState {
+    Open,
+    Closing,
+}
+
+struct SockEntry {
+    sock: Option<UdpSocket>,
+    token: Token,
+    generation: u32,
+    state: SockState,
+    armed: bool,
+}
+
+/// Receive-side state the loop reads while the engine holds the [`UringIo`].
+struct Rx {
+    bufs: BufRing,
+    /// Templates for multishot receives: name (and control for listening sockets). The kernel
+    /// reads them at submission; they also tell [`types::RecvMsgOut::parse`] the layout.
+    listen_msg: libc::msghdr,
+    xfer_msg: libc::msghdr,
+}
+
+/// A worker's io_uring backend: the [`Io`] half and the receive half, which the loop keeps apart
+/// so that a datagram borrowed from the receive buffers can be handed to the engine together
+/// with the [`Io`].
+pub(crate) struct Uring {
+    // Declared first: the ring is closed before the receive memory its operations use is freed.
+    io: UringIo,
+    rx: Box<Rx>,
+}
+
+/// What a multishot receive that ended must be armed again for.
+#[derive(Clone, Copy, Debug)]
+enum Rearm {
+    Listen(u32),
+    Transfer { idx: u32, generation: u32 },
+}
+
+/// The io_uring implementation of [`Io`].
+pub(crate) struct UringIo {
+    ring: IoUring,
+    /// The receive templates inside the worker's boxed [`Rx`].
+    listen_msg: *const libc::msghdr,
+    xfer_msg: *const libc::msghdr,
+    listens: Vec<(Option<UdpSocket>, bool)>,
+    close_listens_on_stop: bool,
+    socks: Vec<SockEntry>,
+    free_socks: Vec<u32>,
+    sends: Box<[SendSlot]>,
+    free_sends: Vec<u32>,
+    ports: PortPicker,
+    errors: Vec<(Token, i32)>,
+    wake_fd: RawFd,
+    wake_buf: Box<u64>,
+    /// Operations submitted whose last completion has not arrived.
+    in_flight: usize,
+    rearm: Vec<Rearm>,
+}
+
+fn build_ring(entries: u32) -> io::Result<IoUring> {
+    let cq = entries.saturating_mul(4);
+    let attempts: [fn(&mut io_uring::Builder); 3] = [
+        |b| {
+            b.setup_single_issuer()
+                .setup_coop_taskrun()
+                .setup_defer_taskrun();
+        },
+        |b| {
+            b.setup_coop_taskrun();
+        },
+        |_| {},
+    ];
+    let mut last = None;
+    for f in attempts {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq);
+        f(&mut b);
+        match b.build(entries) {
+            Ok(r) => return Ok(r),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
+}
+
+impl Uring {
+    /// Sets up the ring, the buffer ring and the send slots, and arms the receives.
+    pub(crate) fn new(
+        cfg: &Config,
+        listens: Vec<UdpSocket>,
+        ports: PortPicker,
+        wake_fd: RawFd,
+    ) -> io::Result<Self> {
+        let ring = build_ring(cfg.ring_entries)?;
+        let count = u16::try_from(cfg.rx_buffers)
+            .map_err(|_| io::Error::other("--rx-buffers too large"))?;
+        let bufs = BufRing::new(&ring, count, RX_SIZE, BGID)?;
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut listen_msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        listen_msg.msg_namelen = RAW_ADDR_LEN;
+        listen_msg.msg_controllen = PKTINFO_SPACE;
+        // SAFETY: as above.
+        let mut xfer_msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        xfer_msg.msg_namelen = RAW_ADDR_LEN;
+        let sends = (0..cfg.send_slots)
+            .map(|_| SendSlot {
+                // SAFETY: plain data; all-zero is valid.
+                msg: unsafe { std::mem::zeroed() },
+                iov: [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; 2],
+                addr: RawAddr::zeroed(),
+                cmsg: [0; PKTINFO_SPACE],
+                head: [0; MAX_HEAD],
+                keep: None,
+                token: None,
+            })
+            .collect();
+        let rx = Box::new(Rx {
+            bufs,
+            listen_msg,
+            xfer_msg,
+        });
+        let mut io = UringIo {
+            ring,
+            listen_msg: &rx.listen_msg,
+            xfer_msg: &rx.xfer_msg,
+            listens: listens.into_iter().map(|s| (Some(s), false)).collect(),
+            close_listens_on_stop: !cfg.single_port,
+            socks: Vec::new(),
+            free_socks: Vec::new(),
+            sends,
+            free_sends: (0..cfg.send_slots).rev().collect(),
+            ports,
+            errors: Vec::new(),
+            wake_fd,
+            wake_buf: Box::new(0),
+            in_flight: 0,
+            rearm: Vec::new(),
+        };
+        for i in 0..io.listens.len() as u32 {
+            io.arm(Rearm::Listen(i));
+        }
+        io.arm_wake();
+        Ok(Self { io, rx })
+    }
+}
+
+impl UringIo {
+    /// Pushes an SQE, submitting first if the queue is full.
+    fn push(&mut self, sqe: &squeue::Entry) {
+        loop {
+            // SAFETY: every SQE built here refers to memory owned by `self` (send slots, receive
+            // templates, wake buffer) or by a file version a send slot holds, all of which stay
+            // valid until the operation's last completion.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                self.in_flight += 1;
+                return;
+            }
+            // The submission queue is full: hand it to the kernel and try again.
+            let _ = self.ring.submit();
+        }
+    }
+
+    fn arm(&mut self, what: Rearm) {
+        let (fd, msg, data) = match what {
+            Rearm::Listen(idx) => {
+                let Some((Some(s), armed)) = self.listens.get_mut(idx as usize) else {
+                    return;
+                };
+                *armed = true;
+                (s.as_raw_fd(), self.listen_msg, ud(KIND_LISTEN, 0, idx))
+            }
+            Rearm::Transfer { idx, generation } => {
+                let Some(e) = self.socks.get_mut(idx as usize) else {
+                    return;
+                };
+                let Some(s) = e.sock.as_ref() else { return };
+                if e.state != SockState::Open || e.generation != generation {
+                    return;
+                }
+                e.armed = true;
+                (s.as_raw_fd(), self.xfer_msg, ud(KIND_XFER, generation, idx))
+            }
+        };
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), msg, BGID)
+            .build()
+            .user_data(data);
+        self.push(&sqe);
+    }
+
+    fn arm_wake(&mut self) {
+        let buf = (&mut *self.wake_buf as *mut u64).cast::<u8>();
+        let sqe = opcode::Read::new(types::Fd(self.wake_fd), buf, 8)
+            .build()
+            .user_data(ud(KIND_WAKE, 0, 0));
+        self.push(&sqe);
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let sqe = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(ud(KIND_CANCEL, 0, 0));
+        self.push(&sqe);
+    }
+
+    fn close_listens(&mut self) {
+        if !self.close_listens_on_stop {
+            return;
+        }
+        for i in 0..self.listens.len() {
+            match self.listens[i] {
+                (Some(_), true) => self.cancel(ud(KIND_LISTEN, 0, i as u32)),
+                (Some(_), false) => self.listens[i].0 = None,
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// Cancels every receive (for the end of the loop).
+    fn cancel_all(&mut self) {
+        for i in 0..self.listens.len() {
+            if self.listens[i].1 {
+                self.cancel(ud(KIND_LISTEN, 0, i as u32));
+            }
+        }
+        for i in 0..self.socks.len() {
+            let e = &self.socks[i];
+            if e.armed && e.state == SockState::Open {
+                let t = ud(KIND_XFER, e.generation, i as u32);
+                self.socks[i].state = SockState::Closing;
+                self.cancel(t);
+            }
+        }
+        self.cancel(ud(KIND_WAKE, 0, 0));
+    }
+
+    fn free_sock(&mut self, idx: u32) {
+        let e = &mut self.socks[idx as usize];
+        e.sock = None;
+        e.armed = false;
+        e.generation = e.generation.wrapping_add(1) & 0x0fff_ffff;
+        self.free_socks.push(idx);
+    }
+
+    fn fd_of(&self, via: Via) -> Option<RawFd> {
+        match via {
+            Via::Listen(i) => self
+                .listens
+                .get(i as usize)?
+                .0
+                .as_ref()
+                .map(AsRawFd::as_raw_fd),
+            Via::Transfer(SockRef(i)) => {
+                let e = self.socks.get(i as usize)?;
+                (e.state == SockState::Open).then_some(())?;
+                e.sock.as_ref().map(AsRawFd::as_raw_fd)
+            }
+        }
+    }
+}
+
+impl Io for UringIo {
+    fn open_transfer(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef> {
+        let scope = match local {
+            SocketAddr::V6(a) => a.scope_id(),
+            SocketAddr::V4(_) => 0,
+        };
+        let sock = self.ports.bind(local.ip(), scope)?;
+        let idx = match self.free_socks.pop() {
+            Some(i) => i,
+            None => {
+                self.socks.push(SockEntry {
+                    sock: None,
+                    token,
+                    generation: 0,
+                    state: SockState::Open,
+                    armed: false,
+                });
+                (self.socks.len() - 1) as u32
+            }
+        };
+        let e = &mut self.socks[idx as usize];
+        e.sock = Some(sock);
+        e.token = token;
+        e.state = SockState::Open;
+        let generation = e.generation;
+        self.arm(Rearm::Transfer { idx, generation });
+        Ok(SockRef(idx))
+    }
+
+    fn close_transfer(&mut self, sock: SockRef) {
+        let Some(e) = self.socks.get_mut(sock.0 as usize) else {
+            return;
+        };
+        if e.state != SockState::Open || e.sock.is_none() {
+            return;
+        }
+        if e.armed {
+            // Closed when the receive's last completion arrives.
+            e.state = SockState::Closing;
+            let target = ud(KIND_XFER, e.generation, sock.0);
+            self.cancel(target);
+        } else {
+            self.free_sock(sock.0);
+        }
+    }
+
+    fn can_send(&self) -> bool {
+        !self.free_sends.is_empty()
+    }
+
+    fn send(&mut self, out: Outgoing<'_>) {
+        let Some(fd) = self.fd_of(out.via) else {
+            return;
+        };
+        let Some(idx) = self.free_sends.pop() else {
+            // Only control packets get here without capacity (the engine checks before DATA):
+            // send those at once rather than lose them.
+            send_now(fd, &out);
+            return;
+        };
+        let slot = &mut self.sends[idx as usize];
+        let n = out.head.len().min(MAX_HEAD);
+        slot.head[..n].copy_from_slice(&out.head[..n]);
+        let (addr, addr_len) = RawAddr::new(&out.to);
+        slot.addr = addr;
+        slot.iov[0] = libc::iovec {
+            iov_base: slot.head.as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        slot.msg.msg_iovlen = 1;
+        if let Some(b) = out.body {
+            slot.iov[1] = libc::iovec {
+                iov_base: b.slice.ptr as *mut _,
+                iov_len: b.slice.len,
+            };
+            slot.msg.msg_iovlen = 2;
+            slot.keep = Some(Rc::clone(b.file));
+        }
+        slot.msg.msg_name = (&mut slot.addr as *mut RawAddr).cast();
+        slot.msg.msg_namelen = addr_len;
+        slot.msg.msg_iov = slot.iov.as_mut_ptr();
+        slot.msg.msg_control = std::ptr::null_mut();
+        slot.msg.msg_controllen = 0;
+        if let (Some(from), Via::Listen(_)) = (out.from, out.via) {
+            slot.msg.msg_controllen = write_pktinfo(&from, &mut slot.cmsg);
+            slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
+        }
+        slot.token = out.token;
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+            .build()
+            .user_data(ud(KIND_SEND, 0, idx));
+        self.push(&sqe);
+    }
+}
+
+/// A synchronous `sendmsg` for when every send slot is busy.
+fn send_now(fd: RawFd, out: &Outgoing<'_>) {
+    let (addr, addr_len) = RawAddr::new(&out.to);
+    let mut iov = [libc::iovec {
+        iov_base: out.head.as_ptr() as *mut _,
+        iov_len: out.head.len(),
+    }];
+    // SAFETY: plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
+    msg.msg_namelen = addr_len;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 1;
+    let mut cmsg = [0u8; PKTINFO_SPACE];
+    if let (Some(from), Via::Listen(_)) = (out.from, out.via) {
+        msg.msg_controllen = write_pktinfo(&from, &mut cmsg);
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+    }
+    // SAFETY: all pointers in `msg` refer to locals or to `out.head`, alive for the call.
+    unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+}
+
+/// Handles one completion.
+fn complete(
+    cqe: &cqueue::Entry,
+    io: &mut UringIo,
+    rx: &mut Rx,
+    engine: &mut Engine,
+    now: crate::proto::Timestamp,
+    control: &WorkerControl,
+) {
+    let data = cqe.user_data();
+    let kind = data >> 60;
+    let generation = ((data >> 32) & 0x0fff_ffff) as u32;
+    let idx = data as u32;
+    let res = cqe.result();
+    let flags = cqe.flags();
+    match kind {
+        KIND_LISTEN | KIND_XFER => {
+            let more = cqueue::more(flags);
+            if !more {
+                io.in_flight -= 1;
+            }
+            let (via, token, msg, live) = if kind == KIND_LISTEN {
+                let live = io.listens.get(idx as usize).is_some_and(|l| l.0.is_some());
+                (Via::Listen(idx), None, &rx.listen_msg, live)
+            } else {
+                let e = io.socks.get(idx as usize);
+                let live =
+                    e.is_some_and(|e| e.generation == generation && e.state == SockState::Open);
+                (
+                    Via::Transfer(SockRef(idx)),
+                    e.map(|e| e.token),
+                    &rx.xfer_msg,
+                    live,
+                )
+            };
+            if res >= 0 {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    if live {
+                        deliver(
+                            rx.bufs.get(bid, res as usize),
+                            msg,
+                            via,
+                            token,
+                            io,
+                            engine,
+                            now,
+                        );
+                    }
+                    rx.bufs.push(bid);
+                }
+            }
+            if !more {
+                if kind == KIND_LISTEN {
+                    if let Some(l) = io.listens.get_mut(idx as usize) {
+                        l.1 = false;
+                        if res == -libc::ECANCELED {
+                            l.0 = None;
+                        } else if l.0.is_some() {
+                            io.rearm.push(Rearm::Listen(idx));
+                        }
+                    }
+                } else if let Some(e) = io.socks.get_mut(idx as usize) {
+                    if e.generation == generation {
+                        e.armed = false;
+                        match e.state {
+                            SockState::Closing => io.free_sock(idx),
+                            SockState::Open => io.rearm.push(Rearm::Transfer { idx, generation }),
+                        }
+                    }
+                }
+            }
+        }
+        KIND_SEND => {
+            io.in_flight -= 1;
+            let slot = &mut io.sends[idx as usize];
+            slot.keep = None;
+            let token = slot.token.take();
+            io.free_sends.push(idx);
+            if res < 0 {
+                if let Some(t) = token {
+                    io.errors.push((t, -res));
+                }
+            }
+        }
+        KIND_WAKE => {
+            io.in_flight -= 1;
+            if res == -libc::ECANCELED {
+                return;
+            }
+            if control.stop_requested() {
+                engine.begin_stop(now);
+                io.close_listens();
+            }
+            if control.abort_requested() {
+                engine.abort_now(now);
+            }
+            io.arm_wake();
+        }
+        _ => io.in_flight -= 1,
+    }
+}
+
+fn deliver(
+    buf: &[u8],
+    msg: &libc::msghdr,
+    via: Via,
+    token: Option<Token>,
+    io: &mut UringIo,
+    engine: &mut Engine,
+    now: crate::proto::Timestamp,
+) {
+    let Ok(out) = types::RecvMsgOut::parse(buf, msg) else {
+        return;
+    };
+    let name = out.name_data();
+    let Some(peer) = decode_sockaddr(&name[..name.len().min(out.incoming_name_len() as usize)])
+    else {
+        return;
+    };
+    let local = match via {
+        Via::Listen(_) => parse_pktinfo(out.control_data()),
+        Via::Transfer(_) => None,
+    };
+    let d = Datagram {
+        via,
+        token,
+        peer,
+        local,
+        payload: out.payload_data(),
+        truncated: out.is_payload_truncated(),
+    };
+    engine.on_datagram(now, &d, io);
+}
+
+/// Runs a worker on io_uring until the engine has finished after a stop.
+pub(crate) fn run(
+    engine: &mut Engine,
+    uring: &mut Uring,
+    clock: &Clock,
+    control: &WorkerControl,
+) -> io::Result<()> {
+    let Uring { io, rx } = uring;
+    let result = run_loop(engine, io, rx, clock, control);
+    // Drain: cancel every receive and wait for all operations, so that nothing the kernel may
+    // still write to is freed.
+    io.cancel_all();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while io.in_flight > 0 && std::time::Instant::now() < deadline {
+        let ts = types::Timespec::from(Duration::from_millis(50));
+        let _ = io
+            .ring
+            .submitter()
+            .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+        let cqes: Vec<cqueue::Entry> = io.ring.completion().collect();
+        for c in &cqes {
+            complete(c, io, rx, engine, clock.now(), control);
+        }
+        rx.bufs.publish();
+    }
+    result
+}
+
+fn run_loop(
+    engine: &mut Engine,
+    io: &mut UringIo,
+    rx: &mut Rx,
+    clock: &Clock,
+    control: &WorkerControl,
+) -> io::Result<()> {
+    let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(512);
+    loop {
+        let now = clock.now();
+        let wait = engine
+            .next_wakeup()
+            .map_or(Duration::from_secs(1), |t| t.saturating_since(now))
+            .min(Duration::from_secs(1));
+        let ts = types::Timespec::from(wait);
+        match io
+            .ring
+            .submitter()
+            .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        let now = clock.now();
+        loop {
+            cqes.clear();
+            cqes.extend(io.ring.completion().take(512));
+            if cqes.is_empty() {
+                break;
+            }
+            for c in &cqes {
+                complete(c, io, rx, engine, now, control);
+            }
+            rx.bufs.publish();
+            while let Some((token, errno)) = io.errors.pop() {
+                engine.on_send_error(now, token, errno, io);
+            }
+        }
+        while let Some(what) = io.rearm.pop() {
+            io.arm(what);
+        }
+        engine.on_timers(now, io);
+        engine.flush(now, io);
+        while let Some((token, errno)) = io.errors.pop() {
+            engine.on_send_error(now, token, errno, io);
+            engine.flush(now, io);
+        }
+        if engine.is_finished() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Worker threads: one per core, each with its own sockets, engine and backend.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_utils::CachePadded;
+use tracing::{info, warn};
+
+use super::engine::Engine;
+use super::socket::{PortPicker, listen_socket};
+use super::stats::{Counters, Latencies};
+use super::{epoll, probe, uring};
+use crate::config::{Config, IoBackend};
+use crate::fs::Root;
+use crate::proto::Timestamp;
+
+/// Size of each receive buffer: requests, ACKs and ERRORs all fit.
+pub(crate) const RX_SIZE: usize = 2048;
+
+/// The monotonic clock a worker feeds its engine.
+#[derive(Debug)]
+pub(crate) struct Clock(std::time::Instant);
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::from_micros(u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// How the main thread tells a worker to stop: flags plus an eventfd the worker waits on.
+#[derive(Debug)]
+pub(crate) struct WorkerControl {
+    stop: AtomicBool,
+    abort: AtomicBool,
+    wake: OwnedFd,
+}
+
+impl WorkerControl {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor we own.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self {
+            stop: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            wake,
+        })
+    }
+
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    fn poke(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub(crate) fn drain_wake(&self) {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn abort_requested(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+}
+
+/// The I/O backend workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring: multishot receives into a provided-buffer ring, batched submissions.
+    Uring,
+    /// epoll with `recvmmsg`.
+    Epoll,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Uring => "io_uring",
+            Self::Epoll => "epoll",
+        })
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The root directory cannot be opened.
+    #[error("cannot open root {path}: {source}")]
+    Root {
+        /// The root given.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A listening socket cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// io_uring was required but is unusable.
+    #[error("io_uring is unusable here: {0} (use --io epoll or --io auto)")]
+    Uring(String),
+    /// A worker failed to set up its backend.
+    #[error("worker {worker} failed to start: {source}")]
+    Worker {
+        /// The worker's number.
+        worker: usize,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+struct WorkerHandle {
+    thread: JoinHandle<io::Result<Latencies>>,
+    control: Arc<WorkerControl>,
+    counters: Arc<CachePadded<Counters>>,
+}
+
+/// What a server reports when it has stopped.
+#[derive(Debug)]
+pub struct Report {
+    /// Latencies merged over all workers.
+    pub latencies: Latencies,
+    /// Each worker's counters.
+    pub workers: Vec<[(&'static str, u64); 15]>,
+}
+
+/// A running server: its worker threads and their controls.
+pub struct Server {
+    workers: Vec<WorkerHandle>,
+    local_addrs: Vec<SocketAddr>,
+    backend: Backend,
+    fallback_reason: Option<String>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("workers", &self.workers.len())
+            .field("local_addrs", &self.local_addrs)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain data out-parameter.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+impl Server {
+    /// Opens the root, binds every worker's sockets, picks the backend and starts the workers.
+    /// Returns once every worker is serving.
+    pub fn start(cfg: Config) -> Result<Self, StartError> {
+        raise_fd_limit();
+        let root =
+            Root::open(&cfg.root, cfg.follow_symlinks).map_err(|source| StartError::Root {
+                path: cfg.root.clone(),
+                source,
+            })?;
+        if !root.uses_openat2() {
+            warn!("openat2 is unavailable: symbolic links are refused everywhere under the root");
+        }
+        let root = Arc::new(root);
+
+        // Bind all sockets here, in worker order, so that a port 0 resolves once for all.
+        let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for &addr in &cfg.listen {
+            let mut addr = addr;
+            for sockets in per_worker.iter_mut() {
+                let s = listen_socket(addr, cfg.recv_buffer)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                if addr.port() == 0 {
+                    addr = s
+                        .local_addr()
+                        .map_err(|source| StartError::Bind { addr, source })?;
+                }
+                sockets.push(s);
+            }
+            local_addrs.push(addr);
+        }
+
+        let (backend, fallback_reason) = match cfg.io {
+            IoBackend::Epoll => (Backend::Epoll, None),
+            IoBackend::Uring => match probe::io_uring_usable() {
+                Ok(()) => (Backend::Uring, None),
+                Err(e) => return Err(StartError::Uring(e)),
+            },
+            IoBackend::Auto => match probe::io_uring_usable() {
+                Ok(()) => (Backend::Uring, None),
+                Err(e) => (Backend::Epoll, Some(e)),
+            },
+        };
+        if let Some(why) = &fallback_reason {
+            warn!(reason = %why, "io_uring is unusable, running on epoll");
+        }
+
+        let cores = if cfg.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let cfg = Arc::new(cfg);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
+        let mut workers = Vec::new();
+        for (w, listens) in per_worker.into_iter().enumerate() {
+            let control = Arc::new(
+                WorkerControl::new().map_err(|source| StartError::Worker { worker: w, source })?,
+            );
+            let counters = Arc::new(CachePadded::new(Counters::default()));
+            let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
+            let (cfg, root, ctl, cnt, ready) = (
+                Arc::clone(&cfg),
+                Arc::clone(&root),
+                Arc::clone(&control),
+                Arc::clone(&counters),
+                ready_tx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("bootstorm-w{w}"))
+                .spawn(move || worker_main(w, core, backend, cfg, root, listens, ctl, cnt, ready))
+                .map_err(|source| StartError::Worker { worker: w, source })?;
+            workers.push(WorkerHandle {
+                thread,
+                control,
+                counters,
+            });
+        }
+        drop(ready_tx);
+        let server = Self {
+            workers,
+            local_addrs,
+            backend,
+            fallback_reason,
+        };
+        for _ in 0..server.workers.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err((worker, source))) => {
+                    server.abort();
+                    return Err(StartError::Worker { worker, source });
+                }
+                Err(_) => break,
+            }
+        }
+        info!(workers = server.workers.len(), backend = %backend, "serving");
+        Ok(server)
+    }
+
+    /// The addresses listened on (ports resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why io_uring was not used, when `--io auto` fell back to epoll.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// Stops accepting requests; transfers in progress get the grace period.
+    pub fn stop(&self) {
+        self.control().stop();
+    }
+
+    /// Ends every transfer now (each client gets an ERROR).
+    pub fn abort(&self) {
+        self.control().abort();
+    }
+
+    /// A handle that can stop or abort the server from another thread while one waits for it.
+    pub fn control(&self) -> ServerControl {
+        ServerControl(
+            self.workers
+                .iter()
+                .map(|w| Arc::clone(&w.control))
+                .collect(),
+        )
+    }
+
+    /// Each worker's counters now.
+    pub fn counters(&self) -> Vec<[(&'static str, u64); 15]> {
+        self.workers.iter().map(|w| w.counters.snapshot()).collect()
+    }
+
+    /// Waits for every worker to finish (after [`stop`](Self::stop) or [`abort`](Self::abort)).
+    pub fn wait(self) -> io::Result<Report> {
+        let mut latencies = Latencies::new();
+        let mut workers = Vec::new();
+        let mut first_err = None;
+        for w in self.workers {
+            workers.push(w.counters.snapshot());
+            match w.thread.join() {
+                Ok(Ok(l)) => latencies.merge(&l),
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(_) => first_err = first_err.or(Some(io::Error::other("worker panicked"))),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(Report { latencies, workers }),
+        }
+    }
+}
+
+/// Stops or aborts a running [`Server`] from any thread.
+#[derive(Clone, Debug)]
+pub struct ServerControl(Vec<Arc<WorkerControl>>);
+
+impl ServerControl {
+    /// Stops accepting requests; transfers in progress get the grace period.
+    pub fn stop(&self) {
+        for c in &self.0 {
+            c.stop.store(true, Ordering::Release);
+            c.poke();
+        }
+    }
+
+    /// Ends every transfer now (each client gets an ERROR).
+    pub fn abort(&self) {
+        for c in &self.0 {
+            c.stop.store(true, Ordering::Release);
+            c.abort.store(true, Ordering::Release);
+            c.poke();
+        }
+    }
+}
+
+type Ready = crossbeam_channel::Sender<Result<(), (usize, io::Error)>>;
+
+#[allow(clippy::too_many_arguments)]
+fn worker_main(
+    w: usize,
+    core: Option<core_affinity::CoreId>,
+    backend: Backend,
+    cfg: Arc<Config>,
+    root: Arc<Root>,
+    listens: Vec<UdpSocket>,
+    control: Arc<WorkerControl>,
+    counters: Arc<CachePadded<Counters>>,
+    ready: Ready,
+) -> io::Result<Latencies> {
+    if let Some(core) = core {
+        if !core_affinity::set_for_current(core) {
+            warn!(worker = w, core = core.id, "cannot pin worker to its core");
+        }
+    }
+    let clock = Clock::new();
+    let mut engine = Engine::new(w, Arc::clone(&cfg), root, counters, clock.now());
+    let ports = PortPicker::new(cfg.port_range, (w as u32).wrapping_mul(7919));
+    let result = match backend {
+        Backend::Epoll => {
+            match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port) {
+                Ok(mut io) => {
+                    let _ = ready.send(Ok(()));
+                    epoll::run(&mut engine, &mut io, &clock, &control, RX_SIZE)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Backend::Uring => match uring::Uring::new(&cfg, listens, ports, control.wake_fd()) {
+            Ok(mut u) => {
+                let _ = ready.send(Ok(()));
+                uring::run(&mut engine, &mut u, &clock, &control)
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = &result {
+        // If setup failed, start() is waiting for this.
+        let _ = ready.send(Err((w, io::Error::new(e.kind(), e.to_string()))));
+    }
+    result.map(|()| engine.latencies().clone())
+}
