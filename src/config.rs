@@ -182,8 +182,7 @@ pub struct Config {
 pub struct ConfigError(String);
 
 fn secs(v: f64, what: &str) -> Result<Duration, ConfigError> {
-    Duration::try_from_secs_f64(v)
-        .map_err(|_| ConfigError(format!("{what} must be a non-negative number of seconds")))
+    Duration::try_from_secs_f64(v).map_err(|_| ConfigError(format!("{what} must be a non-negative number of seconds")))
 }
 
 impl TryFrom<Cli> for Config {
@@ -191,23 +190,17 @@ impl TryFrom<Cli> for Config {
 
     fn try_from(c: Cli) -> Result<Self, ConfigError> {
         if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&c.max_blksize) {
-            return Err(ConfigError(format!(
-                "--max-blksize must be {MIN_BLKSIZE}..={MAX_BLKSIZE}"
-            )));
+            return Err(ConfigError(format!("--max-blksize must be {MIN_BLKSIZE}..={MAX_BLKSIZE}")));
         }
         if !(1..=MAX_WINDOWSIZE).contains(&c.max_windowsize) {
-            return Err(ConfigError(format!(
-                "--max-windowsize must be 1..={MAX_WINDOWSIZE}"
-            )));
+            return Err(ConfigError(format!("--max-windowsize must be 1..={MAX_WINDOWSIZE}")));
         }
         let timeout = secs(c.timeout, "--timeout")?;
         if timeout.is_zero() {
             return Err(ConfigError("--timeout must be above 0".into()));
         }
         if c.min_rto == 0 || c.min_rto > c.max_rto {
-            return Err(ConfigError(
-                "--min-rto must be above 0 and at most --max-rto".into(),
-            ));
+            return Err(ConfigError("--min-rto must be above 0 and at most --max-rto".into()));
         }
         if c.retries == 0 {
             return Err(ConfigError("--retries must be at least 1".into()));
@@ -216,14 +209,10 @@ impl TryFrom<Cli> for Config {
             return Err(ConfigError("--max-transfers must be at least 1".into()));
         }
         if !c.rx_buffers.is_power_of_two() || !(16..=32768).contains(&c.rx_buffers) {
-            return Err(ConfigError(
-                "--rx-buffers must be a power of two in 16..=32768".into(),
-            ));
+            return Err(ConfigError("--rx-buffers must be a power of two in 16..=32768".into()));
         }
         if c.ring_entries < 64 || c.send_slots < 16 {
-            return Err(ConfigError(
-                "--ring-entries must be at least 64 and --send-slots at least 16".into(),
-            ));
+            return Err(ConfigError("--ring-entries must be at least 64 and --send-slots at least 16".into()));
         }
         let workers = match c.workers {
             Some(0) => return Err(ConfigError("--workers must be at least 1".into())),
@@ -231,10 +220,7 @@ impl TryFrom<Cli> for Config {
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
         let listen = if c.listen.is_empty() {
-            vec![
-                "0.0.0.0:69".parse().expect("literal"),
-                "[::]:69".parse().expect("literal"),
-            ]
+            vec!["0.0.0.0:69".parse().expect("literal"), "[::]:69".parse().expect("literal")]
         } else {
             c.listen
         };
@@ -244,10 +230,7 @@ impl TryFrom<Cli> for Config {
             workers,
             pin: !c.no_pin,
             io: c.io,
-            limits: Limits {
-                max_blksize: c.max_blksize,
-                max_windowsize: c.max_windowsize,
-            },
+            limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize },
             retransmit: RetransmitConfig {
                 rto: RtoBounds {
                     initial: timeout,

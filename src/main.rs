@@ -30,11 +30,7 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in the workers it starts), to take them with
@@ -53,10 +49,8 @@ fn block_signals() -> libc::sigset_t {
 
 /// Waits up to `timeout` for one of the signals in `set`.
 fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
+    let ts =
+        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
     // SAFETY: `set` and `ts` are valid for the call; no siginfo is requested.
     let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)
@@ -87,11 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     loop {
         match wait_signal(&set, tick) {
             Some(sig) => {
-                info!(
-                    signal = sig,
-                    grace_secs = cfg.grace.as_secs_f64(),
-                    "stopping: no new transfers"
-                );
+                info!(signal = sig, grace_secs = cfg.grace.as_secs_f64(), "stopping: no new transfers");
                 break;
             }
             None => {
@@ -118,9 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control.abort();
         }
     }
-    let report = waiter
-        .join()
-        .map_err(|_| anyhow::anyhow!("waiter panicked"))??;
+    let report = waiter.join().map_err(|_| anyhow::anyhow!("waiter panicked"))??;
     report_counters(&report.workers);
     info!("{}", report.latencies.summary());
     info!("stopped");
@@ -129,19 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn report_counters(workers: &[[(&'static str, u64); 15]]) {
     for (i, w) in workers.iter().enumerate() {
-        let line: Vec<String> = w
-            .iter()
-            .filter(|(_, v)| *v != 0)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        info!(
-            worker = i,
-            "{}",
-            if line.is_empty() {
-                "idle".to_string()
-            } else {
-                line.join(" ")
-            }
-        );
+        let line: Vec<String> = w.iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}={v}")).collect();
+        info!(worker = i, "{}", if line.is_empty() { "idle".to_string() } else { line.join(" ") });
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bootstorm::proto::options::{Limits, negotiate};
 use bootstorm::proto::wire::{self, Mode, Packet};
 use bootstorm::proto::{
-    ClientConfig, ClientOutcome, ClientTransmit, Outcome, ReadClient, ReadTransfer, RequestOptions,
-    RetransmitConfig, RtoBounds, Timestamp, Transmit,
+    ClientConfig, ClientOutcome, ClientTransmit, Outcome, ReadClient, ReadTransfer, RequestOptions, RetransmitConfig,
+    RtoBounds, Timestamp, Transmit,
 };
 
 /// splitmix64: a tiny seeded generator, so that every run sees the same losses.
@@ -93,20 +93,13 @@ impl Link {
 }
 
 const SERVER_CFG: RetransmitConfig = RetransmitConfig {
-    rto: RtoBounds {
-        initial: Duration::from_secs(1),
-        min: Duration::from_millis(10),
-        max: Duration::from_secs(2),
-    },
+    rto: RtoBounds { initial: Duration::from_secs(1), min: Duration::from_millis(10), max: Duration::from_secs(2) },
     max_retries: 12,
     patience: Duration::from_secs(30),
 };
 
 // 200 ms like the load generator; 40 retries = 8 s, less than EDK2 (6 × 4 s) waits.
-const CLIENT_CFG: ClientConfig = ClientConfig {
-    timeout: Duration::from_millis(200),
-    max_retries: 40,
-};
+const CLIENT_CFG: ClientConfig = ClientConfig { timeout: Duration::from_millis(200), max_retries: 40 };
 
 struct Server {
     file: Vec<u8>,
@@ -124,21 +117,10 @@ impl Server {
                     x.handle_duplicate_request(now, &SERVER_CFG);
                 }
                 None => {
-                    let n = negotiate(
-                        r.kind,
-                        r.mode,
-                        &r.options,
-                        Some(self.file.len() as u64),
-                        Limits::default(),
-                        None,
-                    );
+                    let n =
+                        negotiate(r.kind, r.mode, &r.options, Some(self.file.len() as u64), Limits::default(), None);
                     self.request = bytes.to_vec();
-                    self.xfer = Some(ReadTransfer::new(
-                        now,
-                        self.file.len() as u64,
-                        &n,
-                        &SERVER_CFG,
-                    ));
+                    self.xfer = Some(ReadTransfer::new(now, self.file.len() as u64, &n, &SERVER_CFG));
                 }
             },
             Ok(p) => {
@@ -156,29 +138,18 @@ impl Server {
             let mut buf = vec![0u8; 70_000];
             let n = match t {
                 Transmit::Oack => {
-                    let Ok(Packet::Request(r)) = Packet::decode(&self.request) else {
-                        unreachable!()
-                    };
-                    let neg = negotiate(
-                        r.kind,
-                        r.mode,
-                        &r.options,
-                        Some(self.file.len() as u64),
-                        Limits::default(),
-                        None,
-                    );
+                    let Ok(Packet::Request(r)) = Packet::decode(&self.request) else { unreachable!() };
+                    let neg =
+                        negotiate(r.kind, r.mode, &r.options, Some(self.file.len() as u64), Limits::default(), None);
                     neg.encode_oack(&r.options, &mut buf).unwrap()
                 }
                 Transmit::Data { block, offset, len } => {
                     self.data_packets += 1;
                     buf[..4].copy_from_slice(&wire::data_header(block));
-                    buf[4..4 + len]
-                        .copy_from_slice(&self.file[offset as usize..offset as usize + len]);
+                    buf[4..4 + len].copy_from_slice(&self.file[offset as usize..offset as usize + len]);
                     4 + len
                 }
-                Transmit::Error { code, message } => {
-                    wire::encode_error(code, message.as_bytes(), &mut buf).unwrap()
-                }
+                Transmit::Error { code, message } => wire::encode_error(code, message.as_bytes(), &mut buf).unwrap(),
             };
             buf.truncate(n);
             link.send(now, Dir::ToClient, buf);
@@ -197,10 +168,7 @@ impl Client {
         let p = Packet::decode(bytes).expect("client got garbage");
         if let Some((offset, data)) = self.c.handle_packet(now, &p, &CLIENT_CFG) {
             let end = offset as usize + data.len();
-            assert!(
-                end <= self.got.len(),
-                "server sent past the end of the file"
-            );
+            assert!(end <= self.got.len(), "server sent past the end of the file");
             assert_eq!(offset, self.filled, "in-order delivery");
             self.got[offset as usize..end].copy_from_slice(data);
             self.filled = end as u64;
@@ -211,10 +179,7 @@ impl Client {
         while let Some(t) = self.c.poll_transmit(now, &CLIENT_CFG) {
             let mut buf = vec![0u8; 600];
             let n = match t {
-                ClientTransmit::Request => self
-                    .c
-                    .encode_request(b"kernel", Mode::Octet, &mut buf)
-                    .unwrap(),
+                ClientTransmit::Request => self.c.encode_request(b"kernel", Mode::Octet, &mut buf).unwrap(),
                 ClientTransmit::Ack(b) => {
                     buf[..4].copy_from_slice(&wire::ack(b));
                     4
@@ -246,24 +211,10 @@ fn file_of(len: usize, seed: u64) -> Vec<u8> {
 
 fn simulate(len: usize, options: RequestOptions, p: LinkParams, seed: u64) -> Report {
     let file = file_of(len, seed);
-    let mut link = Link {
-        p,
-        rng: Rng(seed ^ 0xdead_beef),
-        seq: 0,
-        queue: BinaryHeap::new(),
-        stats: LinkStats::default(),
-    };
-    let mut server = Server {
-        file: file.clone(),
-        request: Vec::new(),
-        xfer: None,
-        data_packets: 0,
-    };
-    let mut client = Client {
-        c: ReadClient::new(Timestamp::ZERO, options),
-        got: vec![0; len],
-        filled: 0,
-    };
+    let mut link =
+        Link { p, rng: Rng(seed ^ 0xdead_beef), seq: 0, queue: BinaryHeap::new(), stats: LinkStats::default() };
+    let mut server = Server { file: file.clone(), request: Vec::new(), xfer: None, data_packets: 0 };
+    let mut client = Client { c: ReadClient::new(Timestamp::ZERO, options), got: vec![0; len], filled: 0 };
     let mut now = Timestamp::ZERO;
     let limit = Timestamp::ZERO + Duration::from_secs(3600);
     client.transmit(now, &mut link);
@@ -271,24 +222,11 @@ fn simulate(len: usize, options: RequestOptions, p: LinkParams, seed: u64) -> Re
     while client.c.outcome().is_none() {
         steps += 1;
         assert!(steps < 50_000_000, "simulation does not converge");
-        let next_packet = link
-            .queue
-            .peek()
-            .map(|Reverse((t, ..))| *t)
-            .unwrap_or(Timestamp::NEVER);
-        let server_timer = server
-            .xfer
-            .as_ref()
-            .and_then(|x| x.poll_timeout())
-            .unwrap_or(Timestamp::NEVER);
+        let next_packet = link.queue.peek().map(|Reverse((t, ..))| *t).unwrap_or(Timestamp::NEVER);
+        let server_timer = server.xfer.as_ref().and_then(|x| x.poll_timeout()).unwrap_or(Timestamp::NEVER);
         let client_timer = client.c.poll_timeout().unwrap_or(Timestamp::NEVER);
         now = next_packet.min(server_timer).min(client_timer);
-        assert!(
-            now < limit,
-            "stuck: {:?} {:?}",
-            server.xfer.as_ref().map(|x| x.outcome()),
-            client.c.outcome()
-        );
+        assert!(now < limit, "stuck: {:?} {:?}", server.xfer.as_ref().map(|x| x.outcome()), client.c.outcome());
         if next_packet == now {
             let Reverse((_, _, dir, bytes)) = link.queue.pop().unwrap();
             match dir {
@@ -313,10 +251,7 @@ fn simulate(len: usize, options: RequestOptions, p: LinkParams, seed: u64) -> Re
         client.c.outcome(),
         Some(ClientOutcome::Complete),
         "{p:?} {options:?} server: {:?} at {now:?}",
-        server
-            .xfer
-            .as_ref()
-            .map(|x| (x.outcome(), x.retransmits(), x.bytes_acked()))
+        server.xfer.as_ref().map(|x| (x.outcome(), x.retransmits(), x.bytes_acked()))
     );
     assert_eq!(client.filled, len as u64);
     assert!(client.got == file, "bytes differ");
@@ -341,42 +276,22 @@ fn simulate(len: usize, options: RequestOptions, p: LinkParams, seed: u64) -> Re
     }
 }
 
-const CLEAN: LinkParams = LinkParams {
-    loss: 0.0,
-    dup: 0.0,
-    reorder: 0.0,
-    latency: Duration::from_micros(500),
-};
+const CLEAN: LinkParams = LinkParams { loss: 0.0, dup: 0.0, reorder: 0.0, latency: Duration::from_micros(500) };
 
 fn opts(blksize: u16, window: u16) -> RequestOptions {
-    RequestOptions {
-        blksize: Some(blksize),
-        windowsize: (window > 1).then_some(window),
-        tsize: true,
-        timeout: None,
-    }
+    RequestOptions { blksize: Some(blksize), windowsize: (window > 1).then_some(window), tsize: true, timeout: None }
 }
 
 #[test]
 fn clean_link_sends_each_block_once() {
-    for (len, blksize, window) in [
-        (0, 512, 1),
-        (512, 512, 1),
-        (1024, 512, 4),
-        (100_000, 1468, 16),
-        (1, 8, 1),
-    ] {
+    for (len, blksize, window) in [(0, 512, 1), (512, 512, 1), (1024, 512, 4), (100_000, 1468, 16), (1, 8, 1)] {
         let r = simulate(len, opts(blksize, window), CLEAN, 1);
         assert_eq!(r.data_packets, r.blocks, "{len} {blksize} {window}: {r:?}");
         assert_eq!(r.server_retransmits, 0);
         assert_eq!(r.client_retransmits, 0);
         // OACK + one round trip per window.
         let windows = r.blocks.div_ceil(u64::from(window));
-        assert_eq!(
-            r.elapsed,
-            Duration::from_millis(1) * (windows as u32 + 1),
-            "{r:?}"
-        );
+        assert_eq!(r.elapsed, Duration::from_millis(1) * (windows as u32 + 1), "{r:?}");
     }
 }
 
@@ -403,16 +318,7 @@ fn rollover_beyond_65535_blocks() {
     // And at the default blksize without options, past 32 MiB.
     let r = simulate(65_540 * 512, RequestOptions::default(), CLEAN, 4);
     assert_eq!(r.blocks, 65_541);
-    let r = simulate(
-        70_000 * 8 + 5,
-        opts(8, 4),
-        LinkParams {
-            loss: 0.02,
-            reorder: 0.02,
-            ..CLEAN
-        },
-        5,
-    );
+    let r = simulate(70_000 * 8 + 5, opts(8, 4), LinkParams { loss: 0.02, reorder: 0.02, ..CLEAN }, 5);
     assert_eq!(r.blocks, 70_001);
 }
 
@@ -422,21 +328,14 @@ fn rollover_beyond_65535_blocks() {
 /// come from the server's adaptive timeout, not from the client's 200 ms timer.
 #[test]
 fn lossy_matrix() {
-    let mut table = String::from(
-        "blksize window loss | blocks data_sent retrans client_retrans dropped reordered | ms\n",
-    );
+    let mut table =
+        String::from("blksize window loss | blocks data_sent retrans client_retrans dropped reordered | ms\n");
     for blksize in [8u16, 512, 1468] {
         for window in [1u16, 4, 16] {
             for loss in [0.0, 0.01, 0.05, 0.2] {
-                let p = LinkParams {
-                    loss,
-                    dup: loss / 2.0,
-                    reorder: loss / 2.0,
-                    ..CLEAN
-                };
+                let p = LinkParams { loss, dup: loss / 2.0, reorder: loss / 2.0, ..CLEAN };
                 let len = usize::from(blksize) * 300 + 17;
-                let seed =
-                    u64::from(blksize) * 1000 + u64::from(window) * 10 + (loss * 100.0) as u64;
+                let seed = u64::from(blksize) * 1000 + u64::from(window) * 10 + (loss * 100.0) as u64;
                 let r = simulate(len, opts(blksize, window), p, seed);
                 let caused = r.link.dropped + r.link.reordered;
                 assert!(
@@ -447,10 +346,7 @@ fn lossy_matrix() {
                     assert_eq!(r.server_retransmits, 0);
                 }
                 if loss <= 0.05 {
-                    assert!(
-                        r.client_retransmits <= 1,
-                        "stalled on the client's timer: {r:?}"
-                    );
+                    assert!(r.client_retransmits <= 1, "stalled on the client's timer: {r:?}");
                 }
                 table += &format!(
                     "{blksize:7} {window:6} {loss:4} | {:6} {:9} {:7} {:14} {:7} {:9} | {}\n",
@@ -471,12 +367,7 @@ fn lossy_matrix() {
 #[test]
 fn heavy_loss_still_completes_across_seeds() {
     for seed in 0..20 {
-        let p = LinkParams {
-            loss: 0.3,
-            dup: 0.1,
-            reorder: 0.1,
-            ..CLEAN
-        };
+        let p = LinkParams { loss: 0.3, dup: 0.1, reorder: 0.1, ..CLEAN };
         let r = simulate(20_000, opts(512, 8), p, seed);
         assert!(r.server_retransmits > 0);
     }

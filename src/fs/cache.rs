@@ -139,13 +139,7 @@ impl FileVersion {
             }
             Some(map)
         };
-        Ok(Self {
-            name: String::from_utf8_lossy(name).into(),
-            file,
-            map,
-            id,
-            netascii: Default::default(),
-        })
+        Ok(Self { name: String::from_utf8_lossy(name).into(), file, map, id, netascii: Default::default() })
     }
 
     /// The path relative to the root, for logs.
@@ -181,10 +175,8 @@ impl FileVersion {
             return None;
         }
         // SAFETY: start <= end <= total, the length of the allocation or mapping at `base`.
-        Some(RawSlice {
-            ptr: unsafe { base.add(start) },
-            len,
-        })
+        let ptr = unsafe { base.add(start) };
+        Some(RawSlice { ptr, len })
     }
 
     /// The netascii form of the file, built with `pread` on first use and kept with this version.
@@ -203,10 +195,7 @@ impl FileVersion {
         let mut buf = vec![0u8; 64 << 10];
         let mut off = 0u64;
         while off < self.id.size {
-            let n = self
-                .file
-                .read_at(&mut buf, off)
-                .map_err(|_| NetasciiError::Read)?;
+            let n = self.file.read_at(&mut buf, off).map_err(|_| NetasciiError::Read)?;
             if n == 0 {
                 break;
             }
@@ -231,20 +220,14 @@ pub struct FileCache {
 
 impl std::fmt::Debug for FileCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileCache")
-            .field("entries", &self.entries.len())
-            .finish()
+        f.debug_struct("FileCache").field("entries", &self.entries.len()).finish()
     }
 }
 
 impl FileCache {
     /// An empty cache over `root` holding at most `max_entries` files not in use.
     pub fn new(root: Arc<Root>, max_entries: usize) -> Self {
-        Self {
-            root,
-            entries: HashMap::new(),
-            max_entries: max_entries.max(1),
-        }
+        Self { root, entries: HashMap::new(), max_entries: max_entries.max(1) }
     }
 
     /// The current version of the file at `rel` (normalised, relative to the root).
@@ -266,13 +249,7 @@ impl FileCache {
         if self.entries.len() >= self.max_entries {
             self.sweep(now, true);
         }
-        self.entries.insert(
-            rel.into(),
-            Entry {
-                file: Rc::clone(&version),
-                last_used: now,
-            },
-        );
+        self.entries.insert(rel.into(), Entry { file: Rc::clone(&version), last_used: now });
         Ok(version)
     }
 
@@ -280,8 +257,7 @@ impl FileCache {
     /// every version no transfer uses).
     pub fn sweep(&mut self, now: Timestamp, all_idle: bool) {
         self.entries.retain(|_, e| {
-            Rc::strong_count(&e.file) > 1
-                || (!all_idle && now.saturating_since(e.last_used) < IDLE_EVICT)
+            Rc::strong_count(&e.file) > 1 || (!all_idle && now.saturating_since(e.last_used) < IDLE_EVICT)
         });
     }
 
@@ -306,11 +282,7 @@ mod tests {
 
     /// Reads a file version's bytes through a copy (tests only; the server never does this).
     fn bytes(v: &FileVersion, netascii: bool) -> Vec<u8> {
-        let len = if netascii {
-            v.netascii_len().unwrap() as usize
-        } else {
-            v.len() as usize
-        };
+        let len = if netascii { v.netascii_len().unwrap() as usize } else { v.len() as usize };
         let s = v.raw_slice(netascii, 0, len).unwrap();
         // SAFETY: the file is not truncated during the test, and the range was bounds-checked.
         unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec()
@@ -330,11 +302,7 @@ mod tests {
         let n = c.get(b"f", t).unwrap();
         assert!(!Rc::ptr_eq(&a, &n));
         assert_eq!(bytes(&n, false), b"new");
-        assert_eq!(
-            bytes(&a, false),
-            b"old contents",
-            "in-flight users keep the old version"
-        );
+        assert_eq!(bytes(&a, false), b"old contents", "in-flight users keep the old version");
     }
 
     #[test]
@@ -357,17 +325,11 @@ mod tests {
     fn missing_and_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cache(dir.path());
-        assert!(matches!(
-            c.get(b"nope", Timestamp::ZERO),
-            Err(OpenError::NotFound)
-        ));
+        assert!(matches!(c.get(b"nope", Timestamp::ZERO), Err(OpenError::NotFound)));
         std::fs::write(dir.path().join("f"), b"x").unwrap();
         c.get(b"f", Timestamp::ZERO).unwrap();
         std::fs::remove_file(dir.path().join("f")).unwrap();
-        assert!(matches!(
-            c.get(b"f", Timestamp::ZERO),
-            Err(OpenError::NotFound)
-        ));
+        assert!(matches!(c.get(b"f", Timestamp::ZERO), Err(OpenError::NotFound)));
         assert!(c.is_empty());
     }
 

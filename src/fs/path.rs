@@ -65,26 +65,12 @@ mod tests {
     fn client_spellings() {
         assert_eq!(n(b"pxelinux.0").unwrap(), b"pxelinux.0");
         assert_eq!(n(b"/vmlinuz").unwrap(), b"vmlinuz", "GRUB's absolute path");
-        assert_eq!(
-            n(b"/boot/grub/i386-pc/normal.mod").unwrap(),
-            b"boot/grub/i386-pc/normal.mod"
-        );
-        assert_eq!(
-            n(b"boot\\x64\\wdsmgfw.efi").unwrap(),
-            b"boot/x64/wdsmgfw.efi",
-            "WDS backslashes"
-        );
+        assert_eq!(n(b"/boot/grub/i386-pc/normal.mod").unwrap(), b"boot/grub/i386-pc/normal.mod");
+        assert_eq!(n(b"boot\\x64\\wdsmgfw.efi").unwrap(), b"boot/x64/wdsmgfw.efi", "WDS backslashes");
         assert_eq!(n(b"\\boot\\bcd").unwrap(), b"boot/bcd");
         assert_eq!(n(b"//a//./b/").unwrap(), b"a/b");
-        assert_eq!(
-            n(b"pxelinux.cfg/01-aa-bb-cc-dd-ee-ff").unwrap(),
-            b"pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"
-        );
-        assert_eq!(
-            n(b"a..b/..c").unwrap(),
-            b"a..b/..c",
-            "dots inside names are fine"
-        );
+        assert_eq!(n(b"pxelinux.cfg/01-aa-bb-cc-dd-ee-ff").unwrap(), b"pxelinux.cfg/01-aa-bb-cc-dd-ee-ff");
+        assert_eq!(n(b"a..b/..c").unwrap(), b"a..b/..c", "dots inside names are fine");
     }
 
     #[test]

@@ -64,22 +64,13 @@ impl Root {
         let c = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in root path"))?;
         // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is checked.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
         let dir = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut root = Self {
-            dir,
-            follow_symlinks,
-            has_openat2: true,
-        };
+        let mut root = Self { dir, follow_symlinks, has_openat2: true };
         // Probe openat2 once: ENOSYS means an old kernel (or a seccomp policy).
         if let Err(e) = root.openat2(c".", libc::O_PATH | libc::O_DIRECTORY) {
             if e.raw_os_error() == Some(libc::ENOSYS) {
@@ -105,12 +96,8 @@ impl Root {
     pub fn open_file(&self, rel: &[u8]) -> Result<File, OpenError> {
         let c = CString::new(rel).map_err(|_| OpenError::Denied)?;
         let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
-        let fd = if self.has_openat2 {
-            self.openat2(&c, flags)
-        } else {
-            self.walk(rel, flags)
-        }
-        .map_err(OpenError::from_errno)?;
+        let fd = if self.has_openat2 { self.openat2(&c, flags) } else { self.walk(rel, flags) }
+            .map_err(OpenError::from_errno)?;
         let file = File::from(fd);
         let meta = file.metadata()?;
         if !meta.file_type().is_file() {
@@ -124,11 +111,7 @@ impl Root {
         if !self.follow_symlinks {
             resolve |= libc::RESOLVE_NO_SYMLINKS;
         }
-        let how = OpenHow {
-            flags: (flags | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve,
-        };
+        let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
         // SAFETY: openat2 reads `how` (size given) and the NUL-terminated `path`; both outlive the
         // call. The result is a new descriptor or -1.
         let fd = unsafe {
@@ -154,17 +137,10 @@ impl Root {
         while let Some(comp) = comps.next() {
             let c = CString::new(comp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             let last = comps.peek().is_none();
-            let f = if last {
-                flags
-            } else {
-                libc::O_PATH | libc::O_DIRECTORY
-            };
-            let base = dir
-                .as_ref()
-                .map_or(self.dir.as_raw_fd(), AsRawFd::as_raw_fd);
+            let f = if last { flags } else { libc::O_PATH | libc::O_DIRECTORY };
+            let base = dir.as_ref().map_or(self.dir.as_raw_fd(), AsRawFd::as_raw_fd);
             // SAFETY: `base` is an open directory descriptor and `c` a NUL-terminated name.
-            let fd =
-                unsafe { libc::openat(base, c.as_ptr(), f | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+            let fd = unsafe { libc::openat(base, c.as_ptr(), f | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -189,11 +165,7 @@ mod tests {
         std::fs::write(root.path().join("boot/vmlinuz"), b"kernel").unwrap();
         symlink("boot/vmlinuz", root.path().join("inside-link")).unwrap();
         symlink(outside.path().join("secret"), root.path().join("abs-link")).unwrap();
-        symlink(
-            "../../../../../../../../etc/passwd",
-            root.path().join("rel-escape"),
-        )
-        .unwrap();
+        symlink("../../../../../../../../etc/passwd", root.path().join("rel-escape")).unwrap();
         symlink("/proc/self/root/etc/passwd", root.path().join("magic")).unwrap();
         std::fs::create_dir(root.path().join("dir")).unwrap();
         (root, outside)
@@ -212,23 +184,13 @@ mod tests {
         let root = Root::open(dir.path(), true).unwrap();
         assert!(root.uses_openat2());
         assert_eq!(read(&root, "boot/vmlinuz").unwrap(), b"kernel");
-        assert_eq!(
-            read(&root, "inside-link").unwrap(),
-            b"kernel",
-            "links inside the root are followed"
-        );
+        assert_eq!(read(&root, "inside-link").unwrap(), b"kernel", "links inside the root are followed");
         assert!(matches!(read(&root, "abs-link"), Err(OpenError::Denied)));
         assert!(matches!(read(&root, "rel-escape"), Err(OpenError::Denied)));
         assert!(matches!(read(&root, "magic"), Err(OpenError::Denied)));
-        assert!(matches!(
-            read(&root, "../etc/passwd"),
-            Err(OpenError::Denied)
-        ));
+        assert!(matches!(read(&root, "../etc/passwd"), Err(OpenError::Denied)));
         assert!(matches!(read(&root, "missing"), Err(OpenError::NotFound)));
-        assert!(matches!(
-            read(&root, "boot/vmlinuz/x"),
-            Err(OpenError::NotFound)
-        ));
+        assert!(matches!(read(&root, "boot/vmlinuz/x"), Err(OpenError::NotFound)));
         assert!(matches!(read(&root, "dir"), Err(OpenError::NotRegular)));
     }
 
@@ -236,10 +198,7 @@ mod tests {
     fn no_symlinks_mode_and_fallback_walk() {
         let (dir, _outside) = setup();
         let strict = Root::open(dir.path(), false).unwrap();
-        assert!(matches!(
-            read(&strict, "inside-link"),
-            Err(OpenError::Denied)
-        ));
+        assert!(matches!(read(&strict, "inside-link"), Err(OpenError::Denied)));
         assert_eq!(read(&strict, "boot/vmlinuz").unwrap(), b"kernel");
         let mut walk = Root::open(dir.path(), true).unwrap();
         walk.has_openat2 = false;

@@ -40,10 +40,7 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(1),
-            max_retries: 5,
-        }
+        Self { timeout: Duration::from_secs(1), max_retries: 5 }
     }
 }
 
@@ -80,10 +77,7 @@ pub enum ClientOutcome {
 enum Phase {
     Requesting,
     Receiving,
-    Failing {
-        code: ErrorCode,
-        message: &'static str,
-    },
+    Failing { code: ErrorCode, message: &'static str },
     Done(ClientOutcome),
 }
 
@@ -120,12 +114,7 @@ impl ReadClient {
     }
 
     /// Encodes the read request for `filename` with this client's options.
-    pub fn encode_request(
-        &self,
-        filename: &[u8],
-        mode: Mode,
-        out: &mut [u8],
-    ) -> Result<usize, BufferTooSmall> {
+    pub fn encode_request(&self, filename: &[u8], mode: Mode, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let mut digits = [[0u8; 20]; 4];
         let [d0, d1, d2, _] = &mut digits;
         let mut opts: [(&[u8], &[u8]); 4] = [(&[], &[]); 4];
@@ -146,13 +135,7 @@ impl ReadClient {
             opts[n] = (b"timeout", format_u64(u64::from(t), d2));
             n += 1;
         }
-        encode_request(
-            RequestKind::Read,
-            filename,
-            mode,
-            opts[..n].iter().copied(),
-            out,
-        )
+        encode_request(RequestKind::Read, filename, mode, opts[..n].iter().copied(), out)
     }
 
     /// Handles a packet from the server. Returns the payload of a block received in order and
@@ -228,28 +211,19 @@ impl ReadClient {
         for (name, value) in opts.iter() {
             let v = parse_u64(value).ok_or("OACK value is not a number")?;
             if name.eq_ignore_ascii_case(b"blksize") {
-                let asked = self
-                    .options
-                    .blksize
-                    .ok_or("OACK has blksize we did not ask for")?;
+                let asked = self.options.blksize.ok_or("OACK has blksize we did not ask for")?;
                 if v < u64::from(MIN_BLKSIZE) || v > u64::from(asked) {
                     return Err("OACK blksize out of range");
                 }
                 blksize = v as u16;
             } else if name.eq_ignore_ascii_case(b"windowsize") {
-                let asked = self
-                    .options
-                    .windowsize
-                    .ok_or("OACK has windowsize we did not ask for")?;
+                let asked = self.options.windowsize.ok_or("OACK has windowsize we did not ask for")?;
                 if v == 0 || v > u64::from(asked) {
                     return Err("OACK windowsize out of range");
                 }
                 window = v as u16;
             } else if name.eq_ignore_ascii_case(b"timeout") {
-                let asked = self
-                    .options
-                    .timeout
-                    .ok_or("OACK has timeout we did not ask for")?;
+                let asked = self.options.timeout.ok_or("OACK has timeout we did not ask for")?;
                 if v != u64::from(asked) {
                     return Err("OACK timeout differs from the request");
                 }
@@ -353,29 +327,14 @@ mod tests {
         Timestamp::from_micros(ms * 1000)
     }
 
-    const CFG: ClientConfig = ClientConfig {
-        timeout: Duration::from_millis(100),
-        max_retries: 2,
-    };
+    const CFG: ClientConfig = ClientConfig { timeout: Duration::from_millis(100), max_retries: 2 };
 
     #[test]
     fn request_encoding_and_retries() {
-        let mut c = ReadClient::new(
-            t(0),
-            RequestOptions {
-                blksize: Some(1432),
-                tsize: true,
-                ..Default::default()
-            },
-        );
+        let mut c = ReadClient::new(t(0), RequestOptions { blksize: Some(1432), tsize: true, ..Default::default() });
         let mut buf = [0u8; 128];
-        let n = c
-            .encode_request(b"boot.ipxe", Mode::Octet, &mut buf)
-            .unwrap();
-        assert_eq!(
-            &buf[..n],
-            b"\x00\x01boot.ipxe\x00octet\x00tsize\x000\x00blksize\x001432\x00"
-        );
+        let n = c.encode_request(b"boot.ipxe", Mode::Octet, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"\x00\x01boot.ipxe\x00octet\x00tsize\x000\x00blksize\x001432\x00");
         assert_eq!(c.poll_transmit(t(0), &CFG), Some(ClientTransmit::Request));
         assert_eq!(c.poll_timeout(), Some(t(100)));
         c.handle_timeout(t(100), &CFG);
@@ -389,36 +348,15 @@ mod tests {
     fn strict_oack_checks() {
         let cases: [(&[u8], Option<&str>); 6] = [
             (b"\x00\x06blksize\x001432\x00tsize\x0099\x00", None),
-            (
-                b"\x00\x06blksize\x002000\x00",
-                Some("OACK blksize out of range"),
-            ),
-            (
-                b"\x00\x06windowsize\x004\x00",
-                Some("OACK has windowsize we did not ask for"),
-            ),
-            (
-                b"\x00\x06timeout\x005\x00",
-                Some("OACK has timeout we did not ask for"),
-            ),
-            (
-                b"\x00\x06foo\x001\x00",
-                Some("OACK has an option we did not ask for"),
-            ),
-            (
-                b"\x00\x06tsize\x00x\x00",
-                Some("OACK value is not a number"),
-            ),
+            (b"\x00\x06blksize\x002000\x00", Some("OACK blksize out of range")),
+            (b"\x00\x06windowsize\x004\x00", Some("OACK has windowsize we did not ask for")),
+            (b"\x00\x06timeout\x005\x00", Some("OACK has timeout we did not ask for")),
+            (b"\x00\x06foo\x001\x00", Some("OACK has an option we did not ask for")),
+            (b"\x00\x06tsize\x00x\x00", Some("OACK value is not a number")),
         ];
         for (oack, err) in cases {
-            let mut c = ReadClient::new(
-                t(0),
-                RequestOptions {
-                    blksize: Some(1432),
-                    tsize: true,
-                    ..Default::default()
-                },
-            );
+            let mut c =
+                ReadClient::new(t(0), RequestOptions { blksize: Some(1432), tsize: true, ..Default::default() });
             c.poll_transmit(t(0), &CFG);
             c.handle_packet(t(1), &Packet::decode(oack).unwrap(), &CFG);
             match err {
@@ -430,10 +368,7 @@ mod tests {
                 Some(e) => {
                     assert_eq!(
                         c.poll_transmit(t(1), &CFG),
-                        Some(ClientTransmit::Error {
-                            code: ErrorCode::OPTION_REFUSED,
-                            message: e
-                        })
+                        Some(ClientTransmit::Error { code: ErrorCode::OPTION_REFUSED, message: e })
                     );
                     assert_eq!(c.outcome(), Some(ClientOutcome::ProtocolError(e)));
                 }
@@ -443,32 +378,12 @@ mod tests {
 
     #[test]
     fn data_without_oack_uses_defaults() {
-        let mut c = ReadClient::new(
-            t(0),
-            RequestOptions {
-                blksize: Some(1432),
-                ..Default::default()
-            },
-        );
+        let mut c = ReadClient::new(t(0), RequestOptions { blksize: Some(1432), ..Default::default() });
         c.poll_transmit(t(0), &CFG);
-        let got = c.handle_packet(
-            t(1),
-            &Packet::Data {
-                block: 1,
-                data: &[7; 512],
-            },
-            &CFG,
-        );
+        let got = c.handle_packet(t(1), &Packet::Data { block: 1, data: &[7; 512] }, &CFG);
         assert_eq!(got.map(|(o, d)| (o, d.len())), Some((0, 512)));
         assert_eq!(c.poll_transmit(t(1), &CFG), Some(ClientTransmit::Ack(1)));
-        c.handle_packet(
-            t(2),
-            &Packet::Data {
-                block: 2,
-                data: &[7; 3],
-            },
-            &CFG,
-        );
+        c.handle_packet(t(2), &Packet::Data { block: 2, data: &[7; 3] }, &CFG);
         assert_eq!(c.poll_transmit(t(2), &CFG), Some(ClientTransmit::Ack(2)));
         assert_eq!(c.outcome(), Some(ClientOutcome::Complete));
     }
@@ -477,14 +392,7 @@ mod tests {
     fn timeout_resends_last_ack() {
         let mut c = ReadClient::new(t(0), RequestOptions::default());
         c.poll_transmit(t(0), &CFG);
-        c.handle_packet(
-            t(1),
-            &Packet::Data {
-                block: 1,
-                data: &[0; 512],
-            },
-            &CFG,
-        );
+        c.handle_packet(t(1), &Packet::Data { block: 1, data: &[0; 512] }, &CFG);
         c.poll_transmit(t(1), &CFG);
         c.handle_timeout(t(101), &CFG);
         assert_eq!(c.poll_transmit(t(101), &CFG), Some(ClientTransmit::Ack(1)));

@@ -172,16 +172,10 @@ mod tests {
     #[test]
     fn vectors() {
         // The sample used to probe the peer servers (features.md §8).
-        assert_eq!(
-            encode_all(b"line1\nline2\rbare\r\nend"),
-            b"line1\r\nline2\r\0bare\r\0\r\nend"
-        );
+        assert_eq!(encode_all(b"line1\nline2\rbare\r\nend"), b"line1\r\nline2\r\0bare\r\0\r\nend");
         assert_eq!(encode_all(b""), b"");
         assert_eq!(encode_all(b"\r"), b"\r\0");
-        assert_eq!(
-            decode_all(b"line1\r\nline2\r\0bare\r\0\r\nend"),
-            b"line1\nline2\rbare\r\nend"
-        );
+        assert_eq!(decode_all(b"line1\r\nline2\r\0bare\r\0\r\nend"), b"line1\nline2\rbare\r\nend");
         assert_eq!(decode_all(b"a\rb"), b"a\rb");
         assert_eq!(decode_all(b"a\r"), b"a\r");
     }

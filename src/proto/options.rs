@@ -29,10 +29,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_blksize: MAX_BLKSIZE,
-            max_windowsize: 64,
-        }
+        Self { max_blksize: MAX_BLKSIZE, max_windowsize: 64 }
     }
 }
 
@@ -41,9 +38,7 @@ impl Default for Limits {
 /// reassemble fragments (RFC 2348 discussion; dnsmasq, tftp-hpa `-B`).
 pub fn blksize_for_mtu(mtu: u32, ipv6: bool) -> u16 {
     let overhead = if ipv6 { 40 + 8 + 4 } else { 20 + 8 + 4 };
-    let fit = mtu
-        .saturating_sub(overhead)
-        .clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE));
+    let fit = mtu.saturating_sub(overhead).clamp(u32::from(MIN_BLKSIZE), u32::from(MAX_BLKSIZE));
     // Clamped to MAX_BLKSIZE above, so it fits in u16.
     fit as u16
 }
@@ -69,13 +64,7 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// Parameters of a transfer without options (RFC 1350).
-    pub const PLAIN: Self = Self {
-        blksize: DEFAULT_BLKSIZE,
-        windowsize: 1,
-        timeout: None,
-        tsize: None,
-        acked: 0,
-    };
+    pub const PLAIN: Self = Self { blksize: DEFAULT_BLKSIZE, windowsize: 1, timeout: None, tsize: None, acked: 0 };
 
     /// Whether any option was accepted, so that the server answers with an OACK
     /// rather than with DATA 1 (read) or ACK 0 (write).
@@ -87,11 +76,7 @@ impl Negotiated {
     ///
     /// Options appear in the order and spelling the client used; a repeated option is
     /// answered once.
-    pub fn encode_oack(
-        &self,
-        requested: &Options<'_>,
-        out: &mut [u8],
-    ) -> Result<usize, BufferTooSmall> {
+    pub fn encode_oack(&self, requested: &Options<'_>, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let mut w = OackWriter::new(out)?;
         let mut written = 0u8;
         for (name, _) in requested.iter() {
@@ -154,10 +139,7 @@ pub fn negotiate(
     //# may reply with a smaller value than was requested.
     if let Some(v) = value("blksize") {
         if v >= u64::from(MIN_BLKSIZE) {
-            let cap = limits
-                .max_blksize
-                .min(mtu_blksize.unwrap_or(MAX_BLKSIZE))
-                .min(MAX_BLKSIZE);
+            let cap = limits.max_blksize.min(mtu_blksize.unwrap_or(MAX_BLKSIZE)).min(MAX_BLKSIZE);
             n.blksize = v.min(u64::from(cap.max(MIN_BLKSIZE))) as u16;
             n.acked |= BLKSIZE;
         }
@@ -233,14 +215,7 @@ mod tests {
     #[test]
     fn no_options_no_oack() {
         let r = req("");
-        let n = negotiate(
-            READ,
-            Mode::Octet,
-            &opts(&r),
-            Some(100),
-            Limits::default(),
-            None,
-        );
+        let n = negotiate(READ, Mode::Octet, &opts(&r), Some(100), Limits::default(), None);
         assert_eq!(n, Negotiated::PLAIN);
         assert!(!n.has_oack());
     }
@@ -249,57 +224,24 @@ mod tests {
     fn edk2_probe_and_request() {
         let r = req("tsize 0 blksize 1468 windowsize 4");
         let o = opts(&r);
-        let n = negotiate(
-            READ,
-            Mode::Octet,
-            &o,
-            Some(2_681_664),
-            Limits::default(),
-            Some(1468),
-        );
-        assert_eq!(
-            (n.blksize, n.windowsize, n.tsize),
-            (1468, 4, Some(2_681_664))
-        );
-        assert_eq!(
-            oack(&n, &o),
-            b"\x00\x06tsize\x002681664\x00blksize\x001468\x00windowsize\x004\x00"
-        );
+        let n = negotiate(READ, Mode::Octet, &o, Some(2_681_664), Limits::default(), Some(1468));
+        assert_eq!((n.blksize, n.windowsize, n.tsize), (1468, 4, Some(2_681_664)));
+        assert_eq!(oack(&n, &o), b"\x00\x06tsize\x002681664\x00blksize\x001468\x00windowsize\x004\x00");
     }
 
     #[test]
     fn blksize_capped_by_server_and_mtu_never_raised() {
         let r = req("blksize 65464");
         let o = opts(&r);
-        let lim = Limits {
-            max_blksize: 8192,
-            max_windowsize: 64,
-        };
-        assert_eq!(
-            negotiate(READ, Mode::Octet, &o, Some(1), lim, None).blksize,
-            8192
-        );
-        assert_eq!(
-            negotiate(READ, Mode::Octet, &o, Some(1), lim, Some(1468)).blksize,
-            1468
-        );
+        let lim = Limits { max_blksize: 8192, max_windowsize: 64 };
+        assert_eq!(negotiate(READ, Mode::Octet, &o, Some(1), lim, None).blksize, 8192);
+        assert_eq!(negotiate(READ, Mode::Octet, &o, Some(1), lim, Some(1468)).blksize, 1468);
         let r = req("blksize 1024");
         let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, Some(1468));
         assert_eq!(n.blksize, 1024);
         // Above the protocol maximum: clamped, never refused.
         let r = req("blksize 70000");
-        assert_eq!(
-            negotiate(
-                READ,
-                Mode::Octet,
-                &opts(&r),
-                Some(1),
-                Limits::default(),
-                None
-            )
-            .blksize,
-            MAX_BLKSIZE
-        );
+        assert_eq!(negotiate(READ, Mode::Octet, &opts(&r), Some(1), Limits::default(), None).blksize, MAX_BLKSIZE);
     }
 
     #[test]
@@ -309,17 +251,7 @@ mod tests {
         let n = negotiate(READ, Mode::Octet, &o, Some(10), Limits::default(), None);
         assert_eq!(n, Negotiated::PLAIN);
         let r = req("timeout 256 blksize -1 windowsize 65536");
-        assert_eq!(
-            negotiate(
-                READ,
-                Mode::Octet,
-                &opts(&r),
-                Some(10),
-                Limits::default(),
-                None
-            ),
-            Negotiated::PLAIN
-        );
+        assert_eq!(negotiate(READ, Mode::Octet, &opts(&r), Some(10), Limits::default(), None), Negotiated::PLAIN);
     }
 
     #[test]
@@ -329,61 +261,31 @@ mod tests {
             let o = opts(&r);
             let n = negotiate(READ, Mode::Octet, &o, Some(10), Limits::default(), None);
             assert_eq!(n.timeout, Some(t));
-            assert_eq!(
-                oack(&n, &o),
-                format!("\x00\x06timeout\x00{t}\x00").into_bytes()
-            );
+            assert_eq!(oack(&n, &o), format!("\x00\x06timeout\x00{t}\x00").into_bytes());
         }
     }
 
     #[test]
     fn windowsize_capped() {
         let r = req("windowsize 1000");
-        let n = negotiate(
-            READ,
-            Mode::Octet,
-            &opts(&r),
-            Some(1),
-            Limits::default(),
-            None,
-        );
+        let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1), Limits::default(), None);
         assert_eq!(n.windowsize, 64);
-        let lim = Limits {
-            max_blksize: 512,
-            max_windowsize: 65535,
-        };
+        let lim = Limits { max_blksize: 512, max_windowsize: 65535 };
         let r = req("windowsize 65535");
-        assert_eq!(
-            negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, None).windowsize,
-            MAX_WINDOWSIZE
-        );
+        assert_eq!(negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, None).windowsize, MAX_WINDOWSIZE);
     }
 
     #[test]
     fn tsize_64_bit_and_omitted_for_netascii() {
         let r = req("tsize 0");
         let o = opts(&r);
-        let n = negotiate(
-            READ,
-            Mode::Octet,
-            &o,
-            Some(5 << 30),
-            Limits::default(),
-            None,
-        );
+        let n = negotiate(READ, Mode::Octet, &o, Some(5 << 30), Limits::default(), None);
         assert_eq!(oack(&n, &o), b"\x00\x06tsize\x005368709120\x00");
         let n = negotiate(READ, Mode::Netascii, &o, None, Limits::default(), None);
         assert!(!n.has_oack());
         // A write echoes the client's size.
         let r = req("tsize 12345");
-        let n = negotiate(
-            RequestKind::Write,
-            Mode::Octet,
-            &opts(&r),
-            None,
-            Limits::default(),
-            None,
-        );
+        let n = negotiate(RequestKind::Write, Mode::Octet, &opts(&r), None, Limits::default(), None);
         assert_eq!(n.tsize, Some(12345));
     }
 

@@ -84,10 +84,7 @@ enum Phase {
     /// ACKs are flowing.
     Sending,
     /// An ERROR is queued.
-    Failing {
-        code: ErrorCode,
-        message: &'static str,
-    },
+    Failing { code: ErrorCode, message: &'static str },
     /// Over.
     Done(Outcome),
 }
@@ -113,17 +110,10 @@ impl ReadTransfer {
         let cfg = cfg.with_client_timeout(negotiated.timeout);
         let oack = negotiated.has_oack();
         let window = if oack { negotiated.windowsize } else { 1 };
-        let blksize = if oack {
-            negotiated.blksize
-        } else {
-            Negotiated::PLAIN.blksize
-        };
+        let blksize = if oack { negotiated.blksize } else { Negotiated::PLAIN.blksize };
         Self {
             sender: WindowSender::new(now, size, blksize, window, &cfg),
-            phase: Phase::Unconfirmed {
-                oack,
-                expires: now + cfg.patience,
-            },
+            phase: Phase::Unconfirmed { oack, expires: now + cfg.patience },
             started: now,
             retransmits: 0,
             first_due: true,
@@ -160,28 +150,21 @@ impl ReadTransfer {
                 //# the client may respond with an ERROR packet, using error code 8, to terminate
                 //# the transfer
                 // EDK2 reads tsize from the OACK and stops with ERROR 8; others use ERROR 0.
-                self.phase = Phase::Done(
-                    if code == ErrorCode::NOT_DEFINED || code == ErrorCode::OPTION_REFUSED {
-                        Outcome::Probe
-                    } else {
-                        Outcome::PeerError(code)
-                    },
-                );
+                self.phase = Phase::Done(if code == ErrorCode::NOT_DEFINED || code == ErrorCode::OPTION_REFUSED {
+                    Outcome::Probe
+                } else {
+                    Outcome::PeerError(code)
+                });
             }
             (Packet::Error { code, .. }, Phase::Sending) => {
-                self.phase = Phase::Done(
-                    if code == ErrorCode::NOT_DEFINED && self.sender.all_sent() {
-                        Outcome::Complete
-                    } else {
-                        Outcome::PeerError(code)
-                    },
-                );
+                self.phase = Phase::Done(if code == ErrorCode::NOT_DEFINED && self.sender.all_sent() {
+                    Outcome::Complete
+                } else {
+                    Outcome::PeerError(code)
+                });
             }
             (Packet::Data { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
-                self.abort(
-                    ErrorCode::ILLEGAL_OPERATION,
-                    "unexpected packet on a read transfer",
-                );
+                self.abort(ErrorCode::ILLEGAL_OPERATION, "unexpected packet on a read transfer");
             }
         }
     }
@@ -197,10 +180,7 @@ impl ReadTransfer {
                 if !oack {
                     self.sender.rewind();
                 }
-                self.phase = Phase::Unconfirmed {
-                    oack,
-                    expires: now + cfg.patience,
-                };
+                self.phase = Phase::Unconfirmed { oack, expires: now + cfg.patience };
                 true
             }
             _ => false,
@@ -270,11 +250,7 @@ impl ReadTransfer {
             self.retransmits += 1;
         }
         let (offset, len) = self.sender.block_span(block);
-        Some(Transmit::Data {
-            block: block as u16,
-            offset,
-            len,
-        })
+        Some(Transmit::Data { block: block as u16, offset, len })
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due; `None` once the transfer is over.

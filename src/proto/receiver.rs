@@ -115,14 +115,7 @@ impl WindowReceiver {
         let last = len < usize::from(self.blksize);
         let ack = (last || abs >= self.window_end).then(|| self.ack(abs, true));
         self.finished |= last;
-        (
-            Received::InOrder {
-                offset,
-                block: abs,
-                last,
-            },
-            ack,
-        )
+        (Received::InOrder { offset, block: abs, last }, ack)
     }
 
     /// Records an ACK of `block` (absolute) and returns its wire number.
@@ -167,26 +160,9 @@ mod tests {
             assert_eq!(r.on_data(b, 512).1, None);
         }
         let (k, ack) = r.on_data(4, 512);
-        assert_eq!(
-            k,
-            Received::InOrder {
-                offset: 1536,
-                block: 4,
-                last: false
-            }
-        );
+        assert_eq!(k, Received::InOrder { offset: 1536, block: 4, last: false });
         assert_eq!(ack, Some(4));
-        assert_eq!(
-            r.on_data(5, 100),
-            (
-                Received::InOrder {
-                    offset: 2048,
-                    block: 5,
-                    last: true
-                },
-                Some(5)
-            )
-        );
+        assert_eq!(r.on_data(5, 100), (Received::InOrder { offset: 2048, block: 5, last: true }, Some(5)));
         assert!(r.is_finished());
     }
 
@@ -197,19 +173,8 @@ mod tests {
         r.on_data(2, 512);
         assert_eq!(r.on_data(4, 512), (Received::Gap, Some(2)));
         assert_eq!(r.on_data(5, 512), (Received::Gap, None));
-        assert_eq!(
-            r.on_data(3, 512).0,
-            Received::InOrder {
-                offset: 1024,
-                block: 3,
-                last: false
-            }
-        );
-        assert_eq!(
-            r.on_data(5, 512),
-            (Received::Gap, Some(3)),
-            "a new gap is reported again"
-        );
+        assert_eq!(r.on_data(3, 512).0, Received::InOrder { offset: 1024, block: 3, last: false });
+        assert_eq!(r.on_data(5, 512), (Received::Gap, Some(3)), "a new gap is reported again");
     }
 
     #[test]
@@ -217,18 +182,12 @@ mod tests {
         let mut r = WindowReceiver::new(512, 1);
         r.on_data(1, 512);
         assert_eq!(r.on_data(1, 512), (Received::Duplicate, Some(1)));
-        assert_eq!(
-            r.on_data(1, 512),
-            (Received::Duplicate, Some(1)),
-            "lockstep: every duplicate"
-        );
+        assert_eq!(r.on_data(1, 512), (Received::Duplicate, Some(1)), "lockstep: every duplicate");
         let mut r = WindowReceiver::new(512, 4);
         for b in 1..=4 {
             r.on_data(b, 512);
         }
-        let acks: Vec<_> = (1..=8)
-            .map(|b| r.on_data(((b - 1) % 4) + 1, 512).1)
-            .collect();
+        let acks: Vec<_> = (1..=8).map(|b| r.on_data(((b - 1) % 4) + 1, 512).1).collect();
         assert_eq!(acks, [Some(4), None, None, None, Some(4), None, None, None]);
     }
 
@@ -238,23 +197,9 @@ mod tests {
         assert_eq!(r.on_data(1, 9).0, Received::Oversized);
         for i in 1..=70_000u64 {
             let (k, ack) = r.on_data(i as u16, 8);
-            assert_eq!(
-                k,
-                Received::InOrder {
-                    offset: (i - 1) * 8,
-                    block: i,
-                    last: false
-                }
-            );
+            assert_eq!(k, Received::InOrder { offset: (i - 1) * 8, block: i, last: false });
             assert_eq!(ack, Some(i as u16));
         }
-        assert_eq!(
-            r.on_data(70_001u64 as u16, 0).0,
-            Received::InOrder {
-                offset: 560_000,
-                block: 70_001,
-                last: true
-            }
-        );
+        assert_eq!(r.on_data(70_001u64 as u16, 0).0, Received::InOrder { offset: 560_000, block: 70_001, last: true });
     }
 }

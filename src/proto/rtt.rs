@@ -45,13 +45,7 @@ impl RttEstimator {
     /// A new estimator with no samples.
     pub fn new(bounds: &RtoBounds) -> Self {
         let (min, max) = bounds.micros();
-        Self {
-            srtt: 0,
-            rttvar: 0,
-            rto: micros(bounds.initial).clamp(min, max),
-            backoff: 0,
-            sampled: false,
-        }
+        Self { srtt: 0, rttvar: 0, rto: micros(bounds.initial).clamp(min, max), backoff: 0, sampled: false }
     }
 
     /// Feeds one round-trip sample.
@@ -70,8 +64,7 @@ impl RttEstimator {
             self.rttvar = r / 2;
             self.sampled = true;
         }
-        let rto =
-            u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)));
+        let rto = u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)));
         self.rto = u32::try_from(rto).unwrap_or(u32::MAX).clamp(min, max);
     }
 
@@ -94,8 +87,7 @@ impl RttEstimator {
 
     /// The smoothed round-trip time, if a sample was taken.
     pub fn srtt(&self) -> Option<Duration> {
-        self.sampled
-            .then(|| Duration::from_micros(u64::from(self.srtt)))
+        self.sampled.then(|| Duration::from_micros(u64::from(self.srtt)))
     }
 }
 
@@ -103,11 +95,8 @@ impl RttEstimator {
 mod tests {
     use super::*;
 
-    const B: RtoBounds = RtoBounds {
-        initial: Duration::from_secs(1),
-        min: Duration::from_millis(10),
-        max: Duration::from_secs(8),
-    };
+    const B: RtoBounds =
+        RtoBounds { initial: Duration::from_secs(1), min: Duration::from_millis(10), max: Duration::from_secs(8) };
 
     #[test]
     fn initial_then_adapts_down_to_the_floor() {
@@ -118,11 +107,7 @@ mod tests {
             r.on_sample(Duration::from_micros(200), &B);
         }
         assert_eq!(r.srtt(), Some(Duration::from_micros(200)));
-        assert_eq!(
-            r.rto(&B),
-            Duration::from_millis(10),
-            "clamped to the minimum"
-        );
+        assert_eq!(r.rto(&B), Duration::from_millis(10), "clamped to the minimum");
     }
 
     #[test]

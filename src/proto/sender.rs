@@ -46,11 +46,7 @@ impl RetransmitConfig {
             Some(t) => {
                 let t = Duration::from_secs(u64::from(t));
                 Self {
-                    rto: RtoBounds {
-                        initial: t,
-                        min: self.rto.min.min(t),
-                        max: t,
-                    },
+                    rto: RtoBounds { initial: t, min: self.rto.min.min(t), max: t },
                     max_retries: self.max_retries,
                     patience: self.patience.max(t * u32::from(self.max_retries)),
                 }
@@ -110,13 +106,7 @@ pub struct WindowSender {
 impl WindowSender {
     /// A sender of `size` bytes in blocks of `blksize`, `window` blocks at a time.
     /// `window` is clamped to 1..=32768 and `blksize` to at least 1.
-    pub fn new(
-        now: Timestamp,
-        size: u64,
-        blksize: u16,
-        window: u16,
-        cfg: &RetransmitConfig,
-    ) -> Self {
+    pub fn new(now: Timestamp, size: u64, blksize: u16, window: u16, cfg: &RetransmitConfig) -> Self {
         Self {
             size,
             acked: 0,
@@ -142,10 +132,7 @@ impl WindowSender {
     /// Byte offset and length of `block` (1-based).
     pub fn block_span(&self, block: u64) -> (u64, usize) {
         let offset = (block - 1) * u64::from(self.blksize);
-        let len = self
-            .size
-            .saturating_sub(offset)
-            .min(u64::from(self.blksize));
+        let len = self.size.saturating_sub(offset).min(u64::from(self.blksize));
         // At most blksize, a u16.
         (offset, len as usize)
     }
@@ -184,8 +171,7 @@ impl WindowSender {
             return AckEffect::Stale;
         }
         if self.probe_off != 0 && off >= self.probe_off {
-            self.rtt
-                .on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
+            self.rtt.on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
             self.probe_off = 0;
         } else if self.probe_off != 0 {
             self.probe_off -= off;
@@ -240,8 +226,7 @@ impl WindowSender {
 
     /// The handshake packet was acknowledged: an RTT sample from its latest send.
     pub fn handshake_acked(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
-        self.rtt
-            .on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
+        self.rtt.on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
         self.idle_since = now;
     }
 
@@ -335,11 +320,7 @@ mod tests {
         let s = WindowSender::new(t(0), 1024, 512, 1, &CFG);
         assert_eq!(s.last_block(), 3);
         assert_eq!(s.block_span(1), (0, 512));
-        assert_eq!(
-            s.block_span(3),
-            (1024, 0),
-            "multiple of blksize ends with an empty block"
-        );
+        assert_eq!(s.block_span(3), (1024, 0), "multiple of blksize ends with an empty block");
         let s = WindowSender::new(t(0), 0, 512, 1, &CFG);
         assert_eq!(s.last_block(), 1);
         assert_eq!(s.block_span(1), (0, 0), "empty file is one empty block");
@@ -368,21 +349,11 @@ mod tests {
         assert_eq!(drain(&mut s, t(0)).len(), 4);
         // The receiver saw a gap after block 2.
         assert_eq!(s.on_ack(t(1), 2, &CFG), AckEffect::Progress);
-        assert_eq!(
-            drain(&mut s, t(1)),
-            [(3, true), (4, true), (5, false), (6, false)]
-        );
+        assert_eq!(drain(&mut s, t(1)), [(3, true), (4, true), (5, false), (6, false)]);
         assert_eq!(s.on_ack(t(2), 6, &CFG), AckEffect::Progress);
-        assert_eq!(
-            drain(&mut s, t(2)),
-            [(7, false), (8, false), (9, false), (10, false)]
-        );
+        assert_eq!(drain(&mut s, t(2)), [(7, false), (8, false), (9, false), (10, false)]);
         assert_eq!(s.on_ack(t(3), 10, &CFG), AckEffect::Progress);
-        assert_eq!(
-            drain(&mut s, t(3)),
-            [(11, false)],
-            "final empty block in a short window"
-        );
+        assert_eq!(drain(&mut s, t(3)), [(11, false)], "final empty block in a short window");
         assert!(s.all_sent());
         assert_eq!(s.on_ack(t(4), 9, &CFG), AckEffect::Stale);
         assert_eq!(s.on_ack(t(4), 11, &CFG), AckEffect::Complete);
@@ -421,10 +392,7 @@ mod tests {
                 TimeoutEffect::NotDue => unreachable!(),
             }
         };
-        assert!(
-            now.saturating_since(t(1)) >= CFG.patience,
-            "gave up after {now:?}"
-        );
+        assert!(now.saturating_since(t(1)) >= CFG.patience, "gave up after {now:?}");
         assert!(resends >= 3, "{resends}");
     }
 
@@ -467,9 +435,6 @@ mod tests {
         assert_eq!(c.rto.initial, Duration::from_secs(2));
         assert_eq!(c.rto.max, Duration::from_secs(2));
         assert_eq!(c.patience, Duration::from_secs(12));
-        assert_eq!(
-            RetransmitConfig::default().with_client_timeout(None),
-            RetransmitConfig::default()
-        );
+        assert_eq!(RetransmitConfig::default().with_client_timeout(None), RetransmitConfig::default());
     }
 }

@@ -101,10 +101,7 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     /// An empty list.
-    pub const EMPTY: Options<'static> = Options {
-        bytes: &[],
-        count: 0,
-    };
+    pub const EMPTY: Options<'static> = Options { bytes: &[], count: 0 };
 
     /// Validates `bytes` as a sequence of option pairs (each string NUL-terminated).
     /// Trailing NUL padding after the last pair is tolerated.
@@ -163,18 +160,14 @@ impl<'a> Options<'a> {
 
     /// The first option named `name` (ASCII case-insensitive), as `(spelling, value)`.
     pub fn get(&self, name: &str) -> Option<(&'a [u8], &'a [u8])> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
 impl std::fmt::Debug for Options<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(
-                self.iter()
-                    .map(|(n, v)| (n.escape_ascii().to_string(), v.escape_ascii().to_string())),
-            )
+            .entries(self.iter().map(|(n, v)| (n.escape_ascii().to_string(), v.escape_ascii().to_string())))
             .finish()
     }
 }
@@ -263,33 +256,18 @@ impl<'a> Packet<'a> {
                 let (mode_raw, rest) = split_cstr(rest)?;
                 let mode = Mode::parse(mode_raw).ok_or(DecodeError::BadMode)?;
                 let options = Options::parse(rest)?;
-                let kind = if op == Opcode::Rrq {
-                    RequestKind::Read
-                } else {
-                    RequestKind::Write
-                };
-                Ok(Packet::Request(Request {
-                    kind,
-                    filename,
-                    mode,
-                    mode_raw,
-                    options,
-                }))
+                let kind = if op == Opcode::Rrq { RequestKind::Read } else { RequestKind::Write };
+                Ok(Packet::Request(Request { kind, filename, mode, mode_raw, options }))
             }
             Opcode::Data => {
                 if body.len() < 2 {
                     return Err(DecodeError::TooShort);
                 }
-                Ok(Packet::Data {
-                    block: u16::from_be_bytes([body[0], body[1]]),
-                    data: &body[2..],
-                })
+                Ok(Packet::Data { block: u16::from_be_bytes([body[0], body[1]]), data: &body[2..] })
             }
             Opcode::Ack => match body.len() {
                 0 | 1 => Err(DecodeError::TooShort),
-                2 => Ok(Packet::Ack {
-                    block: u16::from_be_bytes([body[0], body[1]]),
-                }),
+                2 => Ok(Packet::Ack { block: u16::from_be_bytes([body[0], body[1]]) }),
                 _ => Err(DecodeError::TrailingBytes),
             },
             Opcode::Error => {
@@ -311,14 +289,8 @@ impl<'a> Packet<'a> {
     /// The packet's opcode.
     pub fn opcode(&self) -> Opcode {
         match self {
-            Packet::Request(Request {
-                kind: RequestKind::Read,
-                ..
-            }) => Opcode::Rrq,
-            Packet::Request(Request {
-                kind: RequestKind::Write,
-                ..
-            }) => Opcode::Wrq,
+            Packet::Request(Request { kind: RequestKind::Read, .. }) => Opcode::Rrq,
+            Packet::Request(Request { kind: RequestKind::Write, .. }) => Opcode::Wrq,
             Packet::Data { .. } => Opcode::Data,
             Packet::Ack { .. } => Opcode::Ack,
             Packet::Error { .. } => Opcode::Error,
@@ -366,11 +338,7 @@ pub fn ack(block: u16) -> [u8; HEADER_LEN] {
 }
 
 /// Encodes an ERROR packet; returns its length.
-pub fn encode_error(
-    code: ErrorCode,
-    message: &[u8],
-    out: &mut [u8],
-) -> Result<usize, BufferTooSmall> {
+pub fn encode_error(code: ErrorCode, message: &[u8], out: &mut [u8]) -> Result<usize, BufferTooSmall> {
     Packet::Error { code, message }.encode(out)
 }
 
@@ -383,11 +351,7 @@ pub fn encode_request<'o>(
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
     let mut w = Writer::new(out);
-    w.u16(if kind == RequestKind::Read {
-        Opcode::Rrq
-    } else {
-        Opcode::Wrq
-    } as u16)?;
+    w.u16(if kind == RequestKind::Read { Opcode::Rrq } else { Opcode::Wrq } as u16)?;
     w.cstr(filename)?;
     w.cstr(mode.as_str().as_bytes())?;
     for (name, value) in options {
@@ -455,10 +419,7 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 
 /// Splits a NUL-terminated string off the front of `buf`.
 fn split_cstr(buf: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
-    let nul = buf
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(DecodeError::MissingNul)?;
+    let nul = buf.iter().position(|&b| b == 0).ok_or(DecodeError::MissingNul)?;
     Ok((&buf[..nul], &buf[nul + 1..]))
 }
 
@@ -476,10 +437,7 @@ impl<'b> Writer<'b> {
 
     fn bytes(&mut self, b: &[u8]) -> Result<(), BufferTooSmall> {
         let end = self.len.checked_add(b.len()).ok_or(BufferTooSmall)?;
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(BufferTooSmall)?
-            .copy_from_slice(b);
+        self.buf.get_mut(self.len..end).ok_or(BufferTooSmall)?.copy_from_slice(b);
         self.len = end;
         Ok(())
     }

@@ -93,10 +93,7 @@ pub(crate) struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("worker", &self.worker)
-            .field("active", &self.active)
-            .finish()
+        f.debug_struct("Engine").field("worker", &self.worker).field("active", &self.active).finish()
     }
 }
 
@@ -170,12 +167,7 @@ impl Engine {
     fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
         let slots = &self.slots;
         self.peers
-            .find(self.hash_peer(peer), |&i| {
-                slots[i as usize]
-                    .transfer
-                    .as_ref()
-                    .is_some_and(|t| t.peer == *peer)
-            })
+            .find(self.hash_peer(peer), |&i| slots[i as usize].transfer.as_ref().is_some_and(|t| t.peer == *peer))
             .copied()
     }
 
@@ -210,14 +202,7 @@ impl Engine {
             //# packet, while not disturbing the transfer.
             Counters::add(&self.counters.foreign, 1);
             if !is_error(d.payload) {
-                self.reply(
-                    io,
-                    d.via,
-                    d.peer,
-                    None,
-                    ErrorCode::UNKNOWN_TID,
-                    "unknown transfer ID",
-                );
+                self.reply(io, d.via, d.peer, None, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
             }
             return;
         }
@@ -228,13 +213,7 @@ impl Engine {
         self.after_event(token.slot(), now, io);
     }
 
-    fn on_listen_datagram<I: Io>(
-        &mut self,
-        now: Timestamp,
-        listen: u32,
-        d: &Datagram<'_>,
-        io: &mut I,
-    ) {
+    fn on_listen_datagram<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, io: &mut I) {
         if let Some(local) = d.local {
             //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.5
             //# A TFTP request directed to a broadcast address SHOULD be silently ignored.
@@ -242,11 +221,7 @@ impl Engine {
                 return;
             }
         }
-        let packet = if d.truncated {
-            Err(None)
-        } else {
-            Packet::decode(d.payload).map_err(Some)
-        };
+        let packet = if d.truncated { Err(None) } else { Packet::decode(d.payload).map_err(Some) };
         match packet {
             Ok(Packet::Request(r)) => self.on_request(now, listen, d, &r, io),
             Ok(p) => {
@@ -263,14 +238,7 @@ impl Engine {
                 // DATA, ACK or OACK that belongs to no transfer of ours. Never answer an ERROR.
                 if !matches!(p, Packet::Error { .. }) {
                     Counters::add(&self.counters.foreign, 1);
-                    self.reply(
-                        io,
-                        d.via,
-                        d.peer,
-                        d.local,
-                        ErrorCode::UNKNOWN_TID,
-                        "unknown transfer ID",
-                    );
+                    self.reply(io, d.via, d.peer, d.local, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
                 }
             }
             Err(e) => {
@@ -279,34 +247,17 @@ impl Engine {
                     return;
                 }
                 let msg = e.map_or("request too long", |e| e.message());
-                self.reply(
-                    io,
-                    d.via,
-                    d.peer,
-                    d.local,
-                    ErrorCode::ILLEGAL_OPERATION,
-                    msg,
-                );
+                self.reply(io, d.via, d.peer, d.local, ErrorCode::ILLEGAL_OPERATION, msg);
             }
         }
     }
 
-    fn on_request<I: Io>(
-        &mut self,
-        now: Timestamp,
-        listen: u32,
-        d: &Datagram<'_>,
-        r: &Request<'_>,
-        io: &mut I,
-    ) {
+    fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
         Counters::add(&self.counters.requests, 1);
         let req_hash = self.hasher.hash_one(d.payload) as u32;
         if let Some(idx) = self.find_peer(&d.peer) {
             let retransmit = self.cfg.retransmit;
-            let t = self.slots[idx as usize]
-                .transfer
-                .as_mut()
-                .expect("indexed slots are live");
+            let t = self.slots[idx as usize].transfer.as_mut().expect("indexed slots are live");
             if t.req_hash == req_hash {
                 // The client repeated its request: the same transfer, never a second one.
                 Counters::add(&self.counters.duplicate_requests, 1);
@@ -324,15 +275,9 @@ impl Engine {
         }
         let refuse = |code, msg| (code, msg);
         let refusal = if r.kind == RequestKind::Write {
-            Some(refuse(
-                ErrorCode::ACCESS_VIOLATION,
-                "writes are disabled on this server",
-            ))
+            Some(refuse(ErrorCode::ACCESS_VIOLATION, "writes are disabled on this server"))
         } else if r.mode == Mode::Mail {
-            Some(refuse(
-                ErrorCode::ILLEGAL_OPERATION,
-                "mail mode is not supported",
-            ))
+            Some(refuse(ErrorCode::ILLEGAL_OPERATION, "mail mode is not supported"))
         } else if self.stop.is_some() {
             Some(refuse(ErrorCode::NOT_DEFINED, "server is shutting down"))
         } else {
@@ -345,14 +290,7 @@ impl Engine {
         }
         if self.active >= self.cfg.max_transfers {
             Counters::add(&self.counters.busy, 1);
-            self.reply(
-                io,
-                d.via,
-                d.peer,
-                d.local,
-                ErrorCode::NOT_DEFINED,
-                "server busy, try again",
-            );
+            self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
             return;
         }
         let file = match normalize(r.filename, &mut self.path) {
@@ -393,9 +331,7 @@ impl Engine {
                 Err(e) => {
                     Counters::add(&self.counters.refused, 1);
                     let msg = match e {
-                        crate::fs::cache::NetasciiError::TooLarge => {
-                            "file too large for netascii, use octet"
-                        }
+                        crate::fs::cache::NetasciiError::TooLarge => "file too large for netascii, use octet",
                         crate::fs::cache::NetasciiError::Read => "cannot read file",
                     };
                     self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, msg);
@@ -424,14 +360,7 @@ impl Engine {
                     self.free.push(idx);
                     Counters::add(&self.counters.busy, 1);
                     warn!(worker = self.worker, error = %e, "cannot open a transfer socket");
-                    self.reply(
-                        io,
-                        d.via,
-                        d.peer,
-                        d.local,
-                        ErrorCode::NOT_DEFINED,
-                        "server busy, try again",
-                    );
+                    self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
                     return;
                 }
             }
@@ -450,44 +379,23 @@ impl Engine {
         });
         let slots = &self.slots;
         let hasher = &self.hasher;
-        self.peers
-            .insert_unique(self.hash_peer(&d.peer), idx, |&i| {
-                hasher.hash_one(slots[i as usize].transfer.as_ref().map(|t| t.peer))
-            });
+        self.peers.insert_unique(self.hash_peer(&d.peer), idx, |&i| {
+            hasher.hash_one(slots[i as usize].transfer.as_ref().map(|t| t.peer))
+        });
         self.active += 1;
         Counters::set(&self.counters.active, self.active as u64);
         self.send_first(idx, now, r, &neg, io);
         self.after_event(idx, now, io);
     }
 
-    fn negotiate(
-        &mut self,
-        r: &Request<'_>,
-        size: u64,
-        local: Option<LocalEnd>,
-        now: Timestamp,
-    ) -> Negotiated {
+    fn negotiate(&mut self, r: &Request<'_>, size: u64, local: Option<LocalEnd>, now: Timestamp) -> Negotiated {
         let mtu = local.and_then(|l| self.mtu_blksize(l, now));
         let file_size = (r.mode == Mode::Octet).then_some(size);
-        negotiate(
-            RequestKind::Read,
-            r.mode,
-            &r.options,
-            file_size,
-            self.cfg.limits,
-            mtu,
-        )
+        negotiate(RequestKind::Read, r.mode, &r.options, file_size, self.cfg.limits, mtu)
     }
 
     /// Sends the first answer (OACK or DATA 1), which only exists with the request at hand.
-    fn send_first<I: Io>(
-        &mut self,
-        idx: u32,
-        now: Timestamp,
-        r: &Request<'_>,
-        neg: &Negotiated,
-        io: &mut I,
-    ) {
+    fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, r: &Request<'_>, neg: &Negotiated, io: &mut I) {
         let retransmit = self.cfg.retransmit;
         let token = self.token(idx);
         let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
@@ -500,14 +408,7 @@ impl Engine {
             // The OACK of a request this server accepted always fits MAX_HEAD.
             let n = neg.encode_oack(&r.options, &mut self.head).unwrap_or(0);
             let from = local_end(&self.locals, t.local);
-            io.send(Outgoing {
-                via: t.via,
-                to: t.peer,
-                from,
-                head: &self.head[..n],
-                body: None,
-                token: Some(token),
-            });
+            io.send(Outgoing { via: t.via, to: t.peer, from, head: &self.head[..n], body: None, token: Some(token) });
         } else {
             transmit(t, tx, token, &self.locals, &mut self.head, io);
         }
@@ -552,14 +453,7 @@ impl Engine {
         msg: &str,
     ) {
         let n = wire::encode_error(code, msg.as_bytes(), &mut self.head).unwrap_or(0);
-        io.send(Outgoing {
-            via,
-            to,
-            from,
-            head: &self.head[..n],
-            body: None,
-            token: None,
-        });
+        io.send(Outgoing { via, to, from, head: &self.head[..n], body: None, token: None });
     }
 
     /// Queues, arms or ends a transfer after anything happened to it.
@@ -638,21 +532,14 @@ impl Engine {
     }
 
     /// A send of transfer `token` failed with `errno`.
-    pub(crate) fn on_send_error<I: Io>(
-        &mut self,
-        now: Timestamp,
-        token: Token,
-        errno: i32,
-        io: &mut I,
-    ) {
+    pub(crate) fn on_send_error<I: Io>(&mut self, now: Timestamp, token: Token, errno: i32, io: &mut I) {
         Counters::add(&self.counters.send_errors, 1);
         let worker = self.worker;
         let Some(t) = self.live(token) else { return };
         if errno == libc::EFAULT {
             // The file shrank under its mapping: the kernel could not read the pages.
-            warn!(worker, client = %t.peer, file = t.file.name(), "file truncated while being served");
-            t.xfer
-                .abort(ErrorCode::NOT_DEFINED, "file changed while being read");
+            warn!(worker, client = %t.peer, file = %t.file.name(), "file truncated while being served");
+            t.xfer.abort(ErrorCode::NOT_DEFINED, "file changed while being read");
         } else {
             debug!(worker, client = %t.peer, errno, "send failed");
         }
@@ -666,10 +553,7 @@ impl Engine {
         };
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(idx);
-        if let Ok(e) = self
-            .peers
-            .find_entry(self.hasher.hash_one(t.peer), |&i| i == idx)
-        {
+        if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.peer), |&i| i == idx) {
             e.remove();
         }
         if let Via::Transfer(sock) = t.via {
@@ -700,12 +584,12 @@ impl Engine {
         info!(
             worker = self.worker,
             client = %t.peer,
-            file = t.file.name(),
-            mode = if t.netascii { "netascii" } else { "octet" },
+            file = %t.file.name(),
+            mode = %if t.netascii { "netascii" } else { "octet" },
             bytes = t.xfer.bytes_acked(),
             ms = elapsed.as_secs_f64() * 1000.0,
             retransmits = t.xfer.retransmits(),
-            outcome = outcome.label(),
+            outcome = %outcome.label(),
             code,
             "transfer finished"
         );
@@ -725,34 +609,16 @@ fn transmit<I: Io>(
     match tx {
         Transmit::Data { block, offset, len } => {
             let Some(slice) = t.file.raw_slice(t.netascii, offset, len) else {
-                t.xfer
-                    .abort(ErrorCode::NOT_DEFINED, "file changed while being read");
+                t.xfer.abort(ErrorCode::NOT_DEFINED, "file changed while being read");
                 return;
             };
             let hdr = wire::data_header(block);
-            let body = Some(Body {
-                file: &t.file,
-                slice,
-            });
-            io.send(Outgoing {
-                via: t.via,
-                to: t.peer,
-                from,
-                head: &hdr,
-                body,
-                token: Some(token),
-            });
+            let body = Some(Body { file: &t.file, slice });
+            io.send(Outgoing { via: t.via, to: t.peer, from, head: &hdr, body, token: Some(token) });
         }
         Transmit::Error { code, message } => {
             let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
-            io.send(Outgoing {
-                via: t.via,
-                to: t.peer,
-                from,
-                head: &head[..n],
-                body: None,
-                token: None,
-            });
+            io.send(Outgoing { via: t.via, to: t.peer, from, head: &head[..n], body: None, token: None });
         }
         // Only ever produced as a first answer, which `send_first` handles.
         Transmit::Oack => {}
@@ -778,18 +644,8 @@ fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
 /// come from it), with a port chosen later.
 fn transfer_bind_addr(peer: &SocketAddr, local: Option<LocalEnd>) -> SocketAddr {
     match (local, peer) {
-        (
-            Some(LocalEnd {
-                ip: IpAddr::V6(ip),
-                ifindex,
-            }),
-            _,
-        ) => {
-            let scope = if ip.is_unicast_link_local() {
-                ifindex
-            } else {
-                0
-            };
+        (Some(LocalEnd { ip: IpAddr::V6(ip), ifindex }), _) => {
+            let scope = if ip.is_unicast_link_local() { ifindex } else { 0 };
             SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, scope))
         }
         (Some(l), _) => SocketAddr::new(l.ip, 0),

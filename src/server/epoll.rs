@@ -12,9 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::engine::Engine;
 use super::io::{Datagram, Io, Outgoing, SockRef, Token, Via};
-use super::socket::{
-    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo,
-};
+use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo};
 use super::worker::{Clock, WorkerControl};
 
 const KIND_LISTEN: u64 = 0;
@@ -30,11 +28,7 @@ fn ev_data(kind: u64, generation: u32, idx: u32) -> u64 {
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
 #[derive(Debug)]
@@ -58,12 +52,7 @@ pub(crate) struct EpollIo {
 }
 
 impl EpollIo {
-    pub(crate) fn new(
-        listens: Vec<UdpSocket>,
-        ports: PortPicker,
-        wake: RawFd,
-        single_port: bool,
-    ) -> io::Result<Self> {
+    pub(crate) fn new(listens: Vec<UdpSocket>, ports: PortPicker, wake: RawFd, single_port: bool) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: a new descriptor we own.
@@ -88,10 +77,7 @@ impl EpollIo {
     }
 
     fn register(&self, fd: RawFd, data: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: data,
-        };
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
         cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         Ok(())
@@ -99,14 +85,7 @@ impl EpollIo {
 
     fn unregister(&self, fd: RawFd) {
         // SAFETY: removing a descriptor from our epoll set; errors are harmless here.
-        unsafe {
-            libc::epoll_ctl(
-                self.epfd.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            )
-        };
+        unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
     }
 
     /// Stops accepting requests: closes the listening sockets (kept in single-port mode, where
@@ -124,17 +103,8 @@ impl EpollIo {
 
     fn fd_of(&self, via: Via) -> Option<RawFd> {
         match via {
-            Via::Listen(i) => self
-                .listens
-                .get(i as usize)?
-                .as_ref()
-                .map(AsRawFd::as_raw_fd),
-            Via::Transfer(SockRef(i)) => self
-                .socks
-                .get(i as usize)?
-                .sock
-                .as_ref()
-                .map(AsRawFd::as_raw_fd),
+            Via::Listen(i) => self.listens.get(i as usize)?.as_ref().map(AsRawFd::as_raw_fd),
+            Via::Transfer(SockRef(i)) => self.socks.get(i as usize)?.sock.as_ref().map(AsRawFd::as_raw_fd),
         }
     }
 }
@@ -149,11 +119,7 @@ impl Io for EpollIo {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.socks.push(SockSlot {
-                    sock: None,
-                    token,
-                    generation: 0,
-                });
+                self.socks.push(SockSlot { sock: None, token, generation: 0 });
                 (self.socks.len() - 1) as u32
             }
         };
@@ -192,21 +158,12 @@ impl Io for EpollIo {
         };
         let (addr, addr_len) = RawAddr::new(&out.to);
         let mut iov = [
-            libc::iovec {
-                iov_base: out.head.as_ptr() as *mut _,
-                iov_len: out.head.len(),
-            },
-            libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
+            libc::iovec { iov_base: out.head.as_ptr() as *mut _, iov_len: out.head.len() },
+            libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
         ];
         let mut iovlen = 1;
         if let Some(b) = out.body {
-            iov[1] = libc::iovec {
-                iov_base: b.slice.ptr as *mut _,
-                iov_len: b.slice.len,
-            };
+            iov[1] = libc::iovec { iov_base: b.slice.ptr as *mut _, iov_len: b.slice.len };
             iovlen = 2;
         }
         // SAFETY: msghdr is plain data; all-zero is valid.
@@ -251,10 +208,7 @@ impl RxBatch {
             size,
             names: [RawAddr::zeroed(); BATCH],
             cmsgs: [[0; PKTINFO_SPACE]; BATCH],
-            iovs: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; BATCH],
+            iovs: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH],
             // SAFETY: mmsghdr is plain data; all-zero is valid.
             msgs: unsafe { std::mem::zeroed() },
         })
@@ -274,10 +228,8 @@ impl RxBatch {
         let mut taken = 0;
         while taken < BUDGET {
             for i in 0..BATCH {
-                self.iovs[i] = libc::iovec {
-                    iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(),
-                    iov_len: self.size,
-                };
+                self.iovs[i] =
+                    libc::iovec { iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(), iov_len: self.size };
                 let m = &mut self.msgs[i].msg_hdr;
                 m.msg_name = (&mut self.names[i] as *mut RawAddr).cast();
                 m.msg_namelen = RAW_ADDR_LEN;
@@ -289,13 +241,7 @@ impl RxBatch {
             }
             // SAFETY: every mmsghdr points into buffers owned by `self`, valid for the call.
             let n = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    self.msgs.as_mut_ptr(),
-                    BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
+                libc::recvmmsg(fd, self.msgs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
             };
             if n <= 0 {
                 return;
@@ -304,18 +250,13 @@ impl RxBatch {
                 let h = &self.msgs[i].msg_hdr;
                 // SAFETY: the kernel wrote `msg_namelen` bytes of address into names[i].
                 let name = unsafe {
-                    std::slice::from_raw_parts(
-                        (&self.names[i] as *const RawAddr).cast::<u8>(),
-                        h.msg_namelen as usize,
-                    )
+                    std::slice::from_raw_parts((&self.names[i] as *const RawAddr).cast::<u8>(), h.msg_namelen as usize)
                 };
                 let Some(peer) = decode_sockaddr(name) else {
                     continue;
                 };
                 let local = match via {
-                    Via::Listen(_) => {
-                        parse_pktinfo(&self.cmsgs[i][..h.msg_controllen.min(PKTINFO_SPACE)])
-                    }
+                    Via::Listen(_) => parse_pktinfo(&self.cmsgs[i][..h.msg_controllen.min(PKTINFO_SPACE)]),
                     Via::Transfer(_) => None,
                 };
                 let len = (self.msgs[i].msg_len as usize).min(self.size);
@@ -354,14 +295,7 @@ pub(crate) fn run(
             None => 1000,
         };
         // SAFETY: `events` is a valid array of the length given.
-        let n = unsafe {
-            libc::epoll_wait(
-                io.epfd.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                timeout,
-            )
-        };
+        let n = unsafe { libc::epoll_wait(io.epfd.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -397,19 +331,10 @@ pub(crate) fn run(
                     if slot.generation != generation {
                         continue;
                     }
-                    let (Some(fd), token) =
-                        (slot.sock.as_ref().map(AsRawFd::as_raw_fd), slot.token)
-                    else {
+                    let (Some(fd), token) = (slot.sock.as_ref().map(AsRawFd::as_raw_fd), slot.token) else {
                         continue;
                     };
-                    rx.drain(
-                        fd,
-                        Via::Transfer(SockRef(idx)),
-                        Some(token),
-                        engine,
-                        io,
-                        now,
-                    );
+                    rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), engine, io, now);
                 }
             }
             while let Some((token, errno)) = io.errors.pop() {

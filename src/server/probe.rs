@@ -18,9 +18,7 @@ pub(crate) fn io_uring_usable() -> Result<(), String> {
     }
     let mut ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
     let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| format!("io_uring_register(PROBE): {e}"))?;
+    ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring_register(PROBE): {e}"))?;
     for (name, code) in [
         ("SENDMSG", opcode::SendMsg::CODE),
         ("RECVMSG", opcode::RecvMsgMulti::CODE),
@@ -32,11 +30,8 @@ pub(crate) fn io_uring_usable() -> Result<(), String> {
         }
     }
     // SAFETY: a NOP references no memory.
-    unsafe {
-        ring.submission()
-            .push(&opcode::Nop::new().build().user_data(42))
-    }
-    .map_err(|_| "submission queue full".to_string())?;
+    unsafe { ring.submission().push(&opcode::Nop::new().build().user_data(42)) }
+        .map_err(|_| "submission queue full".to_string())?;
     let ts = types::Timespec::new().sec(1);
     ring.submitter()
         .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
@@ -45,9 +40,7 @@ pub(crate) fn io_uring_usable() -> Result<(), String> {
         Some(c) if c.user_data() == 42 => {}
         _ => return Err("a NOP did not complete".into()),
     }
-    super::uring::BufRing::new(&ring, 16, 64, 0)
-        .map(drop)
-        .map_err(|e| format!("provided-buffer ring: {e}"))
+    super::uring::BufRing::new(&ring, 16, 64, 0).map(drop).map_err(|e| format!("provided-buffer ring: {e}"))
 }
 
 #[cfg(test)]

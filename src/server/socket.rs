@@ -28,29 +28,15 @@ pub(crate) const PKTINFO_SPACE: usize = 64;
 fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its size.
     let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const i32).cast(),
-            size_of::<i32>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), size_of::<i32>() as libc::socklen_t)
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// A listening socket for `addr`: `SO_REUSEPORT`, IPv6-only for IPv6, packet info on, a receive
 /// buffer of `recv_buffer` bytes (forced past `rmem_max` when privileged), non-blocking.
 pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
-    let s = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM.nonblocking().cloexec(),
-        Some(Protocol::UDP),
-    )?;
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
     let fd = s.as_raw_fd();
     if addr.is_ipv6() {
@@ -82,16 +68,8 @@ impl PortPicker {
 
     /// Binds a transfer socket to `ip` (with `scope` for IPv6 link-local) and a port.
     pub(crate) fn bind(&mut self, ip: IpAddr, scope: u32) -> io::Result<UdpSocket> {
-        let domain = if ip.is_ipv6() {
-            Domain::IPV6
-        } else {
-            Domain::IPV4
-        };
-        let s = Socket::new(
-            domain,
-            Type::DGRAM.nonblocking().cloexec(),
-            Some(Protocol::UDP),
-        )?;
+        let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+        let s = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
         if ip.is_ipv6() {
             s.set_only_v6(true)?;
         }
@@ -113,10 +91,7 @@ impl PortPicker {
                 Err(e) => return Err(e),
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "every port of --port-range is in use",
-        ))
+        Err(io::Error::new(io::ErrorKind::AddrInUse, "every port of --port-range is in use"))
     }
 }
 
@@ -138,10 +113,7 @@ impl RawAddr {
                 v4.sin_family = libc::AF_INET as libc::sa_family_t;
                 v4.sin_port = a.port().to_be();
                 v4.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                (
-                    Self { v4 },
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
+                (Self { v4 }, size_of::<libc::sockaddr_in>() as libc::socklen_t)
             }
             SocketAddr::V6(a) => {
                 // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
@@ -151,10 +123,7 @@ impl RawAddr {
                 v6.sin6_addr.s6_addr = a.ip().octets();
                 v6.sin6_flowinfo = a.flowinfo();
                 v6.sin6_scope_id = a.scope_id();
-                (
-                    Self { v6 },
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
+                (Self { v6 }, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
             }
         }
     }
@@ -215,19 +184,13 @@ pub(crate) fn parse_pktinfo(control: &[u8]) -> Option<LocalEnd> {
             // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
             let ifindex = u32::from_ne_bytes(data[0..4].try_into().ok()?);
             let ip = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
-            return Some(LocalEnd {
-                ip: IpAddr::V4(ip),
-                ifindex,
-            });
+            return Some(LocalEnd { ip: IpAddr::V4(ip), ifindex });
         }
         if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO && data.len() >= 20 {
             // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
             let ip: [u8; 16] = data[0..16].try_into().ok()?;
             let ifindex = u32::from_ne_bytes(data[16..20].try_into().ok()?);
-            return Some(LocalEnd {
-                ip: IpAddr::V6(Ipv6Addr::from(ip)),
-                ifindex,
-            });
+            return Some(LocalEnd { ip: IpAddr::V6(Ipv6Addr::from(ip)), ifindex });
         }
         rest = rest.get(cmsg_align(len)..)?;
     }
@@ -245,11 +208,7 @@ pub(crate) fn write_pktinfo(local: &LocalEnd, buf: &mut [u8; PKTINFO_SPACE]) -> 
         }
         IpAddr::V6(ip) => {
             buf[CMSG_HDR..CMSG_HDR + 16].copy_from_slice(&ip.octets());
-            let scope = if ip.is_unicast_link_local() {
-                local.ifindex
-            } else {
-                0
-            };
+            let scope = if ip.is_unicast_link_local() { local.ifindex } else { 0 };
             buf[CMSG_HDR + 16..CMSG_HDR + 20].copy_from_slice(&scope.to_ne_bytes());
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, 20)
         }
@@ -298,9 +257,7 @@ mod tests {
             let addr: SocketAddr = a.parse().unwrap();
             let (raw, len) = RawAddr::new(&addr);
             // SAFETY: RawAddr is plain data of at least `len` bytes.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&raw as *const RawAddr).cast::<u8>(), len as usize)
-            };
+            let bytes = unsafe { std::slice::from_raw_parts((&raw as *const RawAddr).cast::<u8>(), len as usize) };
             assert_eq!(decode_sockaddr(bytes), Some(addr));
         }
         assert_eq!(decode_sockaddr(&[0, 0]), None);
@@ -309,10 +266,7 @@ mod tests {
     #[test]
     fn pktinfo_v6_roundtrip() {
         for ip in ["::1", "fe80::2"] {
-            let l = LocalEnd {
-                ip: ip.parse().unwrap(),
-                ifindex: 3,
-            };
+            let l = LocalEnd { ip: ip.parse().unwrap(), ifindex: 3 };
             let mut buf = [0u8; PKTINFO_SPACE];
             let n = write_pktinfo(&l, &mut buf);
             assert_eq!(parse_pktinfo(&buf[..n]).unwrap().ip, l.ip);
@@ -324,13 +278,7 @@ mod tests {
     fn pktinfo_v4_layouts() {
         // Sending sets the source in ipi_spec_dst (bytes 4..8 of the data).
         let mut buf = [0u8; PKTINFO_SPACE];
-        let n = write_pktinfo(
-            &LocalEnd {
-                ip: "127.0.0.2".parse().unwrap(),
-                ifindex: 3,
-            },
-            &mut buf,
-        );
+        let n = write_pktinfo(&LocalEnd { ip: "127.0.0.2".parse().unwrap(), ifindex: 3 }, &mut buf);
         assert_eq!(n, cmsg_align(CMSG_HDR + 12));
         assert_eq!(&buf[CMSG_HDR + 4..CMSG_HDR + 8], &[127, 0, 0, 2]);
         // Receiving reads the packet's destination from ipi_addr (bytes 8..12).
@@ -356,10 +304,7 @@ mod tests {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let a = p.bind(ip, 0).unwrap();
         let b = p.bind(ip, 0).unwrap();
-        let ports = [
-            a.local_addr().unwrap().port(),
-            b.local_addr().unwrap().port(),
-        ];
+        let ports = [a.local_addr().unwrap().port(), b.local_addr().unwrap().port()];
         assert!(ports.iter().all(|&x| (lo..=hi).contains(&x)), "{ports:?}");
         assert_ne!(ports[0], ports[1]);
         assert_eq!(p.bind(ip, 0).unwrap_err().kind(), io::ErrorKind::AddrInUse);

@@ -94,16 +94,12 @@ impl Default for Latencies {
 impl Latencies {
     /// Empty histograms covering 1 µs to 1 hour at 3 significant digits.
     pub fn new() -> Self {
-        Self {
-            transfer: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-        }
+        Self { transfer: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds") }
     }
 
     /// Records a completed transfer's duration; never allocates.
     pub fn record_transfer(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros())
-            .unwrap_or(u64::MAX)
-            .clamp(1, 3_600_000_000);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 3_600_000_000);
         // Clamped into the histogram's range, so recording cannot fail.
         let _ = self.transfer.record(us);
     }

@@ -93,9 +93,7 @@ impl TimerWheel {
             if word != 0 {
                 let b = w * 64 + word.trailing_zeros() as usize;
                 let ahead = (b + BUCKETS - start) % BUCKETS;
-                return Some(Timestamp::from_micros(
-                    (self.cursor + ahead as u64) * self.tick_us,
-                ));
+                return Some(Timestamp::from_micros((self.cursor + ahead as u64) * self.tick_us));
             }
         }
         None

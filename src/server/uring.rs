@@ -27,9 +27,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::engine::Engine;
 use super::io::{Datagram, Io, MAX_HEAD, Outgoing, SockRef, Token, Via};
-use super::socket::{
-    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo,
-};
+use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo};
 use super::worker::{Clock, RX_SIZE, WorkerControl};
 use crate::config::Config;
 use crate::fs::FileVersion;
@@ -60,10 +58,7 @@ pub(crate) struct BufRing {
 impl BufRing {
     /// Allocates and registers the ring with `ring` as buffer group `bgid`.
     pub(crate) fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
-        assert!(
-            count.is_power_of_two(),
-            "buffer count must be a power of two"
-        );
+        assert!(count.is_power_of_two(), "buffer count must be a power of two");
         let entries_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: an anonymous private mapping; the result is checked. The kernel requires the
         // ring entries to be page-aligned, which mmap guarantees.
@@ -90,10 +85,7 @@ impl BufRing {
         };
         // SAFETY: the entries stay mapped until drop, which happens after the ring that uses them
         // has been dropped (the owner declares the ring first) or unregistered.
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(p as u64, count, bgid, 0)?
-        };
+        unsafe { ring.submitter().register_buf_ring_with_flags(p as u64, count, bgid, 0)? };
         for bid in 0..count {
             br.push(bid);
         }
@@ -211,9 +203,7 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
     let cq = entries.saturating_mul(4);
     let attempts: [fn(&mut io_uring::Builder); 3] = [
         |b| {
-            b.setup_single_issuer()
-                .setup_coop_taskrun()
-                .setup_defer_taskrun();
+            b.setup_single_issuer().setup_coop_taskrun().setup_defer_taskrun();
         },
         |b| {
             b.setup_coop_taskrun();
@@ -235,15 +225,9 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 
 impl Uring {
     /// Sets up the ring, the buffer ring and the send slots, and arms the receives.
-    pub(crate) fn new(
-        cfg: &Config,
-        listens: Vec<UdpSocket>,
-        ports: PortPicker,
-        wake_fd: RawFd,
-    ) -> io::Result<Self> {
+    pub(crate) fn new(cfg: &Config, listens: Vec<UdpSocket>, ports: PortPicker, wake_fd: RawFd) -> io::Result<Self> {
         let ring = build_ring(cfg.ring_entries)?;
-        let count = u16::try_from(cfg.rx_buffers)
-            .map_err(|_| io::Error::other("--rx-buffers too large"))?;
+        let count = u16::try_from(cfg.rx_buffers).map_err(|_| io::Error::other("--rx-buffers too large"))?;
         let bufs = BufRing::new(&ring, count, RX_SIZE, BGID)?;
         // SAFETY: msghdr is plain data; all-zero is valid.
         let mut listen_msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -256,10 +240,7 @@ impl Uring {
             .map(|_| SendSlot {
                 // SAFETY: plain data; all-zero is valid.
                 msg: unsafe { std::mem::zeroed() },
-                iov: [libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                }; 2],
+                iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2],
                 addr: RawAddr::zeroed(),
                 cmsg: [0; PKTINFO_SPACE],
                 head: [0; MAX_HEAD],
@@ -267,11 +248,7 @@ impl Uring {
                 token: None,
             })
             .collect();
-        let rx = Box::new(Rx {
-            bufs,
-            listen_msg,
-            xfer_msg,
-        });
+        let rx = Box::new(Rx { bufs, listen_msg, xfer_msg });
         let mut io = UringIo {
             ring,
             listen_msg: &rx.listen_msg,
@@ -334,24 +311,18 @@ impl UringIo {
                 (s.as_raw_fd(), self.xfer_msg, ud(KIND_XFER, generation, idx))
             }
         };
-        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), msg, BGID)
-            .build()
-            .user_data(data);
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), msg, BGID).build().user_data(data);
         self.push(&sqe);
     }
 
     fn arm_wake(&mut self) {
         let buf = (&mut *self.wake_buf as *mut u64).cast::<u8>();
-        let sqe = opcode::Read::new(types::Fd(self.wake_fd), buf, 8)
-            .build()
-            .user_data(ud(KIND_WAKE, 0, 0));
+        let sqe = opcode::Read::new(types::Fd(self.wake_fd), buf, 8).build().user_data(ud(KIND_WAKE, 0, 0));
         self.push(&sqe);
     }
 
     fn cancel(&mut self, target: u64) {
-        let sqe = opcode::AsyncCancel::new(target)
-            .build()
-            .user_data(ud(KIND_CANCEL, 0, 0));
+        let sqe = opcode::AsyncCancel::new(target).build().user_data(ud(KIND_CANCEL, 0, 0));
         self.push(&sqe);
     }
 
@@ -396,12 +367,7 @@ impl UringIo {
 
     fn fd_of(&self, via: Via) -> Option<RawFd> {
         match via {
-            Via::Listen(i) => self
-                .listens
-                .get(i as usize)?
-                .0
-                .as_ref()
-                .map(AsRawFd::as_raw_fd),
+            Via::Listen(i) => self.listens.get(i as usize)?.0.as_ref().map(AsRawFd::as_raw_fd),
             Via::Transfer(SockRef(i)) => {
                 let e = self.socks.get(i as usize)?;
                 (e.state == SockState::Open).then_some(())?;
@@ -421,13 +387,7 @@ impl Io for UringIo {
         let idx = match self.free_socks.pop() {
             Some(i) => i,
             None => {
-                self.socks.push(SockEntry {
-                    sock: None,
-                    token,
-                    generation: 0,
-                    state: SockState::Open,
-                    armed: false,
-                });
+                self.socks.push(SockEntry { sock: None, token, generation: 0, state: SockState::Open, armed: false });
                 (self.socks.len() - 1) as u32
             }
         };
@@ -476,16 +436,10 @@ impl Io for UringIo {
         slot.head[..n].copy_from_slice(&out.head[..n]);
         let (addr, addr_len) = RawAddr::new(&out.to);
         slot.addr = addr;
-        slot.iov[0] = libc::iovec {
-            iov_base: slot.head.as_mut_ptr().cast(),
-            iov_len: n,
-        };
+        slot.iov[0] = libc::iovec { iov_base: slot.head.as_mut_ptr().cast(), iov_len: n };
         slot.msg.msg_iovlen = 1;
         if let Some(b) = out.body {
-            slot.iov[1] = libc::iovec {
-                iov_base: b.slice.ptr as *mut _,
-                iov_len: b.slice.len,
-            };
+            slot.iov[1] = libc::iovec { iov_base: b.slice.ptr as *mut _, iov_len: b.slice.len };
             slot.msg.msg_iovlen = 2;
             slot.keep = Some(Rc::clone(b.file));
         }
@@ -499,9 +453,7 @@ impl Io for UringIo {
             slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
         }
         slot.token = out.token;
-        let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
-            .build()
-            .user_data(ud(KIND_SEND, 0, idx));
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data(ud(KIND_SEND, 0, idx));
         self.push(&sqe);
     }
 }
@@ -509,10 +461,7 @@ impl Io for UringIo {
 /// A synchronous `sendmsg` for when every send slot is busy.
 fn send_now(fd: RawFd, out: &Outgoing<'_>) {
     let (addr, addr_len) = RawAddr::new(&out.to);
-    let mut iov = [libc::iovec {
-        iov_base: out.head.as_ptr() as *mut _,
-        iov_len: out.head.len(),
-    }];
+    let mut iov = [libc::iovec { iov_base: out.head.as_ptr() as *mut _, iov_len: out.head.len() }];
     // SAFETY: plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
@@ -554,27 +503,13 @@ fn complete(
                 (Via::Listen(idx), None, &rx.listen_msg, live)
             } else {
                 let e = io.socks.get(idx as usize);
-                let live =
-                    e.is_some_and(|e| e.generation == generation && e.state == SockState::Open);
-                (
-                    Via::Transfer(SockRef(idx)),
-                    e.map(|e| e.token),
-                    &rx.xfer_msg,
-                    live,
-                )
+                let live = e.is_some_and(|e| e.generation == generation && e.state == SockState::Open);
+                (Via::Transfer(SockRef(idx)), e.map(|e| e.token), &rx.xfer_msg, live)
             };
             if res >= 0 {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if live {
-                        deliver(
-                            rx.bufs.get(bid, res as usize),
-                            msg,
-                            via,
-                            token,
-                            io,
-                            engine,
-                            now,
-                        );
+                        deliver(rx.bufs.get(bid, res as usize), msg, via, token, io, engine, now);
                     }
                     rx.bufs.push(bid);
                 }
@@ -643,32 +578,19 @@ fn deliver(
         return;
     };
     let name = out.name_data();
-    let Some(peer) = decode_sockaddr(&name[..name.len().min(out.incoming_name_len() as usize)])
-    else {
+    let Some(peer) = decode_sockaddr(&name[..name.len().min(out.incoming_name_len() as usize)]) else {
         return;
     };
     let local = match via {
         Via::Listen(_) => parse_pktinfo(out.control_data()),
         Via::Transfer(_) => None,
     };
-    let d = Datagram {
-        via,
-        token,
-        peer,
-        local,
-        payload: out.payload_data(),
-        truncated: out.is_payload_truncated(),
-    };
+    let d = Datagram { via, token, peer, local, payload: out.payload_data(), truncated: out.is_payload_truncated() };
     engine.on_datagram(now, &d, io);
 }
 
 /// Runs a worker on io_uring until the engine has finished after a stop.
-pub(crate) fn run(
-    engine: &mut Engine,
-    uring: &mut Uring,
-    clock: &Clock,
-    control: &WorkerControl,
-) -> io::Result<()> {
+pub(crate) fn run(engine: &mut Engine, uring: &mut Uring, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
     let Uring { io, rx } = uring;
     let result = run_loop(engine, io, rx, clock, control);
     // Drain: cancel every receive and wait for all operations, so that nothing the kernel may
@@ -677,10 +599,7 @@ pub(crate) fn run(
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while io.in_flight > 0 && std::time::Instant::now() < deadline {
         let ts = types::Timespec::from(Duration::from_millis(50));
-        let _ = io
-            .ring
-            .submitter()
-            .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+        let _ = io.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
         let cqes: Vec<cqueue::Entry> = io.ring.completion().collect();
         for c in &cqes {
             complete(c, io, rx, engine, clock.now(), control);
@@ -705,17 +624,9 @@ fn run_loop(
             .map_or(Duration::from_secs(1), |t| t.saturating_since(now))
             .min(Duration::from_secs(1));
         let ts = types::Timespec::from(wait);
-        match io
-            .ring
-            .submitter()
-            .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
-        {
+        match io.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts)) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
             Err(e) => return Err(e),
         }
         let now = clock.now();

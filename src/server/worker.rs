@@ -52,11 +52,7 @@ impl WorkerControl {
         }
         // SAFETY: a new descriptor we own.
         let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self {
-            stop: AtomicBool::new(false),
-            abort: AtomicBool::new(false),
-            wake,
-        })
+        Ok(Self { stop: AtomicBool::new(false), abort: AtomicBool::new(false), wake })
     }
 
     pub(crate) fn wake_fd(&self) -> RawFd {
@@ -184,11 +180,8 @@ impl Server {
     /// Returns once every worker is serving.
     pub fn start(cfg: Config) -> Result<Self, StartError> {
         raise_fd_limit();
-        let root =
-            Root::open(&cfg.root, cfg.follow_symlinks).map_err(|source| StartError::Root {
-                path: cfg.root.clone(),
-                source,
-            })?;
+        let root = Root::open(&cfg.root, cfg.follow_symlinks)
+            .map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
         if !root.uses_openat2() {
             warn!("openat2 is unavailable: symbolic links are refused everywhere under the root");
         }
@@ -200,12 +193,9 @@ impl Server {
         for &addr in &cfg.listen {
             let mut addr = addr;
             for sockets in per_worker.iter_mut() {
-                let s = listen_socket(addr, cfg.recv_buffer)
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                let s = listen_socket(addr, cfg.recv_buffer).map_err(|source| StartError::Bind { addr, source })?;
                 if addr.port() == 0 {
-                    addr = s
-                        .local_addr()
-                        .map_err(|source| StartError::Bind { addr, source })?;
+                    addr = s.local_addr().map_err(|source| StartError::Bind { addr, source })?;
                 }
                 sockets.push(s);
             }
@@ -227,44 +217,24 @@ impl Server {
             warn!(reason = %why, "io_uring is unusable, running on epoll");
         }
 
-        let cores = if cfg.pin {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
         let mut workers = Vec::new();
         for (w, listens) in per_worker.into_iter().enumerate() {
-            let control = Arc::new(
-                WorkerControl::new().map_err(|source| StartError::Worker { worker: w, source })?,
-            );
+            let control = Arc::new(WorkerControl::new().map_err(|source| StartError::Worker { worker: w, source })?);
             let counters = Arc::new(CachePadded::new(Counters::default()));
             let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
-            let (cfg, root, ctl, cnt, ready) = (
-                Arc::clone(&cfg),
-                Arc::clone(&root),
-                Arc::clone(&control),
-                Arc::clone(&counters),
-                ready_tx.clone(),
-            );
+            let (cfg, root, ctl, cnt, ready) =
+                (Arc::clone(&cfg), Arc::clone(&root), Arc::clone(&control), Arc::clone(&counters), ready_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("bootstorm-w{w}"))
                 .spawn(move || worker_main(w, core, backend, cfg, root, listens, ctl, cnt, ready))
                 .map_err(|source| StartError::Worker { worker: w, source })?;
-            workers.push(WorkerHandle {
-                thread,
-                control,
-                counters,
-            });
+            workers.push(WorkerHandle { thread, control, counters });
         }
         drop(ready_tx);
-        let server = Self {
-            workers,
-            local_addrs,
-            backend,
-            fallback_reason,
-        };
+        let server = Self { workers, local_addrs, backend, fallback_reason };
         for _ in 0..server.workers.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -306,12 +276,7 @@ impl Server {
 
     /// A handle that can stop or abort the server from another thread while one waits for it.
     pub fn control(&self) -> ServerControl {
-        ServerControl(
-            self.workers
-                .iter()
-                .map(|w| Arc::clone(&w.control))
-                .collect(),
-        )
+        ServerControl(self.workers.iter().map(|w| Arc::clone(&w.control)).collect())
     }
 
     /// Each worker's counters now.
@@ -385,15 +350,13 @@ fn worker_main(
     let mut engine = Engine::new(w, Arc::clone(&cfg), root, counters, clock.now());
     let ports = PortPicker::new(cfg.port_range, (w as u32).wrapping_mul(7919));
     let result = match backend {
-        Backend::Epoll => {
-            match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port) {
-                Ok(mut io) => {
-                    let _ = ready.send(Ok(()));
-                    epoll::run(&mut engine, &mut io, &clock, &control, RX_SIZE)
-                }
-                Err(e) => Err(e),
+        Backend::Epoll => match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port) {
+            Ok(mut io) => {
+                let _ = ready.send(Ok(()));
+                epoll::run(&mut engine, &mut io, &clock, &control, RX_SIZE)
             }
-        }
+            Err(e) => Err(e),
+        },
         Backend::Uring => match uring::Uring::new(&cfg, listens, ports, control.wake_fd()) {
             Ok(mut u) => {
                 let _ = ready.send(Ok(()));

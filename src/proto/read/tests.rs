@@ -8,11 +8,7 @@ use crate::proto::rtt::RtoBounds;
 use crate::proto::wire::{Mode, Options, RequestKind};
 
 const CFG: RetransmitConfig = RetransmitConfig {
-    rto: RtoBounds {
-        initial: Duration::from_millis(100),
-        min: Duration::from_millis(10),
-        max: Duration::from_secs(1),
-    },
+    rto: RtoBounds { initial: Duration::from_millis(100), min: Duration::from_millis(10), max: Duration::from_secs(1) },
     max_retries: 3,
     patience: Duration::from_secs(2),
 };
@@ -31,14 +27,7 @@ fn negotiated(options: &str, size: u64) -> Negotiated {
         Packet::Request(r) => r.options,
         _ => unreachable!(),
     };
-    negotiate(
-        RequestKind::Read,
-        Mode::Octet,
-        &opts,
-        Some(size),
-        Limits::default(),
-        None,
-    )
+    negotiate(RequestKind::Read, Mode::Octet, &opts, Some(size), Limits::default(), None)
 }
 
 fn drain(x: &mut ReadTransfer, now: Timestamp) -> Vec<Transmit> {
@@ -78,24 +67,13 @@ fn oack_then_windows() {
     assert!(!x.is_confirmed());
     ack(&mut x, t(2), 0);
     assert!(x.is_confirmed());
-    assert_eq!(
-        x.sender().rtt().srtt(),
-        Some(Duration::from_millis(2)),
-        "OACK round trip sampled"
-    );
+    assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(2)), "OACK round trip sampled");
     let w = drain(&mut x, t(2));
     assert_eq!(w.len(), 4);
     assert_eq!(w[3], data(4, 1468 * 3, 1468));
     ack(&mut x, t(3), 4);
     // Blocks 5, 6 and the final empty block 7.
-    assert_eq!(
-        drain(&mut x, t(3)),
-        [
-            data(5, 1468 * 4, 1468),
-            data(6, 1468 * 5, 1468),
-            data(7, 1468 * 6, 0)
-        ]
-    );
+    assert_eq!(drain(&mut x, t(3)), [data(5, 1468 * 4, 1468), data(6, 1468 * 5, 1468), data(7, 1468 * 6, 0)]);
     ack(&mut x, t(4), 7);
     assert_eq!(x.outcome(), Some(Outcome::Complete));
 }
@@ -121,10 +99,7 @@ fn uefi_size_probe_is_a_probe() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0", 5000), &CFG);
     drain(&mut x, t(0));
     error(&mut x, t(1), ErrorCode::ACCESS_VIOLATION);
-    assert_eq!(
-        x.outcome(),
-        Some(Outcome::PeerError(ErrorCode::ACCESS_VIOLATION))
-    );
+    assert_eq!(x.outcome(), Some(Outcome::PeerError(ErrorCode::ACCESS_VIOLATION)));
 }
 
 #[test]
@@ -141,10 +116,7 @@ fn pxelinux_close_after_final_block_is_success() {
     ack(&mut x, t(1), 1);
     drain(&mut x, t(1));
     error(&mut x, t(2), ErrorCode::NOT_DEFINED);
-    assert_eq!(
-        x.outcome(),
-        Some(Outcome::PeerError(ErrorCode::NOT_DEFINED))
-    );
+    assert_eq!(x.outcome(), Some(Outcome::PeerError(ErrorCode::NOT_DEFINED)));
 }
 
 #[test]
@@ -161,11 +133,7 @@ fn no_timer_resend_before_first_ack_one_answer_per_request() {
     assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack]);
     assert_eq!(x.retransmits(), 1);
     ack(&mut x, t(1503), 0);
-    assert_eq!(
-        x.sender().rtt().srtt(),
-        Some(Duration::from_millis(3)),
-        "timed from the latest OACK"
-    );
+    assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(3)), "timed from the latest OACK");
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
     drain(&mut x, t(0));
     assert!(x.handle_duplicate_request(t(1500), &CFG));
@@ -176,11 +144,7 @@ fn no_timer_resend_before_first_ack_one_answer_per_request() {
     assert_eq!(x.outcome(), None);
     x.handle_timeout(t(3500), &CFG);
     assert_eq!(x.outcome(), Some(Outcome::TimedOut));
-    assert_eq!(
-        drain(&mut x, t(3500)),
-        [],
-        "no ERROR to a silent, unconfirmed peer"
-    );
+    assert_eq!(drain(&mut x, t(3500)), [], "no ERROR to a silent, unconfirmed peer");
 }
 
 #[test]
@@ -195,10 +159,7 @@ fn repeated_plain_request_resends_data_1_timed_from_the_repeat() {
         Some(Duration::from_millis(1)),
         "timed from the repeat: the client's repeated request shows the first copy was lost"
     );
-    assert!(
-        !x.handle_duplicate_request(t(302), &CFG),
-        "ignored once confirmed"
-    );
+    assert!(!x.handle_duplicate_request(t(302), &CFG), "ignored once confirmed");
     assert_eq!(drain(&mut x, t(302)), [data(2, 512, 512)]);
 }
 
@@ -260,25 +221,12 @@ fn client_timeout_option_caps_waits() {
 fn unexpected_packets_answered_with_error_4() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
     drain(&mut x, t(0));
-    x.handle_packet(
-        t(1),
-        &Packet::Data {
-            block: 1,
-            data: b"x",
-        },
-        &CFG,
-    );
+    x.handle_packet(t(1), &Packet::Data { block: 1, data: b"x" }, &CFG);
     assert_eq!(
         drain(&mut x, t(1)),
-        [Transmit::Error {
-            code: ErrorCode::ILLEGAL_OPERATION,
-            message: "unexpected packet on a read transfer"
-        }]
+        [Transmit::Error { code: ErrorCode::ILLEGAL_OPERATION, message: "unexpected packet on a read transfer" }]
     );
-    assert_eq!(
-        x.outcome(),
-        Some(Outcome::Aborted(ErrorCode::ILLEGAL_OPERATION))
-    );
+    assert_eq!(x.outcome(), Some(Outcome::Aborted(ErrorCode::ILLEGAL_OPERATION)));
 }
 
 #[test]
@@ -289,10 +237,7 @@ fn abort_sends_error_once() {
     assert!(x.wants_transmit());
     assert_eq!(
         drain(&mut x, t(1)),
-        [Transmit::Error {
-            code: ErrorCode::NOT_DEFINED,
-            message: "server shutting down"
-        }]
+        [Transmit::Error { code: ErrorCode::NOT_DEFINED, message: "server shutting down" }]
     );
     x.abort(ErrorCode::NOT_DEFINED, "again");
     assert_eq!(drain(&mut x, t(1)), []);

@@ -17,9 +17,7 @@ fn roundtrip(b: &[u8]) {
 #[test]
 fn rrq_plain() {
     let b = b"\x00\x01pxelinux.0\x00octet\x00";
-    let Packet::Request(r) = decode(b).unwrap() else {
-        panic!()
-    };
+    let Packet::Request(r) = decode(b).unwrap() else { panic!() };
     assert_eq!(r.kind, RequestKind::Read);
     assert_eq!(r.filename, b"pxelinux.0");
     assert_eq!(r.mode, Mode::Octet);
@@ -30,9 +28,7 @@ fn rrq_plain() {
 #[test]
 fn wrq_netascii_mixed_case_mode() {
     let b = b"\x00\x02log.txt\x00NetASCII\x00";
-    let Packet::Request(r) = decode(b).unwrap() else {
-        panic!()
-    };
+    let Packet::Request(r) = decode(b).unwrap() else { panic!() };
     assert_eq!(r.kind, RequestKind::Write);
     assert_eq!(r.mode, Mode::Netascii);
     assert_eq!(r.mode_raw, b"NetASCII");
@@ -41,9 +37,7 @@ fn wrq_netascii_mixed_case_mode() {
 
 #[test]
 fn mail_mode_is_recognised() {
-    let Packet::Request(r) = decode(b"\x00\x01f\x00MAIL\x00").unwrap() else {
-        panic!()
-    };
+    let Packet::Request(r) = decode(b"\x00\x01f\x00MAIL\x00").unwrap() else { panic!() };
     assert_eq!(r.mode, Mode::Mail);
 }
 
@@ -51,50 +45,28 @@ fn mail_mode_is_recognised() {
 fn rrq_with_every_option_edk2_spelling() {
     // What OVMF sends for its size probe (real-clients.md), plus timeout and an unknown option.
     let b = b"\x00\x01grubx64.efi\x00octet\x00tsize\x000\x00blksize\x001468\x00windowsize\x004\x00timeout\x005\x00msftwindow\x0031416\x00";
-    let Packet::Request(r) = decode(b).unwrap() else {
-        panic!()
-    };
+    let Packet::Request(r) = decode(b).unwrap() else { panic!() };
     assert_eq!(r.options.len(), 5);
     assert_eq!(r.options.get("tsize"), Some((&b"tsize"[..], &b"0"[..])));
-    assert_eq!(
-        r.options.get("BLKSIZE"),
-        Some((&b"blksize"[..], &b"1468"[..]))
-    );
+    assert_eq!(r.options.get("BLKSIZE"), Some((&b"blksize"[..], &b"1468"[..])));
     assert_eq!(r.options.get("windowsize").unwrap().1, b"4");
     assert_eq!(r.options.get("timeout").unwrap().1, b"5");
     assert_eq!(r.options.get("msftwindow").unwrap().1, b"31416");
     let names: Vec<&[u8]> = r.options.iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        names,
-        [
-            &b"tsize"[..],
-            b"blksize",
-            b"windowsize",
-            b"timeout",
-            b"msftwindow"
-        ]
-    );
+    assert_eq!(names, [&b"tsize"[..], b"blksize", b"windowsize", b"timeout", b"msftwindow"]);
     roundtrip(b);
 }
 
 #[test]
 fn option_names_keep_client_spelling() {
     let b = b"\x00\x01f\x00octet\x00BlkSize\x001024\x00";
-    let Packet::Request(r) = decode(b).unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        r.options.get("blksize"),
-        Some((&b"BlkSize"[..], &b"1024"[..]))
-    );
+    let Packet::Request(r) = decode(b).unwrap() else { panic!() };
+    assert_eq!(r.options.get("blksize"), Some((&b"BlkSize"[..], &b"1024"[..])));
 }
 
 #[test]
 fn request_nul_padding_tolerated() {
-    let Packet::Request(r) = decode(b"\x00\x01f\x00octet\x00tsize\x000\x00\x00\x00\x00").unwrap()
-    else {
-        panic!()
-    };
+    let Packet::Request(r) = decode(b"\x00\x01f\x00octet\x00tsize\x000\x00\x00\x00\x00").unwrap() else { panic!() };
     assert_eq!(r.options.len(), 1);
     assert_eq!(r.options.as_bytes(), b"tsize\x000\x00");
 }
@@ -104,30 +76,12 @@ fn request_errors() {
     assert_eq!(decode(b""), Err(DecodeError::TooShort));
     assert_eq!(decode(b"\x00"), Err(DecodeError::TooShort));
     assert_eq!(decode(b"\x00\x01file"), Err(DecodeError::MissingNul));
-    assert_eq!(
-        decode(b"\x00\x01file\x00octet"),
-        Err(DecodeError::MissingNul)
-    );
-    assert_eq!(
-        decode(b"\x00\x01\x00octet\x00"),
-        Err(DecodeError::EmptyFilename)
-    );
-    assert_eq!(
-        decode(b"\x00\x01f\x00binary\x00"),
-        Err(DecodeError::BadMode)
-    );
-    assert_eq!(
-        decode(b"\x00\x01f\x00octet\x00blksize\x00"),
-        Err(DecodeError::MissingOptionValue)
-    );
-    assert_eq!(
-        decode(b"\x00\x01f\x00octet\x00blksize\x00512"),
-        Err(DecodeError::MissingNul)
-    );
-    assert_eq!(
-        decode(b"\x00\x01f\x00octet\x00\x00x\x00"),
-        Err(DecodeError::BadOption)
-    );
+    assert_eq!(decode(b"\x00\x01file\x00octet"), Err(DecodeError::MissingNul));
+    assert_eq!(decode(b"\x00\x01\x00octet\x00"), Err(DecodeError::EmptyFilename));
+    assert_eq!(decode(b"\x00\x01f\x00binary\x00"), Err(DecodeError::BadMode));
+    assert_eq!(decode(b"\x00\x01f\x00octet\x00blksize\x00"), Err(DecodeError::MissingOptionValue));
+    assert_eq!(decode(b"\x00\x01f\x00octet\x00blksize\x00512"), Err(DecodeError::MissingNul));
+    assert_eq!(decode(b"\x00\x01f\x00octet\x00\x00x\x00"), Err(DecodeError::BadOption));
     let mut long = b"\x00\x01".to_vec();
     long.extend(std::iter::repeat_n(b'a', MAX_FILENAME_LEN + 1));
     long.extend(b"\x00octet\x00");
@@ -153,41 +107,20 @@ fn unknown_opcodes() {
 #[test]
 fn data_packets() {
     let b = b"\x00\x03\x00\x01hello";
-    assert_eq!(
-        decode(b).unwrap(),
-        Packet::Data {
-            block: 1,
-            data: b"hello"
-        }
-    );
+    assert_eq!(decode(b).unwrap(), Packet::Data { block: 1, data: b"hello" });
     roundtrip(b);
     // An empty DATA ends a transfer whose size is a multiple of blksize.
-    assert_eq!(
-        decode(b"\x00\x03\xff\xff").unwrap(),
-        Packet::Data {
-            block: 65535,
-            data: b""
-        }
-    );
+    assert_eq!(decode(b"\x00\x03\xff\xff").unwrap(), Packet::Data { block: 65535, data: b"" });
     assert_eq!(decode(b"\x00\x03\x00"), Err(DecodeError::TooShort));
     assert_eq!(data_header(0x1234), [0, 3, 0x12, 0x34]);
 }
 
 #[test]
 fn ack_packets() {
-    assert_eq!(
-        decode(b"\x00\x04\x00\x00").unwrap(),
-        Packet::Ack { block: 0 }
-    );
-    assert_eq!(
-        decode(b"\x00\x04\xff\xfe").unwrap(),
-        Packet::Ack { block: 65534 }
-    );
+    assert_eq!(decode(b"\x00\x04\x00\x00").unwrap(), Packet::Ack { block: 0 });
+    assert_eq!(decode(b"\x00\x04\xff\xfe").unwrap(), Packet::Ack { block: 65534 });
     assert_eq!(decode(b"\x00\x04\x00"), Err(DecodeError::TooShort));
-    assert_eq!(
-        decode(b"\x00\x04\x00\x01\x00"),
-        Err(DecodeError::TrailingBytes)
-    );
+    assert_eq!(decode(b"\x00\x04\x00\x01\x00"), Err(DecodeError::TrailingBytes));
     assert_eq!(ack(258), [0, 4, 1, 2]);
     roundtrip(b"\x00\x04\x01\x02");
 }
@@ -198,24 +131,16 @@ fn error_packets() {
     let b = b"\x00\x05\x00\x08User aborted the transfer\x00";
     assert_eq!(
         decode(b).unwrap(),
-        Packet::Error {
-            code: ErrorCode::OPTION_REFUSED,
-            message: b"User aborted the transfer"
-        }
+        Packet::Error { code: ErrorCode::OPTION_REFUSED, message: b"User aborted the transfer" }
     );
     roundtrip(b);
     // Missing NUL is tolerated so that any ERROR can stop a transfer.
     assert_eq!(
         decode(b"\x00\x05\x00\x00closed").unwrap(),
-        Packet::Error {
-            code: ErrorCode::NOT_DEFINED,
-            message: b"closed"
-        }
+        Packet::Error { code: ErrorCode::NOT_DEFINED, message: b"closed" }
     );
     // Unknown codes survive.
-    let Packet::Error { code, .. } = decode(b"\x00\x05\x01\x00\x00").unwrap() else {
-        panic!()
-    };
+    let Packet::Error { code, .. } = decode(b"\x00\x05\x01\x00\x00").unwrap() else { panic!() };
     assert_eq!(code, ErrorCode(256));
     assert_eq!(code.name(), None);
     assert_eq!(decode(b"\x00\x05\x00"), Err(DecodeError::TooShort));
@@ -227,9 +152,7 @@ fn error_packets() {
 #[test]
 fn oack_packets() {
     let b = b"\x00\x06blksize\x001432\x00tsize\x008247232\x00";
-    let Packet::Oack(o) = decode(b).unwrap() else {
-        panic!()
-    };
+    let Packet::Oack(o) = decode(b).unwrap() else { panic!() };
     assert_eq!(o.len(), 2);
     assert_eq!(o.get("tsize").unwrap().1, b"8247232");
     roundtrip(b);
@@ -244,15 +167,9 @@ fn oack_packets() {
 #[test]
 fn encode_into_small_buffer_fails() {
     let mut out = [0u8; 3];
-    assert_eq!(
-        Packet::Ack { block: 1 }.encode(&mut out),
-        Err(BufferTooSmall)
-    );
+    assert_eq!(Packet::Ack { block: 1 }.encode(&mut out), Err(BufferTooSmall));
     let mut out = [0u8; 10];
-    assert_eq!(
-        encode_error(ErrorCode::NOT_DEFINED, b"too long a message", &mut out),
-        Err(BufferTooSmall)
-    );
+    assert_eq!(encode_error(ErrorCode::NOT_DEFINED, b"too long a message", &mut out), Err(BufferTooSmall));
     assert!(OackWriter::new(&mut [0u8; 1]).is_err());
 }
 
@@ -260,18 +177,8 @@ fn encode_into_small_buffer_fails() {
 fn request_encoding() {
     let mut out = [0u8; 128];
     let opts: [(&[u8], &[u8]); 2] = [(b"tsize", b"0"), (b"blksize", b"1408")];
-    let n = encode_request(
-        RequestKind::Read,
-        b"ldlinux.c32",
-        Mode::Octet,
-        opts,
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(
-        &out[..n],
-        b"\x00\x01ldlinux.c32\x00octet\x00tsize\x000\x00blksize\x001408\x00"
-    );
+    let n = encode_request(RequestKind::Read, b"ldlinux.c32", Mode::Octet, opts, &mut out).unwrap();
+    assert_eq!(&out[..n], b"\x00\x01ldlinux.c32\x00octet\x00tsize\x000\x00blksize\x001408\x00");
 }
 
 #[test]
@@ -292,10 +199,7 @@ fn cstring() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn options() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
-    proptest::collection::vec(
-        (cstring(), proptest::collection::vec(1u8..=255, 0..20)),
-        0..MAX_OPTIONS,
-    )
+    proptest::collection::vec((cstring(), proptest::collection::vec(1u8..=255, 0..20)), 0..MAX_OPTIONS)
 }
 
 proptest! {

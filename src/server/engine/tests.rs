@@ -66,20 +66,8 @@ fn rig(args: &[&str]) -> Rig {
     let cfg: Config = Cli::try_parse_from(v).unwrap().try_into().unwrap();
     let root = Arc::new(Root::open(&cfg.root, true).unwrap());
     let counters = Arc::new(CachePadded::new(Counters::default()));
-    let engine = Engine::new(
-        0,
-        Arc::new(cfg),
-        root,
-        Arc::clone(&counters),
-        Timestamp::ZERO,
-    );
-    Rig {
-        _dir: dir,
-        engine,
-        io: FakeIo::default(),
-        now: Timestamp::ZERO,
-        counters,
-    }
+    let engine = Engine::new(0, Arc::new(cfg), root, Arc::clone(&counters), Timestamp::ZERO);
+    Rig { _dir: dir, engine, io: FakeIo::default(), now: Timestamp::ZERO, counters }
 }
 
 fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
@@ -88,10 +76,7 @@ fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
 
 impl Rig {
     fn dgram(&mut self, via: Via, token: Option<Token>, peer: &str, payload: &[u8]) {
-        let local = LocalEnd {
-            ip: LOCAL.parse().unwrap(),
-            ifindex: 0,
-        };
+        let local = LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 };
         let d = Datagram {
             via,
             token,
@@ -111,11 +96,7 @@ impl Rig {
     /// An ACK from the client to transfer slot 0.
     fn ack(&mut self, peer: &str, block: u16) {
         let token = self.engine.token(0);
-        let via = if self.engine.cfg.single_port {
-            Via::Listen(0)
-        } else {
-            Via::Transfer(SockRef(0))
-        };
+        let via = if self.engine.cfg.single_port { Via::Listen(0) } else { Via::Transfer(SockRef(0)) };
         let tok = (!self.engine.cfg.single_port).then_some(token);
         self.dgram(via, tok, peer, &wire::ack(block));
     }
@@ -139,11 +120,7 @@ fn plain_read_to_completion() {
     let mut r = rig(&[]);
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     let sent = r.io.take();
-    assert_eq!(
-        r.io.opened,
-        ["192.0.2.1:0".parse::<SocketAddr>().unwrap()],
-        "bound to the request's address"
-    );
+    assert_eq!(r.io.opened, ["192.0.2.1:0".parse::<SocketAddr>().unwrap()], "bound to the request's address");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, Via::Transfer(SockRef(0)));
     assert_eq!(sent[0].3.len(), 4 + 512);
@@ -161,15 +138,9 @@ fn plain_read_to_completion() {
 #[test]
 fn oack_and_windows() {
     let mut r = rig(&[]);
-    r.request(
-        CLIENT,
-        b"\x00\x01small\x00octet\x00blksize\x00100\x00windowsize\x004\x00tsize\x000\x00",
-    );
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x00100\x00windowsize\x004\x00tsize\x000\x00");
     let sent = r.io.take();
-    assert_eq!(
-        sent[0].3,
-        b"\x00\x06blksize\x00100\x00windowsize\x004\x00tsize\x001000\x00"
-    );
+    assert_eq!(sent[0].3, b"\x00\x06blksize\x00100\x00windowsize\x004\x00tsize\x001000\x00");
     r.ack(CLIENT, 0);
     assert_eq!(r.io.take().len(), 4);
     r.ack(CLIENT, 4);
@@ -218,12 +189,7 @@ fn foreign_port_gets_error_5_and_transfer_goes_on() {
     assert_eq!(count(&r.counters.foreign), 1);
     // An ERROR from a foreign port is not answered.
     let token = r.engine.token(0);
-    r.dgram(
-        Via::Transfer(SockRef(0)),
-        Some(token),
-        "192.0.2.99:1",
-        b"\x00\x05\x00\x00x\x00",
-    );
+    r.dgram(Via::Transfer(SockRef(0)), Some(token), "192.0.2.99:1", b"\x00\x05\x00\x00x\x00");
     assert!(r.io.take().is_empty());
     r.ack(CLIENT, 1);
     assert_eq!(r.io.take().len(), 1, "the real client continues");
@@ -247,11 +213,7 @@ fn refusals_and_errors() {
         let sent = r.io.take();
         assert_eq!(sent.len(), 1, "{payload:?}");
         assert_eq!(error_of(&sent[0].3).0, code, "{payload:?}");
-        assert_eq!(
-            sent[0].2.map(|l| l.ip),
-            Some(LOCAL.parse().unwrap()),
-            "reply from the request's address"
-        );
+        assert_eq!(sent[0].2.map(|l| l.ip), Some(LOCAL.parse().unwrap()), "reply from the request's address");
     }
     // An ERROR to the listening port is never answered.
     r.request(CLIENT, b"\x00\x05\x00\x00bye\x00");
@@ -273,18 +235,10 @@ fn busy_is_an_answer_not_silence() {
 #[test]
 fn uefi_probe_counted_as_probe() {
     let mut r = rig(&[]);
-    r.request(
-        CLIENT,
-        b"\x00\x01small\x00octet\x00tsize\x000\x00blksize\x001468\x00",
-    );
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00tsize\x000\x00blksize\x001468\x00");
     r.io.take();
     let token = r.engine.token(0);
-    r.dgram(
-        Via::Transfer(SockRef(0)),
-        Some(token),
-        CLIENT,
-        b"\x00\x05\x00\x08User aborted the transfer\x00",
-    );
+    r.dgram(Via::Transfer(SockRef(0)), Some(token), CLIENT, b"\x00\x05\x00\x08User aborted the transfer\x00");
     assert!(r.io.take().is_empty());
     assert_eq!(count(&r.counters.probes), 1);
     assert_eq!(count(&r.counters.errors), 0);
@@ -321,10 +275,7 @@ fn broadcast_requests_ignored() {
         via: Via::Listen(0),
         token: None,
         peer: CLIENT.parse().unwrap(),
-        local: Some(LocalEnd {
-            ip: "255.255.255.255".parse().unwrap(),
-            ifindex: 0,
-        }),
+        local: Some(LocalEnd { ip: "255.255.255.255".parse().unwrap(), ifindex: 0 }),
         payload: b"\x00\x01small\x00octet\x00",
         truncated: false,
     };
@@ -341,10 +292,7 @@ fn silent_unconfirmed_client_expires_without_resends() {
     for _ in 0..70 {
         r.advance(Duration::from_millis(100));
     }
-    assert!(
-        r.io.take().is_empty(),
-        "nothing resent to an unconfirmed client"
-    );
+    assert!(r.io.take().is_empty(), "nothing resent to an unconfirmed client");
     assert_eq!(count(&r.counters.timeouts), 1);
     assert_eq!(r.io.closed.len(), 1);
 }
@@ -366,10 +314,7 @@ fn confirmed_client_gets_retransmissions() {
 #[test]
 fn backpressure_resumes() {
     let mut r = rig(&[]);
-    r.request(
-        CLIENT,
-        b"\x00\x01small\x00octet\x00blksize\x008\x00windowsize\x0016\x00",
-    );
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x008\x00windowsize\x0016\x00");
     r.io.take();
     r.io.full = true;
     r.ack(CLIENT, 0);
@@ -392,10 +337,7 @@ fn graceful_stop() {
     assert_eq!(r.io.take().len(), 1, "transfers in flight go on");
     r.advance(Duration::from_millis(1001));
     let sent = r.io.take();
-    assert_eq!(
-        error_of(&sent.last().unwrap().3),
-        (0, "server shutting down".into())
-    );
+    assert_eq!(error_of(&sent.last().unwrap().3), (0, "server shutting down".into()));
     assert!(r.engine.is_finished());
 }
 
@@ -404,8 +346,5 @@ fn netascii_served_translated_without_tsize() {
     let mut r = rig(&[]);
     r.request(CLIENT, b"\x00\x01text\x00netascii\x00tsize\x000\x00");
     let sent = r.io.take();
-    assert_eq!(
-        sent[0].3, b"\x00\x03\x00\x01a\r\nb",
-        "no OACK: tsize is left out for netascii"
-    );
+    assert_eq!(sent[0].3, b"\x00\x03\x00\x01a\r\nb", "no OACK: tsize is left out for netascii");
 }
