@@ -16,7 +16,9 @@
 //! # Policy
 //! - Until the client acknowledges something, nothing is resent on a timer: each request datagram
 //!   gets at most one answer, so a spoofed request costs its victim one packet. Clients repeat
-//!   their request when the answer is lost.
+//!   their request when the answer is lost. How long such a transfer waits is the server's
+//!   choice, not the request's: its timeout option can stretch the wait to at most twice the
+//!   server's patience (enough for one retransmission by a slow client).
 //! - Duplicate ACKs never cause a resend; only the adaptive timeout does.
 //! - An ERROR 0 or 8 right after the OACK is the UEFI size probe: a normal, quiet end.
 //! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
@@ -106,14 +108,15 @@ pub struct ReadTransfer {
 
 impl ReadTransfer {
     /// A transfer of `size` bytes with the negotiated parameters; its first answer is due at once.
-    pub fn new(now: Timestamp, size: u64, negotiated: &Negotiated, cfg: &RetransmitConfig) -> Self {
-        let cfg = cfg.with_client_timeout(negotiated.timeout);
+    pub fn new(now: Timestamp, size: u64, negotiated: &Negotiated, base: &RetransmitConfig) -> Self {
+        let expires = now + unconfirmed_wait(base, negotiated.timeout);
+        let cfg = base.with_client_timeout(negotiated.timeout);
         let oack = negotiated.has_oack();
         let window = if oack { negotiated.windowsize } else { 1 };
         let blksize = if oack { negotiated.blksize } else { Negotiated::PLAIN.blksize };
         Self {
             sender: WindowSender::new(now, size, blksize, window, &cfg),
-            phase: Phase::Unconfirmed { oack, expires: now + cfg.patience },
+            phase: Phase::Unconfirmed { oack, expires },
             started: now,
             retransmits: 0,
             first_due: true,
@@ -172,15 +175,15 @@ impl ReadTransfer {
     /// The client sent its request again. Before anything has been acknowledged, the first answer
     /// is sent once more and the client's silence timer restarts; returns whether that happens.
     /// Afterwards the repeat is ignored.
-    pub fn handle_duplicate_request(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> bool {
-        let cfg = self.cfg(cfg);
+    pub fn handle_duplicate_request(&mut self, now: Timestamp, base: &RetransmitConfig) -> bool {
+        let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
         match self.phase {
             Phase::Unconfirmed { oack, .. } => {
                 self.first_due = true;
                 if !oack {
                     self.sender.rewind();
                 }
-                self.phase = Phase::Unconfirmed { oack, expires: now + cfg.patience };
+                self.phase = Phase::Unconfirmed { oack, expires: now + unconfirmed_wait(base, timeout) };
                 true
             }
             _ => false,
@@ -304,6 +307,13 @@ impl ReadTransfer {
     pub fn sender(&self) -> &WindowSender {
         &self.sender
     }
+}
+
+/// How long a transfer nobody has acknowledged waits: the server's patience, or twice the
+/// client's timeout if that is longer, but never more than twice the server's patience.
+fn unconfirmed_wait(base: &RetransmitConfig, client_timeout: Option<u8>) -> std::time::Duration {
+    let client = std::time::Duration::from_secs(u64::from(client_timeout.unwrap_or(0))) * 2;
+    base.patience.max(client).min(base.patience * 2)
 }
 
 #[cfg(test)]

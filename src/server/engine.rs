@@ -379,8 +379,9 @@ impl Engine {
         });
         let slots = &self.slots;
         let hasher = &self.hasher;
+        // Rehashing on growth must hash exactly what lookups hash: the peer address.
         self.peers.insert_unique(self.hash_peer(&d.peer), idx, |&i| {
-            hasher.hash_one(slots[i as usize].transfer.as_ref().map(|t| t.peer))
+            slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.peer))
         });
         self.active += 1;
         Counters::set(&self.counters.active, self.active as u64);

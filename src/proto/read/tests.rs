@@ -256,3 +256,12 @@ fn stale_acks_ignored() {
     ack(&mut x, t(3), 4);
     assert_eq!(drain(&mut x, t(3)).len(), 4);
 }
+
+#[test]
+fn request_options_cannot_stretch_the_unconfirmed_wait() {
+    // patience is 2 s: a client asking for timeout 255 gets at most 4 s before it must answer.
+    let x = ReadTransfer::new(t(0), 5000, &negotiated("timeout 255", 5000), &CFG);
+    assert_eq!(x.poll_timeout(), Some(t(4000)));
+    let x = ReadTransfer::new(t(0), 5000, &negotiated("timeout 1", 5000), &CFG);
+    assert_eq!(x.poll_timeout(), Some(t(2000)));
+}

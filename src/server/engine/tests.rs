@@ -348,3 +348,21 @@ fn netascii_served_translated_without_tsize() {
     let sent = r.io.take();
     assert_eq!(sent[0].3, b"\x00\x03\x00\x01a\r\nb", "no OACK: tsize is left out for netascii");
 }
+
+#[test]
+fn peer_index_survives_growth() {
+    // Hundreds of transfers force the index to grow and rehash; every one must still be found.
+    let mut r = rig(&["--single-port"]);
+    let peers: Vec<String> = (0..500).map(|i| format!("192.0.2.{}:{}", 10 + i % 200, 1000 + i)).collect();
+    for p in &peers {
+        r.request(p, b"\x00\x01small\x00octet\x00");
+    }
+    r.io.take();
+    assert_eq!(r.engine.active, 500);
+    for p in &peers {
+        r.dgram(Via::Listen(0), None, p, &wire::ack(1));
+        let sent = r.io.take();
+        assert_eq!(sent.len(), 1, "{p}");
+        assert_eq!(&sent[0].3[..4], &[0, 3, 0, 2], "{p}: DATA 2, not ERROR 5");
+    }
+}

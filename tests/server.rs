@@ -1,0 +1,568 @@
+//! Integration tests: the real `bootstorm` binary on 127.0.0.1 and ::1, driven by real TFTP
+//! clients (tftp-hpa, atftp, curl, busybox) and by a packet-level client. Every test that
+//! touches the I/O path runs on both backends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bootstorm::proto::wire::{Mode, Packet, RequestKind};
+use bootstorm::proto::RequestOptions;
+use common::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Generates one test per backend from `fn name(io: &str)`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_uring {
+            $( #[test] fn $name() { super::$name("uring") } )*
+        }
+        mod on_epoll {
+            $( #[test] fn $name() { super::$name("epoll") } )*
+        }
+    };
+}
+
+both_backends!(
+    tftp_hpa_octet_and_netascii,
+    atftp_with_options,
+    curl_with_and_without_blksize,
+    busybox_with_blksize,
+    curl_rollover_past_65535_blocks,
+    error_codes_for_each_refusal,
+    oack_exact_bytes,
+    windowed_rollover_blksize_8,
+    netascii_wire_bytes_and_cr_ending_a_block,
+    uefi_size_probe,
+    duplicate_acks_never_cause_resends,
+    retransmission_after_adaptive_timeout,
+    nothing_resent_before_first_ack,
+    repeated_request_is_the_same_transfer,
+    foreign_port_gets_error_5,
+    single_port_mode,
+    two_workers_share_load,
+    graceful_stop_finishes_transfers,
+    grace_expiry_ends_transfers_with_error,
+    truncated_file_does_not_crash,
+    replaced_file_served_new_to_new_clients,
+    paths_and_containment,
+    busy_is_an_answer,
+    file_not_found_is_quiet_by_default,
+);
+
+fn tftp_hpa_octet_and_netascii(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let dir = scratch();
+    for (name, addr) in [("big.bin", s.v4), ("empty.bin", s.v4), ("exact1024.bin", s.v4), ("vmlinuz", s.v6)] {
+        let out = dir.path().join(name);
+        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+        let (_, log) = run(
+            Command::new("tftp").args([if addr.is_ipv6() { "-6" } else { "-4" }, &ip, &port]).args(["-m", "octet", "-c", "get", name]).arg(&out),
+            30 * SEC,
+        );
+        assert_eq!(std::fs::read(&out).unwrap_or_default(), root.file(name), "tftp-hpa {name}: {log}");
+    }
+    // netascii: translated on the wire, translated back by the client.
+    let out = dir.path().join("text.txt");
+    let (_, log) = run(
+        Command::new("tftp").args(["127.0.0.1", &s.v4.port().to_string(), "-m", "netascii", "-c", "get", "text.txt"]).arg(&out),
+        30 * SEC,
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), TEXT, "{log}");
+    let (st, log) = s.stop();
+    assert!(st.success());
+    assert!(log.contains("mode=netascii"), "{log}");
+}
+
+fn atftp_with_options(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let dir = scratch();
+    let port = s.v4.port().to_string();
+    for opts in [
+        &["blksize 1468", "tsize 0", "windowsize 16"][..],
+        &["blksize 8192", "windowsize 4"],
+        &["tsize 0"],
+        &["blksize 512", "windowsize 64", "timeout 2"],
+    ] {
+        let out = dir.path().join("out");
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = Command::new("atftp");
+        for o in opts {
+            cmd.args(["--option", o]);
+        }
+        let (_, log) = run(cmd.args(["-g", "-r", "big.bin", "-l"]).arg(&out).args(["127.0.0.1", &port]), 30 * SEC);
+        assert_eq!(std::fs::read(&out).unwrap_or_default(), root.file("big.bin"), "atftp {opts:?}: {log}");
+    }
+    let (st, log) = s.stop();
+    assert!(st.success());
+    assert_eq!(log.matches("outcome=ok").count(), 4, "{log}");
+}
+
+fn curl_with_and_without_blksize(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let dir = scratch();
+    // curl refuses "tsize 0" in an OACK, so it cannot fetch an empty file with options from an
+    // RFC 2349 server; without options it gets the single empty DATA.
+    for (url, extra) in [
+        (format!("tftp://127.0.0.1:{}/big.bin", s.v4.port()), None),
+        (format!("tftp://127.0.0.1:{}/big.bin", s.v4.port()), Some("1428")),
+        (format!("tftp://[::1]:{}/big.bin", s.v6.port()), Some("8192")),
+        (format!("tftp://127.0.0.1:{}/empty.bin", s.v4.port()), Some("no-options")),
+    ] {
+        let out = dir.path().join("out");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o"]).arg(&out).arg(&url);
+        match extra {
+            Some("no-options") => {
+                cmd.arg("--tftp-no-options");
+            }
+            Some(b) => {
+                cmd.args(["--tftp-blksize", b]);
+            }
+            None => {}
+        }
+        let (ok, log) = run(&mut cmd, 30 * SEC);
+        assert!(ok, "curl {url} {extra:?}: {log}");
+        let want = if url.ends_with("empty.bin") { root.file("empty.bin") } else { root.file("big.bin") };
+        assert_eq!(std::fs::read(&out).unwrap(), want, "curl {url} {extra:?}");
+    }
+    // A missing file: curl exits with 68, "TFTP: file not found" (the server's ERROR 1).
+    let (code, log) =
+        run_code(Command::new("curl").args(["-sS", "-o", "/dev/null"]).arg(format!("tftp://127.0.0.1:{}/nope", s.v4.port())), 30 * SEC);
+    assert_eq!(code, Some(68), "{log}");
+}
+
+fn busybox_with_blksize(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let dir = scratch();
+    for b in [None, Some("1468"), Some("65464")] {
+        let out = dir.path().join("out");
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = Command::new("busybox");
+        cmd.args(["tftp", "-g", "-r", "big.bin", "-l"]).arg(&out);
+        if let Some(b) = b {
+            cmd.args(["-b", b]);
+        }
+        let (ok, log) = run(cmd.args(["127.0.0.1", &s.v4.port().to_string()]), 30 * SEC);
+        assert!(ok, "busybox -b {b:?}: {log}");
+        assert_eq!(std::fs::read(&out).unwrap(), root.file("big.bin"), "busybox -b {b:?}");
+    }
+}
+
+fn curl_rollover_past_65535_blocks(io: &str) {
+    let root = Root::new();
+    // 65,600 blocks of 512: block numbers wrap to 0 once.
+    let data = bytes(512 * 65_599 + 100, 9);
+    root.write("rollover.bin", &data);
+    let s = Server::start(root.path(), io, &[]);
+    let dir = scratch();
+    let out = dir.path().join("out");
+    let (ok, log) =
+        run(Command::new("curl").args(["-sS", "-o"]).arg(&out).arg(format!("tftp://127.0.0.1:{}/rollover.bin", s.v4.port())), 120 * SEC);
+    assert!(ok, "{log}");
+    assert!(std::fs::read(&out).unwrap() == data, "rollover bytes differ");
+}
+
+fn error_codes_for_each_refusal(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    for addr in [s.v4, s.v6] {
+        let c = Raw::new(addr);
+        let cases: [(&[u8], u16); 9] = [
+            (b"\x00\x01missing.bin\x00octet\x00", 1),
+            (b"\x00\x01../../etc/passwd\x00octet\x00", 2),
+            (b"\x00\x01boot\x00octet\x00", 2),
+            (b"\x00\x02small.bin\x00octet\x00", 2),
+            (b"\x00\x01small.bin\x00mail\x00", 4),
+            (b"\x00\x01small.bin\x00binary\x00", 4),
+            (b"\x00\x01unterminated", 4),
+            (b"\x00\x09\x00\x00", 4),
+            (b"\x00\x04\x00\x01", 5),
+        ];
+        for (pkt, code) in cases {
+            c.send(addr, pkt);
+            let (p, from) = c.expect(2 * SEC);
+            assert_eq!(error_of(&p).0, code, "{:?}", pkt.escape_ascii().to_string());
+            assert_eq!(from.ip(), addr.ip(), "reply from the address the request was sent to");
+        }
+        // An ERROR sent to the server is never answered.
+        c.send(addr, b"\x00\x05\x00\x00bye\x00");
+        assert!(c.recv(Duration::from_millis(300)).is_none());
+    }
+    let (st, log) = s.stop();
+    assert!(st.success());
+    assert_eq!(counter(&log, "not_found"), 2, "{log}");
+}
+
+fn oack_exact_bytes(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--max-blksize", "8192", "--max-windowsize", "8"]);
+    let c = Raw::new(s.v4);
+    // OVMF's first request, with names in mixed case and an unknown option.
+    c.rrq("vmlinuz", &[("TSize", "0"), ("blksize", "1468"), ("windowsize", "4"), ("msftwindow", "31416")]);
+    let (p, _) = c.expect(2 * SEC);
+    assert_eq!(p, b"\x00\x06TSize\x00100000\x00blksize\x001468\x00windowsize\x004\x00");
+    // Larger than the server allows: clamped, never raised; timeout echoed exactly.
+    let c = Raw::new(s.v4);
+    c.rrq("vmlinuz", &[("blksize", "65464"), ("windowsize", "64"), ("timeout", "7")]);
+    let (p, _) = c.expect(2 * SEC);
+    assert_eq!(p, b"\x00\x06blksize\x008192\x00windowsize\x008\x00timeout\x007\x00");
+    // Invalid values are left out; nothing left means no OACK but DATA 1.
+    let c = Raw::new(s.v4);
+    c.rrq("vmlinuz", &[("blksize", "4"), ("timeout", "0")]);
+    let (p, _) = c.expect(2 * SEC);
+    assert_eq!(data_of(&p).0, 1);
+}
+
+fn windowed_rollover_blksize_8(io: &str) {
+    let root = Root::new();
+    let data = bytes(600_000, 11);
+    root.write("wrap.bin", &data);
+    let s = Server::start(root.path(), io, &[]);
+    for window in [1, 16] {
+        let c = Raw::new(s.v4);
+        let got = c
+            .fetch("wrap.bin", Mode::Octet, RequestOptions { blksize: Some(8), windowsize: Some(window), tsize: true, timeout: None })
+            .unwrap();
+        assert!(got == data, "75,001 blocks of 8 bytes, window {window}");
+    }
+}
+
+fn netascii_wire_bytes_and_cr_ending_a_block(io: &str) {
+    let root = Root::new();
+    root.write("cr.txt", b"abcdefg\rh\n");
+    let s = Server::start(root.path(), io, &[]);
+    let c = Raw::new(s.v4);
+    c.request(RequestKind::Read, "cr.txt", Mode::Netascii, &[("blksize", "8"), ("tsize", "0")]);
+    let (p, tid) = c.expect(2 * SEC);
+    assert_eq!(p, b"\x00\x06blksize\x008\x00", "tsize is left out for netascii");
+    c.ack(tid, 0);
+    let (p, _) = c.expect(2 * SEC);
+    assert_eq!(data_of(&p), (1, b"abcdefg\r".to_vec()), "the CR ends block 1");
+    c.ack(tid, 1);
+    let (p, _) = c.expect(2 * SEC);
+    assert_eq!(data_of(&p), (2, b"\0h\r\n".to_vec()), "its NUL starts block 2");
+    c.ack(tid, 2);
+    // The shared client decodes the sample back to the file.
+    let got = Raw::new(s.v4).fetch("text.txt", Mode::Netascii, RequestOptions::default()).unwrap();
+    let mut dec = bootstorm::proto::netascii::Decoder::new();
+    let mut back = Vec::new();
+    dec.decode(&got, |b| back.extend_from_slice(b));
+    dec.finish(|b| back.extend_from_slice(b));
+    assert_eq!(back, TEXT);
+}
+
+fn uefi_size_probe(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let c = Raw::new(s.v4);
+    c.rrq("vmlinuz", &[("tsize", "0"), ("blksize", "1468"), ("windowsize", "4")]);
+    let (p, tid) = c.expect(2 * SEC);
+    assert!(matches!(Packet::decode(&p).unwrap(), Packet::Oack(_)));
+    c.send(tid, b"\x00\x05\x00\x08User aborted the transfer\x00");
+    assert!(c.recv(Duration::from_millis(1500)).is_none(), "nothing after the probe's ERROR");
+    // EDK2's second request, from the same port, without tsize.
+    let got = c.fetch("vmlinuz", Mode::Octet, RequestOptions { blksize: Some(1468), windowsize: Some(4), ..Default::default() });
+    assert_eq!(got.unwrap(), root.file("vmlinuz"));
+    let (_, log) = s.stop();
+    assert!(log.contains("outcome=probe"), "{log}");
+    assert_eq!((counter(&log, "probes"), counter(&log, "ok")), (1, 1), "{log}");
+    assert!(!log.contains("outcome=error"), "a probe is not a failure: {log}");
+}
+
+fn duplicate_acks_never_cause_resends(io: &str) {
+    let root = Root::new();
+    // A 3 s timeout: any DATA within the next second is caused by the duplicate ACKs alone.
+    let s = Server::start(root.path(), io, &["--timeout", "3", "--min-rto", "3000", "--max-rto", "3000"]);
+    let c = Raw::new(s.v4);
+    c.rrq("small.bin", &[]);
+    let (p, tid) = c.expect(2 * SEC);
+    assert_eq!(data_of(&p).0, 1);
+    c.ack(tid, 1);
+    assert_eq!(data_of(&c.expect(2 * SEC).0).0, 2);
+    for _ in 0..10 {
+        c.ack(tid, 1);
+    }
+    assert!(c.recv(SEC).is_none(), "Sorcerer's Apprentice: a duplicate ACK caused a resend");
+    c.ack(tid, 2);
+    assert_eq!(data_of(&c.expect(2 * SEC).0).0, 3);
+    assert!(c.recv(Duration::from_millis(300)).is_none(), "exactly one DATA per new ACK");
+}
+
+fn retransmission_after_adaptive_timeout(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--min-rto", "50", "--timeout", "2"]);
+    let c = Raw::new(s.v4);
+    c.rrq("big.bin", &[]);
+    let (_, tid) = c.expect(2 * SEC);
+    // A few quick round trips: the RTO adapts from 2 s down to its 50 ms floor.
+    for b in 1..=20u16 {
+        c.ack(tid, b);
+        assert_eq!(data_of(&c.expect(2 * SEC).0).0, b + 1);
+    }
+    let t0 = Instant::now();
+    let (p, _) = c.expect(2 * SEC);
+    let waited = t0.elapsed();
+    assert_eq!(data_of(&p).0, 21, "the unacknowledged block again");
+    assert!(waited >= Duration::from_millis(45) && waited < Duration::from_millis(500), "resent after {waited:?}");
+    // Backoff: the next resend waits about twice as long.
+    let t1 = Instant::now();
+    let _ = c.expect(2 * SEC);
+    let second = t1.elapsed();
+    assert!(second >= waited + Duration::from_millis(20), "backoff {waited:?} then {second:?}");
+}
+
+fn nothing_resent_before_first_ack(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--timeout", "0.2", "--retries", "10"]);
+    let c = Raw::new(s.v4);
+    c.rrq("big.bin", &[]);
+    let (p, tid) = c.expect(2 * SEC);
+    assert_eq!(data_of(&p).0, 1);
+    assert!(c.recv(Duration::from_millis(1200)).is_none(), "no timer-driven resend to an unconfirmed client");
+    c.rrq("big.bin", &[]);
+    let (p, again) = c.expect(2 * SEC);
+    assert_eq!((data_of(&p).0, again), (1, tid), "one answer per request, from the same transfer");
+    assert!(c.recv(Duration::from_millis(600)).is_none());
+}
+
+fn repeated_request_is_the_same_transfer(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let c = Raw::new(s.v4);
+    c.rrq("small.bin", &[("tsize", "0")]);
+    c.rrq("small.bin", &[("tsize", "0")]);
+    let (a, tid_a) = c.expect(2 * SEC);
+    let (b, tid_b) = c.expect(2 * SEC);
+    assert_eq!(a, b);
+    assert_eq!(tid_a, tid_b, "both answers from one transfer");
+    c.ack(tid_a, 0);
+    let mut got = Vec::new();
+    loop {
+        let (p, _) = c.expect(2 * SEC);
+        let (block, data) = data_of(&p);
+        got.extend_from_slice(&data);
+        c.ack(tid_a, block);
+        if data.len() < 512 {
+            break;
+        }
+    }
+    assert_eq!(got, root.file("small.bin"));
+    let (_, log) = s.stop();
+    assert_eq!(counter(&log, "duplicate_requests"), 1, "{log}");
+    assert_eq!(log.matches("transfer finished").count(), 1, "{log}");
+}
+
+fn foreign_port_gets_error_5(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let a = Raw::new(s.v4);
+    a.rrq("small.bin", &[]);
+    let (_, tid) = a.expect(2 * SEC);
+    let intruder = Raw::new(s.v4);
+    intruder.ack(tid, 1);
+    let (p, from) = intruder.expect(2 * SEC);
+    assert_eq!(error_of(&p).0, 5);
+    assert_eq!(from, tid);
+    // The real client goes on to the end.
+    for b in 1..=6u16 {
+        a.ack(tid, b);
+        let (p, _) = a.expect(2 * SEC);
+        if data_of(&p).1.len() < 512 {
+            a.ack(tid, b + 1);
+            break;
+        }
+    }
+    let (_, log) = s.stop();
+    assert!(log.contains("outcome=ok"), "{log}");
+    assert_eq!(counter(&log, "foreign"), 1, "{log}");
+}
+
+fn single_port_mode(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--single-port"]);
+    let c = Raw::new(s.v4);
+    c.rrq("small.bin", &[]);
+    let (_, from) = c.expect(2 * SEC);
+    assert_eq!(from, s.v4, "answers come from the listening port");
+    c.send(from, b"\x00\x05\x00\x00done\x00");
+    let addr = s.v4;
+    let handles: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || Raw::new(addr).fetch("big.bin", Mode::Octet, RequestOptions { blksize: Some(1468), windowsize: Some(8), ..Default::default() })))
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap(), root.file("big.bin"));
+    }
+    let v6 = Raw::new(s.v6).fetch("vmlinuz", Mode::Octet, RequestOptions::default()).unwrap();
+    assert_eq!(v6, root.file("vmlinuz"));
+}
+
+fn two_workers_share_load(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &[]);
+    let addr = s.v4;
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let got = Raw::new(addr).fetch("vmlinuz", Mode::Octet, RequestOptions { blksize: Some(1468), ..Default::default() });
+                    assert_eq!(got.unwrap().len(), 100_000);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let (st, log) = s.stop();
+    assert!(st.success());
+    // The exit report has one line per worker; both must have served some of the 100 clients.
+    let served: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains(" worker=") && l.contains(" requests="))
+        .map(|l| counter(l, "requests"))
+        .collect();
+    assert_eq!(served.len(), 2, "{log}");
+    assert_eq!(served.iter().sum::<u64>(), 100);
+    assert!(served.iter().all(|&n| n >= 10), "uneven: {served:?}");
+}
+
+/// Fetches `name` with a pause before each ACK.
+fn slow_fetch(addr: SocketAddr, name: &str, pause: Duration) -> Result<Vec<u8>, (u16, String)> {
+    let c = Raw::new(addr);
+    c.rrq(name, &[("blksize", "1024")]);
+    let (p, tid) = c.expect(2 * SEC);
+    assert!(matches!(Packet::decode(&p).unwrap(), Packet::Oack(_)));
+    c.ack(tid, 0);
+    let mut got = Vec::new();
+    loop {
+        let (p, _) = c.expect(5 * SEC);
+        match Packet::decode(&p).unwrap() {
+            Packet::Data { block, data } => {
+                got.extend_from_slice(data);
+                std::thread::sleep(pause);
+                c.ack(tid, block);
+                if data.len() < 1024 {
+                    return Ok(got);
+                }
+            }
+            Packet::Error { code, message } => return Err((code.0, String::from_utf8_lossy(message).into())),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn graceful_stop_finishes_transfers(io: &str) {
+    let root = Root::new();
+    root.write("mid.bin", &bytes(200_000, 5));
+    let s = Server::start(root.path(), io, &["--grace", "20"]);
+    let addr = s.v4;
+    let h = std::thread::spawn(move || slow_fetch(addr, "mid.bin", Duration::from_millis(3)));
+    std::thread::sleep(Duration::from_millis(150));
+    let t0 = Instant::now();
+    let (st, log) = s.stop();
+    assert!(st.success(), "exit 0: {log}");
+    assert_eq!(h.join().unwrap().unwrap(), root.file("mid.bin"), "the transfer in flight finished");
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    assert!(log.contains("stopping") && log.contains("outcome=ok"), "{log}");
+}
+
+fn grace_expiry_ends_transfers_with_error(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--grace", "0.5"]);
+    let addr = s.v4;
+    let h = std::thread::spawn(move || slow_fetch(addr, "big.bin", Duration::from_millis(20)));
+    std::thread::sleep(Duration::from_millis(200));
+    let (st, log) = s.stop();
+    assert!(st.success());
+    assert_eq!(h.join().unwrap().unwrap_err(), (0, "server shutting down".into()), "{log}");
+}
+
+fn truncated_file_does_not_crash(io: &str) {
+    let root = Root::new();
+    root.write("shrink.bin", &bytes(2_000_000, 6));
+    let s = Server::start(root.path(), io, &[]);
+    let addr = s.v4;
+    let h = std::thread::spawn(move || slow_fetch(addr, "shrink.bin", Duration::from_millis(2)));
+    std::thread::sleep(Duration::from_millis(200));
+    // Truncate in place (same inode) while it is being served.
+    std::fs::OpenOptions::new().write(true).open(root.path().join("shrink.bin")).unwrap().set_len(0).unwrap();
+    let r = h.join().unwrap();
+    assert_eq!(r.unwrap_err().0, 0, "the client gets an ERROR");
+    // The server is alive and serves the new (empty) contents.
+    let got = Raw::new(s.v4).fetch("shrink.bin", Mode::Octet, RequestOptions::default()).unwrap();
+    assert!(got.is_empty());
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("file truncated while being served"), "{log}");
+}
+
+fn replaced_file_served_new_to_new_clients(io: &str) {
+    let root = Root::new();
+    let old = bytes(300_000, 7);
+    let new = bytes(250_000, 8);
+    root.write("initrd", &old);
+    let s = Server::start(root.path(), io, &[]);
+    let addr = s.v4;
+    let h = std::thread::spawn(move || slow_fetch(addr, "initrd", Duration::from_millis(1)));
+    std::thread::sleep(Duration::from_millis(100));
+    root.write("initrd.new", &new);
+    std::fs::rename(root.path().join("initrd.new"), root.path().join("initrd")).unwrap();
+    let fresh = Raw::new(s.v4).fetch("initrd", Mode::Octet, RequestOptions::default()).unwrap();
+    assert!(fresh == new, "new clients get the new file");
+    assert!(h.join().unwrap().unwrap() == old, "the transfer in flight finishes with the old bytes");
+}
+
+fn paths_and_containment(io: &str) {
+    let root = Root::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../../etc/passwd", root.path().join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("boot/grub/grub.cfg", root.path().join("good-link")).unwrap();
+    let s = Server::start(root.path(), io, &[]);
+    let cfg = root.file("boot/grub/grub.cfg");
+    for name in ["/boot/grub/grub.cfg", "boot\\grub\\grub.cfg", "\\boot/grub//grub.cfg", "good-link"] {
+        assert_eq!(Raw::new(s.v4).fetch(name, Mode::Octet, RequestOptions::default()).unwrap(), cfg, "{name}");
+    }
+    for name in ["abs-link", "rel-link", "/etc/passwd/../../etc/passwd", "../secret", "/proc/self/root/etc/passwd"] {
+        let r = Raw::new(s.v4).fetch(name, Mode::Octet, RequestOptions::default());
+        assert!(matches!(r, Err((1 | 2, _))), "{name}: {r:?}");
+    }
+    let s2 = Server::start(root.path(), io, &["--no-symlinks"]);
+    let r = Raw::new(s2.v4).fetch("good-link", Mode::Octet, RequestOptions::default());
+    assert_eq!(r.unwrap_err().0, 2);
+}
+
+fn busy_is_an_answer(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--max-transfers", "1", "--workers", "1"]);
+    let holder = Raw::new(s.v4);
+    holder.rrq("big.bin", &[]);
+    let _ = holder.expect(2 * SEC);
+    let late = Raw::new(s.v4);
+    late.rrq("small.bin", &[]);
+    let (p, _) = late.expect(2 * SEC);
+    assert_eq!(error_of(&p), (0, "server busy, try again".into()));
+}
+
+fn file_not_found_is_quiet_by_default(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--log-level", "info"]);
+    // PXELINUX's configuration search: nine misses, then the default.
+    root.write("pxelinux.cfg-default", b"default linux\n");
+    for name in ["01-52-54-00-12-34-56", "C000025B", "C000025", "C00002", "C0000", "C000", "C00", "C0", "C"] {
+        let r = Raw::new(s.v4).fetch(&format!("pxelinux.cfg/{name}"), Mode::Octet, RequestOptions { tsize: true, blksize: Some(1408), ..Default::default() });
+        assert_eq!(r.unwrap_err().0, 1);
+    }
+    let (_, log) = s.stop();
+    assert!(!log.contains("file not found"), "misses are not logged at info: {log}");
+    assert_eq!(counter(&log, "not_found"), 9, "but they are counted: {log}");
+}
