@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bootstorm::proto::wire::{Mode, Packet, RequestKind};
 use bootstorm::proto::RequestOptions;
+use bootstorm::proto::wire::{Mode, Packet, RequestKind};
 use common::*;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -61,7 +61,10 @@ fn tftp_hpa_octet_and_netascii(io: &str) {
         let out = dir.path().join(name);
         let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
         let (_, log) = run(
-            Command::new("tftp").args([if addr.is_ipv6() { "-6" } else { "-4" }, &ip, &port]).args(["-m", "octet", "-c", "get", name]).arg(&out),
+            Command::new("tftp")
+                .args([if addr.is_ipv6() { "-6" } else { "-4" }, &ip, &port])
+                .args(["-m", "octet", "-c", "get", name])
+                .arg(&out),
             30 * SEC,
         );
         assert_eq!(std::fs::read(&out).unwrap_or_default(), root.file(name), "tftp-hpa {name}: {log}");
@@ -69,7 +72,9 @@ fn tftp_hpa_octet_and_netascii(io: &str) {
     // netascii: translated on the wire, translated back by the client.
     let out = dir.path().join("text.txt");
     let (_, log) = run(
-        Command::new("tftp").args(["127.0.0.1", &s.v4.port().to_string(), "-m", "netascii", "-c", "get", "text.txt"]).arg(&out),
+        Command::new("tftp")
+            .args(["127.0.0.1", &s.v4.port().to_string(), "-m", "netascii", "-c", "get", "text.txt"])
+            .arg(&out),
         30 * SEC,
     );
     assert_eq!(std::fs::read(&out).unwrap(), TEXT, "{log}");
@@ -133,8 +138,10 @@ fn curl_with_and_without_blksize(io: &str) {
         assert_eq!(std::fs::read(&out).unwrap(), want, "curl {url} {extra:?}");
     }
     // A missing file: curl exits with 68, "TFTP: file not found" (the server's ERROR 1).
-    let (code, log) =
-        run_code(Command::new("curl").args(["-sS", "-o", "/dev/null"]).arg(format!("tftp://127.0.0.1:{}/nope", s.v4.port())), 30 * SEC);
+    let (code, log) = run_code(
+        Command::new("curl").args(["-sS", "-o", "/dev/null"]).arg(format!("tftp://127.0.0.1:{}/nope", s.v4.port())),
+        30 * SEC,
+    );
     assert_eq!(code, Some(68), "{log}");
 }
 
@@ -164,8 +171,13 @@ fn curl_rollover_past_65535_blocks(io: &str) {
     let s = Server::start(root.path(), io, &[]);
     let dir = scratch();
     let out = dir.path().join("out");
-    let (ok, log) =
-        run(Command::new("curl").args(["-sS", "-o"]).arg(&out).arg(format!("tftp://127.0.0.1:{}/rollover.bin", s.v4.port())), 120 * SEC);
+    let (ok, log) = run(
+        Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&out)
+            .arg(format!("tftp://127.0.0.1:{}/rollover.bin", s.v4.port())),
+        120 * SEC,
+    );
     assert!(ok, "{log}");
     assert!(std::fs::read(&out).unwrap() == data, "rollover bytes differ");
 }
@@ -229,7 +241,11 @@ fn windowed_rollover_blksize_8(io: &str) {
     for window in [1, 16] {
         let c = Raw::new(s.v4);
         let got = c
-            .fetch("wrap.bin", Mode::Octet, RequestOptions { blksize: Some(8), windowsize: Some(window), tsize: true, timeout: None })
+            .fetch(
+                "wrap.bin",
+                Mode::Octet,
+                RequestOptions { blksize: Some(8), windowsize: Some(window), tsize: true, timeout: None },
+            )
             .unwrap();
         assert!(got == data, "75,001 blocks of 8 bytes, window {window}");
     }
@@ -269,7 +285,11 @@ fn uefi_size_probe(io: &str) {
     c.send(tid, b"\x00\x05\x00\x08User aborted the transfer\x00");
     assert!(c.recv(Duration::from_millis(1500)).is_none(), "nothing after the probe's ERROR");
     // EDK2's second request, from the same port, without tsize.
-    let got = c.fetch("vmlinuz", Mode::Octet, RequestOptions { blksize: Some(1468), windowsize: Some(4), ..Default::default() });
+    let got = c.fetch(
+        "vmlinuz",
+        Mode::Octet,
+        RequestOptions { blksize: Some(1468), windowsize: Some(4), ..Default::default() },
+    );
     assert_eq!(got.unwrap(), root.file("vmlinuz"));
     let (_, log) = s.stop();
     assert!(log.contains("outcome=probe"), "{log}");
@@ -395,7 +415,15 @@ fn single_port_mode(io: &str) {
     c.send(from, b"\x00\x05\x00\x00done\x00");
     let addr = s.v4;
     let handles: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(move || Raw::new(addr).fetch("big.bin", Mode::Octet, RequestOptions { blksize: Some(1468), windowsize: Some(8), ..Default::default() })))
+        .map(|_| {
+            std::thread::spawn(move || {
+                Raw::new(addr).fetch(
+                    "big.bin",
+                    Mode::Octet,
+                    RequestOptions { blksize: Some(1468), windowsize: Some(8), ..Default::default() },
+                )
+            })
+        })
         .collect();
     for h in handles {
         assert_eq!(h.join().unwrap().unwrap(), root.file("big.bin"));
@@ -412,7 +440,11 @@ fn two_workers_share_load(io: &str) {
         .map(|_| {
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    let got = Raw::new(addr).fetch("vmlinuz", Mode::Octet, RequestOptions { blksize: Some(1468), ..Default::default() });
+                    let got = Raw::new(addr).fetch(
+                        "vmlinuz",
+                        Mode::Octet,
+                        RequestOptions { blksize: Some(1468), ..Default::default() },
+                    );
                     assert_eq!(got.unwrap().len(), 100_000);
                 }
             })
@@ -559,7 +591,11 @@ fn file_not_found_is_quiet_by_default(io: &str) {
     // PXELINUX's configuration search: nine misses, then the default.
     root.write("pxelinux.cfg-default", b"default linux\n");
     for name in ["01-52-54-00-12-34-56", "C000025B", "C000025", "C00002", "C0000", "C000", "C00", "C0", "C"] {
-        let r = Raw::new(s.v4).fetch(&format!("pxelinux.cfg/{name}"), Mode::Octet, RequestOptions { tsize: true, blksize: Some(1408), ..Default::default() });
+        let r = Raw::new(s.v4).fetch(
+            &format!("pxelinux.cfg/{name}"),
+            Mode::Octet,
+            RequestOptions { tsize: true, blksize: Some(1408), ..Default::default() },
+        );
         assert_eq!(r.unwrap_err().0, 1);
     }
     let (_, log) = s.stop();

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::io::{Body, Datagram, Io, MAX_HEAD, Outgoing, Token, Via};
 use super::socket::{LocalEnd, interface_mtu};
 use super::stats::{Counters, Latencies};
-use super::timer::{NOT_ARMED, TimerWheel};
+use super::timer::{Links, TimerLink, TimerWheel};
 use crate::config::Config;
 use crate::fs::{FileCache, FileVersion, OpenError, Root, normalize};
 use crate::proto::options::{Negotiated, blksize_for_mtu, negotiate};
@@ -55,8 +55,6 @@ struct Transfer {
     queued: bool,
     /// Hash of the request datagram, to tell a repeat from a new request.
     req_hash: u32,
-    /// The wheel tick this transfer sits in.
-    timer: u64,
     file: Rc<FileVersion>,
     xfer: ReadTransfer,
 }
@@ -64,7 +62,17 @@ struct Transfer {
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
+    timer: TimerLink,
     transfer: Option<Transfer>,
+}
+
+/// The slots' timer links, for the wheel.
+struct SlotLinks<'a>(&'a mut Vec<Slot>);
+
+impl Links for SlotLinks<'_> {
+    fn link(&mut self, idx: u32) -> &mut TimerLink {
+        &mut self.0[idx as usize].timer
+    }
 }
 
 /// The worker's logic. See the module documentation.
@@ -79,7 +87,7 @@ pub(crate) struct Engine {
     peers: HashTable<u32>,
     hasher: DefaultHashBuilder,
     wheel: TimerWheel,
-    due: Vec<(u32, u64)>,
+    due: Vec<u32>,
     ready: VecDeque<u32>,
     locals: Vec<LocalEnd>,
     mtus: Vec<(u32, Option<u32>, Timestamp)>,
@@ -366,17 +374,8 @@ impl Engine {
             }
         };
         let xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
-        self.slots[idx as usize].transfer = Some(Transfer {
-            peer: d.peer,
-            via,
-            local,
-            netascii,
-            queued: false,
-            req_hash,
-            timer: NOT_ARMED,
-            file,
-            xfer,
-        });
+        self.slots[idx as usize].transfer =
+            Some(Transfer { peer: d.peer, via, local, netascii, queued: false, req_hash, file, xfer });
         let slots = &self.slots;
         let hasher = &self.hasher;
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
@@ -470,8 +469,9 @@ impl Engine {
             t.queued = true;
             self.ready.push_back(idx);
         }
-        if let Some(deadline) = t.xfer.poll_timeout() {
-            self.wheel.arm(idx, &mut t.timer, deadline);
+        match t.xfer.poll_timeout() {
+            Some(deadline) => self.wheel.arm(&mut SlotLinks(&mut self.slots), idx, deadline),
+            None => self.wheel.cancel(&mut SlotLinks(&mut self.slots), idx),
         }
     }
 
@@ -502,16 +502,12 @@ impl Engine {
     pub(crate) fn on_timers<I: Io>(&mut self, now: Timestamp, io: &mut I) {
         let retransmit = self.cfg.retransmit;
         self.due.clear();
-        self.wheel.expire(now, &mut self.due);
+        self.wheel.expire(now, &mut SlotLinks(&mut self.slots), &mut self.due);
         for i in 0..self.due.len() {
-            let (idx, tick) = self.due[i];
+            let idx = self.due[i];
             let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
                 continue;
             };
-            if t.timer != tick {
-                continue;
-            }
-            t.timer = NOT_ARMED;
             t.xfer.handle_timeout(now, &retransmit);
             self.after_event(idx, now, io);
         }
@@ -548,6 +544,7 @@ impl Engine {
     }
 
     fn finish<I: Io>(&mut self, idx: u32, outcome: Outcome, now: Timestamp, io: &mut I) {
+        self.wheel.cancel(&mut SlotLinks(&mut self.slots), idx);
         let slot = &mut self.slots[idx as usize];
         let Some(t) = slot.transfer.take() else {
             return;

@@ -1,28 +1,53 @@
-//! A hashed timer wheel for transfer deadlines: O(1) to arm, no allocation once warm.
+//! A hashed timer wheel for transfer deadlines: O(1) to arm and to cancel, and no allocation at
+//! all, because each bucket is an intrusive doubly-linked list threaded through the owner's
+//! slots ([`TimerLink`], 16 bytes per slot).
 //!
-//! Deadlines move on every ACK, so the wheel is lazy: a transfer sits in at most one bucket (the
-//! owner records which, as a tick number). Moving a deadline later costs nothing; when its bucket
-//! comes up, the owner looks at the real deadline and re-arms. Only a deadline moving earlier
-//! than its bucket needs a second entry, and the stale one is skipped when its tick no longer
-//! matches the owner's record.
+//! Deadlines move on every ACK, so arming is lazy: moving a deadline later leaves the slot in its
+//! earlier bucket, and when that bucket comes up the owner looks at the real deadline and arms
+//! again. Only a deadline that moves earlier than its bucket moves the slot.
 
 use crate::proto::time::Timestamp;
 
-/// Ticks per bucket ring. With 1 ms ticks, deadlines up to ~4 s land in their own bucket; later
-/// ones wait in the farthest bucket and are re-armed from there.
+/// Buckets in the ring. With 1 ms ticks, deadlines up to ~4 s land in their own bucket; later
+/// ones wait in the farthest bucket and are armed again from there.
 const BUCKETS: usize = 4096;
+const NIL: u32 = u32::MAX;
+const NOT_ARMED: u64 = u64::MAX;
 
-/// A tick number meaning "in no bucket".
-pub(crate) const NOT_ARMED: u64 = u64::MAX;
+/// A slot's place in the wheel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimerLink {
+    prev: u32,
+    next: u32,
+    /// The tick of the bucket the slot is in, or NOT_ARMED.
+    tick: u64,
+}
 
-/// The wheel. Entries are slot indexes of the owner's table.
+impl Default for TimerLink {
+    fn default() -> Self {
+        Self { prev: NIL, next: NIL, tick: NOT_ARMED }
+    }
+}
+
+impl TimerLink {
+    /// Whether the slot is in a bucket.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.tick != NOT_ARMED
+    }
+}
+
+/// Where the owner keeps each slot's [`TimerLink`].
+pub(crate) trait Links {
+    /// The link of slot `idx`.
+    fn link(&mut self, idx: u32) -> &mut TimerLink;
+}
+
+/// The wheel: bucket heads, a bitmap of non-empty buckets, and the next tick to expire.
 #[derive(Debug)]
 pub(crate) struct TimerWheel {
     tick_us: u64,
-    buckets: Vec<Vec<u32>>,
-    /// One bit per non-empty bucket.
+    heads: Box<[u32]>,
     occupied: [u64; BUCKETS / 64],
-    /// Next tick to expire.
     cursor: u64,
 }
 
@@ -32,39 +57,65 @@ impl TimerWheel {
         let tick_us = tick_us.max(1);
         Self {
             tick_us,
-            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            heads: vec![NIL; BUCKETS].into_boxed_slice(),
             occupied: [0; BUCKETS / 64],
             cursor: now.as_micros() / tick_us,
         }
     }
 
-    /// Arms `slot` for `deadline`. `armed` is the slot's record of the tick it sits in, updated
-    /// here. Returns without work if the slot is already in a bucket no later than needed.
-    pub(crate) fn arm(&mut self, slot: u32, armed: &mut u64, deadline: Timestamp) {
+    /// Arms slot `idx` for `deadline` (a slot already due no later stays where it is).
+    pub(crate) fn arm(&mut self, links: &mut impl Links, idx: u32, deadline: Timestamp) {
         // Round up, so that a timer never fires early.
         let want = deadline.as_micros().div_ceil(self.tick_us);
         let tick = want.clamp(self.cursor, self.cursor + BUCKETS as u64 - 1);
-        if *armed != NOT_ARMED && *armed <= tick && *armed >= self.cursor {
+        let armed = links.link(idx).tick;
+        if armed != NOT_ARMED {
+            if armed <= tick {
+                return;
+            }
+            self.cancel(links, idx);
+        }
+        let b = (tick % BUCKETS as u64) as usize;
+        let head = self.heads[b];
+        *links.link(idx) = TimerLink { prev: NIL, next: head, tick };
+        if head != NIL {
+            links.link(head).prev = idx;
+        }
+        self.heads[b] = idx;
+        self.occupied[b / 64] |= 1 << (b % 64);
+    }
+
+    /// Takes slot `idx` out of the wheel, if it is in.
+    pub(crate) fn cancel(&mut self, links: &mut impl Links, idx: u32) {
+        let TimerLink { prev, next, tick } = *links.link(idx);
+        if tick == NOT_ARMED {
             return;
         }
         let b = (tick % BUCKETS as u64) as usize;
-        self.buckets[b].push(slot);
-        self.occupied[b / 64] |= 1 << (b % 64);
-        *armed = tick;
+        if prev == NIL {
+            self.heads[b] = next;
+            if next == NIL {
+                self.occupied[b / 64] &= !(1 << (b % 64));
+            }
+        } else {
+            links.link(prev).next = next;
+        }
+        if next != NIL {
+            links.link(next).prev = prev;
+        }
+        *links.link(idx) = TimerLink::default();
     }
 
-    /// Collects `(slot, tick)` for every entry whose bucket is due at `now` into `due`. The owner
-    /// must ignore an entry whose tick differs from its record (stale), clear its record for the
-    /// others, and re-arm them from their real deadline.
-    pub(crate) fn expire(&mut self, now: Timestamp, due: &mut Vec<(u32, u64)>) {
+    /// Moves every slot whose bucket is due at `now` into `due` (unarmed). The owner handles
+    /// each and arms it again from its real deadline.
+    pub(crate) fn expire(&mut self, now: Timestamp, links: &mut impl Links, due: &mut Vec<u32>) {
         let now_tick = now.as_micros() / self.tick_us;
         while self.cursor <= now_tick {
-            // Skip empty buckets a word at a time.
             let b = (self.cursor % BUCKETS as u64) as usize;
+            // Skip empty buckets a bitmap word at a time.
             let word = self.occupied[b / 64] >> (b % 64);
             if word == 0 {
-                let skip = (64 - b % 64) as u64;
-                self.cursor += skip.min(now_tick + 1 - self.cursor);
+                self.cursor += ((64 - b % 64) as u64).min(now_tick + 1 - self.cursor);
                 continue;
             }
             let zeros = u64::from(word.trailing_zeros());
@@ -72,22 +123,28 @@ impl TimerWheel {
                 self.cursor += zeros.min(now_tick + 1 - self.cursor);
                 continue;
             }
-            let tick = self.cursor;
+            let mut idx = std::mem::replace(&mut self.heads[b], NIL);
             self.occupied[b / 64] &= !(1 << (b % 64));
-            due.extend(self.buckets[b].drain(..).map(|s| (s, tick)));
+            while idx != NIL {
+                let next = links.link(idx).next;
+                *links.link(idx) = TimerLink::default();
+                due.push(idx);
+                idx = next;
+            }
             self.cursor += 1;
         }
     }
 
-    /// The earliest time a bucket may be due (entries may turn out to be later), or `None`.
+    /// The earliest time a bucket may be due (its slots may turn out to be later), or `None`.
     pub(crate) fn next_due(&self) -> Option<Timestamp> {
         let start = (self.cursor % BUCKETS as u64) as usize;
-        for i in 0..=self.occupied.len() {
-            let w = (start / 64 + i) % self.occupied.len();
+        let words = self.occupied.len();
+        for i in 0..=words {
+            let w = (start / 64 + i) % words;
             let mut word = self.occupied[w];
             if i == 0 {
                 word &= u64::MAX << (start % 64);
-            } else if i == self.occupied.len() {
+            } else if i == words {
                 word &= !(u64::MAX << (start % 64));
             }
             if word != 0 {
@@ -104,75 +161,92 @@ impl TimerWheel {
 mod tests {
     use super::*;
 
+    impl Links for Vec<TimerLink> {
+        fn link(&mut self, idx: u32) -> &mut TimerLink {
+            &mut self[idx as usize]
+        }
+    }
+
     fn ms(v: u64) -> Timestamp {
         Timestamp::from_micros(v * 1000)
     }
 
+    fn setup(n: usize, now: Timestamp) -> (TimerWheel, Vec<TimerLink>, Vec<u32>) {
+        (TimerWheel::new(1000, now), vec![TimerLink::default(); n], Vec::new())
+    }
+
     #[test]
     fn fires_on_time_never_early() {
-        let mut w = TimerWheel::new(1000, ms(0));
-        let mut rec = [NOT_ARMED; 3];
-        w.arm(0, &mut rec[0], ms(5));
-        w.arm(1, &mut rec[1], Timestamp::from_micros(5_500));
-        w.arm(2, &mut rec[2], ms(100));
+        let (mut w, mut l, mut due) = setup(3, ms(0));
+        w.arm(&mut l, 0, ms(5));
+        w.arm(&mut l, 1, Timestamp::from_micros(5_500));
+        w.arm(&mut l, 2, ms(100));
         assert_eq!(w.next_due(), Some(ms(5)));
-        let mut due = Vec::new();
-        w.expire(ms(4), &mut due);
+        w.expire(ms(4), &mut l, &mut due);
         assert!(due.is_empty());
-        w.expire(ms(5), &mut due);
-        assert_eq!(due, [(0, 5)]);
+        w.expire(ms(5), &mut l, &mut due);
+        assert_eq!(due, [0]);
+        assert!(!l[0].is_armed());
         due.clear();
-        w.expire(ms(6), &mut due);
-        assert_eq!(due, [(1, 6)], "5.5 ms rounds up to the 6 ms tick");
+        w.expire(ms(6), &mut l, &mut due);
+        assert_eq!(due, [1], "5.5 ms rounds up to the 6 ms tick");
         assert_eq!(w.next_due(), Some(ms(100)));
     }
 
     #[test]
-    fn later_deadline_stays_put_earlier_one_rebuckets() {
-        let mut w = TimerWheel::new(1000, ms(0));
-        let mut rec = NOT_ARMED;
-        w.arm(7, &mut rec, ms(10));
-        w.arm(7, &mut rec, ms(50));
-        assert_eq!(rec, 10, "lazy: still in the 10 ms bucket");
-        w.arm(7, &mut rec, ms(3));
-        assert_eq!(rec, 3);
-        let mut due = Vec::new();
-        w.expire(ms(20), &mut due);
-        // The 10 ms entry is stale: its tick no longer matches the record.
-        assert_eq!(due, [(7, 3), (7, 10)]);
+    fn later_deadline_stays_put_earlier_one_moves() {
+        let (mut w, mut l, mut due) = setup(1, ms(0));
+        w.arm(&mut l, 0, ms(10));
+        w.arm(&mut l, 0, ms(50));
+        assert_eq!(l[0].tick, 10, "lazy: still in the 10 ms bucket");
+        w.arm(&mut l, 0, ms(3));
+        assert_eq!(l[0].tick, 3);
+        w.expire(ms(20), &mut l, &mut due);
+        assert_eq!(due, [0], "in one bucket only");
     }
 
     #[test]
-    fn far_deadlines_wait_in_the_last_bucket_and_wraps() {
-        let mut w = TimerWheel::new(1000, ms(0));
-        let mut rec = NOT_ARMED;
-        w.arm(1, &mut rec, ms(10_000));
-        assert_eq!(rec, BUCKETS as u64 - 1);
-        let mut due = Vec::new();
-        w.expire(ms(5_000), &mut due);
-        assert_eq!(due, [(1, BUCKETS as u64 - 1)]);
-        rec = NOT_ARMED;
-        w.arm(1, &mut rec, ms(10_000));
-        assert_eq!(rec, 5_000 + BUCKETS as u64);
+    fn cancel_from_any_position() {
+        let (mut w, mut l, mut due) = setup(4, ms(0));
+        for i in 0..4 {
+            w.arm(&mut l, i, ms(7));
+        }
+        w.cancel(&mut l, 2);
+        w.cancel(&mut l, 3);
+        w.cancel(&mut l, 0);
+        w.cancel(&mut l, 0);
+        w.expire(ms(7), &mut l, &mut due);
+        assert_eq!(due, [1]);
+        w.arm(&mut l, 1, ms(9));
+        w.cancel(&mut l, 1);
+        assert_eq!(w.next_due(), None);
+    }
+
+    #[test]
+    fn far_deadlines_wait_in_the_last_bucket() {
+        let (mut w, mut l, mut due) = setup(1, ms(0));
+        w.arm(&mut l, 0, ms(10_000));
+        assert_eq!(l[0].tick, BUCKETS as u64 - 1);
+        w.expire(ms(5_000), &mut l, &mut due);
+        assert_eq!(due, [0]);
+        w.arm(&mut l, 0, ms(10_000));
+        assert_eq!(l[0].tick, 5_000 + BUCKETS as u64);
         due.clear();
-        w.expire(ms(9_999), &mut due);
-        assert_eq!(due.len(), 1);
-        rec = NOT_ARMED;
-        w.arm(1, &mut rec, ms(10_000));
+        w.expire(ms(9_999), &mut l, &mut due);
+        assert_eq!(due, [0]);
+        w.arm(&mut l, 0, ms(10_000));
         due.clear();
-        w.expire(ms(10_000), &mut due);
-        assert_eq!(due, [(1, 10_000)]);
+        w.expire(ms(10_000), &mut l, &mut due);
+        assert_eq!(due, [0]);
         assert_eq!(w.next_due(), None);
     }
 
     #[test]
     fn past_deadline_fires_at_next_expire() {
-        let mut w = TimerWheel::new(1000, ms(100));
-        let mut rec = NOT_ARMED;
-        w.arm(3, &mut rec, ms(1));
+        let (mut w, mut l, mut due) = setup(1, ms(100));
+        w.arm(&mut l, 0, ms(1));
         assert_eq!(w.next_due(), Some(ms(100)));
-        let mut due = Vec::new();
-        w.expire(ms(100), &mut due);
-        assert_eq!(due, [(3, 100)]);
+        w.expire(ms(100), &mut l, &mut due);
+        assert_eq!(due, [0]);
     }
 }

@@ -189,8 +189,14 @@ impl Raw {
 
     pub fn request(&self, kind: RequestKind, name: &str, mode: Mode, opts: &[(&str, &str)]) -> Vec<u8> {
         let mut buf = [0u8; 1024];
-        let n = wire::encode_request(kind, name.as_bytes(), mode, opts.iter().map(|(a, b)| (a.as_bytes(), b.as_bytes())), &mut buf)
-            .unwrap();
+        let n = wire::encode_request(
+            kind,
+            name.as_bytes(),
+            mode,
+            opts.iter().map(|(a, b)| (a.as_bytes(), b.as_bytes())),
+            &mut buf,
+        )
+        .unwrap();
         self.send(self.server, &buf[..n]);
         buf[..n].to_vec()
     }
@@ -289,9 +295,10 @@ pub fn data_of(p: &[u8]) -> (u16, Vec<u8>) {
 
 /// Runs a real client command with a time limit; returns its exit code and combined output.
 pub fn run_code(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e} (the test command installs tftp-hpa, atftp, curl and busybox)")
-    });
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!("cannot run {cmd:?}: {e} (the test command installs tftp-hpa, atftp, curl and busybox)")
+        });
     let end = Instant::now() + limit;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
