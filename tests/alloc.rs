@@ -56,6 +56,12 @@ fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
     }
 }
 
+/// The client's buffers, allocated before measuring.
+struct Buffers {
+    packet: Vec<u8>,
+    request: Vec<u8>,
+}
+
 /// Downloads `name` (`blocks` full blocks plus a short one) checking every byte against
 /// `expect`, with buffers allocated before it starts. Returns the number of DATA received.
 fn fetch(
@@ -65,9 +71,9 @@ fn fetch(
     blksize: u16,
     window: u16,
     expect: &[u8],
-    buf: &mut [u8],
-    req: &mut [u8],
+    b: &mut Buffers,
 ) -> u64 {
+    let (buf, req) = (&mut b.packet[..], &mut b.request[..]);
     let mut d1 = [0u8; 20];
     let mut d2 = [0u8; 20];
     let opts: [(&[u8], &[u8]); 2] = [
@@ -120,20 +126,19 @@ fn data_path_allocates_nothing_per_packet() {
         let addr = server.local_addrs()[0];
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = vec![0u8; 2048];
-        let mut req = vec![0u8; 512];
+        let mut bufs = Buffers { packet: vec![0u8; 2048], request: vec![0u8; 512] };
         for window in [1u16, 16] {
             // Warm up: open and map both files, grow every table to its working size.
             for _ in 0..3 {
-                fetch(&sock, addr, b"small", blksize, window, &small, &mut buf, &mut req);
-                fetch(&sock, addr, b"large", blksize, window, &large, &mut buf, &mut req);
+                fetch(&sock, addr, b"small", blksize, window, &small, &mut bufs);
+                fetch(&sock, addr, b"large", blksize, window, &large, &mut bufs);
             }
             std::thread::sleep(Duration::from_millis(50));
             let a0 = ALLOCS.load(Ordering::Relaxed);
-            let p_small = fetch(&sock, addr, b"small", blksize, window, &small, &mut buf, &mut req);
+            let p_small = fetch(&sock, addr, b"small", blksize, window, &small, &mut bufs);
             std::thread::sleep(Duration::from_millis(50));
             let a1 = ALLOCS.load(Ordering::Relaxed);
-            let p_large = fetch(&sock, addr, b"large", blksize, window, &large, &mut buf, &mut req);
+            let p_large = fetch(&sock, addr, b"large", blksize, window, &large, &mut bufs);
             std::thread::sleep(Duration::from_millis(50));
             let a2 = ALLOCS.load(Ordering::Relaxed);
             let (small_allocs, large_allocs) = (a1 - a0, a2 - a1);

@@ -29,6 +29,7 @@ impl Default for TimerLink {
     }
 }
 
+#[cfg(test)]
 impl TimerLink {
     /// Whether the slot is in a bucket.
     pub(crate) fn is_armed(&self) -> bool {

@@ -1,7 +1,7 @@
 //! Test harness: the real `bootstorm` binary on loopback, a packet-level client, and the real
 //! TFTP clients the test command installs.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
