@@ -128,7 +128,7 @@ pub struct Cli {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Print counters and latency percentiles every SECS seconds (0: only at exit).
+    /// Log each worker's counters every SECS seconds (0: only at exit, with latency percentiles).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
 }

@@ -366,3 +366,10 @@ fn peer_index_survives_growth() {
         assert_eq!(&sent[0].3[..4], &[0, 3, 0, 2], "{p}: DATA 2, not ERROR 5");
     }
 }
+
+/// Every active transfer costs one slot: keep it from growing unnoticed.
+#[test]
+fn transfer_state_stays_small() {
+    assert!(std::mem::size_of::<Slot>() <= 192, "Slot is {} bytes", std::mem::size_of::<Slot>());
+    assert!(std::mem::size_of::<ReadTransfer>() <= 112);
+}
