@@ -1,6 +1,9 @@
 //! bootstorm: a TFTP server for PXE-booting whole fleets at once.
 //!
 //! - [`proto`]: the protocol as a sans-IO state machine (codec, negotiation, transfers).
+//! - [`net`]: raw socket addresses for `sendmsg`/`recvmsg`.
+//! - [`ring`]: provided-buffer rings for io_uring receives (server and load generator).
+//! - [`timer`]: an allocation-free timer wheel for many deadlines.
 //! - [`fs`]: request paths, containment under the root, the per-worker cache of file maps.
 //!
 //! See `docs/architecture.md` for the data flow and its invariants.
@@ -9,5 +12,8 @@
 
 pub mod config;
 pub mod fs;
+pub mod net;
 pub mod proto;
+pub mod ring;
+pub mod timer;
 pub mod server;

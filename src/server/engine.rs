@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::io::{Body, Datagram, Io, MAX_HEAD, Outgoing, Token, Via};
 use super::socket::{LocalEnd, interface_mtu};
 use super::stats::{Counters, Latencies};
-use super::timer::{Links, TimerLink, TimerWheel};
+use crate::timer::{Links, TimerLink, TimerWheel};
 use crate::config::Config;
 use crate::fs::{FileCache, FileVersion, OpenError, Root, normalize};
 use crate::proto::options::{Negotiated, blksize_for_mtu, negotiate};

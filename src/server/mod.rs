@@ -11,7 +11,6 @@ pub(crate) mod epoll;
 pub(crate) mod io;
 pub(crate) mod probe;
 pub(crate) mod socket;
-pub(crate) mod timer;
 pub(crate) mod uring;
 pub(crate) mod worker;
 

@@ -40,7 +40,7 @@ pub(crate) fn io_uring_usable() -> Result<(), String> {
         Some(c) if c.user_data() == 42 => {}
         _ => return Err("a NOP did not complete".into()),
     }
-    super::uring::BufRing::new(&ring, 16, 64, 0).map(drop).map_err(|e| format!("provided-buffer ring: {e}"))
+    crate::ring::BufRing::new(&ring, 16, 64, 0).map(drop).map_err(|e| format!("provided-buffer ring: {e}"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -31,6 +30,7 @@ use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_soc
 use super::worker::{Clock, RX_SIZE, WorkerControl};
 use crate::config::Config;
 use crate::fs::FileVersion;
+use crate::ring::BufRing;
 
 const KIND_LISTEN: u64 = 1;
 const KIND_XFER: u64 = 2;
@@ -42,90 +42,6 @@ const BGID: u16 = 0;
 
 fn ud(kind: u64, generation: u32, idx: u32) -> u64 {
     (kind << 60) | (u64::from(generation & 0x0fff_ffff) << 32) | u64::from(idx)
-}
-
-/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size` bytes that the
-/// kernel picks from for multishot receives.
-pub(crate) struct BufRing {
-    entries: *mut types::BufRingEntry,
-    entries_len: usize,
-    bufs: Vec<u8>,
-    size: usize,
-    mask: u16,
-    tail: u16,
-}
-
-impl BufRing {
-    /// Allocates and registers the ring with `ring` as buffer group `bgid`.
-    pub(crate) fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
-        assert!(count.is_power_of_two(), "buffer count must be a power of two");
-        let entries_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: an anonymous private mapping; the result is checked. The kernel requires the
-        // ring entries to be page-aligned, which mmap guarantees.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                entries_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut br = Self {
-            entries: p.cast(),
-            entries_len,
-            bufs: vec![0; usize::from(count) * size],
-            size,
-            mask: count - 1,
-            tail: 0,
-        };
-        // SAFETY: the entries stay mapped until drop, which happens after the ring that uses them
-        // has been dropped (the owner declares the ring first) or unregistered.
-        unsafe { ring.submitter().register_buf_ring_with_flags(p as u64, count, bgid, 0)? };
-        for bid in 0..count {
-            br.push(bid);
-        }
-        br.publish();
-        Ok(br)
-    }
-
-    /// Hands buffer `bid` back to the kernel (visible after [`publish`](Self::publish)).
-    fn push(&mut self, bid: u16) {
-        let idx = usize::from(self.tail & self.mask);
-        // SAFETY: idx < count, inside the mapped entries; the kernel only reads entries between
-        // its head and the published tail, and this one is past the published tail.
-        let e = unsafe { &mut *self.entries.add(idx) };
-        e.set_addr(self.bufs.as_ptr() as u64 + u64::from(bid) * self.size as u64);
-        e.set_len(self.size as u32);
-        e.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Publishes pushed buffers to the kernel.
-    fn publish(&self) {
-        // SAFETY: the tail field lives in the first entry of the mapped ring; the kernel reads it
-        // with acquire semantics, so a release store orders the entry writes before it.
-        unsafe {
-            let tail = types::BufRingEntry::tail(self.entries) as *const AtomicU16;
-            (*tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    fn get(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * self.size;
-        &self.bufs[start..start + len.min(self.size)]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
-        unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
-    }
 }
 
 /// What a send slot holds until its completion.

@@ -1,4 +1,4 @@
-//! A hashed timer wheel for transfer deadlines: O(1) to arm and to cancel, and no allocation at
+//! A hashed timer wheel for per-transfer deadlines (server transfers, load-generator clients): O(1) to arm and to cancel, and no allocation at
 //! all, because each bucket is an intrusive doubly-linked list threaded through the owner's
 //! slots ([`TimerLink`], 16 bytes per slot).
 //!
@@ -16,7 +16,7 @@ const NOT_ARMED: u64 = u64::MAX;
 
 /// A slot's place in the wheel.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct TimerLink {
+pub struct TimerLink {
     prev: u32,
     next: u32,
     /// The tick of the bucket the slot is in, or NOT_ARMED.
@@ -29,23 +29,22 @@ impl Default for TimerLink {
     }
 }
 
-#[cfg(test)]
 impl TimerLink {
     /// Whether the slot is in a bucket.
-    pub(crate) fn is_armed(&self) -> bool {
+    pub fn is_armed(&self) -> bool {
         self.tick != NOT_ARMED
     }
 }
 
 /// Where the owner keeps each slot's [`TimerLink`].
-pub(crate) trait Links {
+pub trait Links {
     /// The link of slot `idx`.
     fn link(&mut self, idx: u32) -> &mut TimerLink;
 }
 
 /// The wheel: bucket heads, a bitmap of non-empty buckets, and the next tick to expire.
 #[derive(Debug)]
-pub(crate) struct TimerWheel {
+pub struct TimerWheel {
     tick_us: u64,
     heads: Box<[u32]>,
     occupied: [u64; BUCKETS / 64],
@@ -54,7 +53,7 @@ pub(crate) struct TimerWheel {
 
 impl TimerWheel {
     /// A wheel with ticks of `tick_us` microseconds starting at `now`.
-    pub(crate) fn new(tick_us: u64, now: Timestamp) -> Self {
+    pub fn new(tick_us: u64, now: Timestamp) -> Self {
         let tick_us = tick_us.max(1);
         Self {
             tick_us,
@@ -65,7 +64,7 @@ impl TimerWheel {
     }
 
     /// Arms slot `idx` for `deadline` (a slot already due no later stays where it is).
-    pub(crate) fn arm(&mut self, links: &mut impl Links, idx: u32, deadline: Timestamp) {
+    pub fn arm(&mut self, links: &mut impl Links, idx: u32, deadline: Timestamp) {
         // Round up, so that a timer never fires early.
         let want = deadline.as_micros().div_ceil(self.tick_us);
         let tick = want.clamp(self.cursor, self.cursor + BUCKETS as u64 - 1);
@@ -87,7 +86,7 @@ impl TimerWheel {
     }
 
     /// Takes slot `idx` out of the wheel, if it is in.
-    pub(crate) fn cancel(&mut self, links: &mut impl Links, idx: u32) {
+    pub fn cancel(&mut self, links: &mut impl Links, idx: u32) {
         let TimerLink { prev, next, tick } = *links.link(idx);
         if tick == NOT_ARMED {
             return;
@@ -109,7 +108,7 @@ impl TimerWheel {
 
     /// Moves every slot whose bucket is due at `now` into `due` (unarmed). The owner handles
     /// each and arms it again from its real deadline.
-    pub(crate) fn expire(&mut self, now: Timestamp, links: &mut impl Links, due: &mut Vec<u32>) {
+    pub fn expire(&mut self, now: Timestamp, links: &mut impl Links, due: &mut Vec<u32>) {
         let now_tick = now.as_micros() / self.tick_us;
         while self.cursor <= now_tick {
             let b = (self.cursor % BUCKETS as u64) as usize;
@@ -137,7 +136,7 @@ impl TimerWheel {
     }
 
     /// The earliest time a bucket may be due (its slots may turn out to be later), or `None`.
-    pub(crate) fn next_due(&self) -> Option<Timestamp> {
+    pub fn next_due(&self) -> Option<Timestamp> {
         let start = (self.cursor % BUCKETS as u64) as usize;
         let words = self.occupied.len();
         for i in 0..=words {
