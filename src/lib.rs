@@ -15,5 +15,5 @@ pub mod fs;
 pub mod net;
 pub mod proto;
 pub mod ring;
-pub mod timer;
 pub mod server;
+pub mod timer;

@@ -79,7 +79,6 @@ pub fn decode_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +94,4 @@ mod tests {
         }
         assert_eq!(decode_sockaddr(&[0, 0]), None);
     }
-
 }

@@ -30,8 +30,14 @@ impl std::fmt::Debug for BufRing {
 
 impl BufRing {
     /// Allocates `count` buffers of `size` bytes (`count` a power of two) and registers them with
-    /// `ring` as buffer group `bgid`. The owner must drop (or unregister) the ring before this.
-    pub fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
+    /// `ring` as buffer group `bgid`.
+    ///
+    /// # Safety
+    /// The kernel writes received datagrams into these buffers for as long as a receive that
+    /// selects from group `bgid` is armed on `ring`. The caller must keep this `BufRing` alive
+    /// until every such receive has completed for the last time, or until `ring` is dropped or
+    /// the group unregistered, whichever comes first.
+    pub unsafe fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
         assert!(count.is_power_of_two(), "buffer count must be a power of two");
         let entries_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: an anonymous private mapping; the result is checked. The kernel requires the
@@ -102,4 +108,3 @@ impl Drop for BufRing {
         unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
     }
 }
-

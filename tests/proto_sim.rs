@@ -114,7 +114,7 @@ impl Server {
             Ok(Packet::Request(r)) => match &mut self.xfer {
                 // The same client address and port: the request was repeated.
                 Some(x) => {
-                    x.handle_duplicate_request(now, &SERVER_CFG);
+                    x.handle_repeated_request(now, &SERVER_CFG);
                 }
                 None => {
                     let n =

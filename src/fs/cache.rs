@@ -28,8 +28,9 @@ use super::root::{OpenError, Root};
 use crate::proto::netascii;
 use crate::proto::time::Timestamp;
 
-/// Largest file served in netascii mode: the translation is built in memory once per version.
-pub const MAX_NETASCII_SOURCE: u64 = 64 << 20;
+/// Largest file served in netascii mode. The translation is built in memory once per version,
+/// synchronously on the worker, so it is kept small: netascii is for configuration files.
+pub const MAX_NETASCII_SOURCE: u64 = 4 << 20;
 
 /// Mapped files up to this size are read ahead in full when mapped (boot files are read whole).
 const WILLNEED_LIMIT: u64 = 256 << 20;

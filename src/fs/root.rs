@@ -6,7 +6,8 @@
 //! file system. Symbolic links that stay inside the root are followed unless symlinks are refused
 //! altogether. On kernels without `openat2` (before 5.6), the path is walked one component at a
 //! time with `O_NOFOLLOW`, so every symlink is refused. Only regular files are served; opening
-//! never blocks (a FIFO in the root is refused, not waited on).
+//! never blocks and never opens anything but a regular file: a FIFO or device in the root is
+//! refused without being opened.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -93,14 +94,38 @@ impl Root {
     }
 
     /// Opens the regular file at `rel` (a normalised relative path) for reading.
+    ///
+    /// The path is opened with `O_PATH` first, which has no effect on what it names, and only a
+    /// regular file is then reopened for reading, through `/proc/self/fd` so that it is the very
+    /// same inode: a device or FIFO under the root is never actually opened.
     pub fn open_file(&self, rel: &[u8]) -> Result<File, OpenError> {
         let c = CString::new(rel).map_err(|_| OpenError::Denied)?;
+        let flags = libc::O_PATH;
+        let path_fd = if self.has_openat2 { self.openat2(&c, flags) } else { self.walk(rel, flags) }
+            .map_err(OpenError::from_errno)?;
+        let meta = File::from(path_fd.try_clone()?).metadata()?;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            // Only the component walk (no openat2) stops at a final symlink.
+            return Err(OpenError::Denied);
+        }
+        if !kind.is_file() {
+            return Err(OpenError::NotRegular);
+        }
+        let proc_path =
+            CString::new(format!("/proc/self/fd/{}", path_fd.as_raw_fd())).map_err(|_| OpenError::Denied)?;
+        // SAFETY: a NUL-terminated path; the result is checked.
+        let fd = unsafe { libc::open(proc_path.as_ptr(), libc::O_RDONLY | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor we own.
+            return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        // No /proc: open the path itself, non-blocking, and check again what was opened.
         let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
         let fd = if self.has_openat2 { self.openat2(&c, flags) } else { self.walk(rel, flags) }
             .map_err(OpenError::from_errno)?;
         let file = File::from(fd);
-        let meta = file.metadata()?;
-        if !meta.file_type().is_file() {
+        if !file.metadata()?.file_type().is_file() {
             return Err(OpenError::NotRegular);
         }
         Ok(file)
@@ -210,12 +235,22 @@ mod tests {
     }
 
     #[test]
-    fn fifo_is_refused_without_blocking() {
+    fn devices_and_fifos_are_refused_without_being_opened() {
         let (dir, _outside) = setup();
         let p = CString::new(dir.path().join("fifo").as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid path string.
         assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
         let root = Root::open(dir.path(), true).unwrap();
         assert!(matches!(read(&root, "fifo"), Err(OpenError::NotRegular)));
+        // A FIFO nobody writes to would block a plain open(O_RDONLY) forever; this returned.
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("devlink")).unwrap();
+        let root = Root::open(dir.path(), true).unwrap();
+        assert!(matches!(read(&root, "devlink"), Err(OpenError::Denied)), "outside the root");
+        // A character device inside the root (the null device, 1:3): refused, not opened.
+        let dev = CString::new(dir.path().join("null").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path string; creating device nodes needs root, which the suite runs as.
+        let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+        assert_eq!(rc, 0, "mknod: {}", io::Error::last_os_error());
+        assert!(matches!(read(&root, "null"), Err(OpenError::NotRegular)));
     }
 }

@@ -389,6 +389,17 @@ mod tests {
     }
 
     #[test]
+    fn any_data_number_is_safe() {
+        for block in [0u16, 2, 65535, 32768] {
+            let mut c = ReadClient::new(t(0), RequestOptions::default());
+            c.poll_transmit(t(0), &CFG);
+            c.handle_packet(t(1), &Packet::Data { block, data: &[0; 10] }, &CFG);
+            c.handle_packet(t(1), &Packet::Data { block: 1, data: &[0; 512] }, &CFG);
+            c.handle_packet(t(1), &Packet::Data { block, data: &[0; 10] }, &CFG);
+        }
+    }
+
+    #[test]
     fn timeout_resends_last_ack() {
         let mut c = ReadClient::new(t(0), RequestOptions::default());
         c.poll_transmit(t(0), &CFG);

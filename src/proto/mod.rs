@@ -24,7 +24,7 @@ pub mod wire;
 pub use client::{ClientConfig, ClientOutcome, ClientTransmit, ReadClient, RequestOptions};
 pub use error::{BufferTooSmall, DecodeError, ErrorCode};
 pub use options::{Limits, Negotiated, negotiate};
-pub use read::{Outcome, ReadTransfer, Transmit};
+pub use read::{Outcome, ReadTransfer, Repeat, Transmit};
 pub use rtt::RtoBounds;
 pub use sender::RetransmitConfig;
 pub use time::Timestamp;

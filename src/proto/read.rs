@@ -5,7 +5,7 @@
 //! 1. creates it when a request has been accepted ([`ReadTransfer::new`]), after negotiating
 //!    options against the file;
 //! 2. feeds it every packet from the client with [`handle_packet`](ReadTransfer::handle_packet),
-//!    a repeated request with [`handle_duplicate_request`](ReadTransfer::handle_duplicate_request),
+//!    a repeated request with [`handle_repeated_request`](ReadTransfer::handle_repeated_request),
 //!    and calls [`handle_timeout`](ReadTransfer::handle_timeout) once
 //!    [`poll_timeout`](ReadTransfer::poll_timeout) has passed;
 //! 3. after each of those, calls [`poll_transmit`](ReadTransfer::poll_transmit) until it returns
@@ -50,6 +50,19 @@ pub enum Transmit {
         /// The message.
         message: &'static str,
     },
+}
+
+/// What a repeated request (same client address and port, same bytes) means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repeat {
+    /// Nothing was acknowledged yet: the first answer was lost, and goes out again.
+    ResendFirst,
+    /// The transfer is under way: the repeat is ignored.
+    Ignored,
+    /// Every block has been sent and the client asks again: it has the file and is starting
+    /// over (its final ACK may still be in flight on the transfer's socket). This transfer is
+    /// complete; the owner starts a new one for the request.
+    Finished,
 }
 
 /// How a transfer ended.
@@ -172,10 +185,9 @@ impl ReadTransfer {
         }
     }
 
-    /// The client sent its request again. Before anything has been acknowledged, the first answer
-    /// is sent once more and the client's silence timer restarts; returns whether that happens.
-    /// Afterwards the repeat is ignored.
-    pub fn handle_duplicate_request(&mut self, now: Timestamp, base: &RetransmitConfig) -> bool {
+    /// The client sent its request again; see [`Repeat`]. Before anything has been acknowledged,
+    /// the first answer is due again and the client's silence timer restarts.
+    pub fn handle_repeated_request(&mut self, now: Timestamp, base: &RetransmitConfig) -> Repeat {
         let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
         match self.phase {
             Phase::Unconfirmed { oack, .. } => {
@@ -184,9 +196,15 @@ impl ReadTransfer {
                     self.sender.rewind();
                 }
                 self.phase = Phase::Unconfirmed { oack, expires: now + unconfirmed_wait(base, timeout) };
-                true
+                Repeat::ResendFirst
             }
-            _ => false,
+            Phase::Sending if self.sender.all_sent() => {
+                // It only asks again once it has the final block.
+                self.sender.acknowledge_all();
+                self.phase = Phase::Done(Outcome::Complete);
+                Repeat::Finished
+            }
+            _ => Repeat::Ignored,
         }
     }
 

@@ -86,7 +86,11 @@ impl WindowReceiver {
             return (Received::Duplicate, ack);
         }
         if d < 0 {
-            let dup = last_in_order.saturating_sub(u64::from(d.unsigned_abs()) - 1);
+            // A block from before the first one (block 0 at the start, or a distance reaching
+            // past the beginning) is stale: nothing to learn from it.
+            let Some(dup) = (last_in_order + 1).checked_sub(u64::from(d.unsigned_abs())).filter(|&b| b >= 1) else {
+                return (Received::Duplicate, None);
+            };
             // A sender that went back restarts one block after an ACK it received, and our
             // ACKs fall on window steps: other duplicates are the network's doing.
             let step = |from: u64| (dup as i64 - 1 - from as i64).rem_euclid(w as i64) == 0;
@@ -189,6 +193,18 @@ mod tests {
         }
         let acks: Vec<_> = (1..=8).map(|b| r.on_data(((b - 1) % 4) + 1, 512).1).collect();
         assert_eq!(acks, [Some(4), None, None, None, Some(4), None, None, None]);
+    }
+
+    #[test]
+    fn blocks_before_the_first_are_stale_not_a_panic() {
+        for window in [1, 4] {
+            let mut r = WindowReceiver::new(512, window);
+            assert_eq!(r.on_data(0, 512), (Received::Duplicate, None));
+            assert_eq!(r.on_data(40_000, 512), (Received::Duplicate, None));
+            r.on_data(1, 512);
+            assert_eq!(r.on_data(0, 512), (Received::Duplicate, None));
+            assert_eq!(r.on_data(1, 512).0, Received::Duplicate);
+        }
     }
 
     #[test]

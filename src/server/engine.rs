@@ -28,12 +28,13 @@ use tracing::{debug, info, warn};
 use super::io::{Body, Datagram, Io, MAX_HEAD, Outgoing, Token, Via};
 use super::socket::{LocalEnd, interface_mtu};
 use super::stats::{Counters, Latencies};
-use crate::timer::{Links, TimerLink, TimerWheel};
 use crate::config::Config;
 use crate::fs::{FileCache, FileVersion, OpenError, Root, normalize};
 use crate::proto::options::{Negotiated, blksize_for_mtu, negotiate};
+use crate::proto::read::Repeat;
 use crate::proto::wire::{self, MAX_FILENAME_LEN, Mode, Packet, Request, RequestKind};
 use crate::proto::{ErrorCode, Outcome, ReadTransfer, Timestamp, Transmit};
+use crate::timer::{Links, TimerLink, TimerWheel};
 
 /// Timer wheel resolution.
 const TICK_US: u64 = 1_000;
@@ -266,19 +267,29 @@ impl Engine {
         if let Some(idx) = self.find_peer(&d.peer) {
             let retransmit = self.cfg.retransmit;
             let t = self.slots[idx as usize].transfer.as_mut().expect("indexed slots are live");
-            if t.req_hash == req_hash {
+            let repeat = (t.req_hash == req_hash).then(|| t.xfer.handle_repeated_request(now, &retransmit));
+            match repeat {
                 // The client repeated its request: the same transfer, never a second one.
-                Counters::add(&self.counters.duplicate_requests, 1);
-                if t.xfer.handle_duplicate_request(now, &retransmit) {
-                    let size = t.xfer.sender().size();
-                    let neg = self.negotiate(r, size, d.local, now);
-                    self.send_first(idx, now, r, &neg, io);
+                Some(Repeat::ResendFirst | Repeat::Ignored) => {
+                    Counters::add(&self.counters.duplicate_requests, 1);
+                    if repeat == Some(Repeat::ResendFirst) {
+                        let s = t.xfer.sender();
+                        let (size, blksize, window) = (s.size(), s.blksize(), s.window());
+                        // Same options as the first answer, with the values this transfer uses
+                        // (a fresh negotiation could differ once the MTU cache is refreshed).
+                        let mut neg = self.negotiate(r, size, d.local, now);
+                        neg.blksize = blksize;
+                        neg.windowsize = window;
+                        self.send_first(idx, now, r, &neg, io);
+                    }
+                    self.after_event(idx, now, io);
+                    return;
                 }
-                self.after_event(idx, now, io);
-                return;
+                // The client has the whole file and asks again: the old transfer is complete.
+                Some(Repeat::Finished) => {}
+                // Another request from the same address and port: the client has moved on.
+                None => t.xfer.cancel(Outcome::PeerError(ErrorCode::NOT_DEFINED)),
             }
-            // Another request from the same address and port: the client has moved on.
-            t.xfer.cancel(Outcome::PeerError(ErrorCode::NOT_DEFINED));
             self.after_event(idx, now, io);
         }
         let refuse = |code, msg| (code, msg);
@@ -398,6 +409,11 @@ impl Engine {
     fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, r: &Request<'_>, neg: &Negotiated, io: &mut I) {
         let retransmit = self.cfg.retransmit;
         let token = self.token(idx);
+        // A first DATA waits for room like any DATA: the transfer is queued by `after_event`
+        // and `flush` sends it. Only an OACK, which exists only now, goes out at once.
+        if !neg.has_oack() && !io.can_send() {
+            return;
+        }
         let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
             return;
         };

@@ -248,9 +248,12 @@ impl RxBatch {
             }
             for i in 0..n as usize {
                 let h = &self.msgs[i].msg_hdr;
-                // SAFETY: the kernel wrote `msg_namelen` bytes of address into names[i].
+                // SAFETY: the kernel wrote `msg_namelen` bytes of address into names[i]; clamped to its size.
                 let name = unsafe {
-                    std::slice::from_raw_parts((&self.names[i] as *const RawAddr).cast::<u8>(), h.msg_namelen as usize)
+                    std::slice::from_raw_parts(
+                        (&self.names[i] as *const RawAddr).cast::<u8>(),
+                        (h.msg_namelen as usize).min(RAW_ADDR_LEN as usize),
+                    )
                 };
                 let Some(peer) = decode_sockaddr(name) else {
                     continue;

@@ -17,6 +17,7 @@
 //! has them (6.1+), with fewer flags on older kernels.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -31,6 +32,7 @@ use super::worker::{Clock, RX_SIZE, WorkerControl};
 use crate::config::Config;
 use crate::fs::FileVersion;
 use crate::ring::BufRing;
+use tracing::warn;
 
 const KIND_LISTEN: u64 = 1;
 const KIND_XFER: u64 = 2;
@@ -82,9 +84,19 @@ struct Rx {
 /// so that a datagram borrowed from the receive buffers can be handed to the engine together
 /// with the [`Io`].
 pub(crate) struct Uring {
-    // Declared first: the ring is closed before the receive memory its operations use is freed.
     io: UringIo,
-    rx: Box<Rx>,
+    /// Freed only when no operation is in flight (see `Drop`).
+    rx: ManuallyDrop<Box<Rx>>,
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if self.io.in_flight == 0 {
+            // SAFETY: dropped once, here; no operation refers to the buffers any more.
+            unsafe { ManuallyDrop::drop(&mut self.rx) };
+        }
+        // Otherwise the kernel may still write into them: leak rather than free.
+    }
 }
 
 /// What a multishot receive that ended must be armed again for.
@@ -104,15 +116,36 @@ pub(crate) struct UringIo {
     close_listens_on_stop: bool,
     socks: Vec<SockEntry>,
     free_socks: Vec<u32>,
-    sends: Box<[SendSlot]>,
+    /// Freed only when no operation is in flight (see `Drop`).
+    sends: ManuallyDrop<Box<[SendSlot]>>,
     free_sends: Vec<u32>,
     ports: PortPicker,
     errors: Vec<(Token, i32)>,
     wake_fd: RawFd,
-    wake_buf: Box<u64>,
+    wake_buf: ManuallyDrop<Box<u64>>,
     /// Operations submitted whose last completion has not arrived.
     in_flight: usize,
     rearm: Vec<Rearm>,
+    /// Sockets to close once the submissions that may name them have been made.
+    to_close: Vec<UdpSocket>,
+    /// The listening sockets are being closed (stop): their receives are not armed again.
+    listens_closing: bool,
+    /// The loop is over: nothing new is armed or opened.
+    draining: bool,
+    /// Receives ended by an error other than running out of buffers, in a row.
+    recv_failures: u32,
+}
+
+impl Drop for UringIo {
+    fn drop(&mut self) {
+        if self.in_flight == 0 {
+            // SAFETY: dropped once, here; no operation refers to them any more.
+            unsafe {
+                ManuallyDrop::drop(&mut self.sends);
+                ManuallyDrop::drop(&mut self.wake_buf);
+            }
+        }
+    }
 }
 
 fn build_ring(entries: u32) -> io::Result<IoUring> {
@@ -144,7 +177,9 @@ impl Uring {
     pub(crate) fn new(cfg: &Config, listens: Vec<UdpSocket>, ports: PortPicker, wake_fd: RawFd) -> io::Result<Self> {
         let ring = build_ring(cfg.ring_entries)?;
         let count = u16::try_from(cfg.rx_buffers).map_err(|_| io::Error::other("--rx-buffers too large"))?;
-        let bufs = BufRing::new(&ring, count, RX_SIZE, BGID)?;
+        // SAFETY: the buffers live in `Rx`, which `Uring` drops after `UringIo` (and its ring),
+        // and the worker drains every receive before that (see `run`).
+        let bufs = unsafe { BufRing::new(&ring, count, RX_SIZE, BGID)? };
         // SAFETY: msghdr is plain data; all-zero is valid.
         let mut listen_msg: libc::msghdr = unsafe { std::mem::zeroed() };
         listen_msg.msg_namelen = RAW_ADDR_LEN;
@@ -173,20 +208,24 @@ impl Uring {
             close_listens_on_stop: !cfg.single_port,
             socks: Vec::new(),
             free_socks: Vec::new(),
-            sends,
+            sends: ManuallyDrop::new(sends),
             free_sends: (0..cfg.send_slots).rev().collect(),
             ports,
             errors: Vec::new(),
             wake_fd,
-            wake_buf: Box::new(0),
+            wake_buf: ManuallyDrop::new(Box::new(0)),
             in_flight: 0,
             rearm: Vec::new(),
+            to_close: Vec::new(),
+            listens_closing: false,
+            draining: false,
+            recv_failures: 0,
         };
         for i in 0..io.listens.len() as u32 {
             io.arm(Rearm::Listen(i));
         }
         io.arm_wake();
-        Ok(Self { io, rx })
+        Ok(Self { io, rx: ManuallyDrop::new(rx) })
     }
 }
 
@@ -207,6 +246,9 @@ impl UringIo {
     }
 
     fn arm(&mut self, what: Rearm) {
+        if self.draining {
+            return;
+        }
         let (fd, msg, data) = match what {
             Rearm::Listen(idx) => {
                 let Some((Some(s), armed)) = self.listens.get_mut(idx as usize) else {
@@ -232,7 +274,10 @@ impl UringIo {
     }
 
     fn arm_wake(&mut self) {
-        let buf = (&mut *self.wake_buf as *mut u64).cast::<u8>();
+        if self.draining {
+            return;
+        }
+        let buf = (&mut **self.wake_buf as *mut u64).cast::<u8>();
         let sqe = opcode::Read::new(types::Fd(self.wake_fd), buf, 8).build().user_data(ud(KIND_WAKE, 0, 0));
         self.push(&sqe);
     }
@@ -243,13 +288,14 @@ impl UringIo {
     }
 
     fn close_listens(&mut self) {
-        if !self.close_listens_on_stop {
+        if !self.close_listens_on_stop || self.listens_closing {
             return;
         }
+        self.listens_closing = true;
         for i in 0..self.listens.len() {
             match self.listens[i] {
                 (Some(_), true) => self.cancel(ud(KIND_LISTEN, 0, i as u32)),
-                (Some(_), false) => self.listens[i].0 = None,
+                (Some(_), false) => self.to_close.extend(self.listens[i].0.take()),
                 (None, _) => {}
             }
         }
@@ -275,7 +321,8 @@ impl UringIo {
 
     fn free_sock(&mut self, idx: u32) {
         let e = &mut self.socks[idx as usize];
-        e.sock = None;
+        // A send queued but not yet submitted may still name this descriptor.
+        self.to_close.extend(e.sock.take());
         e.armed = false;
         e.generation = e.generation.wrapping_add(1) & 0x0fff_ffff;
         self.free_socks.push(idx);
@@ -295,6 +342,9 @@ impl UringIo {
 
 impl Io for UringIo {
     fn open_transfer(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef> {
+        if self.draining {
+            return Err(io::Error::other("worker is stopping"));
+        }
         let scope = match local {
             SocketAddr::V6(a) => a.scope_id(),
             SocketAddr::V4(_) => 0,
@@ -342,8 +392,7 @@ impl Io for UringIo {
             return;
         };
         let Some(idx) = self.free_sends.pop() else {
-            // Only control packets get here without capacity (the engine checks before DATA):
-            // send those at once rather than lose them.
+            // No slot: send synchronously rather than lose the datagram.
             send_now(fd, &out);
             return;
         };
@@ -374,22 +423,32 @@ impl Io for UringIo {
     }
 }
 
-/// A synchronous `sendmsg` for when every send slot is busy.
+/// A synchronous `sendmsg` for when every send slot is busy (control packets only in practice:
+/// the engine checks for room before DATA, but a body is sent whole all the same).
 fn send_now(fd: RawFd, out: &Outgoing<'_>) {
     let (addr, addr_len) = RawAddr::new(&out.to);
-    let mut iov = [libc::iovec { iov_base: out.head.as_ptr() as *mut _, iov_len: out.head.len() }];
+    let mut iov = [
+        libc::iovec { iov_base: out.head.as_ptr() as *mut _, iov_len: out.head.len() },
+        libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+    ];
+    let mut iovlen = 1;
+    if let Some(b) = out.body {
+        iov[1] = libc::iovec { iov_base: b.slice.ptr as *mut _, iov_len: b.slice.len };
+        iovlen = 2;
+    }
     // SAFETY: plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
     msg.msg_namelen = addr_len;
     msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = 1;
+    msg.msg_iovlen = iovlen;
     let mut cmsg = [0u8; PKTINFO_SPACE];
     if let (Some(from), Via::Listen(_)) = (out.from, out.via) {
         msg.msg_controllen = write_pktinfo(&from, &mut cmsg);
         msg.msg_control = cmsg.as_mut_ptr().cast();
     }
-    // SAFETY: all pointers in `msg` refer to locals or to `out.head`, alive for the call.
+    // SAFETY: all pointers in `msg` refer to locals, to `out.head`, or to the body, which the
+    // FileVersion borrowed by `out` keeps mapped; the call is synchronous.
     unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
 }
 
@@ -423,6 +482,11 @@ fn complete(
                 (Via::Transfer(SockRef(idx)), e.map(|e| e.token), &rx.xfer_msg, live)
             };
             if res >= 0 {
+                io.recv_failures = 0;
+            } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                io.recv_failures += 1;
+            }
+            if res >= 0 {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if live {
                         deliver(rx.bufs.get(bid, res as usize), msg, via, token, io, engine, now);
@@ -434,8 +498,8 @@ fn complete(
                 if kind == KIND_LISTEN {
                     if let Some(l) = io.listens.get_mut(idx as usize) {
                         l.1 = false;
-                        if res == -libc::ECANCELED {
-                            l.0 = None;
+                        if res == -libc::ECANCELED || io.listens_closing {
+                            io.to_close.extend(l.0.take());
                         } else if l.0.is_some() {
                             io.rearm.push(Rearm::Listen(idx));
                         }
@@ -508,9 +572,12 @@ fn deliver(
 /// Runs a worker on io_uring until the engine has finished after a stop.
 pub(crate) fn run(engine: &mut Engine, uring: &mut Uring, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
     let Uring { io, rx } = uring;
+    let rx: &mut Rx = rx;
     let result = run_loop(engine, io, rx, clock, control);
     // Drain: cancel every receive and wait for all operations, so that nothing the kernel may
-    // still write to is freed.
+    // still write to is freed. Nothing is armed again meanwhile; whatever is still in flight at
+    // the deadline keeps its memory (leaked in `Drop`).
+    io.draining = true;
     io.cancel_all();
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while io.in_flight > 0 && std::time::Instant::now() < deadline {
@@ -521,6 +588,10 @@ pub(crate) fn run(engine: &mut Engine, uring: &mut Uring, clock: &Clock, control
             complete(c, io, rx, engine, clock.now(), control);
         }
         rx.bufs.publish();
+        io.to_close.clear();
+    }
+    if io.in_flight > 0 {
+        warn!(operations = io.in_flight, "io_uring operations still in flight at exit; their memory is kept");
     }
     result
 }
@@ -544,6 +615,11 @@ fn run_loop(
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
             Err(e) => return Err(e),
+        }
+        // Every submission that could name these descriptors has been made.
+        io.to_close.clear();
+        if io.recv_failures > 10_000 {
+            return Err(io::Error::other("io_uring receives keep failing; restart with --io epoll"));
         }
         let now = clock.now();
         loop {

@@ -45,8 +45,10 @@ pub(crate) struct WorkerControl {
 
 impl WorkerControl {
     fn new() -> io::Result<Self> {
+        // Blocking: io_uring reads of a non-blocking eventfd complete with EAGAIN on some kernels
+        // instead of waiting; epoll reads it only when it is readable.
         // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

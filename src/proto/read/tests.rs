@@ -129,14 +129,14 @@ fn no_timer_resend_before_first_ack_one_answer_per_request() {
         assert_eq!(drain(&mut x, t(ms)), []);
     }
     // The client repeats its request: exactly one more OACK.
-    assert!(x.handle_duplicate_request(t(1500), &CFG));
+    assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
     assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack]);
     assert_eq!(x.retransmits(), 1);
     ack(&mut x, t(1503), 0);
     assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(3)), "timed from the latest OACK");
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
     drain(&mut x, t(0));
-    assert!(x.handle_duplicate_request(t(1500), &CFG));
+    assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
     drain(&mut x, t(1500));
     // The expiry restarted at the repeat.
     assert_eq!(x.poll_timeout(), Some(t(3500)));
@@ -151,7 +151,7 @@ fn no_timer_resend_before_first_ack_one_answer_per_request() {
 fn repeated_plain_request_resends_data_1_timed_from_the_repeat() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
     assert_eq!(drain(&mut x, t(0)), [data(1, 0, 512)]);
-    assert!(x.handle_duplicate_request(t(300), &CFG));
+    assert_eq!(x.handle_repeated_request(t(300), &CFG), Repeat::ResendFirst);
     assert_eq!(drain(&mut x, t(300)), [data(1, 0, 512)]);
     ack(&mut x, t(301), 1);
     assert_eq!(
@@ -159,7 +159,7 @@ fn repeated_plain_request_resends_data_1_timed_from_the_repeat() {
         Some(Duration::from_millis(1)),
         "timed from the repeat: the client's repeated request shows the first copy was lost"
     );
-    assert!(!x.handle_duplicate_request(t(302), &CFG), "ignored once confirmed");
+    assert_eq!(x.handle_repeated_request(t(302), &CFG), Repeat::Ignored, "ignored once confirmed");
     assert_eq!(drain(&mut x, t(302)), [data(2, 512, 512)]);
 }
 
@@ -264,4 +264,20 @@ fn request_options_cannot_stretch_the_unconfirmed_wait() {
     assert_eq!(x.poll_timeout(), Some(t(4000)));
     let x = ReadTransfer::new(t(0), 5000, &negotiated("timeout 1", 5000), &CFG);
     assert_eq!(x.poll_timeout(), Some(t(2000)));
+}
+
+#[test]
+fn repeat_after_the_last_block_is_a_new_request() {
+    // The client got the final block, sent its final ACK to the transfer's port and asked for the
+    // same file again on the listening port; the request overtook the ACK.
+    let mut x = ReadTransfer::new(t(0), 1000, &negotiated("blksize 512", 1000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 0);
+    drain(&mut x, t(1));
+    ack(&mut x, t(2), 1);
+    assert_eq!(x.handle_repeated_request(t(3), &CFG), Repeat::Ignored, "block 2 not sent yet");
+    assert_eq!(drain(&mut x, t(3)), [data(2, 512, 488)]);
+    assert_eq!(x.handle_repeated_request(t(4), &CFG), Repeat::Finished);
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
+    assert_eq!(x.bytes_acked(), 1000, "counted as delivered");
 }

@@ -373,3 +373,38 @@ fn transfer_state_stays_small() {
     assert!(std::mem::size_of::<Slot>() <= 192, "Slot is {} bytes", std::mem::size_of::<Slot>());
     assert!(std::mem::size_of::<ReadTransfer>() <= 112);
 }
+
+#[test]
+fn same_request_after_last_block_starts_a_new_transfer() {
+    // The request for the next session overtakes the final ACK of the previous one.
+    let mut r = rig(&[]);
+    let rrq = b"\x00\x01small\x00octet\x00";
+    r.request(CLIENT, rrq);
+    r.ack(CLIENT, 1);
+    r.io.take();
+    r.request(CLIENT, rrq);
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1, "the new request is answered");
+    assert_eq!(&sent[0].3[..4], &[0, 3, 0, 1]);
+    assert_eq!(sent[0].0, Via::Transfer(SockRef(1)), "from a new transfer");
+    assert_eq!(count(&r.counters.ok), 1);
+    assert_eq!(count(&r.counters.duplicate_requests), 0);
+}
+
+#[test]
+fn first_data_waits_for_room_and_is_never_empty() {
+    // A plain request (DATA 1 first) while the backend has no room for DATA.
+    let mut r = rig(&[]);
+    r.io.full = true;
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    assert!(r.io.take().is_empty(), "deferred, not sent without its payload");
+    r.io.full = false;
+    r.engine.flush(r.now, &mut r.io);
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].3.len(), 4 + 512, "DATA 1 with its 512 bytes");
+    // An OACK goes out at once even without room: it only exists with the request at hand.
+    r.io.full = true;
+    r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00tsize\x000\x00");
+    assert_eq!(r.io.take()[0].3, b"\x00\x06tsize\x001000\x00");
+}
