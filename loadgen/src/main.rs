@@ -1,5 +1,282 @@
-//! Load generator for TFTP servers (work in progress: see the load-generator issue).
+//! loadgen: drives thousands of concurrent TFTP transfers against any TFTP server, verifies every
+//! byte, and reports throughput and latency percentiles (human-readable, or `--json` for the
+//! benchmark harness). `loadgen ceiling` measures the machine's raw-UDP ceiling.
+
+mod ceiling;
+mod driver;
+mod plan;
+mod proc;
+mod stats;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bootstorm::proto::{ClientConfig, RequestOptions};
+use clap::{Args, Parser, Subcommand};
+
+use crate::driver::Shared;
+use crate::plan::{Arrivals, FileSpec, Plan, Profile};
+use crate::stats::{Report, Stats};
+
+/// Load generator for TFTP servers.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, args_conflicts_with_subcommands = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run transfers (the default).
+    Run(Box<RunArgs>),
+    /// Measure the raw-UDP ceiling of this machine over loopback (sendmmsg → recvmmsg).
+    Ceiling {
+        /// Datagram size in bytes (1472 = a 1468-byte block and its header).
+        #[arg(long, default_value_t = 1472)]
+        size: usize,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 2.0)]
+        duration: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Server address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    server: Option<SocketAddr>,
+    /// File to fetch; repeat for a list fetched in order by every session (boot loader, config,
+    /// kernel, initrd...).
+    #[arg(long = "file", value_name = "NAME")]
+    files: Vec<String>,
+    /// Concurrent clients (closed loop: a client starts a new session when one ends).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Sessions to run in all (closed loop).
+    #[arg(long, value_name = "M")]
+    transfers: Option<u64>,
+    /// Stop starting sessions after SECS seconds (closed loop).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Boot storm: N clients arriving evenly over --ramp seconds, each running one session.
+    #[arg(long, value_name = "N", conflicts_with_all = ["transfers", "duration"])]
+    storm: Option<u64>,
+    /// Arrival ramp of a boot storm, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    ramp: f64,
+    /// blksize to ask for.
+    #[arg(long)]
+    blksize: Option<u16>,
+    /// windowsize to ask for.
+    #[arg(long)]
+    windowsize: Option<u16>,
+    /// Ask for the transfer size (tsize 0).
+    #[arg(long)]
+    tsize: bool,
+    /// timeout option (seconds) to ask for.
+    #[arg(long = "timeout-option", value_name = "SECS")]
+    timeout_option: Option<u8>,
+    /// Client retransmission timeout, milliseconds.
+    #[arg(long = "client-timeout", value_name = "MS", default_value_t = 1000)]
+    client_timeout: u64,
+    /// Client retransmissions before giving up.
+    #[arg(long, default_value_t = 5)]
+    retries: u8,
+    /// Firmware pattern to follow.
+    #[arg(long, value_enum, default_value_t = Profile::Plain)]
+    profile: Profile,
+    /// Configuration-file misses per session [default: 9 with --profile pxelinux, else 0].
+    #[arg(long)]
+    misses: Option<u32>,
+    /// Fraction of received DATA to drop on purpose (exercises the server's retransmission).
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Hold each ACK this many milliseconds before sending it (keeps transfers open).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    hold: u64,
+    /// Spread clients over this many source addresses (127.1.0.1 and up; IPv4 loopback only).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    source_ips: u32,
+    /// Directory with local copies of the files: every byte received is compared.
+    #[arg(long, value_name = "DIR")]
+    verify: Option<PathBuf>,
+    /// The server's PID, to report its CPU time per GiB and its memory.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Threads, each with its own ring and share of the clients.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Receive buffers per thread (a power of two).
+    #[arg(long, default_value_t = 4096)]
+    rx_buffers: u16,
+    /// Seed for deliberate drops.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("loadgen is not built yet")
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Ceiling { size, duration, json }) => {
+            let c = ceiling::measure(size, Duration::from_secs_f64(duration))?;
+            if json {
+                println!("{}", serde_json::to_string(&c)?);
+            } else {
+                println!(
+                    "raw UDP ceiling: {:.1} MB/s ({:.0} datagrams/s of {} bytes)",
+                    c.mbps, c.datagrams_per_s, size
+                );
+            }
+            Ok(())
+        }
+        Some(Cmd::Run(args)) => run(*args),
+        None => run(cli.run),
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain data out-parameter; getrlimit/setrlimit with a valid rlimit.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn plan(a: RunArgs) -> anyhow::Result<Plan> {
+    let Some(server) = a.server else { bail!("--server ADDR:PORT is required") };
+    if a.files.is_empty() {
+        bail!("at least one --file is needed");
+    }
+    if a.threads == 0 || a.clients == 0 {
+        bail!("--threads and --clients must be at least 1");
+    }
+    if !a.rx_buffers.is_power_of_two() {
+        bail!("--rx-buffers must be a power of two");
+    }
+    let mut files = Vec::new();
+    for name in a.files {
+        let expect = match &a.verify {
+            Some(dir) => {
+                let p = dir.join(name.trim_start_matches('/'));
+                Some(Arc::from(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?))
+            }
+            None => None,
+        };
+        files.push(FileSpec { name, expect });
+    }
+    let (def_blk, def_win, def_tsize) = match a.profile {
+        Profile::Plain => (None, None, false),
+        Profile::Uefi => (Some(1468), Some(4), true),
+        Profile::Pxelinux => (Some(1408), None, true),
+        Profile::Grub => (Some(1024), None, true),
+    };
+    let options = RequestOptions {
+        blksize: a.blksize.or(def_blk),
+        windowsize: a.windowsize.or(def_win),
+        tsize: a.tsize || def_tsize,
+        timeout: a.timeout_option,
+    };
+    let arrivals = match a.storm {
+        Some(total) => Arrivals::Storm { total, ramp: Duration::from_secs_f64(a.ramp) },
+        None => Arrivals::Closed {
+            clients: a.clients,
+            total: a.transfers.or(if a.duration.is_none() { Some(a.clients as u64) } else { None }),
+            duration: a.duration.map(Duration::from_secs_f64),
+        },
+    };
+    Ok(Plan {
+        server,
+        files,
+        options,
+        client: ClientConfig { timeout: Duration::from_millis(a.client_timeout), max_retries: a.retries },
+        profile: a.profile,
+        misses: a.misses.unwrap_or(if a.profile == Profile::Pxelinux { 9 } else { 0 }),
+        drop: a.drop,
+        hold: Duration::from_millis(a.hold),
+        arrivals,
+        threads: a.threads,
+        source_ips: a.source_ips.max(1),
+        seed: a.seed,
+        rx_buffers: a.rx_buffers,
+    })
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let json = a.json;
+    let pid = a.server_pid;
+    let plan = Arc::new(plan(a)?);
+    let shared = Arc::new(Shared::new());
+    let cpu0 = pid.and_then(proc::cpu_seconds);
+    let handles: Vec<_> = (0..plan.threads)
+        .map(|t| {
+            let (plan, shared) = (Arc::clone(&plan), Arc::clone(&shared));
+            std::thread::Builder::new().name(format!("loadgen-{t}")).spawn(move || driver::run(&plan, &shared, t))
+        })
+        .collect::<Result<_, _>>()?;
+    let live = std::io::stderr().is_terminal();
+    let duration = match plan.arrivals {
+        Arrivals::Closed { duration, .. } => duration,
+        Arrivals::Storm { .. } => None,
+    };
+    let mut last_bytes = 0;
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        let elapsed = shared.origin.elapsed();
+        if duration.is_some_and(|d| elapsed >= d) {
+            shared.closing.store(true, Ordering::Relaxed);
+        }
+        if live && elapsed.as_millis() % 1000 < 100 {
+            let bytes = shared.bytes.load(Ordering::Relaxed);
+            eprint!(
+                "\r{:>6.1} s  {} ok  {} failed  {:.1} MB/s   ",
+                elapsed.as_secs_f64(),
+                shared.ok.load(Ordering::Relaxed),
+                shared.failed.load(Ordering::Relaxed),
+                (bytes - last_bytes) as f64 / 1e6
+            );
+            last_bytes = bytes;
+        }
+    }
+    if live {
+        eprintln!();
+    }
+    let mut stats = Stats::new();
+    for h in handles {
+        let s = h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        stats.merge(&s);
+    }
+    let makespan = Duration::from_micros(shared.last_end_us.load(Ordering::Relaxed));
+    let elapsed = makespan.max(Duration::from_micros(1));
+    let cpu = match (cpu0, pid.and_then(proc::cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let report = Report::new(&stats, elapsed, makespan, cpu, pid.and_then(proc::rss_kb));
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    if report.transfers_failed > 0 {
+        std::process::exit(2);
+    }
+    Ok(())
 }

@@ -1,0 +1,199 @@
+//! What a run measured: counters and histograms per thread, merged into one report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Per-thread measurements.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    pub(crate) ok: u64,
+    pub(crate) failed: BTreeMap<String, u64>,
+    pub(crate) bytes: u64,
+    pub(crate) sessions: u64,
+    pub(crate) probes: u64,
+    pub(crate) misses: u64,
+    pub(crate) retransmits: u64,
+    pub(crate) dropped: u64,
+    /// Request to final block, completed transfers, microseconds.
+    pub(crate) transfer: Histogram<u64>,
+    /// Request to first DATA, microseconds.
+    pub(crate) first_block: Histogram<u64>,
+    /// Session start to end, microseconds.
+    pub(crate) session: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_micros() as u64).clamp(1, 3_600_000_000));
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Self {
+            ok: 0,
+            failed: BTreeMap::new(),
+            bytes: 0,
+            sessions: 0,
+            probes: 0,
+            misses: 0,
+            retransmits: 0,
+            dropped: 0,
+            transfer: histogram(),
+            first_block: histogram(),
+            session: histogram(),
+        }
+    }
+
+    pub(crate) fn fail(&mut self, cause: String) {
+        *self.failed.entry(cause).or_default() += 1;
+    }
+
+    pub(crate) fn transfer_done(&mut self, bytes: u64, total: Duration, first: Option<Duration>) {
+        self.ok += 1;
+        self.bytes += bytes;
+        record(&mut self.transfer, total);
+        if let Some(f) = first {
+            record(&mut self.first_block, f);
+        }
+    }
+
+    pub(crate) fn session_done(&mut self, d: Duration) {
+        self.sessions += 1;
+        record(&mut self.session, d);
+    }
+
+    pub(crate) fn merge(&mut self, o: &Self) {
+        self.ok += o.ok;
+        for (k, v) in &o.failed {
+            *self.failed.entry(k.clone()).or_default() += v;
+        }
+        self.bytes += o.bytes;
+        self.sessions += o.sessions;
+        self.probes += o.probes;
+        self.misses += o.misses;
+        self.retransmits += o.retransmits;
+        self.dropped += o.dropped;
+        let _ = self.transfer.add(&o.transfer);
+        let _ = self.first_block.add(&o.first_block);
+        let _ = self.session.add(&o.session);
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
+    pub(crate) count: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+/// The whole run, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) transfers_ok: u64,
+    pub(crate) transfers_failed: u64,
+    pub(crate) failures: BTreeMap<String, u64>,
+    pub(crate) sessions: u64,
+    pub(crate) probes: u64,
+    pub(crate) misses: u64,
+    pub(crate) bytes: u64,
+    pub(crate) elapsed_s: f64,
+    /// Time from the first session's start to the last session's end.
+    pub(crate) makespan_s: f64,
+    /// Verified payload bytes per second, in MB/s (10^6).
+    pub(crate) goodput_mbps: f64,
+    pub(crate) transfers_per_s: f64,
+    pub(crate) retransmits: u64,
+    pub(crate) dropped_on_purpose: u64,
+    pub(crate) transfer_ms: Percentiles,
+    pub(crate) first_block_ms: Percentiles,
+    pub(crate) session_ms: Percentiles,
+    /// Server CPU seconds (user + system, reaped children included), when --server-pid was given.
+    pub(crate) server_cpu_s: Option<f64>,
+    pub(crate) server_cpu_s_per_gib: Option<f64>,
+    /// Server resident memory at the end, kB, when --server-pid was given.
+    pub(crate) server_rss_kb: Option<u64>,
+}
+
+impl Report {
+    pub(crate) fn new(s: &Stats, elapsed: Duration, makespan: Duration, cpu: Option<f64>, rss: Option<u64>) -> Self {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let gib = s.bytes as f64 / (1u64 << 30) as f64;
+        Self {
+            transfers_ok: s.ok,
+            transfers_failed: s.failed.values().sum(),
+            failures: s.failed.clone(),
+            sessions: s.sessions,
+            probes: s.probes,
+            misses: s.misses,
+            bytes: s.bytes,
+            elapsed_s: elapsed.as_secs_f64(),
+            makespan_s: makespan.as_secs_f64(),
+            goodput_mbps: s.bytes as f64 / secs / 1e6,
+            transfers_per_s: s.ok as f64 / secs,
+            retransmits: s.retransmits,
+            dropped_on_purpose: s.dropped,
+            transfer_ms: Percentiles::of(&s.transfer),
+            first_block_ms: Percentiles::of(&s.first_block),
+            session_ms: Percentiles::of(&s.session),
+            server_cpu_s: cpu,
+            server_cpu_s_per_gib: cpu.filter(|_| gib > 0.0).map(|c| c / gib),
+            server_rss_kb: rss,
+        }
+    }
+
+    /// A few human-readable lines.
+    pub(crate) fn human(&self) -> String {
+        let p = |x: &Percentiles| {
+            format!("p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}", x.p50, x.p90, x.p99, x.p999, x.max)
+        };
+        let mut s = format!(
+            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\ntransfer ms: {}\nfirst block ms: {}\n",
+            self.transfers_ok,
+            self.transfers_failed,
+            if self.failures.is_empty() { String::new() } else { format!(" {:?}", self.failures) },
+            self.sessions,
+            self.probes,
+            self.misses,
+            self.bytes,
+            self.elapsed_s,
+            self.makespan_s,
+            self.goodput_mbps,
+            self.transfers_per_s,
+            self.retransmits,
+            self.dropped_on_purpose,
+            p(&self.transfer_ms),
+            p(&self.first_block_ms),
+        );
+        if let (Some(c), Some(g)) = (self.server_cpu_s, self.server_cpu_s_per_gib) {
+            s += &format!("server cpu: {c:.3} s ({g:.2} s/GiB)\n");
+        }
+        if let Some(r) = self.server_rss_kb {
+            s += &format!("server rss: {r} kB\n");
+        }
+        s
+    }
+}
