@@ -1,4 +1,5 @@
-//! The client side of a read transfer (download), as a boot client or the load generator runs it.
+//! The client side of transfers, as a boot client or the load generator runs them: downloads
+//! ([`ReadClient`]) and uploads ([`WriteClient`]).
 //!
 //! Driven like [`ReadTransfer`](super::read::ReadTransfer): feed packets and timeouts, poll what
 //! to send. The owner tracks the server's port (the first answer's source becomes the
@@ -13,6 +14,8 @@ use std::time::Duration;
 use super::error::{BufferTooSmall, ErrorCode};
 use super::options::{DEFAULT_BLKSIZE, MIN_BLKSIZE};
 use super::receiver::{Received, WindowReceiver};
+use super::rtt::RtoBounds;
+use super::sender::{AckEffect, RetransmitConfig, TimeoutEffect, WindowSender};
 use super::time::Timestamp;
 use super::wire::{Mode, Options, Packet, RequestKind, encode_request, format_u64, parse_u64};
 
@@ -115,27 +118,7 @@ impl ReadClient {
 
     /// Encodes the read request for `filename` with this client's options.
     pub fn encode_request(&self, filename: &[u8], mode: Mode, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let mut digits = [[0u8; 20]; 4];
-        let [d0, d1, d2, _] = &mut digits;
-        let mut opts: [(&[u8], &[u8]); 4] = [(&[], &[]); 4];
-        let mut n = 0;
-        if self.options.tsize {
-            opts[n] = (b"tsize", b"0");
-            n += 1;
-        }
-        if let Some(b) = self.options.blksize {
-            opts[n] = (b"blksize", format_u64(u64::from(b), d0));
-            n += 1;
-        }
-        if let Some(w) = self.options.windowsize {
-            opts[n] = (b"windowsize", format_u64(u64::from(w), d1));
-            n += 1;
-        }
-        if let Some(t) = self.options.timeout {
-            opts[n] = (b"timeout", format_u64(u64::from(t), d2));
-            n += 1;
-        }
-        encode_request(RequestKind::Read, filename, mode, opts[..n].iter().copied(), out)
+        encode_with_options(RequestKind::Read, filename, mode, &self.options, 0, out)
     }
 
     /// Handles a packet from the server. Returns the payload of a block received in order and
@@ -149,8 +132,9 @@ impl ReadClient {
         match (*packet, self.phase) {
             (_, Phase::Done(_) | Phase::Failing { .. }) => None,
             (Packet::Oack(opts), Phase::Requesting) => {
-                match self.check_oack(&opts) {
-                    Ok((blksize, window)) => {
+                match check_oack(&self.options, &opts) {
+                    Ok((blksize, window, tsize)) => {
+                        self.tsize = tsize;
                         self.recv = WindowReceiver::new(blksize, window);
                         self.phase = Phase::Receiving;
                         self.progress(now, cfg);
@@ -203,40 +187,6 @@ impl ReadClient {
                 None
             }
         }
-    }
-
-    fn check_oack(&mut self, opts: &Options<'_>) -> Result<(u16, u16), &'static str> {
-        let mut blksize = DEFAULT_BLKSIZE;
-        let mut window = 1u16;
-        for (name, value) in opts.iter() {
-            let v = parse_u64(value).ok_or("OACK value is not a number")?;
-            if name.eq_ignore_ascii_case(b"blksize") {
-                let asked = self.options.blksize.ok_or("OACK has blksize we did not ask for")?;
-                if v < u64::from(MIN_BLKSIZE) || v > u64::from(asked) {
-                    return Err("OACK blksize out of range");
-                }
-                blksize = v as u16;
-            } else if name.eq_ignore_ascii_case(b"windowsize") {
-                let asked = self.options.windowsize.ok_or("OACK has windowsize we did not ask for")?;
-                if v == 0 || v > u64::from(asked) {
-                    return Err("OACK windowsize out of range");
-                }
-                window = v as u16;
-            } else if name.eq_ignore_ascii_case(b"timeout") {
-                let asked = self.options.timeout.ok_or("OACK has timeout we did not ask for")?;
-                if v != u64::from(asked) {
-                    return Err("OACK timeout differs from the request");
-                }
-            } else if name.eq_ignore_ascii_case(b"tsize") {
-                if !self.options.tsize {
-                    return Err("OACK has tsize we did not ask for");
-                }
-                self.tsize = Some(v);
-            } else {
-                return Err("OACK has an option we did not ask for");
-            }
-        }
-        Ok((blksize, window))
     }
 
     fn progress(&mut self, now: Timestamp, cfg: &ClientConfig) {
@@ -314,6 +264,249 @@ impl ReadClient {
     }
 
     /// When the download started.
+    pub fn started(&self) -> Timestamp {
+        self.started
+    }
+}
+
+/// Checks an OACK as strictly as EDK2 does: only options asked for, blksize and windowsize no
+/// larger than asked, timeout exactly as asked. Returns the block size, window and tsize.
+fn check_oack(asked: &RequestOptions, opts: &Options<'_>) -> Result<(u16, u16, Option<u64>), &'static str> {
+    let mut blksize = DEFAULT_BLKSIZE;
+    let mut window = 1u16;
+    let mut tsize = None;
+    for (name, value) in opts.iter() {
+        let v = parse_u64(value).ok_or("OACK value is not a number")?;
+        if name.eq_ignore_ascii_case(b"blksize") {
+            let a = asked.blksize.ok_or("OACK has blksize we did not ask for")?;
+            if v < u64::from(MIN_BLKSIZE) || v > u64::from(a) {
+                return Err("OACK blksize out of range");
+            }
+            blksize = v as u16;
+        } else if name.eq_ignore_ascii_case(b"windowsize") {
+            let a = asked.windowsize.ok_or("OACK has windowsize we did not ask for")?;
+            if v == 0 || v > u64::from(a) {
+                return Err("OACK windowsize out of range");
+            }
+            window = v as u16;
+        } else if name.eq_ignore_ascii_case(b"timeout") {
+            let a = asked.timeout.ok_or("OACK has timeout we did not ask for")?;
+            if v != u64::from(a) {
+                return Err("OACK timeout differs from the request");
+            }
+        } else if name.eq_ignore_ascii_case(b"tsize") {
+            if !asked.tsize {
+                return Err("OACK has tsize we did not ask for");
+            }
+            tsize = Some(v);
+        } else {
+            return Err("OACK has an option we did not ask for");
+        }
+    }
+    Ok((blksize, window, tsize))
+}
+
+/// Encodes a request with `options` (and tsize `tsize` when asked for).
+fn encode_with_options(
+    kind: RequestKind,
+    filename: &[u8],
+    mode: Mode,
+    options: &RequestOptions,
+    tsize: u64,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let mut digits = [[0u8; 20]; 4];
+    let [d0, d1, d2, d3] = &mut digits;
+    let mut opts: [(&[u8], &[u8]); 4] = [(&[], &[]); 4];
+    let mut n = 0;
+    if options.tsize {
+        opts[n] = (b"tsize", format_u64(tsize, d3));
+        n += 1;
+    }
+    if let Some(b) = options.blksize {
+        opts[n] = (b"blksize", format_u64(u64::from(b), d0));
+        n += 1;
+    }
+    if let Some(w) = options.windowsize {
+        opts[n] = (b"windowsize", format_u64(u64::from(w), d1));
+        n += 1;
+    }
+    if let Some(t) = options.timeout {
+        opts[n] = (b"timeout", format_u64(u64::from(t), d2));
+        n += 1;
+    }
+    encode_request(kind, filename, mode, opts[..n].iter().copied(), out)
+}
+
+/// What an uploading client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadTransmit {
+    /// The write request (first time or again).
+    Request,
+    /// DATA block `block` (wire number): `len` bytes of the source at `offset`.
+    Data {
+        /// Wire block number.
+        block: u16,
+        /// Offset in the source.
+        offset: u64,
+        /// Length.
+        len: usize,
+    },
+    /// An ERROR; the upload is over.
+    Error {
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: &'static str,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UploadPhase {
+    Requesting,
+    Sending,
+    Failing { code: ErrorCode, message: &'static str },
+    Done(ClientOutcome),
+}
+
+/// An upload (WRQ) in progress, as the load generator runs it.
+#[derive(Clone, Debug)]
+pub struct WriteClient {
+    phase: UploadPhase,
+    options: RequestOptions,
+    size: u64,
+    sender: WindowSender,
+    cfg: RetransmitConfig,
+    request_due: bool,
+    deadline: Timestamp,
+    retries: u8,
+    retransmits: u32,
+    started: Timestamp,
+}
+
+impl WriteClient {
+    /// An upload of `size` bytes asking for `options` (tsize carries the size); the request is due
+    /// at once.
+    pub fn new(now: Timestamp, size: u64, options: RequestOptions, cfg: &ClientConfig) -> Self {
+        let t = cfg.timeout;
+        let rcfg = RetransmitConfig {
+            rto: RtoBounds { initial: t, min: t, max: t },
+            max_retries: cfg.max_retries,
+            patience: t * u32::from(cfg.max_retries),
+        };
+        Self {
+            phase: UploadPhase::Requesting,
+            options,
+            size,
+            sender: WindowSender::new(now, size, DEFAULT_BLKSIZE, 1, &rcfg),
+            cfg: rcfg,
+            request_due: true,
+            deadline: now + t,
+            retries: 0,
+            retransmits: 0,
+            started: now,
+        }
+    }
+
+    /// Encodes the write request for `filename`.
+    pub fn encode_request(&self, filename: &[u8], mode: Mode, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        encode_with_options(RequestKind::Write, filename, mode, &self.options, self.size, out)
+    }
+
+    /// Handles a packet from the server.
+    pub fn handle_packet(&mut self, now: Timestamp, packet: &Packet<'_>) {
+        let cfg = self.cfg;
+        match (*packet, self.phase) {
+            (_, UploadPhase::Done(_) | UploadPhase::Failing { .. }) => {}
+            (Packet::Oack(opts), UploadPhase::Requesting) => match check_oack(&self.options, &opts) {
+                Ok((blksize, window, _)) => self.start_sending(now, blksize, window),
+                Err(why) => self.phase = UploadPhase::Failing { code: ErrorCode::OPTION_REFUSED, message: why },
+            },
+            (Packet::Ack { block: 0 }, UploadPhase::Requesting) => self.start_sending(now, DEFAULT_BLKSIZE, 1),
+            // The first answer again (the network duplicated it, or it answered a repeat).
+            (Packet::Oack(_), UploadPhase::Sending) => {}
+            (Packet::Ack { block }, UploadPhase::Sending) => {
+                if self.sender.on_ack(now, block, &cfg) == AckEffect::Complete {
+                    self.phase = UploadPhase::Done(ClientOutcome::Complete);
+                }
+            }
+            (Packet::Error { code, .. }, _) => self.phase = UploadPhase::Done(ClientOutcome::ServerError(code)),
+            _ => self.phase = UploadPhase::Failing { code: ErrorCode::ILLEGAL_OPERATION, message: "unexpected packet" },
+        }
+    }
+
+    fn start_sending(&mut self, now: Timestamp, blksize: u16, window: u16) {
+        self.sender = WindowSender::new(now, self.size, blksize, window, &self.cfg);
+        self.phase = UploadPhase::Sending;
+    }
+
+    /// Handles the timer: the request or the window again, or the end.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let cfg = self.cfg;
+        match self.phase {
+            UploadPhase::Requesting if now >= self.deadline => {
+                if self.retries >= cfg.max_retries {
+                    self.phase = UploadPhase::Done(ClientOutcome::TimedOut);
+                } else {
+                    self.retries += 1;
+                    self.retransmits += 1;
+                    self.request_due = true;
+                    self.deadline = now + cfg.rto.initial;
+                }
+            }
+            UploadPhase::Sending => match self.sender.on_timeout(now, &cfg) {
+                TimeoutEffect::GiveUp => self.phase = UploadPhase::Done(ClientOutcome::TimedOut),
+                TimeoutEffect::Retransmit => self.retransmits += 1,
+                TimeoutEffect::NotDue => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// The next packet to send, if any.
+    pub fn poll_transmit(&mut self, now: Timestamp) -> Option<UploadTransmit> {
+        let cfg = self.cfg;
+        match self.phase {
+            UploadPhase::Failing { code, message } => {
+                self.phase = UploadPhase::Done(ClientOutcome::ProtocolError(message));
+                Some(UploadTransmit::Error { code, message })
+            }
+            UploadPhase::Requesting if self.request_due => {
+                self.request_due = false;
+                Some(UploadTransmit::Request)
+            }
+            UploadPhase::Sending => {
+                let (block, _) = self.sender.next_block(now, &cfg)?;
+                let (offset, len) = self.sender.block_span(block);
+                Some(UploadTransmit::Data { block: block as u16, offset, len })
+            }
+            _ => None,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.phase {
+            UploadPhase::Requesting => Some(self.deadline),
+            UploadPhase::Sending => Some(self.sender.deadline()),
+            _ => None,
+        }
+    }
+
+    /// How the upload ended, once it has.
+    pub fn outcome(&self) -> Option<ClientOutcome> {
+        match self.phase {
+            UploadPhase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Requests and DATA sent again after timeouts.
+    pub fn retransmits(&self) -> u32 {
+        self.retransmits
+    }
+
+    /// When the upload started.
     pub fn started(&self) -> Timestamp {
         self.started
     }

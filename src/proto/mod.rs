@@ -6,7 +6,8 @@
 //!
 //! - [`wire`]: the packet codec (borrowed views, encoding into caller memory).
 //! - [`options`]: option negotiation (blksize, timeout, tsize, windowsize).
-//! - [`read`]: the server's read transfer; [`client`]: a client's download.
+//! - [`read`], [`write`]: the server's read and write transfers; [`client`]: a client's download
+//!   and upload.
 //! - [`sender`], [`receiver`]: the window halves those are built from.
 //! - [`rtt`]: the adaptive retransmission timeout; [`netascii`]: the text mode.
 
@@ -20,8 +21,11 @@ pub mod rtt;
 pub mod sender;
 pub mod time;
 pub mod wire;
+pub mod write;
 
-pub use client::{ClientConfig, ClientOutcome, ClientTransmit, ReadClient, RequestOptions};
+pub use client::{
+    ClientConfig, ClientOutcome, ClientTransmit, ReadClient, RequestOptions, UploadTransmit, WriteClient,
+};
 pub use error::{BufferTooSmall, DecodeError, ErrorCode};
 pub use options::{Limits, Negotiated, negotiate};
 pub use read::{Outcome, ReadTransfer, Repeat, Transmit};
@@ -29,3 +33,4 @@ pub use rtt::RtoBounds;
 pub use sender::RetransmitConfig;
 pub use time::Timestamp;
 pub use wire::{Mode, Packet, Request, RequestKind};
+pub use write::{WriteTransfer, WriteTransmit};

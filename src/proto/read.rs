@@ -329,7 +329,7 @@ impl ReadTransfer {
 
 /// How long a transfer nobody has acknowledged waits: the server's patience, or twice the
 /// client's timeout if that is longer, but never more than twice the server's patience.
-fn unconfirmed_wait(base: &RetransmitConfig, client_timeout: Option<u8>) -> std::time::Duration {
+pub(super) fn unconfirmed_wait(base: &RetransmitConfig, client_timeout: Option<u8>) -> std::time::Duration {
     let client = std::time::Duration::from_secs(u64::from(client_timeout.unwrap_or(0))) * 2;
     base.patience.max(client).min(base.patience * 2)
 }

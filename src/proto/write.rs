@@ -1,0 +1,344 @@
+//! The server side of a write transfer (WRQ): blocks in, ACKs out, and a commit before the final
+//! ACK.
+//!
+//! Driven like [`ReadTransfer`](super::read::ReadTransfer). [`handle_packet`](WriteTransfer::handle_packet)
+//! hands back each block received in order (`offset`, `bytes`, borrowed from the datagram) for
+//! the owner to write. When the final block has arrived, the transfer waits for the owner to make
+//! the upload durable ([`wants_commit`](WriteTransfer::wants_commit), then
+//! [`commit_done`](WriteTransfer::commit_done)); only then does the final ACK leave, so a client
+//! that sees it knows the file is in place, and a failed commit becomes an ERROR instead.
+//!
+//! The same policy as reads applies before the client has sent anything: the first answer (OACK
+//! or ACK 0) is repeated only when the request is, never on a timer. After the final ACK the
+//! transfer dallies for a while to answer a repeated final block (RFC 1350 §6).
+
+use std::time::Duration;
+
+use super::error::ErrorCode;
+use super::options::Negotiated;
+use super::read::{Outcome, Repeat};
+use super::receiver::{Received, WindowReceiver};
+use super::rtt::RttEstimator;
+use super::sender::RetransmitConfig;
+use super::time::Timestamp;
+use super::wire::Packet;
+
+/// What to send next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteTransmit {
+    /// The OACK (encoded by the owner from the request).
+    Oack,
+    /// An ACK of this wire block number (ACK 0 answers a request without options).
+    Ack(u16),
+    /// An ERROR; the transfer ends.
+    Error {
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: &'static str,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No DATA yet; the first answer is an OACK or ACK 0.
+    Unconfirmed {
+        oack: bool,
+        expires: Timestamp,
+    },
+    Receiving,
+    /// The final block is in; the owner is committing the file.
+    Committing,
+    /// Committed and finally acknowledged; answering repeats of the final block until `until`.
+    Dallying {
+        until: Timestamp,
+    },
+    Failing {
+        code: ErrorCode,
+        message: &'static str,
+    },
+    Done(Outcome),
+}
+
+/// A write transfer in progress.
+#[derive(Clone, Debug)]
+pub struct WriteTransfer {
+    recv: WindowReceiver,
+    phase: Phase,
+    started: Timestamp,
+    deadline: Timestamp,
+    idle_since: Timestamp,
+    rtt: RttEstimator,
+    max_size: u64,
+    received: u64,
+    /// An ACK due (wire block number).
+    ack_due: Option<u16>,
+    first_due: bool,
+    retries: u8,
+    client_timeout: u8,
+    retransmits: u32,
+}
+
+impl WriteTransfer {
+    /// A transfer with the negotiated parameters that accepts at most `max_size` bytes; its first
+    /// answer is due at once.
+    pub fn new(now: Timestamp, negotiated: &Negotiated, max_size: u64, base: &RetransmitConfig) -> Self {
+        let oack = negotiated.has_oack();
+        let (blksize, window) =
+            if oack { (negotiated.blksize, negotiated.windowsize) } else { (Negotiated::PLAIN.blksize, 1) };
+        let expires = now + super::read::unconfirmed_wait(base, negotiated.timeout);
+        let cfg = base.with_client_timeout(negotiated.timeout);
+        Self {
+            recv: WindowReceiver::new(blksize, window),
+            phase: Phase::Unconfirmed { oack, expires },
+            started: now,
+            deadline: expires,
+            idle_since: now,
+            rtt: RttEstimator::new(&cfg.rto),
+            max_size,
+            received: 0,
+            ack_due: None,
+            first_due: true,
+            retries: 0,
+            client_timeout: negotiated.timeout.unwrap_or(0),
+            retransmits: 0,
+        }
+    }
+
+    fn cfg(&self, base: &RetransmitConfig) -> RetransmitConfig {
+        base.with_client_timeout((self.client_timeout != 0).then_some(self.client_timeout))
+    }
+
+    /// Handles a packet from the client. Returns a block received in order, with its offset, for
+    /// the owner to write before anything else happens.
+    pub fn handle_packet<'a>(
+        &mut self,
+        now: Timestamp,
+        packet: &Packet<'a>,
+        base: &RetransmitConfig,
+    ) -> Option<(u64, &'a [u8])> {
+        let cfg = self.cfg(base);
+        match (*packet, self.phase) {
+            (_, Phase::Done(_) | Phase::Failing { .. }) => None,
+            (Packet::Data { block, data }, Phase::Unconfirmed { .. } | Phase::Receiving) => {
+                if matches!(self.phase, Phase::Unconfirmed { .. }) {
+                    // Timed from the latest first answer: a repeat proves the earlier one lost.
+                    self.rtt.on_sample(now.saturating_since(self.idle_since), &cfg.rto);
+                    self.phase = Phase::Receiving;
+                    self.first_due = false;
+                }
+                let (kind, ack) = self.recv.on_data(block, data.len());
+                self.ack_due = ack.or(self.ack_due);
+                match kind {
+                    Received::InOrder { offset, last, .. } => {
+                        self.received += data.len() as u64;
+                        if self.received > self.max_size {
+                            self.fail(ErrorCode::DISK_FULL, "upload larger than allowed");
+                            return None;
+                        }
+                        self.progress(now, &cfg);
+                        if last {
+                            // The final ACK waits for the commit.
+                            self.ack_due = None;
+                            self.phase = Phase::Committing;
+                        }
+                        Some((offset, data))
+                    }
+                    Received::Oversized => {
+                        self.fail(ErrorCode::ILLEGAL_OPERATION, "DATA larger than blksize");
+                        None
+                    }
+                    Received::Duplicate | Received::Gap => None,
+                }
+            }
+            (Packet::Data { .. }, Phase::Dallying { .. }) => {
+                // The final ACK was lost: say it again.
+                self.ack_due = Some(self.recv.last_acked());
+                None
+            }
+            (Packet::Data { .. }, Phase::Committing) => None,
+            // After the final ACK, an ERROR (a client closing) changes nothing: the file is in.
+            (Packet::Error { .. }, Phase::Dallying { .. }) => {
+                self.phase = Phase::Done(Outcome::Complete);
+                None
+            }
+            (Packet::Error { code, .. }, _) => {
+                self.phase = Phase::Done(Outcome::PeerError(code));
+                None
+            }
+            (Packet::Ack { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
+                self.fail(ErrorCode::ILLEGAL_OPERATION, "unexpected packet on a write transfer");
+                None
+            }
+        }
+    }
+
+    fn progress(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
+        self.retries = 0;
+        self.rtt.on_progress();
+        self.idle_since = now;
+        self.deadline = now + self.wait(cfg);
+    }
+
+    /// How long to wait for the next DATA before repeating the last ACK: the client drives an
+    /// upload, so the server's wait is generous (the round trip plus the client's own timeout).
+    fn wait(&self, cfg: &RetransmitConfig) -> Duration {
+        self.rtt.rto(&cfg.rto).max(cfg.rto.initial)
+    }
+
+    fn fail(&mut self, code: ErrorCode, message: &'static str) {
+        self.phase = Phase::Failing { code, message };
+    }
+
+    /// The client repeated its request; see [`Repeat`].
+    pub fn handle_repeated_request(&mut self, now: Timestamp, base: &RetransmitConfig) -> Repeat {
+        match self.phase {
+            Phase::Unconfirmed { oack, .. } => {
+                let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
+                let expires = now + super::read::unconfirmed_wait(base, timeout);
+                self.phase = Phase::Unconfirmed { oack, expires };
+                self.deadline = expires;
+                self.first_due = true;
+                self.retransmits += 1;
+                self.idle_since = now;
+                Repeat::ResendFirst
+            }
+            Phase::Dallying { .. } => {
+                self.phase = Phase::Done(Outcome::Complete);
+                Repeat::Finished
+            }
+            _ => Repeat::Ignored,
+        }
+    }
+
+    /// Handles the timer: the last ACK again (with backoff) while receiving, the end of the
+    /// dally, or the client given up.
+    pub fn handle_timeout(&mut self, now: Timestamp, base: &RetransmitConfig) {
+        let cfg = self.cfg(base);
+        match self.phase {
+            Phase::Unconfirmed { expires, .. } if now >= expires => self.phase = Phase::Done(Outcome::TimedOut),
+            Phase::Receiving if now >= self.deadline => {
+                self.retries = self.retries.saturating_add(1);
+                if self.retries > cfg.max_retries && now.saturating_since(self.idle_since) >= cfg.patience {
+                    self.phase = Phase::Done(Outcome::TimedOut);
+                    return;
+                }
+                self.rtt.on_timeout();
+                self.retransmits += 1;
+                self.ack_due = Some(self.recv.last_acked());
+                self.deadline = now + self.wait(&cfg);
+            }
+            Phase::Dallying { until } if now >= until => self.phase = Phase::Done(Outcome::Complete),
+            _ => {}
+        }
+    }
+
+    /// Whether the final block is in and the owner must commit the upload.
+    pub fn wants_commit(&self) -> bool {
+        self.phase == Phase::Committing
+    }
+
+    /// The owner's commit finished: `Ok` sends the final ACK, `Err` the given ERROR.
+    pub fn commit_done(
+        &mut self,
+        now: Timestamp,
+        result: Result<(), (ErrorCode, &'static str)>,
+        base: &RetransmitConfig,
+    ) {
+        if self.phase != Phase::Committing {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.ack_due = Some(self.recv.last_acked());
+                let cfg = self.cfg(base);
+                self.phase = Phase::Dallying { until: now + self.wait(&cfg) * 2 };
+            }
+            Err((code, message)) => self.fail(code, message),
+        }
+    }
+
+    /// Ends the transfer with an ERROR (the next transmit).
+    pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
+        if !matches!(self.phase, Phase::Done(_)) {
+            self.fail(code, message);
+        }
+    }
+
+    /// Ends the transfer at once without sending anything.
+    pub fn cancel(&mut self, outcome: Outcome) {
+        self.phase = Phase::Done(outcome);
+    }
+
+    /// The next packet to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<WriteTransmit> {
+        match self.phase {
+            Phase::Failing { code, message } => {
+                self.phase = Phase::Done(Outcome::Aborted(code));
+                Some(WriteTransmit::Error { code, message })
+            }
+            Phase::Unconfirmed { oack, .. } if self.first_due => {
+                self.first_due = false;
+                Some(if oack { WriteTransmit::Oack } else { WriteTransmit::Ack(0) })
+            }
+            Phase::Receiving | Phase::Dallying { .. } => self.ack_due.take().map(WriteTransmit::Ack),
+            _ => None,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due; `None` while committing or over.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::Unconfirmed { expires, .. } => Some(expires),
+            Phase::Receiving => Some(self.deadline),
+            Phase::Dallying { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Whether `poll_transmit` has something to hand out.
+    pub fn wants_transmit(&self) -> bool {
+        match self.phase {
+            Phase::Failing { .. } => true,
+            Phase::Unconfirmed { .. } => self.first_due,
+            Phase::Receiving | Phase::Dallying { .. } => self.ack_due.is_some(),
+            _ => false,
+        }
+    }
+
+    /// How the transfer ended, once it has.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.phase {
+            Phase::Done(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Whether the upload has been committed (the final ACK is out or due).
+    pub fn is_committed(&self) -> bool {
+        matches!(self.phase, Phase::Dallying { .. }) || self.outcome() == Some(Outcome::Complete)
+    }
+
+    /// When the transfer was created.
+    pub fn started(&self) -> Timestamp {
+        self.started
+    }
+
+    /// Bytes received in order.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// ACKs sent again (after timeouts) and repeated first answers.
+    pub fn retransmits(&self) -> u32 {
+        self.retransmits
+    }
+
+    /// The block size in use.
+    pub fn blksize(&self) -> u16 {
+        self.recv.blksize()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! Unit tests of the write transfer: the upload patterns, packet by packet.
+
+use std::time::Duration;
+
+use super::*;
+use crate::proto::options::{Limits, negotiate};
+use crate::proto::rtt::RtoBounds;
+use crate::proto::wire::{Mode, Options, RequestKind};
+
+const CFG: RetransmitConfig = RetransmitConfig {
+    rto: RtoBounds { initial: Duration::from_millis(100), min: Duration::from_millis(10), max: Duration::from_secs(1) },
+    max_retries: 3,
+    patience: Duration::from_secs(2),
+};
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_micros(ms * 1000)
+}
+
+fn negotiated(options: &str) -> Negotiated {
+    let mut raw = b"\x00\x02f\x00octet\x00".to_vec();
+    for part in options.split_whitespace() {
+        raw.extend(part.as_bytes());
+        raw.push(0);
+    }
+    let opts: Options<'_> = match Packet::decode(&raw).unwrap() {
+        Packet::Request(r) => r.options,
+        _ => unreachable!(),
+    };
+    negotiate(RequestKind::Write, Mode::Octet, &opts, None, Limits::default(), None)
+}
+
+fn data<'a>(x: &mut WriteTransfer, now: Timestamp, block: u16, bytes: &'a [u8]) -> Option<(u64, &'a [u8])> {
+    x.handle_packet(now, &Packet::Data { block, data: bytes }, &CFG)
+}
+
+fn drain(x: &mut WriteTransfer) -> Vec<WriteTransmit> {
+    std::iter::from_fn(|| x.poll_transmit()).collect()
+}
+
+#[test]
+fn plain_upload_commit_then_final_ack() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    assert_eq!(drain(&mut x), [WriteTransmit::Ack(0)]);
+    assert_eq!(data(&mut x, t(1), 1, &[1; 512]), Some((0, &[1u8; 512][..])));
+    assert_eq!(drain(&mut x), [WriteTransmit::Ack(1)]);
+    assert_eq!(data(&mut x, t(2), 2, &[2; 10]).map(|(o, d)| (o, d.len())), Some((512, 10)));
+    assert!(x.wants_commit());
+    assert_eq!(drain(&mut x), [], "no final ACK before the commit");
+    assert_eq!(x.poll_timeout(), None);
+    x.commit_done(t(3), Ok(()), &CFG);
+    assert_eq!(drain(&mut x), [WriteTransmit::Ack(2)]);
+    assert!(x.is_committed());
+    // A repeated final block (our ACK was lost) is answered while dallying.
+    assert_eq!(data(&mut x, t(4), 2, &[2; 10]), None);
+    assert_eq!(drain(&mut x), [WriteTransmit::Ack(2)]);
+    x.handle_timeout(x.poll_timeout().unwrap(), &CFG);
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
+    assert_eq!(x.received(), 522);
+}
+
+#[test]
+fn failed_commit_is_an_error_not_an_ack() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    drain(&mut x);
+    data(&mut x, t(1), 1, b"short");
+    x.commit_done(t(2), Err((ErrorCode::DISK_FULL, "disk full")), &CFG);
+    assert_eq!(drain(&mut x), [WriteTransmit::Error { code: ErrorCode::DISK_FULL, message: "disk full" }]);
+    assert_eq!(x.outcome(), Some(Outcome::Aborted(ErrorCode::DISK_FULL)));
+}
+
+#[test]
+fn oack_and_windowed_acks() {
+    let mut x = WriteTransfer::new(t(0), &negotiated("blksize 100 windowsize 4 tsize 1000"), 10_000, &CFG);
+    assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
+    for b in 1..=3 {
+        assert!(data(&mut x, t(1), b, &[0; 100]).is_some());
+        assert_eq!(drain(&mut x), []);
+    }
+    data(&mut x, t(1), 4, &[0; 100]);
+    assert_eq!(drain(&mut x), [WriteTransmit::Ack(4)], "ACK at the window's end");
+    // Block 6 before 5: the gap is reported with the last block in order.
+    assert_eq!(data(&mut x, t(2), 6, &[0; 100]), None);
+    assert_eq!(drain(&mut x), [WriteTransmit::Ack(4)]);
+}
+
+#[test]
+fn size_limit_is_disk_full() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 600, &CFG);
+    drain(&mut x);
+    assert!(data(&mut x, t(1), 1, &[0; 512]).is_some());
+    assert_eq!(data(&mut x, t(2), 2, &[0; 512]), None);
+    assert_eq!(
+        drain(&mut x),
+        [WriteTransmit::Error { code: ErrorCode::DISK_FULL, message: "upload larger than allowed" }]
+    );
+}
+
+#[test]
+fn silent_client_before_data_expires_without_resends() {
+    let mut x = WriteTransfer::new(t(0), &negotiated("blksize 1024"), 10_000, &CFG);
+    assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
+    x.handle_timeout(t(1000), &CFG);
+    assert_eq!(drain(&mut x), []);
+    assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
+    assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
+    x.handle_timeout(t(3500), &CFG);
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+}
+
+#[test]
+fn stalled_client_gets_last_ack_again_then_is_given_up() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    drain(&mut x);
+    data(&mut x, t(1), 1, &[0; 512]);
+    drain(&mut x);
+    let mut acks = 0;
+    while x.outcome().is_none() {
+        let at = x.poll_timeout().unwrap();
+        x.handle_timeout(at, &CFG);
+        acks += drain(&mut x).len();
+    }
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+    assert!(acks >= 3, "{acks}");
+}
+
+#[test]
+fn client_abort_and_stray_packets() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    drain(&mut x);
+    x.handle_packet(t(1), &Packet::Error { code: ErrorCode::NOT_DEFINED, message: b"" }, &CFG);
+    assert_eq!(x.outcome(), Some(Outcome::PeerError(ErrorCode::NOT_DEFINED)));
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    drain(&mut x);
+    x.handle_packet(t(1), &Packet::Ack { block: 1 }, &CFG);
+    assert!(matches!(drain(&mut x)[..], [WriteTransmit::Error { code: ErrorCode::ILLEGAL_OPERATION, .. }]));
+}
