@@ -5,7 +5,7 @@
 //! retransmission timeout that adapts to the measured round trip, and 6 s of silence before a
 //! client is given up.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,6 +128,53 @@ pub struct Cli {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Accept uploads (WRQ): into the root, or into --upload-dir. New files also need --create,
+    /// replacing existing ones --overwrite. Uploads land in a temporary file and are renamed into
+    /// place only when complete.
+    #[arg(long)]
+    pub allow_write: bool,
+
+    /// Directory uploads go into instead of the root (needs --allow-write).
+    #[arg(long, value_name = "DIR")]
+    pub upload_dir: Option<PathBuf>,
+
+    /// Uploads may create new files (needs --allow-write).
+    #[arg(long)]
+    pub create: bool,
+
+    /// Uploads may replace existing files; without it they get ERROR 6 "file exists" (needs
+    /// --allow-write).
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Largest upload accepted, checked against the client's tsize before any data and while
+    /// receiving (K, M and G suffixes allowed); beyond it: ERROR 3.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    pub max_upload_size: usize,
+
+    /// umask for uploaded files, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
+    pub umask: u32,
+
+    /// Serve only clients in this network (repeatable, e.g. 10.0.0.0/8, fd00::/8, 192.0.2.7);
+    /// requests from elsewhere are ignored silently. [default: everyone]
+    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    pub allow: Vec<Cidr>,
+
+    /// Accept uploads only from this network (repeatable); uploads from elsewhere get ERROR 2.
+    /// [default: every client --allow lets in]
+    #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
+    pub allow_write_from: Vec<Cidr>,
+
+    /// New transfers per second each client address may start (token bucket; 0: no limit).
+    /// Requests beyond it are dropped and counted. Repeated requests do not count.
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    pub rate_per_source: f64,
+
+    /// Burst of new transfers a client address may start at once.
+    #[arg(long, value_name = "N", default_value_t = 500.0)]
+    pub burst_per_source: f64,
+
     /// Log each worker's counters every SECS seconds (0: only at exit, with latency percentiles).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
@@ -174,6 +221,64 @@ pub struct Config {
     pub log_level: String,
     /// Periodic stats.
     pub stats_interval: Option<Duration>,
+    /// Uploads, when allowed.
+    pub write: Option<WriteConfig>,
+    /// Networks served (empty: all).
+    pub allow: Vec<Cidr>,
+    /// Networks uploads are accepted from (empty: all that `allow` lets in).
+    pub allow_write_from: Vec<Cidr>,
+    /// Per-source limit on new transfers: (per second, burst).
+    pub rate_per_source: Option<(f64, f64)>,
+}
+
+/// Where uploads go and what they may do.
+#[derive(Clone, Debug)]
+pub struct WriteConfig {
+    /// Directory uploads go into.
+    pub dir: PathBuf,
+    /// Permissions and limits.
+    pub policy: crate::fs::WritePolicy,
+}
+
+/// An IPv4 or IPv6 network in CIDR notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/PREFIX` or a single address.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.trim().parse().map_err(|_| format!("not an address: {addr}"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("bad prefix in {s}"))?,
+            None => max,
+        };
+        Ok(Self { net, prefix })
+    }
+
+    /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> (u128, u32) {
+            match a.to_canonical() {
+                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let (n, nw) = bits(self.net);
+        let (a, aw) = bits(ip);
+        if nw != aw {
+            return false;
+        }
+        let shift = nw - u32::from(self.prefix);
+        shift >= 128 || (n >> shift) == (a >> shift)
+    }
 }
 
 /// An invalid combination of flags.
@@ -219,6 +324,28 @@ impl TryFrom<Cli> for Config {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
+        if !c.allow_write && (c.create || c.overwrite || c.upload_dir.is_some() || !c.allow_write_from.is_empty()) {
+            return Err(ConfigError(
+                "--create, --overwrite, --upload-dir and --allow-write-from need --allow-write".into(),
+            ));
+        }
+        if c.allow_write && !c.create && !c.overwrite {
+            return Err(ConfigError(
+                "--allow-write needs --create (new files) and/or --overwrite (existing files)".into(),
+            ));
+        }
+        if !(c.rate_per_source >= 0.0 && c.burst_per_source >= 1.0) {
+            return Err(ConfigError("--rate-per-source must be >= 0 and --burst-per-source >= 1".into()));
+        }
+        let write = c.allow_write.then(|| WriteConfig {
+            dir: c.upload_dir.clone().unwrap_or_else(|| c.root.clone()),
+            policy: crate::fs::WritePolicy {
+                create: c.create,
+                overwrite: c.overwrite,
+                mode: 0o666 & !c.umask,
+                max_size: c.max_upload_size as u64,
+            },
+        });
         let listen = if c.listen.is_empty() {
             vec!["0.0.0.0:69".parse().expect("literal"), "[::]:69".parse().expect("literal")]
         } else {
@@ -252,6 +379,10 @@ impl TryFrom<Cli> for Config {
             file_cache: c.file_cache,
             log_level: c.log_level,
             stats_interval: (c.stats_interval > 0).then(|| Duration::from_secs(c.stats_interval)),
+            write,
+            allow: c.allow,
+            allow_write_from: c.allow_write_from,
+            rate_per_source: (c.rate_per_source > 0.0).then_some((c.rate_per_source, c.burst_per_source)),
         })
     }
 }
@@ -265,6 +396,11 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         return Err("need 0 < LO <= HI".into());
     }
     Ok((lo, hi))
+}
+
+/// Parses an octal umask (at most 0o777).
+pub fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim(), 8).ok().filter(|&m| m <= 0o777).ok_or_else(|| format!("not an octal umask: {s}"))
 }
 
 /// Parses a byte count with an optional K, M or G suffix (powers of 1024).
@@ -353,6 +489,41 @@ mod tests {
         ] {
             assert!(cfg(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn upload_flags() {
+        let c = cfg(&["--allow-write", "--create", "--umask", "027", "--max-upload-size", "10M"]).unwrap();
+        let w = c.write.unwrap();
+        assert_eq!(w.dir, std::path::PathBuf::from("/srv/tftp"));
+        assert!(w.policy.create && !w.policy.overwrite);
+        assert_eq!(w.policy.mode, 0o640);
+        assert_eq!(w.policy.max_size, 10 << 20);
+        assert!(cfg(&[]).unwrap().write.is_none());
+        assert!(cfg(&["--allow-write"]).is_err(), "needs --create or --overwrite");
+        assert!(cfg(&["--create"]).is_err(), "needs --allow-write");
+        assert!(cfg(&["--umask", "999"]).is_err());
+        let c = cfg(&["--allow-write", "--overwrite", "--upload-dir", "/srv/up"]).unwrap();
+        assert_eq!(c.write.unwrap().dir, std::path::PathBuf::from("/srv/up"));
+    }
+
+    #[test]
+    fn cidrs() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()), "IPv4-mapped");
+        assert!(!c.contains("fd00::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("203.0.113.5".parse().unwrap()));
+        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(Cidr::parse("192.0.2.7").unwrap().contains("192.0.2.7".parse().unwrap()));
+        assert!(!Cidr::parse("192.0.2.7").unwrap().contains("192.0.2.8".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+        let c = cfg(&["--allow", "127.0.0.0/8", "--allow", "::1"]).unwrap();
+        assert_eq!(c.allow.len(), 2);
+        assert_eq!(c.rate_per_source, Some((100.0, 500.0)));
+        assert_eq!(cfg(&["--rate-per-source", "0"]).unwrap().rate_per_source, None);
     }
 
     #[test]

@@ -65,6 +65,29 @@ pub enum Repeat {
     Finished,
 }
 
+/// Why the server ends a read transfer with an ERROR: one byte in the transfer's state rather
+/// than a message pointer (thousands of transfers are held at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortReason {
+    /// The client sent a packet that has no place in a read transfer.
+    UnexpectedPacket,
+    /// The server is stopping.
+    ShuttingDown,
+    /// The file shrank or changed under its mapping.
+    FileChanged,
+}
+
+impl AbortReason {
+    /// The ERROR message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::UnexpectedPacket => "unexpected packet on a read transfer",
+            Self::ShuttingDown => "server shutting down",
+            Self::FileChanged => "file changed while being read",
+        }
+    }
+}
+
 /// How a transfer ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -94,12 +117,12 @@ impl Outcome {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Nothing acknowledged yet. `expires`: when to forget the client if it stays silent.
-    Unconfirmed { oack: bool, expires: Timestamp },
+    /// Nothing acknowledged yet; the sender's deadline is when to forget a silent client.
+    Unconfirmed { oack: bool },
     /// ACKs are flowing.
     Sending,
     /// An ERROR is queued.
-    Failing { code: ErrorCode, message: &'static str },
+    Failing { code: ErrorCode, reason: AbortReason },
     /// Over.
     Done(Outcome),
 }
@@ -127,9 +150,11 @@ impl ReadTransfer {
         let oack = negotiated.has_oack();
         let window = if oack { negotiated.windowsize } else { 1 };
         let blksize = if oack { negotiated.blksize } else { Negotiated::PLAIN.blksize };
+        let mut sender = WindowSender::new(now, size, blksize, window, &cfg);
+        sender.set_deadline(expires);
         Self {
-            sender: WindowSender::new(now, size, blksize, window, &cfg),
-            phase: Phase::Unconfirmed { oack, expires },
+            sender,
+            phase: Phase::Unconfirmed { oack },
             started: now,
             retransmits: 0,
             first_due: true,
@@ -180,7 +205,7 @@ impl ReadTransfer {
                 });
             }
             (Packet::Data { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
-                self.abort(ErrorCode::ILLEGAL_OPERATION, "unexpected packet on a read transfer");
+                self.abort(ErrorCode::ILLEGAL_OPERATION, AbortReason::UnexpectedPacket);
             }
         }
     }
@@ -195,7 +220,7 @@ impl ReadTransfer {
                 if !oack {
                     self.sender.rewind();
                 }
-                self.phase = Phase::Unconfirmed { oack, expires: now + unconfirmed_wait(base, timeout) };
+                self.sender.set_deadline(now + unconfirmed_wait(base, timeout));
                 Repeat::ResendFirst
             }
             Phase::Sending if self.sender.all_sent() => {
@@ -212,7 +237,7 @@ impl ReadTransfer {
     pub fn handle_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
         let cfg = self.cfg(cfg);
         match self.phase {
-            Phase::Unconfirmed { expires, .. } if now >= expires => {
+            Phase::Unconfirmed { .. } if now >= self.sender.deadline() => {
                 self.phase = Phase::Done(Outcome::TimedOut);
             }
             Phase::Sending => match self.sender.on_timeout(now, &cfg) {
@@ -225,9 +250,9 @@ impl ReadTransfer {
 
     /// Ends the transfer with an ERROR (for example: the file became unreadable, or the server is
     /// stopping). The ERROR is the next transmit.
-    pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
+    pub fn abort(&mut self, code: ErrorCode, reason: AbortReason) {
         if !matches!(self.phase, Phase::Done(_)) {
-            self.phase = Phase::Failing { code, message };
+            self.phase = Phase::Failing { code, reason };
         }
     }
 
@@ -240,11 +265,11 @@ impl ReadTransfer {
     pub fn poll_transmit(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<Transmit> {
         let cfg = self.cfg(cfg);
         match self.phase {
-            Phase::Failing { code, message } => {
+            Phase::Failing { code, reason } => {
                 self.phase = Phase::Done(Outcome::Aborted(code));
-                Some(Transmit::Error { code, message })
+                Some(Transmit::Error { code, message: reason.message() })
             }
-            Phase::Unconfirmed { oack, expires } if self.first_due => {
+            Phase::Unconfirmed { oack } if self.first_due => {
                 self.first_due = false;
                 self.first_sends = self.first_sends.saturating_add(1);
                 if self.first_sends > 1 {
@@ -254,6 +279,7 @@ impl ReadTransfer {
                     self.sender.handshake_sent(now);
                     return Some(Transmit::Oack);
                 }
+                let expires = self.sender.deadline();
                 let t = self.data(now, &cfg);
                 self.sender.retime_last_sent(now);
                 // No timer-driven resend before the client has acknowledged anything.
@@ -277,7 +303,7 @@ impl ReadTransfer {
     /// When [`handle_timeout`](Self::handle_timeout) is next due; `None` once the transfer is over.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.phase {
-            Phase::Unconfirmed { expires, .. } => Some(expires),
+            Phase::Unconfirmed { .. } => Some(self.sender.deadline()),
             Phase::Sending => Some(self.sender.deadline()),
             Phase::Failing { .. } | Phase::Done(_) => None,
         }

@@ -13,11 +13,18 @@
 //! - A transfer lives and dies on the worker whose socket received its request.
 //! - Every request datagram gets at most one answer; unconfirmed clients are never resent to on a
 //!   timer (see [`crate::proto::read`]).
+//! - Uploads write to a temporary file as blocks arrive; syncing and renaming it into place waits
+//!   for the disk, so it happens on the commit thread (`commit.rs`), and the final ACK leaves
+//!   only once it succeeded.
+//!
+//! Before a request becomes a transfer it passes, in order: the broadcast check, the allow list
+//! (others are ignored silently), the repeat check (a repeat is never a second transfer), the
+//! refusals (mode, writes, stopping), the per-source rate limit (dropped and counted) and the
+//! capacity check (ERROR 0 "server busy", never silence).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,22 +32,30 @@ use crossbeam_utils::CachePadded;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use tracing::{debug, info, warn};
 
-use super::io::{Body, Datagram, Io, MAX_HEAD, Outgoing, Token, Via};
-use super::socket::{LocalEnd, interface_mtu};
+use super::commit::{CommitJob, CommitLink};
+use super::io::{Body, Datagram, Io, MAX_HEAD, MAX_UPLOAD_BLKSIZE, Outgoing, Token, Via};
+use super::limits::SourceLimiter;
+use super::socket::{LocalEnd, broadcast_addresses, interface_mtu};
 use super::stats::{Counters, Latencies};
 use crate::config::Config;
-use crate::fs::{FileCache, FileVersion, OpenError, Root, normalize};
-use crate::proto::options::{Negotiated, blksize_for_mtu, negotiate};
-use crate::proto::read::Repeat;
+use crate::fs::{FileCache, OpenError, Root, UploadRoot, normalize};
+use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
+use crate::proto::read::{AbortReason, Repeat};
 use crate::proto::wire::{self, MAX_FILENAME_LEN, Mode, Packet, Request, RequestKind};
-use crate::proto::{ErrorCode, Outcome, ReadTransfer, Timestamp, Transmit};
+use crate::proto::{ErrorCode, Outcome, ReadTransfer, Timestamp, Transmit, WriteTransfer, WriteTransmit};
 use crate::timer::{Links, TimerLink, TimerWheel};
+
+mod kind;
+
+use kind::{Kind, WriteState, upload_error};
 
 /// Timer wheel resolution.
 const TICK_US: u64 = 1_000;
 /// How often idle files are dropped and interface MTUs re-read.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const MTU_MAX_AGE: Duration = Duration::from_secs(10);
+/// How often the interfaces' broadcast addresses are re-read.
+const BROADCAST_MAX_AGE: Duration = Duration::from_secs(10);
 /// `locals` index meaning "none".
 const NO_LOCAL: u16 = u16::MAX;
 
@@ -51,13 +66,11 @@ struct Transfer {
     via: Via,
     /// Index in `Engine::locals` of the address to send from (single-port mode).
     local: u16,
-    netascii: bool,
     /// In the ready queue.
     queued: bool,
     /// Hash of the request datagram, to tell a repeat from a new request.
     req_hash: u32,
-    file: Rc<FileVersion>,
-    xfer: ReadTransfer,
+    kind: Kind,
 }
 
 #[derive(Debug, Default)]
@@ -96,8 +109,22 @@ pub(crate) struct Engine {
     stop: Option<Timestamp>,
     aborted: bool,
     next_housekeeping: Timestamp,
+    uploads: Option<Arc<UploadRoot>>,
+    commits: Option<CommitLink>,
+    limiter: Option<SourceLimiter>,
+    broadcasts: Vec<Ipv4Addr>,
+    broadcasts_read: Option<Timestamp>,
     path: [u8; MAX_FILENAME_LEN],
     head: [u8; MAX_HEAD],
+}
+
+/// What a worker's engine is given besides its configuration.
+#[derive(Debug)]
+pub(crate) struct EngineParts {
+    pub(crate) root: Arc<Root>,
+    pub(crate) uploads: Option<Arc<UploadRoot>>,
+    pub(crate) commits: Option<CommitLink>,
+    pub(crate) counters: Arc<CachePadded<Counters>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -107,18 +134,18 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(
-        worker: usize,
-        cfg: Arc<Config>,
-        root: Arc<Root>,
-        counters: Arc<CachePadded<Counters>>,
-        now: Timestamp,
-    ) -> Self {
+    pub(crate) fn new(worker: usize, cfg: Arc<Config>, parts: EngineParts, now: Timestamp) -> Self {
+        let EngineParts { root, uploads, commits, counters } = parts;
         Self {
             worker,
             files: FileCache::new(root, cfg.file_cache),
+            limiter: cfg.rate_per_source.map(|(rate, burst)| SourceLimiter::new(rate, burst)),
             cfg,
             counters,
+            uploads,
+            commits,
+            broadcasts: Vec::new(),
+            broadcasts_read: None,
             latencies: Latencies::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -202,7 +229,6 @@ impl Engine {
 
     fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
         let Some(token) = d.token else { return };
-        let retransmit = self.cfg.retransmit;
         let Some(t) = self.live(token) else { return };
         if d.peer != t.peer {
             //= https://www.rfc-editor.org/rfc/rfc1350#section-4
@@ -216,19 +242,52 @@ impl Engine {
             return;
         }
         match Packet::decode(d.payload) {
-            Ok(p) if !d.truncated => t.xfer.handle_packet(now, &p, &retransmit),
+            Ok(p) if !d.truncated => self.handle_packet(token.slot(), now, &p),
             _ => Counters::add(&self.counters.malformed, 1),
         }
         self.after_event(token.slot(), now, io);
+    }
+
+    /// Feeds a packet from its client to transfer `idx`, writing upload data as it arrives and
+    /// handing a finished upload to the commit thread.
+    fn handle_packet(&mut self, idx: u32, now: Timestamp, p: &Packet<'_>) {
+        let retransmit = self.cfg.retransmit;
+        let token = self.token(idx);
+        let Some(t) = self.slots[idx as usize].transfer.as_mut() else { return };
+        match &mut t.kind {
+            Kind::Read { xfer, .. } => xfer.handle_packet(now, p, &retransmit),
+            Kind::Write(w) => {
+                if let Some((_, data)) = w.xfer.handle_packet(now, p, &retransmit) {
+                    if let Some(Err(e)) = w.upload.as_mut().map(|u| u.write(data)) {
+                        let (code, msg) = upload_error(&e);
+                        w.xfer.abort(code, msg);
+                        return;
+                    }
+                }
+                if w.xfer.wants_commit() {
+                    if let (Some(upload), Some(link)) = (w.upload.take(), &self.commits) {
+                        let job = CommitJob { worker: self.worker, token, upload };
+                        if link.jobs.send(job).is_err() {
+                            w.xfer.commit_done(now, Err((ErrorCode::NOT_DEFINED, "cannot commit upload")), &retransmit);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn on_listen_datagram<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, io: &mut I) {
         if let Some(local) = d.local {
             //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.5
             //# A TFTP request directed to a broadcast address SHOULD be silently ignored.
-            if is_broadcast_or_multicast(local.ip) {
+            if self.is_broadcast(local.ip, now) {
+                Counters::add(&self.counters.ignored, 1);
                 return;
             }
+        }
+        if !self.cfg.allow.is_empty() && !self.cfg.allow.iter().any(|c| c.contains(d.peer.ip())) {
+            Counters::add(&self.counters.ignored, 1);
+            return;
         }
         let packet = if d.truncated { Err(None) } else { Packet::decode(d.payload).map_err(Some) };
         match packet {
@@ -236,10 +295,7 @@ impl Engine {
             Ok(p) => {
                 if self.cfg.single_port {
                     if let Some(idx) = self.find_peer(&d.peer) {
-                        let retransmit = self.cfg.retransmit;
-                        if let Some(t) = self.slots[idx as usize].transfer.as_mut() {
-                            t.xfer.handle_packet(now, &p, &retransmit);
-                        }
+                        self.handle_packet(idx, now, &p);
                         self.after_event(idx, now, io);
                         return;
                     }
@@ -267,19 +323,26 @@ impl Engine {
         if let Some(idx) = self.find_peer(&d.peer) {
             let retransmit = self.cfg.retransmit;
             let t = self.slots[idx as usize].transfer.as_mut().expect("indexed slots are live");
-            let repeat = (t.req_hash == req_hash).then(|| t.xfer.handle_repeated_request(now, &retransmit));
+            let repeat = (t.req_hash == req_hash).then(|| t.kind.handle_repeated_request(now, &retransmit));
             match repeat {
                 // The client repeated its request: the same transfer, never a second one.
                 Some(Repeat::ResendFirst | Repeat::Ignored) => {
                     Counters::add(&self.counters.duplicate_requests, 1);
                     if repeat == Some(Repeat::ResendFirst) {
-                        let s = t.xfer.sender();
-                        let (size, blksize, window) = (s.size(), s.blksize(), s.window());
                         // Same options as the first answer, with the values this transfer uses
                         // (a fresh negotiation could differ once the MTU cache is refreshed).
+                        let (size, blksize, window) = match &t.kind {
+                            Kind::Read { xfer, .. } => {
+                                let s = xfer.sender();
+                                (Some(s.size()), s.blksize(), s.window())
+                            }
+                            Kind::Write(w) => (None, w.xfer.blksize(), 0),
+                        };
                         let mut neg = self.negotiate(r, size, d.local, now);
                         neg.blksize = blksize;
-                        neg.windowsize = window;
+                        if window != 0 {
+                            neg.windowsize = window;
+                        }
                         self.send_first(idx, now, r, &neg, io);
                     }
                     self.after_event(idx, now, io);
@@ -288,17 +351,21 @@ impl Engine {
                 // The client has the whole file and asks again: the old transfer is complete.
                 Some(Repeat::Finished) => {}
                 // Another request from the same address and port: the client has moved on.
-                None => t.xfer.cancel(Outcome::PeerError(ErrorCode::NOT_DEFINED)),
+                None => t.kind.cancel(Outcome::PeerError(ErrorCode::NOT_DEFINED)),
             }
             self.after_event(idx, now, io);
         }
-        let refuse = |code, msg| (code, msg);
-        let refusal = if r.kind == RequestKind::Write {
-            Some(refuse(ErrorCode::ACCESS_VIOLATION, "writes are disabled on this server"))
-        } else if r.mode == Mode::Mail {
-            Some(refuse(ErrorCode::ILLEGAL_OPERATION, "mail mode is not supported"))
+        let refusal = if r.mode == Mode::Mail {
+            Some((ErrorCode::ILLEGAL_OPERATION, "mail mode is not supported"))
         } else if self.stop.is_some() {
-            Some(refuse(ErrorCode::NOT_DEFINED, "server is shutting down"))
+            Some((ErrorCode::NOT_DEFINED, "server is shutting down"))
+        } else if r.kind == RequestKind::Write && self.uploads.is_none() {
+            Some((ErrorCode::ACCESS_VIOLATION, "writes are disabled on this server"))
+        } else if r.kind == RequestKind::Write
+            && !self.cfg.allow_write_from.is_empty()
+            && !self.cfg.allow_write_from.iter().any(|c| c.contains(d.peer.ip()))
+        {
+            Some((ErrorCode::ACCESS_VIOLATION, "uploads are not allowed from this address"))
         } else {
             None
         };
@@ -307,60 +374,22 @@ impl Engine {
             self.reply(io, d.via, d.peer, d.local, code, msg);
             return;
         }
+        if let Some(l) = self.limiter.as_mut() {
+            if !l.allow(d.peer.ip(), now) {
+                Counters::add(&self.counters.rate_limited, 1);
+                return;
+            }
+        }
         if self.active >= self.cfg.max_transfers {
             Counters::add(&self.counters.busy, 1);
             self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
             return;
         }
-        let file = match normalize(r.filename, &mut self.path) {
-            Err(e) => Err(match e {
-                crate::fs::PathError::Empty => OpenError::NotFound,
-                _ => OpenError::Denied,
-            }),
-            Ok(rel) => self.files.get(rel, now),
+        let prepared = match r.kind {
+            RequestKind::Read => self.prepare_read(now, d, r, io),
+            RequestKind::Write => self.prepare_write(now, d, r, io),
         };
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => {
-                let (code, msg) = match &e {
-                    OpenError::NotFound => {
-                        Counters::add(&self.counters.not_found, 1);
-                        debug!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), "file not found");
-                        (ErrorCode::FILE_NOT_FOUND, "file not found")
-                    }
-                    OpenError::Denied | OpenError::NotRegular => {
-                        Counters::add(&self.counters.refused, 1);
-                        info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "request refused");
-                        (ErrorCode::ACCESS_VIOLATION, "access violation")
-                    }
-                    OpenError::Io(err) => {
-                        Counters::add(&self.counters.refused, 1);
-                        warn!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), error = %err, "cannot open file");
-                        (ErrorCode::NOT_DEFINED, "cannot read file")
-                    }
-                };
-                self.reply(io, d.via, d.peer, d.local, code, msg);
-                return;
-            }
-        };
-        let netascii = r.mode == Mode::Netascii;
-        let size = if netascii {
-            match file.netascii_len() {
-                Ok(n) => n,
-                Err(e) => {
-                    Counters::add(&self.counters.refused, 1);
-                    let msg = match e {
-                        crate::fs::cache::NetasciiError::TooLarge => "file too large for netascii, use octet",
-                        crate::fs::cache::NetasciiError::Read => "cannot read file",
-                    };
-                    self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, msg);
-                    return;
-                }
-            }
-        } else {
-            file.len()
-        };
-        let neg = self.negotiate(r, size, d.local, now);
+        let Some((kind, neg)) = prepared else { return };
 
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -384,9 +413,7 @@ impl Engine {
                 }
             }
         };
-        let xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
-        self.slots[idx as usize].transfer =
-            Some(Transfer { peer: d.peer, via, local, netascii, queued: false, req_hash, file, xfer });
+        self.slots[idx as usize].transfer = Some(Transfer { peer: d.peer, via, local, queued: false, req_hash, kind });
         let slots = &self.slots;
         let hasher = &self.hasher;
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
@@ -399,34 +426,165 @@ impl Engine {
         self.after_event(idx, now, io);
     }
 
-    fn negotiate(&mut self, r: &Request<'_>, size: u64, local: Option<LocalEnd>, now: Timestamp) -> Negotiated {
+    /// Opens the file of a read request; answers the client itself when refusing.
+    fn prepare_read<I: Io>(
+        &mut self,
+        now: Timestamp,
+        d: &Datagram<'_>,
+        r: &Request<'_>,
+        io: &mut I,
+    ) -> Option<(Kind, Negotiated)> {
+        let file = match normalize(r.filename, &mut self.path) {
+            Err(e) => Err(match e {
+                crate::fs::PathError::Empty => OpenError::NotFound,
+                _ => OpenError::Denied,
+            }),
+            Ok(rel) => self.files.get(rel, now),
+        };
+        let refusal = match &file {
+            Ok(_) => None,
+            Err(OpenError::NotFound) => {
+                Counters::add(&self.counters.not_found, 1);
+                debug!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), "file not found");
+                Some((ErrorCode::FILE_NOT_FOUND, "file not found"))
+            }
+            Err(e @ (OpenError::Denied | OpenError::NotRegular)) => {
+                Counters::add(&self.counters.refused, 1);
+                info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "request refused");
+                Some((ErrorCode::ACCESS_VIOLATION, "access violation"))
+            }
+            Err(OpenError::Io(err)) => {
+                Counters::add(&self.counters.refused, 1);
+                warn!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), error = %err, "cannot open file");
+                Some((ErrorCode::NOT_DEFINED, "cannot read file"))
+            }
+        };
+        let file = match (file, refusal) {
+            (Ok(f), None) => f,
+            (_, refusal) => {
+                let (code, msg) = refusal.unwrap_or((ErrorCode::NOT_DEFINED, "cannot read file"));
+                self.reply(io, d.via, d.peer, d.local, code, msg);
+                return None;
+            }
+        };
+        let netascii = r.mode == Mode::Netascii;
+        let size = if netascii {
+            match file.netascii_len() {
+                Ok(n) => n,
+                Err(e) => {
+                    Counters::add(&self.counters.refused, 1);
+                    let msg = match e {
+                        crate::fs::cache::NetasciiError::TooLarge => "file too large for netascii, use octet",
+                        crate::fs::cache::NetasciiError::Read => "cannot read file",
+                    };
+                    self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, msg);
+                    return None;
+                }
+            }
+        } else {
+            file.len()
+        };
+        let neg = self.negotiate(r, Some(size), d.local, now);
+        let xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
+        Some((Kind::Read { file, netascii, xfer }, neg))
+    }
+
+    /// Starts the temporary file of an upload; answers the client itself when refusing.
+    fn prepare_write<I: Io>(
+        &mut self,
+        now: Timestamp,
+        d: &Datagram<'_>,
+        r: &Request<'_>,
+        io: &mut I,
+    ) -> Option<(Kind, Negotiated)> {
+        let (Some(uploads), Some(wcfg)) = (self.uploads.clone(), self.cfg.write.as_ref()) else {
+            return None;
+        };
+        let policy = wcfg.policy;
+        let neg = self.negotiate(r, None, d.local, now);
+        let netascii = r.mode == Mode::Netascii;
+        let started = match normalize(r.filename, &mut self.path) {
+            Err(crate::fs::PathError::Empty) => Err(crate::fs::UploadError::NotFound),
+            Err(_) => Err(crate::fs::UploadError::Denied),
+            Ok(rel) => uploads.begin(rel, &policy, neg.tsize, netascii).map(|u| (u, String::from_utf8_lossy(rel))),
+        };
+        match started {
+            Ok((upload, name)) => {
+                let xfer = WriteTransfer::new(now, &neg, policy.max_size, &self.cfg.retransmit);
+                let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
+                Some((Kind::Write(Box::new(state)), neg))
+            }
+            Err(e) => {
+                Counters::add(&self.counters.refused, 1);
+                info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "upload refused");
+                let (code, msg) = upload_error(&e);
+                self.reply(io, d.via, d.peer, d.local, code, msg);
+                None
+            }
+        }
+    }
+
+    fn is_broadcast(&mut self, ip: IpAddr, now: Timestamp) -> bool {
+        match ip {
+            IpAddr::V6(v6) => v6.is_multicast(),
+            IpAddr::V4(v4) if v4.is_broadcast() || v4.is_multicast() => true,
+            IpAddr::V4(v4) => {
+                if self.broadcasts_read.is_none_or(|t| now.saturating_since(t) >= BROADCAST_MAX_AGE) {
+                    self.broadcasts = broadcast_addresses();
+                    self.broadcasts_read = Some(now);
+                }
+                self.broadcasts.contains(&v4)
+            }
+        }
+    }
+
+    /// Negotiates a request's options. `size` is the file's size for a read; uploads are also
+    /// capped at the blksize a receive buffer holds.
+    fn negotiate(&mut self, r: &Request<'_>, size: Option<u64>, local: Option<LocalEnd>, now: Timestamp) -> Negotiated {
         let mtu = local.and_then(|l| self.mtu_blksize(l, now));
-        let file_size = (r.mode == Mode::Octet).then_some(size);
-        negotiate(RequestKind::Read, r.mode, &r.options, file_size, self.cfg.limits, mtu)
+        let mut limits = self.cfg.limits;
+        if r.kind == RequestKind::Write {
+            limits = Limits { max_blksize: limits.max_blksize.min(MAX_UPLOAD_BLKSIZE), ..limits };
+        }
+        let file_size = size.filter(|_| r.mode == Mode::Octet);
+        negotiate(r.kind, r.mode, &r.options, file_size, limits, mtu)
     }
 
     /// Sends the first answer (OACK or DATA 1), which only exists with the request at hand.
     fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, r: &Request<'_>, neg: &Negotiated, io: &mut I) {
         let retransmit = self.cfg.retransmit;
         let token = self.token(idx);
-        // A first DATA waits for room like any DATA: the transfer is queued by `after_event`
-        // and `flush` sends it. Only an OACK, which exists only now, goes out at once.
-        if !neg.has_oack() && !io.can_send() {
-            return;
-        }
         let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
             return;
         };
-        let Some(tx) = t.xfer.poll_transmit(now, &retransmit) else {
+        // A first DATA waits for room like any DATA: the transfer is queued by `after_event`
+        // and `flush` sends it. Only an OACK, which exists only now, goes out at once.
+        if matches!(t.kind, Kind::Read { .. }) && !neg.has_oack() && !io.can_send() {
             return;
+        }
+        let oack = match &mut t.kind {
+            Kind::Read { xfer, .. } => match xfer.poll_transmit(now, &retransmit) {
+                Some(Transmit::Oack) => true,
+                Some(tx) => {
+                    transmit_read(t, tx, token, &self.locals, &mut self.head, io);
+                    false
+                }
+                None => false,
+            },
+            Kind::Write(w) => match w.xfer.poll_transmit() {
+                Some(WriteTransmit::Oack) => true,
+                Some(tx) => {
+                    transmit_write(t.via, t.peer, local_end(&self.locals, t.local), tx, &mut self.head, io);
+                    false
+                }
+                None => false,
+            },
         };
-        if tx == Transmit::Oack {
+        if oack {
             // The OACK of a request this server accepted always fits MAX_HEAD.
             let n = neg.encode_oack(&r.options, &mut self.head).unwrap_or(0);
             let from = local_end(&self.locals, t.local);
             io.send(Outgoing { via: t.via, to: t.peer, from, head: &self.head[..n], body: None, token: Some(token) });
-        } else {
-            transmit(t, tx, token, &self.locals, &mut self.head, io);
         }
     }
 
@@ -477,15 +635,15 @@ impl Engine {
         let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
             return;
         };
-        if let Some(outcome) = t.xfer.outcome() {
+        if let Some(outcome) = t.kind.outcome() {
             self.finish(idx, outcome, now, io);
             return;
         }
-        if t.xfer.wants_transmit() && !t.queued {
+        if t.kind.wants_transmit() && !t.queued {
             t.queued = true;
             self.ready.push_back(idx);
         }
-        match t.xfer.poll_timeout() {
+        match t.kind.poll_timeout() {
             Some(deadline) => self.wheel.arm(&mut SlotLinks(&mut self.slots), idx, deadline),
             None => self.wheel.cancel(&mut SlotLinks(&mut self.slots), idx),
         }
@@ -504,10 +662,16 @@ impl Engine {
                     self.ready.push_front(idx);
                     return;
                 }
-                let Some(tx) = t.xfer.poll_transmit(now, &retransmit) else {
-                    break;
-                };
-                transmit(t, tx, token, &self.locals, &mut self.head, io);
+                match &mut t.kind {
+                    Kind::Read { xfer, .. } => {
+                        let Some(tx) = xfer.poll_transmit(now, &retransmit) else { break };
+                        transmit_read(t, tx, token, &self.locals, &mut self.head, io);
+                    }
+                    Kind::Write(w) => {
+                        let Some(tx) = w.xfer.poll_transmit() else { break };
+                        transmit_write(t.via, t.peer, local_end(&self.locals, t.local), tx, &mut self.head, io);
+                    }
+                }
             }
             t.queued = false;
             self.after_event(idx, now, io);
@@ -524,15 +688,16 @@ impl Engine {
             let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
                 continue;
             };
-            t.xfer.handle_timeout(now, &retransmit);
+            t.kind.handle_timeout(now, &retransmit);
             self.after_event(idx, now, io);
         }
+        self.poll_commits(now, io);
         if let Some(deadline) = self.stop {
             if now >= deadline && !self.aborted {
                 self.aborted = true;
                 for idx in 0..self.slots.len() as u32 {
                     if let Some(t) = self.slots[idx as usize].transfer.as_mut() {
-                        t.xfer.abort(ErrorCode::NOT_DEFINED, "server shutting down");
+                        t.kind.abort(ErrorCode::NOT_DEFINED, AbortReason::ShuttingDown);
                         self.after_event(idx, now, io);
                     }
                 }
@@ -541,6 +706,29 @@ impl Engine {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.files.sweep(now, false);
+            if let Some(l) = self.limiter.as_mut() {
+                l.sweep(now);
+            }
+        }
+    }
+
+    /// Takes the results of finished commits: the final ACK, or the ERROR.
+    fn poll_commits<I: Io>(&mut self, now: Timestamp, io: &mut I) {
+        let retransmit = self.cfg.retransmit;
+        loop {
+            let Some(done) = self.commits.as_ref().and_then(|l| l.done.try_recv().ok()) else { return };
+            let worker = self.worker;
+            let Some(t) = self.live(done.token) else { continue };
+            let Kind::Write(w) = &mut t.kind else { continue };
+            let result = match &done.result {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    warn!(worker, client = %t.peer, file = %w.name, error = %e, "upload not committed");
+                    Err(upload_error(e))
+                }
+            };
+            w.xfer.commit_done(now, result, &retransmit);
+            self.after_event(done.token.slot(), now, io);
         }
     }
 
@@ -551,8 +739,8 @@ impl Engine {
         let Some(t) = self.live(token) else { return };
         if errno == libc::EFAULT {
             // The file shrank under its mapping: the kernel could not read the pages.
-            warn!(worker, client = %t.peer, file = %t.file.name(), "file truncated while being served");
-            t.xfer.abort(ErrorCode::NOT_DEFINED, "file changed while being read");
+            warn!(worker, client = %t.peer, file = %t.kind.name(), "file truncated while being served");
+            t.kind.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
         } else {
             debug!(worker, client = %t.peer, errno, "send failed");
         }
@@ -576,8 +764,9 @@ impl Engine {
         self.active -= 1;
         let c = &self.counters;
         Counters::set(&c.active, self.active as u64);
-        Counters::add(&c.bytes, t.xfer.bytes_acked());
-        Counters::add(&c.retransmits, u64::from(t.xfer.retransmits()));
+        let bytes = t.kind.bytes();
+        Counters::add(if matches!(t.kind, Kind::Write(_)) { &c.uploaded } else { &c.bytes }, bytes);
+        Counters::add(&c.retransmits, u64::from(t.kind.retransmits()));
         Counters::add(
             match outcome {
                 Outcome::Complete => &c.ok,
@@ -587,7 +776,7 @@ impl Engine {
             },
             1,
         );
-        let elapsed = now.saturating_since(t.xfer.started());
+        let elapsed = now.saturating_since(t.kind.started());
         if outcome == Outcome::Complete {
             self.latencies.record_transfer(elapsed);
         }
@@ -598,11 +787,12 @@ impl Engine {
         info!(
             worker = self.worker,
             client = %t.peer,
-            file = %t.file.name(),
-            mode = %if t.netascii { "netascii" } else { "octet" },
-            bytes = t.xfer.bytes_acked(),
+            file = %t.kind.name(),
+            direction = %t.kind.direction(),
+            mode = %t.kind.mode(),
+            bytes,
             ms = elapsed.as_secs_f64() * 1000.0,
-            retransmits = t.xfer.retransmits(),
+            retransmits = t.kind.retransmits(),
             outcome = %outcome.label(),
             code,
             "transfer finished"
@@ -610,8 +800,8 @@ impl Engine {
     }
 }
 
-/// Encodes and hands one transmit of `t` to the backend.
-fn transmit<I: Io>(
+/// Encodes and hands one transmit of read transfer `t` to the backend.
+fn transmit_read<I: Io>(
     t: &mut Transfer,
     tx: Transmit,
     token: Token,
@@ -620,14 +810,15 @@ fn transmit<I: Io>(
     io: &mut I,
 ) {
     let from = local_end(locals, t.local);
+    let Kind::Read { file, netascii, xfer } = &mut t.kind else { return };
     match tx {
         Transmit::Data { block, offset, len } => {
-            let Some(slice) = t.file.raw_slice(t.netascii, offset, len) else {
-                t.xfer.abort(ErrorCode::NOT_DEFINED, "file changed while being read");
+            let Some(slice) = file.raw_slice(*netascii, offset, len) else {
+                xfer.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
                 return;
             };
             let hdr = wire::data_header(block);
-            let body = Some(Body { file: &t.file, slice });
+            let body = Some(Body { file, slice });
             io.send(Outgoing { via: t.via, to: t.peer, from, head: &hdr, body, token: Some(token) });
         }
         Transmit::Error { code, message } => {
@@ -639,19 +830,34 @@ fn transmit<I: Io>(
     }
 }
 
+/// Encodes and hands one transmit of a write transfer (ACK or ERROR: control packets) to the
+/// backend.
+fn transmit_write<I: Io>(
+    via: Via,
+    to: SocketAddr,
+    from: Option<LocalEnd>,
+    tx: WriteTransmit,
+    head: &mut [u8; MAX_HEAD],
+    io: &mut I,
+) {
+    let n = match tx {
+        WriteTransmit::Ack(b) => {
+            head[..4].copy_from_slice(&wire::ack(b));
+            4
+        }
+        WriteTransmit::Error { code, message } => wire::encode_error(code, message.as_bytes(), head).unwrap_or(0),
+        // Only ever produced as a first answer, which `send_first` handles.
+        WriteTransmit::Oack => return,
+    };
+    io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
+}
+
 fn local_end(locals: &[LocalEnd], idx: u16) -> Option<LocalEnd> {
     locals.get(usize::from(idx)).copied()
 }
 
 fn is_error(payload: &[u8]) -> bool {
     payload.len() >= 2 && u16::from_be_bytes([payload[0], payload[1]]) == wire::Opcode::Error as u16
-}
-
-fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
-        IpAddr::V6(v6) => v6.is_multicast(),
-    }
 }
 
 /// The address a transfer socket binds to: the address the request was sent to (so that replies

@@ -84,6 +84,13 @@ pub(crate) struct Outgoing<'a> {
 /// Largest head a backend must accept: any OACK or ERROR this server builds fits.
 pub(crate) const MAX_HEAD: usize = 192;
 
+/// Size of each receive buffer. Requests, ACKs and ERRORs fit with room to spare.
+pub(crate) const RX_SIZE: usize = 2048;
+
+/// Largest blksize granted to uploads: a DATA packet and the backend's per-datagram header
+/// (address, lengths) must fit one receive buffer.
+pub(crate) const MAX_UPLOAD_BLKSIZE: u16 = (RX_SIZE - 80) as u16;
+
 /// What a worker's logic needs from its I/O backend.
 pub(crate) trait Io {
     /// Opens a transfer socket bound to `local` (port chosen by the backend's port picker) and

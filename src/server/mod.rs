@@ -6,9 +6,11 @@
 
 pub mod stats;
 
+pub(crate) mod commit;
 pub(crate) mod engine;
 pub(crate) mod epoll;
 pub(crate) mod io;
+pub(crate) mod limits;
 pub(crate) mod probe;
 pub(crate) mod socket;
 pub(crate) mod uring;

@@ -174,6 +174,34 @@ pub(crate) fn interface_mtu(ifindex: u32) -> Option<u32> {
     u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
 }
 
+/// The IPv4 broadcast addresses of this host's interfaces (requests sent to them are ignored).
+pub(crate) fn broadcast_addresses() -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut ifs) } != 0 {
+        return out;
+    }
+    let mut cur = ifs;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        let has_broadcast = ifa.ifa_flags & libc::IFF_BROADCAST as u32 != 0;
+        let dst = ifa.ifa_ifu;
+        // SAFETY: with IFF_BROADCAST, ifa_ifu is the broadcast address; we read it only when it
+        // is an AF_INET sockaddr.
+        if has_broadcast && !dst.is_null() && unsafe { i32::from((*dst).sa_family) } == libc::AF_INET {
+            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+            let sin = unsafe { &*(dst as *const libc::sockaddr_in) };
+            out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated, once.
+    unsafe { libc::freeifaddrs(ifs) };
+    out
+}
+
 /// The loopback interface's index, for tests.
 #[cfg(test)]
 pub(crate) fn loopback_index() -> u32 {

@@ -36,6 +36,12 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Bytes acknowledged by clients.
     pub bytes: AtomicU64,
+    /// Bytes received in uploads.
+    pub uploaded: AtomicU64,
+    /// Requests ignored: from outside the allow list, or to a broadcast address.
+    pub ignored: AtomicU64,
+    /// New transfers dropped by the per-source rate limit.
+    pub rate_limited: AtomicU64,
     /// DATA blocks and first answers sent again.
     pub retransmits: AtomicU64,
     /// Sends the kernel refused.
@@ -56,7 +62,7 @@ impl Counters {
     }
 
     /// A plain copy of every counter, in declaration order, with names.
-    pub fn snapshot(&self) -> [(&'static str, u64); 15] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 18] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("requests", g(&self.requests)),
@@ -71,6 +77,9 @@ impl Counters {
             ("foreign", g(&self.foreign)),
             ("malformed", g(&self.malformed)),
             ("bytes", g(&self.bytes)),
+            ("uploaded", g(&self.uploaded)),
+            ("ignored", g(&self.ignored)),
+            ("rate_limited", g(&self.rate_limited)),
             ("retransmits", g(&self.retransmits)),
             ("send_errors", g(&self.send_errors)),
             ("active", g(&self.active)),

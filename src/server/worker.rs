@@ -10,16 +10,16 @@ use std::thread::JoinHandle;
 use crossbeam_utils::CachePadded;
 use tracing::{info, warn};
 
-use super::engine::Engine;
+use super::commit;
+use super::engine::{Engine, EngineParts};
 use super::socket::{PortPicker, listen_socket};
 use super::stats::{Counters, Latencies};
 use super::{epoll, probe, uring};
 use crate::config::{Config, IoBackend};
-use crate::fs::Root;
+use crate::fs::{Root, UploadRoot};
 use crate::proto::Timestamp;
 
-/// Size of each receive buffer: requests, ACKs and ERRORs all fit.
-pub(crate) const RX_SIZE: usize = 2048;
+pub(crate) use super::io::RX_SIZE;
 
 /// The monotonic clock a worker feeds its engine.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl WorkerControl {
         self.wake.as_raw_fd()
     }
 
-    fn poke(&self) {
+    pub(crate) fn poke(&self) {
         let one = 1u64;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -144,7 +144,7 @@ pub struct Report {
     /// Latencies merged over all workers.
     pub latencies: Latencies,
     /// Each worker's counters.
-    pub workers: Vec<[(&'static str, u64); 15]>,
+    pub workers: Vec<[(&'static str, u64); 18]>,
 }
 
 /// A running server: its worker threads and their controls.
@@ -153,6 +153,7 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     backend: Backend,
     fallback_reason: Option<String>,
+    committer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -188,6 +189,12 @@ impl Server {
             warn!("openat2 is unavailable: symbolic links are refused everywhere under the root");
         }
         let root = Arc::new(root);
+        let uploads = match &cfg.write {
+            Some(wc) => Some(Arc::new(
+                UploadRoot::open(&wc.dir).map_err(|source| StartError::Root { path: wc.dir.clone(), source })?,
+            )),
+            None => None,
+        };
 
         // Bind all sockets here, in worker order, so that a port 0 resolves once for all.
         let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
@@ -220,23 +227,40 @@ impl Server {
         }
 
         let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let controls: Vec<Arc<WorkerControl>> = (0..cfg.workers)
+            .map(|w| WorkerControl::new().map(Arc::new).map_err(|source| StartError::Worker { worker: w, source }))
+            .collect::<Result<_, _>>()?;
+        // Uploads are committed (synced, renamed into place) on their own thread.
+        let (mut commit_links, committer) = if uploads.is_some() {
+            let wake: Vec<Arc<WorkerControl>> = controls.clone();
+            let (links, thread) = commit::start(cfg.workers, move |w| wake[w].poke())
+                .map_err(|source| StartError::Worker { worker: 0, source })?;
+            (links.into_iter().map(Some).collect(), Some(thread))
+        } else {
+            ((0..cfg.workers).map(|_| None).collect::<Vec<_>>(), None)
+        };
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
         let mut workers = Vec::new();
         for (w, listens) in per_worker.into_iter().enumerate() {
-            let control = Arc::new(WorkerControl::new().map_err(|source| StartError::Worker { worker: w, source })?);
+            let control = Arc::clone(&controls[w]);
             let counters = Arc::new(CachePadded::new(Counters::default()));
             let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
-            let (cfg, root, ctl, cnt, ready) =
-                (Arc::clone(&cfg), Arc::clone(&root), Arc::clone(&control), Arc::clone(&counters), ready_tx.clone());
+            let parts = EngineParts {
+                root: Arc::clone(&root),
+                uploads: uploads.clone(),
+                commits: commit_links[w].take(),
+                counters: Arc::clone(&counters),
+            };
+            let (cfg, ctl, ready) = (Arc::clone(&cfg), Arc::clone(&control), ready_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("bootstorm-w{w}"))
-                .spawn(move || worker_main(w, core, backend, cfg, root, listens, ctl, cnt, ready))
+                .spawn(move || worker_main(w, core, backend, cfg, parts, listens, ctl, ready))
                 .map_err(|source| StartError::Worker { worker: w, source })?;
             workers.push(WorkerHandle { thread, control, counters });
         }
         drop(ready_tx);
-        let server = Self { workers, local_addrs, backend, fallback_reason };
+        let server = Self { workers, local_addrs, backend, fallback_reason, committer };
         for _ in 0..server.workers.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -282,7 +306,7 @@ impl Server {
     }
 
     /// Each worker's counters now.
-    pub fn counters(&self) -> Vec<[(&'static str, u64); 15]> {
+    pub fn counters(&self) -> Vec<[(&'static str, u64); 18]> {
         self.workers.iter().map(|w| w.counters.snapshot()).collect()
     }
 
@@ -298,6 +322,10 @@ impl Server {
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
                 Err(_) => first_err = first_err.or(Some(io::Error::other("worker panicked"))),
             }
+        }
+        // The commit thread ends once every worker has dropped its link.
+        if let Some(c) = self.committer {
+            let _ = c.join();
         }
         match first_err {
             Some(e) => Err(e),
@@ -337,10 +365,9 @@ fn worker_main(
     core: Option<core_affinity::CoreId>,
     backend: Backend,
     cfg: Arc<Config>,
-    root: Arc<Root>,
+    parts: EngineParts,
     listens: Vec<UdpSocket>,
     control: Arc<WorkerControl>,
-    counters: Arc<CachePadded<Counters>>,
     ready: Ready,
 ) -> io::Result<Latencies> {
     if let Some(core) = core {
@@ -349,7 +376,7 @@ fn worker_main(
         }
     }
     let clock = Clock::new();
-    let mut engine = Engine::new(w, Arc::clone(&cfg), root, counters, clock.now());
+    let mut engine = Engine::new(w, Arc::clone(&cfg), parts, clock.now());
     let ports = PortPicker::new(cfg.port_range, (w as u32).wrapping_mul(7919));
     let result = match backend {
         Backend::Epoll => match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port) {

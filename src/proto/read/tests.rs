@@ -233,13 +233,13 @@ fn unexpected_packets_answered_with_error_4() {
 fn abort_sends_error_once() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
     drain(&mut x, t(0));
-    x.abort(ErrorCode::NOT_DEFINED, "server shutting down");
+    x.abort(ErrorCode::NOT_DEFINED, AbortReason::ShuttingDown);
     assert!(x.wants_transmit());
     assert_eq!(
         drain(&mut x, t(1)),
         [Transmit::Error { code: ErrorCode::NOT_DEFINED, message: "server shutting down" }]
     );
-    x.abort(ErrorCode::NOT_DEFINED, "again");
+    x.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
     assert_eq!(drain(&mut x, t(1)), []);
 }
 

@@ -6,6 +6,7 @@ use clap::Parser;
 
 use super::*;
 use crate::config::Cli;
+use crate::fs::UploadRoot;
 use crate::server::io::SockRef;
 
 #[derive(Default)]
@@ -47,11 +48,14 @@ impl FakeIo {
 }
 
 struct Rig {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     engine: Engine,
     io: FakeIo,
     now: Timestamp,
     counters: Arc<CachePadded<Counters>>,
+    /// The commit thread's ends, driven by the test.
+    commit_jobs: Option<crossbeam_channel::Receiver<super::super::commit::CommitJob>>,
+    commit_done: Option<crossbeam_channel::Sender<super::super::commit::CommitDone>>,
 }
 
 const CLIENT: &str = "192.0.2.10:2000";
@@ -66,8 +70,18 @@ fn rig(args: &[&str]) -> Rig {
     let cfg: Config = Cli::try_parse_from(v).unwrap().try_into().unwrap();
     let root = Arc::new(Root::open(&cfg.root, true).unwrap());
     let counters = Arc::new(CachePadded::new(Counters::default()));
-    let engine = Engine::new(0, Arc::new(cfg), root, Arc::clone(&counters), Timestamp::ZERO);
-    Rig { _dir: dir, engine, io: FakeIo::default(), now: Timestamp::ZERO, counters }
+    let uploads = cfg.write.as_ref().map(|w| Arc::new(UploadRoot::open(&w.dir).unwrap()));
+    let (mut commit_jobs, mut commit_done, mut commits) = (None, None, None);
+    if uploads.is_some() {
+        let (jtx, jrx) = crossbeam_channel::unbounded();
+        let (dtx, drx) = crossbeam_channel::unbounded();
+        commit_jobs = Some(jrx);
+        commit_done = Some(dtx);
+        commits = Some(super::super::commit::CommitLink { jobs: jtx, done: drx });
+    }
+    let parts = EngineParts { root, uploads, commits, counters: Arc::clone(&counters) };
+    let engine = Engine::new(0, Arc::new(cfg), parts, Timestamp::ZERO);
+    Rig { dir, engine, io: FakeIo::default(), now: Timestamp::ZERO, counters, commit_jobs, commit_done }
 }
 
 fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
@@ -99,6 +113,39 @@ impl Rig {
         let via = if self.engine.cfg.single_port { Via::Listen(0) } else { Via::Transfer(SockRef(0)) };
         let tok = (!self.engine.cfg.single_port).then_some(token);
         self.dgram(via, tok, peer, &wire::ack(block));
+    }
+
+    /// Does what the commit thread does, for every job queued; returns how many.
+    fn run_commits(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(job) = self.commit_jobs.as_ref().unwrap().try_recv() {
+            let result = job.upload.commit();
+            self.commit_done
+                .as_ref()
+                .unwrap()
+                .send(super::super::commit::CommitDone { token: job.token, result })
+                .unwrap();
+            n += 1;
+        }
+        self.engine.on_timers(self.now, &mut self.io);
+        self.engine.flush(self.now, &mut self.io);
+        n
+    }
+
+    fn data(&mut self, peer: &str, block: u16, payload: &[u8]) {
+        let mut p = wire::data_header(block).to_vec();
+        p.extend_from_slice(payload);
+        let token = self.engine.token(0);
+        self.dgram(Via::Transfer(SockRef(0)), Some(token), peer, &p);
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
     }
 
     fn advance(&mut self, d: Duration) {
@@ -370,8 +417,8 @@ fn peer_index_survives_growth() {
 /// Every active transfer costs one slot: keep it from growing unnoticed.
 #[test]
 fn transfer_state_stays_small() {
-    assert!(std::mem::size_of::<Slot>() <= 192, "Slot is {} bytes", std::mem::size_of::<Slot>());
-    assert!(std::mem::size_of::<ReadTransfer>() <= 112);
+    assert!(std::mem::size_of::<Slot>() <= 184, "Slot is {} bytes", std::mem::size_of::<Slot>());
+    assert!(std::mem::size_of::<ReadTransfer>() <= 96);
 }
 
 #[test]
@@ -407,4 +454,84 @@ fn first_data_waits_for_room_and_is_never_empty() {
     r.io.full = true;
     r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00tsize\x000\x00");
     assert_eq!(r.io.take()[0].3, b"\x00\x06tsize\x001000\x00");
+}
+
+#[test]
+fn upload_lands_only_after_commit_then_final_ack() {
+    let mut r = rig(&["--allow-write", "--create", "--overwrite"]);
+    r.request(CLIENT, b"\x00\x02small\x00octet\x00tsize\x00600\x00");
+    assert_eq!(r.io.take()[0].3, b"\x00\x06tsize\x00600\x00");
+    r.data(CLIENT, 1, &[9; 512]);
+    assert_eq!(r.io.take()[0].3, wire::ack(1));
+    r.data(CLIENT, 2, &[9; 88]);
+    assert!(r.io.take().is_empty(), "final ACK waits for the commit");
+    assert_eq!(std::fs::read(r.dir.path().join("small")).unwrap(), vec![7u8; 1000], "old file still in place");
+    assert_eq!(r.run_commits(), 1);
+    assert_eq!(r.io.take()[0].3, wire::ack(2));
+    assert_eq!(std::fs::read(r.dir.path().join("small")).unwrap(), vec![9u8; 600]);
+    assert_eq!(r.files(), ["small", "text"], "no temporary file left");
+    r.advance(Duration::from_secs(5));
+    assert_eq!(count(&r.counters.ok), 1);
+    assert_eq!(count(&r.counters.uploaded), 600);
+}
+
+#[test]
+fn upload_refusals_with_exact_codes() {
+    let cases: [(&[&str], &[u8], u16); 6] = [
+        (&[], b"\x00\x02new\x00octet\x00", 2),
+        (&["--allow-write", "--create"], b"\x00\x02small\x00octet\x00", 6),
+        (&["--allow-write", "--overwrite"], b"\x00\x02new\x00octet\x00", 1),
+        (&["--allow-write", "--create", "--max-upload-size", "100"], b"\x00\x02new\x00octet\x00tsize\x00101\x00", 3),
+        (&["--allow-write", "--create"], b"\x00\x02../x\x00octet\x00", 2),
+        (&["--allow-write", "--create", "--allow-write-from", "10.0.0.0/8"], b"\x00\x02new\x00octet\x00", 2),
+    ];
+    for (args, req, code) in cases {
+        let mut r = rig(args);
+        r.request(CLIENT, req);
+        let sent = r.io.take();
+        assert_eq!(error_of(&sent[0].3).0, code, "{args:?} {:?}", req.escape_ascii().to_string());
+        assert_eq!(r.files(), ["small", "text"], "nothing written");
+        assert_eq!(std::fs::read(r.dir.path().join("small")).unwrap(), vec![7u8; 1000]);
+    }
+}
+
+#[test]
+fn abandoned_and_oversized_uploads_leave_nothing() {
+    let mut r = rig(&["--allow-write", "--create", "--max-upload-size", "1000"]);
+    r.request(CLIENT, b"\x00\x02up\x00octet\x00");
+    r.io.take();
+    r.data(CLIENT, 1, &[1; 512]);
+    assert_eq!(r.files().len(), 3, "a temporary file while receiving");
+    // Too big: ERROR 3 and the temporary file goes.
+    r.data(CLIENT, 2, &[1; 512]);
+    assert_eq!(error_of(&r.io.take().last().unwrap().3).0, 3);
+    assert_eq!(r.files(), ["small", "text"]);
+    // A client that stops sending: given up, nothing left behind.
+    r.request("192.0.2.11:2000", b"\x00\x02up2\x00octet\x00");
+    r.io.take();
+    let token = r.engine.token(0);
+    let mut p = wire::data_header(1).to_vec();
+    p.extend_from_slice(&[1; 512]);
+    r.dgram(Via::Transfer(SockRef(1)), Some(token), "192.0.2.11:2000", &p);
+    for _ in 0..200 {
+        r.advance(Duration::from_millis(100));
+    }
+    assert_eq!(count(&r.counters.timeouts), 1);
+    assert_eq!(r.files(), ["small", "text"]);
+}
+
+#[test]
+fn allow_list_and_rate_limit_drop_silently() {
+    let mut r = rig(&["--allow", "192.0.2.0/28", "--rate-per-source", "1", "--burst-per-source", "2"]);
+    r.request("198.51.100.1:1", b"\x00\x01small\x00octet\x00");
+    assert!(r.io.take().is_empty(), "outside the allow list: ignored");
+    assert_eq!(count(&r.counters.ignored), 1);
+    for port in 1..=4 {
+        r.request(&format!("192.0.2.5:{port}"), b"\x00\x01small\x00octet\x00");
+    }
+    assert_eq!(r.io.take().len(), 2, "a burst of two, then dropped");
+    assert_eq!(count(&r.counters.rate_limited), 2);
+    // A repeat of an existing transfer is not a new transfer and is not limited.
+    r.request("192.0.2.5:1", b"\x00\x01small\x00octet\x00");
+    assert_eq!(r.io.take().len(), 1);
 }

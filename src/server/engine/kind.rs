@@ -1,0 +1,136 @@
+//! What a transfer is: a read (a file version sent from its mapping) or a write (an upload into
+//! a temporary file), behind one interface for the engine.
+
+use std::rc::Rc;
+
+use crate::fs::{FileVersion, Upload, UploadError};
+use crate::proto::read::{AbortReason, Repeat};
+use crate::proto::{ErrorCode, Outcome, ReadTransfer, RetransmitConfig, Timestamp, WriteTransfer};
+
+/// An upload's state besides the protocol: the file being written and where it stands.
+#[derive(Debug)]
+pub(super) struct WriteState {
+    pub(super) xfer: WriteTransfer,
+    /// The temporary file; `None` once handed to the commit thread.
+    pub(super) upload: Option<Upload>,
+    pub(super) name: Box<str>,
+    pub(super) netascii: bool,
+}
+
+/// A read or a write.
+#[derive(Debug)]
+pub(super) enum Kind {
+    Read {
+        file: Rc<FileVersion>,
+        netascii: bool,
+        xfer: ReadTransfer,
+    },
+    /// Boxed: uploads are rare, and reads keep the slot small.
+    Write(Box<WriteState>),
+}
+
+/// The ERROR that reports an upload failure.
+pub(super) fn upload_error(e: &UploadError) -> (ErrorCode, &'static str) {
+    match e {
+        UploadError::NotFound => (ErrorCode::FILE_NOT_FOUND, "file not found"),
+        UploadError::Denied => (ErrorCode::ACCESS_VIOLATION, "access violation"),
+        UploadError::DiskFull => (ErrorCode::DISK_FULL, "disk full or upload too large"),
+        UploadError::Exists => (ErrorCode::FILE_EXISTS, "file already exists"),
+        UploadError::Io(_) => (ErrorCode::NOT_DEFINED, "cannot write file"),
+    }
+}
+
+impl Kind {
+    pub(super) fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Self::Read { xfer, .. } => xfer.outcome(),
+            Self::Write(w) => w.xfer.outcome(),
+        }
+    }
+
+    pub(super) fn wants_transmit(&self) -> bool {
+        match self {
+            Self::Read { xfer, .. } => xfer.wants_transmit(),
+            Self::Write(w) => w.xfer.wants_transmit(),
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
+        match self {
+            Self::Read { xfer, .. } => xfer.poll_timeout(),
+            Self::Write(w) => w.xfer.poll_timeout(),
+        }
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
+        match self {
+            Self::Read { xfer, .. } => xfer.handle_timeout(now, cfg),
+            Self::Write(w) => w.xfer.handle_timeout(now, cfg),
+        }
+    }
+
+    pub(super) fn handle_repeated_request(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Repeat {
+        match self {
+            Self::Read { xfer, .. } => xfer.handle_repeated_request(now, cfg),
+            Self::Write(w) => w.xfer.handle_repeated_request(now, cfg),
+        }
+    }
+
+    pub(super) fn abort(&mut self, code: ErrorCode, reason: AbortReason) {
+        match self {
+            Self::Read { xfer, .. } => xfer.abort(code, reason),
+            Self::Write(w) => w.xfer.abort(code, reason.message()),
+        }
+    }
+
+    pub(super) fn cancel(&mut self, outcome: Outcome) {
+        match self {
+            Self::Read { xfer, .. } => xfer.cancel(outcome),
+            Self::Write(w) => w.xfer.cancel(outcome),
+        }
+    }
+
+    pub(super) fn started(&self) -> Timestamp {
+        match self {
+            Self::Read { xfer, .. } => xfer.started(),
+            Self::Write(w) => w.xfer.started(),
+        }
+    }
+
+    pub(super) fn retransmits(&self) -> u32 {
+        match self {
+            Self::Read { xfer, .. } => xfer.retransmits(),
+            Self::Write(w) => w.xfer.retransmits(),
+        }
+    }
+
+    /// Bytes delivered: acknowledged by the client (read) or received in order (write).
+    pub(super) fn bytes(&self) -> u64 {
+        match self {
+            Self::Read { xfer, .. } => xfer.bytes_acked(),
+            Self::Write(w) => w.xfer.received(),
+        }
+    }
+
+    pub(super) fn name(&self) -> &str {
+        match self {
+            Self::Read { file, .. } => file.name(),
+            Self::Write(w) => &w.name,
+        }
+    }
+
+    pub(super) fn mode(&self) -> &'static str {
+        let netascii = match self {
+            Self::Read { netascii, .. } => *netascii,
+            Self::Write(w) => w.netascii,
+        };
+        if netascii { "netascii" } else { "octet" }
+    }
+
+    pub(super) fn direction(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "read",
+            Self::Write(_) => "write",
+        }
+    }
+}
