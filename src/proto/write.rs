@@ -77,6 +77,8 @@ pub struct WriteTransfer {
     retries: u8,
     client_timeout: u8,
     retransmits: u32,
+    /// When the commit succeeded and the final ACK became due.
+    completed: Option<Timestamp>,
 }
 
 impl WriteTransfer {
@@ -102,6 +104,7 @@ impl WriteTransfer {
             retries: 0,
             client_timeout: negotiated.timeout.unwrap_or(0),
             retransmits: 0,
+            completed: None,
         }
     }
 
@@ -250,6 +253,7 @@ impl WriteTransfer {
         }
         match result {
             Ok(()) => {
+                self.completed = Some(now);
                 self.ack_due = Some(self.recv.last_acked());
                 let cfg = self.cfg(base);
                 self.phase = Phase::Dallying { until: now + self.wait(&cfg) * 2 };
@@ -258,10 +262,13 @@ impl WriteTransfer {
         }
     }
 
-    /// Ends the transfer with an ERROR (the next transmit).
+    /// Ends the transfer with an ERROR (the next transmit). An upload already committed (only
+    /// dallying for a lost final ACK) just ends, successfully.
     pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
-        if !matches!(self.phase, Phase::Done(_)) {
-            self.fail(code, message);
+        match self.phase {
+            Phase::Done(_) => {}
+            Phase::Dallying { .. } => self.phase = Phase::Done(Outcome::Complete),
+            _ => self.fail(code, message),
         }
     }
 
@@ -322,6 +329,11 @@ impl WriteTransfer {
     /// When the transfer was created.
     pub fn started(&self) -> Timestamp {
         self.started
+    }
+
+    /// When the upload was committed and finally acknowledged, if it was.
+    pub fn completed(&self) -> Option<Timestamp> {
+        self.completed
     }
 
     /// Bytes received in order.

@@ -692,6 +692,18 @@ impl Engine {
             self.after_event(idx, now, io);
         }
         self.poll_commits(now, io);
+        if self.stop.is_some() {
+            // Stopping: committed uploads need not wait for a lost final ACK. (A scan per loop
+            // turn, but only while stopping.)
+            for idx in 0..self.slots.len() as u32 {
+                if let Some(t) = self.slots[idx as usize].transfer.as_mut() {
+                    if t.kind.is_dallying() {
+                        t.kind.abort(ErrorCode::NOT_DEFINED, AbortReason::ShuttingDown);
+                        self.after_event(idx, now, io);
+                    }
+                }
+            }
+        }
         if let Some(deadline) = self.stop {
             if now >= deadline && !self.aborted {
                 self.aborted = true;
@@ -776,7 +788,7 @@ impl Engine {
             },
             1,
         );
-        let elapsed = now.saturating_since(t.kind.started());
+        let elapsed = t.kind.completed().unwrap_or(now).saturating_since(t.kind.started());
         if outcome == Outcome::Complete {
             self.latencies.record_transfer(elapsed);
         }

@@ -316,8 +316,10 @@ impl Server {
         let mut workers = Vec::new();
         let mut first_err = None;
         for w in self.workers {
+            let joined = w.thread.join();
+            // After the join: the worker's last transfers are counted.
             workers.push(w.counters.snapshot());
-            match w.thread.join() {
+            match joined {
                 Ok(Ok(l)) => latencies.merge(&l),
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
                 Err(_) => first_err = first_err.or(Some(io::Error::other("worker panicked"))),

@@ -57,6 +57,19 @@ fn plain_upload_commit_then_final_ack() {
     x.handle_timeout(x.poll_timeout().unwrap(), &CFG);
     assert_eq!(x.outcome(), Some(Outcome::Complete));
     assert_eq!(x.received(), 522);
+    assert_eq!(x.completed(), Some(t(3)), "the duration ends at the commit, not the dally");
+}
+
+#[test]
+fn abort_while_dallying_is_a_success() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    drain(&mut x);
+    data(&mut x, t(1), 1, b"all");
+    x.commit_done(t(2), Ok(()), &CFG);
+    drain(&mut x);
+    x.abort(ErrorCode::NOT_DEFINED, "server shutting down");
+    assert_eq!(drain(&mut x), [], "no ERROR after the final ACK");
+    assert_eq!(x.outcome(), Some(Outcome::Complete));
 }
 
 #[test]

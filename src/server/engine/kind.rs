@@ -97,6 +97,19 @@ impl Kind {
         }
     }
 
+    /// When the transfer really ended (an upload's commit, before its dally), if it did.
+    pub(super) fn completed(&self) -> Option<Timestamp> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Write(w) => w.xfer.completed(),
+        }
+    }
+
+    /// An upload only dallying for a lost final ACK.
+    pub(super) fn is_dallying(&self) -> bool {
+        matches!(self, Self::Write(w) if w.xfer.completed().is_some() && w.xfer.outcome().is_none())
+    }
+
     pub(super) fn retransmits(&self) -> u32 {
         match self {
             Self::Read { xfer, .. } => xfer.retransmits(),
