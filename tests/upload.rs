@@ -141,7 +141,9 @@ fn refusals_leave_the_file_system_alone(io: &str) {
     std::os::unix::fs::symlink(outside.path(), root.path().join("dirlink")).unwrap();
     let before = names(root.path());
     let small = root.file("small.bin");
-    let cases: Vec<(&[&str], &str, Vec<(&str, &str)>, u16)> = vec![
+    // (server flags, filename, options, expected ERROR code)
+    type Case<'a> = (&'a [&'a str], &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case<'_>> = vec![
         (&[], "new.bin", vec![], 2),
         (&["--allow-write", "--create"], "small.bin", vec![], 6),
         (&["--allow-write", "--overwrite"], "new.bin", vec![], 1),
