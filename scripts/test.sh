@@ -21,3 +21,6 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# Fuzz the decoder and the transfer state machines for a bounded time (installs cargo-fuzz).
+scripts/fuzz.sh 20

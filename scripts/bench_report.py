@@ -1,0 +1,930 @@
+#!/usr/bin/env python3
+"""Helper of scripts/bench.sh (Python 3 standard library only).
+
+    bench_report.py probe HOST PORT FILE       ask for blksize 1468, windowsize 16, tsize and
+                                               timeout 1; print what the server negotiated (JSON)
+    bench_report.py sample [options]           sample a server's memory until SIGTERM (JSON lines)
+    bench_report.py record [options]           turn one loadgen run into one JSON line
+    bench_report.py report WORK OUT            runs.jsonl + meta.json in WORK -> table.md,
+                                               summary.csv, raw.csv, results.json, plot.svg,
+                                               README.md in OUT
+
+See docs/benchmarks.md for what is measured and how.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import struct
+import sys
+import time
+
+# ----------------------------------------------------------------------------------------------
+# What the workloads measure. `better` is the direction of the metric; `ceiling` names the
+# raw-UDP ceiling (datagram size) a MB/s figure is compared with.
+
+SERVERS = ["bootstorm", "tftpd-hpa", "dnsmasq", "atftpd", "tftpd-rs"]
+MEM_SERVERS = ["bootstorm", "bootstorm-sp"] + SERVERS[1:]
+SERVER_LABEL = {"bootstorm-sp": "bootstorm --single-port"}
+
+# (workload, metric key, label, better, ceiling datagram size or None, decimals)
+ROWS = [
+    ("small", "transfers_per_s", "transfers/s", "higher", None, 0),
+    ("bulk-lockstep", "goodput_mbps", "MB/s", "higher", 1472, 1),
+    ("bulk-lockstep", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
+    ("bulk-windowed", "goodput_mbps", "MB/s", "higher", 1472, 1),
+    ("bulk-windowed", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
+    ("storm-1k", "makespan_s", "makespan s", "lower", None, 2),
+    ("storm-10k", "makespan_s", "makespan s", "lower", None, 2),
+    ("loss-1", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
+    ("loss-5", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
+    ("rollover", "goodput_mbps", "MB/s", "higher", 516, 1),
+]
+MEM_ROWS = [
+    ("pss_per_transfer", "RSS (PSS) per transfer, bytes", "lower", 0),
+    ("cg_per_transfer", "cgroup memory per transfer, bytes", "lower", 0),
+]
+WORKLOAD_TITLE = {
+    "small": "small-file rate",
+    "bulk-lockstep": "bulk lockstep",
+    "bulk-windowed": "bulk windowed",
+    "storm-1k": "boot storm 1k",
+    "storm-10k": "boot storm 10k",
+    "loss-1": "1% loss",
+    "loss-5": "5% loss",
+    "rollover": "rollover",
+    "memory": "memory",
+}
+LATENCY = [  # (workload, histogram, label)
+    ("small", "transfer_ms", "small-file transfer"),
+    ("bulk-lockstep", "transfer_ms", "bulk lockstep transfer"),
+    ("bulk-windowed", "transfer_ms", "bulk windowed transfer"),
+    ("storm-1k", "session_ms", "boot storm 1k session"),
+    ("storm-10k", "session_ms", "boot storm 10k session"),
+]
+COLORS = {
+    "bootstorm": "#d62728",
+    "bootstorm-sp": "#ff9896",
+    "tftpd-hpa": "#1f77b4",
+    "dnsmasq": "#2ca02c",
+    "atftpd": "#9467bd",
+    "tftpd-rs": "#8c564b",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# probe
+
+
+def cmd_probe(a):
+    """One RRQ with options; report the OACK (or that the server ignored the options)."""
+    out = {"server": f"{a.host}:{a.port}", "asked": {"blksize": "1468", "windowsize": "16",
+                                                     "tsize": "0", "timeout": "1"}}
+    opts = [b"blksize", b"1468", b"windowsize", b"16", b"tsize", b"0", b"timeout", b"1"]
+    req = b"\x00\x01" + a.file.encode() + b"\x00octet\x00" + b"".join(o + b"\x00" for o in opts)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.0)
+    try:
+        for _ in range(3):
+            s.sendto(req, (a.host, a.port))
+            try:
+                data, peer = s.recvfrom(70000)
+            except socket.timeout:
+                continue
+            op = struct.unpack("!H", data[:2])[0]
+            if op == 6:  # OACK
+                parts = data[2:].split(b"\x00")
+                got = {}
+                for k, v in zip(parts[0::2], parts[1::2]):
+                    if k:
+                        got[k.decode(errors="replace").lower()] = v.decode(errors="replace")
+                out["oack"] = got
+                s.sendto(b"\x00\x05\x00\x08probe done\x00", peer)
+            elif op == 3:  # DATA: options ignored
+                out["oack"] = None
+                out["note"] = "answered with DATA: no options"
+                s.sendto(b"\x00\x05\x00\x00probe done\x00", peer)
+            elif op == 5:
+                out["error"] = data[4:].split(b"\x00")[0].decode(errors="replace")
+            else:
+                out["error"] = f"unexpected opcode {op}"
+            break
+        else:
+            out["error"] = "no answer"
+    finally:
+        s.close()
+    print(json.dumps(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# sample
+
+
+def read_kv(path, keys):
+    got = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in keys:
+                    got[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return got
+
+
+def descendants(root):
+    """root and every process below it (by scanning /proc)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st[st.rfind(")") + 2:].split()
+        children.setdefault(int(rest[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cmd_sample(a):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    out = open(a.out, "a", buffering=1)
+    while not stop:
+        t = time.time()
+        pids = []
+        if a.cgroup_procs:
+            try:
+                with open(a.cgroup_procs) as f:
+                    pids = [int(x) for x in f.read().split()]
+            except OSError:
+                pids = []
+        if not pids:
+            pids = descendants(a.pid) if os.path.exists(f"/proc/{a.pid}") else []
+        rss = pss = threads = 0
+        procs = 0
+        for p in pids:
+            st = read_kv(f"/proc/{p}/status", ("VmRSS", "Threads"))
+            if "VmRSS" not in st:
+                continue  # gone, or a zombie
+            procs += 1
+            rss += st["VmRSS"]
+            threads += st.get("Threads", 1)
+            pss += read_kv(f"/proc/{p}/smaps_rollup", ("Pss",)).get("Pss", st["VmRSS"])
+        try:
+            fds = len(os.listdir(f"/proc/{a.pid}/fd"))
+        except OSError:
+            fds = None
+        cg = None
+        if a.cg_mem:
+            try:
+                with open(a.cg_mem) as f:
+                    cg = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                cg = None
+        out.write(json.dumps({"t": t, "procs": procs, "threads": threads, "rss_kb": rss,
+                              "pss_kb": pss, "fds": fds, "cg_bytes": cg}) + "\n")
+        spent = time.time() - t
+        if not stop:
+            time.sleep(max(0.02, a.interval - spent))
+
+
+# ----------------------------------------------------------------------------------------------
+# record
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        if not text:
+            return None
+        return json.loads(text.splitlines()[-1])
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_record(a):
+    lg = load_json(a.stdout) if a.stdout else None
+    rec = {
+        "round": a.round, "server": a.server, "workload": a.workload, "args": a.args,
+        "rc": a.rc, "wall_s": a.wall, "crashed": bool(a.crashed), "timeout_s": a.timeout,
+        "start_failed": bool(a.start_failed), "loadgen": lg,
+    }
+    if a.stderr:
+        try:
+            with open(a.stderr, errors="replace") as f:
+                tail = f.read()[-600:]
+            rec["stderr_tail"] = tail
+        except OSError:
+            pass
+    # status
+    if a.start_failed:
+        status = "start failed"
+    elif a.crashed:
+        status = "crashed"
+    elif lg is None:
+        status = "timed out" if a.rc in (124, 137) else "error"
+    elif lg.get("transfers_failed", 0) > 0:
+        status = "failures"
+    else:
+        status = "ok"
+    rec["status"] = status
+    # CPU: the server's cgroup (covers forked children and threads) when there is one,
+    # otherwise what loadgen read from /proc/PID/stat.
+    if lg is not None:
+        gib = lg.get("bytes", 0) / float(1 << 30)
+        if a.cpu_cg is not None:
+            rec["cpu_s"], rec["cpu_source"] = a.cpu_cg, "cgroup"
+        elif lg.get("server_cpu_s") is not None:
+            rec["cpu_s"], rec["cpu_source"] = lg["server_cpu_s"], "loadgen (/proc/PID/stat)"
+        if rec.get("cpu_s") is not None and gib > 0:
+            rec["cpu_s_per_gib"] = rec["cpu_s"] / gib
+    if a.samples:
+        rec["memory"] = memory_stats(a)
+    print(json.dumps(rec))
+
+
+def memory_stats(a):
+    samples = []
+    try:
+        with open(a.samples) as f:
+            for line in f:
+                try:
+                    samples.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    idle = [s for s in samples if a.idle_start <= s["t"] < a.load_start]
+    load = [s for s in samples if a.load_start <= s["t"] <= a.load_end]
+    window = [s for s in load if a.load_start + a.window_lo <= s["t"] <= a.load_start + a.window_hi]
+
+    def med(xs, k):
+        v = [s[k] for s in xs if s.get(k) is not None]
+        return statistics.median(v) if v else None
+
+    def peak(xs, k):
+        v = [s[k] for s in xs if s.get(k) is not None]
+        return max(v) if v else None
+
+    m = {
+        "clients": a.clients, "samples_idle": len(idle), "samples_load": len(load),
+        "idle_rss_kb": med(idle, "rss_kb"), "idle_pss_kb": med(idle, "pss_kb"),
+        "idle_cg_bytes": med(idle, "cg_bytes"),
+        "peak_rss_kb": peak(load, "rss_kb"), "peak_pss_kb": peak(load, "pss_kb"),
+        "peak_cg_bytes": peak(load, "cg_bytes"),
+        "window_pss_kb": med(window, "pss_kb"), "window_cg_bytes": med(window, "cg_bytes"),
+        "peak_procs": peak(load, "procs"), "peak_threads": peak(load, "threads"),
+        "peak_fds": peak(load, "fds"), "idle_fds": med(idle, "fds"),
+    }
+    n = max(1, a.clients)
+    if m["idle_pss_kb"] is not None and m["peak_pss_kb"] is not None:
+        m["pss_per_transfer"] = (m["peak_pss_kb"] - m["idle_pss_kb"]) * 1024 / n
+    if m["idle_rss_kb"] is not None and m["peak_rss_kb"] is not None:
+        m["rss_per_transfer"] = (m["peak_rss_kb"] - m["idle_rss_kb"]) * 1024 / n
+    if m["idle_cg_bytes"] is not None and m["peak_cg_bytes"] is not None:
+        m["cg_per_transfer"] = (m["peak_cg_bytes"] - m["idle_cg_bytes"]) / n
+    return m
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(v, dec):
+    if v is None:
+        return "—"
+    if abs(v) >= 1000 or dec == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{dec}f}"
+
+
+def metric_of(run, key):
+    if key in ("cpu_s_per_gib",):
+        return run.get(key)
+    if key in ("pss_per_transfer", "cg_per_transfer", "rss_per_transfer"):
+        return (run.get("memory") or {}).get(key)
+    lg = run.get("loadgen")
+    return None if lg is None else lg.get(key)
+
+
+class Cell:
+    """All runs of one (server, workload) and the aggregate of one metric."""
+
+    def __init__(self, runs, key):
+        self.runs = runs
+        self.n = len(runs)
+        # A run counts when it produced numbers and the server did not die under it.
+        self.valid = [r for r in runs if r["status"] in ("ok", "failures")]
+        vals = [metric_of(r, key) for r in self.valid]
+        self.values = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        self.median = statistics.median(self.values) if self.values else None
+        self.lo = min(self.values) if self.values else None
+        self.hi = max(self.values) if self.values else None
+        self.failed = [r["loadgen"]["transfers_failed"] for r in self.valid
+                       if r["loadgen"] and r["loadgen"].get("transfers_failed", 0) > 0]
+        self.crashed = sum(1 for r in runs if r["status"] == "crashed")
+        self.clean = self.n > 0 and all(r["status"] == "ok" for r in runs)
+        self.statuses = sorted({r["status"] for r in runs})
+
+    def text(self, dec, ceiling=None, unit=""):
+        if self.n == 0:
+            return "not run"
+        if self.median is None:
+            why = [r["status"] for r in self.runs]
+            first_bad = next(r for r in self.runs)
+            s = ", ".join(sorted(set(why)))
+            if "timed out" in why and first_bad.get("timeout_s"):
+                s = f"timed out (>{first_bad['timeout_s']:g} s)"
+            if self.crashed:
+                lg = next((r["loadgen"] for r in self.runs if r.get("loadgen")), None)
+                if lg:
+                    s += f" ({lg['transfers_ok']} ok, {lg['transfers_failed']} failed)"
+            return s
+        t = fmt(self.median, dec) + unit
+        if len(self.values) > 1:
+            t += f" ({fmt(self.lo, dec)}–{fmt(self.hi, dec)})"
+        if ceiling:
+            t += f", {100 * self.median / ceiling:.0f}% ceil"
+        notes = []
+        if self.failed:
+            k = f" in {len(self.failed)}/{self.n} runs" if self.n > 1 else ""
+            notes.append(f"⚠ {max(self.failed)} failed{k}")
+        if self.crashed:
+            notes.append(f"crashed {self.crashed}/{self.n}")
+        bad = self.n - len(self.valid) - self.crashed
+        if bad:
+            notes.append(f"{bad}/{self.n} runs without result")
+        if notes:
+            t += ", " + ", ".join(notes)
+        return t
+
+
+def ratio_text(cells, better, dec_hint=2):
+    """bootstorm against the best clean peer; > 1 always means bootstorm is better."""
+    b = cells.get("bootstorm")
+    peers = {s: c for s, c in cells.items() if s not in ("bootstorm", "bootstorm-sp")}
+    clean = {s: c for s, c in peers.items() if c.clean and c.median is not None}
+    if b is None or b.median is None:
+        return "—", None
+    if not clean:
+        return "no clean peer", None
+    if better == "higher":
+        best = max(clean, key=lambda s: clean[s].median)
+        r = b.median / clean[best].median if clean[best].median else None
+    else:
+        best = min(clean, key=lambda s: clean[s].median)
+        r = clean[best].median / b.median if b.median else None
+    if r is None:
+        return "—", None
+    t = f"×{r:.2f} vs {best}"
+    if not b.clean:
+        t += " (bootstorm not clean)"
+    return t, {"best_peer": best, "ratio": r}
+
+
+def cmd_report(a):
+    work, out = a.work, a.out
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(work, "meta.json")) as f:
+        meta = json.load(f)
+    runs = []
+    with open(os.path.join(work, "runs.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                runs.append(json.loads(line))
+    ceilings = {}
+    for size, vals in meta.get("ceilings", {}).items():
+        mb = [v["mbps"] for v in vals if v and v.get("mbps")]
+        if mb:
+            ceilings[int(size)] = {"median": statistics.median(mb), "min": min(mb), "max": max(mb),
+                                   "runs": len(mb)}
+    servers = [s for s in SERVERS if s in meta["servers"]]
+    workloads = meta["workloads"]  # id -> {args, ...} (only those run)
+
+    by = {}
+    for r in runs:
+        by.setdefault((r["server"], r["workload"]), []).append(r)
+
+    # ---------------------------------------------------------------- main table
+    lines = []
+    agg = {"ceilings": ceilings, "rows": [], "memory": [], "latency": []}
+    neg = meta.get("negotiated", {})
+    head = "| workload | metric | " + " | ".join(servers) + " | bootstorm vs best peer |"
+    lines.append(head)
+    lines.append("|" + "---|" * (len(servers) + 3))
+    for wl, key, label, better, csize, dec in ROWS:
+        if wl not in workloads:
+            continue
+        cells = {s: Cell(by.get((s, wl), []), key) for s in servers}
+        ceil = ceilings.get(csize, {}).get("median") if csize else None
+        texts = []
+        for s in servers:
+            t = cells[s].text(dec, ceil if key == "goodput_mbps" else None)
+            if wl == "bulk-windowed" and key == "goodput_mbps":
+                ws = (neg.get(s) or {}).get("oack")
+                if s in neg:
+                    if ws is None or "windowsize" not in (ws or {}):
+                        t += ", lockstep (no windowsize)"
+                    elif ws.get("windowsize") != "16":
+                        t += f", windowsize {ws['windowsize']}"
+            texts.append(t)
+        rt, rj = ratio_text(cells, better)
+        if wl == "bulk-windowed" and key == "goodput_mbps" and ceil and cells["bootstorm"].median:
+            rt += f"; bootstorm = {100 * cells['bootstorm'].median / ceil:.0f}% of raw UDP"
+        title = WORKLOAD_TITLE[wl]
+        lines.append(f"| {title} | {label} ({'↑' if better == 'higher' else '↓'}) | "
+                     + " | ".join(texts) + f" | {rt} |")
+        agg["rows"].append({
+            "workload": wl, "metric": key, "label": label, "better": better,
+            "ceiling_datagram": csize, "ratio": rj,
+            "cells": {s: {"median": cells[s].median, "min": cells[s].lo, "max": cells[s].hi,
+                          "values": cells[s].values, "runs": cells[s].n,
+                          "statuses": [r["status"] for r in cells[s].runs],
+                          "failed_max": max(cells[s].failed) if cells[s].failed else 0,
+                          "fraction_of_ceiling": (cells[s].median / ceil)
+                          if (ceil and cells[s].median is not None and key == "goodput_mbps")
+                          else None,
+                          "text": texts[i]} for i, s in enumerate(servers)},
+        })
+    table = "\n".join(lines)
+
+    # ---------------------------------------------------------------- memory table
+    mem_lines = []
+    if "memory" in workloads:
+        mservers = [s for s in MEM_SERVERS if s in meta["servers"] or
+                    (s == "bootstorm-sp" and "bootstorm" in meta["servers"])]
+        mem_lines.append("| server | idle RSS (PSS) | RSS (PSS) per transfer | idle cgroup | "
+                         "cgroup per transfer | concurrency seen | loadgen |")
+        mem_lines.append("|---|---|---|---|---|---|---|")
+        mcells = {}
+        for s in mservers:
+            rs = by.get((s, "memory"), [])
+            c1, c2 = Cell(rs, "pss_per_transfer"), Cell(rs, "cg_per_transfer")
+            mcells[s] = (c1, c2)
+            ms = [r.get("memory") or {} for r in c1.valid]
+
+            def medkey(k, scale=1.0):
+                v = [m[k] for m in ms if m.get(k) is not None]
+                return statistics.median(v) * scale if v else None
+
+            idle_pss = medkey("idle_pss_kb", 1024)
+            idle_cg = medkey("idle_cg_bytes")
+            conc = []
+            for k, lab in (("peak_procs", "procs"), ("peak_threads", "threads"), ("peak_fds", "fds")):
+                v = medkey(k)
+                if v is not None and v > 1:
+                    conc.append(f"{v:,.0f} {lab}")
+            lgs = [r["loadgen"] for r in c1.valid if r.get("loadgen")]
+            lgt = "—"
+            if lgs:
+                lgt = f"{lgs[-1]['transfers_ok']:,} ok, {lgs[-1]['transfers_failed']:,} failed"
+                if lgs[-1].get("transfers_failed"):
+                    fails = lgs[-1].get("failures", {})
+                    lgt += " (" + ", ".join(f"{k}: {v}" for k, v in list(fails.items())[:2]) + ")"
+            elif rs:
+                lgt = ", ".join(sorted({r["status"] for r in rs}))
+            mem_lines.append(
+                f"| {SERVER_LABEL.get(s, s)} | {human_bytes(idle_pss)} | {c1.text(0)} | "
+                f"{human_bytes(idle_cg)} | {c2.text(0)} | {', '.join(conc) or '—'} | {lgt} |")
+            agg["memory"].append({
+                "server": s, "idle_pss_bytes": idle_pss, "idle_cg_bytes": idle_cg,
+                "pss_per_transfer": {"median": c1.median, "min": c1.lo, "max": c1.hi},
+                "cg_per_transfer": {"median": c2.median, "min": c2.lo, "max": c2.hi},
+                "statuses": [r["status"] for r in rs]})
+        for key_i, (key, label, better, dec) in enumerate(MEM_ROWS):
+            cells = {s: mcells[s][key_i] for s in mcells}
+            rt, rj = ratio_text(cells, better)
+            sp = cells.get("bootstorm-sp")
+            if sp is not None and sp.median is not None:
+                peers = {s: c for s, c in cells.items() if s not in ("bootstorm", "bootstorm-sp")}
+                cl = {s: c for s, c in peers.items() if c.clean and c.median}
+                if cl:
+                    best = min(cl, key=lambda s: cl[s].median)
+                    rt += f"; --single-port: ×{cl[best].median / sp.median:.2f} vs {best}" \
+                        if sp.median > 0 else ""
+            mem_lines.append("")
+            mem_lines.append(f"{label}: bootstorm vs best peer {rt} (> 1: bootstorm uses less).")
+            agg.setdefault("memory_ratio", {})[key] = rj
+    mem_table = "\n".join(mem_lines)
+
+    # ---------------------------------------------------------------- latency table
+    lat_lines = []
+    lat_rows = [x for x in LATENCY if x[0] in workloads]
+    if lat_rows:
+        lat_lines.append("| latency, ms: p50 / p99 (median of runs) | " + " | ".join(servers) + " |")
+        lat_lines.append("|" + "---|" * (len(servers) + 1))
+        for wl, hist, label in lat_rows:
+            cols = []
+            for s in servers:
+                rs = [r for r in by.get((s, wl), []) if r["status"] in ("ok", "failures")]
+                p50 = [r["loadgen"][hist]["p50"] for r in rs if r["loadgen"][hist]["count"]]
+                p99 = [r["loadgen"][hist]["p99"] for r in rs if r["loadgen"][hist]["count"]]
+                if p50:
+                    cols.append(f"{fmt(statistics.median(p50), 1)} / {fmt(statistics.median(p99), 1)}")
+                    agg["latency"].append({"workload": wl, "histogram": hist, "server": s,
+                                           "p50_ms": statistics.median(p50),
+                                           "p99_ms": statistics.median(p99)})
+                else:
+                    cols.append("—")
+            lat_lines.append(f"| {label} | " + " | ".join(cols) + " |")
+    lat_table = "\n".join(lat_lines)
+
+    # ---------------------------------------------------------------- workloads / ceiling text
+    wl_lines = ["| workload | loadgen arguments (plus --server, --verify, --server-pid, --json) |",
+                "|---|---|"]
+    for wl, w in workloads.items():
+        wl_lines.append(f"| {WORKLOAD_TITLE.get(wl, wl)} (`{wl}`) | `{w['args']}` |")
+    ceil_text = ", ".join(
+        f"{c['median']:.0f} MB/s with {size}-byte datagrams"
+        + (f" ({c['min']:.0f}–{c['max']:.0f}, {c['runs']} runs)" if c["runs"] > 1 else "")
+        for size, c in sorted(ceilings.items(), reverse=True)) or "not measured"
+
+    neg_lines = []
+    for s in servers:
+        n = neg.get(s)
+        if not n:
+            continue
+        if n.get("oack") is not None:
+            got = ", ".join(f"{k} {v}" for k, v in n["oack"].items())
+            neg_lines.append(f"- {s}: OACK {got}")
+        else:
+            neg_lines.append(f"- {s}: {n.get('note') or n.get('error') or 'no OACK'}")
+
+    runs_n = meta.get("runs")
+    table_md = "\n".join([
+        f"# bootstorm benchmark: {meta['date']} on {meta['host']} ({meta['mode']} mode)",
+        "",
+        f"Median of {runs_n} run{'s' if runs_n != 1 else ''} per cell"
+        + (" (min–max in parentheses)" if runs_n and runs_n > 1 else "")
+        + f"; raw-UDP ceiling: {ceil_text}. `% ceil`: the cell's MB/s as a fraction of the "
+        "ceiling for its datagram size. ↑ higher is better, ↓ lower is better. "
+        "The last column is bootstorm against the best peer whose runs all finished cleanly; "
+        "**> 1 always means bootstorm is better** (throughput: bootstorm / peer; makespan, "
+        "CPU and memory: peer / bootstorm). ⚠ N failed: transfers loadgen counted as failed "
+        "(most in one run).",
+        "",
+        table,
+        "",
+        "## Memory at many concurrent transfers",
+        "",
+        (f"{meta['params'].get('mem_clients', '?')} clients holding every ACK "
+         f"{meta['params'].get('mem_hold_ms', '?')} ms; per transfer = "
+         "(peak while loaded − idle after warm-up) / clients. RSS (PSS): summed over the "
+         "server's processes (PSS, so that forked children are not counted for shared pages; "
+         "for a single process the change equals the change of VmRSS). cgroup: "
+         f"{meta.get('cgroup', {}).get('memory_file') or 'not available'} "
+         "(includes kernel memory such as socket structures"
+         + ("" if meta.get("cgroup", {}).get("memory_version") == 2 else
+            "; cgroup v1 does not charge UDP socket buffers")
+         + ")."),
+        "",
+        mem_table,
+        "",
+        "## Latency",
+        "",
+        lat_table,
+        "",
+        "## What the peers negotiated",
+        "",
+        "A request for blksize 1468, windowsize 16, tsize and timeout 1, answered with:",
+        "",
+        "\n".join(neg_lines) or "(not probed)",
+        "",
+        "## Workloads",
+        "",
+        "\n".join(wl_lines),
+        "",
+    ])
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table_md)
+
+    # ---------------------------------------------------------------- CSVs
+    raw_cols = ["round", "server", "workload", "status", "rc", "wall_s", "transfers_ok",
+                "transfers_failed", "failures", "sessions", "misses", "bytes", "makespan_s",
+                "goodput_mbps", "transfers_per_s", "retransmits", "dropped_on_purpose",
+                "transfer_p50_ms", "transfer_p99_ms", "session_p50_ms", "session_p99_ms",
+                "first_block_p50_ms", "cpu_s", "cpu_source", "cpu_s_per_gib",
+                "loadgen_server_cpu_s_per_gib", "server_rss_kb", "mem_clients", "idle_pss_kb",
+                "peak_pss_kb", "idle_rss_kb", "peak_rss_kb", "idle_cg_bytes", "peak_cg_bytes",
+                "pss_per_transfer", "rss_per_transfer", "cg_per_transfer", "peak_procs",
+                "peak_threads", "peak_fds", "args"]
+    with open(os.path.join(out, "raw.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(raw_cols)
+        for r in runs:
+            lg = r.get("loadgen") or {}
+            m = r.get("memory") or {}
+            row = {
+                "round": r["round"], "server": r["server"], "workload": r["workload"],
+                "status": r["status"], "rc": r["rc"], "wall_s": r.get("wall_s"),
+                "failures": json.dumps(lg.get("failures")) if lg.get("failures") else "",
+                "transfer_p50_ms": (lg.get("transfer_ms") or {}).get("p50"),
+                "transfer_p99_ms": (lg.get("transfer_ms") or {}).get("p99"),
+                "session_p50_ms": (lg.get("session_ms") or {}).get("p50"),
+                "session_p99_ms": (lg.get("session_ms") or {}).get("p99"),
+                "first_block_p50_ms": (lg.get("first_block_ms") or {}).get("p50"),
+                "cpu_s": r.get("cpu_s"), "cpu_source": r.get("cpu_source"),
+                "cpu_s_per_gib": r.get("cpu_s_per_gib"),
+                "loadgen_server_cpu_s_per_gib": lg.get("server_cpu_s_per_gib"),
+                "mem_clients": m.get("clients"), "args": r.get("args"),
+            }
+            for k in ("transfers_ok", "transfers_failed", "sessions", "misses", "bytes",
+                      "makespan_s", "goodput_mbps", "transfers_per_s", "retransmits",
+                      "dropped_on_purpose", "server_rss_kb"):
+                row[k] = lg.get(k)
+            for k in ("idle_pss_kb", "peak_pss_kb", "idle_rss_kb", "peak_rss_kb",
+                      "idle_cg_bytes", "peak_cg_bytes", "pss_per_transfer", "rss_per_transfer",
+                      "cg_per_transfer", "peak_procs", "peak_threads", "peak_fds"):
+                row[k] = m.get(k)
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in raw_cols])
+    with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["workload", "metric", "server", "median", "min", "max", "runs", "statuses",
+                    "failed_max", "fraction_of_ceiling"])
+        for row in agg["rows"]:
+            for s, c in row["cells"].items():
+                w.writerow([row["workload"], row["metric"], s, c["median"], c["min"], c["max"],
+                            c["runs"], " ".join(c["statuses"]), c["failed_max"],
+                            "" if c["fraction_of_ceiling"] is None else c["fraction_of_ceiling"]])
+        for m in agg["memory"]:
+            for key in ("pss_per_transfer", "cg_per_transfer"):
+                w.writerow(["memory", key, m["server"], m[key]["median"], m[key]["min"],
+                            m[key]["max"], len(m["statuses"]), " ".join(m["statuses"]), "", ""])
+
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"meta": meta, "aggregate": agg, "runs": runs}, f, indent=1)
+
+    # ---------------------------------------------------------------- plot
+    with open(os.path.join(out, "plot.svg"), "w") as f:
+        f.write(plot_svg(meta, agg, servers, ceilings))
+
+    # ---------------------------------------------------------------- README
+    readme = "\n".join([
+        f"# Benchmark run {meta['date']}-{meta['host']}",
+        "",
+        "Produced by `scripts/bench.sh` (see [docs/benchmarks.md](../../benchmarks.md)).",
+        "",
+        "## Command",
+        "",
+        "```sh",
+        meta["command"],
+        "```",
+        "",
+        f"Mode: {meta['mode']}, {runs_n} run(s) per cell, servers interleaved within each "
+        f"round. Started {meta['started']}, finished {meta.get('finished', '?')} "
+        f"(wall time {meta.get('wall_s', 0):.0f} s). bootstorm commit "
+        f"`{meta.get('git', '?')}`.",
+        "",
+        "## Machine",
+        "",
+        f"- host: {meta['host']}",
+        f"- CPU: {meta['machine'].get('cpu_model')} ({meta['machine'].get('nproc')} CPUs "
+        "available)",
+        f"- memory: {meta['machine'].get('mem_total')}",
+        f"- kernel: {meta['machine'].get('kernel')}",
+        f"- open files limit (servers and loadgen): {meta['machine'].get('nofile')}",
+        f"- cgroup: memory {meta.get('cgroup', {}).get('memory_file') or 'n/a'}, CPU "
+        f"{meta.get('cgroup', {}).get('cpu_file') or 'n/a'}",
+        "",
+        "## Servers",
+        "",
+        "\n".join(f"- {k}: {v}" for k, v in meta.get("versions", {}).items()),
+        "",
+        "## Files",
+        "",
+        "- `table.md`: the tables below; `summary.csv`: median/min/max per cell;",
+        "- `raw.csv`: one row per loadgen run; `results.json`: everything, loadgen's JSON "
+        "included;",
+        "- `plot.svg`: throughput per workload and server, latency per server.",
+        "",
+        "![plot](plot.svg)",
+        "",
+        table_md.split("\n", 2)[2],
+    ])
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(readme)
+
+
+def human_bytes(v):
+    if v is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(v) < 1024 or unit == "GiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024.0
+    return str(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# SVG (no third-party libraries)
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def nice_max(v):
+    if v <= 0:
+        return 1.0
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * e >= v:
+            return m * e
+    return 10 * e
+
+
+def short(v):
+    if v is None:
+        return ""
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def panel(x0, y0, w, h, title, groups, ymax=None, unit=""):
+    """groups: list of (label, [(server, value or None, bar-note, hatch)])."""
+    out = [f'<g transform="translate({x0},{y0})">',
+           f'<text x="{w / 2}" y="14" text-anchor="middle" font-size="12" '
+           f'font-weight="bold">{esc(title)}</text>']
+    left, top, bottom = 44, 24, 30
+    ph = h - top - bottom
+    pw = w - left - 8
+    vals = [v for _, bars in groups for _, v, _, _ in bars if v is not None]
+    top_v = nice_max(max(vals) if vals else 1.0) if ymax is None else ymax
+    for i in range(5):
+        yv = top_v * i / 4
+        y = top + ph - ph * i / 4
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
+                   f'stroke="#ddd" stroke-width="1"/>')
+        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="9" '
+                   f'fill="#555">{esc(short(yv))}</text>')
+    out.append(f'<text x="10" y="{top + ph / 2}" font-size="9" fill="#555" text-anchor="middle" '
+               f'transform="rotate(-90 10 {top + ph / 2})">{esc(unit)}</text>')
+    ng = max(1, len(groups))
+    gw = pw / ng
+    for gi, (glabel, bars) in enumerate(groups):
+        nb = max(1, len(bars))
+        bw = min(28.0, (gw - 8) / nb)
+        gx = left + gi * gw + (gw - bw * nb) / 2
+        for bi, (server, v, note, hatch) in enumerate(bars):
+            x = gx + bi * bw
+            color = COLORS.get(server, "#777")
+            if v is None:
+                out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph - 3}" font-size="9" '
+                           f'text-anchor="middle" fill="{color}">×</text>')
+                continue
+            bh = max(0.5, ph * min(v, top_v) / top_v)
+            y = top + ph - bh
+            fill = f'url(#hatch-{server})' if hatch else color
+            out.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" '
+                       f'fill="{fill}" stroke="{color}"><title>{esc(server)}: {esc(short(v))} '
+                       f'{esc(unit)}{esc(note)}</title></rect>')
+            out.append(f'<text x="{x + bw / 2:.1f}" y="{y - 2:.1f}" font-size="8" '
+                       f'text-anchor="middle" fill="#333">{esc(short(v))}{esc(note)}</text>')
+        if glabel:
+            out.append(f'<text x="{left + gi * gw + gw / 2:.1f}" y="{top + ph + 12}" '
+                       f'font-size="9" text-anchor="middle">{esc(glabel)}</text>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" '
+               f'stroke="#333"/>')
+    out.append("</g>")
+    return "\n".join(out)
+
+
+def plot_svg(meta, agg, servers, ceilings):
+    W, PW, PH = 1100, 270, 210
+    panels = []
+    # Throughput-type rows, one panel each.
+    for row in agg["rows"]:
+        bars = []
+        for s in servers:
+            c = row["cells"].get(s)
+            if c is None:
+                continue
+            bad = any(st not in ("ok",) for st in c["statuses"])
+            bars.append((s, c["median"], " ⚠" if bad and c["median"] is not None else "", bad))
+        unit = row["label"]
+        title = f"{WORKLOAD_TITLE[row['workload']]}: {row['label']} " \
+                f"({'higher' if row['better'] == 'higher' else 'lower'} is better)"
+        extra = ""
+        if row["ceiling_datagram"] and row["metric"] == "goodput_mbps":
+            c = ceilings.get(row["ceiling_datagram"])
+            if c:
+                extra = f" ceiling {c['median']:.0f}"
+        panels.append((title + extra, [("", bars)], unit))
+    # Memory.
+    for key, label, better, _ in MEM_ROWS:
+        bars = []
+        for m in agg["memory"]:
+            v = m[key]["median"]
+            bad = any(st != "ok" for st in m["statuses"])
+            bars.append((m["server"], v, " ⚠" if bad and v is not None else "", bad))
+        if bars:
+            panels.append((f"memory: {label} (lower is better)", [("", bars)], "bytes"))
+    # Latency: p50 and p99 per server, one panel per workload.
+    lat = {}
+    for l in agg["latency"]:
+        lat.setdefault((l["workload"], l["histogram"]), {})[l["server"]] = l
+    for wl, hist, label in LATENCY:
+        d = lat.get((wl, hist))
+        if not d:
+            continue
+        g50 = [(s, d[s]["p50_ms"] if s in d else None, "", False) for s in servers]
+        g99 = [(s, d[s]["p99_ms"] if s in d else None, "", True) for s in servers]
+        panels.append((f"latency: {label} time, ms", [("p50", g50), ("p99 (hatched)", g99)], "ms"))
+
+    cols = W // PW
+    rows = (len(panels) + cols - 1) // cols
+    H = 70 + rows * (PH + 10)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+             f'viewBox="0 0 {W} {H}" font-family="sans-serif">',
+             '<defs>']
+    for s, c in COLORS.items():
+        parts.append(f'<pattern id="hatch-{s}" width="6" height="6" patternUnits="userSpaceOnUse" '
+                     f'patternTransform="rotate(45)"><rect width="6" height="6" fill="white"/>'
+                     f'<line x1="0" y1="0" x2="0" y2="6" stroke="{c}" stroke-width="3"/></pattern>')
+    parts.append("</defs>")
+    parts.append(f'<rect width="{W}" height="{H}" fill="white"/>')
+    parts.append(f'<text x="10" y="20" font-size="15" font-weight="bold">bootstorm benchmark '
+                 f'{esc(meta["date"])} on {esc(meta["host"])} ({esc(meta["mode"])} mode, median '
+                 f'of {meta["runs"]} run(s); ⚠/hatched bars: failures in some run; ×: no result)'
+                 f'</text>')
+    x = 10
+    for s in MEM_SERVERS:
+        if s not in COLORS:
+            continue
+        parts.append(f'<rect x="{x}" y="32" width="12" height="12" fill="{COLORS[s]}"/>')
+        parts.append(f'<text x="{x + 16}" y="42" font-size="11">'
+                     f'{esc(SERVER_LABEL.get(s, s))}</text>')
+        x += 30 + 7 * len(SERVER_LABEL.get(s, s))
+    for i, (title, groups, unit) in enumerate(panels):
+        r, c = divmod(i, cols)
+        parts.append(panel(10 + c * (PW + 2), 60 + r * (PH + 10), PW - 6, PH, title, groups,
+                           unit=unit))
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("probe")
+    q.add_argument("host")
+    q.add_argument("port", type=int)
+    q.add_argument("file")
+    q = sub.add_parser("sample")
+    q.add_argument("--pid", type=int, required=True)
+    q.add_argument("--cgroup-procs")
+    q.add_argument("--cg-mem")
+    q.add_argument("--interval", type=float, default=0.25)
+    q.add_argument("--out", required=True)
+    q = sub.add_parser("record")
+    q.add_argument("--round", type=int, required=True)
+    q.add_argument("--server", required=True)
+    q.add_argument("--workload", required=True)
+    q.add_argument("--args", default="")
+    q.add_argument("--rc", type=int, default=0)
+    q.add_argument("--wall", type=float)
+    q.add_argument("--timeout", type=float)
+    q.add_argument("--stdout")
+    q.add_argument("--stderr")
+    q.add_argument("--crashed", type=int, default=0)
+    q.add_argument("--start-failed", type=int, default=0)
+    q.add_argument("--cpu-cg", type=float)
+    q.add_argument("--samples")
+    q.add_argument("--clients", type=int, default=0)
+    q.add_argument("--idle-start", type=float, default=0)
+    q.add_argument("--load-start", type=float, default=0)
+    q.add_argument("--load-end", type=float, default=0)
+    q.add_argument("--window-lo", type=float, default=0)
+    q.add_argument("--window-hi", type=float, default=0)
+    q = sub.add_parser("report")
+    q.add_argument("work")
+    q.add_argument("out")
+    a = p.parse_args()
+    {"probe": cmd_probe, "sample": cmd_sample, "record": cmd_record, "report": cmd_report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
