@@ -4,6 +4,7 @@
 
 mod ceiling;
 mod driver;
+mod flood;
 mod plan;
 mod proc;
 mod stats;
@@ -37,6 +38,57 @@ struct Cli {
 enum Cmd {
     /// Run transfers (the default).
     Run(Box<RunArgs>),
+    /// Reflection: requests from sources that never answer; bytes sent back per request byte.
+    Reflect {
+        /// Server address.
+        #[arg(long)]
+        server: SocketAddr,
+        /// File to request.
+        #[arg(long)]
+        file: String,
+        /// Option to send, NAME=VALUE (repeatable), e.g. blksize=1468.
+        #[arg(long = "option", value_name = "NAME=VALUE", value_parser = parse_option)]
+        options: Vec<(String, String)>,
+        /// Requests (each from a new socket).
+        #[arg(long, default_value_t = 100)]
+        requests: u64,
+        /// Seconds over which the requests are spread.
+        #[arg(long, default_value_t = 1.0)]
+        spread: f64,
+        /// Seconds to keep listening after the last request.
+        #[arg(long, default_value_t = 25.0)]
+        window: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flood: requests at a fixed rate, each from a new socket; counts answers and silence.
+    Flood {
+        /// Server address.
+        #[arg(long)]
+        server: SocketAddr,
+        /// File to request.
+        #[arg(long)]
+        file: String,
+        /// Option to send, NAME=VALUE (repeatable).
+        #[arg(long = "option", value_name = "NAME=VALUE", value_parser = parse_option)]
+        options: Vec<(String, String)>,
+        /// Requests per second.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Source addresses to spread over (127.2.0.1 and up; 1 = all from 127.0.0.1).
+        #[arg(long, default_value_t = 1000)]
+        sources: u32,
+        /// Seconds to wait for each request's first answer.
+        #[arg(long, default_value_t = 2.0)]
+        wait: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the raw-UDP ceiling of this machine over loopback (sendmmsg → recvmmsg).
     Ceiling {
         /// Datagram size in bytes (1472 = a 1468-byte block and its header).
@@ -143,9 +195,55 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Cmd::Reflect { server, file, options, requests, spread, window, json }) => {
+            raise_fd_limit();
+            let r = flood::reflect(
+                server,
+                &file,
+                &options,
+                requests,
+                Duration::from_secs_f64(spread),
+                Duration::from_secs_f64(window),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} requests ({} B on the wire): {} datagrams back ({} B), amplification {:.1}x, {:.2} datagrams per request, last {:.1} s after its request",
+                    r.requests, r.request_bytes_on_wire, r.responses, r.response_bytes_on_wire, r.amplification, r.packets_per_request, r.last_packet_after_s
+                );
+            }
+            Ok(())
+        }
+        Some(Cmd::Flood { server, file, options, rate, duration, sources, wait, json }) => {
+            raise_fd_limit();
+            let f = flood::flood(
+                server,
+                &file,
+                &options,
+                rate,
+                Duration::from_secs_f64(duration),
+                sources,
+                Duration::from_secs_f64(wait),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&f)?);
+            } else {
+                println!(
+                    "{} requests at {}/s from {} sources: {} served, {} refused busy, {} other errors, {} silent ({:.1}% answered; answer p50 {:.2} ms p99 {:.2} ms)",
+                    f.requests, f.rate, f.sources, f.served, f.refused_busy, f.other_errors, f.silent, f.answered_share * 100.0, f.answer_p50_ms, f.answer_p99_ms
+                );
+            }
+            Ok(())
+        }
         Some(Cmd::Run(args)) => run(*args),
         None => run(cli.run),
     }
+}
+
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    let (n, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((n.to_string(), v.to_string()))
 }
 
 fn raise_fd_limit() {
