@@ -125,16 +125,19 @@ mapfile -t WORKLOADS < <(printf '%s\n' "${WORKLOADS[@]}" | sed '/^$/d')
 [ ${#WORKLOADS[@]} -gt 0 ] || die "no workload left to run"
 
 declare -A WL_ARGS=(
-    [small]="--file small-64k.bin --clients 100 --duration $SMALL_S"
-    [bulk-lockstep]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468"
-    [bulk-windowed]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16"
-    [storm-1k]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file $STORM_IMG"
-    [storm-10k]="--storm 10000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m"
-    [loss-1]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.01 --client-timeout 200 --retries 60 --timeout-option 1"
-    [loss-5]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.05 --client-timeout 200 --retries 60 --timeout-option 1"
+    [small]="--file small-64k.bin --clients 100 --duration $SMALL_S --source-ips 100"
+    [bulk-lockstep]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --source-ips 32"
+    [bulk-windowed]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32"
+    [storm-1k]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file $STORM_IMG --source-ips 1000"
+    [storm-10k]="--storm 10000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 10000"
+    [loss-1]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.01 --client-timeout 200 --retries 60 --timeout-option 1 --source-ips $LOSS_CLIENTS"
+    [loss-5]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.05 --client-timeout 200 --retries 60 --timeout-option 1 --source-ips $LOSS_CLIENTS"
     [rollover]="--file rollover-40m.bin"
-    [memory]="--storm $MEM_CLIENTS --ramp $MEM_RAMP --file $MEM_FILE --blksize 512 --windowsize 1 --hold $MEM_HOLD_MS --client-timeout 5000"
+    [memory]="--storm $MEM_CLIENTS --ramp $MEM_RAMP --file $MEM_FILE --blksize 512 --windowsize 1 --hold $MEM_HOLD_MS --client-timeout 5000 --source-ips $MEM_CLIENTS"
 )
+# Every client has an address of its own (127.1.0.1 and up), as the machines of a real fleet
+# do: bootstorm holds each source address to a rate of new transfers (--rate-per-source,
+# 100/s by default), which a loopback load from 127.0.0.1 alone would hit.
 # The root: name -> size in bytes.
 declare -A FILES=(
     [small-64k.bin]=65536
@@ -452,14 +455,7 @@ run_cell() {
         --wall "$wall" --timeout "$CELL_TIMEOUT" --stdout "$base.json" --stderr "$base.err" \
         --crashed "$crashed" "${cpu_args[@]}"
     local summary
-    summary=$(python3 -c '
-import json, sys
-try:
-    d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-    print(f"{d[\"transfers_ok\"]} ok, {d[\"transfers_failed\"]} failed, {d[\"goodput_mbps\"]:.1f} MB/s, "
-          f"{d[\"transfers_per_s\"]:.0f}/s, makespan {d[\"makespan_s\"]:.2f} s")
-except Exception:
-    print("no result")' "$base.json" 2>/dev/null || echo "no result")
+    summary=$(python3 "$PY" brief "$base.json" 2>/dev/null || echo "no result")
     say "  r$r $wl $key: rc $rc, $summary (${wall} s)"
 }
 
@@ -510,14 +506,7 @@ mem_cell() {
         --stderr "$base.err" --crashed "$crashed" --samples "$samples" --clients "$MEM_CLIENTS" \
         --idle-start "$t_idle" --load-start "$t_load" --load-end "$t_end" \
         --window-lo "$(awk -v r="$MEM_RAMP" 'BEGIN { print r + 0.5 }')" --window-hi "$hi"
-    python3 -c '
-import json, sys
-d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]).get("memory", {})
-f = lambda k: "-" if d.get(k) is None else f"{d[k]:,.0f}"
-print(f"bench.sh:   memory {sys.argv[2]}: idle PSS {f(\"idle_pss_kb\")} kB, peak {f(\"peak_pss_kb\")} kB, "
-      f"{f(\"pss_per_transfer\")} B/transfer (cgroup {f(\"cg_per_transfer\")} B/transfer), "
-      f"peak procs {f(\"peak_procs\")} threads {f(\"peak_threads\")} fds {f(\"peak_fds\")}")' \
-        <(tail -n1 "$WORK/runs.jsonl") "$key" >&2 || true
+    echo "bench.sh:   memory $key: $(tail -n1 "$WORK/runs.jsonl" | python3 "$PY" brief --memory -)" >&2
     stop_server "$key"
 }
 

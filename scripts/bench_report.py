@@ -5,6 +5,7 @@
                                                timeout 1; print what the server negotiated (JSON)
     bench_report.py sample [options]           sample a server's memory until SIGTERM (JSON lines)
     bench_report.py record [options]           turn one loadgen run into one JSON line
+    bench_report.py brief FILE [--memory]      one line about a loadgen result (or a record)
     bench_report.py report WORK OUT            runs.jsonl + meta.json in WORK -> table.md,
                                                summary.csv, raw.csv, results.json, plot.svg,
                                                README.md in OUT
@@ -300,6 +301,37 @@ def memory_stats(a):
     if m["idle_cg_bytes"] is not None and m["peak_cg_bytes"] is not None:
         m["cg_per_transfer"] = (m["peak_cg_bytes"] - m["idle_cg_bytes"]) / n
     return m
+
+
+# ----------------------------------------------------------------------------------------------
+# brief
+
+
+def cmd_brief(a):
+    """One line about a loadgen JSON file, or (--memory) about a record line."""
+    text = sys.stdin.read() if a.file == "-" else open(a.file).read()
+    try:
+        d = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print("no result")
+        return
+    if a.memory:
+        m = d.get("memory") or {}
+
+        def f(k):
+            return "-" if m.get(k) is None else f"{m[k]:,.0f}"
+        lg = d.get("loadgen") or {}
+        print(f"{d.get('status')}: {lg.get('transfers_ok', '-')} ok, "
+              f"{lg.get('transfers_failed', '-')} failed; idle PSS {f('idle_pss_kb')} kB, "
+              f"peak {f('peak_pss_kb')} kB: {f('pss_per_transfer')} B/transfer (cgroup "
+              f"{f('cg_per_transfer')} B/transfer); peak procs {f('peak_procs')}, threads "
+              f"{f('peak_threads')}, fds {f('peak_fds')}")
+        return
+    fails = d.get("failures") or {}
+    print(f"{d['transfers_ok']} ok, {d['transfers_failed']} failed"
+          + (f" {fails}" if fails else "")
+          + f", {d['goodput_mbps']:.1f} MB/s, {d['transfers_per_s']:.0f}/s, "
+          f"makespan {d['makespan_s']:.2f} s, retransmits {d['retransmits']}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -919,11 +951,15 @@ def main():
     q.add_argument("--load-end", type=float, default=0)
     q.add_argument("--window-lo", type=float, default=0)
     q.add_argument("--window-hi", type=float, default=0)
+    q = sub.add_parser("brief")
+    q.add_argument("file")
+    q.add_argument("--memory", action="store_true")
     q = sub.add_parser("report")
     q.add_argument("work")
     q.add_argument("out")
     a = p.parse_args()
-    {"probe": cmd_probe, "sample": cmd_sample, "record": cmd_record, "report": cmd_report}[a.cmd](a)
+    {"probe": cmd_probe, "sample": cmd_sample, "record": cmd_record, "brief": cmd_brief,
+     "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":
