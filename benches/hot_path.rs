@@ -57,7 +57,8 @@ const CFG: RetransmitConfig = RetransmitConfig {
 
 /// A transfer of a big file at blksize 1468, windows of 16, past its OACK.
 fn windowed_transfer() -> ReadTransfer {
-    let Packet::Request(r) = Packet::decode(b"\x00\x01f\x00octet\x00blksize\x001468\x00windowsize\x0016\x00").unwrap() else {
+    let Packet::Request(r) = Packet::decode(b"\x00\x01f\x00octet\x00blksize\x001468\x00windowsize\x0016\x00").unwrap()
+    else {
         unreachable!()
     };
     let size = 1u64 << 40;

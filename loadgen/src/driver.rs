@@ -10,13 +10,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bootstorm::net::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
 use bootstorm::proto::wire::{self, Mode, Packet};
-use bootstorm::proto::{ClientOutcome, ClientTransmit, ErrorCode, ReadClient, Timestamp};
+use bootstorm::proto::{ClientOutcome, ClientTransmit, ErrorCode, ReadClient, Timestamp, UploadTransmit, WriteClient};
 use bootstorm::ring::BufRing;
 use bootstorm::timer::{Links, TimerLink, TimerWheel};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -63,9 +64,45 @@ impl Shared {
 }
 
 /// The step in progress.
+/// The client state machine of a step: a download, or an upload (`--upload`).
+enum StepClient {
+    Read(ReadClient),
+    Write(WriteClient),
+}
+
+impl StepClient {
+    fn outcome(&self) -> Option<ClientOutcome> {
+        match self {
+            Self::Read(c) => c.outcome(),
+            Self::Write(c) => c.outcome(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        match self {
+            Self::Read(c) => c.poll_timeout(),
+            Self::Write(c) => c.poll_timeout(),
+        }
+    }
+
+    fn retransmits(&self) -> u32 {
+        match self {
+            Self::Read(c) => c.retransmits(),
+            Self::Write(c) => c.retransmits(),
+        }
+    }
+
+    fn first_data(&self) -> Option<Timestamp> {
+        match self {
+            Self::Read(c) => c.first_data(),
+            Self::Write(_) => None,
+        }
+    }
+}
+
 struct StepRun {
     step: Step,
-    client: ReadClient,
+    client: StepClient,
     tid: Option<SocketAddr>,
     started: Timestamp,
     received: u64,
@@ -81,6 +118,8 @@ struct Session {
 }
 
 struct Client {
+    /// The client's number across all threads.
+    global: u64,
     sock: UdpSocket,
     link: TimerLink,
     armed: bool,
@@ -99,7 +138,10 @@ impl Links for Clients {
 
 struct SendSlot {
     msg: libc::msghdr,
-    iov: libc::iovec,
+    /// The bytes in `buf`, then (upload DATA only) a slice of `keep`.
+    iov: [libc::iovec; 2],
+    /// The uploaded file the second iovec points into, held until the completion.
+    keep: Option<Arc<[u8]>>,
     addr: RawAddr,
     buf: [u8; SEND_BUF],
 }
@@ -170,13 +212,14 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
             }
             Arrivals::Closed { .. } => None,
         };
-        clients.push(Client { sock, link: TimerLink::default(), armed: false, start_at, session: None });
+        clients.push(Client { global, sock, link: TimerLink::default(), armed: false, start_at, session: None });
     }
     let sends = (0..SEND_SLOTS)
         .map(|_| SendSlot {
             // SAFETY: plain data; all-zero is valid.
             msg: unsafe { std::mem::zeroed() },
-            iov: libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+            iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2],
+            keep: None,
             addr: RawAddr::zeroed(),
             buf: [0; SEND_BUF],
         })
@@ -262,21 +305,30 @@ impl Driver<'_> {
     }
 
     fn send(&mut self, fd: RawFd, to: SocketAddr, bytes: &[u8]) {
+        self.send_with(fd, to, bytes, None);
+    }
+
+    /// Sends `head` (copied) followed by `body`: `len` bytes of `file` at `offset`, without a
+    /// copy; the slot holds the file until the send completes.
+    fn send_with(&mut self, fd: RawFd, to: SocketAddr, head: &[u8], body: Option<(&Arc<[u8]>, usize, usize)>) {
+        let bytes = body.and_then(|(f, off, len)| f.get(off..off + len)).unwrap_or(&[]);
         let Some(slot_idx) = self.free_sends.pop() else {
             // Every slot is in flight: send directly rather than wait.
-            let _ = send_now(fd, to, bytes);
+            let _ = send_now(fd, to, head, bytes);
             return;
         };
         let slot = &mut self.sends[slot_idx as usize];
-        let n = bytes.len().min(SEND_BUF);
-        slot.buf[..n].copy_from_slice(&bytes[..n]);
+        let n = head.len().min(SEND_BUF);
+        slot.buf[..n].copy_from_slice(&head[..n]);
         let (addr, len) = RawAddr::new(&to);
         slot.addr = addr;
-        slot.iov = libc::iovec { iov_base: slot.buf.as_mut_ptr().cast(), iov_len: n };
+        slot.iov[0] = libc::iovec { iov_base: slot.buf.as_mut_ptr().cast(), iov_len: n };
+        slot.iov[1] = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
+        slot.keep = body.map(|(f, ..)| Arc::clone(f));
         slot.msg.msg_name = (&mut slot.addr as *mut RawAddr).cast();
         slot.msg.msg_namelen = len;
-        slot.msg.msg_iov = &mut slot.iov;
-        slot.msg.msg_iovlen = 1;
+        slot.msg.msg_iov = slot.iov.as_mut_ptr();
+        slot.msg.msg_iovlen = if bytes.is_empty() { 1 } else { 2 };
         let sqe =
             opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data((KIND_SEND << 32) | u64::from(slot_idx));
         self.push(&sqe);
@@ -303,7 +355,14 @@ impl Driver<'_> {
         match self.plan.step(sess.step) {
             None => self.end_session(idx, now),
             Some(step) => {
-                let client = ReadClient::new(now, self.plan.options_for(step));
+                let options = self.plan.options_for(step);
+                let client = match (step, self.plan.upload) {
+                    (Step::Fetch(f), true) => {
+                        let size = self.plan.files[f].expect.as_ref().map_or(0, |e| e.len() as u64);
+                        StepClient::Write(WriteClient::new(now, size, options, &self.plan.client))
+                    }
+                    _ => StepClient::Read(ReadClient::new(now, options)),
+                };
                 sess.run = Some(StepRun { step, client, tid: None, started: now, received: 0, held: None });
                 self.pump(idx, now);
             }
@@ -328,10 +387,39 @@ impl Driver<'_> {
         let hold = self.plan.hold;
         let fd = self.clients.0[idx as usize].sock.as_raw_fd();
         loop {
+            let global = self.clients.0[idx as usize].global;
             let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
             let Some(run) = sess.run.as_mut() else { return };
-            let Some(t) = run.client.poll_transmit(now, &cfg) else { break };
             let number = sess.number;
+            let t = match &mut run.client {
+                StepClient::Read(c) => c.poll_transmit(now, &cfg),
+                StepClient::Write(c) => {
+                    let Some(t) = c.poll_transmit(now) else { break };
+                    let Step::Fetch(f) = run.step else { break };
+                    let file = self.plan.files[f].expect.clone().unwrap_or_else(|| Arc::from(&[][..]));
+                    match t {
+                        UploadTransmit::Request => {
+                            let name = format!("{}.{global}", self.plan.files[f].name);
+                            let n = c.encode_request(name.as_bytes(), Mode::Octet, &mut self.scratch).unwrap_or(0);
+                            let (server, bytes) = (self.plan.server, self.scratch);
+                            self.send(fd, server, &bytes[..n]);
+                        }
+                        UploadTransmit::Data { block, offset, len } => {
+                            let Some(tid) = run.tid else { continue };
+                            self.send_with(fd, tid, &wire::data_header(block), Some((&file, offset as usize, len)));
+                        }
+                        UploadTransmit::Error { code, message } => {
+                            let Some(tid) = run.tid else { continue };
+                            let n = wire::encode_error(code, message.as_bytes(), &mut self.scratch).unwrap_or(0);
+                            let bytes = self.scratch;
+                            self.send(fd, tid, &bytes[..n]);
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(t) = t else { break };
+            let StepClient::Read(client) = &run.client else { break };
             match t {
                 ClientTransmit::Request => {
                     let name_buf;
@@ -342,7 +430,7 @@ impl Driver<'_> {
                         }
                         Step::Probe(f) | Step::Fetch(f) => self.plan.files[f].name.as_bytes(),
                     };
-                    let n = run.client.encode_request(name, Mode::Octet, &mut self.scratch).unwrap_or(0);
+                    let n = client.encode_request(name, Mode::Octet, &mut self.scratch).unwrap_or(0);
                     let (server, bytes) = (self.plan.server, self.scratch);
                     self.send(fd, server, &bytes[..n]);
                 }
@@ -384,7 +472,14 @@ impl Driver<'_> {
         let failure = match (run.step, result) {
             (Step::Fetch(f), Ok(ClientOutcome::Complete)) => {
                 let expect = self.plan.files[f].expect.as_ref().map(|e| e.len() as u64);
-                if expect.is_some_and(|len| len != run.received) {
+                if self.plan.upload {
+                    // An upload's bytes are the file's; the server's final ACK says it has them.
+                    let size = expect.unwrap_or(0);
+                    self.stats.transfer_done(size, now.saturating_since(run.started), None);
+                    self.shared.ok.fetch_add(1, Ordering::Relaxed);
+                    self.shared.bytes.fetch_add(size, Ordering::Relaxed);
+                    None
+                } else if expect.is_some_and(|len| len != run.received) {
                     Some(format!("short file ({} of {} bytes)", run.received, expect.unwrap_or(0)))
                 } else {
                     let first = run.client.first_data().map(|t| t.saturating_since(run.started));
@@ -446,7 +541,15 @@ impl Driver<'_> {
             }
             _ => {}
         }
-        let delivered = run.client.handle_packet(now, &p, &cfg);
+        let client = match &mut run.client {
+            StepClient::Read(c) => c,
+            StepClient::Write(c) => {
+                c.handle_packet(now, &p);
+                self.pump(idx, now);
+                return;
+            }
+        };
+        let delivered = client.handle_packet(now, &p, &cfg);
         if let (Some((offset, data)), Step::Fetch(f)) = (delivered, run.step) {
             if let Some(expect) = &self.plan.files[f].expect {
                 let end = offset as usize + data.len();
@@ -481,7 +584,10 @@ impl Driver<'_> {
             }
         }
         let Some(run) = self.clients.0[idx as usize].session.as_mut().and_then(|s| s.run.as_mut()) else { return };
-        run.client.handle_timeout(now, &cfg);
+        match &mut run.client {
+            StepClient::Read(c) => c.handle_timeout(now, &cfg),
+            StepClient::Write(c) => c.handle_timeout(now),
+        }
         self.pump(idx, now);
     }
 
@@ -515,6 +621,7 @@ impl Driver<'_> {
                     let kind = c.user_data() >> 32;
                     let idx = c.user_data() as u32;
                     if kind == KIND_SEND {
+                        self.sends[idx as usize].keep = None;
                         self.free_sends.push(idx);
                         continue;
                     }
@@ -592,11 +699,19 @@ impl Driver<'_> {
     }
 }
 
-fn send_now(fd: RawFd, to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
+fn send_now(fd: RawFd, to: SocketAddr, head: &[u8], body: &[u8]) -> std::io::Result<()> {
     let (addr, len) = RawAddr::new(&to);
-    // SAFETY: `bytes` and `addr` are valid for the call.
-    let rc = unsafe {
-        libc::sendto(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT, (&addr as *const RawAddr).cast(), len)
-    };
+    let mut iov = [
+        libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() },
+        libc::iovec { iov_base: body.as_ptr() as *mut _, iov_len: body.len() },
+    ];
+    // SAFETY: plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
+    msg.msg_namelen = len;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = if body.is_empty() { 1 } else { 2 };
+    // SAFETY: every pointer in `msg` is valid for the call.
+    let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -154,6 +154,10 @@ struct RunArgs {
     /// Fraction of received DATA to drop on purpose (exercises the server's retransmission).
     #[arg(long, default_value_t = 0.0)]
     drop: f64,
+    /// Upload the files instead (WRQ, to `<name>.<client>`; the bytes come from --verify DIR). The
+    /// server needs --allow-write --create --overwrite.
+    #[arg(long, requires = "verify")]
+    upload: bool,
     /// Hold each ACK this many milliseconds before sending it (keeps transfers open).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     hold: u64,
@@ -210,7 +214,13 @@ fn main() -> anyhow::Result<()> {
             } else {
                 println!(
                     "{} requests ({} B on the wire): {} datagrams back ({} B), amplification {:.1}x, {:.2} datagrams per request, last {:.1} s after its request",
-                    r.requests, r.request_bytes_on_wire, r.responses, r.response_bytes_on_wire, r.amplification, r.packets_per_request, r.last_packet_after_s
+                    r.requests,
+                    r.request_bytes_on_wire,
+                    r.responses,
+                    r.response_bytes_on_wire,
+                    r.amplification,
+                    r.packets_per_request,
+                    r.last_packet_after_s
                 );
             }
             Ok(())
@@ -231,7 +241,16 @@ fn main() -> anyhow::Result<()> {
             } else {
                 println!(
                     "{} requests at {}/s from {} sources: {} served, {} refused busy, {} other errors, {} silent ({:.1}% answered; answer p50 {:.2} ms p99 {:.2} ms)",
-                    f.requests, f.rate, f.sources, f.served, f.refused_busy, f.other_errors, f.silent, f.answered_share * 100.0, f.answer_p50_ms, f.answer_p99_ms
+                    f.requests,
+                    f.rate,
+                    f.sources,
+                    f.served,
+                    f.refused_busy,
+                    f.other_errors,
+                    f.silent,
+                    f.answered_share * 100.0,
+                    f.answer_p50_ms,
+                    f.answer_p99_ms
                 );
             }
             Ok(())
@@ -307,6 +326,7 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
         profile: a.profile,
         misses: a.misses.unwrap_or(if a.profile == Profile::Pxelinux { 9 } else { 0 }),
         drop: a.drop,
+        upload: a.upload,
         hold: Duration::from_millis(a.hold),
         arrivals,
         threads: a.threads,

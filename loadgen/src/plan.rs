@@ -58,6 +58,8 @@ pub(crate) struct Plan {
     pub(crate) profile: Profile,
     pub(crate) misses: u32,
     pub(crate) drop: f64,
+    /// Upload the files (WRQ, as `<name>.<client>`) instead of downloading them.
+    pub(crate) upload: bool,
     pub(crate) hold: Duration,
     pub(crate) arrivals: Arrivals,
     pub(crate) threads: usize,
@@ -118,6 +120,7 @@ mod tests {
             profile,
             misses,
             drop: 0.0,
+            upload: false,
             hold: Duration::ZERO,
             arrivals: Arrivals::Closed { clients: 1, total: Some(1), duration: None },
             threads: 1,
