@@ -40,7 +40,8 @@ die() {
     echo "bench.sh: $*" >&2
     exit 1
 }
-say() { echo "bench.sh: $*" >&2; }
+T0=$SECONDS
+say() { echo "bench.sh [$((SECONDS - T0)) s]: $*" >&2; }
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
@@ -105,8 +106,8 @@ if [ "$MODE" = quick ]; then
     CEIL_S=1          # seconds per raw-UDP ceiling measurement
     SMALL_S=2         # small-file rate: closed loop for this long
     BULK_N=32         # bulk: transfers in all (32 clients)
-    STORM_IMG=vmlinuz-1m
-    LOSS_CLIENTS=8 LOSS_FILE=loss-128k.bin
+    STORM_IMG=vmlinuz-512k
+    LOSS_CLIENTS=8 LOSS_FILE=loss-64k.bin
     MEM_CLIENTS=2000 MEM_RAMP=1 MEM_FILE=hold-1k.bin MEM_BLOCKS=3
     CELL_TIMEOUT=90   # seconds, any one loadgen run
     [ -n "$WORKLOADS_ARG" ] || WORKLOADS=("${WORKLOADS[@]/storm-10k/}")
@@ -146,7 +147,8 @@ declare -A FILES=(
     [vmlinuz-4m]=$((4 << 20))
     [vmlinuz-1m]=$((1 << 20))
     [loss-1m.bin]=$((1 << 20))
-    [loss-128k.bin]=$((128 << 10))
+    [vmlinuz-512k]=$((512 << 10))
+    [loss-64k.bin]=$((64 << 10))
     [rollover-40m.bin]=$((40 << 20))
     [hold-1k.bin]=1024
     [hold-4k.bin]=4096
@@ -155,7 +157,6 @@ declare -A FILES=(
 # ---------------------------------------------------------------- set-up
 
 STARTED=$(date -Is)
-T0=$SECONDS
 HOST=$(hostname -s 2>/dev/null || hostname)
 DATE=$(date +%F)
 if [ -z "$OUT" ]; then
@@ -484,7 +485,7 @@ mem_cell() {
         ${mem_file:+--cg-mem "$mem_file"} --interval 0.25 --out "$samples" &
     SAMPLER_PID=$!
     t_idle=$(date +%s.%N)
-    sleep 1.5
+    sleep 1
     t_load=$(date +%s.%N)
     # shellcheck disable=SC2086
     timeout -k 5 "$CELL_TIMEOUT" "$LG" --server "127.0.0.1:$port" ${WL_ARGS[memory]} \
@@ -506,7 +507,7 @@ mem_cell() {
         --stderr "$base.err" --crashed "$crashed" --samples "$samples" --clients "$MEM_CLIENTS" \
         --idle-start "$t_idle" --load-start "$t_load" --load-end "$t_end" \
         --window-lo "$(awk -v r="$MEM_RAMP" 'BEGIN { print r + 0.5 }')" --window-hi "$hi"
-    echo "bench.sh:   memory $key: $(tail -n1 "$WORK/runs.jsonl" | python3 "$PY" brief --memory -)" >&2
+    say "  r$r memory $key: $(tail -n1 "$WORK/runs.jsonl" | python3 "$PY" brief --memory -)"
     stop_server "$key"
 }
 

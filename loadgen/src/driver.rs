@@ -115,6 +115,10 @@ struct Session {
     started: Timestamp,
     step: usize,
     run: Option<StepRun>,
+    /// The server port of the previous step. The client reuses its own port for every step, so a
+    /// late retransmission of the previous transfer's last block can arrive before the next
+    /// step's first answer; it must not be taken for the new transfer's ID.
+    previous_tid: Option<SocketAddr>,
 }
 
 struct Client {
@@ -346,7 +350,8 @@ impl Driver<'_> {
             return;
         }
         self.active += 1;
-        self.clients.0[idx as usize].session = Some(Session { number, started: now, step: 0, run: None });
+        self.clients.0[idx as usize].session =
+            Some(Session { number, started: now, step: 0, run: None, previous_tid: None });
         self.begin_step(idx, now);
     }
 
@@ -468,6 +473,7 @@ impl Driver<'_> {
     fn finish_step(&mut self, idx: u32, result: Result<ClientOutcome, String>, now: Timestamp) {
         let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
         let Some(run) = sess.run.take() else { return };
+        sess.previous_tid = run.tid.or(sess.previous_tid);
         self.stats.retransmits += u64::from(run.client.retransmits());
         let failure = match (run.step, result) {
             (Step::Fetch(f), Ok(ClientOutcome::Complete)) => {
@@ -519,7 +525,11 @@ impl Driver<'_> {
     fn on_datagram(&mut self, idx: u32, from: SocketAddr, payload: &[u8], now: Timestamp) {
         let cfg = self.plan.client;
         let fd = self.clients.0[idx as usize].sock.as_raw_fd();
-        let Some(run) = self.clients.0[idx as usize].session.as_mut().and_then(|s| s.run.as_mut()) else { return };
+        let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
+        if run_tid_is_none(sess) && sess.previous_tid == Some(from) {
+            return;
+        }
+        let Some(run) = sess.run.as_mut() else { return };
         let tid = *run.tid.get_or_insert(from);
         if from != tid {
             return;
@@ -697,6 +707,10 @@ impl Driver<'_> {
             bufs.publish();
         }
     }
+}
+
+fn run_tid_is_none(sess: &Session) -> bool {
+    sess.run.as_ref().is_some_and(|r| r.tid.is_none())
 }
 
 fn send_now(fd: RawFd, to: SocketAddr, head: &[u8], body: &[u8]) -> std::io::Result<()> {
