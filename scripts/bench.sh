@@ -320,10 +320,12 @@ next_port() {
     done
     return 1
 }
-alive() {
-    [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || return 1
-    local state
-    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+alive() { # running and not a zombie (no fork: this runs while loadgen measures)
+    [ -n "${1:-}" ] || return 1
+    local line state
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    state=${line##*) }
+    state=${state%% *}
     [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 tftp_answers() { # any TFTP answer (even "file not found") counts
@@ -385,7 +387,7 @@ stop_server() {
     bootstorm | bootstorm-sp)
         # SIGTERM stops accepting; a second one ends the transfers still open.
         kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 20; i++)); do alive "$pid" || break; sleep 0.1; done
+        for ((i = 0; i < 5; i++)); do alive "$pid" || break; sleep 0.1; done
         alive "$pid" && kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 30; i++)); do alive "$pid" || break; sleep 0.1; done
         alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
@@ -419,6 +421,28 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- cells
 
+# run_loadgen BASE SERVER_PID ARGS...: loadgen under `timeout`, stdout/stderr into BASE.json and
+# BASE.err; if the server dies meanwhile, loadgen is stopped 2 s later instead of waiting for
+# every client to time out. Sets LG_RC.
+LG_RC=0
+run_loadgen() {
+    local base=$1 spid=$2 lp dead_at=""
+    shift 2
+    timeout -k 5 "$CELL_TIMEOUT" "$LG" "$@" >"$base.json" 2>"$base.err" &
+    lp=$!
+    while alive "$lp"; do
+        if [ -z "$dead_at" ] && ! alive "$spid"; then
+            dead_at=$SECONDS
+        elif [ -n "$dead_at" ] && [ $((SECONDS - dead_at)) -ge 2 ]; then
+            kill -TERM "$lp" 2>/dev/null || true
+            break
+        fi
+        sleep 0.25
+    done
+    LG_RC=0
+    wait "$lp" || LG_RC=$?
+}
+
 record() { # args for bench_report.py record; appends one line to runs.jsonl
     python3 "$PY" record "$@" >>"$WORK/runs.jsonl"
 }
@@ -439,8 +463,9 @@ run_cell() {
     cpu0=$(cg_cpu_s "${SRV_CG[$key]}")
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086 # WL_ARGS are word lists
-    timeout -k 5 "$CELL_TIMEOUT" "$LG" --server "127.0.0.1:$port" ${WL_ARGS[$wl]} \
-        --verify "$ROOT" --server-pid "$pid" --json >"$base.json" 2>"$base.err" || rc=$?
+    run_loadgen "$base" "$pid" --server "127.0.0.1:$port" ${WL_ARGS[$wl]} \
+        --verify "$ROOT" --server-pid "$pid" --json
+    rc=$LG_RC
     cpu1=$(cg_cpu_s "${SRV_CG[$key]}")
     local wall
     wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
@@ -488,8 +513,9 @@ mem_cell() {
     sleep 1
     t_load=$(date +%s.%N)
     # shellcheck disable=SC2086
-    timeout -k 5 "$CELL_TIMEOUT" "$LG" --server "127.0.0.1:$port" ${WL_ARGS[memory]} \
-        --verify "$ROOT" --server-pid "$pid" --json >"$base.json" 2>"$base.err" || rc=$?
+    run_loadgen "$base" "$pid" --server "127.0.0.1:$port" ${WL_ARGS[memory]} \
+        --verify "$ROOT" --server-pid "$pid" --json
+    rc=$LG_RC
     t_end=$(date +%s.%N)
     kill -TERM "$SAMPLER_PID" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
@@ -529,7 +555,7 @@ for ((r = 1; r <= RUNS; r++)); do
             >>"$WORK/ceiling-$size.jsonl" 2>>"$WORK/logs/ceiling.log" ||
             say "warning: loadgen ceiling --size $size failed"
     done
-    say "raw-UDP ceiling: $(tail -n1 "$WORK/ceiling-1472.jsonl" 2>/dev/null | python3 -c 'import json,sys; print(f"{json.load(sys.stdin)[\"mbps\"]:.0f} MB/s at 1472 bytes")' 2>/dev/null || echo '?')"
+    say "raw-UDP ceiling: $(tail -n1 "$WORK/ceiling-1472.jsonl" 2>/dev/null | python3 -c 'import json, sys; print("%.0f MB/s at 1472 bytes" % json.load(sys.stdin)["mbps"])' 2>/dev/null || echo '?')"
     mapfile -t ORDER < <(rotate $((r - 1)) "${SERVERS[@]}")
     THROUGHPUT=()
     for wl in "${WORKLOADS[@]}"; do [ "$wl" = memory ] || THROUGHPUT+=("$wl"); done

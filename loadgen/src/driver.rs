@@ -526,7 +526,8 @@ impl Driver<'_> {
         let cfg = self.plan.client;
         let fd = self.clients.0[idx as usize].sock.as_raw_fd();
         let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
-        if run_tid_is_none(sess) && sess.previous_tid == Some(from) {
+        // Answers from the listening port itself (refusals, --single-port) are always welcome.
+        if run_tid_is_none(sess) && sess.previous_tid == Some(from) && from != self.plan.server {
             return;
         }
         let Some(run) = sess.run.as_mut() else { return };
