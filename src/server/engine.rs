@@ -136,6 +136,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub(crate) fn new(worker: usize, cfg: Arc<Config>, parts: EngineParts, now: Timestamp) -> Self {
         let EngineParts { root, uploads, commits, counters } = parts;
+        let capacity = cfg.max_transfers;
         Self {
             worker,
             files: FileCache::new(root, cfg.file_cache),
@@ -147,7 +148,9 @@ impl Engine {
             broadcasts: Vec::new(),
             broadcasts_read: None,
             latencies: Latencies::new(),
-            slots: Vec::new(),
+            // Reserved for the worker's limit up front: address space only (pages become resident
+            // as slots are first used), and the table never moves or leaves old copies behind.
+            slots: Vec::with_capacity(capacity),
             free: Vec::new(),
             peers: HashTable::new(),
             hasher: DefaultHashBuilder::default(),

@@ -14,10 +14,25 @@ use crate::proto::Timestamp;
 
 const MAX_SOURCES: usize = 1 << 16;
 
+/// A source's bucket: 8 bytes (tokens, and milliseconds of the worker's clock at the last refill,
+/// wrapping every 49 days, which only matters for a source silent that long: its bucket is full
+/// and forgotten by then).
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens: f32,
-    last: Timestamp,
+    last_ms: u32,
+}
+
+/// An address as a 16-byte key (IPv4 mapped into IPv6).
+fn key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn ms(t: Timestamp) -> u32 {
+    (t.as_micros() / 1000) as u32
 }
 
 /// Token buckets by source address.
@@ -25,7 +40,7 @@ struct Bucket {
 pub(crate) struct SourceLimiter {
     rate: f64,
     burst: f64,
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<u128, Bucket>,
 }
 
 impl SourceLimiter {
@@ -35,13 +50,14 @@ impl SourceLimiter {
     }
 
     fn refill(&self, b: &mut Bucket, now: Timestamp) {
-        let dt = now.saturating_since(b.last).as_secs_f64();
+        let dt = f64::from(ms(now).wrapping_sub(b.last_ms)) / 1000.0;
         b.tokens = (f64::from(b.tokens) + dt * self.rate).min(self.burst) as f32;
-        b.last = now;
+        b.last_ms = ms(now);
     }
 
     /// Takes a token for a new transfer from `ip`; `false` means over the limit.
     pub(crate) fn allow(&mut self, ip: IpAddr, now: Timestamp) -> bool {
+        let ip = key(ip);
         if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&ip) {
             self.sweep(now);
             if self.buckets.len() >= MAX_SOURCES {
@@ -49,7 +65,7 @@ impl SourceLimiter {
             }
         }
         let burst = self.burst as f32;
-        let mut b = *self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last: now });
+        let mut b = *self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last_ms: ms(now) });
         self.refill(&mut b, now);
         let ok = b.tokens >= 1.0;
         if ok {
@@ -63,7 +79,7 @@ impl SourceLimiter {
     pub(crate) fn sweep(&mut self, now: Timestamp) {
         let (rate, burst) = (self.rate, self.burst);
         self.buckets.retain(|_, b| {
-            let dt = now.saturating_since(b.last).as_secs_f64();
+            let dt = f64::from(ms(now).wrapping_sub(b.last_ms)) / 1000.0;
             f64::from(b.tokens) + dt * rate < burst
         });
     }

@@ -246,10 +246,16 @@ mod tests {
 
     #[test]
     fn port_range_is_respected_and_exhaustion_reported() {
-        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = probe.local_addr().unwrap().port();
-        drop(probe);
-        let (lo, hi) = (base, base.saturating_add(1));
+        // Two adjacent free ports: other processes on the host use ephemeral ports too.
+        let base = (0..100)
+            .find_map(|_| {
+                let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let base = probe.local_addr().ok()?.port();
+                let _next = UdpSocket::bind(("127.0.0.1", base.checked_add(1)?)).ok()?;
+                Some(base)
+            })
+            .expect("two adjacent free ports");
+        let (lo, hi) = (base, base + 1);
         let mut p = PortPicker::new(Some((lo, hi)), 0);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let a = p.bind(ip, 0).unwrap();
