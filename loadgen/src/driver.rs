@@ -115,10 +115,6 @@ struct Session {
     started: Timestamp,
     step: usize,
     run: Option<StepRun>,
-    /// The server port of the previous step. The client reuses its own port for every step, so a
-    /// late retransmission of the previous transfer's last block can arrive before the next
-    /// step's first answer; it must not be taken for the new transfer's ID.
-    previous_tid: Option<SocketAddr>,
 }
 
 struct Client {
@@ -130,6 +126,11 @@ struct Client {
     /// Storm arrival time of this client's session.
     start_at: Option<Timestamp>,
     session: Option<Session>,
+    /// The server port of the client's previous transfer. The client reuses its own port for
+    /// every step and session, so a late retransmission of the previous transfer's last block
+    /// can arrive before the next transfer's first answer; it must not be taken for the new
+    /// transfer's ID.
+    previous_tid: Option<SocketAddr>,
 }
 
 struct Clients(Vec<Client>);
@@ -216,7 +217,15 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
             }
             Arrivals::Closed { .. } => None,
         };
-        clients.push(Client { global, sock, link: TimerLink::default(), armed: false, start_at, session: None });
+        clients.push(Client {
+            global,
+            sock,
+            link: TimerLink::default(),
+            armed: false,
+            start_at,
+            session: None,
+            previous_tid: None,
+        });
     }
     let sends = (0..SEND_SLOTS)
         .map(|_| SendSlot {
@@ -350,8 +359,7 @@ impl Driver<'_> {
             return;
         }
         self.active += 1;
-        self.clients.0[idx as usize].session =
-            Some(Session { number, started: now, step: 0, run: None, previous_tid: None });
+        self.clients.0[idx as usize].session = Some(Session { number, started: now, step: 0, run: None });
         self.begin_step(idx, now);
     }
 
@@ -456,7 +464,10 @@ impl Driver<'_> {
             }
         }
         let Some(run) = self.clients.0[idx as usize].session.as_ref().and_then(|s| s.run.as_ref()) else { return };
-        if let Some(o) = run.client.outcome() {
+        // A held final ACK is still sent (when its time comes) before the step ends.
+        if let Some(o) = run.client.outcome()
+            && run.held.is_none()
+        {
             self.finish_step(idx, Ok(o), now);
             return;
         }
@@ -471,9 +482,10 @@ impl Driver<'_> {
 
     /// Ends the current step: `Ok(outcome)` from the client state machine, or `Err(cause)`.
     fn finish_step(&mut self, idx: u32, result: Result<ClientOutcome, String>, now: Timestamp) {
-        let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
+        let client = &mut self.clients.0[idx as usize];
+        let Some(sess) = client.session.as_mut() else { return };
         let Some(run) = sess.run.take() else { return };
-        sess.previous_tid = run.tid.or(sess.previous_tid);
+        client.previous_tid = run.tid.or(client.previous_tid);
         self.stats.retransmits += u64::from(run.client.retransmits());
         let failure = match (run.step, result) {
             (Step::Fetch(f), Ok(ClientOutcome::Complete)) => {
@@ -524,10 +536,12 @@ impl Driver<'_> {
 
     fn on_datagram(&mut self, idx: u32, from: SocketAddr, payload: &[u8], now: Timestamp) {
         let cfg = self.plan.client;
-        let fd = self.clients.0[idx as usize].sock.as_raw_fd();
-        let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
+        let client = &mut self.clients.0[idx as usize];
+        let fd = client.sock.as_raw_fd();
+        let previous = client.previous_tid;
+        let Some(sess) = client.session.as_mut() else { return };
         // Answers from the listening port itself (refusals, --single-port) are always welcome.
-        if run_tid_is_none(sess) && sess.previous_tid == Some(from) && from != self.plan.server {
+        if run_tid_is_none(sess) && previous == Some(from) && from != self.plan.server {
             return;
         }
         let Some(run) = sess.run.as_mut() else { return };
