@@ -503,7 +503,7 @@ mem_cell() {
     [ ${#procs[@]} -gt 0 ] && procs_file=${procs[0]}
     [ -n "$CG_MEM_PARENT" ] && mem_file="$CG_MEM_PARENT/${SRV_CG[$key]}/$CG_MEM_FILE"
     # Warm-up: the file opened and mapped, the first transfers' tables grown.
-    timeout -k 5 60 "$LG" --server "127.0.0.1:$port" --file "$MEM_FILE" --clients 50 \
+    timeout -k 5 60 "$LG" --server "127.0.0.1:$port" --file "$MEM_FILE" --clients 50 --source-ips 50 \
         --transfers 200 --blksize 512 --windowsize 1 --json >"$base.warmup.json" 2>&1 || true
     sleep 0.5
     python3 "$PY" sample --pid "$pid" ${procs_file:+--cgroup-procs "$procs_file"} \

@@ -35,13 +35,13 @@ SERVER_LABEL = {"bootstorm-sp": "bootstorm --single-port"}
 
 # (workload, metric key, label, better, ceiling datagram size or None, decimals)
 ROWS = [
-    ("small", "transfers_per_s", "transfers/s", "higher", None, 0),
+    ("small", "transfers_per_s", "transfers/s", "higher", 516, 0),
     ("bulk-lockstep", "goodput_mbps", "MB/s", "higher", 1472, 1),
     ("bulk-lockstep", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("bulk-windowed", "goodput_mbps", "MB/s", "higher", 1472, 1),
     ("bulk-windowed", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
-    ("storm-1k", "makespan_s", "makespan s", "lower", None, 2),
-    ("storm-10k", "makespan_s", "makespan s", "lower", None, 2),
+    ("storm-1k", "makespan_s", "makespan s", "lower", 1472, 2),
+    ("storm-10k", "makespan_s", "makespan s", "lower", 1472, 2),
     ("loss-1", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
     ("loss-5", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
     ("rollover", "goodput_mbps", "MB/s", "higher", 516, 1),
@@ -256,11 +256,11 @@ def cmd_record(a):
         if rec.get("cpu_s") is not None and gib > 0:
             rec["cpu_s_per_gib"] = rec["cpu_s"] / gib
     if a.samples:
-        rec["memory"] = memory_stats(a)
+        rec["memory"] = memory_stats(a, lg)
     print(json.dumps(rec))
 
 
-def memory_stats(a):
+def memory_stats(a, lg):
     samples = []
     try:
         with open(a.samples) as f:
@@ -293,7 +293,13 @@ def memory_stats(a):
         "peak_procs": peak(load, "procs"), "peak_threads": peak(load, "threads"),
         "peak_fds": peak(load, "fds"), "idle_fds": med(idle, "fds"),
     }
-    n = max(1, a.clients)
+    # Per transfer: over all clients, or, when some failed (refused, never served), over the
+    # transfers that were served.
+    n = a.clients
+    if lg and lg.get("transfers_failed", 0) > 0:
+        n = lg.get("transfers_ok", 0)
+    m["divisor"] = n
+    n = max(1, n)
     if m["idle_pss_kb"] is not None and m["peak_pss_kb"] is not None:
         m["pss_per_transfer"] = (m["peak_pss_kb"] - m["idle_pss_kb"]) * 1024 / n
     if m["idle_rss_kb"] is not None and m["peak_rss_kb"] is not None:
@@ -366,6 +372,8 @@ class Cell:
         vals = [metric_of(r, key) for r in self.valid]
         self.values = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
         self.median = statistics.median(self.values) if self.values else None
+        mb = [r["loadgen"]["goodput_mbps"] for r in self.valid if r.get("loadgen")]
+        self.goodput = statistics.median(mb) if mb else None
         self.lo = min(self.values) if self.values else None
         self.hi = max(self.values) if self.values else None
         self.failed = [r["loadgen"]["transfers_failed"] for r in self.valid
@@ -391,8 +399,8 @@ class Cell:
         t = fmt(self.median, dec) + unit
         if len(self.values) > 1:
             t += f" ({fmt(self.lo, dec)}–{fmt(self.hi, dec)})"
-        if ceiling:
-            t += f", {100 * self.median / ceiling:.0f}% ceil"
+        if ceiling and self.goodput is not None:
+            t += f", {pct(self.goodput / ceiling)} ceil"
         notes = []
         if self.failed:
             k = f" in {len(self.failed)}/{self.n} runs" if self.n > 1 else ""
@@ -407,11 +415,20 @@ class Cell:
         return t
 
 
-def ratio_text(cells, better, dec_hint=2):
-    """bootstorm against the best clean peer; > 1 always means bootstorm is better."""
+def pct(x):
+    return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.1f}%" if x >= 0.001 else "<0.1%"
+
+
+def ratio_text(cells, better, unclean_ok=False):
+    """bootstorm against the best clean peer; > 1 always means bootstorm is better. With
+    unclean_ok, peers whose runs had failed transfers (but numbers) count when none is clean."""
     b = cells.get("bootstorm")
     peers = {s: c for s, c in cells.items() if s not in ("bootstorm", "bootstorm-sp")}
     clean = {s: c for s, c in peers.items() if c.clean and c.median is not None}
+    note = ""
+    if not clean and unclean_ok:
+        clean = {s: c for s, c in peers.items() if c.median is not None and not c.crashed}
+        note = " (no peer without failures)"
     if b is None or b.median is None:
         return "—", None
     if not clean:
@@ -424,10 +441,10 @@ def ratio_text(cells, better, dec_hint=2):
         r = clean[best].median / b.median if b.median else None
     if r is None:
         return "—", None
-    t = f"×{r:.2f} vs {best}"
+    t = f"×{r:.2f} vs {best}{note}"
     if not b.clean:
         t += " (bootstorm not clean)"
-    return t, {"best_peer": best, "ratio": r}
+    return t, {"best_peer": best, "ratio": r, "peer_clean": not note}
 
 
 def cmd_report(a):
@@ -468,7 +485,7 @@ def cmd_report(a):
         ceil = ceilings.get(csize, {}).get("median") if csize else None
         texts = []
         for s in servers:
-            t = cells[s].text(dec, ceil if key == "goodput_mbps" else None)
+            t = cells[s].text(dec, ceil if key != "cpu_s_per_gib" else None)
             if wl == "bulk-windowed" and key == "goodput_mbps":
                 ws = (neg.get(s) or {}).get("oack")
                 if s in neg:
@@ -479,7 +496,7 @@ def cmd_report(a):
             texts.append(t)
         rt, rj = ratio_text(cells, better)
         if wl == "bulk-windowed" and key == "goodput_mbps" and ceil and cells["bootstorm"].median:
-            rt += f"; bootstorm = {100 * cells['bootstorm'].median / ceil:.0f}% of raw UDP"
+            rt += f"; bootstorm = {pct(cells['bootstorm'].median / ceil)} of raw UDP"
         title = WORKLOAD_TITLE[wl]
         lines.append(f"| {title} | {label} ({'↑' if better == 'higher' else '↓'}) | "
                      + " | ".join(texts) + f" | {rt} |")
@@ -490,8 +507,9 @@ def cmd_report(a):
                           "values": cells[s].values, "runs": cells[s].n,
                           "statuses": [r["status"] for r in cells[s].runs],
                           "failed_max": max(cells[s].failed) if cells[s].failed else 0,
-                          "fraction_of_ceiling": (cells[s].median / ceil)
-                          if (ceil and cells[s].median is not None and key == "goodput_mbps")
+                          "goodput_mbps": cells[s].goodput,
+                          "fraction_of_ceiling": (cells[s].goodput / ceil)
+                          if (ceil and cells[s].goodput is not None and key != "cpu_s_per_gib")
                           else None,
                           "text": texts[i]} for i, s in enumerate(servers)},
         })
@@ -542,11 +560,13 @@ def cmd_report(a):
                 "statuses": [r["status"] for r in rs]})
         for key_i, (key, label, better, dec) in enumerate(MEM_ROWS):
             cells = {s: mcells[s][key_i] for s in mcells}
-            rt, rj = ratio_text(cells, better)
+            rt, rj = ratio_text(cells, better, unclean_ok=True)
             sp = cells.get("bootstorm-sp")
             if sp is not None and sp.median is not None:
                 peers = {s: c for s, c in cells.items() if s not in ("bootstorm", "bootstorm-sp")}
                 cl = {s: c for s, c in peers.items() if c.clean and c.median}
+                if not cl:
+                    cl = {s: c for s, c in peers.items() if c.median and not c.crashed}
                 if cl:
                     best = min(cl, key=lambda s: cl[s].median)
                     rt += f"; --single-port: ×{cl[best].median / sp.median:.2f} vs {best}" \
@@ -605,9 +625,13 @@ def cmd_report(a):
         "",
         f"Median of {runs_n} run{'s' if runs_n != 1 else ''} per cell"
         + (" (min–max in parentheses)" if runs_n and runs_n > 1 else "")
-        + f"; raw-UDP ceiling: {ceil_text}. `% ceil`: the cell's MB/s as a fraction of the "
-        "ceiling for its datagram size. ↑ higher is better, ↓ lower is better. "
-        "The last column is bootstorm against the best peer whose runs all finished cleanly; "
+        + f"; raw-UDP ceiling: {ceil_text}. `% ceil`: the cell's payload MB/s (median) as a "
+        "fraction of the ceiling for its datagram size (a single sender and receiver thread: "
+        "a multi-threaded server can exceed it). ↑ higher is better, ↓ lower is better. "
+        + ("Server CPU: from the server's own cgroup (every process and thread it has). "
+           if meta.get("cgroup", {}).get("cpu_file") else
+           "Server CPU: loadgen's reading of /proc/PID/stat (reaped children only). ")
+        + "The last column is bootstorm against the best peer whose runs all finished cleanly; "
         "**> 1 always means bootstorm is better** (throughput: bootstorm / peer; makespan, "
         "CPU and memory: peer / bootstorm). ⚠ N failed: transfers loadgen counted as failed "
         "(most in one run).",
@@ -618,7 +642,8 @@ def cmd_report(a):
         "",
         (f"{meta['params'].get('mem_clients', '?')} clients holding every ACK "
          f"{meta['params'].get('mem_hold_ms', '?')} ms; per transfer = "
-         "(peak while loaded − idle after warm-up) / clients. RSS (PSS): summed over the "
+         "(peak while loaded − idle after warm-up) / clients (/ transfers served, where some "
+         "failed: ⚠). RSS (PSS): summed over the "
          "server's processes (PSS, so that forked children are not counted for shared pages; "
          "for a single process the change equals the change of VmRSS). cgroup: "
          f"{meta.get('cgroup', {}).get('memory_file') or 'not available'} "
@@ -737,7 +762,10 @@ def cmd_report(a):
         "",
         "## Servers",
         "",
-        "\n".join(f"- {k}: {v}" for k, v in meta.get("versions", {}).items()),
+        "\n".join(f"- {k}: {v}" for k, v in sorted(
+            meta.get("versions", {}).items(),
+            key=lambda kv: (["bootstorm", "loadgen"] + SERVERS).index(kv[0])
+            if kv[0] in ["bootstorm", "loadgen"] + SERVERS else 99)),
         "",
         "## Files",
         "",
@@ -772,69 +800,89 @@ def esc(s):
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def nice_max(v):
+def nice_scale(v):
+    """(top, step) of an axis from 0 that holds v, with at most 5 steps of 1, 2 or 5 x 10^k."""
     if v <= 0:
-        return 1.0
-    e = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if m * e >= v:
-            return m * e
-    return 10 * e
+        return 1.0, 0.25
+    e = 10 ** math.floor(math.log10(v / 5))
+    for m in (1, 2, 5, 10, 20):
+        step = m * e
+        if v / step <= 5:
+            return step * math.ceil(v / step - 1e-9), step
+    return v, v / 4
 
 
 def short(v):
     if v is None:
         return ""
-    if v >= 100:
+    if abs(v) >= 100:
         return f"{v:,.0f}"
-    if v >= 10:
+    if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
 
 
-def panel(x0, y0, w, h, title, groups, ymax=None, unit=""):
-    """groups: list of (label, [(server, value or None, bar-note, hatch)])."""
+def tick(v):
+    return f"{v:,.0f}" if abs(v) >= 10 or v == int(v) else f"{v:g}"
+
+
+def panel(x0, y0, w, h, title, subtitle, groups, unit="", ref=None):
+    """groups: list of (label, [(server, value or None, note, failed, light)]); ref: (value,
+    label) drawn as a dashed line (the raw-UDP ceiling)."""
     out = [f'<g transform="translate({x0},{y0})">',
-           f'<text x="{w / 2}" y="14" text-anchor="middle" font-size="12" '
-           f'font-weight="bold">{esc(title)}</text>']
-    left, top, bottom = 44, 24, 30
+           f'<text x="{w / 2}" y="12" text-anchor="middle" font-size="12" '
+           f'font-weight="bold">{esc(title)}</text>',
+           f'<text x="{w / 2}" y="25" text-anchor="middle" font-size="10" '
+           f'fill="#444">{esc(subtitle)}</text>']
+    left, top, bottom = 46, 36, 26
     ph = h - top - bottom
     pw = w - left - 8
-    vals = [v for _, bars in groups for _, v, _, _ in bars if v is not None]
-    top_v = nice_max(max(vals) if vals else 1.0) if ymax is None else ymax
-    for i in range(5):
-        yv = top_v * i / 4
-        y = top + ph - ph * i / 4
+    vals = [v for _, bars in groups for _, v, _, _, _ in bars if v is not None]
+    vmax = max(vals) if vals else 1.0
+    if ref is not None:
+        vmax = max(vmax, ref[0])
+    top_v, step = nice_scale(vmax)
+    nt = int(round(top_v / step))
+    for i in range(nt + 1):
+        yv = step * i
+        y = top + ph - ph * yv / top_v
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
-                   f'stroke="#ddd" stroke-width="1"/>')
-        out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="9" '
-                   f'fill="#555">{esc(short(yv))}</text>')
-    out.append(f'<text x="10" y="{top + ph / 2}" font-size="9" fill="#555" text-anchor="middle" '
-               f'transform="rotate(-90 10 {top + ph / 2})">{esc(unit)}</text>')
+                   f'stroke="#e4e4e4" stroke-width="1"/>')
+        out.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" font-size="9" '
+                   f'fill="#555">{esc(tick(yv))}</text>')
+    out.append(f'<text x="11" y="{top + ph / 2}" font-size="9" fill="#555" text-anchor="middle" '
+               f'transform="rotate(-90 11 {top + ph / 2})">{esc(unit)}</text>')
     ng = max(1, len(groups))
     gw = pw / ng
     for gi, (glabel, bars) in enumerate(groups):
         nb = max(1, len(bars))
-        bw = min(28.0, (gw - 8) / nb)
+        bw = min(30.0, (gw - 8) / nb)
         gx = left + gi * gw + (gw - bw * nb) / 2
-        for bi, (server, v, note, hatch) in enumerate(bars):
+        for bi, (server, v, note, failed, light) in enumerate(bars):
             x = gx + bi * bw
             color = COLORS.get(server, "#777")
             if v is None:
-                out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph - 3}" font-size="9" '
+                out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph - 3}" font-size="10" '
                            f'text-anchor="middle" fill="{color}">×</text>')
                 continue
             bh = max(0.5, ph * min(v, top_v) / top_v)
             y = top + ph - bh
-            fill = f'url(#hatch-{server})' if hatch else color
+            fill = f'url(#hatch-{server})' if failed else color
+            op = ' fill-opacity="0.45"' if light and not failed else ""
             out.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" '
-                       f'fill="{fill}" stroke="{color}"><title>{esc(server)}: {esc(short(v))} '
+                       f'fill="{fill}"{op} stroke="{color}"><title>{esc(server)}: {esc(short(v))} '
                        f'{esc(unit)}{esc(note)}</title></rect>')
             out.append(f'<text x="{x + bw / 2:.1f}" y="{y - 2:.1f}" font-size="8" '
                        f'text-anchor="middle" fill="#333">{esc(short(v))}{esc(note)}</text>')
         if glabel:
             out.append(f'<text x="{left + gi * gw + gw / 2:.1f}" y="{top + ph + 12}" '
                        f'font-size="9" text-anchor="middle">{esc(glabel)}</text>')
+    if ref is not None:
+        y = top + ph - ph * ref[0] / top_v
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#000" '
+                   f'stroke-dasharray="4 3" stroke-width="1"/>')
+        out.append(f'<text x="{left + pw - 2}" y="{y - 3:.1f}" font-size="8" text-anchor="end" '
+                   f'fill="#000">{esc(ref[1])}</text>')
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" '
                f'stroke="#333"/>')
     out.append("</g>")
@@ -842,36 +890,34 @@ def panel(x0, y0, w, h, title, groups, ymax=None, unit=""):
 
 
 def plot_svg(meta, agg, servers, ceilings):
-    W, PW, PH = 1100, 270, 210
-    panels = []
-    # Throughput-type rows, one panel each.
+    W, PW, PH = 1100, 272, 220
+    panels = []  # (title, subtitle, groups, unit, ref)
     for row in agg["rows"]:
         bars = []
         for s in servers:
             c = row["cells"].get(s)
             if c is None:
                 continue
-            bad = any(st not in ("ok",) for st in c["statuses"])
-            bars.append((s, c["median"], " ⚠" if bad and c["median"] is not None else "", bad))
-        unit = row["label"]
-        title = f"{WORKLOAD_TITLE[row['workload']]}: {row['label']} " \
-                f"({'higher' if row['better'] == 'higher' else 'lower'} is better)"
-        extra = ""
+            failed = any(st != "ok" for st in c["statuses"])
+            bars.append((s, c["median"], " ⚠" if failed and c["median"] is not None else "",
+                         failed, False))
+        ref = None
         if row["ceiling_datagram"] and row["metric"] == "goodput_mbps":
             c = ceilings.get(row["ceiling_datagram"])
-            if c:
-                extra = f" ceiling {c['median']:.0f}"
-        panels.append((title + extra, [("", bars)], unit))
-    # Memory.
+            # Only where the ceiling is within sight of the bars.
+            vals = [b[1] for b in bars if b[1] is not None]
+            if c and vals and max(vals) > c["median"] / 5:
+                ref = (c["median"], f"raw UDP {c['median']:.0f}")
+        sub = f"{row['label']}, {'higher' if row['better'] == 'higher' else 'lower'} is better"
+        panels.append((WORKLOAD_TITLE[row["workload"]], sub, [("", bars)], row["label"], ref))
     for key, label, better, _ in MEM_ROWS:
         bars = []
         for m in agg["memory"]:
             v = m[key]["median"]
-            bad = any(st != "ok" for st in m["statuses"])
-            bars.append((m["server"], v, " ⚠" if bad and v is not None else "", bad))
+            failed = any(st != "ok" for st in m["statuses"])
+            bars.append((m["server"], v, " ⚠" if failed and v is not None else "", failed, False))
         if bars:
-            panels.append((f"memory: {label} (lower is better)", [("", bars)], "bytes"))
-    # Latency: p50 and p99 per server, one panel per workload.
+            panels.append(("memory", f"{label}, lower is better", [("", bars)], "bytes", None))
     lat = {}
     for l in agg["latency"]:
         lat.setdefault((l["workload"], l["histogram"]), {})[l["server"]] = l
@@ -879,16 +925,16 @@ def plot_svg(meta, agg, servers, ceilings):
         d = lat.get((wl, hist))
         if not d:
             continue
-        g50 = [(s, d[s]["p50_ms"] if s in d else None, "", False) for s in servers]
-        g99 = [(s, d[s]["p99_ms"] if s in d else None, "", True) for s in servers]
-        panels.append((f"latency: {label} time, ms", [("p50", g50), ("p99 (hatched)", g99)], "ms"))
+        g50 = [(s, d[s]["p50_ms"] if s in d else None, "", False, False) for s in servers]
+        g99 = [(s, d[s]["p99_ms"] if s in d else None, "", False, True) for s in servers]
+        panels.append((f"latency: {WORKLOAD_TITLE[wl]}", f"{label.split()[-1]} time, ms "
+                       "(p50 solid, p99 light)", [("p50", g50), ("p99", g99)], "ms", None))
 
     cols = W // PW
     rows = (len(panels) + cols - 1) // cols
-    H = 70 + rows * (PH + 10)
+    H = 70 + rows * (PH + 12)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-             f'viewBox="0 0 {W} {H}" font-family="sans-serif">',
-             '<defs>']
+             f'viewBox="0 0 {W} {H}" font-family="sans-serif">', '<defs>']
     for s, c in COLORS.items():
         parts.append(f'<pattern id="hatch-{s}" width="6" height="6" patternUnits="userSpaceOnUse" '
                      f'patternTransform="rotate(45)"><rect width="6" height="6" fill="white"/>'
@@ -896,21 +942,21 @@ def plot_svg(meta, agg, servers, ceilings):
     parts.append("</defs>")
     parts.append(f'<rect width="{W}" height="{H}" fill="white"/>')
     parts.append(f'<text x="10" y="20" font-size="15" font-weight="bold">bootstorm benchmark '
-                 f'{esc(meta["date"])} on {esc(meta["host"])} ({esc(meta["mode"])} mode, median '
-                 f'of {meta["runs"]} run(s); ⚠/hatched bars: failures in some run; ×: no result)'
-                 f'</text>')
+                 f'{esc(meta["date"])} on {esc(meta["host"])}: {esc(meta["mode"])} mode, median '
+                 f'of {meta["runs"]} run(s)</text>')
+    parts.append('<text x="10" y="36" font-size="10" fill="#444">hatched bar, ⚠: transfers '
+                 'failed or the server crashed in some run; ×: no result; dashed line: raw-UDP '
+                 'ceiling of the machine, measured in the same run</text>')
     x = 10
     for s in MEM_SERVERS:
-        if s not in COLORS:
-            continue
-        parts.append(f'<rect x="{x}" y="32" width="12" height="12" fill="{COLORS[s]}"/>')
-        parts.append(f'<text x="{x + 16}" y="42" font-size="11">'
-                     f'{esc(SERVER_LABEL.get(s, s))}</text>')
-        x += 30 + 7 * len(SERVER_LABEL.get(s, s))
-    for i, (title, groups, unit) in enumerate(panels):
+        name = SERVER_LABEL.get(s, s)
+        parts.append(f'<rect x="{x}" y="46" width="12" height="12" fill="{COLORS[s]}"/>')
+        parts.append(f'<text x="{x + 16}" y="56" font-size="11">{esc(name)}</text>')
+        x += 30 + int(6.5 * len(name))
+    for i, (title, sub, groups, unit, ref) in enumerate(panels):
         r, c = divmod(i, cols)
-        parts.append(panel(10 + c * (PW + 2), 60 + r * (PH + 10), PW - 6, PH, title, groups,
-                           unit=unit))
+        parts.append(panel(10 + c * (PW + 2), 66 + r * (PH + 12), PW - 8, PH, title, sub, groups,
+                           unit=unit, ref=ref))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
