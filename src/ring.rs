@@ -58,7 +58,7 @@ impl BufRing {
         let mut br = Self {
             entries: p.cast(),
             entries_len,
-            bufs: vec![0; usize::from(count) * size],
+            bufs: resident_zeroed(usize::from(count) * size),
             size,
             mask: count - 1,
             tail: 0,
@@ -107,4 +107,17 @@ impl Drop for BufRing {
         // SAFETY: unmaps exactly the mapping made in `new`.
         unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
     }
+}
+
+/// `len` zero bytes, written now: the receive buffers are a fixed pool, so their memory is made
+/// resident at start rather than page by page as load first reaches them (which would look like
+/// memory growing with the number of transfers).
+fn resident_zeroed(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    for page in v.chunks_mut(4096) {
+        // SAFETY: a write of one byte inside the chunk; volatile so that it is not elided as
+        // redundant (the allocation may come zeroed, untouched, from the kernel).
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+    }
+    v
 }

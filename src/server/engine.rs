@@ -721,9 +721,6 @@ impl Engine {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.files.sweep(now, false);
-            if let Some(l) = self.limiter.as_mut() {
-                l.sweep(now);
-            }
         }
     }
 

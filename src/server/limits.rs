@@ -2,96 +2,113 @@
 //!
 //! A boot storm spreads over many addresses and passes; one address starting thousands of
 //! transfers (a misbehaving client, or one spoofed source) is held to the configured rate.
-//! Requests beyond it are dropped, not answered, and counted. The table is bounded: entries
-//! whose bucket has refilled are forgotten, and if it still grows past its bound it is emptied
-//! (which errs on the side of letting requests through).
+//! Requests beyond it are dropped, not answered, and counted.
+//!
+//! The buckets live in a fixed table allocated at start: a set-associative cache of
+//! [`SETS`] × [`WAYS`] entries (16 bytes each, one cache line per set), indexed by a keyed hash
+//! of the address, so its memory does not grow with the number of clients and no request can
+//! make it allocate. A source that finds its set full takes the place of the entry closest to a
+//! full bucket (the one that would be forgotten first); the evicted source starts again with a
+//! full bucket, so a crowded table errs on the side of letting requests through. A single busy
+//! source is never the one evicted while its bucket is low, which is the case the limit is for.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use hashbrown::HashMap;
+use hashbrown::DefaultHashBuilder;
 
 use crate::proto::Timestamp;
 
-const MAX_SOURCES: usize = 1 << 16;
+/// Sets in the table (a power of two).
+pub(crate) const SETS: usize = 4096;
+/// Entries per set.
+pub(crate) const WAYS: usize = 4;
 
-/// A source's bucket: 8 bytes (tokens, and milliseconds of the worker's clock at the last refill,
-/// wrapping every 49 days, which only matters for a source silent that long: its bucket is full
-/// and forgotten by then).
-#[derive(Clone, Copy, Debug)]
+/// A source's bucket. `tag` is the address's hash (never 0; 0 marks a free entry), `last_ms` the
+/// worker's clock in milliseconds at the last refill, wrapping every 49 days, which only matters
+/// for a source silent that long: its bucket is full by then.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(16))]
 struct Bucket {
+    tag: u64,
     tokens: f32,
     last_ms: u32,
-}
-
-/// An address as a 16-byte key (IPv4 mapped into IPv6).
-fn key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
 }
 
 fn ms(t: Timestamp) -> u32 {
     (t.as_micros() / 1000) as u32
 }
 
-/// Token buckets by source address.
-#[derive(Debug)]
+/// Token buckets by source address, in a fixed table.
 pub(crate) struct SourceLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: HashMap<u128, Bucket>,
+    rate: f32,
+    burst: f32,
+    hasher: DefaultHashBuilder,
+    table: Box<[[Bucket; WAYS]]>,
+}
+
+impl std::fmt::Debug for SourceLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceLimiter").field("rate", &self.rate).field("burst", &self.burst).finish_non_exhaustive()
+    }
 }
 
 impl SourceLimiter {
     /// `rate` new transfers per second per source, bursts of `burst`.
     pub(crate) fn new(rate: f64, burst: f64) -> Self {
-        Self { rate, burst, buckets: HashMap::new() }
+        Self {
+            rate: rate as f32,
+            burst: burst as f32,
+            hasher: DefaultHashBuilder::default(),
+            // Written whole here, so the table is resident from the start.
+            table: vec![[Bucket::default(); WAYS]; SETS].into_boxed_slice(),
+        }
     }
 
-    fn refill(&self, b: &mut Bucket, now: Timestamp) {
-        let dt = f64::from(ms(now).wrapping_sub(b.last_ms)) / 1000.0;
-        b.tokens = (f64::from(b.tokens) + dt * self.rate).min(self.burst) as f32;
-        b.last_ms = ms(now);
+    /// The bucket's tokens at `now_ms`, capped at the burst.
+    fn level(&self, b: &Bucket, now_ms: u32) -> f32 {
+        let dt = now_ms.wrapping_sub(b.last_ms) as f32 / 1000.0;
+        (b.tokens + dt * self.rate).min(self.burst)
     }
 
     /// Takes a token for a new transfer from `ip`; `false` means over the limit.
     pub(crate) fn allow(&mut self, ip: IpAddr, now: Timestamp) -> bool {
-        let ip = key(ip);
-        if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&ip) {
-            self.sweep(now);
-            if self.buckets.len() >= MAX_SOURCES {
-                self.buckets.clear();
+        let key = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let hash = self.hasher.hash_one(key.octets());
+        let tag = hash | 1;
+        let now_ms = ms(now);
+        let set = (hash >> 1) as usize & (SETS - 1);
+        let way = match self.table[set].iter().position(|b| b.tag == tag) {
+            Some(w) => w,
+            None => {
+                // A free entry, else the one nearest to full (ties: the first).
+                let mut victim = 0;
+                let mut best = f32::MIN;
+                for (w, b) in self.table[set].iter().enumerate() {
+                    let level = if b.tag == 0 { f32::MAX } else { self.level(b, now_ms) };
+                    if level > best {
+                        best = level;
+                        victim = w;
+                    }
+                }
+                self.table[set][victim] = Bucket { tag, tokens: self.burst, last_ms: now_ms };
+                victim
             }
-        }
-        let burst = self.burst as f32;
-        let mut b = *self.buckets.entry(ip).or_insert(Bucket { tokens: burst, last_ms: ms(now) });
-        self.refill(&mut b, now);
-        let ok = b.tokens >= 1.0;
-        if ok {
-            b.tokens -= 1.0;
-        }
-        self.buckets.insert(ip, b);
+        };
+        let b = self.table[set][way];
+        let tokens = self.level(&b, now_ms);
+        let ok = tokens >= 1.0;
+        self.table[set][way] = Bucket { tag, tokens: if ok { tokens - 1.0 } else { tokens }, last_ms: now_ms };
         ok
-    }
-
-    /// Forgets sources whose bucket is full again.
-    pub(crate) fn sweep(&mut self, now: Timestamp) {
-        let (rate, burst) = (self.rate, self.burst);
-        self.buckets.retain(|_, b| {
-            let dt = f64::from(ms(now).wrapping_sub(b.last_ms)) / 1000.0;
-            f64::from(b.tokens) + dt * rate < burst
-        });
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.buckets.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     use super::*;
@@ -100,13 +117,40 @@ mod tests {
     fn burst_then_rate() {
         let mut l = SourceLimiter::new(10.0, 5.0);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
         let t0 = Timestamp::ZERO;
         assert_eq!((0..8).filter(|_| l.allow(a, t0)).count(), 5, "the burst");
         assert!(l.allow(b, t0), "another source has its own bucket");
         assert!(!l.allow(a, t0 + Duration::from_millis(50)));
         assert!(l.allow(a, t0 + Duration::from_millis(110)), "refilled at 10/s");
-        l.sweep(t0 + Duration::from_secs(10));
-        assert_eq!(l.len(), 0, "full buckets are forgotten");
+        assert!(!l.allow(a, t0 + Duration::from_millis(120)), "and spent again");
+    }
+
+    #[test]
+    fn a_busy_source_stays_limited_among_many_others() {
+        let mut l = SourceLimiter::new(10.0, 5.0);
+        let heavy: IpAddr = "198.51.100.7".parse().unwrap();
+        let t0 = Timestamp::ZERO;
+        for _ in 0..5 {
+            assert!(l.allow(heavy, t0));
+        }
+        // Four times as many other sources as the table has entries, each asking once, within
+        // 50 ms: all get through, and the heavy source's empty bucket is never the one evicted.
+        let others = (SETS * WAYS * 4) as u32;
+        for i in 0..others {
+            let t = t0 + Duration::from_micros(u64::from(i) * 50_000 / u64::from(others));
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(l.allow(ip, t), "source {i} is new and has a full bucket");
+            if i % 1024 == 0 {
+                assert!(!l.allow(heavy, t), "the heavy source is still limited after {i} others");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_is_fixed_size() {
+        let l = SourceLimiter::new(100.0, 500.0);
+        assert_eq!(std::mem::size_of::<Bucket>(), 16);
+        assert_eq!(std::mem::size_of_val(&*l.table), SETS * WAYS * 16);
     }
 }

@@ -206,7 +206,8 @@ impl Uring {
             xfer_msg: &rx.xfer_msg,
             listens: listens.into_iter().map(|s| (Some(s), false)).collect(),
             close_listens_on_stop: !cfg.single_port,
-            socks: Vec::new(),
+            // Reserved for the worker's limit: address space only until used, and never moved.
+            socks: Vec::with_capacity(if cfg.single_port { 0 } else { cfg.max_transfers }),
             free_socks: Vec::new(),
             sends: ManuallyDrop::new(sends),
             free_sends: (0..cfg.send_slots).rev().collect(),
