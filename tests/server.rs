@@ -28,6 +28,8 @@ macro_rules! both_backends {
 
 both_backends!(
     tftp_hpa_octet_and_netascii,
+    per_source_rate_limit,
+    allow_list_ignores_other_sources,
     atftp_with_options,
     curl_with_and_without_blksize,
     busybox_with_blksize,
@@ -583,6 +585,37 @@ fn busy_is_an_answer(io: &str) {
     late.rrq("small.bin", &[]);
     let (p, _) = late.expect(2 * SEC);
     assert_eq!(error_of(&p), (0, "server busy, try again".into()));
+}
+
+fn per_source_rate_limit(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--rate-per-source", "1", "--burst-per-source", "5", "--workers", "1"]);
+    // Twelve new transfers at once from one address (each from its own port): the burst of five
+    // is served, the rest get no answer at all.
+    let clients: Vec<Raw> = (0..12).map(|_| Raw::from("127.0.0.1:0", s.v4)).collect();
+    for c in &clients {
+        c.rrq("small.bin", &[]);
+    }
+    std::thread::sleep(SEC / 2);
+    let answered = clients.iter().filter(|c| c.recv(SEC / 50).is_some()).count();
+    assert!((5..=6).contains(&answered), "{answered} of 12 answered with a burst of 5 at 1/s");
+    // Another address has its own bucket.
+    let other = Raw::from("127.0.0.2:0", s.v4);
+    assert_eq!(other.fetch("small.bin", Mode::Octet, RequestOptions::default()).unwrap(), root.file("small.bin"));
+    let (_, log) = s.stop();
+    assert!(counter(&log, "rate_limited") >= 6, "{log}");
+}
+
+fn allow_list_ignores_other_sources(io: &str) {
+    let root = Root::new();
+    let s = Server::start(root.path(), io, &["--allow", "127.0.0.2/32", "--workers", "1"]);
+    let outsider = Raw::from("127.0.0.1:0", s.v4);
+    outsider.rrq("small.bin", &[]);
+    assert!(outsider.recv(SEC).is_none(), "a source outside --allow gets no answer");
+    let insider = Raw::from("127.0.0.2:0", s.v4);
+    assert_eq!(insider.fetch("small.bin", Mode::Octet, RequestOptions::default()).unwrap(), root.file("small.bin"));
+    let (_, log) = s.stop();
+    assert!(counter(&log, "ignored") >= 1, "{log}");
 }
 
 fn file_not_found_is_quiet_by_default(io: &str) {

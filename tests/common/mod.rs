@@ -183,6 +183,11 @@ impl Raw {
         Self { sock, server }
     }
 
+    /// A client bound to `bind` (another loopback address, say).
+    pub fn from(bind: &str, server: SocketAddr) -> Self {
+        Self { sock: UdpSocket::bind(bind).unwrap(), server }
+    }
+
     pub fn send(&self, to: SocketAddr, bytes: &[u8]) {
         self.sock.send_to(bytes, to).unwrap();
     }
