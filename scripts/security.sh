@@ -4,13 +4,14 @@
 #    and without options, and for how long the server keeps sending;
 #  - floods: the share of requests answered (served, or refused "busy") and left silent, at 500
 #    and 5,000 requests per second, from 1,000 source addresses and from one.
-# Usage: scripts/security.sh [--quick] [--servers bootstorm,tftpd-hpa,dnsmasq,atftpd,tftpd-rs]
+# Usage: scripts/security.sh [--quick] [--servers bootstorm,bootstorm-sp,tftpd-hpa,dnsmasq,atftpd,tftpd-rs]
+# (bootstorm-sp: bootstorm --single-port)
 # Writes docs/security/<date>-<host>/{results.jsonl,table.md} and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-servers="bootstorm,tftpd-hpa,dnsmasq,atftpd,tftpd-rs"
+servers="bootstorm,bootstorm-sp,tftpd-hpa,dnsmasq,atftpd,tftpd-rs"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
@@ -38,8 +39,10 @@ results="$out/results.jsonl"
 : >"$results"
 
 start_server() { # name port -> pid
-    if [ "$1" = bootstorm ]; then
-        target/release/bootstorm --root "$root" -l "127.0.0.1:$2" --log-level error >/dev/null 2>&1 &
+    if [ "$1" = bootstorm ] || [ "$1" = bootstorm-sp ]; then
+        local extra=()
+        [ "$1" = bootstorm-sp ] && extra=(--single-port)
+        target/release/bootstorm --root "$root" -l "127.0.0.1:$2" --log-level error "${extra[@]}" >/dev/null 2>&1 &
         echo $!
         sleep 0.3
     else
@@ -47,7 +50,7 @@ start_server() { # name port -> pid
     fi
 }
 stop_server() { # name pid
-    if [ "$1" = bootstorm ]; then kill "$2" 2>/dev/null || true; wait "$2" 2>/dev/null || true
+    if [ "$1" = bootstorm ] || [ "$1" = bootstorm-sp ]; then kill "$2" 2>/dev/null || true; wait "$2" 2>/dev/null || true
     else scripts/peers.sh stop "$2" >/dev/null; fi
 }
 record() { # server test json
@@ -73,18 +76,21 @@ for s in "${list[@]}"; do
     stop_server "$s" "${pids[$s]}"
 done
 
-# Floods: one server at a time.
+# Floods: one server at a time, a fresh instance for each (transfers left open by one flood
+# must not meet the next).
+fport=17200
 for s in "${list[@]}"; do
-    pid=$(start_server "$s" 17200)
     for rate in 500 5000; do
         for sources in 1000 1; do
-            r=$(timeout $((flood_secs + 30)) $loadgen flood --server 127.0.0.1:17200 --file boot.img --rate $rate \
+            fport=$((fport + 1))
+            pid=$(start_server "$s" $fport)
+            r=$(timeout $((flood_secs + 30)) $loadgen flood --server 127.0.0.1:$fport --file boot.img --rate $rate \
                 --duration $flood_secs --sources $sources --wait 2 --option blksize=1468 --json || echo null)
             record "$s" "flood-$rate-$sources" "$r"
+            stop_server "$s" "$pid"
+            sleep 1
         done
     done
-    stop_server "$s" "$pid"
-    sleep 1
 done
 rm -rf "$tmp"
 

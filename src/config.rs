@@ -167,7 +167,9 @@ pub struct Cli {
     pub allow_write_from: Vec<Cidr>,
 
     /// New transfers per second each client address may start (token bucket; 0: no limit).
-    /// Requests beyond it are dropped and counted. Repeated requests do not count.
+    /// Requests beyond it are dropped and counted. Repeated requests do not count. Each worker
+    /// holds an even share of the rate and burst (the kernel spreads an address's ports over
+    /// the workers).
     #[arg(long, value_name = "N", default_value_t = 100.0)]
     pub rate_per_source: f64,
 

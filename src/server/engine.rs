@@ -140,7 +140,11 @@ impl Engine {
         Self {
             worker,
             files: FileCache::new(root, cfg.file_cache),
-            limiter: cfg.rate_per_source.map(|(rate, burst)| SourceLimiter::new(rate, burst)),
+            // The kernel spreads one address's ports over the workers, so each holds its share.
+            limiter: cfg.rate_per_source.map(|(rate, burst)| {
+                let share = cfg.workers.max(1) as f64;
+                SourceLimiter::new(rate / share, (burst / share).max(1.0))
+            }),
             cfg,
             counters,
             uploads,
