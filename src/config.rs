@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long = "io", value_enum, default_value_t = IoBackend::Auto)]
     pub io: IoBackend,
 
+    /// Send each DATA packet with its own send, never a window of them as one send that the
+    /// kernel cuts into datagrams (UDP GSO; used by default where the kernel has it).
+    #[arg(long)]
+    pub no_gso: bool,
+
     /// Largest blksize granted (8–65464). Also capped per request by the MTU of the interface the
     /// request came in on, so that no DATA packet is fragmented.
     #[arg(long, value_name = "BYTES", default_value_t = MAX_BLKSIZE)]
@@ -195,6 +200,8 @@ pub struct Config {
     pub pin: bool,
     /// I/O backend choice.
     pub io: IoBackend,
+    /// Send runs of DATA as one send cut by the kernel (UDP GSO).
+    pub gso: bool,
     /// Negotiation limits.
     pub limits: Limits,
     /// Retransmission settings.
@@ -359,6 +366,7 @@ impl TryFrom<Cli> for Config {
             workers,
             pin: !c.no_pin,
             io: c.io,
+            gso: !c.no_gso,
             limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize },
             retransmit: RetransmitConfig {
                 rto: RtoBounds {

@@ -37,6 +37,7 @@ both_backends!(
     error_codes_for_each_refusal,
     oack_exact_bytes,
     windowed_rollover_blksize_8,
+    window_arrives_as_single_datagrams,
     netascii_wire_bytes_and_cr_ending_a_block,
     uefi_size_probe,
     duplicate_acks_never_cause_resends,
@@ -250,6 +251,39 @@ fn windowed_rollover_blksize_8(io: &str) {
             )
             .unwrap();
         assert!(got == data, "75,001 blocks of 8 bytes, window {window}");
+    }
+}
+
+/// A window goes out as one send cut by the kernel (UDP GSO) where it can; the client sees
+/// the same datagrams either way: one DATA each, in order, from the transfer's address (the
+/// listening one in single-port mode, v4 and v6), the last one short.
+fn window_arrives_as_single_datagrams(io: &str) {
+    let root = Root::new();
+    let data = bytes(16 * 1000 + 500, 21);
+    root.write("w.bin", &data);
+    for flags in [&[][..], &["--single-port"], &["--no-gso"]] {
+        let s = Server::start(root.path(), io, flags);
+        for addr in [s.v4, s.v6] {
+            let c = Raw::new(addr);
+            c.rrq("w.bin", &[("blksize", "1000"), ("windowsize", "17")]);
+            let (p, tid) = c.expect(2 * SEC);
+            assert!(matches!(Packet::decode(&p).unwrap(), Packet::Oack(_)));
+            if flags == ["--single-port"] {
+                assert_eq!(tid, addr, "single-port answers from the listening address");
+            }
+            c.ack(tid, 0);
+            for block in 1..=17u16 {
+                let (p, from) = c.expect(2 * SEC);
+                assert_eq!(from, tid, "{flags:?}");
+                let want = &data[(usize::from(block) - 1) * 1000..(usize::from(block) * 1000).min(data.len())];
+                assert_eq!(data_of(&p), (block, want.to_vec()), "{flags:?} block {block}");
+            }
+            c.ack(tid, 17);
+            assert!(c.recv(Duration::from_millis(300)).is_none(), "nothing after the last ACK");
+        }
+        let (_, log) = s.stop();
+        let gso_on = !log.contains("gso=false");
+        assert_eq!(gso_on, flags != ["--no-gso"] && log.contains("gso=true"), "{log}");
     }
 }
 
@@ -476,10 +510,15 @@ fn slow_fetch(addr: SocketAddr, name: &str, pause: Duration) -> Result<Vec<u8>, 
     assert!(matches!(Packet::decode(&p).unwrap(), Packet::Oack(_)));
     c.ack(tid, 0);
     let mut got = Vec::new();
+    let mut next = 1u16;
     loop {
         let (p, _) = c.expect(5 * SEC);
         match Packet::decode(&p).unwrap() {
+            // A retransmitted block (the pause outlasted the server's timeout) is acknowledged
+            // again, not appended again.
+            Packet::Data { block, .. } if block != next => c.ack(tid, block),
             Packet::Data { block, data } => {
+                next = next.wrapping_add(1);
                 got.extend_from_slice(data);
                 std::thread::sleep(pause);
                 c.ack(tid, block);

@@ -33,7 +33,9 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use tracing::{debug, info, warn};
 
 use super::commit::{CommitJob, CommitLink};
-use super::io::{Body, Datagram, Io, MAX_HEAD, MAX_UPLOAD_BLKSIZE, Outgoing, Token, Via};
+use super::io::{
+    Body, DataRun, Datagram, Io, MAX_HEAD, MAX_RUN, MAX_RUN_BYTES, MAX_UPLOAD_BLKSIZE, Outgoing, Segment, Token, Via,
+};
 use super::limits::SourceLimiter;
 use super::socket::{LocalEnd, broadcast_addresses, interface_mtu};
 use super::stats::{Counters, Latencies};
@@ -42,7 +44,9 @@ use crate::fs::{FileCache, OpenError, Root, UploadRoot, normalize};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
 use crate::proto::read::{AbortReason, Repeat};
 use crate::proto::wire::{self, MAX_FILENAME_LEN, Mode, Packet, Request, RequestKind};
-use crate::proto::{ErrorCode, Outcome, ReadTransfer, Timestamp, Transmit, WriteTransfer, WriteTransmit};
+use crate::proto::{
+    ErrorCode, Outcome, ReadTransfer, RetransmitConfig, Timestamp, Transmit, WriteTransfer, WriteTransmit,
+};
 use crate::timer::{Links, TimerLink, TimerWheel};
 
 mod kind;
@@ -116,6 +120,8 @@ pub(crate) struct Engine {
     broadcasts_read: Option<Timestamp>,
     path: [u8; MAX_FILENAME_LEN],
     head: [u8; MAX_HEAD],
+    /// DATA packets gathered for one send (capacity [`MAX_RUN`], reused).
+    run: Vec<Segment>,
 }
 
 /// What a worker's engine is given besides its configuration.
@@ -169,6 +175,7 @@ impl Engine {
             next_housekeeping: now + HOUSEKEEPING,
             path: [0; MAX_FILENAME_LEN],
             head: [0; MAX_HEAD],
+            run: Vec::with_capacity(MAX_RUN),
         }
     }
 
@@ -670,9 +677,19 @@ impl Engine {
                     return;
                 }
                 match &mut t.kind {
-                    Kind::Read { xfer, .. } => {
-                        let Some(tx) = xfer.poll_transmit(now, &retransmit) else { break };
-                        transmit_read(t, tx, token, &self.locals, &mut self.head, io);
+                    Kind::Read { .. } => {
+                        if !transmit_read_run(
+                            t,
+                            now,
+                            &retransmit,
+                            token,
+                            &self.locals,
+                            &mut self.head,
+                            &mut self.run,
+                            io,
+                        ) {
+                            break;
+                        }
                     }
                     Kind::Write(w) => {
                         let Some(tx) = w.xfer.poll_transmit() else { break };
@@ -814,6 +831,70 @@ impl Engine {
             "transfer finished"
         );
     }
+}
+
+/// Gathers what read transfer `t` has to send into DATA runs and hands each to the backend as
+/// one send; an ERROR goes after the run before it. Returns whether anything was sent.
+#[allow(clippy::too_many_arguments)]
+fn transmit_read_run<I: Io>(
+    t: &mut Transfer,
+    now: Timestamp,
+    retransmit: &RetransmitConfig,
+    token: Token,
+    locals: &[LocalEnd],
+    head: &mut [u8; MAX_HEAD],
+    run: &mut Vec<Segment>,
+    io: &mut I,
+) -> bool {
+    let from = local_end(locals, t.local);
+    let (via, to) = (t.via, t.peer);
+    let Kind::Read { file, netascii, xfer } = &mut t.kind else { return false };
+    run.clear();
+    let mut sent = false;
+    loop {
+        // A short DATA ends the transfer's data, and a run holds what one send may carry.
+        if let Some(first) = run.first() {
+            let seg = 4 + first.slice.len;
+            let last_short = run.last().is_some_and(|l| l.slice.len < first.slice.len);
+            if last_short || run.len() == MAX_RUN || (run.len() + 1) * seg > MAX_RUN_BYTES {
+                break;
+            }
+        }
+        let Some(tx) = xfer.poll_transmit(now, retransmit) else { break };
+        match tx {
+            Transmit::Data { block, offset, len } => {
+                let Some(slice) = file.raw_slice(*netascii, offset, len) else {
+                    // The file shrank under the mapping: what was gathered is not sent.
+                    run.clear();
+                    xfer.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
+                    continue;
+                };
+                if run.first().is_some_and(|f| slice.len > f.slice.len) {
+                    io.send_run(DataRun { via, to, from, file, segs: run, token });
+                    run.clear();
+                    sent = true;
+                }
+                run.push(Segment { hdr: wire::data_header(block), slice });
+            }
+            Transmit::Error { code, message } => {
+                if !run.is_empty() {
+                    io.send_run(DataRun { via, to, from, file, segs: run, token });
+                    run.clear();
+                }
+                let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
+                io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
+                return true;
+            }
+            // Only ever produced as a first answer, which `send_first` handles.
+            Transmit::Oack => {}
+        }
+    }
+    if !run.is_empty() {
+        io.send_run(DataRun { via, to, from, file, segs: run, token });
+        run.clear();
+        sent = true;
+    }
+    sent
 }
 
 /// Encodes and hands one transmit of read transfer `t` to the backend.

@@ -3,7 +3,9 @@
 //! Used where io_uring is unavailable (old kernels, container seccomp profiles,
 //! `kernel.io_uring_disabled`) or when chosen with `--io epoll`. It drives the same
 //! [`Engine`](super::engine::Engine) as the io_uring backend and sends DATA the same way: one
-//! `sendmsg` of `[header, slice of the mapping]`, no copy in user space.
+//! `sendmsg` of `[header, slice of the mapping]`, no copy in user space; the DATA packets of a
+//! window go out as one `sendmsg` of `[header, slice]` pairs with a UDP segment size (GSO) where
+//! the kernel takes it.
 
 use std::io;
 use std::mem::size_of;
@@ -11,8 +13,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::engine::Engine;
-use super::io::{Datagram, Io, Outgoing, SockRef, Token, Via};
-use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo};
+use super::io::{DataRun, Datagram, Io, MAX_RUN, Outgoing, SockRef, Token, Via};
+use super::socket::{
+    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo, write_pktinfo,
+    write_segment_size,
+};
 use super::worker::{Clock, WorkerControl};
 
 const KIND_LISTEN: u64 = 0;
@@ -49,10 +54,18 @@ pub(crate) struct EpollIo {
     errors: Vec<(Token, i32)>,
     cmsg: [u8; PKTINFO_SPACE],
     keep_listens: bool,
+    /// Runs of DATA go out as one send (UDP GSO).
+    gso: bool,
 }
 
 impl EpollIo {
-    pub(crate) fn new(listens: Vec<UdpSocket>, ports: PortPicker, wake: RawFd, single_port: bool) -> io::Result<Self> {
+    pub(crate) fn new(
+        listens: Vec<UdpSocket>,
+        ports: PortPicker,
+        wake: RawFd,
+        single_port: bool,
+        gso: bool,
+    ) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: a new descriptor we own.
@@ -66,6 +79,7 @@ impl EpollIo {
             errors: Vec::new(),
             cmsg: [0; PKTINFO_SPACE],
             keep_listens: single_port,
+            gso,
         };
         for (i, l) in io.listens.iter().enumerate() {
             if let Some(l) = l {
@@ -187,6 +201,48 @@ impl Io for EpollIo {
             if let Some(token) = out.token {
                 self.errors.push((token, errno));
             }
+        }
+    }
+
+    fn send_run(&mut self, run: DataRun<'_>) {
+        if !self.gso || run.segs.len() < 2 {
+            return run.send_each(self);
+        }
+        let Some(fd) = self.fd_of(run.via) else {
+            return;
+        };
+        let (addr, addr_len) = RawAddr::new(&run.to);
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * MAX_RUN];
+        for (i, s) in run.segs.iter().enumerate() {
+            iov[2 * i] = libc::iovec { iov_base: s.hdr.as_ptr() as *mut _, iov_len: 4 };
+            iov[2 * i + 1] = libc::iovec { iov_base: s.slice.ptr as *mut _, iov_len: s.slice.len };
+        }
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
+        msg.msg_namelen = addr_len;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 2 * run.segs.len();
+        let used = match (run.from, run.via) {
+            (Some(from), Via::Listen(_)) => write_pktinfo(&from, &mut self.cmsg),
+            _ => 0,
+        };
+        // A run's segment length is a DATA packet's: at most 4 + 65464 bytes.
+        let seg = u16::try_from(run.segment_len()).unwrap_or(u16::MAX);
+        msg.msg_controllen = write_segment_size(&mut self.cmsg, used, seg);
+        msg.msg_control = self.cmsg.as_mut_ptr().cast();
+        // SAFETY: every pointer in `msg` refers to memory that lives until the call returns: the
+        // address, the iovecs, the headers in `run`, the control buffer, and the slices, which
+        // the run's FileVersion keeps mapped.
+        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if rc < 0 {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if gso_refused(errno) {
+                tracing::warn!(errno, "a send with a UDP segment size failed; sending one datagram per send");
+                self.gso = false;
+                return run.send_each(self);
+            }
+            self.errors.push((run.token, errno));
         }
     }
 }

@@ -81,6 +81,57 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) token: Option<Token>,
 }
 
+/// One DATA packet of a [`DataRun`]: its header and its slice of the mapping.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    pub(crate) hdr: [u8; 4],
+    pub(crate) slice: RawSlice,
+}
+
+/// Consecutive DATA packets of one transfer, all of one length but the last, which may be
+/// shorter: what a backend can hand the kernel as one send that it cuts into datagrams (UDP
+/// GSO).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DataRun<'a> {
+    pub(crate) via: Via,
+    pub(crate) to: SocketAddr,
+    /// Source address for sends from a listening socket.
+    pub(crate) from: Option<LocalEnd>,
+    pub(crate) file: &'a Rc<FileVersion>,
+    pub(crate) segs: &'a [Segment],
+    /// The transfer to tell if the send fails.
+    pub(crate) token: Token,
+}
+
+impl DataRun<'_> {
+    /// The datagram length every segment but the last has.
+    pub(crate) fn segment_len(&self) -> usize {
+        self.segs.first().map_or(0, |s| 4 + s.slice.len)
+    }
+
+    /// Sends the run as single datagrams.
+    pub(crate) fn send_each<I: Io + ?Sized>(&self, io: &mut I) {
+        for s in self.segs {
+            let body = Some(Body { file: self.file, slice: s.slice });
+            io.send(Outgoing {
+                via: self.via,
+                to: self.to,
+                from: self.from,
+                head: &s.hdr,
+                body,
+                token: Some(self.token),
+            });
+        }
+    }
+}
+
+/// Most DATA packets in one [`DataRun`] (the kernel's limit on segments per GSO send).
+pub(crate) const MAX_RUN: usize = 64;
+
+/// Most bytes in one [`DataRun`]: the whole send must fit one IP datagram before the kernel cuts
+/// it.
+pub(crate) const MAX_RUN_BYTES: usize = 65_000;
+
 /// Largest head a backend must accept: any OACK or ERROR this server builds fits.
 pub(crate) const MAX_HEAD: usize = 192;
 
@@ -106,4 +157,10 @@ pub(crate) trait Io {
     /// Sends (or queues) a datagram. A failure that concerns the transfer (the file mapping went
     /// away under the kernel: `EFAULT`) is reported later through the backend's error list.
     fn send(&mut self, out: Outgoing<'_>);
+
+    /// Sends a run of DATA packets of one transfer; a backend that can, in one send the kernel
+    /// cuts into datagrams. Needs the room [`Io::can_send`] reports, like one DATA.
+    fn send_run(&mut self, run: DataRun<'_>) {
+        run.send_each(self);
+    }
 }

@@ -154,6 +154,31 @@ pub(crate) fn write_pktinfo(local: &LocalEnd, buf: &mut [u8; PKTINFO_SPACE]) -> 
     cmsg_align(len)
 }
 
+/// Appends to `buf` (control data of `used` bytes) a message that makes the kernel cut a send
+/// into datagrams of `size` bytes (UDP GSO); returns the new length of the control data.
+pub(crate) fn write_segment_size(buf: &mut [u8; PKTINFO_SPACE], used: usize, size: u16) -> usize {
+    let len = CMSG_HDR + 2;
+    let at = &mut buf[used..used + cmsg_align(len)];
+    at.fill(0);
+    at[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
+    at[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    at[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    at[CMSG_HDR..CMSG_HDR + 2].copy_from_slice(&size.to_ne_bytes());
+    used + cmsg_align(len)
+}
+
+/// Whether the kernel accepts UDP GSO (Linux 4.18+): a socket takes the segment-size option.
+pub(crate) fn gso_supported() -> bool {
+    let Ok(s) = UdpSocket::bind("127.0.0.1:0") else { return false };
+    setsockopt_int(s.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, 1400).is_ok()
+}
+
+/// Whether a failed GSO send says the path cannot take it (no checksum offload, a segment
+/// larger than the route's MTU, an old kernel): such sends go out one datagram each from then.
+pub(crate) fn gso_refused(errno: i32) -> bool {
+    matches!(errno, libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+}
+
 /// The MTU of interface `ifindex`, if it can be read.
 pub(crate) fn interface_mtu(ifindex: u32) -> Option<u32> {
     let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
@@ -236,6 +261,40 @@ mod tests {
         buf[CMSG_HDR + 8..CMSG_HDR + 12].copy_from_slice(&[10, 0, 0, 1]);
         let got = parse_pktinfo(&buf[..n]).unwrap();
         assert_eq!((got.ip, got.ifindex), ("10.0.0.1".parse().unwrap(), 7));
+    }
+
+    #[test]
+    fn one_send_with_source_and_segment_size_arrives_as_datagrams() {
+        if !gso_supported() {
+            return; // Kernel before 4.18: the server sends one datagram per send.
+        }
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let (addr, addr_len) = RawAddr::new(&rx.local_addr().unwrap());
+        let mut cmsg = [0u8; PKTINFO_SPACE];
+        let n = write_pktinfo(&LocalEnd { ip: "127.0.0.1".parse().unwrap(), ifindex: 0 }, &mut cmsg);
+        let n = write_segment_size(&mut cmsg, n, 1000);
+        let mut iov = [libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() }];
+        // SAFETY: plain data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
+        msg.msg_namelen = addr_len;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = n;
+        // SAFETY: every pointer in `msg` refers to a local that outlives the call.
+        let rc = unsafe { libc::sendmsg(tx.as_raw_fd(), &msg, 0) };
+        assert_eq!(rc, 2500, "{}", io::Error::last_os_error());
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        for want in [1000, 1000, 500] {
+            let (len, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!((len, from), (want, tx.local_addr().unwrap()));
+            got.extend_from_slice(&buf[..len]);
+        }
+        assert_eq!(got, payload);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   preallocated send slots (message header, iovecs, address, control message, header bytes),
 //!   all submitted together by the single `io_uring_enter` of each loop turn. A slot holds a
 //!   reference to its file version until the completion, so the mapping outlives the send.
+//!   The DATA packets of a window go out as one `SENDMSG` of `[header, slice]` pairs with a
+//!   UDP segment size (GSO), from a smaller pool of run slots, and the kernel cuts it into
+//!   datagrams; where the kernel or the route refuses that, sends fall back to one per datagram.
 //! - Timers: the wait itself (`io_uring_enter` with a timeout) wakes the loop for the engine's
 //!   next deadline; no operation is ever dropped to make a timeout happen.
 //! - Closing a transfer socket cancels its receive; the descriptor is closed once the receive's
@@ -26,8 +29,11 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::engine::Engine;
-use super::io::{Datagram, Io, MAX_HEAD, Outgoing, SockRef, Token, Via};
-use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, parse_pktinfo, write_pktinfo};
+use super::io::{DataRun, Datagram, Io, MAX_HEAD, MAX_RUN, Outgoing, SockRef, Token, Via};
+use super::socket::{
+    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo, write_pktinfo,
+    write_segment_size,
+};
 use super::worker::{Clock, RX_SIZE, WorkerControl};
 use crate::config::Config;
 use crate::fs::FileVersion;
@@ -39,6 +45,9 @@ const KIND_XFER: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_WAKE: u64 = 4;
 const KIND_CANCEL: u64 = 5;
+const KIND_RUN: u64 = 6;
+/// Run slots per worker: runs in flight at once (each carries a whole window).
+const RUN_SLOTS: usize = 64;
 /// Buffer group of the provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -53,6 +62,18 @@ struct SendSlot {
     addr: RawAddr,
     cmsg: [u8; PKTINFO_SPACE],
     head: [u8; MAX_HEAD],
+    keep: Option<Rc<FileVersion>>,
+    token: Option<Token>,
+}
+
+/// What a run slot holds until its completion: DATA packets of one transfer as one message
+/// that the kernel cuts into datagrams.
+struct RunSlot {
+    msg: libc::msghdr,
+    iov: [libc::iovec; 2 * MAX_RUN],
+    hdrs: [[u8; 4]; MAX_RUN],
+    addr: RawAddr,
+    cmsg: [u8; PKTINFO_SPACE],
     keep: Option<Rc<FileVersion>>,
     token: Option<Token>,
 }
@@ -119,6 +140,11 @@ pub(crate) struct UringIo {
     /// Freed only when no operation is in flight (see `Drop`).
     sends: ManuallyDrop<Box<[SendSlot]>>,
     free_sends: Vec<u32>,
+    /// Freed only when no operation is in flight (see `Drop`).
+    runs: ManuallyDrop<Box<[RunSlot]>>,
+    free_runs: Vec<u32>,
+    /// Runs of DATA go out as one send (UDP GSO).
+    gso: bool,
     ports: PortPicker,
     errors: Vec<(Token, i32)>,
     wake_fd: RawFd,
@@ -142,6 +168,7 @@ impl Drop for UringIo {
             // SAFETY: dropped once, here; no operation refers to them any more.
             unsafe {
                 ManuallyDrop::drop(&mut self.sends);
+                ManuallyDrop::drop(&mut self.runs);
                 ManuallyDrop::drop(&mut self.wake_buf);
             }
         }
@@ -175,6 +202,7 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 impl Uring {
     /// Sets up the ring, the buffer ring and the send slots, and arms the receives.
     pub(crate) fn new(cfg: &Config, listens: Vec<UdpSocket>, ports: PortPicker, wake_fd: RawFd) -> io::Result<Self> {
+        let gso = cfg.gso;
         let ring = build_ring(cfg.ring_entries)?;
         let count = u16::try_from(cfg.rx_buffers).map_err(|_| io::Error::other("--rx-buffers too large"))?;
         // SAFETY: the buffers live in `Rx`, which `Uring` drops after `UringIo` (and its ring),
@@ -199,6 +227,18 @@ impl Uring {
                 token: None,
             })
             .collect();
+        let runs = (0..if gso { RUN_SLOTS } else { 0 })
+            .map(|_| RunSlot {
+                // SAFETY: plain data; all-zero is valid.
+                msg: unsafe { std::mem::zeroed() },
+                iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * MAX_RUN],
+                hdrs: [[0; 4]; MAX_RUN],
+                addr: RawAddr::zeroed(),
+                cmsg: [0; PKTINFO_SPACE],
+                keep: None,
+                token: None,
+            })
+            .collect::<Box<[RunSlot]>>();
         let rx = Box::new(Rx { bufs, listen_msg, xfer_msg });
         let mut io = UringIo {
             ring,
@@ -211,6 +251,9 @@ impl Uring {
             free_socks: Vec::new(),
             sends: ManuallyDrop::new(sends),
             free_sends: (0..cfg.send_slots).rev().collect(),
+            free_runs: (0..runs.len() as u32).rev().collect(),
+            runs: ManuallyDrop::new(runs),
+            gso,
             ports,
             errors: Vec::new(),
             wake_fd,
@@ -422,6 +465,42 @@ impl Io for UringIo {
         let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data(ud(KIND_SEND, 0, idx));
         self.push(&sqe);
     }
+
+    fn send_run(&mut self, run: DataRun<'_>) {
+        if !self.gso || run.segs.len() < 2 {
+            return run.send_each(self);
+        }
+        let Some(fd) = self.fd_of(run.via) else {
+            return;
+        };
+        let Some(idx) = self.free_runs.pop() else {
+            return run.send_each(self);
+        };
+        let slot = &mut self.runs[idx as usize];
+        for (i, s) in run.segs.iter().enumerate() {
+            slot.hdrs[i] = s.hdr;
+            slot.iov[2 * i] = libc::iovec { iov_base: slot.hdrs[i].as_mut_ptr().cast(), iov_len: 4 };
+            slot.iov[2 * i + 1] = libc::iovec { iov_base: s.slice.ptr as *mut _, iov_len: s.slice.len };
+        }
+        slot.keep = Some(Rc::clone(run.file));
+        slot.token = Some(run.token);
+        let (addr, addr_len) = RawAddr::new(&run.to);
+        slot.addr = addr;
+        slot.msg.msg_name = (&mut slot.addr as *mut RawAddr).cast();
+        slot.msg.msg_namelen = addr_len;
+        slot.msg.msg_iov = slot.iov.as_mut_ptr();
+        slot.msg.msg_iovlen = 2 * run.segs.len();
+        let used = match (run.from, run.via) {
+            (Some(from), Via::Listen(_)) => write_pktinfo(&from, &mut slot.cmsg),
+            _ => 0,
+        };
+        // A run's segment length is a DATA packet's: at most 4 + 65464 bytes.
+        let seg = u16::try_from(run.segment_len()).unwrap_or(u16::MAX);
+        slot.msg.msg_controllen = write_segment_size(&mut slot.cmsg, used, seg);
+        slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data(ud(KIND_RUN, 0, idx));
+        self.push(&sqe);
+    }
 }
 
 /// A synchronous `sendmsg` for when every send slot is busy (control packets only in practice:
@@ -523,6 +602,24 @@ fn complete(
             let token = slot.token.take();
             io.free_sends.push(idx);
             if res < 0 {
+                if let Some(t) = token {
+                    io.errors.push((t, -res));
+                }
+            }
+        }
+        KIND_RUN => {
+            io.in_flight -= 1;
+            let slot = &mut io.runs[idx as usize];
+            slot.keep = None;
+            let token = slot.token.take();
+            io.free_runs.push(idx);
+            if res < 0 {
+                if gso_refused(-res) && io.gso {
+                    // The window is lost like on the network; the retransmission timer resends it
+                    // one datagram at a time.
+                    warn!(errno = -res, "a send with a UDP segment size failed; sending one datagram per send");
+                    io.gso = false;
+                }
                 if let Some(t) = token {
                     io.errors.push((t, -res));
                 }

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::commit;
 use super::engine::{Engine, EngineParts};
-use super::socket::{PortPicker, listen_socket};
+use super::socket::{self, PortPicker, listen_socket};
 use super::stats::{Counters, Latencies};
 use super::{epoll, probe, uring};
 use crate::config::{Config, IoBackend};
@@ -181,7 +181,7 @@ fn raise_fd_limit() {
 impl Server {
     /// Opens the root, binds every worker's sockets, picks the backend and starts the workers.
     /// Returns once every worker is serving.
-    pub fn start(cfg: Config) -> Result<Self, StartError> {
+    pub fn start(mut cfg: Config) -> Result<Self, StartError> {
         raise_fd_limit();
         let root = Root::open(&cfg.root, cfg.follow_symlinks)
             .map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
@@ -239,6 +239,7 @@ impl Server {
         } else {
             ((0..cfg.workers).map(|_| None).collect::<Vec<_>>(), None)
         };
+        cfg.gso = cfg.gso && socket::gso_supported();
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
         let mut workers = Vec::new();
@@ -271,7 +272,7 @@ impl Server {
                 Err(_) => break,
             }
         }
-        info!(workers = server.workers.len(), backend = %backend, "serving");
+        info!(workers = server.workers.len(), backend = %backend, gso = cfg.gso, "serving");
         Ok(server)
     }
 
@@ -381,7 +382,7 @@ fn worker_main(
     let mut engine = Engine::new(w, Arc::clone(&cfg), parts, clock.now());
     let ports = PortPicker::new(cfg.port_range, (w as u32).wrapping_mul(7919));
     let result = match backend {
-        Backend::Epoll => match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port) {
+        Backend::Epoll => match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port, cfg.gso) {
             Ok(mut io) => {
                 let _ = ready.send(Ok(()));
                 epoll::run(&mut engine, &mut io, &clock, &control, RX_SIZE)

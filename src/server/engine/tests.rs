@@ -522,7 +522,9 @@ fn abandoned_and_oversized_uploads_leave_nothing() {
 
 #[test]
 fn allow_list_and_rate_limit_drop_silently() {
-    let mut r = rig(&["--allow", "192.0.2.0/28", "--rate-per-source", "1", "--burst-per-source", "2"]);
+    // One worker: it holds the whole rate and burst.
+    let mut r =
+        rig(&["--workers", "1", "--allow", "192.0.2.0/28", "--rate-per-source", "1", "--burst-per-source", "2"]);
     r.request("198.51.100.1:1", b"\x00\x01small\x00octet\x00");
     assert!(r.io.take().is_empty(), "outside the allow list: ignored");
     assert_eq!(count(&r.counters.ignored), 1);
