@@ -11,8 +11,8 @@
 #   --runs N           rounds (default: 3, quick: 1); each round runs every server once per
 #                      workload, servers interleaved, so machine noise hits all of them alike
 #   --servers LIST     comma-separated subset of: bootstorm,tftpd-hpa,dnsmasq,atftpd,tftpd-rs
-#   --workloads LIST   comma-separated subset of: small,bulk-lockstep,bulk-windowed,storm-1k,
-#                      storm-10k,loss-1,loss-5,rollover,memory
+#   --workloads LIST   comma-separated subset of: small,bulk-lockstep,bulk-windowed,
+#                      bulk-windowed-gro,storm-1k,storm-10k,loss-1,loss-5,rollover,memory
 #   --out DIR          results directory (default: docs/bench/<date>-<host>, with -quick
 #                      appended in quick mode; files there are replaced)
 #   --no-build         use the release binaries as they are (default: cargo build --release)
@@ -29,7 +29,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 ALL_SERVERS=(bootstorm tftpd-hpa dnsmasq atftpd tftpd-rs)
-ALL_WORKLOADS=(small bulk-lockstep bulk-windowed storm-1k storm-10k loss-1 loss-5 rollover memory)
+ALL_WORKLOADS=(small bulk-lockstep bulk-windowed bulk-windowed-gro storm-1k storm-10k loss-1 loss-5 rollover memory)
 PEERS_DIR="$REPO/target/peers"
 BS="$REPO/target/release/bootstorm"
 LG="$REPO/target/release/loadgen"
@@ -129,6 +129,7 @@ declare -A WL_ARGS=(
     [small]="--file small-64k.bin --clients 100 --duration $SMALL_S --source-ips 100"
     [bulk-lockstep]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --source-ips 32"
     [bulk-windowed]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32"
+    [bulk-windowed-gro]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32 --gro"
     [storm-1k]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file $STORM_IMG --source-ips 1000"
     [storm-10k]="--storm 10000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 10000"
     [loss-1]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.01 --client-timeout 200 --retries 60 --timeout-option 1 --source-ips $LOSS_CLIENTS"
@@ -555,6 +556,12 @@ for ((r = 1; r <= RUNS; r++)); do
             >>"$WORK/ceiling-$size.jsonl" 2>>"$WORK/logs/ceiling.log" ||
             say "warning: loadgen ceiling --size $size failed"
     done
+    # The ceiling for windows sent as GSO sends to a GRO receiver (the bulk-windowed-gro row).
+    if has_wl bulk-windowed-gro; then
+        timeout 60 "$LG" ceiling --size 1472 --gso 16 --duration "$CEIL_S" --json \
+            >>"$WORK/ceiling-gso1472.jsonl" 2>>"$WORK/logs/ceiling.log" ||
+            say "warning: loadgen ceiling --gso failed"
+    fi
     say "raw-UDP ceiling: $(tail -n1 "$WORK/ceiling-1472.jsonl" 2>/dev/null | python3 -c 'import json, sys; print("%.0f MB/s at 1472 bytes" % json.load(sys.stdin)["mbps"])' 2>/dev/null || echo '?')"
     mapfile -t ORDER < <(rotate $((r - 1)) "${SERVERS[@]}")
     THROUGHPUT=()

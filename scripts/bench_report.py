@@ -40,6 +40,8 @@ ROWS = [
     ("bulk-lockstep", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("bulk-windowed", "goodput_mbps", "MB/s", "higher", 1472, 1),
     ("bulk-windowed", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
+    ("bulk-windowed-gro", "goodput_mbps", "MB/s", "higher", "gso1472", 1),
+    ("bulk-windowed-gro", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("storm-1k", "makespan_s", "makespan s", "lower", 1472, 2),
     ("storm-10k", "makespan_s", "makespan s", "lower", 1472, 2),
     ("loss-1", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
@@ -54,6 +56,7 @@ WORKLOAD_TITLE = {
     "small": "small-file rate",
     "bulk-lockstep": "bulk lockstep",
     "bulk-windowed": "bulk windowed",
+    "bulk-windowed-gro": "bulk windowed, receiver GRO",
     "storm-1k": "boot storm 1k",
     "storm-10k": "boot storm 10k",
     "loss-1": "1% loss",
@@ -462,7 +465,7 @@ def cmd_report(a):
     for size, vals in meta.get("ceilings", {}).items():
         mb = [v["mbps"] for v in vals if v and v.get("mbps")]
         if mb:
-            ceilings[int(size)] = {"median": statistics.median(mb), "min": min(mb), "max": max(mb),
+            ceilings[int(size) if size.isdigit() else size] = {"median": statistics.median(mb), "min": min(mb), "max": max(mb),
                                    "runs": len(mb)}
     servers = [s for s in SERVERS if s in meta["servers"]]
     workloads = meta["workloads"]  # id -> {args, ...} (only those run)
@@ -486,7 +489,7 @@ def cmd_report(a):
         texts = []
         for s in servers:
             t = cells[s].text(dec, ceil if key != "cpu_s_per_gib" else None)
-            if wl == "bulk-windowed" and key == "goodput_mbps":
+            if wl.startswith("bulk-windowed") and key == "goodput_mbps":
                 ws = (neg.get(s) or {}).get("oack")
                 if s in neg:
                     if ws is None or "windowsize" not in (ws or {}):
@@ -495,7 +498,7 @@ def cmd_report(a):
                         t += f", windowsize {ws['windowsize']}"
             texts.append(t)
         rt, rj = ratio_text(cells, better)
-        if wl == "bulk-windowed" and key == "goodput_mbps" and ceil and cells["bootstorm"].median:
+        if wl.startswith("bulk-windowed") and key == "goodput_mbps" and ceil and cells["bootstorm"].median:
             rt += f"; bootstorm = {pct(cells['bootstorm'].median / ceil)} of raw UDP"
         title = WORKLOAD_TITLE[wl]
         lines.append(f"| {title} | {label} ({'↑' if better == 'higher' else '↓'}) | "
@@ -603,10 +606,14 @@ def cmd_report(a):
                 "|---|---|"]
     for wl, w in workloads.items():
         wl_lines.append(f"| {WORKLOAD_TITLE.get(wl, wl)} (`{wl}`) | `{w['args']}` |")
+    def ceil_name(size):
+        if isinstance(size, str) and size.startswith("gso"):
+            return f"{size[3:]}-byte datagrams sent 16 per GSO send to a GRO receiver"
+        return f"{size}-byte datagrams"
     ceil_text = ", ".join(
-        f"{c['median']:.0f} MB/s with {size}-byte datagrams"
+        f"{c['median']:.0f} MB/s with {ceil_name(size)}"
         + (f" ({c['min']:.0f}–{c['max']:.0f}, {c['runs']} runs)" if c["runs"] > 1 else "")
-        for size, c in sorted(ceilings.items(), reverse=True)) or "not measured"
+        for size, c in sorted(ceilings.items(), key=lambda kv: str(kv[0]), reverse=True)) or "not measured"
 
     neg_lines = []
     for s in servers:

@@ -2,6 +2,10 @@
 //! between two threads with the cheapest batching there is (`sendmmsg` of 32 datagrams,
 //! `recvmmsg` of 64), with nothing else done per datagram. Every server throughput is also
 //! reported as a fraction of this, measured in the same run.
+//!
+//! A second ceiling, [`measure_gso`], is the same with the datagrams sent as UDP GSO sends and
+//! received with UDP GRO: the most a server sending windows as GSO sends can reach towards a
+//! receiver that takes them with GRO.
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -20,6 +24,60 @@ pub(crate) struct Ceiling {
     /// Payload received per second, MB/s (10^6).
     pub(crate) mbps: f64,
     pub(crate) datagrams_per_s: f64,
+    /// Datagrams per GSO send (0: `sendmmsg`/`recvmmsg`).
+    pub(crate) gso_segments: usize,
+}
+
+fn set_int(fd: i32, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt with a live c_int and its size.
+    let rc = unsafe { libc::setsockopt(fd, level, name, (&value as *const i32).cast(), 4) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Blasts GSO sends of `segments` datagrams of `size` bytes from one thread to a GRO receiver
+/// in another for `duration`; counts payload bytes (a GRO receive holds several datagrams).
+pub(crate) fn measure_gso(size: usize, segments: usize, duration: Duration) -> std::io::Result<Ceiling> {
+    let segments = segments.clamp(1, (65_000 / size.max(1)).clamp(1, 64));
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    // Failure only leaves the default buffer size.
+    let _ = set_int(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20);
+    set_int(rx.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)?;
+    set_int(tx.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, size as i32)?;
+    rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+    tx.connect(rx.local_addr()?)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let sender = std::thread::spawn(move || {
+        let payload = vec![0x5au8; size * segments];
+        while !s2.load(Ordering::Relaxed) {
+            // SAFETY: a live buffer and its length.
+            unsafe { libc::send(tx.as_raw_fd(), payload.as_ptr().cast(), payload.len(), 0) };
+        }
+    });
+    let mut buf = vec![0u8; 65_536];
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed() < duration {
+        // SAFETY: a live buffer and its length.
+        let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 0 {
+            bytes += n as u64;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    let datagrams = bytes / size as u64;
+    Ok(Ceiling {
+        datagram_bytes: size,
+        seconds: secs,
+        datagrams,
+        mbps: bytes as f64 / secs / 1e6,
+        datagrams_per_s: datagrams as f64 / secs,
+        gso_segments: segments,
+    })
 }
 
 /// Blasts `size`-byte datagrams from one thread to another for `duration`.
@@ -94,5 +152,6 @@ pub(crate) fn measure(size: usize, duration: Duration) -> std::io::Result<Ceilin
         datagrams,
         mbps: (datagrams * size as u64) as f64 / secs / 1e6,
         datagrams_per_s: datagrams as f64 / secs,
+        gso_segments: 0,
     })
 }

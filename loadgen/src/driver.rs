@@ -195,13 +195,17 @@ fn build_ring() -> std::io::Result<IoUring> {
 pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result<Stats> {
     let ring = build_ring().context("io_uring setup (the load generator needs io_uring)")?;
     let blksize = usize::from(plan.options.blksize.unwrap_or(512).max(512));
-    let buf_size = (blksize + 4 + 16 + RAW_ADDR_LEN as usize).next_multiple_of(64);
+    let datagram = if plan.gro { 65_536 } else { blksize + 4 };
+    let buf_size = (datagram + 16 + RAW_ADDR_LEN as usize + GRO_CMSG_SPACE).next_multiple_of(64);
     // SAFETY: the buffers are dropped only after the driver (and its ring) at the end of this
     // function, once every receive has been cancelled and drained.
     let bufs = unsafe { BufRing::new(&ring, plan.rx_buffers, buf_size, 0) }.context("provided-buffer ring")?;
     // SAFETY: plain data; all-zero is valid.
     let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
     msg.msg_namelen = RAW_ADDR_LEN;
+    if plan.gro {
+        msg.msg_controllen = GRO_CMSG_SPACE;
+    }
 
     let count = match plan.arrivals {
         Arrivals::Closed { clients, .. } => share(clients as u64, plan.threads, thread),
@@ -292,7 +296,46 @@ fn client_socket(plan: &Plan, global: u64) -> std::io::Result<UdpSocket> {
     };
     let s = UdpSocket::bind(SocketAddr::new(ip, 0))?;
     s.set_nonblocking(true)?;
+    if plan.gro {
+        let on: libc::c_int = 1;
+        // SAFETY: passes a pointer to a live c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     Ok(s)
+}
+
+/// Control space for the segment size a GRO receive reports.
+const GRO_CMSG_SPACE: usize = 24;
+
+/// The segment size in the control data of a GRO receive: the datagrams the buffer holds are
+/// all that long but the last.
+fn gro_segment(control: &[u8]) -> Option<usize> {
+    let hdr = size_of::<libc::cmsghdr>();
+    let len = usize::from_ne_bytes(control.get(..size_of::<usize>())?.try_into().ok()?);
+    let level = i32::from_ne_bytes(control.get(8..12)?.try_into().ok()?);
+    let kind = i32::from_ne_bytes(control.get(12..16)?.try_into().ok()?);
+    if level != libc::SOL_UDP || kind != libc::UDP_GRO || len < hdr + 2 {
+        return None;
+    }
+    let data = control.get(hdr..len)?;
+    // The kernel writes an int; only its value matters.
+    let seg = if data.len() >= 4 {
+        i32::from_ne_bytes(data[..4].try_into().ok()?) as usize
+    } else {
+        usize::from(u16::from_ne_bytes(data[..2].try_into().ok()?))
+    };
+    (seg > 0).then_some(seg)
 }
 
 impl Driver<'_> {
@@ -661,7 +704,15 @@ impl Driver<'_> {
                             if let Some(from) = decode_sockaddr(name)
                                 && !out.is_payload_truncated()
                             {
-                                self.on_datagram(idx, from, out.payload_data(), now);
+                                let payload = out.payload_data();
+                                match gro_segment(out.control_data()) {
+                                    Some(seg) => {
+                                        for d in payload.chunks(seg) {
+                                            self.on_datagram(idx, from, d, now);
+                                        }
+                                    }
+                                    None => self.on_datagram(idx, from, payload, now),
+                                }
                             }
                         }
                         bufs.push(bid);
@@ -743,4 +794,43 @@ fn send_now(fd: RawFd, to: SocketAddr, head: &[u8], body: &[u8]) -> std::io::Res
     // SAFETY: every pointer in `msg` is valid for the call.
     let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gro_receive_reports_the_segment_size() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: a live c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(rx.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, (&on as *const libc::c_int).cast(), 4)
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let seg: libc::c_int = 1000;
+        // SAFETY: as above.
+        let rc2 = unsafe {
+            libc::setsockopt(tx.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, (&seg as *const libc::c_int).cast(), 4)
+        };
+        if rc != 0 || rc2 != 0 {
+            return; // Kernel without UDP GRO/GSO (before 5.0): --gro cannot be used there.
+        }
+        tx.send_to(&[7u8; 2500], rx.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut control = [0u8; GRO_CMSG_SPACE];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: plain data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        // SAFETY: every pointer in `msg` refers to a live local.
+        let n = unsafe { libc::recvmsg(rx.as_raw_fd(), &mut msg, 0) };
+        assert_eq!(n, 2500, "one receive holds the three datagrams");
+        assert_eq!(gro_segment(&control[..msg.msg_controllen]), Some(1000));
+        assert_eq!(gro_segment(&[0u8; 8]), None);
+    }
 }

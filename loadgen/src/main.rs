@@ -97,6 +97,10 @@ enum Cmd {
         /// Seconds to measure.
         #[arg(long, default_value_t = 2.0)]
         duration: f64,
+        /// Send N datagrams per send with UDP GSO and receive with UDP GRO: the ceiling for a
+        /// server that sends windows as GSO sends to a receiver that takes them with GRO.
+        #[arg(long, value_name = "N")]
+        gso: Option<usize>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -173,9 +177,15 @@ struct RunArgs {
     /// Threads, each with its own ring and share of the clients.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Receive buffers per thread (a power of two).
+    /// Receive buffers per thread (a power of two; at most 256 are used with --gro, which
+    /// makes each 64 KiB).
     #[arg(long, default_value_t = 4096)]
     rx_buffers: u16,
+    /// Receive with UDP GRO: DATA a server sent as one GSO send arrives as one buffer and is
+    /// split here, as a NIC that segments in hardware would spare the server the work. Changes
+    /// nothing for servers that send one datagram per send.
+    #[arg(long)]
+    gro: bool,
     /// Seed for deliberate drops.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -187,8 +197,12 @@ struct RunArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::Ceiling { size, duration, json }) => {
-            let c = ceiling::measure(size, Duration::from_secs_f64(duration))?;
+        Some(Cmd::Ceiling { size, duration, gso, json }) => {
+            let duration = Duration::from_secs_f64(duration);
+            let c = match gso {
+                Some(n) => ceiling::measure_gso(size, n, duration)?,
+                None => ceiling::measure(size, duration)?,
+            };
             if json {
                 println!("{}", serde_json::to_string(&c)?);
             } else {
@@ -332,7 +346,8 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
         threads: a.threads,
         source_ips: a.source_ips.max(1),
         seed: a.seed,
-        rx_buffers: a.rx_buffers,
+        rx_buffers: if a.gro { a.rx_buffers.min(256) } else { a.rx_buffers },
+        gro: a.gro,
     })
 }
 

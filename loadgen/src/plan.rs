@@ -66,6 +66,8 @@ pub(crate) struct Plan {
     pub(crate) source_ips: u32,
     pub(crate) seed: u64,
     pub(crate) rx_buffers: u16,
+    /// Receive with UDP GRO: datagrams a server sent as one GSO send arrive as one buffer.
+    pub(crate) gro: bool,
 }
 
 impl Plan {
@@ -127,6 +129,7 @@ mod tests {
             source_ips: 1,
             seed: 1,
             rx_buffers: 64,
+            gro: false,
         }
     }
 
