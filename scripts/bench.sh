@@ -184,6 +184,9 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release -p bootstorm -p bootstorm-loadgen >&2 || die "build failed"
 fi
 [ -x "$BS" ] && [ -x "$LG" ] || die "missing $BS or $LG (build them, or drop --no-build)"
+# The source the binaries were built from (read now: the tree may change while the run goes on).
+BUILT_FROM="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src loadgen 2>/dev/null || echo ' (with uncommitted changes in src/ or loadgen/)')"
+[ "$BUILD" = 1 ] || BUILT_FROM+=" (--no-build: binaries as found)"
 
 # Peers (installs on first use; prints one version line per peer).
 declare -A VERSIONS=([bootstorm]="$("$BS" --version 2>&1 | head -n1)" [loadgen]="$("$LG" --version 2>&1 | head -n1)")
@@ -598,7 +601,7 @@ WALL=$((SECONDS - T0))
 export META_DATE="$DATE" META_HOST="$HOST" META_MODE="$MODE" META_RUNS="$RUNS" \
     META_COMMAND="$COMMAND_LINE" META_STARTED="$STARTED" META_FINISHED="$FINISHED" \
     META_WALL="$WALL" META_NOFILE="$NOFILE" META_ROOT="$ROOT" META_WORK="$WORK" \
-    META_GIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src loadgen 2>/dev/null || echo ' (with uncommitted changes in src/ or loadgen/)')" \
+    META_GIT="$BUILT_FROM" \
     META_SERVERS="${SERVERS[*]}" META_WORKLOADS="${WORKLOADS[*]}" \
     META_CG_MEM="${CG_MEM_PARENT:+$CG_MEM_PARENT/<server>/$CG_MEM_FILE}" META_CG_MEM_V="$CG_MEM_VERSION" \
     META_CG_CPU="${CG_CPU_PARENT:+$CG_CPU_PARENT/<server>/$CG_CPU_FILE}" \
