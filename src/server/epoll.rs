@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, Io, MAX_RUN, Outgoing, SockRef, Token, Via};
+use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_RUN, Outgoing, SockRef, Token, Via};
 use super::socket::{
     PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo, write_pktinfo,
     write_segment_size,
@@ -54,8 +54,8 @@ pub(crate) struct EpollIo {
     errors: Vec<(Token, i32)>,
     cmsg: [u8; PKTINFO_SPACE],
     keep_listens: bool,
-    /// Runs of DATA go out as one send (UDP GSO).
-    gso: bool,
+    /// Which runs of DATA go out as one send (UDP GSO).
+    gso: GsoLimit,
 }
 
 impl EpollIo {
@@ -79,7 +79,7 @@ impl EpollIo {
             errors: Vec::new(),
             cmsg: [0; PKTINFO_SPACE],
             keep_listens: single_port,
-            gso,
+            gso: GsoLimit::new(gso),
         };
         for (i, l) in io.listens.iter().enumerate() {
             if let Some(l) = l {
@@ -205,7 +205,7 @@ impl Io for EpollIo {
     }
 
     fn send_run(&mut self, run: DataRun<'_>) {
-        if !self.gso || run.segs.len() < 2 {
+        if !self.gso.allows(&run) {
             return run.send_each(self);
         }
         let Some(fd) = self.fd_of(run.via) else {
@@ -238,8 +238,7 @@ impl Io for EpollIo {
         if rc < 0 {
             let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
             if gso_refused(errno) {
-                tracing::warn!(errno, "a send with a UDP segment size failed; sending one datagram per send");
-                self.gso = false;
+                self.gso.refused(run.segment_len(), errno);
                 return run.send_each(self);
             }
             self.errors.push((run.token, errno));

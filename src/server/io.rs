@@ -125,6 +125,41 @@ impl DataRun<'_> {
     }
 }
 
+/// Which runs a backend sends as one GSO send: those of at least two packets no longer than a
+/// limit that drops below each segment length the kernel refused (a segment larger than the
+/// route's MTU: `EINVAL`; a device without checksum offload: `EIO`), so that one odd route
+/// costs one lost window, recovered by the retransmission timer, and not GSO for everyone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GsoLimit(usize);
+
+impl GsoLimit {
+    /// No limit when `on`; otherwise no run goes as one send.
+    pub(crate) fn new(on: bool) -> Self {
+        Self(if on { usize::MAX } else { 0 })
+    }
+
+    /// Whether `run` goes out as one send.
+    pub(crate) fn allows(self, run: &DataRun<'_>) -> bool {
+        self.fits(run.segs.len(), run.segment_len())
+    }
+
+    fn fits(self, segments: usize, segment: usize) -> bool {
+        segments >= 2 && segment <= self.0
+    }
+
+    /// The kernel refused a GSO send of `segment`-byte datagrams with `errno`.
+    pub(crate) fn refused(&mut self, segment: usize, errno: i32) {
+        if segment <= self.0 {
+            tracing::warn!(
+                segment,
+                errno,
+                "a send with a UDP segment size was refused; such DATA leaves one datagram per send"
+            );
+            self.0 = segment.saturating_sub(1);
+        }
+    }
+}
+
 /// Most DATA packets in one [`DataRun`] (the kernel's limit on segments per GSO send).
 pub(crate) const MAX_RUN: usize = 64;
 
@@ -162,5 +197,24 @@ pub(crate) trait Io {
     /// cuts into datagrams. Needs the room [`Io::can_send`] reports, like one DATA.
     fn send_run(&mut self, run: DataRun<'_>) {
         run.send_each(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GsoLimit;
+
+    #[test]
+    fn gso_limit_drops_below_each_refused_segment_length() {
+        let mut g = GsoLimit::new(true);
+        assert!(g.fits(16, 1472) && g.fits(2, 516));
+        assert!(!g.fits(1, 1472), "one datagram needs no GSO");
+        g.refused(1472, libc::EINVAL);
+        assert!(!g.fits(16, 1472) && g.fits(16, 1412) && g.fits(16, 516));
+        g.refused(9000, libc::EINVAL);
+        assert!(g.fits(16, 1412), "a larger refusal changes nothing");
+        g.refused(516, libc::EIO);
+        assert!(!g.fits(16, 516) && g.fits(64, 100));
+        assert!(!GsoLimit::new(false).fits(16, 516));
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, Io, MAX_HEAD, MAX_RUN, Outgoing, SockRef, Token, Via};
+use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_HEAD, MAX_RUN, Outgoing, SockRef, Token, Via};
 use super::socket::{
     PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo, write_pktinfo,
     write_segment_size,
@@ -76,6 +76,8 @@ struct RunSlot {
     cmsg: [u8; PKTINFO_SPACE],
     keep: Option<Rc<FileVersion>>,
     token: Option<Token>,
+    /// Segment length of the send.
+    seg: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,8 +145,8 @@ pub(crate) struct UringIo {
     /// Freed only when no operation is in flight (see `Drop`).
     runs: ManuallyDrop<Box<[RunSlot]>>,
     free_runs: Vec<u32>,
-    /// Runs of DATA go out as one send (UDP GSO).
-    gso: bool,
+    /// Which runs of DATA go out as one send (UDP GSO).
+    gso: GsoLimit,
     ports: PortPicker,
     errors: Vec<(Token, i32)>,
     wake_fd: RawFd,
@@ -237,6 +239,7 @@ impl Uring {
                 cmsg: [0; PKTINFO_SPACE],
                 keep: None,
                 token: None,
+                seg: 0,
             })
             .collect::<Box<[RunSlot]>>();
         let rx = Box::new(Rx { bufs, listen_msg, xfer_msg });
@@ -253,7 +256,7 @@ impl Uring {
             free_sends: (0..cfg.send_slots).rev().collect(),
             free_runs: (0..runs.len() as u32).rev().collect(),
             runs: ManuallyDrop::new(runs),
-            gso,
+            gso: GsoLimit::new(gso),
             ports,
             errors: Vec::new(),
             wake_fd,
@@ -467,7 +470,7 @@ impl Io for UringIo {
     }
 
     fn send_run(&mut self, run: DataRun<'_>) {
-        if !self.gso || run.segs.len() < 2 {
+        if !self.gso.allows(&run) {
             return run.send_each(self);
         }
         let Some(fd) = self.fd_of(run.via) else {
@@ -484,6 +487,7 @@ impl Io for UringIo {
         }
         slot.keep = Some(Rc::clone(run.file));
         slot.token = Some(run.token);
+        slot.seg = run.segment_len();
         let (addr, addr_len) = RawAddr::new(&run.to);
         slot.addr = addr;
         slot.msg.msg_name = (&mut slot.addr as *mut RawAddr).cast();
@@ -612,13 +616,13 @@ fn complete(
             let slot = &mut io.runs[idx as usize];
             slot.keep = None;
             let token = slot.token.take();
+            let seg = slot.seg;
             io.free_runs.push(idx);
             if res < 0 {
-                if gso_refused(-res) && io.gso {
+                if gso_refused(-res) {
                     // The window is lost like on the network; the retransmission timer resends it
                     // one datagram at a time.
-                    warn!(errno = -res, "a send with a UDP segment size failed; sending one datagram per send");
-                    io.gso = false;
+                    io.gso.refused(seg, -res);
                 }
                 if let Some(t) = token {
                     io.errors.push((t, -res));
