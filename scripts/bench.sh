@@ -16,6 +16,9 @@
 #   --out DIR          results directory (default: docs/bench/<date>-<host>, with -quick
 #                      appended in quick mode; files there are replaced)
 #   --no-build         use the release binaries as they are (default: cargo build --release)
+#   --bootstorm-args "FLAGS"
+#                      extra flags for every bootstorm instance (e.g. "--workers 1"), written
+#                      into the results' README
 #
 # Writes DIR/README.md (command, machine, tables), table.md, summary.csv (median, min, max per
 # cell), raw.csv (one row per loadgen run), results.json (everything) and plot.svg. Logs and
@@ -34,7 +37,7 @@ PEERS_DIR="$REPO/target/peers"
 BS="$REPO/target/release/bootstorm"
 LG="$REPO/target/release/loadgen"
 PY="$REPO/scripts/bench_report.py"
-COMMAND_LINE="scripts/bench.sh${*:+ $*}"
+COMMAND_LINE="scripts/bench.sh$(printf ' %q' "$@")"
 
 die() {
     echo "bench.sh: $*" >&2
@@ -47,7 +50,7 @@ usage() {
     exit 2
 }
 
-MODE=full RUNS="" OUT="" BUILD=1 SERVERS_ARG="" WORKLOADS_ARG=""
+MODE=full RUNS="" OUT="" BUILD=1 SERVERS_ARG="" WORKLOADS_ARG="" BS_ARGS=""
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) MODE=quick ;;
@@ -68,6 +71,10 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --no-build) BUILD=0 ;;
+    --bootstorm-args)
+        BS_ARGS=${2?--bootstorm-args "FLAGS"}
+        shift
+        ;;
     -h | --help) usage ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -348,7 +355,8 @@ start_server() {
     case $key in
     bootstorm | bootstorm-sp)
         local -a extra=()
-        [ "$key" = bootstorm-sp ] && extra=(--single-port)
+        read -r -a extra <<<"$BS_ARGS"
+        [ "$key" = bootstorm-sp ] && extra+=(--single-port)
         (
             cg_enter "${procs[@]}"
             exec "$BS" --root "$ROOT" -l "127.0.0.1:$port" --log-level warn "${extra[@]}"
@@ -599,7 +607,7 @@ done
 FINISHED=$(date -Is)
 WALL=$((SECONDS - T0))
 export META_DATE="$DATE" META_HOST="$HOST" META_MODE="$MODE" META_RUNS="$RUNS" \
-    META_COMMAND="$COMMAND_LINE" META_STARTED="$STARTED" META_FINISHED="$FINISHED" \
+    META_COMMAND="$COMMAND_LINE" META_STARTED="$STARTED" META_FINISHED="$FINISHED" META_BS_ARGS="$BS_ARGS" \
     META_WALL="$WALL" META_NOFILE="$NOFILE" META_ROOT="$ROOT" META_WORK="$WORK" \
     META_GIT="$BUILT_FROM" \
     META_SERVERS="${SERVERS[*]}" META_WORKLOADS="${WORKLOADS[*]}" \
@@ -657,6 +665,7 @@ meta = {
     "date": e["META_DATE"], "host": e["META_HOST"], "mode": e["META_MODE"],
     "runs": int(e["META_RUNS"]), "command": e["META_COMMAND"], "started": e["META_STARTED"],
     "finished": e["META_FINISHED"], "wall_s": float(e["META_WALL"]), "git": e["META_GIT"],
+    "bootstorm_args": e["META_BS_ARGS"],
     "root": e["META_ROOT"], "work": e["META_WORK"],
     "machine": {"nproc": os.cpu_count() and len(os.sched_getaffinity(0)), "cpu_model": cpu,
                 "kernel": " ".join(platform.uname()[i] for i in (0, 2, 3)), "mem_total": mem,

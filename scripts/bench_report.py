@@ -478,7 +478,9 @@ def cmd_report(a):
     lines = []
     agg = {"ceilings": ceilings, "rows": [], "memory": [], "latency": []}
     neg = meta.get("negotiated", {})
-    head = "| workload | metric | " + " | ".join(servers) + " | bootstorm vs best peer |"
+    bs_args = meta.get("bootstorm_args") or ""
+    shown = [f"bootstorm {bs_args}" if s == "bootstorm" and bs_args else s for s in servers]
+    head = "| workload | metric | " + " | ".join(shown) + " | bootstorm vs best peer |"
     lines.append(head)
     lines.append("|" + "---|" * (len(servers) + 3))
     for wl, key, label, better, csize, dec in ROWS:
@@ -583,7 +585,7 @@ def cmd_report(a):
     lat_lines = []
     lat_rows = [x for x in LATENCY if x[0] in workloads]
     if lat_rows:
-        lat_lines.append("| latency, ms: p50 / p99 (median of runs) | " + " | ".join(servers) + " |")
+        lat_lines.append("| latency, ms: p50 / p99 (median of runs) | " + " | ".join(shown) + " |")
         lat_lines.append("|" + "---|" * (len(servers) + 1))
         for wl, hist, label in lat_rows:
             cols = []
@@ -754,7 +756,9 @@ def cmd_report(a):
         f"Mode: {meta['mode']}, {runs_n} run(s) per cell, servers interleaved within each "
         f"round. Started {meta['started']}, finished {meta.get('finished', '?')} "
         f"(wall time {meta.get('wall_s', 0):.0f} s). bootstorm commit "
-        f"`{meta.get('git', '?')}`.",
+        f"`{meta.get('git', '?')}`."
+        + (f" bootstorm ran with `{meta['bootstorm_args']}` added to its command line."
+           if meta.get("bootstorm_args") else ""),
         "",
         "## Machine",
         "",
