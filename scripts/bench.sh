@@ -37,7 +37,15 @@ PEERS_DIR="$REPO/target/peers"
 BS="$REPO/target/release/bootstorm"
 LG="$REPO/target/release/loadgen"
 PY="$REPO/scripts/bench_report.py"
-COMMAND_LINE="scripts/bench.sh$(printf ' %q' "$@")"
+# The command as typed: arguments quoted only where the shell needs it.
+quote_args() {
+    local a out=""
+    for a in "$@"; do
+        if [[ "$a" =~ ^[A-Za-z0-9_./:,=+-]+$ ]]; then out+=" $a"; else out+=" '${a//\'/\'\\\'\'}'"; fi
+    done
+    printf '%s' "$out"
+}
+COMMAND_LINE="scripts/bench.sh$(quote_args "$@")"
 
 die() {
     echo "bench.sh: $*" >&2
