@@ -9,7 +9,7 @@
 //! never blocks and never opens anything but a regular file: a FIFO or device in the root is
 //! refused without being opened.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -51,6 +51,36 @@ struct OpenHow {
     resolve: u64,
 }
 
+/// Opens the directory at `path` (`O_PATH`), the base every later open is resolved beneath.
+/// `what` names it in the error for a path with a NUL byte.
+pub(crate) fn open_base_dir(path: &Path, what: &str) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {what} path")))?;
+    // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat2(2)` of `path` relative to `dir` with `flags` (plus `O_CLOEXEC`) and the `resolve`
+/// restrictions (`RESOLVE_*`).
+pub(crate) fn openat2(dir: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+    // SAFETY: openat2 reads `how` (size given) and the NUL-terminated `path`; both outlive the
+    // call. The result is a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, dir, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative return is a descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// The root directory files are served from.
 #[derive(Debug)]
 pub struct Root {
@@ -62,15 +92,7 @@ pub struct Root {
 impl Root {
     /// Opens `path` as the root. With `follow_symlinks` false, no symlink is followed at all.
     pub fn open(path: &Path, follow_symlinks: bool) -> io::Result<Self> {
-        let c = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in root path"))?;
-        // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is checked.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        let dir = open_base_dir(path, "root")?;
         let mut root = Self { dir, follow_symlinks, has_openat2: true };
         // Probe openat2 once: ENOSYS means an old kernel (or a seccomp policy).
         if let Err(e) = root.openat2(c".", libc::O_PATH | libc::O_DIRECTORY) {
@@ -131,28 +153,12 @@ impl Root {
         Ok(file)
     }
 
-    fn openat2(&self, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    fn openat2(&self, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
         let mut resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
         if !self.follow_symlinks {
             resolve |= libc::RESOLVE_NO_SYMLINKS;
         }
-        let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
-        // SAFETY: openat2 reads `how` (size given) and the NUL-terminated `path`; both outlive the
-        // call. The result is a new descriptor or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.dir.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a non-negative return is a descriptor we now own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        openat2(self.dir.as_raw_fd(), path, flags, resolve)
     }
 
     /// Fallback for kernels without openat2: one component at a time, never following a link.

@@ -15,11 +15,12 @@
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::root::{open_base_dir, openat2};
 use crate::proto::netascii;
 
 /// Why an upload was refused or failed, each mapping to a TFTP error code.
@@ -67,13 +68,6 @@ pub struct WritePolicy {
     pub max_size: u64,
 }
 
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// The directory uploads go into.
 #[derive(Debug)]
 pub struct UploadRoot {
@@ -90,12 +84,7 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
 impl UploadRoot {
     /// Opens `path` as the upload root.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let c = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in upload path"))?;
-        // SAFETY: a NUL-terminated path; the result is checked.
-        let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
-        // SAFETY: a new descriptor we own.
-        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        let dir = open_base_dir(path, "upload")?;
         let mut root = Self { dir, has_openat2: true };
         if let Err(e) = root.open_dir(b".") {
             if e.raw_os_error() == Some(libc::ENOSYS) {
@@ -109,30 +98,11 @@ impl UploadRoot {
 
     /// Opens directory `rel` beneath the root without following any symlink.
     fn open_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
-        let flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
         if self.has_openat2 {
             let c = CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            let how = OpenHow {
-                flags,
-                mode: 0,
-                resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-            };
-            // SAFETY: openat2 reads `how` (size given) and the NUL-terminated path, both alive for
-            // the call; the result is a new descriptor or -1.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    self.dir.as_raw_fd(),
-                    c.as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a new descriptor we own.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+            let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+            return openat2(self.dir.as_raw_fd(), &c, flags, resolve);
         }
         // Old kernels: one component at a time, never following a link.
         let mut cur: Option<OwnedFd> = None;
@@ -140,7 +110,7 @@ impl UploadRoot {
             let c = CString::new(comp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             let base = cur.as_ref().map_or(self.dir.as_raw_fd(), AsRawFd::as_raw_fd);
             // SAFETY: `base` is a directory descriptor and `c` a NUL-terminated name.
-            let fd = cvt(unsafe { libc::openat(base, c.as_ptr(), flags as i32 | libc::O_NOFOLLOW) })?;
+            let fd = cvt(unsafe { libc::openat(base, c.as_ptr(), flags | libc::O_NOFOLLOW) })?;
             // SAFETY: a new descriptor we own.
             cur = Some(unsafe { OwnedFd::from_raw_fd(fd) });
         }
