@@ -13,11 +13,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_RUN, Outgoing, SockRef, Token, Via};
-use super::socket::{
-    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo, write_pktinfo,
-    write_segment_size,
-};
+use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, SockRef, Token, Via};
+use super::sendmsg;
+use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
 use super::worker::{Clock, WorkerControl};
 
 const KIND_LISTEN: u64 = 0;
@@ -52,7 +50,6 @@ pub(crate) struct EpollIo {
     free: Vec<u32>,
     ports: PortPicker,
     errors: Vec<(Token, i32)>,
-    cmsg: [u8; PKTINFO_SPACE],
     keep_listens: bool,
     /// Which runs of DATA go out as one send (UDP GSO).
     gso: GsoLimit,
@@ -77,7 +74,6 @@ impl EpollIo {
             free: Vec::new(),
             ports,
             errors: Vec::new(),
-            cmsg: [0; PKTINFO_SPACE],
             keep_listens: single_port,
             gso: GsoLimit::new(gso),
         };
@@ -170,37 +166,10 @@ impl Io for EpollIo {
         let Some(fd) = self.fd_of(out.via) else {
             return;
         };
-        let (addr, addr_len) = RawAddr::new(&out.to);
-        let mut iov = [
-            libc::iovec { iov_base: out.head.as_ptr() as *mut _, iov_len: out.head.len() },
-            libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
-        ];
-        let mut iovlen = 1;
-        if let Some(b) = out.body {
-            iov[1] = libc::iovec { iov_base: b.slice.ptr as *mut _, iov_len: b.slice.len };
-            iovlen = 2;
-        }
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
-        msg.msg_namelen = addr_len;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iovlen;
-        if let (Some(from), Via::Listen(_)) = (out.from, out.via) {
-            msg.msg_controllen = write_pktinfo(&from, &mut self.cmsg);
-            msg.msg_control = self.cmsg.as_mut_ptr().cast();
-        }
-        // SAFETY: every pointer in `msg` refers to memory that lives until the call returns: the
-        // address, the iovecs, the head, the control buffer, and the body, which its FileVersion
-        // (borrowed by `out`) keeps mapped.
-        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if rc < 0 {
-            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            // A full socket buffer loses the datagram like the network would; the retransmission
-            // timer recovers it. Only a fault concerns the transfer itself.
-            if let Some(token) = out.token {
-                self.errors.push((token, errno));
-            }
+        // A full socket buffer loses the datagram like the network would; the retransmission
+        // timer recovers it. Only a fault concerns the transfer itself.
+        if let (Err(errno), Some(token)) = (sendmsg::send_now(fd, &out), out.token) {
+            self.errors.push((token, errno));
         }
     }
 
@@ -211,32 +180,7 @@ impl Io for EpollIo {
         let Some(fd) = self.fd_of(run.via) else {
             return;
         };
-        let (addr, addr_len) = RawAddr::new(&run.to);
-        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * MAX_RUN];
-        for (i, s) in run.segs.iter().enumerate() {
-            iov[2 * i] = libc::iovec { iov_base: s.hdr.as_ptr() as *mut _, iov_len: 4 };
-            iov[2 * i + 1] = libc::iovec { iov_base: s.slice.ptr as *mut _, iov_len: s.slice.len };
-        }
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
-        msg.msg_namelen = addr_len;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = 2 * run.segs.len();
-        let used = match (run.from, run.via) {
-            (Some(from), Via::Listen(_)) => write_pktinfo(&from, &mut self.cmsg),
-            _ => 0,
-        };
-        // A run's segment length is a DATA packet's: at most 4 + 65464 bytes.
-        let seg = u16::try_from(run.segment_len()).unwrap_or(u16::MAX);
-        msg.msg_controllen = write_segment_size(&mut self.cmsg, used, seg);
-        msg.msg_control = self.cmsg.as_mut_ptr().cast();
-        // SAFETY: every pointer in `msg` refers to memory that lives until the call returns: the
-        // address, the iovecs, the headers in `run`, the control buffer, and the slices, which
-        // the run's FileVersion keeps mapped.
-        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if rc < 0 {
-            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if let Err(errno) = sendmsg::send_run_now(fd, &run) {
             if gso_refused(errno) {
                 self.gso.refused(run.segment_len(), errno);
                 return run.send_each(self);

@@ -30,10 +30,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::engine::Engine;
 use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_HEAD, MAX_RUN, Outgoing, SockRef, Token, Via};
-use super::socket::{
-    PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo, write_pktinfo,
-    write_segment_size,
-};
+use super::sendmsg;
+use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
 use super::worker::{Clock, RX_SIZE, WorkerControl};
 use crate::config::Config;
 use crate::fs::FileVersion;
@@ -439,31 +437,28 @@ impl Io for UringIo {
             return;
         };
         let Some(idx) = self.free_sends.pop() else {
-            // No slot: send synchronously rather than lose the datagram.
-            send_now(fd, &out);
+            // No slot: send synchronously rather than lose the datagram (control packets only in
+            // practice: the engine checks for room before DATA). A failure is a lost datagram.
+            let _ = sendmsg::send_now(fd, &out);
             return;
         };
         let slot = &mut self.sends[idx as usize];
         let n = out.head.len().min(MAX_HEAD);
         slot.head[..n].copy_from_slice(&out.head[..n]);
-        let (addr, addr_len) = RawAddr::new(&out.to);
-        slot.addr = addr;
-        slot.iov[0] = libc::iovec { iov_base: slot.head.as_mut_ptr().cast(), iov_len: n };
-        slot.msg.msg_iovlen = 1;
-        if let Some(b) = out.body {
-            slot.iov[1] = libc::iovec { iov_base: b.slice.ptr as *mut _, iov_len: b.slice.len };
-            slot.msg.msg_iovlen = 2;
-            slot.keep = Some(Rc::clone(b.file));
-        }
-        slot.msg.msg_name = (&mut slot.addr as *mut RawAddr).cast();
-        slot.msg.msg_namelen = addr_len;
-        slot.msg.msg_iov = slot.iov.as_mut_ptr();
-        slot.msg.msg_control = std::ptr::null_mut();
-        slot.msg.msg_controllen = 0;
-        if let (Some(from), Via::Listen(_)) = (out.from, out.via) {
-            slot.msg.msg_controllen = write_pktinfo(&from, &mut slot.cmsg);
-            slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
-        }
+        let iov_len = sendmsg::datagram_iov(&slot.head[..n], out.body, &mut slot.iov);
+        slot.keep = out.body.map(|b| Rc::clone(b.file));
+        let control_len = sendmsg::source_control(out.via, out.from, &mut slot.cmsg);
+        let addr_len;
+        (slot.addr, addr_len) = RawAddr::new(&out.to);
+        sendmsg::set_message(
+            &mut slot.msg,
+            &mut slot.addr,
+            addr_len,
+            &mut slot.iov,
+            iov_len,
+            &mut slot.cmsg,
+            control_len,
+        );
         slot.token = out.token;
         let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data(ud(KIND_SEND, 0, idx));
         self.push(&sqe);
@@ -480,60 +475,25 @@ impl Io for UringIo {
             return run.send_each(self);
         };
         let slot = &mut self.runs[idx as usize];
-        for (i, s) in run.segs.iter().enumerate() {
-            slot.hdrs[i] = s.hdr;
-            slot.iov[2 * i] = libc::iovec { iov_base: slot.hdrs[i].as_mut_ptr().cast(), iov_len: 4 };
-            slot.iov[2 * i + 1] = libc::iovec { iov_base: s.slice.ptr as *mut _, iov_len: s.slice.len };
-        }
+        let iov_len = sendmsg::run_iov(run.segs, &mut slot.hdrs, &mut slot.iov);
         slot.keep = Some(Rc::clone(run.file));
         slot.token = Some(run.token);
         slot.seg = run.segment_len();
-        let (addr, addr_len) = RawAddr::new(&run.to);
-        slot.addr = addr;
-        slot.msg.msg_name = (&mut slot.addr as *mut RawAddr).cast();
-        slot.msg.msg_namelen = addr_len;
-        slot.msg.msg_iov = slot.iov.as_mut_ptr();
-        slot.msg.msg_iovlen = 2 * run.segs.len();
-        let used = match (run.from, run.via) {
-            (Some(from), Via::Listen(_)) => write_pktinfo(&from, &mut slot.cmsg),
-            _ => 0,
-        };
-        // A run's segment length is a DATA packet's: at most 4 + 65464 bytes.
-        let seg = u16::try_from(run.segment_len()).unwrap_or(u16::MAX);
-        slot.msg.msg_controllen = write_segment_size(&mut slot.cmsg, used, seg);
-        slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
+        let control_len = sendmsg::run_control(&run, &mut slot.cmsg);
+        let addr_len;
+        (slot.addr, addr_len) = RawAddr::new(&run.to);
+        sendmsg::set_message(
+            &mut slot.msg,
+            &mut slot.addr,
+            addr_len,
+            &mut slot.iov,
+            iov_len,
+            &mut slot.cmsg,
+            control_len,
+        );
         let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data(ud(KIND_RUN, 0, idx));
         self.push(&sqe);
     }
-}
-
-/// A synchronous `sendmsg` for when every send slot is busy (control packets only in practice:
-/// the engine checks for room before DATA, but a body is sent whole all the same).
-fn send_now(fd: RawFd, out: &Outgoing<'_>) {
-    let (addr, addr_len) = RawAddr::new(&out.to);
-    let mut iov = [
-        libc::iovec { iov_base: out.head.as_ptr() as *mut _, iov_len: out.head.len() },
-        libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
-    ];
-    let mut iovlen = 1;
-    if let Some(b) = out.body {
-        iov[1] = libc::iovec { iov_base: b.slice.ptr as *mut _, iov_len: b.slice.len };
-        iovlen = 2;
-    }
-    // SAFETY: plain data; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
-    msg.msg_namelen = addr_len;
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = iovlen;
-    let mut cmsg = [0u8; PKTINFO_SPACE];
-    if let (Some(from), Via::Listen(_)) = (out.from, out.via) {
-        msg.msg_controllen = write_pktinfo(&from, &mut cmsg);
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-    }
-    // SAFETY: all pointers in `msg` refer to locals, to `out.head`, or to the body, which the
-    // FileVersion borrowed by `out` keeps mapped; the call is synchronous.
-    unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
 }
 
 /// Handles one completion.
