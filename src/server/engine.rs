@@ -455,28 +455,26 @@ impl Engine {
             }),
             Ok(rel) => self.files.get(rel, now),
         };
-        let refusal = match &file {
-            Ok(_) => None,
-            Err(OpenError::NotFound) => {
-                Counters::add(&self.counters.not_found, 1);
-                debug!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), "file not found");
-                Some((ErrorCode::FILE_NOT_FOUND, "file not found"))
-            }
-            Err(e @ (OpenError::Denied | OpenError::NotRegular)) => {
-                Counters::add(&self.counters.refused, 1);
-                info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "request refused");
-                Some((ErrorCode::ACCESS_VIOLATION, "access violation"))
-            }
-            Err(OpenError::Io(err)) => {
-                Counters::add(&self.counters.refused, 1);
-                warn!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), error = %err, "cannot open file");
-                Some((ErrorCode::NOT_DEFINED, "cannot read file"))
-            }
-        };
-        let file = match (file, refusal) {
-            (Ok(f), None) => f,
-            (_, refusal) => {
-                let (code, msg) = refusal.unwrap_or((ErrorCode::NOT_DEFINED, "cannot read file"));
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                let (code, msg) = match e {
+                    OpenError::NotFound => {
+                        Counters::add(&self.counters.not_found, 1);
+                        debug!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), "file not found");
+                        (ErrorCode::FILE_NOT_FOUND, "file not found")
+                    }
+                    OpenError::Denied | OpenError::NotRegular => {
+                        Counters::add(&self.counters.refused, 1);
+                        info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "request refused");
+                        (ErrorCode::ACCESS_VIOLATION, "access violation")
+                    }
+                    OpenError::Io(err) => {
+                        Counters::add(&self.counters.refused, 1);
+                        warn!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), error = %err, "cannot open file");
+                        (ErrorCode::NOT_DEFINED, "cannot read file")
+                    }
+                };
                 self.reply(io, d.via, d.peer, d.local, code, msg);
                 return None;
             }
