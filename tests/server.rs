@@ -2,6 +2,7 @@
 //! clients (tftp-hpa, atftp, curl, busybox) and by a packet-level client. Every test that
 //! touches the I/O path runs on both backends.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -13,18 +14,6 @@ use bootstorm::proto::wire::{Mode, Packet, RequestKind};
 use common::*;
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Generates one test per backend from `fn name(io: &str)`.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod on_uring {
-            $( #[test] fn $name() { super::$name("uring") } )*
-        }
-        mod on_epoll {
-            $( #[test] fn $name() { super::$name("epoll") } )*
-        }
-    };
-}
 
 both_backends!(
     tftp_hpa_octet_and_netascii,

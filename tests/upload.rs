@@ -2,6 +2,7 @@
 //! refusal with its exact ERROR code and the file system afterwards, an upload abandoned halfway,
 //! a disk that fills up, and two uploads racing for one name.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -13,17 +14,6 @@ use bootstorm::proto::wire::{self, Mode, Packet, RequestKind};
 use common::*;
 
 const SEC: Duration = Duration::from_secs(1);
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod on_uring {
-            $( #[test] fn $name() { super::$name("uring") } )*
-        }
-        mod on_epoll {
-            $( #[test] fn $name() { super::$name("epoll") } )*
-        }
-    };
-}
 
 both_backends!(
     real_clients_push_files,

@@ -13,6 +13,19 @@ use std::time::{Duration, Instant};
 use bootstorm::proto::wire::{self, Mode, Packet, RequestKind};
 use bootstorm::proto::{ClientConfig, ClientOutcome, ClientTransmit, ReadClient, RequestOptions, Timestamp};
 
+/// Generates one test per backend from `fn name(io: &str)`.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_uring {
+            $( #[test] fn $name() { super::$name("uring") } )*
+        }
+        mod on_epoll {
+            $( #[test] fn $name() { super::$name("epoll") } )*
+        }
+    };
+}
+
 /// Files every test root holds.
 pub struct Root {
     pub dir: tempfile::TempDir,
