@@ -194,6 +194,16 @@ struct RunArgs {
     json: bool,
 }
 
+/// Prints `report` as one line of JSON (for the harness) or as the text `human` makes of it.
+fn print_report<T: serde::Serialize>(json: bool, report: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", human(report));
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -203,15 +213,9 @@ fn main() -> anyhow::Result<()> {
                 Some(n) => ceiling::measure_gso(size, n, duration)?,
                 None => ceiling::measure(size, duration)?,
             };
-            if json {
-                println!("{}", serde_json::to_string(&c)?);
-            } else {
-                println!(
-                    "raw UDP ceiling: {:.1} MB/s ({:.0} datagrams/s of {} bytes)",
-                    c.mbps, c.datagrams_per_s, size
-                );
-            }
-            Ok(())
+            print_report(json, &c, |c| {
+                format!("raw UDP ceiling: {:.1} MB/s ({:.0} datagrams/s of {} bytes)", c.mbps, c.datagrams_per_s, size)
+            })
         }
         Some(Cmd::Reflect { server, file, options, requests, spread, window, json }) => {
             raise_fd_limit();
@@ -223,10 +227,8 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs_f64(spread),
                 Duration::from_secs_f64(window),
             )?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
+            print_report(json, &r, |r| {
+                format!(
                     "{} requests ({} B on the wire): {} datagrams back ({} B), amplification {:.1}x, {:.2} datagrams per request, last {:.1} s after its request",
                     r.requests,
                     r.request_bytes_on_wire,
@@ -235,9 +237,8 @@ fn main() -> anyhow::Result<()> {
                     r.amplification,
                     r.packets_per_request,
                     r.last_packet_after_s
-                );
-            }
-            Ok(())
+                )
+            })
         }
         Some(Cmd::Flood { server, file, options, rate, duration, sources, wait, json }) => {
             raise_fd_limit();
@@ -250,10 +251,8 @@ fn main() -> anyhow::Result<()> {
                 sources,
                 Duration::from_secs_f64(wait),
             )?;
-            if json {
-                println!("{}", serde_json::to_string(&f)?);
-            } else {
-                println!(
+            print_report(json, &f, |f| {
+                format!(
                     "{} requests at {}/s from {} sources: {} served, {} refused busy, {} other errors, {} silent ({:.1}% answered; answer p50 {:.2} ms p99 {:.2} ms)",
                     f.requests,
                     f.rate,
@@ -265,9 +264,8 @@ fn main() -> anyhow::Result<()> {
                     f.answered_share * 100.0,
                     f.answer_p50_ms,
                     f.answer_p99_ms
-                );
-            }
-            Ok(())
+                )
+            })
         }
         Some(Cmd::Run(args)) => run(*args),
         None => run(cli.run),
@@ -403,11 +401,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let report = Report::new(&stats, elapsed, makespan, cpu, pid.and_then(proc::rss_kb));
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.human());
-    }
+    print_report(json, &report, |r| r.human().trim_end().to_string())?;
     if report.transfers_failed > 0 {
         std::process::exit(2);
     }
