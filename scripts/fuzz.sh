@@ -10,9 +10,18 @@ export RUSTC_BOOTSTRAP=1
 for t in decode read_transfer write_transfer client; do
     mkdir -p "fuzz/corpus/$t"
     echo "fuzzing $t for ${secs}s" >&2
+    # Only the summary lines are shown; the status is cargo-fuzz's (a build failure, a crash or
+    # a leak is non-zero).
+    status=0
     cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==|INFO: -max_total_time|.*ERROR|.*panicked)" || true
-    # A crash leaves an artifact and a non-zero status; make it fail the run.
+        -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
+        { grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==|INFO: -max_total_time|.*ERROR|.*panicked|error)" || true; } ||
+        status=${PIPESTATUS[0]}
+    if [ "$status" -ne 0 ]; then
+        echo "fuzz target $t failed (cargo fuzz exit status $status)" >&2
+        exit 1
+    fi
+    # A crash also leaves an artifact.
     if ls fuzz/artifacts/"$t"/crash-* >/dev/null 2>&1; then
         echo "fuzz target $t found a crash: fuzz/artifacts/$t/" >&2
         exit 1
