@@ -199,26 +199,65 @@ pub(crate) fn interface_mtu(ifindex: u32) -> Option<u32> {
     u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
 }
 
+/// One IPv4 address of an interface, as `getifaddrs` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InterfaceAddr {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) prefix: u8,
+    /// The broadcast address configured with the address, as reported. glibc reports the
+    /// address itself when none was configured (`ip addr add 198.18.7.1/24 dev x`, no `brd`).
+    pub(crate) broadcast: Option<Ipv4Addr>,
+}
+
 /// The IPv4 broadcast addresses of this host's interfaces (requests sent to them are ignored).
 pub(crate) fn broadcast_addresses() -> Vec<Ipv4Addr> {
+    broadcasts_of(&interface_addrs())
+}
+
+/// The broadcast addresses of `addrs`: the directed broadcast of each prefix that has one (not
+/// /31 or /32, RFC 3021), and each configured broadcast address; never an address of this host,
+/// whatever an interface reports.
+pub(crate) fn broadcasts_of(addrs: &[InterfaceAddr]) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for a in addrs {
+        if a.prefix <= 30 {
+            let host_mask = u32::MAX >> a.prefix;
+            out.push(Ipv4Addr::from(u32::from(a.ip) | host_mask));
+        }
+        out.extend(a.broadcast);
+    }
+    out.retain(|b| !b.is_unspecified() && !addrs.iter().any(|a| a.ip == *b));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The IPv4 addresses of this host's interfaces with their prefixes.
+fn interface_addrs() -> Vec<InterfaceAddr> {
     let mut out = Vec::new();
     let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut ifs) } != 0 {
         return out;
     }
+    let v4 = |sa: *const libc::sockaddr| -> Option<Ipv4Addr> {
+        // SAFETY: a non-null sockaddr from getifaddrs; its family says how long it is.
+        if sa.is_null() || unsafe { i32::from((*sa).sa_family) } != libc::AF_INET {
+            return None;
+        }
+        // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+        let sin = unsafe { &*sa.cast::<libc::sockaddr_in>() };
+        Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+    };
     let mut cur = ifs;
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
-        let has_broadcast = ifa.ifa_flags & libc::IFF_BROADCAST as u32 != 0;
-        let dst = ifa.ifa_ifu;
-        // SAFETY: with IFF_BROADCAST, ifa_ifu is the broadcast address; we read it only when it
-        // is an AF_INET sockaddr.
-        if has_broadcast && !dst.is_null() && unsafe { i32::from((*dst).sa_family) } == libc::AF_INET {
-            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
-            let sin = unsafe { &*(dst as *const libc::sockaddr_in) };
-            out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+        if let (Some(ip), Some(mask)) = (v4(ifa.ifa_addr), v4(ifa.ifa_netmask)) {
+            // With IFF_BROADCAST, ifa_ifu is the broadcast address (else the point-to-point peer).
+            let has_broadcast = ifa.ifa_flags & libc::IFF_BROADCAST as u32 != 0;
+            let broadcast = if has_broadcast { v4(ifa.ifa_ifu) } else { None };
+            out.push(InterfaceAddr { ip, prefix: u32::from(mask).leading_ones() as u8, broadcast });
         }
         cur = ifa.ifa_next;
     }
@@ -295,6 +334,35 @@ mod tests {
             got.extend_from_slice(&buf[..len]);
         }
         assert_eq!(got, payload);
+    }
+
+    #[test]
+    fn broadcasts_are_directed_broadcasts_never_local_addresses() {
+        let a = |ip: &str, prefix, brd: Option<&str>| InterfaceAddr {
+            ip: ip.parse().unwrap(),
+            prefix,
+            broadcast: brd.map(|b| b.parse().unwrap()),
+        };
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        // `ip addr add 198.18.7.1/24` without `brd`: glibc reports the address itself.
+        assert_eq!(broadcasts_of(&[a("198.18.7.1", 24, Some("198.18.7.1"))]), [ip("198.18.7.255")]);
+        // With `brd +`.
+        assert_eq!(broadcasts_of(&[a("198.18.7.1", 24, Some("198.18.7.255"))]), [ip("198.18.7.255")]);
+        // /31 and /32 have none (RFC 3021): both ends of a /31 are hosts.
+        assert!(broadcasts_of(&[a("198.18.10.0", 31, Some("198.18.10.0")), a("198.18.11.1", 32, None)]).is_empty());
+        assert!(broadcasts_of(&[a("198.18.10.1", 31, Some("198.18.10.1"))]).is_empty());
+        // Several addresses: another address's broadcast is never a local address.
+        let several = [a("198.18.7.1", 24, Some("198.18.7.1")), a("198.18.7.255", 32, None), a("198.18.9.1", 23, None)];
+        assert_eq!(broadcasts_of(&several), [ip("198.18.9.255")]);
+        // An explicit broadcast address other than the directed one is kept.
+        assert_eq!(
+            broadcasts_of(&[a("198.18.7.1", 24, Some("198.18.7.127"))]),
+            [ip("198.18.7.127"), ip("198.18.7.255")]
+        );
+        // This host's addresses are never among them.
+        let here = interface_addrs();
+        assert!(here.iter().any(|x| x.ip == Ipv4Addr::LOCALHOST));
+        assert!(broadcast_addresses().iter().all(|b| !here.iter().any(|x| x.ip == *b)));
     }
 
     #[test]
