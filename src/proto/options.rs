@@ -60,11 +60,15 @@ pub struct Negotiated {
     /// The transfer size announced in the OACK: the file's size on a read, the client's on a write.
     pub tsize: Option<u64>,
     acked: u8,
+    /// The OACK's options in the client's order: two bits each (see [`OPTION_BITS`]), first
+    /// option lowest.
+    order: u8,
 }
 
 impl Negotiated {
     /// Parameters of a transfer without options (RFC 1350).
-    pub const PLAIN: Self = Self { blksize: DEFAULT_BLKSIZE, windowsize: 1, timeout: None, tsize: None, acked: 0 };
+    pub const PLAIN: Self =
+        Self { blksize: DEFAULT_BLKSIZE, windowsize: 1, timeout: None, tsize: None, acked: 0, order: 0 };
 
     /// Whether any option was accepted, so that the server answers with an OACK
     /// rather than with DATA 1 (read) or ACK 0 (write).
@@ -87,17 +91,61 @@ impl Negotiated {
                 continue;
             }
             written |= bit;
-            let value = match bit {
-                BLKSIZE => u64::from(self.blksize),
-                TIMEOUT => u64::from(self.timeout.unwrap_or(0)),
-                TSIZE => self.tsize.unwrap_or(0),
-                _ => u64::from(self.windowsize),
-            };
+            w.option(name, self.value(bit))?;
+        }
+        Ok(w.finish())
+    }
+
+    /// Which options the OACK carries and in what order (two bytes), for
+    /// [`with_shape`](Self::with_shape): what a transfer keeps to write its OACK again once the
+    /// request is gone.
+    pub fn shape(&self) -> OackShape {
+        OackShape { acked: self.acked, order: self.order }
+    }
+
+    /// The negotiation with these values and the options of `shape`.
+    pub fn with_shape(
+        shape: OackShape,
+        blksize: u16,
+        windowsize: u16,
+        timeout: Option<u8>,
+        tsize: Option<u64>,
+    ) -> Self {
+        Self { blksize, windowsize, timeout, tsize, acked: shape.acked, order: shape.order }
+    }
+
+    /// Writes the OACK again without the request: the same options with the same values in the
+    /// same order, names in lower case (option names are case-insensitive, RFC 2347).
+    pub fn encode_oack_again(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut w = OackWriter::new(out)?;
+        for i in 0..self.acked.count_ones() {
+            let (name, bit) = OPTION_BITS[usize::from((self.order >> (2 * i)) & 3)];
+            let value = self.value(bit);
             w.option(name, value)?;
         }
         Ok(w.finish())
     }
+
+    fn value(&self, bit: u8) -> u64 {
+        match bit {
+            BLKSIZE => u64::from(self.blksize),
+            TIMEOUT => u64::from(self.timeout.unwrap_or(0)),
+            TSIZE => self.tsize.unwrap_or(0),
+            _ => u64::from(self.windowsize),
+        }
+    }
 }
+
+/// Which options an OACK carries, in the client's order: what a transfer keeps of its request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OackShape {
+    acked: u8,
+    order: u8,
+}
+
+/// The options an OACK can carry, by their two-bit code in [`Negotiated`]'s order.
+const OPTION_BITS: [(&[u8], u8); 4] =
+    [(b"blksize", BLKSIZE), (b"timeout", TIMEOUT), (b"tsize", TSIZE), (b"windowsize", WINDOWSIZE)];
 
 fn option_bit(name: &[u8]) -> Option<u8> {
     if name.eq_ignore_ascii_case(b"blksize") {
@@ -178,6 +226,18 @@ pub fn negotiate(
             let cap = limits.max_windowsize.clamp(1, MAX_WINDOWSIZE);
             n.windowsize = (v as u16).min(cap);
             n.acked |= WINDOWSIZE;
+        }
+    }
+    // The order of the accepted options, first occurrences, as the OACK lists them.
+    let mut seen = 0u8;
+    let mut count = 0;
+    for (name, _) in requested.iter() {
+        let Some(code) = OPTION_BITS.iter().position(|(n, _)| name.eq_ignore_ascii_case(n)) else { continue };
+        let bit = OPTION_BITS[code].1;
+        if n.acked & bit != 0 && seen & bit == 0 {
+            seen |= bit;
+            n.order |= (code as u8) << (2 * count);
+            count += 1;
         }
     }
     n
@@ -296,6 +356,23 @@ mod tests {
         let n = negotiate(READ, Mode::Octet, &o, Some(77), Limits::default(), None);
         assert_eq!(n.blksize, 1432, "first occurrence wins");
         assert_eq!(oack(&n, &o), b"\x00\x06BLKSIZE\x001432\x00TSize\x0077\x00");
+    }
+
+    #[test]
+    fn oack_written_again_from_its_shape() {
+        let r = req("BLKSIZE 1432 foo bar TSize 0 blksize 512 windowsize 4 timeout 3");
+        let o = opts(&r);
+        let n = negotiate(READ, Mode::Octet, &o, Some(77), Limits::default(), None);
+        let again = Negotiated::with_shape(n.shape(), n.blksize, n.windowsize, n.timeout, n.tsize);
+        assert_eq!(again, n);
+        let mut buf = [0u8; 512];
+        let len = again.encode_oack_again(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"\x00\x06blksize\x001432\x00tsize\x0077\x00windowsize\x004\x00timeout\x003\x00");
+        let r = req("tsize 0 blksize 1468 windowsize 4");
+        let o = opts(&r);
+        let n = negotiate(READ, Mode::Octet, &o, Some(5), Limits::default(), None);
+        let len = n.encode_oack_again(&mut buf).unwrap();
+        assert_eq!(&buf[..len], oack(&n, &o), "the same bytes as the first OACK for a lower-case request");
     }
 
     #[test]

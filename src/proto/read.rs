@@ -14,17 +14,20 @@
 //! 4. drops it once [`outcome`](ReadTransfer::outcome) is `Some`.
 //!
 //! # Policy
-//! - Until the client acknowledges something, nothing is resent on a timer: each request datagram
-//!   gets at most one answer, so a spoofed request costs its victim one packet. Clients repeat
-//!   their request when the answer is lost. How long such a transfer waits is the server's
-//!   choice, not the request's: its timeout option can stretch the wait to at most twice the
-//!   server's patience (enough for one retransmission by a slow client).
+//! - Until the client acknowledges something, the first answer (OACK or DATA 1) is resent on a
+//!   timer exactly once, after the initial timeout (or the client's negotiated `timeout`): a
+//!   lost ACK 0 or ACK 1 is recovered without waiting for the client, as RFC 1123 §4.2.3.2
+//!   expects of a sender, while a spoofed request costs its victim at most two datagrams. Clients
+//!   also repeat their request when the answer is lost; each repeat is answered once and arms the
+//!   one timed resend again. How long such a transfer waits is the server's choice, not the
+//!   request's: its timeout option can stretch the wait to at most twice the server's patience
+//!   (enough for one retransmission by a slow client).
 //! - Duplicate ACKs never cause a resend; only the adaptive timeout does.
 //! - An ERROR 0 or 8 right after the OACK is the UEFI size probe: a normal, quiet end.
 //! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
 
 use super::error::ErrorCode;
-use super::options::Negotiated;
+use super::options::{Negotiated, OackShape};
 use super::sender::{AckEffect, RetransmitConfig, TimeoutEffect, WindowSender};
 use super::time::Timestamp;
 use super::wire::Packet;
@@ -32,7 +35,9 @@ use super::wire::Packet;
 /// What to send next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transmit {
-    /// The OACK (encoded by the owner from the request with [`Negotiated::encode_oack`]).
+    /// The OACK: encoded by the owner from the request with [`Negotiated::encode_oack`] as the
+    /// first answer, or from [`ReadTransfer::oack`] with [`Negotiated::encode_oack_again`] when
+    /// it is sent again on a timer.
     Oack,
     /// A DATA packet of `len` bytes of the file starting at `offset`.
     Data {
@@ -127,6 +132,27 @@ enum Phase {
     Done(Outcome),
 }
 
+/// Where the first answer (OACK or DATA 1) stands while nothing is acknowledged: one byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum First {
+    /// Due, never sent yet.
+    Unsent,
+    /// Due again: the client repeated its request.
+    Repeat,
+    /// Sent; its one timed resend is armed (the sender's deadline).
+    Armed,
+    /// Due again: the timed resend.
+    Timed,
+    /// Sent, and nothing more is due on a timer.
+    Spent,
+}
+
+impl First {
+    fn is_due(self) -> bool {
+        matches!(self, Self::Unsent | Self::Repeat | Self::Timed)
+    }
+}
+
 /// A read transfer in progress.
 #[derive(Clone, Debug)]
 pub struct ReadTransfer {
@@ -134,12 +160,13 @@ pub struct ReadTransfer {
     phase: Phase,
     started: Timestamp,
     retransmits: u32,
-    /// The first answer (OACK or DATA 1) is due.
-    first_due: bool,
-    /// How many times the first answer was sent.
-    first_sends: u8,
+    /// When a transfer nobody has acknowledged is forgotten, in [`EXPIRY_UNIT`]s from `started`.
+    expires: u16,
+    first: First,
     /// The client's negotiated timeout in seconds (0 = none).
     client_timeout: u8,
+    /// The options of the OACK, to write it again.
+    oack_shape: OackShape,
 }
 
 impl ReadTransfer {
@@ -157,14 +184,27 @@ impl ReadTransfer {
             phase: Phase::Unconfirmed { oack },
             started: now,
             retransmits: 0,
-            first_due: true,
-            first_sends: 0,
+            expires: expiry_units(now, expires),
+            first: First::Unsent,
             client_timeout: negotiated.timeout.unwrap_or(0),
+            oack_shape: negotiated.shape(),
         }
+    }
+
+    /// The negotiation this transfer runs with, for writing its OACK again.
+    pub fn oack(&self) -> Negotiated {
+        let s = &self.sender;
+        let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
+        Negotiated::with_shape(self.oack_shape, s.blksize(), s.window(), timeout, Some(s.size()))
     }
 
     fn cfg(&self, cfg: &RetransmitConfig) -> RetransmitConfig {
         cfg.with_client_timeout((self.client_timeout != 0).then_some(self.client_timeout))
+    }
+
+    /// When a transfer nobody has acknowledged is given up.
+    fn expires(&self) -> Timestamp {
+        self.started + EXPIRY_UNIT * u32::from(self.expires)
     }
 
     /// Handles a packet from the client (the owner has checked that it comes from the client's
@@ -216,11 +256,13 @@ impl ReadTransfer {
         let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
         match self.phase {
             Phase::Unconfirmed { oack, .. } => {
-                self.first_due = true;
+                self.first = First::Repeat;
                 if !oack {
                     self.sender.rewind();
                 }
-                self.sender.set_deadline(now + unconfirmed_wait(base, timeout));
+                let expires = now + unconfirmed_wait(base, timeout);
+                self.expires = expiry_units(self.started, expires);
+                self.sender.set_deadline(expires);
                 Repeat::ResendFirst
             }
             Phase::Sending if self.sender.all_sent() => {
@@ -237,8 +279,17 @@ impl ReadTransfer {
     pub fn handle_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
         let cfg = self.cfg(cfg);
         match self.phase {
-            Phase::Unconfirmed { .. } if now >= self.sender.deadline() => {
+            Phase::Unconfirmed { .. } if now >= self.expires() => {
                 self.phase = Phase::Done(Outcome::TimedOut);
+            }
+            Phase::Unconfirmed { oack } if self.first == First::Armed && now >= self.sender.deadline() => {
+                //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.2
+                //# TFTP [...] MUST use an adaptive timeout.
+                // The first answer or the client's first ACK was lost: send it again, once.
+                self.first = First::Timed;
+                if !oack {
+                    self.sender.rewind();
+                }
             }
             Phase::Sending => match self.sender.on_timeout(now, &cfg) {
                 TimeoutEffect::GiveUp => self.phase = Phase::Done(Outcome::TimedOut),
@@ -269,21 +320,32 @@ impl ReadTransfer {
                 self.phase = Phase::Done(Outcome::Aborted(code));
                 Some(Transmit::Error { code, message: reason.message() })
             }
-            Phase::Unconfirmed { oack } if self.first_due => {
-                self.first_due = false;
-                self.first_sends = self.first_sends.saturating_add(1);
-                if self.first_sends > 1 {
+            Phase::Unconfirmed { oack } if self.first.is_due() => {
+                if self.first != First::Unsent {
                     self.retransmits += 1;
                 }
-                if oack {
+                let timed = self.first == First::Timed;
+                let t = if oack {
                     self.sender.handshake_sent(now);
-                    return Some(Transmit::Oack);
+                    Some(Transmit::Oack)
+                } else {
+                    let t = self.data(now, &cfg);
+                    if !timed {
+                        // A repeated request shows the earlier copy was lost: the sample is
+                        // unambiguous. A timer-driven resend's is not (Karn's rule).
+                        self.sender.retime_last_sent(now);
+                    }
+                    t
+                };
+                // One timed resend per answer to a request, never one after a timed resend.
+                let expires = self.expires();
+                if timed {
+                    self.first = First::Spent;
+                    self.sender.set_deadline(expires);
+                } else {
+                    self.first = First::Armed;
+                    self.sender.set_deadline((now + cfg.rto.initial).min(expires));
                 }
-                let expires = self.sender.deadline();
-                let t = self.data(now, &cfg);
-                self.sender.retime_last_sent(now);
-                // No timer-driven resend before the client has acknowledged anything.
-                self.sender.set_deadline(expires);
                 t
             }
             Phase::Sending => self.data(now, &cfg),
@@ -313,7 +375,7 @@ impl ReadTransfer {
     pub fn wants_transmit(&self) -> bool {
         match self.phase {
             Phase::Failing { .. } => true,
-            Phase::Unconfirmed { .. } => self.first_due,
+            Phase::Unconfirmed { .. } => self.first.is_due(),
             Phase::Sending => self.sender.can_send(),
             Phase::Done(_) => false,
         }
@@ -351,6 +413,16 @@ impl ReadTransfer {
     pub fn sender(&self) -> &WindowSender {
         &self.sender
     }
+}
+
+/// The unit of an unconfirmed transfer's expiry: it is kept in two bytes, rounded up, and at
+/// most 655 s after the transfer started (longer than any silence a request can buy).
+const EXPIRY_UNIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// `to` in [`EXPIRY_UNIT`]s after `from`, rounded up, saturating.
+fn expiry_units(from: Timestamp, to: Timestamp) -> u16 {
+    let unit = EXPIRY_UNIT.as_micros();
+    u16::try_from(to.saturating_since(from).as_micros().div_ceil(unit)).unwrap_or(u16::MAX)
 }
 
 /// How long a transfer nobody has acknowledged waits: the server's patience, or twice the

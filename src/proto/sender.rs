@@ -37,16 +37,18 @@ impl Default for RetransmitConfig {
 }
 
 impl RetransmitConfig {
-    /// The settings for a transfer whose client negotiated `timeout` seconds (RFC 2349): the
-    /// first retransmission waits that long unless a round trip has been measured, no wait is
-    /// ever longer, and patience grows to `max_retries` such waits.
+    /// The settings for a transfer whose client negotiated `timeout` seconds (RFC 2349): every
+    /// retransmission waits exactly that long (the adaptive timeout does not apply: the client
+    /// asked not to be sent to again sooner), and patience grows to `max_retries` such waits.
     pub fn with_client_timeout(&self, timeout: Option<u8>) -> Self {
         match timeout {
             None => *self,
             Some(t) => {
                 let t = Duration::from_secs(u64::from(t));
+                //= https://www.rfc-editor.org/rfc/rfc2349#section-2
+                //# #secs  The number of seconds to wait before retransmitting
                 Self {
-                    rto: RtoBounds { initial: t, min: self.rto.min.min(t), max: t },
+                    rto: RtoBounds { initial: t, min: t, max: t },
                     max_retries: self.max_retries,
                     patience: self.patience.max(t * u32::from(self.max_retries)),
                 }
@@ -442,6 +444,7 @@ mod tests {
     fn client_timeout_option_bounds_the_rto() {
         let c = RetransmitConfig::default().with_client_timeout(Some(2));
         assert_eq!(c.rto.initial, Duration::from_secs(2));
+        assert_eq!(c.rto.min, Duration::from_secs(2), "no retransmission sooner than asked");
         assert_eq!(c.rto.max, Duration::from_secs(2));
         assert_eq!(c.patience, Duration::from_secs(12));
         assert_eq!(RetransmitConfig::default().with_client_timeout(None), RetransmitConfig::default());

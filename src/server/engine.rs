@@ -11,8 +11,8 @@
 //!   on first use) or per file version (a mapping), and the tables keep their capacity.
 //! - Nothing here blocks: file opens are `openat2` on the page cache, everything else is memory.
 //! - A transfer lives and dies on the worker whose socket received its request.
-//! - Every request datagram gets at most one answer; unconfirmed clients are never resent to on a
-//!   timer (see [`crate::proto::read`]).
+//! - Every request datagram gets at most two answers: the first, and one resend on a timer while
+//!   the client has acknowledged nothing (see [`crate::proto::read`]).
 //! - Uploads write to a temporary file as blocks arrive; syncing and renaming it into place waits
 //!   for the disk, so it happens on the commit thread (`commit.rs`), and the final ACK leaves
 //!   only once it succeeded.
@@ -883,8 +883,13 @@ fn transmit_read_run<I: Io>(
                 io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
                 return true;
             }
-            // Only ever produced as a first answer, which `send_first` handles.
-            Transmit::Oack => {}
+            // The first answer sent again on its timer (`send_first` sends it the first time,
+            // from the request): written from what the transfer kept of its negotiation.
+            Transmit::Oack => {
+                let n = xfer.oack().encode_oack_again(head).unwrap_or(0);
+                io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: Some(token) });
+                sent = true;
+            }
         }
     }
     if !run.is_empty() {

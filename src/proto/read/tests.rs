@@ -120,31 +120,83 @@ fn pxelinux_close_after_final_block_is_success() {
 }
 
 #[test]
-fn no_timer_resend_before_first_ack_one_answer_per_request() {
+fn first_answer_resent_once_on_a_timer_then_only_per_request() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
     assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
-    // Timers pass: nothing is resent.
-    for ms in [100, 500, 1000, 1999] {
+    // The client is silent: one resend after the initial timeout (100 ms here), not before.
+    assert_eq!(x.poll_timeout(), Some(t(100)));
+    x.handle_timeout(t(99), &CFG);
+    assert_eq!(drain(&mut x, t(99)), []);
+    x.handle_timeout(t(100), &CFG);
+    assert_eq!(drain(&mut x, t(100)), [Transmit::Oack]);
+    assert_eq!(x.retransmits(), 1);
+    let again = x.oack();
+    assert_eq!((again.blksize, again.tsize, again.has_oack()), (1024, Some(5000), true));
+    // Then nothing more on a timer: at most two datagrams per request.
+    assert_eq!(x.poll_timeout(), Some(t(2000)), "next: the expiry");
+    for ms in [500, 1000, 1999] {
         x.handle_timeout(t(ms), &CFG);
         assert_eq!(drain(&mut x, t(ms)), []);
     }
-    // The client repeats its request: exactly one more OACK.
+    // The client repeats its request: one more OACK, and one more timed resend armed.
     assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
     assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack]);
-    assert_eq!(x.retransmits(), 1);
+    assert_eq!(x.retransmits(), 2);
     ack(&mut x, t(1503), 0);
     assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(3)), "timed from the latest OACK");
+    assert_eq!(drain(&mut x, t(1503)), [data(1, 0, 1024)]);
+
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
     drain(&mut x, t(0));
     assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
     drain(&mut x, t(1500));
-    // The expiry restarted at the repeat.
+    // The expiry restarted at the repeat; the timed resend comes first.
+    assert_eq!(x.poll_timeout(), Some(t(1600)));
+    x.handle_timeout(t(1600), &CFG);
+    assert_eq!(drain(&mut x, t(1600)), [Transmit::Oack]);
     assert_eq!(x.poll_timeout(), Some(t(3500)));
     x.handle_timeout(t(3499), &CFG);
     assert_eq!(x.outcome(), None);
     x.handle_timeout(t(3500), &CFG);
     assert_eq!(x.outcome(), Some(Outcome::TimedOut));
     assert_eq!(drain(&mut x, t(3500)), [], "no ERROR to a silent, unconfirmed peer");
+}
+
+#[test]
+fn lost_ack_1_recovered_by_one_timed_resend_of_data_1() {
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [data(1, 0, 512)]);
+    x.handle_timeout(t(100), &CFG);
+    assert_eq!(drain(&mut x, t(100)), [data(1, 0, 512)]);
+    assert_eq!(x.retransmits(), 1);
+    x.handle_timeout(t(200), &CFG);
+    assert_eq!(drain(&mut x, t(200)), [], "only one timed resend");
+    ack(&mut x, t(250), 1);
+    assert_eq!(x.sender().rtt().srtt(), None, "a timer-driven resend gives no sample (Karn)");
+    assert_eq!(drain(&mut x, t(250)), [data(2, 512, 512)]);
+}
+
+#[test]
+fn negotiated_timeout_is_the_wait_before_every_resend() {
+    // RFC 2349: a client that asks for timeout 3 is never sent to again sooner.
+    let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("timeout 3", 50_000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(x.poll_timeout(), Some(t(3000)), "the OACK's resend waits the client's timeout");
+    ack(&mut x, t(1), 0);
+    assert_eq!(drain(&mut x, t(1)), [data(1, 0, 512)]);
+    // Fast ACKs measure a tiny round trip; the wait stays 3 s anyway.
+    for b in 1..20u16 {
+        let now = t(1 + u64::from(b));
+        ack(&mut x, now, b);
+        assert_eq!(drain(&mut x, now).len(), 1);
+    }
+    assert_eq!(x.poll_timeout(), Some(t(20 + 3000)));
+    x.handle_timeout(t(20 + 2999), &CFG);
+    assert_eq!(drain(&mut x, t(20 + 2999)), []);
+    x.handle_timeout(t(20 + 3000), &CFG);
+    assert_eq!(drain(&mut x, t(20 + 3000)), [data(20, 19 * 512, 512)]);
+    // And the backoff never stretches it either.
+    assert_eq!(x.poll_timeout(), Some(t(20 + 6000)));
 }
 
 #[test]

@@ -332,14 +332,16 @@ fn broadcast_requests_ignored() {
 }
 
 #[test]
-fn silent_unconfirmed_client_expires_without_resends() {
+fn silent_unconfirmed_client_gets_one_timed_resend_then_expires() {
     let mut r = rig(&[]);
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
-    r.io.take();
+    let first = r.io.take();
     for _ in 0..70 {
         r.advance(Duration::from_millis(100));
     }
-    assert!(r.io.take().is_empty(), "nothing resent to an unconfirmed client");
+    let again = r.io.take();
+    assert_eq!(again.len(), 1, "one timed resend to an unconfirmed client, no more");
+    assert_eq!(again[0].3, first[0].3, "the same DATA 1");
     assert_eq!(count(&r.counters.timeouts), 1);
     assert_eq!(r.io.closed.len(), 1);
 }
