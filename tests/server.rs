@@ -39,6 +39,7 @@ both_backends!(
     graceful_stop_finishes_transfers,
     grace_expiry_ends_transfers_with_error,
     truncated_file_does_not_crash,
+    send_failure_past_the_send_slots_ends_the_transfer,
     replaced_file_served_new_to_new_clients,
     paths_and_containment,
     busy_is_an_answer,
@@ -561,6 +562,65 @@ fn truncated_file_does_not_crash(io: &str) {
     // The server is alive and serves the new (empty) contents.
     let got = Raw::new(s.v4).fetch("shrink.bin", Mode::Octet, RequestOptions::default()).unwrap();
     assert!(got.is_empty());
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("file truncated while being served"), "{log}");
+}
+
+/// A DATA send that fails after the backend ran out of send slots still reaches the transfer.
+/// With 16 send slots and no GSO, a window of 64 blocks of 512 bytes leaves as 16 queued sends
+/// and 48 sent at once (io_uring), or as 64 sent at once (epoll). The file is cut so that the
+/// retransmitted window's first 16 blocks still read (they lie on the pages kept) and the rest
+/// fault (`EFAULT`): only sends past the slots fail. The client never acknowledges past the
+/// blocks it gets, so every window starts at the same block and fails the same way; the
+/// transfer must end with ERROR 0 at once, not time out.
+fn send_failure_past_the_send_slots_ends_the_transfer(io: &str) {
+    const BLK: usize = 512;
+    let root = Root::new();
+    root.write("cut.bin", &bytes(400 * BLK, 12));
+    let s = Server::start(root.path(), io, &["--send-slots", "16", "--no-gso", "--workers", "1"]);
+    let c = Raw::new(s.v4);
+    c.rrq("cut.bin", &[("blksize", "512"), ("windowsize", "64")]);
+    let (p, tid) = c.expect(2 * SEC);
+    assert!(matches!(Packet::decode(&p).unwrap(), Packet::Oack(_)));
+    c.ack(tid, 0);
+    // io_uring sends the 48 blocks past the slots before the 16 it queued: collect them all.
+    let mut seen = [false; 65];
+    while !seen[1..].iter().all(|&b| b) {
+        let (p, _) = c.expect(2 * SEC);
+        let block = usize::from(data_of(&p).0);
+        assert!((1..=64).contains(&block), "block {block} before the first ACK");
+        seen[block] = true;
+    }
+    // Blocks 65..=80 (offsets 32768..40960) stay readable; block 81 on fault.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.path().join("cut.bin"))
+        .unwrap()
+        .set_len(80 * BLK as u64)
+        .unwrap();
+    c.ack(tid, 64);
+    let end = Instant::now() + 3 * SEC;
+    let mut data = Vec::new();
+    let error = loop {
+        let Some((p, _)) = c.recv(end.saturating_duration_since(Instant::now())) else {
+            break None;
+        };
+        match Packet::decode(&p).unwrap() {
+            Packet::Data { block, .. } => data.push(block),
+            Packet::Error { code, message } => break Some((code.0, String::from_utf8_lossy(message).into_owned())),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        error,
+        Some((0, "file changed while being read".to_string())),
+        "the failed sends past the slots reached the transfer; DATA seen: {data:?}"
+    );
+    assert!(data.iter().all(|&b| b <= 80), "no block past the cut arrives: {data:?}");
+    // The server goes on serving.
+    let got = Raw::new(s.v4).fetch("small.bin", Mode::Octet, RequestOptions::default()).unwrap();
+    assert_eq!(got, root.file("small.bin"));
     let (st, log) = s.stop();
     assert!(st.success(), "{log}");
     assert!(log.contains("file truncated while being served"), "{log}");

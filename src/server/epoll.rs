@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, SockRef, Token, Via};
+use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, SendErrors, SockRef, Token, Via};
 use super::sendmsg;
 use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
 use super::worker::{Clock, WorkerControl};
@@ -49,7 +49,8 @@ pub(crate) struct EpollIo {
     socks: Vec<SockSlot>,
     free: Vec<u32>,
     ports: PortPicker,
-    errors: Vec<(Token, i32)>,
+    /// Failed sends, for the engine.
+    errors: SendErrors,
     keep_listens: bool,
     /// Which runs of DATA go out as one send (UDP GSO).
     gso: GsoLimit,
@@ -73,7 +74,7 @@ impl EpollIo {
             socks: Vec::new(),
             free: Vec::new(),
             ports,
-            errors: Vec::new(),
+            errors: SendErrors::default(),
             keep_listens: single_port,
             gso: GsoLimit::new(gso),
         };
@@ -166,11 +167,10 @@ impl Io for EpollIo {
         let Some(fd) = self.fd_of(out.via) else {
             return;
         };
-        // A full socket buffer loses the datagram like the network would; the retransmission
-        // timer recovers it. Only a fault concerns the transfer itself.
-        if let (Err(errno), Some(token)) = (sendmsg::send_now(fd, &out), out.token) {
-            self.errors.push((token, errno));
-        }
+        // Every failure goes to the engine, which decides: a full socket buffer loses the
+        // datagram like the network would, and the retransmission timer recovers it; a fault
+        // (`EFAULT`: the file shrank under its mapping) ends the transfer.
+        self.errors.record(out.token, sendmsg::send_now(fd, &out));
     }
 
     fn send_run(&mut self, run: DataRun<'_>) {
@@ -185,7 +185,7 @@ impl Io for EpollIo {
                 self.gso.refused(run.segment_len(), errno);
                 return run.send_each(self);
             }
-            self.errors.push((run.token, errno));
+            self.errors.record(Some(run.token), Err(errno));
         }
     }
 }

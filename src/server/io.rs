@@ -125,6 +125,28 @@ impl DataRun<'_> {
     }
 }
 
+/// Send failures a backend owes the engine: the errno of every failed send of a transfer's
+/// packet, with the transfer's token, however the send was made (queued and completed later, or
+/// made at once because no queue slot was free). The backend's loop hands each to
+/// `Engine::on_send_error` once the engine's current call has returned.
+#[derive(Debug, Default)]
+pub(crate) struct SendErrors(Vec<(Token, i32)>);
+
+impl SendErrors {
+    /// Records the result of a send made for `token`'s transfer. A send for no transfer (an
+    /// answer to a request that started none, an ERROR to a foreign port) concerns no one.
+    pub(crate) fn record(&mut self, token: Option<Token>, result: Result<(), i32>) {
+        if let (Some(token), Err(errno)) = (token, result) {
+            self.0.push((token, errno));
+        }
+    }
+
+    /// The next failure to report.
+    pub(crate) fn pop(&mut self) -> Option<(Token, i32)> {
+        self.0.pop()
+    }
+}
+
 /// Which runs a backend sends as one GSO send: those of at least two packets no longer than a
 /// limit that drops below each segment length the kernel refused (a segment larger than the
 /// route's MTU: `EINVAL`; a device without checksum offload: `EIO`), so that one odd route
@@ -189,8 +211,9 @@ pub(crate) trait Io {
     /// Whether a DATA send would be accepted now. Control packets (without body) always are.
     fn can_send(&self) -> bool;
 
-    /// Sends (or queues) a datagram. A failure that concerns the transfer (the file mapping went
-    /// away under the kernel: `EFAULT`) is reported later through the backend's error list.
+    /// Sends (or queues) a datagram. Whether the send is queued or made at once, its failure is
+    /// reported later, with `out.token`, through the backend's [`SendErrors`]; the engine decides
+    /// whether it concerns the transfer (the file mapping went away under the kernel: `EFAULT`).
     fn send(&mut self, out: Outgoing<'_>);
 
     /// Sends a run of DATA packets of one transfer; a backend that can, in one send the kernel

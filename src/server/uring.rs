@@ -8,6 +8,8 @@
 //!   preallocated send slots (message header, iovecs, address, control message, header bytes),
 //!   all submitted together by the single `io_uring_enter` of each loop turn. A slot holds a
 //!   reference to its file version until the completion, so the mapping outlives the send.
+//!   When every slot is taken, a datagram is sent at once instead. Either way a failed send of
+//!   a transfer's packet reaches the engine (`Engine::on_send_error`).
 //!   The DATA packets of a window go out as one `SENDMSG` of `[header, slice]` pairs with a
 //!   UDP segment size (GSO), from a smaller pool of run slots, and the kernel cuts it into
 //!   datagrams; where the kernel or the route refuses that, sends fall back to one per datagram.
@@ -29,7 +31,7 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_HEAD, MAX_RUN, Outgoing, SockRef, Token, Via};
+use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_HEAD, MAX_RUN, Outgoing, SendErrors, SockRef, Token, Via};
 use super::sendmsg;
 use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
 use super::worker::{Clock, RX_SIZE, WorkerControl};
@@ -146,7 +148,8 @@ pub(crate) struct UringIo {
     /// Which runs of DATA go out as one send (UDP GSO).
     gso: GsoLimit,
     ports: PortPicker,
-    errors: Vec<(Token, i32)>,
+    /// Failed sends, for the engine.
+    errors: SendErrors,
     wake_fd: RawFd,
     wake_buf: ManuallyDrop<Box<u64>>,
     /// Operations submitted whose last completion has not arrived.
@@ -256,7 +259,7 @@ impl Uring {
             runs: ManuallyDrop::new(runs),
             gso: GsoLimit::new(gso),
             ports,
-            errors: Vec::new(),
+            errors: SendErrors::default(),
             wake_fd,
             wake_buf: ManuallyDrop::new(Box::new(0)),
             in_flight: 0,
@@ -437,9 +440,11 @@ impl Io for UringIo {
             return;
         };
         let Some(idx) = self.free_sends.pop() else {
-            // No slot: send synchronously rather than lose the datagram (control packets only in
-            // practice: the engine checks for room before DATA). A failure is a lost datagram.
-            let _ = sendmsg::send_now(fd, &out);
+            // No slot: send at once rather than lose the datagram. The engine checks for room
+            // once per run of DATA, so this carries DATA too: the rest of a run sent one
+            // datagram at a time (no GSO), besides control packets. Its failure is reported like
+            // a completion's.
+            self.errors.record(out.token, sendmsg::send_now(fd, &out));
             return;
         };
         let slot = &mut self.sends[idx as usize];
@@ -566,9 +571,7 @@ fn complete(
             let token = slot.token.take();
             io.free_sends.push(idx);
             if res < 0 {
-                if let Some(t) = token {
-                    io.errors.push((t, -res));
-                }
+                io.errors.record(token, Err(-res));
             }
         }
         KIND_RUN => {
@@ -584,9 +587,7 @@ fn complete(
                     // one datagram at a time.
                     io.gso.refused(seg, -res);
                 }
-                if let Some(t) = token {
-                    io.errors.push((t, -res));
-                }
+                io.errors.record(token, Err(-res));
             }
         }
         KIND_WAKE => {
