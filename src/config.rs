@@ -171,12 +171,20 @@ pub struct Cli {
     #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
     pub allow_write_from: Vec<Cidr>,
 
-    /// New transfers per second each client address may start (token bucket; 0: no limit).
-    /// Requests beyond it are dropped and counted. Repeated requests do not count. Each worker
-    /// holds an even share of the rate and burst (the kernel spreads an address's ports over
-    /// the workers).
+    /// New transfers per second each client address may start while the server is under
+    /// pressure (a worker's transfer table half full, or transfer sockets failing to open);
+    /// token bucket, 0: no limit. An idle server serves every request, so a rack behind NAT or
+    /// a Kubernetes node (many clients, one address) is never throttled; under pressure, a
+    /// source beyond its rate is dropped (counted as rate_limited) so it cannot starve the
+    /// others. Repeated requests do not count. Each worker holds an even share of the rate and
+    /// burst (the kernel spreads an address's ports over the workers).
     #[arg(long, value_name = "N", default_value_t = 100.0)]
     pub rate_per_source: f64,
+
+    /// Apply --rate-per-source at all times, as a hard cap per address even on an idle server
+    /// (clients that share an address, behind NAT, share the cap).
+    #[arg(long)]
+    pub rate_limit_always: bool,
 
     /// Burst of new transfers a client address may start at once.
     #[arg(long, value_name = "N", default_value_t = 500.0)]
@@ -238,6 +246,8 @@ pub struct Config {
     pub allow_write_from: Vec<Cidr>,
     /// Per-source limit on new transfers: (per second, burst).
     pub rate_per_source: Option<(f64, f64)>,
+    /// The per-source limit applies at all times, not only under pressure.
+    pub rate_limit_always: bool,
 }
 
 /// Where uploads go and what they may do.
@@ -393,6 +403,7 @@ impl TryFrom<Cli> for Config {
             allow: c.allow,
             allow_write_from: c.allow_write_from,
             rate_per_source: (c.rate_per_source > 0.0).then_some((c.rate_per_source, c.burst_per_source)),
+            rate_limit_always: c.rate_limit_always,
         })
     }
 }
@@ -534,6 +545,8 @@ mod tests {
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.rate_per_source, Some((100.0, 500.0)));
         assert_eq!(cfg(&["--rate-per-source", "0"]).unwrap().rate_per_source, None);
+        assert!(!c.rate_limit_always, "under pressure only, by default");
+        assert!(cfg(&["--rate-limit-always"]).unwrap().rate_limit_always);
     }
 
     #[test]

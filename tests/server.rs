@@ -677,7 +677,8 @@ fn busy_is_an_answer(io: &str) {
 
 fn per_source_rate_limit(io: &str) {
     let root = Root::new();
-    let s = Server::start(root.path(), io, &["--rate-per-source", "1", "--burst-per-source", "5", "--workers", "1"]);
+    let args = ["--rate-per-source", "1", "--burst-per-source", "5", "--rate-limit-always", "--workers", "1"];
+    let s = Server::start(root.path(), io, &args);
     // Twelve new transfers at once from one address (each from its own port): the burst of five
     // is served, the rest get no answer at all.
     let clients: Vec<Raw> = (0..12).map(|_| Raw::from("127.0.0.1:0", s.v4)).collect();

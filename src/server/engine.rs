@@ -19,8 +19,9 @@
 //!
 //! Before a request becomes a transfer it passes, in order: the broadcast check, the allow list
 //! (others are ignored silently), the repeat check (a repeat is never a second transfer), the
-//! refusals (mode, writes, stopping), the per-source rate limit (dropped and counted) and the
-//! capacity check (ERROR 0 "server busy", never silence).
+//! refusals (mode, writes, stopping), the per-source rate limit (only under pressure unless
+//! configured otherwise; dropped and counted) and the capacity check (ERROR 0 "server busy",
+//! never silence).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -60,6 +61,8 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const MTU_MAX_AGE: Duration = Duration::from_secs(10);
 /// How often the interfaces' broadcast addresses are re-read.
 const BROADCAST_MAX_AGE: Duration = Duration::from_secs(10);
+/// How long a failure to open a transfer socket counts as pressure.
+const PRESSURE_MEMORY: Duration = Duration::from_secs(1);
 /// `locals` index meaning "none".
 const NO_LOCAL: u16 = u16::MAX;
 
@@ -118,6 +121,8 @@ pub(crate) struct Engine {
     limiter: Option<SourceLimiter>,
     broadcasts: Vec<Ipv4Addr>,
     broadcasts_read: Option<Timestamp>,
+    /// When a transfer socket last failed to open.
+    open_failed: Option<Timestamp>,
     path: [u8; MAX_FILENAME_LEN],
     head: [u8; MAX_HEAD],
     /// DATA packets gathered for one send (capacity [`MAX_RUN`], reused).
@@ -157,6 +162,7 @@ impl Engine {
             commits,
             broadcasts: Vec::new(),
             broadcasts_read: None,
+            open_failed: None,
             latencies: Latencies::new(),
             // Reserved for the worker's limit up front: address space only (pages become resident
             // as slots are first used), and the table never moves or leaves old copies behind.
@@ -388,8 +394,11 @@ impl Engine {
             self.reply(io, d.via, d.peer, d.local, code, msg);
             return;
         }
+        // Every new transfer spends a token, so the heaviest sources are the ones held back
+        // once pressure starts; an idle server serves them all.
+        let pressed = self.cfg.rate_limit_always || self.under_pressure(now);
         if let Some(l) = self.limiter.as_mut() {
-            if !l.allow(d.peer.ip(), now) {
+            if !l.allow(d.peer.ip(), now) && pressed {
                 Counters::add(&self.counters.rate_limited, 1);
                 return;
             }
@@ -420,6 +429,7 @@ impl Engine {
                 Ok(sock) => (Via::Transfer(sock), NO_LOCAL),
                 Err(e) => {
                     self.free.push(idx);
+                    self.open_failed = Some(now);
                     Counters::add(&self.counters.busy, 1);
                     warn!(worker = self.worker, error = %e, "cannot open a transfer socket");
                     self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
@@ -534,6 +544,14 @@ impl Engine {
                 None
             }
         }
+    }
+
+    /// Whether this worker is short of room for transfers: its table at least half full, or a
+    /// transfer socket failed to open (descriptors or ports exhausted) within [`PRESSURE_MEMORY`].
+    /// Only then do per-source limits apply (unless configured to apply always).
+    fn under_pressure(&self, now: Timestamp) -> bool {
+        self.active >= self.cfg.max_transfers.div_ceil(2)
+            || self.open_failed.is_some_and(|t| now.saturating_since(t) < PRESSURE_MEMORY)
     }
 
     fn is_broadcast(&mut self, ip: IpAddr, now: Timestamp) -> bool {

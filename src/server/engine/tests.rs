@@ -525,8 +525,17 @@ fn abandoned_and_oversized_uploads_leave_nothing() {
 #[test]
 fn allow_list_and_rate_limit_drop_silently() {
     // One worker: it holds the whole rate and burst.
-    let mut r =
-        rig(&["--workers", "1", "--allow", "192.0.2.0/28", "--rate-per-source", "1", "--burst-per-source", "2"]);
+    let mut r = rig(&[
+        "--workers",
+        "1",
+        "--allow",
+        "192.0.2.0/28",
+        "--rate-per-source",
+        "1",
+        "--burst-per-source",
+        "2",
+        "--rate-limit-always",
+    ]);
     r.request("198.51.100.1:1", b"\x00\x01small\x00octet\x00");
     assert!(r.io.take().is_empty(), "outside the allow list: ignored");
     assert_eq!(count(&r.counters.ignored), 1);
@@ -538,4 +547,22 @@ fn allow_list_and_rate_limit_drop_silently() {
     // A repeat of an existing transfer is not a new transfer and is not limited.
     r.request("192.0.2.5:1", b"\x00\x01small\x00octet\x00");
     assert_eq!(r.io.take().len(), 1);
+}
+
+#[test]
+fn one_address_is_served_in_full_until_the_worker_is_under_pressure() {
+    // Clients behind NAT share one address: an idle server serves them all, far past the burst.
+    let mut r = rig(&["--workers", "1", "--rate-per-source", "1", "--burst-per-source", "2", "--max-transfers", "20"]);
+    for port in 1..=10 {
+        r.request(&format!("192.0.2.5:{port}"), b"\x00\x01small\x00octet\x00");
+    }
+    assert_eq!(r.io.take().len(), 10, "ten transfers from one address on an idle worker");
+    assert_eq!(count(&r.counters.rate_limited), 0);
+    // Half the table in use: pressure. The address that spent its tokens is held back now,
+    // while another address is still served.
+    r.request("192.0.2.5:11", b"\x00\x01small\x00octet\x00");
+    assert!(r.io.take().is_empty(), "the heavy source is dropped under pressure");
+    assert_eq!(count(&r.counters.rate_limited), 1);
+    r.request("192.0.2.6:1", b"\x00\x01small\x00octet\x00");
+    assert_eq!(r.io.take().len(), 1, "another source is served");
 }
