@@ -11,10 +11,34 @@ use crate::server::io::SockRef;
 
 #[derive(Default)]
 struct FakeIo {
+    /// Every datagram, runs cut into their datagrams as the kernel would.
     sent: Vec<(Via, SocketAddr, Option<LocalEnd>, Vec<u8>)>,
+    /// Every run of DATA handed over as one send.
+    runs: Vec<Run>,
     opened: Vec<SocketAddr>,
     closed: Vec<SockRef>,
     full: bool,
+}
+
+/// What [`FakeIo`] keeps of one [`DataRun`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Run {
+    /// Number of DATA packets.
+    segments: usize,
+    /// Datagram length of every packet but the last.
+    segment_len: usize,
+    /// Datagram length of the last packet.
+    last_len: usize,
+    /// Wire block numbers, in order.
+    blocks: Vec<u16>,
+}
+
+impl Run {
+    /// A run of `blocks` whose datagrams are `segment_len` bytes but the last, `last_len`.
+    fn of(blocks: std::ops::RangeInclusive<u16>, segment_len: usize, last_len: usize) -> Self {
+        let blocks: Vec<u16> = blocks.collect();
+        Self { segments: blocks.len(), segment_len, last_len, blocks }
+    }
 }
 
 impl Io for FakeIo {
@@ -39,11 +63,26 @@ impl Io for FakeIo {
         }
         self.sent.push((out.via, out.to, out.from, p));
     }
+
+    fn send_run(&mut self, run: DataRun<'_>) {
+        let segs = run.segs;
+        self.runs.push(Run {
+            segments: segs.len(),
+            segment_len: run.segment_len(),
+            last_len: segs.last().map_or(0, |s| 4 + s.slice.len),
+            blocks: segs.iter().map(|s| u16::from_be_bytes([s.hdr[2], s.hdr[3]])).collect(),
+        });
+        run.send_each(self);
+    }
 }
 
 impl FakeIo {
     fn take(&mut self) -> Vec<(Via, SocketAddr, Option<LocalEnd>, Vec<u8>)> {
         std::mem::take(&mut self.sent)
+    }
+
+    fn take_runs(&mut self) -> Vec<Run> {
+        std::mem::take(&mut self.runs)
     }
 }
 
@@ -371,6 +410,96 @@ fn backpressure_resumes() {
     r.io.full = false;
     r.engine.flush(r.now, &mut r.io);
     assert_eq!(r.io.take().len(), 16);
+}
+
+/// A rig serving `big`, 200,000 bytes, as well.
+fn rig_with_big(args: &[&str]) -> Rig {
+    let r = rig(args);
+    std::fs::write(r.dir.path().join("big"), vec![5u8; 200_000]).unwrap();
+    r
+}
+
+/// Asks for `big` with `blksize` and `windowsize`; returns the OACK.
+fn request_big(r: &mut Rig, blksize: u16, window: u16) -> Vec<u8> {
+    let rrq = format!("\0\x01big\0octet\0blksize\0{blksize}\0windowsize\0{window}\0");
+    r.request(CLIENT, rrq.as_bytes());
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1);
+    assert!(r.io.take_runs().is_empty(), "the OACK is no run");
+    sent[0].3.clone()
+}
+
+#[test]
+fn a_window_of_full_blocks_is_one_run() {
+    let mut r = rig_with_big(&[]);
+    assert_eq!(request_big(&mut r, 512, 16), b"\x00\x06blksize\x00512\x00windowsize\x0016\x00");
+    r.ack(CLIENT, 0);
+    assert_eq!(r.io.take_runs(), [Run::of(1..=16, 516, 516)], "blocks 1..=16 as one send");
+    assert_eq!(r.io.take().len(), 16, "cut into 16 datagrams");
+    r.ack(CLIENT, 16);
+    assert_eq!(r.io.take_runs(), [Run::of(17..=32, 516, 516)]);
+}
+
+#[test]
+fn the_final_short_block_ends_the_last_run() {
+    // small: 1000 bytes, blocks of 300: three full blocks and one of 100.
+    let mut r = rig(&[]);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x00300\x00windowsize\x0016\x00");
+    r.io.take();
+    r.ack(CLIENT, 0);
+    assert_eq!(r.io.take_runs(), [Run::of(1..=4, 304, 104)]);
+    // 200,000 bytes in blocks of 1024: block 196 holds the last 320 bytes; a window of 64 from
+    // block 193 holds four blocks.
+    let mut r = rig_with_big(&[]);
+    request_big(&mut r, 1024, 64);
+    r.ack(CLIENT, 0);
+    r.ack(CLIENT, 64);
+    r.ack(CLIENT, 128);
+    r.io.take_runs();
+    r.ack(CLIENT, 192);
+    assert_eq!(r.io.take_runs(), [Run::of(193..=196, 1028, 324)], "the short block closes the run");
+    r.ack(CLIENT, 196);
+    assert!(r.io.take_runs().is_empty(), "nothing after the final block");
+    assert_eq!(count(&r.counters.ok), 1);
+}
+
+#[test]
+fn a_run_holds_at_most_max_run_segments() {
+    let mut r = rig_with_big(&["--max-windowsize", "100"]);
+    request_big(&mut r, 8, 100);
+    r.ack(CLIENT, 0);
+    // 100 datagrams of 12 bytes: the first MAX_RUN (64) in one send, the other 36 in the next.
+    let cap = MAX_RUN as u16;
+    assert_eq!(r.io.take_runs(), [Run::of(1..=cap, 12, 12), Run::of(cap + 1..=100, 12, 12)]);
+}
+
+#[test]
+fn a_run_holds_at_most_max_run_bytes() {
+    let mut r = rig_with_big(&[]);
+    request_big(&mut r, 1468, 64);
+    r.ack(CLIENT, 0);
+    // 44 datagrams of 1472 bytes fit 65,000; 45 do not.
+    let fit = (MAX_RUN_BYTES / 1472) as u16;
+    assert_eq!(fit, 44);
+    assert_eq!(r.io.take_runs(), [Run::of(1..=fit, 1472, 1472), Run::of(fit + 1..=64, 1472, 1472)]);
+}
+
+#[test]
+fn a_retransmitted_window_is_one_run_again() {
+    let mut r = rig_with_big(&[]);
+    request_big(&mut r, 512, 8);
+    r.now = r.now + Duration::from_millis(2);
+    r.ack(CLIENT, 0);
+    assert_eq!(r.io.take_runs(), [Run::of(1..=8, 516, 516)]);
+    r.io.take();
+    // No ACK: after the timeout the same window leaves again, as one send.
+    for _ in 0..20 {
+        r.advance(Duration::from_millis(100));
+        if !r.io.runs.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(r.io.take_runs(), [Run::of(1..=8, 516, 516)], "the window again, whole");
 }
 
 #[test]
