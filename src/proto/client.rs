@@ -581,14 +581,49 @@ mod tests {
         assert_eq!(c.outcome(), Some(ClientOutcome::Complete));
     }
 
+    /// A DATA with wire number `block` (a full block) to `c`: what it returned and what `c`
+    /// sends next.
+    fn feed(c: &mut ReadClient, block: u16) -> (Option<u64>, Option<ClientTransmit>) {
+        let got = c.handle_packet(t(1), &Packet::Data { block, data: &[0; 512] }, &CFG).map(|(o, _)| o);
+        (got, c.poll_transmit(t(1), &CFG))
+    }
+
+    /// Every wire block number, before and after block 1, in lock step: the expected block is
+    /// taken at its offset and acknowledged; block 1 again is acknowledged again; a block ahead
+    /// (up to half the number space) is a gap, reported once with an ACK of the last block in
+    /// order; anything else is stale and ignored. Nothing else is taken or acknowledged, and
+    /// the download goes on to its end afterwards.
     #[test]
     fn any_data_number_is_safe() {
-        for block in [0u16, 2, 65535, 32768] {
+        for block in 0..=u16::MAX {
+            // Nothing received yet: only block 1 is the next; 2..=32768 are ahead of it.
             let mut c = ReadClient::new(t(0), RequestOptions::default());
             c.poll_transmit(t(0), &CFG);
-            c.handle_packet(t(1), &Packet::Data { block, data: &[0; 10] }, &CFG);
-            c.handle_packet(t(1), &Packet::Data { block: 1, data: &[0; 512] }, &CFG);
-            c.handle_packet(t(1), &Packet::Data { block, data: &[0; 10] }, &CFG);
+            let want = match block {
+                1 => (Some(0), Some(ClientTransmit::Ack(1))),
+                2..=32768 => (None, Some(ClientTransmit::Ack(0))),
+                _ => (None, None),
+            };
+            assert_eq!(feed(&mut c, block), want, "block {block} first");
+            assert_eq!(c.outcome(), None, "block {block} first");
+            if block != 1 {
+                assert_eq!(feed(&mut c, 1), (Some(0), Some(ClientTransmit::Ack(1))), "block 1 after {block}");
+            }
+            // Block 1 received: 2 is the next, 1 a duplicate, 3..=32769 ahead.
+            let want = match block {
+                2 => (Some(512), Some(ClientTransmit::Ack(2))),
+                1 => (None, Some(ClientTransmit::Ack(1))),
+                3..=32769 => (None, Some(ClientTransmit::Ack(1))),
+                _ => (None, None),
+            };
+            assert_eq!(feed(&mut c, block), want, "block {block} after block 1");
+            assert_eq!(c.outcome(), None, "block {block} after block 1");
+            // The download goes on: the next block in order, short, ends it.
+            let (next, offset) = if block == 2 { (3, 1024) } else { (2, 512) };
+            let last = c.handle_packet(t(2), &Packet::Data { block: next, data: &[0; 10] }, &CFG);
+            assert_eq!(last.map(|(o, d)| (o, d.len())), Some((offset, 10)), "after block {block}");
+            assert_eq!(c.poll_transmit(t(2), &CFG), Some(ClientTransmit::Ack(next)), "after block {block}");
+            assert_eq!(c.outcome(), Some(ClientOutcome::Complete), "after block {block}");
         }
     }
 
