@@ -5,7 +5,8 @@
 #[macro_use]
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -247,33 +248,132 @@ fn windowed_rollover_blksize_8(io: &str) {
 /// A window goes out as one send cut by the kernel (UDP GSO) where it can; the client sees
 /// the same datagrams either way: one DATA each, in order, from the transfer's address (the
 /// listening one in single-port mode, v4 and v6), the last one short.
+///
+/// How the window left is observed from outside: the client's socket has UDP GRO on, so on
+/// loopback the datagrams of one GSO send arrive as one buffer (with their segment size), while
+/// datagrams sent one by one arrive one per receive. With GSO the 17 blocks arrive in one
+/// receive; with `--no-gso`, in 17.
 fn window_arrives_as_single_datagrams(io: &str) {
     let root = Root::new();
     let data = bytes(16 * 1000 + 500, 21);
     root.write("w.bin", &data);
     for flags in [&[][..], &["--single-port"], &["--no-gso"]] {
+        let gso = flags != ["--no-gso"];
         let s = Server::start(root.path(), io, flags);
         for addr in [s.v4, s.v6] {
             let c = Raw::new(addr);
+            enable_gro(&c.sock);
             c.rrq("w.bin", &[("blksize", "1000"), ("windowsize", "17")]);
-            let (p, tid) = c.expect(2 * SEC);
+            let (p, tid, _) = recv_gro(&c.sock, 2 * SEC).expect("no OACK");
             assert!(matches!(Packet::decode(&p).unwrap(), Packet::Oack(_)));
             if flags == ["--single-port"] {
                 assert_eq!(tid, addr, "single-port answers from the listening address");
             }
             c.ack(tid, 0);
-            for block in 1..=17u16 {
-                let (p, from) = c.expect(2 * SEC);
+            let mut block = 1u16;
+            // Datagrams per receive.
+            let mut grouping = Vec::new();
+            while block <= 17 {
+                let (buf, from, seg) = recv_gro(&c.sock, 2 * SEC).expect("the window did not arrive");
                 assert_eq!(from, tid, "{flags:?}");
-                let want = &data[(usize::from(block) - 1) * 1000..(usize::from(block) * 1000).min(data.len())];
-                assert_eq!(data_of(&p), (block, want.to_vec()), "{flags:?} block {block}");
+                let datagrams: Vec<&[u8]> = match seg {
+                    Some(seg) => buf.chunks(seg).collect(),
+                    None => vec![&buf[..]],
+                };
+                grouping.push(datagrams.len());
+                for p in datagrams {
+                    let want = &data[(usize::from(block) - 1) * 1000..(usize::from(block) * 1000).min(data.len())];
+                    assert_eq!(data_of(p), (block, want.to_vec()), "{flags:?} block {block}");
+                    block += 1;
+                }
             }
+            let want = if gso { vec![17] } else { vec![1; 17] };
+            assert_eq!(grouping, want, "{io} {flags:?} {addr}: datagrams per GRO receive (one receive: one GSO send)");
             c.ack(tid, 17);
             assert!(c.recv(Duration::from_millis(300)).is_none(), "nothing after the last ACK");
         }
         let (_, log) = s.stop();
-        let gso_on = !log.contains("gso=false");
-        assert_eq!(gso_on, flags != ["--no-gso"] && log.contains("gso=true"), "{log}");
+        assert!(log.contains(if gso { "gso=true" } else { "gso=false" }), "{log}");
+    }
+}
+
+/// Turns on UDP GRO for `sock`: the datagrams of one GSO send then arrive as one buffer, with
+/// their segment size in a `UDP_GRO` control message.
+fn enable_gro(sock: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "this kernel has no UDP GRO: {}", std::io::Error::last_os_error());
+}
+
+/// One receive on a socket with GRO on: the buffer, its source, and the segment size when the
+/// buffer holds the datagrams of one GSO send (`None`: one datagram). `None` after `timeout`.
+fn recv_gro(sock: &UdpSocket, timeout: Duration) -> Option<(Vec<u8>, SocketAddr, Option<usize>)> {
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    // SAFETY: plain data; all-zero is valid.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // Aligned for cmsghdr; room for one UDP_GRO message.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` refers to a live local of the length given.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return None;
+    }
+    assert_eq!(msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC), 0, "receive truncated");
+    buf.truncate(n as usize);
+    let mut seg = None;
+    // SAFETY: walks the control messages the kernel wrote into `control`, within the length it
+    // set in `msg`; the CMSG_* helpers stay inside it and the data is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                seg = usize::try_from(size).ok().filter(|&s| s > 0);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((buf, sockaddr_of(&name), seg))
+}
+
+/// The address in a `sockaddr_storage` the kernel filled in.
+fn sockaddr_of(name: &libc::sockaddr_storage) -> SocketAddr {
+    match i32::from(name.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
+            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            SocketAddr::from((u32::from_be(a.sin_addr.s_addr).to_be_bytes(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            ))
+        }
+        f => panic!("address family {f}"),
     }
 }
 
