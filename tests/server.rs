@@ -32,7 +32,7 @@ both_backends!(
     uefi_size_probe,
     duplicate_acks_never_cause_resends,
     retransmission_after_adaptive_timeout,
-    nothing_resent_before_first_ack,
+    first_answer_resent_once_before_first_ack,
     repeated_request_is_the_same_transfer,
     foreign_port_gets_error_5,
     single_port_mode,
@@ -465,18 +465,25 @@ fn retransmission_after_adaptive_timeout(io: &str) {
     assert!(second >= waited + Duration::from_millis(20), "backoff {waited:?} then {second:?}");
 }
 
-fn nothing_resent_before_first_ack(io: &str) {
+/// Until the client acknowledges something, the first answer is resent on the timer once, never
+/// more; a repeated request is answered once, from the same transfer, and arms that one resend
+/// again.
+fn first_answer_resent_once_before_first_ack(io: &str) {
     let root = Root::new();
     let s = Server::start(root.path(), io, &["--timeout", "0.2", "--retries", "10"]);
     let c = Raw::new(s.v4);
     c.rrq("big.bin", &[]);
     let (p, tid) = c.expect(2 * SEC);
     assert_eq!(data_of(&p).0, 1);
-    assert!(c.recv(Duration::from_millis(1200)).is_none(), "no timer-driven resend to an unconfirmed client");
+    let (p, from) = c.expect(SEC);
+    assert_eq!((data_of(&p).0, from), (1, tid), "DATA 1 once more after the timeout");
+    assert!(c.recv(Duration::from_millis(800)).is_none(), "no second timed resend to an unconfirmed client");
     c.rrq("big.bin", &[]);
     let (p, again) = c.expect(2 * SEC);
     assert_eq!((data_of(&p).0, again), (1, tid), "one answer per request, from the same transfer");
-    assert!(c.recv(Duration::from_millis(600)).is_none());
+    let (p, from) = c.expect(SEC);
+    assert_eq!((data_of(&p).0, from), (1, tid), "the repeat arms the one timed resend again");
+    assert!(c.recv(Duration::from_millis(500)).is_none());
 }
 
 fn repeated_request_is_the_same_transfer(io: &str) {
