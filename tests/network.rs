@@ -22,7 +22,6 @@ mod common;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -108,17 +107,6 @@ impl Topology {
     fn start(&self, root: &Root, io: &str, single_port: bool) -> Server {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.server, bin()]);
-        // The harness stops reading the server's stdout after the first two "listening on"
-        // lines; with four listen addresses the server could then write the rest into a pipe
-        // without a reader and exit on EPIPE. The server keeps a read end of its own stdout.
-        // SAFETY: the closure runs between fork and exec and makes one open() call, which is
-        // async-signal-safe, on a static NUL-terminated path.
-        unsafe {
-            cmd.pre_exec(|| {
-                let fd = libc::open(c"/proc/self/fd/1".as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK);
-                if fd < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-            });
-        }
         let mut extra = vec!["-l", "0.0.0.0:69", "-l", "[::]:69"];
         if single_port {
             extra.push("--single-port");

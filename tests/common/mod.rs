@@ -107,10 +107,10 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end, also once nobody listens any more: a server with more listen
+            // addresses than the two awaited must never write into a pipe without a reader.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let mut addrs = Vec::new();
