@@ -588,11 +588,12 @@ fn two_workers_share_load(io: &str) {
     }
     let (st, log) = s.stop();
     assert!(st.success());
-    // The exit report has one line per worker; both must have served some of the 100 clients.
+    // The exit report has one line per worker; both must have served some of the 100 clients
+    // (counted as completed transfers: a client on a loaded machine may repeat its request).
     let served: Vec<u64> = log
         .lines()
         .filter(|l| l.contains(" worker=") && l.contains(" requests="))
-        .map(|l| counter(l, "requests"))
+        .map(|l| counter(l, "ok"))
         .collect();
     assert_eq!(served.len(), 2, "{log}");
     assert_eq!(served.iter().sum::<u64>(), 100);
