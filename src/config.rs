@@ -133,15 +133,35 @@ pub struct Cli {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Accept uploads (WRQ): into the root, or into --upload-dir. New files also need --create,
-    /// replacing existing ones --overwrite. Uploads land in a temporary file and are renamed into
-    /// place only when complete.
+    /// Accept uploads (WRQ) into --upload-dir. New files also need --create, replacing existing
+    /// ones --overwrite. An upload is written to an unnamed file and put in place only when
+    /// complete. TFTP has no authentication: anyone who can send from an address that --allow and
+    /// --allow-write-from accept, or forge one, can upload.
     #[arg(long)]
     pub allow_write: bool,
 
-    /// Directory uploads go into instead of the root (needs --allow-write).
+    /// Directory uploads go into (needs --allow-write). It must lie outside the served tree: not
+    /// --root, not inside it, not above it (else --uploads-in-root).
     #[arg(long, value_name = "DIR")]
     pub upload_dir: Option<PathBuf>,
+
+    /// Let uploads land in the served tree: into --root when no --upload-dir is given, or into an
+    /// --upload-dir inside (or above) the root. Every client can then fetch what any uploader
+    /// wrote; replacing served files also needs --overwrite-served-files.
+    #[arg(long)]
+    pub uploads_in_root: bool,
+
+    /// With --uploads-in-root and --overwrite: let an upload replace files the server serves
+    /// (boot loaders, kernels, pxelinux.cfg). One upload, forged or not, then changes what every
+    /// client boots.
+    #[arg(long)]
+    pub overwrite_served_files: bool,
+
+    /// Accept uploads with --single-port (refused otherwise). Every transfer then shares the
+    /// listening port, so anyone who can forge an address that --allow-write-from accepts can
+    /// upload blind, with two datagrams (WRQ, then DATA 1), never seeing an answer.
+    #[arg(long)]
+    pub allow_single_port_uploads: bool,
 
     /// Uploads may create new files (needs --allow-write).
     #[arg(long)]
@@ -162,12 +182,14 @@ pub struct Cli {
     pub umask: u32,
 
     /// Serve only clients in this network (repeatable, e.g. 10.0.0.0/8, fd00::/8, 192.0.2.7);
-    /// requests from elsewhere are ignored silently. [default: everyone]
+    /// requests from elsewhere are ignored silently. An address filter stops only senders that
+    /// cannot forge their source address. [default: everyone]
     #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
     pub allow: Vec<Cidr>,
 
     /// Accept uploads only from this network (repeatable); uploads from elsewhere get ERROR 2.
-    /// [default: every client --allow lets in]
+    /// Only the request's source address is checked: this stops attackers who cannot forge
+    /// addresses, not those who can. [default: every client --allow lets in]
     #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
     pub allow_write_from: Vec<Cidr>,
 
@@ -255,6 +277,9 @@ pub struct Config {
 pub struct WriteConfig {
     /// Directory uploads go into.
     pub dir: PathBuf,
+    /// It may be (in) the served tree (`--uploads-in-root`); else the server refuses to start
+    /// when it is the root, lies inside it or contains it.
+    pub in_served_tree: bool,
     /// Permissions and limits.
     pub policy: crate::fs::WritePolicy,
 }
@@ -343,21 +368,13 @@ impl TryFrom<Cli> for Config {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
-        if !c.allow_write && (c.create || c.overwrite || c.upload_dir.is_some() || !c.allow_write_from.is_empty()) {
-            return Err(ConfigError(
-                "--create, --overwrite, --upload-dir and --allow-write-from need --allow-write".into(),
-            ));
-        }
-        if c.allow_write && !c.create && !c.overwrite {
-            return Err(ConfigError(
-                "--allow-write needs --create (new files) and/or --overwrite (existing files)".into(),
-            ));
-        }
+        check_upload_flags(&c)?;
         if !(c.rate_per_source >= 0.0 && c.burst_per_source >= 1.0) {
             return Err(ConfigError("--rate-per-source must be >= 0 and --burst-per-source >= 1".into()));
         }
         let write = c.allow_write.then(|| WriteConfig {
             dir: c.upload_dir.clone().unwrap_or_else(|| c.root.clone()),
+            in_served_tree: c.uploads_in_root,
             policy: crate::fs::WritePolicy {
                 create: c.create,
                 overwrite: c.overwrite,
@@ -406,6 +423,54 @@ impl TryFrom<Cli> for Config {
             rate_limit_always: c.rate_limit_always,
         })
     }
+}
+
+/// The upload flags: each needs --allow-write, and each risk needs its own flag.
+fn check_upload_flags(c: &Cli) -> Result<(), ConfigError> {
+    let err = |m: &str| Err(ConfigError(m.into()));
+    let any = c.create
+        || c.overwrite
+        || c.upload_dir.is_some()
+        || !c.allow_write_from.is_empty()
+        || c.uploads_in_root
+        || c.overwrite_served_files
+        || c.allow_single_port_uploads;
+    if !c.allow_write {
+        if any {
+            return err("--create, --overwrite, --upload-dir, --allow-write-from, --uploads-in-root, \
+                 --overwrite-served-files and --allow-single-port-uploads need --allow-write");
+        }
+        return Ok(());
+    }
+    if !c.create && !c.overwrite {
+        return err("--allow-write needs --create (new files) and/or --overwrite (existing files)");
+    }
+    if c.upload_dir.is_none() && !c.uploads_in_root {
+        return err("--allow-write needs --upload-dir DIR outside --root: uploads into the served root are served to \
+             every client and can replace what they boot (--uploads-in-root writes into the root on purpose)");
+    }
+    if c.overwrite_served_files && !c.uploads_in_root {
+        return err(
+            "--overwrite-served-files needs --uploads-in-root (uploads outside the root replace no served file)",
+        );
+    }
+    if c.overwrite_served_files && !c.overwrite {
+        return err("--overwrite-served-files needs --overwrite");
+    }
+    if c.uploads_in_root && c.overwrite && !c.overwrite_served_files {
+        return err(
+            "--overwrite with --uploads-in-root lets an upload replace files the server serves (boot loaders, \
+             kernels, pxelinux.cfg): add --overwrite-served-files to accept that, or use --upload-dir outside --root",
+        );
+    }
+    if c.single_port && !c.allow_single_port_uploads {
+        return err(
+            "--allow-write with --single-port is refused: every transfer shares the listening port, so anyone who \
+             can forge an address that --allow-write-from accepts can upload blind with two datagrams (WRQ, then \
+             DATA 1); add --allow-single-port-uploads to accept that risk, or drop --single-port",
+        );
+    }
+    Ok(())
 }
 
 /// Parses `LO:HI` (inclusive, LO ≤ HI, both above 0).
@@ -514,15 +579,38 @@ mod tests {
 
     #[test]
     fn upload_flags() {
-        let c = cfg(&["--allow-write", "--create", "--umask", "027", "--max-upload-size", "10M"]).unwrap();
+        let c =
+            cfg(&["--allow-write", "--create", "--umask", "027", "--max-upload-size", "10M", "--upload-dir", "/up"])
+                .unwrap();
         let w = c.write.unwrap();
-        assert_eq!(w.dir, std::path::PathBuf::from("/srv/tftp"));
+        assert_eq!(w.dir, std::path::PathBuf::from("/up"));
         assert!(w.policy.create && !w.policy.overwrite);
         assert_eq!(w.policy.mode, 0o640);
         assert_eq!(w.policy.max_size, 10 << 20);
         assert!(cfg(&[]).unwrap().write.is_none());
         assert!(cfg(&["--allow-write"]).is_err(), "needs --create or --overwrite");
         assert!(cfg(&["--create"]).is_err(), "needs --allow-write");
+        for flag in ["--uploads-in-root", "--overwrite-served-files", "--allow-single-port-uploads"] {
+            assert!(cfg(&[flag]).unwrap_err().contains("need --allow-write"), "{flag}");
+        }
+        // Uploads stay out of the served tree unless --uploads-in-root says otherwise.
+        let e = cfg(&["--allow-write", "--create"]).unwrap_err();
+        assert!(e.contains("--upload-dir") && e.contains("--uploads-in-root"), "{e}");
+        let w = cfg(&["--allow-write", "--create", "--uploads-in-root"]).unwrap().write.unwrap();
+        assert_eq!(w.dir, std::path::PathBuf::from("/srv/tftp"));
+        assert!(w.in_served_tree);
+        assert!(!cfg(&["--allow-write", "--create", "--upload-dir", "/up"]).unwrap().write.unwrap().in_served_tree);
+        // Replacing served files needs its own flag, and that flag needs the other two.
+        let e = cfg(&["--allow-write", "--uploads-in-root", "--overwrite"]).unwrap_err();
+        assert!(e.contains("--overwrite-served-files"), "{e}");
+        assert!(cfg(&["--allow-write", "--uploads-in-root", "--overwrite", "--overwrite-served-files"]).is_ok());
+        assert!(cfg(&["--allow-write", "--upload-dir", "/up", "--overwrite", "--overwrite-served-files"]).is_err());
+        assert!(cfg(&["--allow-write", "--uploads-in-root", "--create", "--overwrite-served-files"]).is_err());
+        // Uploads with --single-port only with the risk accepted.
+        let e = cfg(&["--single-port", "--allow-write", "--create", "--upload-dir", "/up"]).unwrap_err();
+        assert!(e.contains("--allow-single-port-uploads"), "{e}");
+        let sp = ["--single-port", "--allow-write", "--create", "--upload-dir", "/up", "--allow-single-port-uploads"];
+        assert!(cfg(&sp).is_ok());
         assert!(cfg(&["--umask", "999"]).is_err());
         let c = cfg(&["--allow-write", "--overwrite", "--upload-dir", "/srv/up"]).unwrap();
         assert_eq!(c.write.unwrap().dir, std::path::PathBuf::from("/srv/up"));
