@@ -1,0 +1,586 @@
+#!/usr/bin/env bash
+# End-to-end PXE test: real boot firmware fetches a Linux kernel and an initrd from bootstorm.
+#
+# Five emulated machines (qemu TCG) boot at once inside a private network namespace, one per
+# boot chain:
+#   ipxe       SeaBIOS + the NIC's iPXE ROM, which runs an iPXE script (kernel, initrd, boot)
+#   pxelinux   SeaBIOS + iPXE ROM -> pxelinux.0 -> ldlinux.c32 -> pxelinux.cfg/default
+#   grub-bios  SeaBIOS + iPXE ROM -> GRUB i386-pc core.0 -> modules, grub.cfg
+#   grub-efi   OVMF (EDK2 UEFI PXE) -> GRUB x86_64-efi core.efi -> grub.cfg
+#   edk2       OVMF's own UEFI PXE loads one unified kernel image (systemd-stub + kernel +
+#              initrd + command line), so EDK2's TFTP client fetches every byte itself
+# The initrd carries a few MiB of random bytes made for each run; its /init prints
+# "BOOTSTORM-MARKER <chain> <sha256>" on the serial console and powers off. A chain passes
+# when its marker shows the expected checksum within the time limit.
+#
+# The set runs three ways: (a) bridge address added without a broadcast address, (b) with
+# `brd +`, (c) as (b) with 2 % of the TFTP frames dropped in each direction (nftables numgen in
+# the bridge family, since this kernel has no netem); (c) must also keep its slowest boot within
+# 1.5x the slowest boot of (b). During (b) tcpdump records every TFTP packet and the script
+# summarises what each firmware asked for.
+#
+# Run as root: tests/pxe/run.sh. Knobs (environment):
+#   PXE_RUNS="a b c"       which runs, in order
+#   PXE_CHAINS="..."       which chains (default: all five)
+#   PXE_BOOT_TIMEOUT=200   seconds a run may take before its guests are killed
+#   PXE_PAYLOAD_MIB=4      random payload packed into the initrd
+#   BOOTSTORM_BIN=path     server binary (default: cargo build, target/debug/bootstorm)
+#   PXE_KEEP=1             keep the work directory (target/pxe/work-PID) after a pass
+# Exit status 0 only when every check passed; the last line is "N passed, M failed".
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE="$REPO/target/pxe"
+WORK="$CACHE/work-$$"
+NS="bootstorm-pxe-$$"
+BR=br0
+SERVER=198.18.7.1
+RUNS=${PXE_RUNS:-a b c}
+CHAINS=${PXE_CHAINS:-ipxe pxelinux grub-bios grub-efi edk2}
+BOOT_TIMEOUT=${PXE_BOOT_TIMEOUT:-200}
+PAYLOAD_MIB=${PXE_PAYLOAD_MIB:-4}
+# A run in which not one TFTP transfer has finished after this long is over: the server is
+# ignoring every request (or the network is broken), waiting for the full timeout tells nothing.
+NO_TRANSFER_ABORT=60
+# Kernel command line shared by every chain ("bootstorm.chain=<name>" is added per chain).
+CMDLINE="console=ttyS0 quiet panic=-1"
+MAX_LOSS_RATIO=1.5
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+
+# Per chain: firmware, guest MAC, fixed address, DHCP boot file.
+declare -A FW=([ipxe]=bios [pxelinux]=bios [grub-bios]=bios [grub-efi]=efi [edk2]=efi)
+declare -A MAC=([ipxe]=52:54:00:b5:07:11 [pxelinux]=52:54:00:b5:07:12 [grub-bios]=52:54:00:b5:07:13
+    [grub-efi]=52:54:00:b5:07:14 [edk2]=52:54:00:b5:07:15)
+declare -A IP=([ipxe]=198.18.7.11 [pxelinux]=198.18.7.12 [grub-bios]=198.18.7.13
+    [grub-efi]=198.18.7.14 [edk2]=198.18.7.15)
+declare -A BOOTFILE=([ipxe]=ipxe/boot.ipxe [pxelinux]=pxelinux.0
+    [grub-bios]=boot/grub/i386-pc/core.0 [grub-efi]=boot/grub/x86_64-efi/core.efi [edk2]=uki.efi)
+
+PIDS=()          # every process this script started, stopped by PID on exit
+PASSED=0
+FAILED=0
+declare -A BOOT_S=()   # "<run>:<chain>" -> boot time in seconds (passes only)
+declare -A WORST=()    # run -> slowest passing boot
+
+log() { printf '[pxe %s] %s\n' "$(date +%T)" "$*"; }
+die() { log "FATAL: $*"; exit 2; }
+in_ns() { ip netns exec "$NS" "$@"; }
+# Starts a command in the namespace in the background, output to $1; its PID (ip netns exec
+# execs the command, so the PID is the command's own) goes to SPAWNED and to PIDS. Never
+# background a call of in_ns: that forks a subshell whose PID is not the command's.
+spawn() {
+    local out=$1
+    shift
+    ip netns exec "$NS" "$@" </dev/null >"$out" 2>&1 &
+    SPAWNED=$!
+    PIDS+=("$SPAWNED")
+}
+
+# Stops one process we started: SIGTERM, up to 5 s, then SIGKILL; reaps it.
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if ip netns list 2>/dev/null | grep -qw "$NS"; then
+        local dev
+        # Safety net: anything still inside our namespace was started by this script.
+        for pid in $(ip netns pids "$NS" 2>/dev/null); do
+            log "killing leftover PID $pid in $NS"
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        for dev in $(ip -n "$NS" -o link show type tun 2>/dev/null | awk -F': ' '{print $2}'); do
+            ip -n "$NS" link del "${dev%@*}" 2>/dev/null || true
+        done
+        ip netns del "$NS" 2>/dev/null || true
+    fi
+    if [ "$rc" = 0 ] && [ -z "${PXE_KEEP:-}" ]; then
+        rm -rf "$WORK"
+    elif [ -d "$WORK" ]; then
+        log "logs kept in $WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || die "run as root (network namespace, taps, nftables)"
+
+# --- 1. Packages and cached artefacts ---------------------------------------------------------
+
+# Host packages, installed only when something is missing. dnsmasq-base is the dnsmasq binary
+# without the system service that the "dnsmasq" package would start on the host.
+install_packages() {
+    local missing=0 f
+    for f in /usr/bin/qemu-system-x86_64 "$OVMF_CODE" "$OVMF_VARS" /usr/lib/ipxe/qemu/pxe-e1000.rom \
+        /usr/lib/PXELINUX/pxelinux.0 /usr/lib/syslinux/modules/bios/ldlinux.c32 \
+        /usr/lib/grub/i386-pc/pxeboot.img /usr/lib/grub/x86_64-efi/efinet.mod /usr/bin/grub-mknetdir \
+        /bin/busybox /usr/bin/cpio /usr/sbin/dnsmasq /usr/sbin/nft /usr/bin/tcpdump \
+        /usr/sbin/ethtool /usr/bin/objcopy; do
+        [ -e "$f" ] || { log "missing $f"; missing=1; }
+    done
+    # The busybox in the initrd must be the static one (no libraries in the guest).
+    if [ -e /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+        missing=1
+    fi
+    [ "$missing" = 0 ] && return 0
+    log "installing packages with apt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq qemu-system-x86 ovmf ipxe-qemu pxelinux syslinux-common grub-pc-bin \
+        grub-efi-amd64-bin busybox-static cpio dnsmasq-base nftables tcpdump ethtool binutils \
+        file >/dev/null
+}
+
+# Downloads a Debian package into $CACHE/debs without installing it; prints the .deb path.
+download_deb() {
+    local pkg=$1 deb
+    mkdir -p "$CACHE/debs"
+    deb=$(find "$CACHE/debs" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n 1)
+    if [ -z "$deb" ]; then
+        (cd "$CACHE/debs" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >&2)
+        deb=$(find "$CACHE/debs" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n 1)
+    fi
+    [ -n "$deb" ] || die "could not download $pkg"
+    echo "$deb"
+}
+
+# The guest kernel: the versioned package linux-image-amd64 depends on, fetched with
+# `apt-get download` and unpacked (only ./boot/vmlinuz-*) into the cache; never installed.
+fetch_kernel() {
+    local pkg deb
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+    if [ -z "$pkg" ]; then
+        apt-get update -qq
+        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    fi
+    [ -n "$pkg" ] || die "cannot resolve linux-image-amd64"
+    if [ ! -s "$CACHE/kernel/$pkg/vmlinuz" ]; then
+        log "fetching $pkg"
+        deb=$(download_deb "$pkg")
+        rm -rf "$CACHE/kernel/$pkg" && mkdir -p "$CACHE/kernel/$pkg/x"
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$CACHE/kernel/$pkg/x" --wildcards './boot/vmlinuz-*'
+        mv "$CACHE/kernel/$pkg"/x/boot/vmlinuz-* "$CACHE/kernel/$pkg/vmlinuz"
+        rm -rf "$CACHE/kernel/$pkg/x" "$deb"
+    fi
+    KERNEL="$CACHE/kernel/$pkg/vmlinuz"
+    KERNEL_PKG=$pkg
+}
+
+# systemd-stub (linuxx64.efi.stub from systemd-boot-efi), unpacked with dpkg -x into the cache:
+# the EFI program that a unified kernel image starts with.
+fetch_stub() {
+    STUB="$CACHE/systemd-boot-efi/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+    if [ ! -s "$STUB" ]; then
+        log "fetching systemd-boot-efi (for linuxx64.efi.stub)"
+        local deb
+        deb=$(download_deb systemd-boot-efi)
+        rm -rf "$CACHE/systemd-boot-efi"
+        dpkg -x "$deb" "$CACHE/systemd-boot-efi"
+    fi
+    [ -s "$STUB" ] || die "no $STUB"
+}
+
+# The server binary.
+find_server() {
+    if [ -n "${BOOTSTORM_BIN:-}" ]; then
+        BIN=$BOOTSTORM_BIN
+    else
+        log "cargo build --bin bootstorm"
+        (cd "$REPO" && cargo build --quiet --bin bootstorm)
+        BIN="$REPO/target/debug/bootstorm"
+    fi
+    [ -x "$BIN" ] || die "no server binary at $BIN"
+}
+
+# --- 2. TFTP root and guest payload -----------------------------------------------------------
+
+# Replaces @NAME@ placeholders of a template.
+render() {
+    sed -e "s|@SERVER@|$SERVER|g" -e "s|@CMDLINE@|$CMDLINE|g" -e "s|@BRIDGE@|$BR|g" \
+        -e "s|@WORK@|$WORK|g" "$1"
+}
+
+# Everything but the per-run initrd and unified image.
+build_root() {
+    ROOT="$WORK/root"
+    mkdir -p "$ROOT/ipxe" "$ROOT/pxelinux.cfg"
+    cp "$KERNEL" "$ROOT/vmlinuz"
+    render "$HERE/boot.ipxe" >"$ROOT/ipxe/boot.ipxe"
+    cp /usr/lib/PXELINUX/pxelinux.0 /usr/lib/syslinux/modules/bios/ldlinux.c32 "$ROOT/"
+    render "$HERE/pxelinux.cfg" >"$ROOT/pxelinux.cfg/default"
+    grub-mknetdir --net-directory="$ROOT" --subdir=boot/grub -d /usr/lib/grub/i386-pc >/dev/null 2>&1
+    grub-mknetdir --net-directory="$ROOT" --subdir=boot/grub -d /usr/lib/grub/x86_64-efi >/dev/null 2>&1
+    if [ ! -s "$ROOT/boot/grub/i386-pc/core.0" ] || [ ! -s "$ROOT/boot/grub/x86_64-efi/core.efi" ]; then
+        die "grub-mknetdir made no core.0/core.efi"
+    fi
+    render "$HERE/grub.cfg" >"$ROOT/boot/grub/grub.cfg"
+}
+
+# initrd.img (cpio newc, gzip): static busybox, /init and a fresh random payload; and uki.efi,
+# the unified kernel image for the edk2 chain. Sets EXPECT to the payload's sha256.
+build_payload() {
+    local run=$1 stage="$WORK/initrd-$1"
+    rm -rf "$stage" && mkdir -p "$stage"/{bin,dev,proc,sys}
+    cp /bin/busybox "$stage/bin/busybox"
+    install -m 0755 "$HERE/init" "$stage/init"
+    head -c $((PAYLOAD_MIB * 1024 * 1024)) /dev/urandom >"$stage/payload.bin"
+    EXPECT=$(sha256sum "$stage/payload.bin" | cut -d ' ' -f 1)
+    (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$ROOT/initrd.img"
+    rm -rf "$stage"
+    build_uki
+}
+
+# Unified kernel image: systemd-stub with .cmdline, .linux and .initrd sections appended
+# (page-aligned, after the stub's own sections), the layout systemd's ukify produces.
+build_uki() {
+    local end=0 size vma next cmdline="$WORK/uki-cmdline"
+    printf '%s bootstorm.chain=edk2' "$CMDLINE" >"$cmdline"
+    while read -r size vma; do
+        next=$((0x$vma + 0x$size))
+        [ "$next" -gt "$end" ] && end=$next
+    done < <(objdump -h "$STUB" | awk '$1 ~ /^[0-9]+$/ {print $3, $4}')
+    local args=() sec file
+    for sec in cmdline linux initrd; do
+        case $sec in
+            cmdline) file=$cmdline ;;
+            linux) file=$ROOT/vmlinuz ;;
+            initrd) file=$ROOT/initrd.img ;;
+        esac
+        end=$(((end + 0xfff) & ~0xfff))
+        args+=(--add-section ".$sec=$file" --change-section-vma ".$sec=$(printf 0x%x "$end")")
+        end=$((end + $(stat -c %s "$file")))
+    done
+    objcopy "${args[@]}" "$STUB" "$ROOT/uki.efi"
+}
+
+# --- 3. Private network namespace -------------------------------------------------------------
+
+setup_netns() {
+    local c
+    ip netns add "$NS"
+    in_ns ip link set lo up
+    in_ns ip link add "$BR" type bridge
+    # Frames leave the bridge one datagram at a time (bootstorm's UDP GSO sends are cut by
+    # the kernel at the bridge instead of at the tap), so the loss rules of run (c) see, and
+    # drop, single TFTP packets rather than whole windows.
+    in_ns ethtool -K "$BR" tx-udp-segmentation off >/dev/null
+    for c in $CHAINS; do
+        in_ns ip tuntap add dev "tap-$c" mode tap
+        in_ns ip link set "tap-$c" master "$BR" up
+    done
+    in_ns ip link set "$BR" up
+}
+
+# The bridge's address for a run: (a) plain (no broadcast address), (b) and (c) with `brd +`;
+# (c) also loads the loss rules.
+configure_run() {
+    local run=$1
+    in_ns ip addr flush dev "$BR"
+    in_ns nft delete table bridge pxeloss 2>/dev/null || true
+    case $run in
+        a) in_ns ip addr add "$SERVER/24" dev "$BR" ;;
+        b) in_ns ip addr add "$SERVER/24" brd + dev "$BR" ;;
+        c)
+            in_ns ip addr add "$SERVER/24" brd + dev "$BR"
+            # 2 % of the UDP frames to and from the server, DHCP excepted, in each direction.
+            # Counted before the drop, so the log shows the loss actually applied.
+            in_ns nft -f - <<EOF
+table bridge pxeloss {
+    chain to_server {
+        type filter hook input priority 0; policy accept;
+        ip daddr $SERVER udp dport != { 67, 68 } counter
+        ip daddr $SERVER udp dport != { 67, 68 } numgen random mod 50 == 0 counter drop
+    }
+    chain from_server {
+        type filter hook output priority 0; policy accept;
+        ip saddr $SERVER udp sport != { 67, 68 } counter
+        ip saddr $SERVER udp sport != { 67, 68 } numgen random mod 50 == 0 counter drop
+    }
+}
+EOF
+            ;;
+        *) die "unknown run $run" ;;
+    esac
+    in_ns ip -4 -o addr show dev "$BR" | awk '{$1=""; print "  address:" $0}'
+}
+
+# --- 4. Services and guests -------------------------------------------------------------------
+
+start_services() {
+    local run=$1 c hosts=""
+    for c in $CHAINS; do
+        hosts+="dhcp-host=${MAC[$c]},set:$c,${IP[$c]}"$'\n'
+        hosts+="dhcp-boot=tag:$c,${BOOTFILE[$c]},,$SERVER"$'\n'
+    done
+    render "$HERE/dnsmasq.conf" | awk -v h="$hosts" '$0 == "@HOSTS@" {printf "%s", h; next} {print}' \
+        >"$WORK/dnsmasq-$run.conf"
+    : >"$WORK/dnsmasq.leases"
+    spawn "$WORK/dnsmasq-$run.out" dnsmasq --keep-in-foreground --conf-file="$WORK/dnsmasq-$run.conf" \
+        --log-facility="$WORK/dnsmasq-$run.log"
+    DNSMASQ_PID=$SPAWNED
+
+    spawn "$WORK/bootstorm-$run.log" "$BIN" --root "$ROOT" --listen "0.0.0.0:69" --log-level info --grace 2
+    SERVER_PID=$SPAWNED
+    local i
+    for ((i = 0; i < 100; i++)); do
+        grep -q '^listening on' "$WORK/bootstorm-$run.log" && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q '^listening on' "$WORK/bootstorm-$run.log" || {
+        cat "$WORK/bootstorm-$run.log"
+        die "bootstorm did not start"
+    }
+    kill -0 "$DNSMASQ_PID" 2>/dev/null || { cat "$WORK/dnsmasq-$run.out"; die "dnsmasq did not start"; }
+
+    TCPDUMP_PID=""
+    if [ "$run" = b ]; then
+        spawn "$WORK/tcpdump-$run.out" tcpdump -i "$BR" -n -s 128 -U -w "$WORK/tftp-$run.pcap" \
+            'udp and not port 67 and not port 68'
+        TCPDUMP_PID=$SPAWNED
+        for ((i = 0; i < 50; i++)); do
+            grep -qs 'listening on' "$WORK/tcpdump-$run.out" && break
+            sleep 0.1
+        done
+    fi
+}
+
+stop_services() {
+    local run=$1
+    [ -n "$TCPDUMP_PID" ] && stop_pid "$TCPDUMP_PID"
+    stop_pid "$DNSMASQ_PID"
+    stop_pid "$SERVER_PID"
+    if [ "$run" = c ]; then
+        log "run c: loss rules (packets counted, then dropped):"
+        in_ns nft list table bridge pxeloss | grep -E 'counter' | sed 's/^[[:space:]]*/    /'
+    fi
+}
+
+start_guest() {
+    local run=$1 c=$2 args
+    # 256 MiB is plenty for SeaBIOS guests; GRUB 2.06 on OVMF fails "out of memory" loading
+    # the kernel with 256 MiB, so the EFI guests get 512 MiB.
+    local mem=256M
+    [ "${FW[$c]}" = efi ] && mem=512M
+    args=(-accel tcg -nographic -monitor none -m "$mem" -smp 1 -no-reboot
+        -serial "file:$WORK/serial-$run-$c.log"
+        -netdev "tap,id=n0,ifname=tap-$c,script=no,downscript=no")
+    if [ "${FW[$c]}" = bios ]; then
+        # SeaBIOS; the e1000's option ROM from ipxe-qemu provides PXE.
+        args+=(-device "e1000,netdev=n0,mac=${MAC[$c]},bootindex=0")
+    else
+        # OVMF with its own virtio-net driver and UEFI PXE (romfile= keeps iPXE's EFI ROM out).
+        cp "$OVMF_VARS" "$WORK/vars-$run-$c.fd"
+        args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
+            -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-$run-$c.fd"
+            -device "virtio-net-pci,netdev=n0,mac=${MAC[$c]},romfile=,bootindex=0")
+    fi
+    spawn "$WORK/qemu-$run-$c.out" qemu-system-x86_64 "${args[@]}"
+    GUEST_PID[$c]=$SPAWNED
+}
+
+# Boots every chain at once and waits (bounded) for each marker.
+boot_all() {
+    local run=$1 c t0 now elapsed line sum pending i
+    declare -gA GUEST_PID=()
+    declare -A RESULT=() T=()
+    t0=$EPOCHREALTIME
+    for c in $CHAINS; do start_guest "$run" "$c"; done
+    pending=$CHAINS
+    # One pass per half second, at most BOOT_TIMEOUT*2+1 passes.
+    for ((i = 0; i <= BOOT_TIMEOUT * 2 && ${#pending} > 0; i++)); do
+        sleep 0.5
+        now=$EPOCHREALTIME
+        elapsed=$(awk -v a="$t0" -v b="$now" 'BEGIN {printf "%.1f", b - a}')
+        local still=""
+        for c in $pending; do
+            line=$(grep -a -o "BOOTSTORM-MARKER $c [0-9a-f]*" "$WORK/serial-$run-$c.log" 2>/dev/null | head -n 1 || true)
+            if [ -n "$line" ]; then
+                sum=${line##* }
+                T[$c]=$elapsed
+                if [ "$sum" = "$EXPECT" ]; then RESULT[$c]=ok; else RESULT[$c]="bad checksum $sum"; fi
+                log "run $run: $c printed its marker at ${elapsed}s"
+            elif ! kill -0 "${GUEST_PID[$c]}" 2>/dev/null; then
+                T[$c]=$elapsed
+                RESULT[$c]="guest exited without marker"
+            else
+                still+="$c "
+            fi
+        done
+        pending=$still
+        if [ -n "$pending" ] && [ "${elapsed%.*}" -ge "$NO_TRANSFER_ABORT" ] &&
+            ! grep -q 'transfer finished' "$WORK/bootstorm-$run.log"; then
+            log "run $run: no TFTP transfer finished in ${NO_TRANSFER_ABORT}s; giving up on: $pending"
+            break
+        fi
+    done
+    for c in $pending; do RESULT[$c]="no marker (timeout at ${elapsed}s)"; done
+    # Guests that printed their marker power off; give them a moment, then stop the rest.
+    for c in $CHAINS; do
+        for ((i = 0; i < 20; i++)); do kill -0 "${GUEST_PID[$c]}" 2>/dev/null || break; sleep 0.2; done
+        stop_pid "${GUEST_PID[$c]}"
+    done
+
+    for c in $CHAINS; do
+        if [ "${RESULT[$c]}" = ok ]; then
+            PASSED=$((PASSED + 1))
+            BOOT_S[$run:$c]=${T[$c]}
+            if [ -z "${WORST[$run]:-}" ] || awk -v a="${T[$c]}" -v b="${WORST[$run]}" 'BEGIN {exit !(a > b)}'; then
+                WORST[$run]=${T[$c]}
+            fi
+            printf 'RESULT run=%s chain=%-9s PASS  boot=%6ss  sha256 ok\n' "$run" "$c" "${T[$c]}"
+        else
+            FAILED=$((FAILED + 1))
+            printf 'RESULT run=%s chain=%-9s FAIL  %s\n' "$run" "$c" "${RESULT[$c]}"
+            WORST[$run]=fail
+            # What the failing guest and the server last said.
+            tail -n 5 "$WORK/serial-$run-$c.log" 2>/dev/null | tr -d '\r' |
+                sed 's/\x1b\[[0-9;=]*[A-Za-z]//g' | awk '{print "    serial| " $0}' || true
+        fi
+    done
+}
+
+# Server-side view of a run: finished transfers per client and outcome, and the exit counters.
+server_summary() {
+    local run=$1
+    log "run $run: bootstorm transfers per client (outcome: count)"
+    awk '/transfer finished/ {
+            for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+            sub(/:[0-9]+$/, "", f["client"]); n[f["client"] " " f["outcome"]]++
+            if (f["retransmits"] > 0) r[f["client"]] += f["retransmits"]
+         }
+         END { for (k in n) { split(k, p, " "); printf "    %s %s: %d%s\n", p[1], p[2], n[k], (p[2] == "ok" && r[p[1]] ? "  (retransmits " r[p[1]] ")" : "") } }' \
+        "$WORK/bootstorm-$run.log" | sort
+    grep -E 'counters|percentile|p50|ignored' "$WORK/bootstorm-$run.log" | sed 's/^/    server| /' | head -n 12 || true
+}
+
+# --- 6. What each firmware sent ---------------------------------------------------------------
+
+# From the capture of run (b): each chain's read requests (file and options, in the order
+# sent), the ERRORs the firmware sent, and its DATA/ACK counts.
+rrq_summary() {
+    local pcap=$1 c
+    [ -s "$pcap" ] || { log "no capture"; return 0; }
+    tcpdump -r "$pcap" -n -T tftp 2>/dev/null >"$WORK/tftp-decoded.txt" || true
+    for c in $CHAINS; do
+        echo "  chain $c (${IP[$c]}):"
+        awk -v ip="${IP[$c]}" -v srv="$SERVER" '
+            {
+                # "<time> IP <src>.<port> > <dst>.<port>: TFTP, length N, <op> ..."
+                src = $3; dst = $5; sub(/\.[0-9]+$/, "", src); sub(/\.[0-9]+:$/, "", dst)
+                op = $0; sub(/^.*TFTP, length [0-9]+, /, "", op)
+            }
+            src == ip && op ~ /^RRQ/ {
+                # Files and their options, collapsed: one line per distinct option list.
+                split(op, w, " "); file = w[2]; opts = ""
+                for (i = 3; i <= length(w); i++) opts = opts " " w[i]
+                if (!(opts in first)) { first[opts] = file; order[++n] = opts }
+                files[opts] = files[opts] (files[opts] == "" ? "" : ", ") file; cnt[opts]++; rrq++
+            }
+            # tcpdump names code 8 (RFC 2347) "tftp-err-#8" and prints a stray quote after it.
+            src == ip && op ~ /^ERROR/ { gsub(/tftp-err-#/, "", op); gsub(/" "/, "\"", op); errs[op]++ }
+            dst == ip && op ~ /^ERROR/ { serrs[op]++ }
+            src == ip && op ~ /^ACK/ { acks++ }
+            dst == ip && op ~ /^DATA/ { data++ }
+            dst == ip && op ~ /^OACK/ { gsub(/tsize [0-9]+/, "tsize <size>", op); oack[op]++ }
+            END {
+                printf "    %d RRQ, %d DATA received, %d ACK sent\n", rrq, data, acks
+                for (k = 1; k <= n; k++) printf "    RRQ%s x%d: %s\n", order[k], cnt[order[k]], files[order[k]]
+                for (e in oack) printf "    server answered %s x%d\n", e, oack[e]
+                for (e in serrs) printf "    server answered %s x%d\n", e, serrs[e]
+                for (e in errs) printf "    client sent %s x%d\n", e, errs[e]
+            }' "$WORK/tftp-decoded.txt"
+    done
+}
+
+# --- main -------------------------------------------------------------------------------------
+
+mkdir -p "$CACHE"
+# Work directories of earlier invocations that are no longer running.
+for d in "$CACHE"/work-*; do
+    [ -d "$d" ] || continue
+    kill -0 "${d##*-}" 2>/dev/null || rm -rf "$d"
+done
+mkdir -p "$WORK"
+
+install_packages
+fetch_kernel
+fetch_stub
+find_server
+build_root
+if [ -n "${BOOTSTORM_BIN:-}" ]; then
+    built="given by BOOTSTORM_BIN"
+else
+    built="built from $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')"
+fi
+log "kernel $KERNEL_PKG, server $BIN ($built), chains: $CHAINS"
+setup_netns
+
+for run in $RUNS; do
+    case $run in
+        a) what="bridge address without broadcast (ip addr add $SERVER/24)" ;;
+        b) what="bridge address with brd + (lossless; TFTP captured)" ;;
+        c) what="brd +, 2% of TFTP frames dropped each way" ;;
+        *) die "unknown run $run" ;;
+    esac
+    log "=== run $run: $what"
+    configure_run "$run"
+    build_payload "$run"
+    log "run $run: payload ${PAYLOAD_MIB} MiB, sha256 $EXPECT; initrd $(stat -c %s "$ROOT/initrd.img") B, uki.efi $(stat -c %s "$ROOT/uki.efi") B"
+    start_services "$run"
+    boot_all "$run"
+    stop_services "$run"
+    for pid in $(ip netns pids "$NS" 2>/dev/null); do
+        log "BUG: PID $pid still in $NS after run $run; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    server_summary "$run"
+    if [ "$run" = b ]; then
+        log "run b: what each firmware sent (tcpdump on $BR)"
+        rrq_summary "$WORK/tftp-b.pcap" | tee "$WORK/rrq-summary.txt"
+    fi
+done
+
+# The loss check: every chain booted under loss, and the slowest of them within 1.5x of the
+# slowest lossless boot.
+if [[ " $RUNS " == *" b "* && " $RUNS " == *" c "* ]]; then
+    if [ "${WORST[b]:-fail}" = fail ] || [ "${WORST[c]:-fail}" = fail ]; then
+        log "loss ratio: not computed (a boot failed in run b or c)"
+        FAILED=$((FAILED + 1))
+    else
+        ratio=$(awk -v c="${WORST[c]}" -v b="${WORST[b]}" 'BEGIN {printf "%.2f", c / b}')
+        if awk -v r="$ratio" -v m="$MAX_LOSS_RATIO" 'BEGIN {exit !(r <= m)}'; then
+            log "loss ratio: PASS slowest lossy boot ${WORST[c]}s / slowest lossless ${WORST[b]}s = $ratio (max $MAX_LOSS_RATIO)"
+            PASSED=$((PASSED + 1))
+        else
+            log "loss ratio: FAIL slowest lossy boot ${WORST[c]}s / slowest lossless ${WORST[b]}s = $ratio (max $MAX_LOSS_RATIO)"
+            FAILED=$((FAILED + 1))
+        fi
+    fi
+fi
+
+log "boot times (s):"
+printf '  %-10s' chain
+for run in $RUNS; do printf ' %8s' "run $run"; done
+echo
+for c in $CHAINS; do
+    printf '  %-10s' "$c"
+    for run in $RUNS; do printf ' %8s' "${BOOT_S[$run:$c]:-FAIL}"; done
+    echo
+done
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
