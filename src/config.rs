@@ -394,7 +394,11 @@ impl TryFrom<Cli> for Config {
             pin: !c.no_pin,
             io: c.io,
             gso: !c.no_gso,
-            limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize },
+            limits: Limits {
+                max_blksize: c.max_blksize,
+                max_windowsize: c.max_windowsize,
+                max_window_bytes: blind_budget(c.single_port, c.port_range),
+            },
             retransmit: RetransmitConfig {
                 rto: RtoBounds {
                     initial: timeout,
@@ -423,6 +427,18 @@ impl TryFrom<Cli> for Config {
             rate_limit_always: c.rate_limit_always,
         })
     }
+}
+
+/// Bytes of DATA a read transfer may send, on the wire, before its client has acknowledged a
+/// DATA block, when a forger can predict transfer IDs: with one listening port for every
+/// transfer, or ports from a range. A forged request and a forged ACK 0 (about 100 bytes) then
+/// cost their victim at most about 50 times their size. With a new kernel-chosen port per
+/// transfer, a forger must guess the port, and no budget applies.
+pub const BLIND_BUDGET: u32 = 5000;
+
+/// The blind budget for a server with these port settings.
+fn blind_budget(single_port: bool, port_range: Option<(u16, u16)>) -> Option<u32> {
+    (single_port || port_range.is_some()).then_some(BLIND_BUDGET)
 }
 
 /// The upload flags: each needs --allow-write, and each risk needs its own flag.

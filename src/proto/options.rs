@@ -25,13 +25,19 @@ pub struct Limits {
     pub max_blksize: u16,
     /// Largest windowsize granted (at most [`MAX_WINDOWSIZE`]).
     pub max_windowsize: u16,
+    /// Largest window granted in bytes on the wire (IPv4 and UDP headers counted), which also
+    /// caps blksize; `None`: no limit.
+    pub max_window_bytes: Option<u32>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_blksize: MAX_BLKSIZE, max_windowsize: 64 }
+        Self { max_blksize: MAX_BLKSIZE, max_windowsize: 64, max_window_bytes: None }
     }
 }
+
+/// Bytes on the wire around a DATA payload: IPv4 and UDP headers and the TFTP header.
+pub const DATAGRAM_OVERHEAD: u32 = 20 + 8 + 4;
 
 /// The largest blksize whose DATA packets fit an interface MTU without IP fragmentation
 /// (20- or 40-byte IP header, 8-byte UDP header, 4-byte TFTP header). Many boot ROMs cannot
@@ -187,7 +193,10 @@ pub fn negotiate(
     //# may reply with a smaller value than was requested.
     if let Some(v) = value("blksize") {
         if v >= u64::from(MIN_BLKSIZE) {
-            let cap = limits.max_blksize.min(mtu_blksize.unwrap_or(MAX_BLKSIZE)).min(MAX_BLKSIZE);
+            let bytes_cap = limits
+                .max_window_bytes
+                .map_or(MAX_BLKSIZE, |b| b.saturating_sub(DATAGRAM_OVERHEAD).min(u32::from(MAX_BLKSIZE)) as u16);
+            let cap = limits.max_blksize.min(mtu_blksize.unwrap_or(MAX_BLKSIZE)).min(MAX_BLKSIZE).min(bytes_cap);
             n.blksize = v.min(u64::from(cap.max(MIN_BLKSIZE))) as u16;
             n.acked |= BLKSIZE;
         }
@@ -223,7 +232,10 @@ pub fn negotiate(
     //# may reply with a smaller value than was requested
     if let Some(v) = value("windowsize") {
         if (1..=65535).contains(&v) {
-            let cap = limits.max_windowsize.clamp(1, MAX_WINDOWSIZE);
+            let bytes_cap = limits.max_window_bytes.map_or(MAX_WINDOWSIZE, |b| {
+                (b / (u32::from(n.blksize) + DATAGRAM_OVERHEAD)).clamp(1, u32::from(MAX_WINDOWSIZE)) as u16
+            });
+            let cap = limits.max_windowsize.clamp(1, MAX_WINDOWSIZE).min(bytes_cap);
             n.windowsize = (v as u16).min(cap);
             n.acked |= WINDOWSIZE;
         }
@@ -293,7 +305,7 @@ mod tests {
     fn blksize_capped_by_server_and_mtu_never_raised() {
         let r = req("blksize 65464");
         let o = opts(&r);
-        let lim = Limits { max_blksize: 8192, max_windowsize: 64 };
+        let lim = Limits { max_blksize: 8192, max_windowsize: 64, max_window_bytes: None };
         assert_eq!(negotiate(READ, Mode::Octet, &o, Some(1), lim, None).blksize, 8192);
         assert_eq!(negotiate(READ, Mode::Octet, &o, Some(1), lim, Some(1468)).blksize, 1468);
         let r = req("blksize 1024");
@@ -330,7 +342,7 @@ mod tests {
         let r = req("windowsize 1000");
         let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1), Limits::default(), None);
         assert_eq!(n.windowsize, 64);
-        let lim = Limits { max_blksize: 512, max_windowsize: 65535 };
+        let lim = Limits { max_blksize: 512, max_windowsize: 65535, max_window_bytes: None };
         let r = req("windowsize 65535");
         assert_eq!(negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, None).windowsize, MAX_WINDOWSIZE);
     }
@@ -373,6 +385,19 @@ mod tests {
         let n = negotiate(READ, Mode::Octet, &o, Some(5), Limits::default(), None);
         let len = n.encode_oack_again(&mut buf).unwrap();
         assert_eq!(&buf[..len], oack(&n, &o), "the same bytes as the first OACK for a lower-case request");
+    }
+
+    #[test]
+    fn window_bytes_cap_blksize_and_windowsize() {
+        let lim = Limits { max_window_bytes: Some(5000), ..Limits::default() };
+        let r = req("blksize 1468 windowsize 64");
+        let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1 << 20), lim, None);
+        assert_eq!((n.blksize, n.windowsize), (1468, 3), "three 1,500-byte datagrams fit 5,000 bytes");
+        let r = req("blksize 65464 windowsize 4");
+        let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1 << 20), lim, None);
+        assert_eq!((n.blksize, n.windowsize), (4968, 1), "one datagram of at most 5,000 bytes");
+        let r = req("windowsize 64");
+        assert_eq!(negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, None).windowsize, 9, "512-byte blocks");
     }
 
     #[test]

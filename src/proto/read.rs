@@ -27,7 +27,7 @@
 //! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
 
 use super::error::ErrorCode;
-use super::options::{Negotiated, OackShape};
+use super::options::{DATAGRAM_OVERHEAD, Negotiated, OackShape};
 use super::sender::{AckEffect, RetransmitConfig, TimeoutEffect, WindowSender};
 use super::time::Timestamp;
 use super::wire::Packet;
@@ -123,9 +123,9 @@ impl Outcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Nothing acknowledged yet; the sender's deadline is when to forget a silent client.
-    Unconfirmed { oack: bool },
+    Unconfirmed { oack: bool, blind: Blind },
     /// ACKs are flowing.
-    Sending,
+    Sending { blind: Blind },
     /// An ERROR is queued.
     Failing { code: ErrorCode, reason: AbortReason },
     /// Over.
@@ -151,6 +151,16 @@ impl First {
     fn is_due(self) -> bool {
         matches!(self, Self::Unsent | Self::Repeat | Self::Timed)
     }
+}
+
+/// How many more windows may go out on a timer while the client has acknowledged no DATA block
+/// (it may not be able to receive at all: its address may be forged). [`Blind::ANY`] when the
+/// transfer's port is a secret a forger cannot guess, or once a DATA block was acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Blind(u8);
+
+impl Blind {
+    const ANY: Self = Self(u8::MAX);
 }
 
 /// A read transfer in progress.
@@ -181,13 +191,28 @@ impl ReadTransfer {
         sender.set_deadline(expires);
         Self {
             sender,
-            phase: Phase::Unconfirmed { oack },
+            phase: Phase::Unconfirmed { oack, blind: Blind::ANY },
             started: now,
             retransmits: 0,
             expires: expiry_units(now, expires),
             first: First::Unsent,
             client_timeout: negotiated.timeout.unwrap_or(0),
             oack_shape: negotiated.shape(),
+        }
+    }
+
+    /// Bounds what a client that has acknowledged no DATA block can make this transfer send, for
+    /// a server whose transfer IDs a forger can predict (one listening port, or a port range):
+    /// the first window and its resends on a timer stay within `bytes` on the wire (IPv4 and
+    /// UDP headers counted), at least one window; beyond that only the client's own ACKs
+    /// release it again, one window per ACK. A forged request and a forged ACK 0 then cost
+    /// their victim at most `bytes` of DATA.
+    pub fn limit_blind_sends(&mut self, bytes: u32) {
+        let window = u32::from(self.sender.window()) * (u32::from(self.sender.blksize()) + DATAGRAM_OVERHEAD);
+        // The first window is one of them.
+        let resends = (bytes / window.max(1)).saturating_sub(1).min(u32::from(u8::MAX - 1)) as u8;
+        if let Phase::Unconfirmed { blind, .. } | Phase::Sending { blind } = &mut self.phase {
+            *blind = Blind(resends);
         }
     }
 
@@ -213,16 +238,24 @@ impl ReadTransfer {
         let cfg = self.cfg(cfg);
         match (*packet, self.phase) {
             (_, Phase::Done(_) | Phase::Failing { .. }) => {}
-            (Packet::Ack { block }, Phase::Unconfirmed { oack: true, .. }) => {
+            (Packet::Ack { block }, Phase::Unconfirmed { oack: true, blind }) => {
                 if block == 0 {
                     self.sender.handshake_acked(now, &cfg);
-                    self.phase = Phase::Sending;
+                    self.phase = Phase::Sending { blind };
                 }
             }
-            (Packet::Ack { block }, Phase::Unconfirmed { oack: false, .. } | Phase::Sending) => {
+            (Packet::Ack { block }, Phase::Unconfirmed { oack: false, blind } | Phase::Sending { blind }) => {
                 match self.sender.on_ack(now, block, &cfg) {
-                    AckEffect::Progress => self.phase = Phase::Sending,
+                    // A DATA block was acknowledged: the client receives.
+                    AckEffect::Progress => self.phase = Phase::Sending { blind: Blind::ANY },
                     AckEffect::Complete => self.phase = Phase::Done(Outcome::Complete),
+                    // A client that has received no DATA repeats its ACK 0 when the first window
+                    // was lost: with the timer held back, its ACK releases the window again.
+                    AckEffect::Duplicate if blind != Blind::ANY && self.sender.acked() == 0 => {
+                        if self.phase == (Phase::Sending { blind }) {
+                            self.sender.rewind();
+                        }
+                    }
                     AckEffect::Duplicate | AckEffect::Stale => {}
                 }
             }
@@ -237,7 +270,7 @@ impl ReadTransfer {
                     Outcome::PeerError(code)
                 });
             }
-            (Packet::Error { code, .. }, Phase::Sending) => {
+            (Packet::Error { code, .. }, Phase::Sending { .. }) => {
                 self.phase = Phase::Done(if code == ErrorCode::NOT_DEFINED && self.sender.all_sent() {
                     Outcome::Complete
                 } else {
@@ -265,7 +298,7 @@ impl ReadTransfer {
                 self.sender.set_deadline(expires);
                 Repeat::ResendFirst
             }
-            Phase::Sending if self.sender.all_sent() => {
+            Phase::Sending { .. } if self.sender.all_sent() => {
                 // It only asks again once it has the final block.
                 self.sender.acknowledge_all();
                 self.phase = Phase::Done(Outcome::Complete);
@@ -282,7 +315,7 @@ impl ReadTransfer {
             Phase::Unconfirmed { .. } if now >= self.expires() => {
                 self.phase = Phase::Done(Outcome::TimedOut);
             }
-            Phase::Unconfirmed { oack } if self.first == First::Armed && now >= self.sender.deadline() => {
+            Phase::Unconfirmed { oack, .. } if self.first == First::Armed && now >= self.sender.deadline() => {
                 //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.2
                 //# TFTP [...] MUST use an adaptive timeout.
                 // The first answer or the client's first ACK was lost: send it again, once.
@@ -291,9 +324,12 @@ impl ReadTransfer {
                     self.sender.rewind();
                 }
             }
-            Phase::Sending => match self.sender.on_timeout(now, &cfg) {
+            Phase::Sending { blind } => match self.sender.on_timeout(now, &cfg) {
                 TimeoutEffect::GiveUp => self.phase = Phase::Done(Outcome::TimedOut),
-                TimeoutEffect::Retransmit | TimeoutEffect::NotDue => {}
+                TimeoutEffect::Retransmit if blind == Blind::ANY => {}
+                TimeoutEffect::Retransmit if blind.0 == 0 => self.sender.hold(),
+                TimeoutEffect::Retransmit => self.phase = Phase::Sending { blind: Blind(blind.0 - 1) },
+                TimeoutEffect::NotDue => {}
             },
             _ => {}
         }
@@ -320,7 +356,7 @@ impl ReadTransfer {
                 self.phase = Phase::Done(Outcome::Aborted(code));
                 Some(Transmit::Error { code, message: reason.message() })
             }
-            Phase::Unconfirmed { oack } if self.first.is_due() => {
+            Phase::Unconfirmed { oack, .. } if self.first.is_due() => {
                 if self.first != First::Unsent {
                     self.retransmits += 1;
                 }
@@ -348,14 +384,14 @@ impl ReadTransfer {
                 }
                 t
             }
-            Phase::Sending => self.data(now, &cfg),
+            Phase::Sending { .. } => self.data(now, &cfg),
             _ => None,
         }
     }
 
     fn data(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<Transmit> {
         let (block, resend) = self.sender.next_block(now, cfg)?;
-        if resend && matches!(self.phase, Phase::Sending) {
+        if resend && matches!(self.phase, Phase::Sending { .. }) {
             self.retransmits += 1;
         }
         let (offset, len) = self.sender.block_span(block);
@@ -366,7 +402,7 @@ impl ReadTransfer {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.phase {
             Phase::Unconfirmed { .. } => Some(self.sender.deadline()),
-            Phase::Sending => Some(self.sender.deadline()),
+            Phase::Sending { .. } => Some(self.sender.deadline()),
             Phase::Failing { .. } | Phase::Done(_) => None,
         }
     }
@@ -376,7 +412,7 @@ impl ReadTransfer {
         match self.phase {
             Phase::Failing { .. } => true,
             Phase::Unconfirmed { .. } => self.first.is_due(),
-            Phase::Sending => self.sender.can_send(),
+            Phase::Sending { .. } => self.sender.can_send(),
             Phase::Done(_) => false,
         }
     }

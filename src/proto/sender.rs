@@ -215,6 +215,13 @@ impl WindowSender {
         TimeoutEffect::Retransmit
     }
 
+    /// Sends nothing more until the next ACK or timeout: undoes the rewind of a timeout whose
+    /// resend the owner holds back. The deadline stays armed, so retries and patience still
+    /// run out.
+    pub fn hold(&mut self) {
+        self.next_off = self.sent_off + 1;
+    }
+
     /// Sends the first unacknowledged block again on the next [`next_block`](Self::next_block)
     /// (used when a client repeats its request before acknowledging anything).
     pub fn rewind(&mut self) {

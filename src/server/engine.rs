@@ -507,7 +507,10 @@ impl Engine {
             file.len()
         };
         let neg = self.negotiate(r, Some(size), d.local, now);
-        let xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
+        let mut xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
+        if let Some(bytes) = self.cfg.limits.max_window_bytes {
+            xfer.limit_blind_sends(bytes);
+        }
         Some((Kind::Read { file, netascii, xfer }, neg))
     }
 

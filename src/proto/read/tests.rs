@@ -333,3 +333,55 @@ fn repeat_after_the_last_block_is_a_new_request() {
     assert_eq!(x.outcome(), Some(Outcome::Complete));
     assert_eq!(x.bytes_acked(), 1000, "counted as delivered");
 }
+
+#[test]
+fn blind_budget_holds_timer_resends_until_data_is_acknowledged() {
+    let size = 100_000;
+    let mut x = ReadTransfer::new(t(0), size, &negotiated("blksize 1468 windowsize 3", size), &CFG);
+    x.limit_blind_sends(5000);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    // A forged ACK 0: one window, 3 × 1,500 bytes on the wire.
+    ack(&mut x, t(1), 0);
+    assert_eq!(drain(&mut x, t(1)).len(), 3);
+    // Nothing on a timer while no DATA is acknowledged: the budget has no room for a resend.
+    while x.outcome().is_none() {
+        let now = x.poll_timeout().unwrap();
+        x.handle_timeout(now, &CFG);
+        assert_eq!(drain(&mut x, now), [], "timer resend at {now:?} before any DATA was acknowledged");
+    }
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+
+    // A real client that lost the first window repeats its ACK 0: the window goes out again.
+    let mut x = ReadTransfer::new(t(0), size, &negotiated("blksize 1468 windowsize 3", size), &CFG);
+    x.limit_blind_sends(5000);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 0);
+    drain(&mut x, t(1));
+    ack(&mut x, t(500), 0);
+    assert_eq!(drain(&mut x, t(500)), [data(1, 0, 1468), data(2, 1468, 1468), data(3, 2936, 1468)]);
+    // Once a DATA block is acknowledged, the timer resends as usual.
+    ack(&mut x, t(501), 3);
+    assert_eq!(drain(&mut x, t(501)).len(), 3);
+    let due = x.poll_timeout().unwrap();
+    x.handle_timeout(due, &CFG);
+    assert_eq!(drain(&mut x, due).len(), 3, "resent on the timer once the client showed it receives");
+}
+
+#[test]
+fn blind_budget_leaves_room_for_resends_of_a_small_window() {
+    // GRUB asks for no windowsize: one block of 1,024 bytes; the budget allows the first send
+    // and three resends on the timer (4 × 1,056 bytes), so a lost DATA 1 is still recovered.
+    let size = 100_000;
+    let mut x = ReadTransfer::new(t(0), size, &negotiated("blksize 1024", size), &CFG);
+    x.limit_blind_sends(5000);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 0);
+    assert_eq!(drain(&mut x, t(1)), [data(1, 0, 1024)]);
+    let mut sent = 1;
+    while x.outcome().is_none() {
+        let now = x.poll_timeout().unwrap();
+        x.handle_timeout(now, &CFG);
+        sent += drain(&mut x, now).len();
+    }
+    assert_eq!(sent, 4, "first send and three timed resends within 5,000 bytes");
+}
