@@ -132,7 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report_counters(workers: &[[(&'static str, u64); 18]]) {
+fn report_counters(workers: &[[(&'static str, u64); bootstorm::server::stats::COUNTERS]]) {
     for (i, w) in workers.iter().enumerate() {
         let line: Vec<String> = w.iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}={v}")).collect();
         info!(worker = i, "{}", if line.is_empty() { "idle".to_string() } else { line.join(" ") });

@@ -38,6 +38,7 @@ use super::io::{
     Body, DataRun, Datagram, Io, MAX_HEAD, MAX_RUN, MAX_RUN_BYTES, MAX_UPLOAD_BLKSIZE, Outgoing, Segment, Token, Via,
 };
 use super::limits::SourceLimiter;
+use super::reply_budget::ReplyBudget;
 use super::socket::{LocalEnd, broadcast_addresses, interface_mtu};
 use super::stats::{Counters, Latencies};
 use crate::config::Config;
@@ -123,6 +124,8 @@ pub(crate) struct Engine {
     broadcasts_read: Option<Timestamp>,
     /// When a transfer socket last failed to open.
     open_failed: Option<Timestamp>,
+    /// ERRORs sent unasked (to malformed and foreign datagrams).
+    unasked: ReplyBudget,
     path: [u8; MAX_FILENAME_LEN],
     head: [u8; MAX_HEAD],
     /// DATA packets gathered for one send (capacity [`MAX_RUN`], reused).
@@ -163,6 +166,7 @@ impl Engine {
             broadcasts: Vec::new(),
             broadcasts_read: None,
             open_failed: None,
+            unasked: ReplyBudget::new(now),
             latencies: Latencies::new(),
             // Reserved for the worker's limit up front: address space only (pages become resident
             // as slots are first used), and the table never moves or leaves old copies behind.
@@ -257,7 +261,7 @@ impl Engine {
             //# packet, while not disturbing the transfer.
             Counters::add(&self.counters.foreign, 1);
             if !is_error(d.payload) {
-                self.reply(io, d.via, d.peer, None, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+                self.reply_unasked(now, io, d.via, d.peer, None, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
             }
             return;
         }
@@ -323,7 +327,7 @@ impl Engine {
                 // DATA, ACK or OACK that belongs to no transfer of ours. Never answer an ERROR.
                 if !matches!(p, Packet::Error { .. }) {
                     Counters::add(&self.counters.foreign, 1);
-                    self.reply(io, d.via, d.peer, d.local, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+                    self.reply_unasked(now, io, d.via, d.peer, d.local, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
                 }
             }
             Err(e) => {
@@ -332,7 +336,7 @@ impl Engine {
                     return;
                 }
                 let msg = e.map_or("request too long", |e| e.message());
-                self.reply(io, d.via, d.peer, d.local, ErrorCode::ILLEGAL_OPERATION, msg);
+                self.reply_unasked(now, io, d.via, d.peer, d.local, ErrorCode::ILLEGAL_OPERATION, msg);
             }
         }
     }
@@ -661,6 +665,26 @@ impl Engine {
     ) {
         let n = wire::encode_error(code, msg.as_bytes(), &mut self.head).unwrap_or(0);
         io.send(Outgoing { via, to, from, head: &self.head[..n], body: None, token: None });
+    }
+
+    /// Sends an ERROR to a datagram that was no request and belongs to no transfer, within the
+    /// budget for such replies (the datagram's source may be forged); beyond it, nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn reply_unasked<I: Io>(
+        &mut self,
+        now: Timestamp,
+        io: &mut I,
+        via: Via,
+        to: SocketAddr,
+        from: Option<LocalEnd>,
+        code: ErrorCode,
+        msg: &str,
+    ) {
+        if self.unasked.take(now) {
+            self.reply(io, via, to, from, code, msg);
+        } else {
+            Counters::add(&self.counters.errors_withheld, 1);
+        }
     }
 
     /// Queues, arms or ends a transfer after anything happened to it.

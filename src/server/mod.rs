@@ -12,6 +12,7 @@ pub(crate) mod epoll;
 pub(crate) mod io;
 pub(crate) mod limits;
 pub(crate) mod probe;
+pub(crate) mod reply_budget;
 pub(crate) mod sendmsg;
 pub(crate) mod socket;
 pub(crate) mod uring;

@@ -46,9 +46,14 @@ pub struct Counters {
     pub retransmits: AtomicU64,
     /// Sends the kernel refused.
     pub send_errors: AtomicU64,
+    /// ERRORs not sent to a malformed or foreign datagram: over the unasked-reply budget.
+    pub errors_withheld: AtomicU64,
     /// Transfers in progress.
     pub active: AtomicU64,
 }
+
+/// How many counters [`Counters::snapshot`] returns.
+pub const COUNTERS: usize = 19;
 
 impl Counters {
     /// Adds `n` to a counter (the worker is its only writer).
@@ -62,7 +67,7 @@ impl Counters {
     }
 
     /// A plain copy of every counter, in declaration order, with names.
-    pub fn snapshot(&self) -> [(&'static str, u64); 18] {
+    pub fn snapshot(&self) -> [(&'static str, u64); COUNTERS] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("requests", g(&self.requests)),
@@ -82,6 +87,7 @@ impl Counters {
             ("rate_limited", g(&self.rate_limited)),
             ("retransmits", g(&self.retransmits)),
             ("send_errors", g(&self.send_errors)),
+            ("errors_withheld", g(&self.errors_withheld)),
             ("active", g(&self.active)),
         ]
     }

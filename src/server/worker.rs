@@ -144,7 +144,7 @@ pub struct Report {
     /// Latencies merged over all workers.
     pub latencies: Latencies,
     /// Each worker's counters.
-    pub workers: Vec<[(&'static str, u64); 18]>,
+    pub workers: Vec<[(&'static str, u64); super::stats::COUNTERS]>,
 }
 
 /// A running server: its worker threads and their controls.
@@ -307,7 +307,7 @@ impl Server {
     }
 
     /// Each worker's counters now.
-    pub fn counters(&self) -> Vec<[(&'static str, u64); 18]> {
+    pub fn counters(&self) -> Vec<[(&'static str, u64); super::stats::COUNTERS]> {
         self.workers.iter().map(|w| w.counters.snapshot()).collect()
     }
 
