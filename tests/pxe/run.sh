@@ -315,7 +315,8 @@ EOF
             ;;
         *) die "unknown run $run" ;;
     esac
-    in_ns ip -4 -o addr show dev "$BR" | awk '{$1=""; print "  address:" $0}'
+    in_ns ip -4 -o addr show dev "$BR" |
+        awk '{print "  address: " $4 ($5 == "brd" ? " brd " $6 : " (no broadcast address)")}'
 }
 
 # --- 4. Services and guests -------------------------------------------------------------------
