@@ -8,9 +8,13 @@
 //! [`commit_done`](WriteTransfer::commit_done)); only then does the final ACK leave, so a client
 //! that sees it knows the file is in place, and a failed commit becomes an ERROR instead.
 //!
-//! The same policy as reads applies before the client has sent anything: the first answer (OACK
-//! or ACK 0) is repeated only when the request is, never on a timer. After the final ACK the
-//! transfer dallies for a while to answer a repeated final block (RFC 1350 §6).
+//! Before the client has sent anything, the first answer (OACK or ACK 0) is repeated only when
+//! the request is, never on a timer, and the transfer waits only briefly for its first DATA: the
+//! server's initial timeout (`--timeout`, 1 s by default), whatever `timeout` the client asked
+//! for, and a repeated request extends that to at most twice as long from the first one. A real
+//! client sends DATA 1 as soon as the answer arrives; a forger who cannot see the answer must find
+//! the transfer's port within that time. After the final ACK the transfer dallies for a while to
+//! answer a repeated final block (RFC 1350 §6).
 
 use std::time::Duration;
 
@@ -88,7 +92,7 @@ impl WriteTransfer {
         let oack = negotiated.has_oack();
         let (blksize, window) =
             if oack { (negotiated.blksize, negotiated.windowsize) } else { (Negotiated::PLAIN.blksize, 1) };
-        let expires = now + super::read::unconfirmed_wait(base, negotiated.timeout);
+        let expires = now + first_data_wait(base);
         let cfg = base.with_client_timeout(negotiated.timeout);
         Self {
             recv: WindowReceiver::new(blksize, window),
@@ -197,8 +201,11 @@ impl WriteTransfer {
     pub fn handle_repeated_request(&mut self, now: Timestamp, base: &RetransmitConfig) -> Repeat {
         match self.phase {
             Phase::Unconfirmed { oack, .. } => {
-                let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
-                let expires = now + super::read::unconfirmed_wait(base, timeout);
+                // A repeat (its first answer was lost) gets the wait again, but a forger who
+                // repeats the request cannot keep the transfer open: at most twice the wait from
+                // the start.
+                let wait = first_data_wait(base);
+                let expires = (now + wait).min(self.started + wait * 2);
                 self.phase = Phase::Unconfirmed { oack, expires };
                 self.deadline = expires;
                 self.first_due = true;
@@ -350,6 +357,12 @@ impl WriteTransfer {
     pub fn blksize(&self) -> u16 {
         self.recv.blksize()
     }
+}
+
+/// How long an upload waits for its first DATA: the server's initial timeout, never the client's
+/// `timeout` option (a client cannot buy a longer wait).
+fn first_data_wait(base: &RetransmitConfig) -> Duration {
+    base.rto.initial
 }
 
 #[cfg(test)]

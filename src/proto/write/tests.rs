@@ -11,6 +11,7 @@ const CFG: RetransmitConfig = RetransmitConfig {
     rto: RtoBounds { initial: Duration::from_millis(100), min: Duration::from_millis(10), max: Duration::from_secs(1) },
     max_retries: 3,
     patience: Duration::from_secs(2),
+    max_silence: Duration::from_secs(60),
 };
 
 fn t(ms: u64) -> Timestamp {
@@ -111,14 +112,42 @@ fn size_limit_is_disk_full() {
 
 #[test]
 fn silent_client_before_data_expires_without_resends() {
+    // The wait for the first DATA is the initial timeout (100 ms here), not the patience.
     let mut x = WriteTransfer::new(t(0), &negotiated("blksize 1024"), 10_000, &CFG);
     assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
-    x.handle_timeout(t(1000), &CFG);
+    assert_eq!(x.poll_timeout(), Some(t(100)));
+    x.handle_timeout(t(60), &CFG);
     assert_eq!(drain(&mut x), []);
-    assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
+    assert_eq!(x.handle_repeated_request(t(80), &CFG), Repeat::ResendFirst);
     assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
-    x.handle_timeout(t(3500), &CFG);
+    assert_eq!(x.poll_timeout(), Some(t(180)), "a repeat gets the wait again");
+    x.handle_timeout(t(180), &CFG);
     assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+}
+
+#[test]
+fn first_data_wait_is_short_and_cannot_be_bought() {
+    // A client's timeout option does not lengthen the wait for the first DATA.
+    for opts in ["", "timeout 10", "timeout 255 blksize 1024"] {
+        let mut x = WriteTransfer::new(t(0), &negotiated(opts), 10_000, &CFG);
+        drain(&mut x);
+        assert_eq!(x.poll_timeout(), Some(t(100)), "{opts:?}");
+        // Repeats extend it, but never beyond twice the wait from the start.
+        for at in [90, 150, 190] {
+            assert_eq!(x.handle_repeated_request(t(at), &CFG), Repeat::ResendFirst);
+            drain(&mut x);
+        }
+        assert_eq!(x.poll_timeout(), Some(t(200)), "{opts:?}");
+        // DATA 1 after that finds the transfer over.
+        x.handle_timeout(t(200), &CFG);
+        assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+        assert_eq!(data(&mut x, t(201), 1, b"late"), None);
+    }
+    // DATA 1 in time starts the upload; after that the client's timeout applies as before.
+    let mut x = WriteTransfer::new(t(0), &negotiated("timeout 3"), 10_000, &CFG);
+    drain(&mut x);
+    assert_eq!(data(&mut x, t(99), 1, &[0; 512]), Some((0, &[0u8; 512][..])));
+    assert_eq!(x.poll_timeout(), Some(t(99 + 3000)));
 }
 
 #[test]
