@@ -9,4 +9,4 @@ pub mod upload;
 pub use cache::{FileCache, FileVersion};
 pub use path::{PathError, normalize};
 pub use root::{OpenError, Root};
-pub use upload::{Upload, UploadError, UploadRoot, WritePolicy};
+pub use upload::{TreeRelation, Upload, UploadError, UploadRoot, WritePolicy};

@@ -1,12 +1,20 @@
 //! Uploads that lose nothing and half-write nothing.
 //!
-//! An upload is written to a temporary file created (`O_EXCL`, mode from the umask) in the
-//! target's directory, and only when the final block has arrived is it synced and renamed over
-//! the target: `renameat2` is atomic, so readers see the old file or the new one, never a mix,
-//! and two uploads of the same name leave exactly one of them. Without overwrite permission the
-//! rename is `RENAME_NOREPLACE`, so a file that appeared meanwhile is not clobbered. A refused,
-//! failed, aborted or abandoned upload removes its temporary file (also when an [`Upload`] is
-//! dropped) and leaves the old file untouched.
+//! [`UploadRoot::begin`] only checks a request (directory, target, policy, announced size) and
+//! creates nothing: the upload's file is made when its first DATA is written, so a request that
+//! is never followed by data (a forged one, say) leaves no trace on the disk.
+//!
+//! That file is an unnamed one (`O_TMPFILE`, mode from the umask) in the target's directory: no
+//! request can fetch it while it is written, nothing of it survives a crash, and its name costs
+//! nothing, so every name up to `NAME_MAX` can be uploaded. Only when the final block has arrived
+//! is it synced and given its name: without overwrite permission by `linkat` to the target name
+//! itself, which fails if that name exists, so a file that appeared meanwhile is not clobbered;
+//! with it, by `linkat` to a short temporary name and `renameat2` over the target, which is
+//! atomic, so readers see the old file or the new one, never a mix. Two uploads of the same name
+//! leave exactly one of them. On file systems without `O_TMPFILE` the file is a named temporary
+//! file (short name, `O_EXCL`) beside the target, renamed over it (`RENAME_NOREPLACE` without
+//! overwrite permission). A refused, failed, aborted or abandoned upload leaves no file (a named
+//! temporary file is removed, also when an [`Upload`] is dropped) and the old file untouched.
 //!
 //! The target's directory is resolved beneath the upload root by the kernel with no symlink
 //! followed at all (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), and an existing target must be a
@@ -73,6 +81,21 @@ pub struct WritePolicy {
 pub struct UploadRoot {
     dir: OwnedFd,
     has_openat2: bool,
+    /// Try unnamed files (`O_TMPFILE`) first; off only in tests of the fallback.
+    unnamed: bool,
+}
+
+/// Where an upload directory lies relative to the served root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeRelation {
+    /// Neither contains the other.
+    Separate,
+    /// The same directory.
+    Same,
+    /// The upload directory is inside the served root.
+    Inside,
+    /// The served root is inside the upload directory.
+    Contains,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -85,7 +108,7 @@ impl UploadRoot {
     /// Opens `path` as the upload root.
     pub fn open(path: &Path) -> io::Result<Self> {
         let dir = open_base_dir(path, "upload")?;
-        let mut root = Self { dir, has_openat2: true };
+        let mut root = Self { dir, has_openat2: true, unnamed: true };
         if let Err(e) = root.open_dir(b".") {
             if e.raw_os_error() == Some(libc::ENOSYS) {
                 root.has_openat2 = false;
@@ -94,6 +117,32 @@ impl UploadRoot {
             }
         }
         Ok(root)
+    }
+
+    /// Where this directory lies relative to the served root `served`, compared by device and
+    /// inode along each one's chain of parents (so symlinks and different spellings of a path do
+    /// not hide an overlap).
+    pub fn relation_to(&self, served: &Path) -> io::Result<TreeRelation> {
+        let served = open_base_dir(served, "root")?;
+        let up = ancestry(&self.dir)?;
+        let root = ancestry(&served)?;
+        Ok(if up[0] == root[0] {
+            TreeRelation::Same
+        } else if up[1..].contains(&root[0]) {
+            TreeRelation::Inside
+        } else if root[1..].contains(&up[0]) {
+            TreeRelation::Contains
+        } else {
+            TreeRelation::Separate
+        })
+    }
+
+    /// The same root, writing named temporary files only (the fallback for file systems without
+    /// `O_TMPFILE`).
+    #[cfg(test)]
+    fn named_only(mut self) -> Self {
+        self.unnamed = false;
+        self
     }
 
     /// Opens directory `rel` beneath the root without following any symlink.
@@ -157,41 +206,25 @@ impl UploadRoot {
             }
             Err(e) => return Err(UploadError::from_errno(e)),
         }
-        if let Some(n) = announced {
-            // SAFETY: plain data out-parameter of fstatvfs on our descriptor.
-            let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            if unsafe { libc::fstatvfs(parent.as_raw_fd(), &mut vfs) } == 0 {
-                let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-                if n > free {
-                    return Err(UploadError::DiskFull);
-                }
+        // SAFETY: plain data out-parameter of fstatvfs on our descriptor.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstatvfs(parent.as_raw_fd(), &mut vfs) } == 0 {
+            if vfs.f_flag & libc::ST_RDONLY != 0 {
+                return Err(UploadError::Denied);
+            }
+            let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+            if announced.is_some_and(|n| n > free) {
+                return Err(UploadError::DiskFull);
             }
         }
-        let tmp = CString::new(format!(
-            ".{}.{}-{}.upload",
-            String::from_utf8_lossy(name.as_bytes()),
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ))
-        .map_err(|_| UploadError::Denied)?;
-        // SAFETY: `parent` is a directory descriptor and `tmp` a NUL-terminated name.
-        let fd = cvt(unsafe {
-            libc::openat(
-                parent.as_raw_fd(),
-                tmp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                policy.mode as libc::c_uint,
-            )
-        })
-        .map_err(UploadError::from_errno)?;
-        // SAFETY: a new descriptor we own.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Nothing is created before the first DATA.
         Ok(Upload {
             parent,
             name,
-            tmp,
-            file,
+            mode: policy.mode,
+            unnamed: self.unnamed,
+            file: None,
             written: 0,
             decoder: netascii.then(netascii::Decoder::new),
             max_size: policy.max_size,
@@ -201,21 +234,98 @@ impl UploadRoot {
     }
 }
 
+/// The (device, inode) of `dir` and of each directory above it, up to the process's root.
+fn ancestry(dir: &OwnedFd) -> io::Result<Vec<(u64, u64)>> {
+    let mut chain = Vec::new();
+    let mut cur = dir.try_clone()?;
+    loop {
+        let st = stat_nofollow(&cur, c"")?;
+        let id = (st.st_dev, st.st_ino);
+        if chain.last() == Some(&id) || chain.len() >= 4096 {
+            return Ok(chain);
+        }
+        chain.push(id);
+        // SAFETY: `cur` is a directory descriptor and ".." a NUL-terminated name.
+        let fd = cvt(unsafe {
+            libc::openat(cur.as_raw_fd(), c"..".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        })?;
+        // SAFETY: a new descriptor we own.
+        cur = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+}
+
+/// A short temporary name, unique in this process (it never depends on the target's name, so it
+/// always fits `NAME_MAX`).
+fn temp_name(what: &str) -> CString {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    CString::new(format!(".bootstorm-{}-{n}.{what}", std::process::id())).expect("no NUL in a formatted number")
+}
+
+/// Gives the unnamed file `file` the name `name` in `dir`; fails with `EEXIST` if that name
+/// exists.
+fn link_unnamed(file: &File, dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: links our own descriptor (empty path, AT_EMPTY_PATH) to a NUL-terminated name
+    // relative to our directory descriptor.
+    let rc =
+        unsafe { libc::linkat(file.as_raw_fd(), c"".as_ptr(), dir.as_raw_fd(), name.as_ptr(), libc::AT_EMPTY_PATH) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM | libc::EINVAL)) {
+        return Err(e);
+    }
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH on kernels before 6.10; /proc needs nothing.
+    link_via_proc(file, dir, name)
+}
+
+/// [`link_unnamed`] through `/proc/self/fd` (open(2) on `O_TMPFILE`), for kernels that refuse
+/// `AT_EMPTY_PATH` to a process without `CAP_DAC_READ_SEARCH`.
+fn link_via_proc(file: &File, dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL in a formatted number");
+    // SAFETY: both paths are NUL-terminated; the magic link is followed to our own file.
+    cvt(unsafe {
+        libc::linkat(libc::AT_FDCWD, proc.as_ptr(), dir.as_raw_fd(), name.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    })?;
+    Ok(())
+}
+
 fn stat_nofollow(dir: &OwnedFd, name: &CStr) -> io::Result<libc::stat> {
     // SAFETY: plain data out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // An empty name stats `dir` itself.
+    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
     // SAFETY: `dir` is a directory descriptor, `name` NUL-terminated, `st` a valid out-pointer.
-    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, flags) })?;
     Ok(st)
 }
 
-/// An upload in progress: a temporary file beside its target.
+/// The file an upload is written to.
+#[derive(Debug)]
+enum Staged {
+    /// Unnamed (`O_TMPFILE`): gone by itself unless linked.
+    Unnamed(File),
+    /// A named temporary file beside the target, removed unless renamed.
+    Named(File, CString),
+}
+
+impl Staged {
+    fn file(&self) -> &File {
+        match self {
+            Self::Unnamed(f) | Self::Named(f, _) => f,
+        }
+    }
+}
+
+/// An upload in progress: an unnamed file in its target's directory, made at the first DATA.
 #[derive(Debug)]
 pub struct Upload {
     parent: OwnedFd,
     name: CString,
-    tmp: CString,
-    file: File,
+    mode: u32,
+    unnamed: bool,
+    /// `None` until the first DATA.
+    file: Option<Staged>,
     written: u64,
     decoder: Option<netascii::Decoder>,
     max_size: u64,
@@ -246,9 +356,50 @@ impl Upload {
         if self.written + data.len() as u64 > self.max_size {
             return Err(UploadError::DiskFull);
         }
-        self.file.write_all_at(data, self.written).map_err(UploadError::from_errno)?;
+        let written = self.written;
+        self.staged()?.file().write_all_at(data, written).map_err(UploadError::from_errno)?;
         self.written += data.len() as u64;
         Ok(())
+    }
+
+    /// The upload's file, made on first use: unnamed where the file system allows, else a
+    /// named temporary file.
+    fn staged(&mut self) -> Result<&Staged, UploadError> {
+        if self.file.is_none() {
+            self.file = Some(self.create().map_err(UploadError::from_errno)?);
+        }
+        Ok(self.file.as_ref().expect("just made"))
+    }
+
+    fn create(&self) -> io::Result<Staged> {
+        let p = self.parent.as_raw_fd();
+        let mode = self.mode as libc::c_uint;
+        if self.unnamed {
+            // SAFETY: `p` is our directory descriptor and "." a NUL-terminated name.
+            let fd =
+                unsafe { libc::openat(p, c".".as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, mode) };
+            if fd >= 0 {
+                // SAFETY: a new descriptor we own.
+                return Ok(Staged::Unnamed(File::from(unsafe { OwnedFd::from_raw_fd(fd) })));
+            }
+            let e = io::Error::last_os_error();
+            // The file system or the kernel has no O_TMPFILE: fall back to a named file.
+            if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)) {
+                return Err(e);
+            }
+        }
+        let tmp = temp_name("upload");
+        // SAFETY: `p` is our directory descriptor and `tmp` a NUL-terminated name.
+        let fd = cvt(unsafe {
+            libc::openat(
+                p,
+                tmp.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode,
+            )
+        })?;
+        // SAFETY: a new descriptor we own.
+        Ok(Staged::Named(File::from(unsafe { OwnedFd::from_raw_fd(fd) }), tmp))
     }
 
     /// Bytes written so far.
@@ -256,22 +407,42 @@ impl Upload {
         self.written
     }
 
-    /// Makes the upload durable and puts it in place: sync the file, rename it over the target
+    /// Makes the upload durable and puts it in place: sync the file, give it the target's name
     /// (atomically; without overwrite permission only if the target still does not exist), sync
-    /// the directory. Blocks on the disk: run it off the workers. On failure the temporary file
-    /// is removed.
+    /// the directory. Blocks on the disk: run it off the workers. On failure nothing of the
+    /// upload is left.
     pub fn commit(mut self) -> Result<u64, UploadError> {
         if let Some(mut d) = self.decoder.take() {
             let mut tail = Vec::new();
             d.finish(|b| tail.extend_from_slice(b));
             self.append(&tail)?;
         }
-        self.file.sync_all().map_err(UploadError::from_errno)?;
-        let flags = if self.overwrite { 0 } else { libc::RENAME_NOREPLACE };
+        // An empty upload has written nothing yet.
+        self.staged()?.file().sync_all().map_err(UploadError::from_errno)?;
         let p = self.parent.as_raw_fd();
-        // SAFETY: both names are NUL-terminated and relative to our directory descriptor.
-        cvt(unsafe { libc::renameat2(p, self.tmp.as_ptr(), p, self.name.as_ptr(), flags) })
-            .map_err(UploadError::from_errno)?;
+        match &self.file {
+            Some(Staged::Unnamed(file)) if !self.overwrite => {
+                link_unnamed(file, &self.parent, &self.name).map_err(UploadError::from_errno)?;
+            }
+            Some(Staged::Unnamed(file)) => {
+                // No call links over an existing name: link to a temporary name, rename that.
+                let tmp = temp_name("commit");
+                link_unnamed(file, &self.parent, &tmp).map_err(UploadError::from_errno)?;
+                // SAFETY: both names are NUL-terminated and relative to our directory descriptor.
+                if let Err(e) = cvt(unsafe { libc::renameat2(p, tmp.as_ptr(), p, self.name.as_ptr(), 0) }) {
+                    // SAFETY: removes the name we just made, relative to its directory.
+                    unsafe { libc::unlinkat(p, tmp.as_ptr(), 0) };
+                    return Err(UploadError::from_errno(e));
+                }
+            }
+            Some(Staged::Named(_, tmp)) => {
+                let flags = if self.overwrite { 0 } else { libc::RENAME_NOREPLACE };
+                // SAFETY: both names are NUL-terminated and relative to our directory descriptor.
+                cvt(unsafe { libc::renameat2(p, tmp.as_ptr(), p, self.name.as_ptr(), flags) })
+                    .map_err(UploadError::from_errno)?;
+            }
+            None => unreachable!("staged above"),
+        }
         self.done = true;
         // The rename is durable once the directory is synced; a failure here cannot be undone.
         // SAFETY: fsync of our own descriptor (an O_PATH directory descriptor works for fsync).
@@ -289,9 +460,10 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.done {
+        // An unnamed file goes with its descriptor; a named one must be removed.
+        if let (false, Some(Staged::Named(_, tmp))) = (self.done, &self.file) {
             // SAFETY: removes our own temporary file by name, relative to its directory.
-            unsafe { libc::unlinkat(self.parent.as_raw_fd(), self.tmp.as_ptr(), 0) };
+            unsafe { libc::unlinkat(self.parent.as_raw_fd(), tmp.as_ptr(), 0) };
         }
     }
 }
@@ -317,12 +489,105 @@ mod tests {
         let mut u = root.begin(b"cfg", &ALL, Some(3), false).unwrap();
         u.write(b"new").unwrap();
         assert_eq!(std::fs::read(d.path().join("cfg")).unwrap(), b"old", "untouched until the commit");
-        assert_eq!(files(d.path()).len(), 2, "temp file beside the target");
+        assert_eq!(files(d.path()), ["cfg"], "the upload's file has no name");
         assert_eq!(u.commit().unwrap(), 3);
         assert_eq!(std::fs::read(d.path().join("cfg")).unwrap(), b"new");
         assert_eq!(files(d.path()), ["cfg"]);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(d.path().join("cfg")).unwrap().permissions().mode() & 0o777, 0o644);
+    }
+
+    #[test]
+    fn nothing_exists_before_the_first_data() {
+        let d = tempfile::tempdir().unwrap();
+        let root = UploadRoot::open(d.path()).unwrap();
+        for r in [&root, &UploadRoot::open(d.path()).unwrap().named_only()] {
+            let u = r.begin(b"new", &ALL, Some(3), false).unwrap();
+            assert!(files(d.path()).is_empty());
+            drop(u);
+            // An empty upload (DATA 1 with no bytes) is a file too.
+            let mut u = r.begin(b"empty", &ALL, Some(0), false).unwrap();
+            u.write(b"").unwrap();
+            assert_eq!(u.commit().unwrap(), 0);
+            assert_eq!(files(d.path()), ["empty"]);
+            std::fs::remove_file(d.path().join("empty")).unwrap();
+        }
+    }
+
+    #[test]
+    fn named_fallback_keeps_every_guarantee() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cfg"), b"old").unwrap();
+        let root = UploadRoot::open(d.path()).unwrap().named_only();
+        let mut u = root.begin(b"cfg", &ALL, None, false).unwrap();
+        u.write(b"new").unwrap();
+        let during = files(d.path());
+        assert_eq!(during.len(), 2, "a named temporary file beside the target");
+        assert!(during[0].starts_with(".bootstorm-") && during[0].len() < 40, "a short name: {during:?}");
+        u.commit().unwrap();
+        assert_eq!(files(d.path()), ["cfg"]);
+        assert_eq!(std::fs::read(d.path().join("cfg")).unwrap(), b"new");
+        // Abandoned: removed.
+        let mut u = root.begin(b"cfg", &ALL, None, false).unwrap();
+        u.write(b"partial").unwrap();
+        drop(u);
+        assert_eq!(files(d.path()), ["cfg"]);
+        // Without overwrite: the first to commit wins.
+        let p = WritePolicy { overwrite: false, ..ALL };
+        let mut a = root.begin(b"f", &p, None, false).unwrap();
+        let mut b = root.begin(b"f", &p, None, false).unwrap();
+        a.write(b"aaa").unwrap();
+        b.write(b"bbb").unwrap();
+        a.commit().unwrap();
+        assert!(matches!(b.commit(), Err(UploadError::Exists)));
+        assert_eq!(files(d.path()), ["cfg", "f"]);
+    }
+
+    #[test]
+    fn names_up_to_name_max() {
+        let d = tempfile::tempdir().unwrap();
+        for root in [UploadRoot::open(d.path()).unwrap(), UploadRoot::open(d.path()).unwrap().named_only()] {
+            for len in [236, 250, 255] {
+                let name = vec![b'n'; len];
+                for content in [&b"one"[..], b"two"] {
+                    let mut u = root.begin(&name, &ALL, None, false).unwrap();
+                    u.write(content).unwrap();
+                    u.commit().unwrap();
+                    assert_eq!(std::fs::read(d.path().join(std::str::from_utf8(&name).unwrap())).unwrap(), content);
+                }
+            }
+            assert_eq!(files(d.path()).len(), 3);
+            assert!(root.begin(&[b'n'; 256], &ALL, None, false).is_err(), "over NAME_MAX");
+        }
+    }
+
+    #[test]
+    fn unnamed_file_linked_through_proc() {
+        let d = tempfile::tempdir().unwrap();
+        let root = UploadRoot::open(d.path()).unwrap();
+        let mut u = root.begin(b"f", &ALL, None, false).unwrap();
+        u.write(b"via proc").unwrap();
+        let Some(Staged::Unnamed(file)) = &u.file else { panic!("an unnamed file on this file system") };
+        file.sync_all().unwrap();
+        link_via_proc(file, &u.parent, c"f").unwrap();
+        assert!(matches!(link_via_proc(file, &u.parent, c"f"), Err(e) if e.raw_os_error() == Some(libc::EEXIST)));
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"via proc");
+    }
+
+    #[test]
+    fn relation_to_the_served_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        std::fs::create_dir(d.path().join("other")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub"), d.path().join("sneaky")).unwrap();
+        let rel = |p: &Path| UploadRoot::open(p).unwrap().relation_to(&root).unwrap();
+        assert_eq!(rel(&root), TreeRelation::Same);
+        assert_eq!(rel(&root.join("sub/deeper")), TreeRelation::Inside);
+        assert_eq!(rel(&d.path().join("sneaky")), TreeRelation::Inside, "through a symlink");
+        assert_eq!(rel(&root.join("sub/../sub")), TreeRelation::Inside);
+        assert_eq!(rel(d.path()), TreeRelation::Contains);
+        assert_eq!(rel(&d.path().join("other")), TreeRelation::Separate);
     }
 
     #[test]

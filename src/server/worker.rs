@@ -119,6 +119,9 @@ pub enum StartError {
         /// The cause.
         source: io::Error,
     },
+    /// The upload directory is in the served tree without --uploads-in-root.
+    #[error("{0}")]
+    Uploads(String),
     /// io_uring was required but is unusable.
     #[error("io_uring is unusable here: {0} (use --io epoll or --io auto)")]
     Uring(String),
@@ -130,6 +133,50 @@ pub enum StartError {
         /// The cause.
         source: io::Error,
     },
+}
+
+/// Opens the upload directory; refuses one in the served tree unless allowed, and says at start
+/// what each accepted upload risk means.
+fn open_uploads(cfg: &Config, wc: &crate::config::WriteConfig) -> Result<UploadRoot, StartError> {
+    use crate::fs::TreeRelation;
+    let uploads = UploadRoot::open(&wc.dir).map_err(|source| StartError::Root { path: wc.dir.clone(), source })?;
+    let relation =
+        uploads.relation_to(&cfg.root).map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
+    let where_ = match relation {
+        TreeRelation::Separate => None,
+        TreeRelation::Same => Some("is the served root"),
+        TreeRelation::Inside => Some("is inside the served root"),
+        TreeRelation::Contains => Some("contains the served root"),
+    };
+    if let Some(where_) = where_ {
+        if !wc.in_served_tree {
+            return Err(StartError::Uploads(format!(
+                "--upload-dir {} {where_} {}: every client could fetch uploads, and uploads could replace what \
+                 clients boot; use an upload directory outside the root, or --uploads-in-root to accept that",
+                wc.dir.display(),
+                cfg.root.display()
+            )));
+        }
+        warn!(
+            dir = %wc.dir.display(),
+            "--uploads-in-root: uploads land in the served tree, so every client can fetch what any uploader (or \
+             anyone forging an uploader's address) puts there"
+        );
+        if wc.policy.overwrite {
+            warn!(
+                "--overwrite-served-files: an upload may replace any file the server serves (boot loaders, kernels, \
+                 pxelinux.cfg); one forged upload changes what every client boots"
+            );
+        }
+    }
+    if cfg.single_port {
+        warn!(
+            "--allow-single-port-uploads: every transfer shares the listening port, so anyone who can forge an \
+             address that --allow-write-from accepts can upload blind with two datagrams (WRQ, then DATA 1); use it \
+             only where source addresses cannot be forged"
+        );
+    }
+    Ok(uploads)
 }
 
 struct WorkerHandle {
@@ -190,9 +237,7 @@ impl Server {
         }
         let root = Arc::new(root);
         let uploads = match &cfg.write {
-            Some(wc) => Some(Arc::new(
-                UploadRoot::open(&wc.dir).map_err(|source| StartError::Root { path: wc.dir.clone(), source })?,
-            )),
+            Some(wc) => Some(Arc::new(open_uploads(&cfg, wc)?)),
             None => None,
         };
 

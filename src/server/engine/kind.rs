@@ -1,5 +1,5 @@
 //! What a transfer is: a read (a file version sent from its mapping) or a write (an upload into
-//! a temporary file), behind one interface for the engine.
+//! an unnamed file, made at its first DATA), behind one interface for the engine.
 
 use std::rc::Rc;
 
@@ -11,7 +11,7 @@ use crate::proto::{ErrorCode, Outcome, ReadTransfer, RetransmitConfig, Timestamp
 #[derive(Debug)]
 pub(super) struct WriteState {
     pub(super) xfer: WriteTransfer,
-    /// The temporary file; `None` once handed to the commit thread.
+    /// The upload (its file is made at the first DATA); `None` once handed to the commit thread.
     pub(super) upload: Option<Upload>,
     pub(super) name: Box<str>,
     pub(super) netascii: bool,

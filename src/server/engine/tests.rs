@@ -589,7 +589,7 @@ fn first_data_waits_for_room_and_is_never_empty() {
 
 #[test]
 fn upload_lands_only_after_commit_then_final_ack() {
-    let mut r = rig(&["--allow-write", "--create", "--overwrite"]);
+    let mut r = rig(&["--allow-write", "--uploads-in-root", "--create", "--overwrite", "--overwrite-served-files"]);
     r.request(CLIENT, b"\x00\x02small\x00octet\x00tsize\x00600\x00");
     assert_eq!(r.io.take()[0].3, b"\x00\x06tsize\x00600\x00");
     r.data(CLIENT, 1, &[9; 512]);
@@ -611,13 +611,15 @@ fn upload_refusals_with_exact_codes() {
     let cases: [(&[&str], &[u8], u16); 6] = [
         (&[], b"\x00\x02new\x00octet\x00", 2),
         (&["--allow-write", "--create"], b"\x00\x02small\x00octet\x00", 6),
-        (&["--allow-write", "--overwrite"], b"\x00\x02new\x00octet\x00", 1),
+        (&["--allow-write", "--overwrite", "--overwrite-served-files"], b"\x00\x02new\x00octet\x00", 1),
         (&["--allow-write", "--create", "--max-upload-size", "100"], b"\x00\x02new\x00octet\x00tsize\x00101\x00", 3),
         (&["--allow-write", "--create"], b"\x00\x02../x\x00octet\x00", 2),
         (&["--allow-write", "--create", "--allow-write-from", "10.0.0.0/8"], b"\x00\x02new\x00octet\x00", 2),
     ];
     for (args, req, code) in cases {
-        let mut r = rig(args);
+        // Uploads into the root (the rig's only directory), on purpose.
+        let args = if args.is_empty() { args.to_vec() } else { [args, &["--uploads-in-root"]].concat() };
+        let mut r = rig(&args);
         r.request(CLIENT, req);
         let sent = r.io.take();
         assert_eq!(error_of(&sent[0].3).0, code, "{args:?} {:?}", req.escape_ascii().to_string());
@@ -628,11 +630,11 @@ fn upload_refusals_with_exact_codes() {
 
 #[test]
 fn abandoned_and_oversized_uploads_leave_nothing() {
-    let mut r = rig(&["--allow-write", "--create", "--max-upload-size", "1000"]);
+    let mut r = rig(&["--allow-write", "--uploads-in-root", "--create", "--max-upload-size", "1000"]);
     r.request(CLIENT, b"\x00\x02up\x00octet\x00");
     r.io.take();
     r.data(CLIENT, 1, &[1; 512]);
-    assert_eq!(r.files().len(), 3, "a temporary file while receiving");
+    assert_eq!(r.files(), ["small", "text"], "the upload's file has no name while receiving");
     // Too big: ERROR 3 and the temporary file goes.
     r.data(CLIENT, 2, &[1; 512]);
     assert_eq!(error_of(&r.io.take().last().unwrap().3).0, 3);
