@@ -53,6 +53,7 @@ const CFG: RetransmitConfig = RetransmitConfig {
     },
     max_retries: 6,
     patience: Duration::from_secs(6),
+    max_silence: Duration::from_secs(60),
 };
 
 /// A transfer of a big file at blksize 1468, windows of 16, past its OACK.

@@ -407,6 +407,7 @@ impl TryFrom<Cli> for Config {
                 },
                 max_retries: c.retries,
                 patience: timeout * u32::from(c.retries),
+                max_silence: crate::proto::sender::MAX_SILENCE.max(timeout * u32::from(c.retries) * 2),
             },
             port_range: c.port_range,
             single_port: c.single_port,

@@ -96,6 +96,7 @@ const SERVER_CFG: RetransmitConfig = RetransmitConfig {
     rto: RtoBounds { initial: Duration::from_secs(1), min: Duration::from_millis(10), max: Duration::from_secs(2) },
     max_retries: 12,
     patience: Duration::from_secs(30),
+    max_silence: Duration::from_secs(60),
 };
 
 // 200 ms like the load generator; 40 retries = 8 s, less than EDK2 (6 × 4 s) waits.

@@ -393,6 +393,7 @@ impl WriteClient {
             rto: RtoBounds { initial: t, min: t, max: t },
             max_retries: cfg.max_retries,
             patience: t * u32::from(cfg.max_retries),
+            max_silence: t * (u32::from(cfg.max_retries) + 1),
         };
         Self {
             phase: UploadPhase::Requesting,

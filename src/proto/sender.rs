@@ -20,7 +20,13 @@ pub struct RetransmitConfig {
     /// Silence (no progress) before a transfer may be abandoned; both this and `max_retries` must
     /// be exceeded, so that a fast adaptive timeout does not make the sender impatient.
     pub patience: Duration,
+    /// Silence after which a transfer is abandoned whatever the retries and timeouts say: what a
+    /// client's `timeout` option (up to 255 s, times the retries) can hold a transfer for.
+    pub max_silence: Duration,
 }
+
+/// The default [`RetransmitConfig::max_silence`].
+pub const MAX_SILENCE: Duration = Duration::from_secs(60);
 
 impl Default for RetransmitConfig {
     fn default() -> Self {
@@ -32,6 +38,7 @@ impl Default for RetransmitConfig {
             },
             max_retries: 6,
             patience: Duration::from_secs(6),
+            max_silence: MAX_SILENCE,
         }
     }
 }
@@ -50,7 +57,8 @@ impl RetransmitConfig {
                 Self {
                     rto: RtoBounds { initial: t, min: t, max: t },
                     max_retries: self.max_retries,
-                    patience: self.patience.max(t * u32::from(self.max_retries)),
+                    patience: self.patience.max(t * u32::from(self.max_retries)).min(self.max_silence),
+                    max_silence: self.max_silence,
                 }
             }
         }
@@ -158,7 +166,7 @@ impl WindowSender {
             self.probe_sent = now;
         }
         self.next_off += 1;
-        self.deadline = now + self.rtt.rto(&cfg.rto);
+        self.deadline = self.next_deadline(now, cfg);
         Some((block, resend))
     }
 
@@ -192,8 +200,14 @@ impl WindowSender {
             self.deadline = Timestamp::NEVER;
             return AckEffect::Complete;
         }
-        self.deadline = now + self.rtt.rto(&cfg.rto);
+        self.deadline = self.next_deadline(now, cfg);
         AckEffect::Progress
+    }
+
+    /// When to act next after a send at `now`: one timeout later, but never past the silence
+    /// bound, so that a long timeout ends in giving up rather than in a late resend.
+    fn next_deadline(&self, now: Timestamp, cfg: &RetransmitConfig) -> Timestamp {
+        (now + self.rtt.rto(&cfg.rto)).min(self.idle_since + cfg.max_silence)
     }
 
     /// Handles the retransmission timer.
@@ -202,7 +216,8 @@ impl WindowSender {
             return TimeoutEffect::NotDue;
         }
         self.retries = self.retries.saturating_add(1);
-        if self.retries > cfg.max_retries && now.saturating_since(self.idle_since) >= cfg.patience {
+        let idle = now.saturating_since(self.idle_since);
+        if (self.retries > cfg.max_retries && idle >= cfg.patience) || idle >= cfg.max_silence {
             self.deadline = Timestamp::NEVER;
             return TimeoutEffect::GiveUp;
         }
@@ -211,7 +226,7 @@ impl WindowSender {
         self.rtt.on_timeout();
         self.probe_off = 0;
         self.next_off = 1;
-        self.deadline = now + self.rtt.rto(&cfg.rto);
+        self.deadline = self.next_deadline(now, cfg);
         TimeoutEffect::Retransmit
     }
 
@@ -323,6 +338,7 @@ mod tests {
         },
         max_retries: 2,
         patience: Duration::from_millis(500),
+        max_silence: Duration::from_secs(60),
     };
 
     fn t(ms: u64) -> Timestamp {
@@ -454,6 +470,8 @@ mod tests {
         assert_eq!(c.rto.min, Duration::from_secs(2), "no retransmission sooner than asked");
         assert_eq!(c.rto.max, Duration::from_secs(2));
         assert_eq!(c.patience, Duration::from_secs(12));
+        let long = RetransmitConfig::default().with_client_timeout(Some(255));
+        assert_eq!(long.patience, MAX_SILENCE, "255 s × 6 retries is capped at the silence bound");
         assert_eq!(RetransmitConfig::default().with_client_timeout(None), RetransmitConfig::default());
     }
 }

@@ -11,6 +11,7 @@ const CFG: RetransmitConfig = RetransmitConfig {
     rto: RtoBounds { initial: Duration::from_millis(100), min: Duration::from_millis(10), max: Duration::from_secs(1) },
     max_retries: 3,
     patience: Duration::from_secs(2),
+    max_silence: Duration::from_secs(60),
 };
 
 fn t(ms: u64) -> Timestamp {
@@ -384,4 +385,16 @@ fn blind_budget_leaves_room_for_resends_of_a_small_window() {
         sent += drain(&mut x, now).len();
     }
     assert_eq!(sent, 4, "first send and three timed resends within 5,000 bytes");
+}
+
+#[test]
+fn a_long_client_timeout_cannot_hold_a_transfer_past_the_silence_bound() {
+    // timeout 255 and one ACK used to hold the transfer for 255 s × retries (25 minutes).
+    let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("timeout 255", 50_000), &CFG);
+    drain(&mut x, t(0));
+    ack(&mut x, t(1), 0);
+    assert_eq!(drain(&mut x, t(1)).len(), 1);
+    assert_eq!(x.poll_timeout(), Some(t(1 + 60_000)), "the next event is the silence bound, not 255 s");
+    x.handle_timeout(t(1 + 60_000), &CFG);
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
 }
