@@ -11,7 +11,10 @@ use common::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
-both_backends!(malformed_datagrams_get_a_bounded_number_of_errors);
+both_backends!(
+    malformed_datagrams_get_a_bounded_number_of_errors,
+    never_acknowledged_requests_do_not_lock_out_real_clients
+);
 
 /// 500 malformed datagrams in a burst from one source: each used to get an ERROR (1.6–2.3× its
 /// bytes, to a source that may be forged); now at most the budget's burst and rate.
@@ -39,4 +42,47 @@ fn malformed_datagrams_get_a_bounded_number_of_errors(io: &str) {
     );
     let (_, log) = s.stop();
     assert!(counter(&log, "errors_withheld") >= 400, "{log}");
+}
+
+/// A flood of requests whose clients never answer (forged sources, one per address) on a server
+/// with few descriptors (128): real clients are served throughout, never "busy", because the
+/// table fills before descriptors run out and a never-acknowledged transfer gives way.
+fn never_acknowledged_requests_do_not_lock_out_real_clients(io: &str) {
+    use std::os::unix::process::CommandExt;
+    let root = Root::new();
+    let mut cmd = std::process::Command::new(bin());
+    // SAFETY: the closure runs between fork and exec and makes one setrlimit call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    let s = Server::start_with(cmd, root.path(), io, &["--workers", "1"]);
+    let addr = s.v4;
+    let flood = std::thread::spawn(move || {
+        for i in 0..1500u32 {
+            // Each from its own address: no per-source limit is involved.
+            let src = std::net::Ipv4Addr::from(0x7f03_0001 + i);
+            if let Ok(sock) = std::net::UdpSocket::bind((src, 0)) {
+                let _ = sock.send_to(b"\x00\x01big.bin\x00octet\x00", addr);
+            }
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let mut refused = Vec::new();
+    for n in 0..30 {
+        let got = Raw::new(addr).fetch("small.bin", bootstorm::proto::wire::Mode::Octet, Default::default());
+        match got {
+            Ok(b) => assert_eq!(b, root.file("small.bin")),
+            Err(e) => refused.push((n, e)),
+        }
+    }
+    flood.join().unwrap();
+    assert!(refused.is_empty(), "real clients refused during the flood: {refused:?}");
+    let (_, log) = s.stop();
+    assert!(counter(&log, "evicted") > 0, "the flood filled the table: {log}");
+    assert_eq!(counter(&log, "busy"), 0, "{log}");
 }

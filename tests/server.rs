@@ -779,6 +779,9 @@ fn busy_is_an_answer(io: &str) {
     let s = Server::start(root.path(), io, &["--max-transfers", "1", "--workers", "1"]);
     let holder = Raw::new(s.v4);
     holder.rrq("big.bin", &[]);
+    // The holder acknowledges: a transfer that progresses never gives way to a new request.
+    let (_, tid) = holder.expect(2 * SEC);
+    holder.ack(tid, 1);
     let _ = holder.expect(2 * SEC);
     let late = Raw::new(s.v4);
     late.rrq("small.bin", &[]);

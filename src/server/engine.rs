@@ -126,6 +126,11 @@ pub(crate) struct Engine {
     open_failed: Option<Timestamp>,
     /// ERRORs sent unasked (to malformed and foreign datagrams).
     unasked: ReplyBudget,
+    /// Transfers the worker may hold at once.
+    capacity: usize,
+    /// Transfers in the order they started, to find the oldest whose client has shown nothing
+    /// (entries of transfers since confirmed or ended are skipped, and dropped now and then).
+    unconfirmed: VecDeque<Token>,
     path: [u8; MAX_FILENAME_LEN],
     head: [u8; MAX_HEAD],
     /// DATA packets gathered for one send (capacity [`MAX_RUN`], reused).
@@ -139,6 +144,9 @@ pub(crate) struct EngineParts {
     pub(crate) uploads: Option<Arc<UploadRoot>>,
     pub(crate) commits: Option<CommitLink>,
     pub(crate) counters: Arc<CachePadded<Counters>>,
+    /// Transfers the worker may hold at once: `--max-transfers`, or less when descriptors are
+    /// short (see `worker.rs`).
+    pub(crate) capacity: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -149,8 +157,7 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub(crate) fn new(worker: usize, cfg: Arc<Config>, parts: EngineParts, now: Timestamp) -> Self {
-        let EngineParts { root, uploads, commits, counters } = parts;
-        let capacity = cfg.max_transfers;
+        let EngineParts { root, uploads, commits, counters, capacity } = parts;
         Self {
             worker,
             files: FileCache::new(root, cfg.file_cache),
@@ -171,6 +178,8 @@ impl Engine {
             // Reserved for the worker's limit up front: address space only (pages become resident
             // as slots are first used), and the table never moves or leaves old copies behind.
             slots: Vec::with_capacity(capacity),
+            capacity,
+            unconfirmed: VecDeque::with_capacity(capacity),
             free: Vec::new(),
             peers: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
@@ -407,7 +416,9 @@ impl Engine {
                 return;
             }
         }
-        if self.active >= self.cfg.max_transfers {
+        // Full: a transfer whose client has shown nothing (perhaps a forged request's) makes
+        // room; only a table of transfers that all progress is busy.
+        if self.active >= self.capacity && !self.evict_unconfirmed(now, io) {
             Counters::add(&self.counters.busy, 1);
             self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
             return;
@@ -450,6 +461,11 @@ impl Engine {
         });
         self.active += 1;
         Counters::set(&self.counters.active, self.active as u64);
+        if self.unconfirmed.len() >= 2 * self.capacity.max(64) {
+            let slots = &self.slots;
+            self.unconfirmed.retain(|tok| live_unconfirmed(slots, *tok));
+        }
+        self.unconfirmed.push_back(token);
         self.send_first(idx, now, r, &neg, io);
         self.after_event(idx, now, io);
     }
@@ -557,7 +573,7 @@ impl Engine {
     /// transfer socket failed to open (descriptors or ports exhausted) within [`PRESSURE_MEMORY`].
     /// Only then do per-source limits apply (unless configured to apply always).
     fn under_pressure(&self, now: Timestamp) -> bool {
-        self.active >= self.cfg.max_transfers.div_ceil(2)
+        self.active >= self.capacity.div_ceil(2)
             || self.open_failed.is_some_and(|t| now.saturating_since(t) < PRESSURE_MEMORY)
     }
 
@@ -665,6 +681,22 @@ impl Engine {
     ) {
         let n = wire::encode_error(code, msg.as_bytes(), &mut self.head).unwrap_or(0);
         io.send(Outgoing { via, to, from, head: &self.head[..n], body: None, token: None });
+    }
+
+    /// Ends the oldest transfer whose client has shown nothing yet, without a word (a real client
+    /// repeats its request); returns whether there was one.
+    fn evict_unconfirmed<I: Io>(&mut self, now: Timestamp, io: &mut I) -> bool {
+        while let Some(tok) = self.unconfirmed.pop_front() {
+            if live_unconfirmed(&self.slots, tok) {
+                if let Some(t) = self.slots[tok.slot() as usize].transfer.as_mut() {
+                    t.kind.cancel(Outcome::TimedOut);
+                }
+                Counters::add(&self.counters.evicted, 1);
+                self.finish(tok.slot(), Outcome::TimedOut, now, io);
+                return true;
+            }
+        }
+        false
     }
 
     /// Sends an ERROR to a datagram that was no request and belongs to no transfer, within the
@@ -995,6 +1027,13 @@ fn transmit_write<I: Io>(
         WriteTransmit::Oack => return,
     };
     io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
+}
+
+/// Whether `tok` names a transfer still held whose client has shown nothing yet.
+fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
+    slots.get(tok.slot() as usize).is_some_and(|s| {
+        s.generation == tok.generation() && s.transfer.as_ref().is_some_and(|t| t.kind.is_unconfirmed())
+    })
 }
 
 fn local_end(locals: &[LocalEnd], idx: u16) -> Option<LocalEnd> {

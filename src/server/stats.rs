@@ -48,12 +48,14 @@ pub struct Counters {
     pub send_errors: AtomicU64,
     /// ERRORs not sent to a malformed or foreign datagram: over the unasked-reply budget.
     pub errors_withheld: AtomicU64,
+    /// Transfers whose client had shown nothing, ended to make room for a new request.
+    pub evicted: AtomicU64,
     /// Transfers in progress.
     pub active: AtomicU64,
 }
 
 /// How many counters [`Counters::snapshot`] returns.
-pub const COUNTERS: usize = 19;
+pub const COUNTERS: usize = 20;
 
 impl Counters {
     /// Adds `n` to a counter (the worker is its only writer).
@@ -88,6 +90,7 @@ impl Counters {
             ("retransmits", g(&self.retransmits)),
             ("send_errors", g(&self.send_errors)),
             ("errors_withheld", g(&self.errors_withheld)),
+            ("evicted", g(&self.evicted)),
             ("active", g(&self.active)),
         ]
     }

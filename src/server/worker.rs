@@ -213,23 +213,44 @@ impl std::fmt::Debug for Server {
     }
 }
 
-fn raise_fd_limit() {
+/// Raises the soft descriptor limit to the hard one; returns the soft limit now in force.
+fn raise_fd_limit() -> u64 {
     // SAFETY: plain data out-parameter.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: getrlimit/setrlimit with a valid rlimit.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return u64::MAX;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim = want;
+            }
         }
     }
+    lim.rlim_cur
+}
+
+/// Transfers each worker may hold: `--max-transfers`, and in the default mode (one socket per
+/// transfer) no more than its share of three quarters of the descriptors left after a reserve
+/// for listening sockets, files and the rest, so that the table fills (and never-acknowledged
+/// transfers make room) before descriptors run out.
+fn transfer_capacity(cfg: &Config, nofile: u64) -> usize {
+    if cfg.single_port {
+        return cfg.max_transfers;
+    }
+    let workers = cfg.workers.max(1) as u64;
+    let reserve = 128 + 32 * workers;
+    let share = nofile.saturating_sub(reserve) / 4 * 3 / workers;
+    cfg.max_transfers.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
 }
 
 impl Server {
     /// Opens the root, binds every worker's sockets, picks the backend and starts the workers.
     /// Returns once every worker is serving.
     pub fn start(mut cfg: Config) -> Result<Self, StartError> {
-        raise_fd_limit();
+        let nofile = raise_fd_limit();
         let root = Root::open(&cfg.root, cfg.follow_symlinks)
             .map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
         if !root.uses_openat2() {
@@ -285,6 +306,14 @@ impl Server {
             ((0..cfg.workers).map(|_| None).collect::<Vec<_>>(), None)
         };
         cfg.gso = cfg.gso && socket::gso_supported();
+        let capacity = transfer_capacity(&cfg, nofile);
+        if capacity < cfg.max_transfers {
+            warn!(
+                per_worker = capacity,
+                descriptors = nofile,
+                "the descriptor limit holds each worker below --max-transfers (raise LimitNOFILE, or use --single-port)"
+            );
+        }
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
         let mut workers = Vec::new();
@@ -297,6 +326,7 @@ impl Server {
                 uploads: uploads.clone(),
                 commits: commit_links[w].take(),
                 counters: Arc::clone(&counters),
+                capacity,
             };
             let (cfg, ctl, ready) = (Arc::clone(&cfg), Arc::clone(&control), ready_tx.clone());
             let thread = std::thread::Builder::new()

@@ -105,6 +105,16 @@ impl Kind {
         }
     }
 
+    /// Whether the client has shown nothing yet: no ACK of a read's first answer, no DATA of an
+    /// upload. Such a transfer may be a forged request's, and is the first to go when room runs
+    /// out.
+    pub(super) fn is_unconfirmed(&self) -> bool {
+        match self {
+            Self::Read { xfer, .. } => !xfer.is_confirmed(),
+            Self::Write(w) => w.upload.is_some() && w.xfer.received() == 0 && w.xfer.completed().is_none(),
+        }
+    }
+
     /// An upload only dallying for a lost final ACK.
     pub(super) fn is_dallying(&self) -> bool {
         matches!(self, Self::Write(w) if w.xfer.completed().is_some() && w.xfer.outcome().is_none())

@@ -118,7 +118,8 @@ fn rig(args: &[&str]) -> Rig {
         commit_done = Some(dtx);
         commits = Some(super::super::commit::CommitLink { jobs: jtx, done: drx });
     }
-    let parts = EngineParts { root, uploads, commits, counters: Arc::clone(&counters) };
+    let capacity = cfg.max_transfers;
+    let parts = EngineParts { root, uploads, commits, counters: Arc::clone(&counters), capacity };
     let engine = Engine::new(0, Arc::new(cfg), parts, Timestamp::ZERO);
     Rig { dir, engine, io: FakeIo::default(), now: Timestamp::ZERO, counters, commit_jobs, commit_done }
 }
@@ -312,10 +313,30 @@ fn busy_is_an_answer_not_silence() {
     let mut r = rig(&["--max-transfers", "1"]);
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     r.io.take();
+    // The client acknowledges: its transfer progresses and is never made to give way.
+    let token = r.engine.token(0);
+    r.dgram(Via::Transfer(SockRef(0)), Some(token), CLIENT, &wire::ack(1));
+    r.io.take();
     r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
     let sent = r.io.take();
     assert_eq!(error_of(&sent[0].3), (0, "server busy, try again".into()));
     assert_eq!(count(&r.counters.busy), 1);
+}
+
+#[test]
+fn a_full_table_makes_room_by_ending_the_oldest_silent_transfer() {
+    let mut r = rig(&["--max-transfers", "3"]);
+    // Three requests whose clients never answer (forged, say), then a fourth.
+    for port in 1..=3 {
+        r.request(&format!("198.51.100.1:{port}"), b"\x00\x01small\x00octet\x00");
+    }
+    r.io.take();
+    r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
+    let sent = r.io.take();
+    assert_eq!(&sent[0].3[..4], &[0, 3, 0, 1], "DATA 1: served, not busy");
+    assert_eq!((count(&r.counters.busy), count(&r.counters.evicted)), (0, 1));
+    assert_eq!(r.io.closed.len(), 1, "the oldest silent transfer's socket is closed");
+    assert_eq!(count(&r.counters.active), 3);
 }
 
 #[test]
