@@ -593,11 +593,8 @@ fn two_workers_share_load(io: &str) {
     assert!(st.success());
     // The exit report has one line per worker; both must have served some of the 100 clients
     // (counted as completed transfers: a client on a loaded machine may repeat its request).
-    let served: Vec<u64> = log
-        .lines()
-        .filter(|l| l.contains(" worker=") && l.contains(" requests="))
-        .map(|l| counter(l, "ok"))
-        .collect();
+    let served: Vec<u64> =
+        log.lines().filter(|l| l.contains(" worker=") && l.contains(" requests=")).map(|l| counter(l, "ok")).collect();
     assert_eq!(served.len(), 2, "{log}");
     assert_eq!(served.iter().sum::<u64>(), 100);
     assert!(served.iter().all(|&n| n >= 10), "uneven: {served:?}");
