@@ -128,6 +128,8 @@ pub(crate) struct Engine {
     unasked: ReplyBudget,
     /// Transfers the worker may hold at once.
     capacity: usize,
+    /// Transfers held per source (IPv4 address, IPv6 /64), for the fair share under pressure.
+    sources: HashTable<(u128, u32)>,
     /// Transfers in the order they started, to find the oldest whose client has shown nothing
     /// (entries of transfers since confirmed or ended are skipped, and dropped now and then).
     unconfirmed: VecDeque<Token>,
@@ -179,6 +181,8 @@ impl Engine {
             // as slots are first used), and the table never moves or leaves old copies behind.
             slots: Vec::with_capacity(capacity),
             capacity,
+            // Reserved for the worker's limit up front: never more sources than transfers.
+            sources: HashTable::with_capacity(capacity),
             unconfirmed: VecDeque::with_capacity(capacity),
             free: Vec::new(),
             peers: HashTable::new(),
@@ -416,6 +420,13 @@ impl Engine {
                 return;
             }
         }
+        // Under pressure no source holds more than its share of the table: a slow or hostile
+        // client holding transfers open cannot lock the others out.
+        if self.under_pressure(now) && self.held_by(d.peer.ip()) >= self.fair_share() {
+            Counters::add(&self.counters.busy, 1);
+            self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
+            return;
+        }
         // Full: a transfer whose client has shown nothing (perhaps a forged request's) makes
         // room; only a table of transfers that all progress is busy.
         if self.active >= self.capacity && !self.evict_unconfirmed(now, io) {
@@ -466,6 +477,7 @@ impl Engine {
             self.unconfirmed.retain(|tok| live_unconfirmed(slots, *tok));
         }
         self.unconfirmed.push_back(token);
+        self.count_source(d.peer.ip(), true);
         self.send_first(idx, now, r, &neg, io);
         self.after_event(idx, now, io);
     }
@@ -683,6 +695,33 @@ impl Engine {
         io.send(Outgoing { via, to, from, head: &self.head[..n], body: None, token: None });
     }
 
+    /// The most transfers one source may hold while the worker is under pressure: an even share
+    /// of half the table among the sources holding transfers, and never less than a sixteenth
+    /// of it (a rack of machines behind one NAT address still boots during a storm).
+    fn fair_share(&self) -> usize {
+        (self.capacity / 2 / self.sources.len().max(1)).max(self.capacity / 16).max(1)
+    }
+
+    /// Transfers `ip`'s source holds.
+    fn held_by(&self, ip: IpAddr) -> usize {
+        let key = source_key(ip);
+        self.sources.find(self.hasher.hash_one(key), |e| e.0 == key).map_or(0, |e| e.1 as usize)
+    }
+
+    /// Counts a transfer of `ip`'s source in (`started`) or out.
+    fn count_source(&mut self, ip: IpAddr, started: bool) {
+        let key = source_key(ip);
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(key);
+        match self.sources.find_entry(hash, |e| e.0 == key) {
+            Ok(mut e) if started => e.get_mut().1 += 1,
+            Ok(mut e) if e.get().1 > 1 => e.get_mut().1 -= 1,
+            Ok(e) => drop(e.remove()),
+            Err(_) if started => drop(self.sources.insert_unique(hash, (key, 1), |e| hasher.hash_one(e.0))),
+            Err(_) => {}
+        }
+    }
+
     /// Ends the oldest transfer whose client has shown nothing yet, without a word (a real client
     /// repeats its request); returns whether there was one.
     fn evict_unconfirmed<I: Io>(&mut self, now: Timestamp, io: &mut I) -> bool {
@@ -866,6 +905,7 @@ impl Engine {
         if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.peer), |&i| i == idx) {
             e.remove();
         }
+        self.count_source(t.peer.ip(), false);
         if let Via::Transfer(sock) = t.via {
             io.close_transfer(sock);
         }
@@ -1027,6 +1067,15 @@ fn transmit_write<I: Io>(
         WriteTransmit::Oack => return,
     };
     io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
+}
+
+/// The source a client address counts as: an IPv4 address, or an IPv6 /64 (one host's
+/// addresses are all in its /64).
+fn source_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped().to_bits()),
+        IpAddr::V6(v6) => v6.to_bits() & !(u128::from(u64::MAX)),
+    }
 }
 
 /// Whether `tok` names a transfer still held whose client has shown nothing yet.

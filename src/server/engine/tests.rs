@@ -718,3 +718,27 @@ fn one_address_is_served_in_full_until_the_worker_is_under_pressure() {
     r.request("192.0.2.6:1", b"\x00\x01small\x00octet\x00");
     assert_eq!(r.io.take().len(), 1, "another source is served");
 }
+
+#[test]
+fn under_pressure_no_source_holds_more_than_its_share() {
+    let mut r = rig(&["--max-transfers", "16"]);
+    // One source holds eight transfers that progress (each acknowledged its DATA 1): half the
+    // table, the pressure line.
+    for port in 1..=8u16 {
+        r.request(&format!("198.51.100.7:{port}"), b"\x00\x01small\x00octet\x00");
+        let token = r.engine.token(u32::from(port) - 1);
+        r.dgram(
+            Via::Transfer(SockRef(u32::from(port) - 1)),
+            Some(token),
+            &format!("198.51.100.7:{port}"),
+            &wire::ack(1),
+        );
+    }
+    r.io.take();
+    assert_eq!(count(&r.counters.active), 8);
+    // Its ninth is refused as busy; another source is served.
+    r.request("198.51.100.7:9", b"\x00\x01small\x00octet\x00");
+    assert_eq!(error_of(&r.io.take()[0].3), (0, "server busy, try again".into()));
+    r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
+    assert_eq!(&r.io.take()[0].3[..4], &[0, 3, 0, 1], "another source gets DATA 1");
+}
