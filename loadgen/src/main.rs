@@ -159,7 +159,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 0.0)]
     drop: f64,
     /// Upload the files instead (WRQ, to `<name>.<client>`; the bytes come from --verify DIR). The
-    /// server needs --allow-write --create --overwrite.
+    /// server needs --allow-write --upload-dir DIR --create --overwrite.
     #[arg(long, requires = "verify")]
     upload: bool,
     /// Hold each ACK this many milliseconds before sending it (keeps transfers open).

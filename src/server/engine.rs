@@ -1073,7 +1073,7 @@ fn transmit_write<I: Io>(
 /// addresses are all in its /64).
 fn source_key(ip: IpAddr) -> u128 {
     match ip {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped().to_bits()),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
         IpAddr::V6(v6) => v6.to_bits() & !(u128::from(u64::MAX)),
     }
 }
