@@ -183,7 +183,8 @@ impl Engine {
             capacity,
             // Reserved for the worker's limit up front: never more sources than transfers.
             sources: HashTable::with_capacity(capacity),
-            unconfirmed: VecDeque::with_capacity(capacity),
+            // Compacted when it reaches twice the table (see `on_request`): it never grows past that.
+            unconfirmed: VecDeque::with_capacity(2 * capacity.max(64) + 1),
             free: Vec::new(),
             peers: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
