@@ -4,21 +4,27 @@
 # machine measured in the same run. See docs/benchmarks.md.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--servers LIST] [--workloads LIST] [--out DIR]
-#                    [--no-build]
+#                    [--no-build] [--bootstorm-args "FLAGS"] [--bootstorm-bin PATH]
 #
 #   --quick            1 run, smaller counts and durations, no 10,000-client storm, memory test
 #                      with 2,000 clients: under 5 minutes on a 2-CPU machine
 #   --runs N           rounds (default: 3, quick: 1); each round runs every server once per
 #                      workload, servers interleaved, so machine noise hits all of them alike
 #   --servers LIST     comma-separated subset of: bootstorm,tftpd-hpa,dnsmasq,atftpd,tftpd-rs
-#   --workloads LIST   comma-separated subset of: small,bulk-lockstep,bulk-windowed,
-#                      bulk-windowed-gro,storm-1k,storm-10k,loss-1,loss-5,rollover,memory
+#   --workloads LIST   comma-separated subset of: small,small-1src,bulk-lockstep,bulk-windowed,
+#                      bulk-windowed-gro,storm-1k,storm-1k-1src,storm-10k,loss-1,loss-5,rollover,
+#                      memory. Each client has an address of its own (127.1.0.1 and up),
+#                      except in the -1src ones: all clients on 127.0.0.1, as behind NAT
 #   --out DIR          results directory (default: docs/bench/<date>-<host>, with -quick
 #                      appended in quick mode; files there are replaced)
 #   --no-build         use the release binaries as they are (default: cargo build --release)
 #   --bootstorm-args "FLAGS"
 #                      extra flags for every bootstorm instance (e.g. "--workers 1"), written
 #                      into the results' README
+#   --bootstorm-bin PATH
+#                      run this bootstorm binary instead of target/release/bootstorm (e.g. one
+#                      built from an older commit in another worktree); only loadgen is built.
+#                      The README names the path and the binary's SHA-256, not a commit
 #
 # Writes DIR/README.md (command, machine, tables), table.md, summary.csv (median, min, max per
 # cell), raw.csv (one row per loadgen run), results.json (everything) and plot.svg. Logs and
@@ -32,7 +38,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 ALL_SERVERS=(bootstorm tftpd-hpa dnsmasq atftpd tftpd-rs)
-ALL_WORKLOADS=(small bulk-lockstep bulk-windowed bulk-windowed-gro storm-1k storm-10k loss-1 loss-5 rollover memory)
+ALL_WORKLOADS=(small small-1src bulk-lockstep bulk-windowed bulk-windowed-gro storm-1k storm-1k-1src storm-10k loss-1 loss-5 rollover memory)
 PEERS_DIR="$REPO/target/peers"
 BS="$REPO/target/release/bootstorm"
 LG="$REPO/target/release/loadgen"
@@ -58,7 +64,7 @@ usage() {
     exit 2
 }
 
-MODE=full RUNS="" OUT="" BUILD=1 SERVERS_ARG="" WORKLOADS_ARG="" BS_ARGS=""
+MODE=full RUNS="" OUT="" BUILD=1 SERVERS_ARG="" WORKLOADS_ARG="" BS_ARGS="" BS_BIN=""
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) MODE=quick ;;
@@ -83,12 +89,20 @@ while [ $# -gt 0 ]; do
         BS_ARGS=${2?--bootstorm-args "FLAGS"}
         shift
         ;;
+    --bootstorm-bin)
+        BS_BIN=${2:?--bootstorm-bin PATH}
+        shift
+        ;;
     -h | --help) usage ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
 done
 [[ -z "$RUNS" || "$RUNS" =~ ^[1-9][0-9]?$ ]] || die "--runs must be 1..99"
+if [ -n "$BS_BIN" ]; then
+    [ -x "$BS_BIN" ] || die "--bootstorm-bin $BS_BIN: not an executable file"
+    BS=$(cd "$(dirname "$BS_BIN")" && pwd)/$(basename "$BS_BIN")
+fi
 
 pick() { # LIST ALLOWED... -> the allowed ones named in LIST, in the order of ALLOWED
     local list=",$1," x
@@ -140,21 +154,31 @@ MEM_HOLD_MS=1000
 mapfile -t WORKLOADS < <(printf '%s\n' "${WORKLOADS[@]}" | sed '/^$/d')
 [ ${#WORKLOADS[@]} -gt 0 ] || die "no workload left to run"
 
+# Source addresses. Most workloads give every client an address of its own (--source-ips N:
+# 127.1.0.1 and up), as the machines of a fleet on one segment have. The -1src workloads put ALL
+# clients on 127.0.0.1 (--source-ips 1: loadgen binds no address, so the kernel picks
+# 127.0.0.1 for a server on 127.0.0.1), as a rack behind NAT, a Kubernetes node or a benchmark
+# host looks to the server. bootstorm's per-source limit (--rate-per-source 100/s, burst 500)
+# once applied always and throttled such clients (and left some without any answer); since
+# 5559a37 it applies only under pressure (--rate-limit-always makes it a hard cap), and these
+# workloads check that one address gets the same service as many.
+# Loss: the clients send no `timeout` option. bootstorm honours a negotiated timeout exactly
+# (RFC 2349: no retransmission before T seconds), so `timeout 1` would slow its recovery to 1 s
+# per loss, and real PXE firmware never sends the option; each server uses its own timers.
 declare -A WL_ARGS=(
     [small]="--file small-64k.bin --clients 100 --duration $SMALL_S --source-ips 100"
+    [small-1src]="--file small-64k.bin --clients 100 --duration $SMALL_S --source-ips 1"
     [bulk-lockstep]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --source-ips 32"
     [bulk-windowed]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32"
     [bulk-windowed-gro]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32 --gro"
     [storm-1k]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file $STORM_IMG --source-ips 1000"
+    [storm-1k-1src]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 1"
     [storm-10k]="--storm 10000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 10000"
-    [loss-1]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.01 --client-timeout 200 --retries 60 --timeout-option 1 --source-ips $LOSS_CLIENTS"
-    [loss-5]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.05 --client-timeout 200 --retries 60 --timeout-option 1 --source-ips $LOSS_CLIENTS"
+    [loss-1]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.01 --client-timeout 200 --retries 60 --source-ips $LOSS_CLIENTS"
+    [loss-5]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.05 --client-timeout 200 --retries 60 --source-ips $LOSS_CLIENTS"
     [rollover]="--file rollover-40m.bin"
     [memory]="--storm $MEM_CLIENTS --ramp $MEM_RAMP --file $MEM_FILE --blksize 512 --windowsize 1 --hold $MEM_HOLD_MS --client-timeout 5000 --source-ips $MEM_CLIENTS"
 )
-# Every client has an address of its own (127.1.0.1 and up), as the machines of a real fleet
-# do: bootstorm holds each source address to a rate of new transfers (--rate-per-source,
-# 100/s by default), which a loopback load from 127.0.0.1 alone would hit.
 # The root: name -> size in bytes.
 declare -A FILES=(
     [small-64k.bin]=65536
@@ -195,13 +219,21 @@ NOFILE=$(ulimit -n)
     say "warning: open files limit is $NOFILE; the 10,000-client cells will fail"
 
 if [ "$BUILD" = 1 ]; then
-    say "cargo build --release -p bootstorm -p bootstorm-loadgen"
-    cargo build --release -p bootstorm -p bootstorm-loadgen >&2 || die "build failed"
+    if [ -n "$BS_BIN" ]; then
+        say "cargo build --release -p bootstorm-loadgen (bootstorm: $BS)"
+        cargo build --release -p bootstorm-loadgen >&2 || die "build failed"
+    else
+        say "cargo build --release -p bootstorm -p bootstorm-loadgen"
+        cargo build --release -p bootstorm -p bootstorm-loadgen >&2 || die "build failed"
+    fi
 fi
 [ -x "$BS" ] && [ -x "$LG" ] || die "missing $BS or $LG (build them, or drop --no-build)"
 # The source the binaries were built from (read now: the tree may change while the run goes on).
 BUILT_FROM="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src loadgen 2>/dev/null || echo ' (with uncommitted changes in src/ or loadgen/)')"
 [ "$BUILD" = 1 ] || BUILT_FROM+=" (--no-build: binaries as found)"
+if [ -n "$BS_BIN" ]; then
+    BUILT_FROM="not built here: --bootstorm-bin $BS (sha256 $(sha256sum "$BS" | cut -c1-16)); loadgen from $BUILT_FROM"
+fi
 
 # Peers (installs on first use; prints one version line per peer).
 declare -A VERSIONS=([bootstorm]="$("$BS" --version 2>&1 | head -n1)" [loadgen]="$("$LG" --version 2>&1 | head -n1)")

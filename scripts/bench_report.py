@@ -36,6 +36,7 @@ SERVER_LABEL = {"bootstorm-sp": "bootstorm --single-port"}
 # (workload, metric key, label, better, ceiling datagram size or None, decimals)
 ROWS = [
     ("small", "transfers_per_s", "transfers/s", "higher", 516, 0),
+    ("small-1src", "transfers_per_s", "transfers/s", "higher", 516, 0),
     ("bulk-lockstep", "goodput_mbps", "MB/s", "higher", 1472, 1),
     ("bulk-lockstep", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("bulk-windowed", "goodput_mbps", "MB/s", "higher", 1472, 1),
@@ -43,6 +44,7 @@ ROWS = [
     ("bulk-windowed-gro", "goodput_mbps", "MB/s", "higher", "gso1472", 1),
     ("bulk-windowed-gro", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("storm-1k", "makespan_s", "makespan s", "lower", 1472, 2),
+    ("storm-1k-1src", "makespan_s", "makespan s", "lower", 1472, 2),
     ("storm-10k", "makespan_s", "makespan s", "lower", 1472, 2),
     ("loss-1", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
     ("loss-5", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
@@ -54,10 +56,12 @@ MEM_ROWS = [
 ]
 WORKLOAD_TITLE = {
     "small": "small-file rate",
+    "small-1src": "small-file rate, one address",
     "bulk-lockstep": "bulk lockstep",
     "bulk-windowed": "bulk windowed",
     "bulk-windowed-gro": "bulk windowed, receiver GRO",
     "storm-1k": "boot storm 1k",
+    "storm-1k-1src": "boot storm 1k × 1 MiB, one address",
     "storm-10k": "boot storm 10k",
     "loss-1": "1% loss",
     "loss-5": "5% loss",
@@ -66,9 +70,11 @@ WORKLOAD_TITLE = {
 }
 LATENCY = [  # (workload, histogram, label)
     ("small", "transfer_ms", "small-file transfer"),
+    ("small-1src", "transfer_ms", "small-file transfer, one address"),
     ("bulk-lockstep", "transfer_ms", "bulk lockstep transfer"),
     ("bulk-windowed", "transfer_ms", "bulk windowed transfer"),
     ("storm-1k", "session_ms", "boot storm 1k session"),
+    ("storm-1k-1src", "session_ms", "boot storm 1k session, one address"),
     ("storm-10k", "session_ms", "boot storm 10k session"),
 ]
 COLORS = {
@@ -422,6 +428,37 @@ def pct(x):
     return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.1f}%" if x >= 0.001 else "<0.1%"
 
 
+def arg_value(args, flag):
+    """The value after `flag` in a loadgen argument string, or None."""
+    words = (args or "").split()
+    for i, w in enumerate(words[:-1]):
+        if w == flag:
+            return words[i + 1]
+    return None
+
+
+def silent_clients(run):
+    """(lo, hi): bounds on the clients of one loadgen run that never got any answer, or None
+    without a result. loadgen counts a request unanswered after all its retries as a failure
+    "timeout" but does not say at which step; so silent <= timeouts. In a PXELINUX storm with
+    one miss, every session's first request is the miss: the sessions that did not get their
+    ERROR 1 are storm - misses, and those among them that failed with anything but a timeout
+    did get an answer, so silent >= storm - misses - other failures."""
+    lg = run.get("loadgen")
+    if not lg:
+        return None
+    fails = lg.get("failures") or {}
+    timeouts = fails.get("timeout", 0)
+    other = lg.get("transfers_failed", 0) - timeouts
+    lo, hi = 0, timeouts
+    storm, misses = arg_value(run.get("args"), "--storm"), arg_value(run.get("args"), "--misses")
+    if storm and misses == "1" and "pxelinux" in (run.get("args") or "") \
+            and lg.get("sessions") == int(storm):
+        first = int(storm) - lg.get("misses", 0)
+        lo, hi = max(0, first - other), min(hi, first)
+    return lo, max(lo, hi)
+
+
 def ratio_text(cells, better, unclean_ok=False):
     """bootstorm against the best clean peer; > 1 always means bootstorm is better. With
     unclean_ok, peers whose runs had failed transfers (but numbers) count when none is clean."""
@@ -603,6 +640,50 @@ def cmd_report(a):
             lat_lines.append(f"| {label} | " + " | ".join(cols) + " |")
     lat_table = "\n".join(lat_lines)
 
+    # ---------------------------------------------------------------- failures / silence table
+    # The target for every workload: no failed transfer and no client left without an answer.
+    fail_lines = ["| workload | " + " | ".join(shown) + " |", "|" + "---|" * (len(servers) + 1)]
+    agg["failures"] = []
+    for wl in workloads:
+        if wl == "memory":
+            continue
+        cols = []
+        for s in servers:
+            rs = by.get((s, wl), [])
+            res = [r for r in rs if r.get("loadgen")]
+            if not rs:
+                cols.append("not run")
+                continue
+            if not res:
+                cols.append(", ".join(sorted({r["status"] for r in rs})))
+                continue
+            worst = max(res, key=lambda r: r["loadgen"].get("transfers_failed", 0))
+            lg = worst["loadgen"]
+            nf = lg.get("transfers_failed", 0)
+            sil = silent_clients(worst)
+            bad_runs = sum(1 for r in res if r["loadgen"].get("transfers_failed", 0) > 0)
+            sil_t = "0" if sil == (0, 0) else (f"{sil[0]:,}" if sil[0] == sil[1]
+                                               else f"{sil[0]:,}–{sil[1]:,}")
+            if nf == 0:
+                t = "0 failed, 0 silent"
+            else:
+                causes = ", ".join(f"{k} {v:,}" for k, v in (lg.get("failures") or {}).items())
+                t = f"⚠ {nf:,} failed ({causes}), {sil_t} silent"
+                if len(res) > 1:
+                    t += f" (worst of {len(res)} runs; failures in {bad_runs})"
+            missing = len(rs) - len(res)
+            if missing:
+                t += f", {missing}/{len(rs)} runs without result"
+            cols.append(t)
+            agg["failures"].append({
+                "workload": wl, "server": s, "runs": len(rs), "runs_with_result": len(res),
+                "runs_with_failures": bad_runs,
+                "failed": [r["loadgen"].get("transfers_failed", 0) for r in res],
+                "silent": [silent_clients(r) for r in res],
+                "worst_failures": lg.get("failures") or {}})
+        fail_lines.append(f"| {WORKLOAD_TITLE.get(wl, wl)} | " + " | ".join(cols) + " |")
+    fail_table = "\n".join(fail_lines)
+
     # ---------------------------------------------------------------- workloads / ceiling text
     wl_lines = ["| workload | loadgen arguments (plus --server, --verify, --server-pid, --json) |",
                 "|---|---|"]
@@ -628,6 +709,25 @@ def cmd_report(a):
         else:
             neg_lines.append(f"- {s}: {n.get('note') or n.get('error') or 'no OACK'}")
 
+    # The memory section only where the memory workload ran.
+    mem_section = [
+        "## Memory at many concurrent transfers",
+        "",
+        (f"{meta['params'].get('mem_clients', '?')} clients holding every ACK "
+         f"{meta['params'].get('mem_hold_ms', '?')} ms; per transfer = "
+         "(peak while loaded − idle after warm-up) / clients (/ transfers served, where some "
+         "failed: ⚠). RSS (PSS): summed over the "
+         "server's processes (PSS, so that forked children are not counted for shared pages; "
+         "for a single process the change equals the change of VmRSS). cgroup: "
+         f"{meta.get('cgroup', {}).get('memory_file') or 'not available'} "
+         "(includes kernel memory such as socket structures"
+         + ("" if meta.get("cgroup", {}).get("memory_version") == 2 else
+            "; cgroup v1 does not charge UDP socket buffers")
+         + ")."),
+        "",
+        mem_table,
+        "",
+    ] if "memory" in workloads else []
     runs_n = meta.get("runs")
     table_md = "\n".join([
         f"# bootstorm benchmark: {meta['date']} on {meta['host']} ({meta['mode']} mode)",
@@ -647,25 +747,23 @@ def cmd_report(a):
         "",
         table,
         "",
-        "## Memory at many concurrent transfers",
-        "",
-        (f"{meta['params'].get('mem_clients', '?')} clients holding every ACK "
-         f"{meta['params'].get('mem_hold_ms', '?')} ms; per transfer = "
-         "(peak while loaded − idle after warm-up) / clients (/ transfers served, where some "
-         "failed: ⚠). RSS (PSS): summed over the "
-         "server's processes (PSS, so that forked children are not counted for shared pages; "
-         "for a single process the change equals the change of VmRSS). cgroup: "
-         f"{meta.get('cgroup', {}).get('memory_file') or 'not available'} "
-         "(includes kernel memory such as socket structures"
-         + ("" if meta.get("cgroup", {}).get("memory_version") == 2 else
-            "; cgroup v1 does not charge UDP socket buffers")
-         + ")."),
-        "",
-        mem_table,
-        "",
+        *mem_section,
         "## Latency",
         "",
         lat_table,
+        "",
+        "## Failures and silent clients",
+        "",
+        "The target: no failure and no silent client. Per cell, the run with the most failed "
+        "transfers: loadgen's count and causes (`timeout`: a request or block unanswered "
+        "through all of the client's retries). silent: clients that got no answer at all. "
+        "loadgen does not say at which request a timeout happened, so in closed-loop "
+        "workloads this is a bound (at most the timeouts); in the PXELINUX storms every "
+        "session's first request is its config-file miss, and the sessions that got no "
+        "ERROR 1 for it and failed by timeout are exact (a range where other failures blur "
+        "it).",
+        "",
+        fail_table,
         "",
         "## What the peers negotiated",
         "",
@@ -683,7 +781,7 @@ def cmd_report(a):
 
     # ---------------------------------------------------------------- CSVs
     raw_cols = ["round", "server", "workload", "status", "rc", "wall_s", "transfers_ok",
-                "transfers_failed", "failures", "sessions", "misses", "bytes", "makespan_s",
+                "transfers_failed", "failures", "timeouts", "silent_min", "silent_max", "sessions", "misses", "bytes", "makespan_s",
                 "goodput_mbps", "transfers_per_s", "retransmits", "dropped_on_purpose",
                 "transfer_p50_ms", "transfer_p99_ms", "session_p50_ms", "session_p99_ms",
                 "first_block_p50_ms", "cpu_s", "cpu_source", "cpu_s_per_gib",
@@ -701,6 +799,9 @@ def cmd_report(a):
                 "round": r["round"], "server": r["server"], "workload": r["workload"],
                 "status": r["status"], "rc": r["rc"], "wall_s": r.get("wall_s"),
                 "failures": json.dumps(lg.get("failures")) if lg.get("failures") else "",
+                "timeouts": (lg.get("failures") or {}).get("timeout", 0) if lg else None,
+                "silent_min": (silent_clients(r) or (None, None))[0],
+                "silent_max": (silent_clients(r) or (None, None))[1],
                 "transfer_p50_ms": (lg.get("transfer_ms") or {}).get("p50"),
                 "transfer_p99_ms": (lg.get("transfer_ms") or {}).get("p99"),
                 "session_p50_ms": (lg.get("session_ms") or {}).get("p50"),
@@ -755,7 +856,7 @@ def cmd_report(a):
         "",
         f"Mode: {meta['mode']}, {runs_n} run(s) per cell, servers interleaved within each "
         f"round. Started {meta['started']}, finished {meta.get('finished', '?')} "
-        f"(wall time {meta.get('wall_s', 0):.0f} s). bootstorm commit "
+        f"(wall time {meta.get('wall_s', 0):.0f} s). Built from: "
         f"`{meta.get('git', '?')}`."
         + (f" bootstorm ran with `{meta['bootstorm_args']}` added to its command line."
            if meta.get("bootstorm_args") else ""),
@@ -938,7 +1039,7 @@ def plot_svg(meta, agg, servers, ceilings):
             continue
         g50 = [(s, d[s]["p50_ms"] if s in d else None, "", False, False) for s in servers]
         g99 = [(s, d[s]["p99_ms"] if s in d else None, "", False, True) for s in servers]
-        panels.append((f"latency: {WORKLOAD_TITLE[wl]}", f"{label.split()[-1]} time, ms "
+        panels.append((f"latency: {WORKLOAD_TITLE[wl]}", f"{hist.split('_')[0]} time, ms "
                        "(p50 solid, p99 light)", [("p50", g50), ("p99", g99)], "ms", None))
 
     cols = W // PW
