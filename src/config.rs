@@ -6,9 +6,10 @@
 //! client is given up.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
 use crate::proto::options::{Limits, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE};
@@ -34,11 +35,20 @@ pub enum IoBackend {
 #[command(name = "bootstorm", version, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     /// Directory to serve. Paths are resolved beneath it by the kernel: nothing outside it can be
-    /// read, whatever the request or the symlinks say.
+    /// read, whatever the request or the symlinks say. --root / is refused (it would serve the
+    /// whole file system) unless --serve-whole-filesystem is given.
     #[arg(short, long, value_name = "DIR")]
     pub root: PathBuf,
 
-    /// Address and port to listen on; repeat for several. [default: 0.0.0.0:69 and [::]:69]
+    /// Accept --root / (or any path that resolves to /): every readable file of the host, from
+    /// /etc/shadow to SSH host keys, is then served to anyone who can send a datagram.
+    #[arg(long)]
+    pub serve_whole_filesystem: bool,
+
+    /// Address and port to listen on; repeat for several (the same address and port twice is
+    /// refused). An address and port that another socket already holds, or overlaps (the
+    /// wildcard address and a specific one), is refused at start. [default: 0.0.0.0:69 and
+    /// [::]:69]
     #[arg(short, long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
 
@@ -86,13 +96,15 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 6)]
     pub retries: u8,
 
-    /// Ports for transfers, LO:HI inclusive, to fit a firewall. [default: any free port]
+    /// Ports for transfers, LO:HI inclusive, to fit a firewall; each transfer gets a free port
+    /// drawn at random from the range. [default: any free port, chosen at random by the kernel]
     #[arg(long, value_name = "LO:HI", value_parser = parse_port_range)]
     pub port_range: Option<(u16, u16)>,
 
     /// Serve every transfer from the listening port instead of a new port per transfer (for NAT
-    /// and load balancers); transfers are told apart by client address and port.
-    #[arg(long)]
+    /// and load balancers); transfers are told apart by client address and port. Refused with
+    /// --port-range, which it contradicts.
+    #[arg(long, conflicts_with = "port_range")]
     pub single_port: bool,
 
     /// Transfers in progress per worker; requests beyond get ERROR 0 "server busy".
@@ -129,8 +141,9 @@ pub struct Cli {
     pub file_cache: usize,
 
     /// Log level: error, warn, info (one line per finished transfer), debug (also file-not-found
-    /// lookups), trace. RUST_LOG overrides it with a filter.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    /// lookups), trace; any other value is refused. RUST_LOG overrides it with a filter.
+    #[arg(long, value_name = "LEVEL", default_value = "info", ignore_case = true,
+        value_parser = PossibleValuesParser::new(LOG_LEVELS).map(|s| s.to_ascii_lowercase()))]
     pub log_level: String,
 
     /// Accept uploads (WRQ) into --upload-dir. New files also need --create, replacing existing
@@ -188,8 +201,9 @@ pub struct Cli {
     pub allow: Vec<Cidr>,
 
     /// Accept uploads only from this network (repeatable); uploads from elsewhere get ERROR 2.
-    /// Only the request's source address is checked: this stops attackers who cannot forge
-    /// addresses, not those who can. [default: every client --allow lets in]
+    /// Each must lie inside an --allow network, when --allow is given. Only the request's source
+    /// address is checked: this stops attackers who cannot forge addresses, not those who can.
+    /// [default: every client --allow lets in]
     #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
     pub allow_write_from: Vec<Cidr>,
 
@@ -216,6 +230,9 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
 }
+
+/// The values `--log-level` accepts (in any case).
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// The validated configuration a server runs with.
 #[derive(Clone, Debug)]
@@ -307,6 +324,25 @@ impl Cidr {
         Ok(Self { net, prefix })
     }
 
+    /// The network as (bits, address width, prefix), an IPv4-mapped IPv6 network of prefix 96 or
+    /// more as the IPv4 network it maps.
+    fn canonical(&self) -> (u128, u32, u32) {
+        match self.net {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32, u32::from(self.prefix)),
+            IpAddr::V6(v) => match v.to_ipv4_mapped() {
+                Some(v4) if self.prefix >= 96 => (u128::from(u32::from(v4)), 32, u32::from(self.prefix) - 96),
+                _ => (u128::from(v), 128, u32::from(self.prefix)),
+            },
+        }
+    }
+
+    /// Whether every address of this network is in `outer`.
+    pub fn within(&self, outer: &Cidr) -> bool {
+        let (a, aw, ap) = self.canonical();
+        let (b, bw, bp) = outer.canonical();
+        aw == bw && bp <= ap && (bp == 0 || (a >> (aw - bp)) == (b >> (bw - bp)))
+    }
+
     /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let bits = |a: IpAddr| -> (u128, u32) {
@@ -322,6 +358,12 @@ impl Cidr {
         }
         let shift = nw - u32::from(self.prefix);
         shift >= 128 || (n >> shift) == (a >> shift)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
     }
 }
 
@@ -369,6 +411,7 @@ impl TryFrom<Cli> for Config {
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
         check_upload_flags(&c)?;
+        check_operator_mistakes(&c)?;
         if !(c.rate_per_source >= 0.0 && c.burst_per_source >= 1.0) {
             return Err(ConfigError("--rate-per-source must be >= 0 and --burst-per-source >= 1".into()));
         }
@@ -490,6 +533,57 @@ fn check_upload_flags(c: &Cli) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Flags that contradict each other or ask for what is almost surely a mistake: `--root /`
+/// without `--serve-whole-filesystem`, an upload network outside every `--allow` network, the
+/// same `--listen` address twice. (`--single-port` with `--port-range` and unknown log levels are
+/// refused by the parser.)
+fn check_operator_mistakes(c: &Cli) -> Result<(), ConfigError> {
+    if !c.serve_whole_filesystem && is_filesystem_root(&c.root) {
+        return Err(ConfigError(format!(
+            "--root {} serves the whole file system (/etc/shadow, SSH host keys, every readable file) to anyone \
+             who can send a datagram; serve a directory that holds only boot files, or add \
+             --serve-whole-filesystem to accept that",
+            c.root.display()
+        )));
+    }
+    if !c.allow.is_empty() {
+        if let Some(w) = c.allow_write_from.iter().find(|w| !c.allow.iter().any(|a| w.within(a))) {
+            let allow: Vec<String> = c.allow.iter().map(Cidr::to_string).collect();
+            return Err(ConfigError(format!(
+                "--allow-write-from {w} is not inside any --allow network ({}): requests from outside --allow are \
+                 ignored, so no upload could come from all of it; widen --allow or narrow --allow-write-from",
+                allow.join(", ")
+            )));
+        }
+    }
+    for (i, a) in c.listen.iter().enumerate() {
+        // Port 0 twice asks for two kernel-chosen ports: two different sockets.
+        if a.port() != 0 && c.listen[..i].contains(a) {
+            return Err(ConfigError(format!("--listen {a} is given twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is the file system's root: resolved by the file system when it exists (`/tmp/..`,
+/// a symlink to `/`), else by its components.
+fn is_filesystem_root(path: &Path) -> bool {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p == Path::new("/");
+    }
+    let mut depth = 0usize;
+    let mut absolute = false;
+    for c in path.components() {
+        match c {
+            Component::RootDir => absolute = true,
+            Component::CurDir => {}
+            Component::ParentDir => depth = depth.saturating_sub(1),
+            Component::Normal(_) | Component::Prefix(_) => depth += 1,
+        }
+    }
+    absolute && depth == 0
+}
+
 /// Parses `LO:HI` (inclusive, LO ≤ HI, both above 0).
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s.split_once(':').ok_or("expected LO:HI")?;
@@ -557,7 +651,6 @@ mod tests {
             "epoll",
             "--port-range",
             "30000:30100",
-            "--single-port",
             "--timeout",
             "0.5",
             "--retries",
@@ -571,7 +664,7 @@ mod tests {
         assert!(!c.pin);
         assert_eq!(c.io, IoBackend::Epoll);
         assert_eq!(c.port_range, Some((30000, 30100)));
-        assert!(c.single_port);
+        assert!(cfg(&["--single-port"]).unwrap().single_port);
         assert_eq!(c.retransmit.patience, Duration::from_secs(2));
         assert_eq!(c.limits.max_blksize, 1468);
     }
@@ -592,6 +685,59 @@ mod tests {
         ] {
             assert!(cfg(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn operator_mistakes() {
+        let root = |r: &str, extra: &[&str]| {
+            let mut v = vec!["bootstorm", "--root", r];
+            v.extend_from_slice(extra);
+            Config::try_from(Cli::try_parse_from(v).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        };
+        for r in ["/", "//", "/.", "/tmp/..", "/nonexistent/..", "/nonexistent/../../."] {
+            let e = root(r, &[]).unwrap_err();
+            assert!(e.contains("--serve-whole-filesystem") && e.contains("whole file system"), "{r}: {e}");
+            assert!(root(r, &["--serve-whole-filesystem"]).is_ok(), "{r}");
+        }
+        assert!(root("/nonexistent", &[]).is_ok() && root("relative/..", &[]).is_ok());
+        // Log levels: exactly the five, in any case.
+        for bad in ["warning", "bogus", "", "info,bootstorm=trace"] {
+            let e = cfg(&["--log-level", bad]).unwrap_err();
+            assert!(e.contains("error, warn, info, debug, trace"), "{bad}: {e}");
+        }
+        assert_eq!(cfg(&["--log-level", "WARN"]).unwrap().log_level, "warn");
+        assert_eq!(cfg(&[]).unwrap().log_level, "info");
+        // Contradictions.
+        let e = cfg(&["--single-port", "--port-range", "30000:30010"]).unwrap_err();
+        assert!(e.contains("--single-port") && e.contains("--port-range"), "{e}");
+        let up = ["--allow-write", "--create", "--upload-dir", "/up"];
+        let with = |extra: &[&'static str]| cfg(&[&up[..], extra].concat());
+        let e = with(&["--allow", "10.0.0.0/8", "--allow-write-from", "192.168.1.0/24"]).unwrap_err();
+        assert!(e.contains("--allow-write-from 192.168.1.0/24") && e.contains("(10.0.0.0/8)"), "{e}");
+        assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.0.0.0/7"]).is_err());
+        assert!(with(&["--allow", "10.0.0.0/8", "--allow", "fd00::/8", "--allow-write-from", "fd00:1::/32"]).is_ok());
+        assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.1.2.3"]).is_ok());
+        assert!(with(&["--allow-write-from", "192.168.1.0/24"]).is_ok(), "no --allow: everyone is served");
+        let e = cfg(&["-l", "127.0.0.1:69", "-l", "[::1]:69", "-l", "127.0.0.1:69"]).unwrap_err();
+        assert!(e.contains("--listen 127.0.0.1:69 is given twice"), "{e}");
+        assert!(cfg(&["-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]).is_ok(), "two kernel-chosen ports");
+        assert!(cfg(&["-l", "0.0.0.0:69", "-l", "127.0.0.1:69"]).is_ok(), "overlapping, not the same");
+    }
+
+    #[test]
+    fn cidr_within() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        assert!(c("10.1.0.0/16").within(&c("10.0.0.0/8")));
+        assert!(c("10.0.0.0/8").within(&c("10.0.0.0/8")));
+        assert!(!c("10.0.0.0/7").within(&c("10.0.0.0/8")));
+        assert!(!c("11.0.0.0/16").within(&c("10.0.0.0/8")));
+        assert!(c("203.0.113.9").within(&c("0.0.0.0/0")));
+        assert!(!c("::1").within(&c("0.0.0.0/0")), "families differ");
+        assert!(c("2001:db8::/48").within(&c("::/0")));
+        assert!(c("fd12::/16").within(&c("fd00::/8")) && !c("fe80::/10").within(&c("fd00::/8")));
+        assert!(c("::ffff:10.1.2.3").within(&c("10.0.0.0/8")), "IPv4-mapped");
+        assert!(c("10.1.2.3").within(&c("::ffff:10.0.0.0/104")));
+        assert_eq!(c("10.1.0.0/16").to_string(), "10.1.0.0/16");
     }
 
     #[test]
