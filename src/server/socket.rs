@@ -55,17 +55,84 @@ pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<
     Ok(s.into())
 }
 
-/// Picks ports for transfer sockets: any free one from the kernel, or one from a range.
+/// Random draws of a port from `--port-range` before the whole range is walked.
+const RANDOM_TRIES: u32 = 8;
+
+/// Random numbers from the kernel (`getrandom(2)`), fetched a buffer at a time.
+struct KernelRandom {
+    buf: [u8; 256],
+    used: usize,
+    /// State of the stand-in generator, used only where the kernel gives no random bytes.
+    fallback: u64,
+}
+
+impl KernelRandom {
+    fn new() -> Self {
+        let here = &0u8 as *const u8 as u64;
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self { buf: [0; 256], used: 256, fallback: here ^ clock as u64 }
+    }
+
+    /// Fills the buffer: from the kernel's generator (blocking never; before its first seeding,
+    /// during early boot, from `GRND_INSECURE` on Linux 5.6+), else from a SplitMix64 stand-in
+    /// seeded by the clock (kernels before 3.17 only).
+    fn refill(&mut self) {
+        if !self.fill_from_kernel() {
+            self.fill_stand_in();
+        }
+        self.used = 0;
+    }
+
+    fn fill_from_kernel(&mut self) -> bool {
+        let len = self.buf.len();
+        [libc::GRND_NONBLOCK, libc::GRND_INSECURE].into_iter().any(|flags| {
+            // SAFETY: the kernel writes at most `len` bytes into our buffer of `len` bytes.
+            let n = unsafe { libc::getrandom(self.buf.as_mut_ptr().cast(), len, flags) };
+            usize::try_from(n) == Ok(len)
+        })
+    }
+
+    fn fill_stand_in(&mut self) {
+        for chunk in self.buf.chunks_mut(8) {
+            self.fallback = self.fallback.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.fallback;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            chunk.copy_from_slice(&(z ^ (z >> 31)).to_ne_bytes()[..chunk.len()]);
+        }
+    }
+
+    /// A uniformly random number below `n` (bias below `n` / 2^32), `n` above 0.
+    fn below(&mut self, n: u32) -> u32 {
+        if self.used + 4 > self.buf.len() {
+            self.refill();
+        }
+        let mut r = [0u8; 4];
+        r.copy_from_slice(&self.buf[self.used..self.used + 4]);
+        self.used += 4;
+        ((u64::from(u32::from_ne_bytes(r)) * u64::from(n)) >> 32) as u32
+    }
+}
+
+impl std::fmt::Debug for KernelRandom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelRandom")
+    }
+}
+
+/// Picks ports for transfer sockets: any free one from the kernel (which draws ephemeral ports
+/// at random), or a free one drawn at random from a range, so that one transfer of an attacker's
+/// own does not tell the port of the next one (as tftp-hpa does with `--port-range`).
 #[derive(Debug)]
 pub(crate) struct PortPicker {
     range: Option<(u16, u16)>,
-    next: u32,
+    random: KernelRandom,
 }
 
 impl PortPicker {
-    /// `range` is inclusive; `seed` spreads workers over it.
-    pub(crate) fn new(range: Option<(u16, u16)>, seed: u32) -> Self {
-        Self { range, next: seed }
+    /// `range` is inclusive.
+    pub(crate) fn new(range: Option<(u16, u16)>) -> Self {
+        Self { range, random: KernelRandom::new() }
     }
 
     /// Binds a transfer socket to `ip` (with `scope` for IPv6 link-local) and a port.
@@ -84,9 +151,14 @@ impl PortPicker {
             return Ok(s.into());
         };
         let span = u32::from(hi - lo) + 1;
-        for _ in 0..span {
-            let port = lo + (self.next % span) as u16;
-            self.next = self.next.wrapping_add(1);
+        // Random draws first; a port in use costs another draw. Should they all hit ports in
+        // use (a range nearly full), the whole range is walked from a random start, so that a
+        // free port is found whenever there is one and exhaustion is reported only when real.
+        let random = &mut self.random;
+        let start = random.below(span);
+        let draws = (0..RANDOM_TRIES.min(span)).map(|_| random.below(span));
+        for offset in draws.chain((0..span).map(|i| (start + i) % span)) {
+            let port = lo + offset as u16;
             match s.bind(&addr(port).into()) {
                 Ok(()) => return Ok(s.into()),
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
@@ -383,7 +455,7 @@ mod tests {
             })
             .expect("two adjacent free ports");
         let (lo, hi) = (base, base + 1);
-        let mut p = PortPicker::new(Some((lo, hi)), 0);
+        let mut p = PortPicker::new(Some((lo, hi)));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let a = p.bind(ip, 0).unwrap();
         let b = p.bind(ip, 0).unwrap();
@@ -391,5 +463,53 @@ mod tests {
         assert!(ports.iter().all(|&x| (lo..=hi).contains(&x)), "{ports:?}");
         assert_ne!(ports[0], ports[1]);
         assert_eq!(p.bind(ip, 0).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn the_last_free_port_of_a_full_range_is_found() {
+        // 256 ports below the ephemeral ones, all held here but one: the random draws miss it
+        // almost surely, and the walk over the range finds it.
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (lo, mut held) = (0..40u16)
+            .find_map(|i| {
+                let lo = 10_000 + ((std::process::id() as u16 % 40 + i) % 40) * 500;
+                let held: Option<Vec<UdpSocket>> = (lo..lo + 256).map(|p| UdpSocket::bind((ip, p)).ok()).collect();
+                Some((lo, held?))
+            })
+            .expect("256 adjacent free ports");
+        let hi = lo + 255;
+        for free in [lo + 100, hi, lo] {
+            held.remove(usize::from(free - lo));
+            let mut p = PortPicker::new(Some((lo, hi)));
+            let s = p.bind(ip, 0).unwrap();
+            assert_eq!(s.local_addr().unwrap().port(), free);
+            assert_eq!(p.bind(ip, 0).unwrap_err().kind(), io::ErrorKind::AddrInUse, "exhausted");
+            held.insert(usize::from(free - lo), s);
+        }
+    }
+
+    #[test]
+    fn ports_are_drawn_at_random() {
+        let check = |draws: Vec<u32>| {
+            assert!(draws.iter().all(|&d| d < 1000));
+            let sequential = draws.windows(2).filter(|w| w[1] == w[0] + 1).count();
+            assert!(sequential < 10, "{sequential} of 999 draws were the previous one + 1");
+            let mut distinct = draws;
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(distinct.len() > 500, "{} distinct draws of 1000", distinct.len());
+        };
+        let mut r = KernelRandom::new();
+        assert!(r.fill_from_kernel(), "getrandom(2) works here");
+        check((0..1000).map(|_| r.below(1000)).collect());
+        assert_eq!(r.below(1), 0);
+        // The stand-in, where the kernel gives nothing, is no counter either.
+        let mut draws = Vec::new();
+        for _ in 0..16 {
+            r.fill_stand_in();
+            r.used = 0;
+            draws.extend((0..64).map(|_| r.below(1000)));
+        }
+        check(draws[..1000].to_vec());
     }
 }

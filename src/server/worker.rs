@@ -455,7 +455,7 @@ fn worker_main(
     }
     let clock = Clock::new();
     let mut engine = Engine::new(w, Arc::clone(&cfg), parts, clock.now());
-    let ports = PortPicker::new(cfg.port_range, (w as u32).wrapping_mul(7919));
+    let ports = PortPicker::new(cfg.port_range);
     let result = match backend {
         Backend::Epoll => match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port, cfg.gso) {
             Ok(mut io) => {
