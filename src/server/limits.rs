@@ -1,8 +1,11 @@
-//! The per-source limit on new transfers: a token bucket per client address.
+//! The per-source limit on new transfers: a token bucket per source, where a source is an IPv4
+//! address or an IPv6 /64 (see [`source_key`]).
 //!
-//! A boot storm spreads over many addresses and passes; one address starting thousands of
+//! A boot storm spreads over many addresses and passes; one source starting thousands of
 //! transfers (a misbehaving client, or one spoofed source) is held to the configured rate.
-//! Requests beyond it are dropped, not answered, and counted.
+//! Requests beyond it are dropped, not answered, and counted. An IPv6 host is given a whole /64
+//! (SLAAC, privacy addresses, a delegated prefix), so counting /128s would let one host take as
+//! many buckets as it cares to use addresses.
 //!
 //! The buckets live in a fixed table allocated at start: a set-associative cache of
 //! [`SETS`] × [`WAYS`] entries (16 bytes each, one cache line per set), indexed by a keyed hash
@@ -71,13 +74,9 @@ impl SourceLimiter {
         (b.tokens + dt * self.rate).min(self.burst)
     }
 
-    /// Takes a token for a new transfer from `ip`; `false` means over the limit.
+    /// Takes a token for a new transfer from `ip`'s source; `false` means over the limit.
     pub(crate) fn allow(&mut self, ip: IpAddr, now: Timestamp) -> bool {
-        let key = match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            IpAddr::V6(v6) => v6,
-        };
-        let hash = self.hasher.hash_one(key.octets());
+        let hash = self.hasher.hash_one(source_key(ip));
         let tag = hash | 1;
         let now_ms = ms(now);
         let set = (hash >> 1) as usize & (SETS - 1);
@@ -103,6 +102,15 @@ impl SourceLimiter {
         let ok = tokens >= 1.0;
         self.table[set][way] = Bucket { tag, tokens: if ok { tokens - 1.0 } else { tokens }, last_ms: now_ms };
         ok
+    }
+}
+
+/// The source `ip` counts as: an IPv4 address (also when written IPv4-mapped), or the /64 of an
+/// IPv6 address.
+pub(crate) fn source_key(ip: IpAddr) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits() & !u128::from(u64::MAX),
     }
 }
 
@@ -145,6 +153,26 @@ mod tests {
                 assert!(!l.allow(heavy, t), "the heavy source is still limited after {i} others");
             }
         }
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source() {
+        let mut l = SourceLimiter::new(10.0, 5.0);
+        let t0 = Timestamp::ZERO;
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // A host of one /64 using a new address for each request: one bucket of 5.
+        let got = (1..=50u16).filter(|i| l.allow(ip(&format!("2001:db8:0:7:{i:x}::{i:x}")), t0)).count();
+        assert_eq!(got, 5, "many /128s of one /64 share one bucket");
+        assert!(!l.allow(ip("2001:db8:0:7:ffff:ffff:ffff:ffff"), t0), "the /64's last address too");
+        // Its neighbouring /64s are other sources.
+        assert!(l.allow(ip("2001:db8:0:6::1"), t0) && l.allow(ip("2001:db8:0:8::1"), t0));
+        // IPv4 addresses stay one source each, written plainly or IPv4-mapped alike.
+        let v4 = (0..5).filter(|_| l.allow(ip("192.0.2.1"), t0)).count();
+        assert_eq!(v4, 5);
+        assert!(!l.allow(ip("::ffff:192.0.2.1"), t0), "the IPv4-mapped form is the same source");
+        assert!(l.allow(ip("::ffff:192.0.2.2"), t0), "and its neighbour another one");
+        assert_eq!(source_key(ip("2001:db8::1")), source_key(ip("2001:db8::ffff:1")));
+        assert_ne!(source_key(ip("192.0.2.1")), source_key(ip("192.0.2.2")));
     }
 
     #[test]
