@@ -120,6 +120,24 @@ impl std::fmt::Debug for KernelRandom {
     }
 }
 
+/// Checks that no other socket holds `addr` (a port above 0), or the same port on an address
+/// that overlaps it (the wildcard address and a specific one, an IPv6 socket that also takes
+/// IPv4): binds and closes a socket without `SO_REUSEPORT` or `SO_REUSEADDR`, which the kernel
+/// refuses with `EADDRINUSE` in every such case, whatever the options of the other socket.
+///
+/// The listening sockets, with `SO_REUSEPORT`, would otherwise join a group with any socket of
+/// the same user on that address and port, which then silently takes a share of the requests.
+/// What this cannot see: a socket bound after the check (a process of the same user that sets
+/// `SO_REUSEPORT` can still join once the server listens).
+pub(crate) fn check_unheld(addr: SocketAddr) -> io::Result<()> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // As the listening socket will be: an IPv4 socket on the same port is no conflict.
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())
+}
+
 /// Picks ports for transfer sockets: any free one from the kernel (which draws ephemeral ports
 /// at random), or a free one drawn at random from a range, so that one transfer of an attacker's
 /// own does not tell the port of the next one (as tftp-hpa does with `--port-range`).

@@ -119,6 +119,20 @@ pub enum StartError {
         /// The cause.
         source: io::Error,
     },
+    /// Another socket already holds a listen address and port, or the same port on an
+    /// overlapping address.
+    #[error(
+        "cannot listen on {addr}: another socket already holds port {} on this address or on one overlapping it \
+         (the wildcard address, or a specific one); two servers on one port would split the requests between them; \
+         find it with: \
+         ss -ulpn 'sport = :{}'",
+        .addr.port(),
+        .addr.port()
+    )]
+    InUse {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The upload directory is in the served tree without --uploads-in-root.
     #[error("{0}")]
     Uploads(String),
@@ -262,6 +276,14 @@ impl Server {
             None => None,
         };
 
+        // No one else may hold a listen address: checked for all of them before binding any, as
+        // the server's own addresses may overlap (0.0.0.0:69 and 10.0.0.1:69).
+        for &addr in cfg.listen.iter().filter(|a| a.port() != 0) {
+            socket::check_unheld(addr).map_err(|source| match source.raw_os_error() {
+                Some(libc::EADDRINUSE) => StartError::InUse { addr },
+                _ => StartError::Bind { addr, source },
+            })?;
+        }
         // Bind all sockets here, in worker order, so that a port 0 resolves once for all.
         let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
