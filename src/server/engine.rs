@@ -37,7 +37,7 @@ use super::commit::{CommitJob, CommitLink};
 use super::io::{
     Body, DataRun, Datagram, Io, MAX_HEAD, MAX_RUN, MAX_RUN_BYTES, MAX_UPLOAD_BLKSIZE, Outgoing, Segment, Token, Via,
 };
-use super::limits::SourceLimiter;
+use super::limits::{SourceLimiter, source_key};
 use super::reply_budget::ReplyBudget;
 use super::socket::{LocalEnd, broadcast_addresses, interface_mtu};
 use super::stats::{Counters, Latencies};
@@ -1068,15 +1068,6 @@ fn transmit_write<I: Io>(
         WriteTransmit::Oack => return,
     };
     io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
-}
-
-/// The source a client address counts as: an IPv4 address, or an IPv6 /64 (one host's
-/// addresses are all in its /64).
-fn source_key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(v6) => v6.to_bits() & !(u128::from(u64::MAX)),
-    }
 }
 
 /// Whether `tok` names a transfer still held whose client has shown nothing yet.

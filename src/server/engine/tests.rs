@@ -327,8 +327,8 @@ fn busy_is_an_answer_not_silence() {
 fn a_full_table_makes_room_by_ending_the_oldest_silent_transfer() {
     let mut r = rig(&["--max-transfers", "3"]);
     // Three requests whose clients never answer (forged, say), then a fourth.
-    for port in 1..=3 {
-        r.request(&format!("198.51.100.1:{port}"), b"\x00\x01small\x00octet\x00");
+    for n in 1..=3 {
+        r.request(&format!("198.51.100.{n}:1000"), b"\x00\x01small\x00octet\x00");
     }
     r.io.take();
     r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
