@@ -116,7 +116,7 @@ fn benches(c: &mut Criterion) {
     per_op("build DATA send (hdr + mmap)", 100_000, || {
         block = (block + 1) % 5000;
         let hdr = wire::data_header(block as u16);
-        let s = file.raw_slice(false, block * 1468, 1468).unwrap();
+        let s = file.raw_slice(block * 1468, 1468).unwrap();
         let iov = [
             libc::iovec { iov_base: hdr.as_ptr() as *mut _, iov_len: 4 },
             libc::iovec { iov_base: s.ptr as *mut _, iov_len: s.len },
@@ -143,7 +143,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             block = (block + 1) % 5000;
             let hdr = wire::data_header(block as u16);
-            let s = file.raw_slice(false, block * 1468, 1468).unwrap();
+            let s = file.raw_slice(block * 1468, 1468).unwrap();
             black_box([
                 libc::iovec { iov_base: hdr.as_ptr() as *mut _, iov_len: 4 },
                 libc::iovec { iov_base: s.ptr as *mut _, iov_len: s.len },

@@ -11,24 +11,32 @@
 //! Reading a mapped page beyond the end of a file truncated after mapping raises SIGBUS. The
 //! server never reads mapped bytes in user space: it hands their address to the kernel
 //! (`sendmsg`), and a kernel-mode copy from such a page fails the send with `EFAULT` instead of
-//! signalling. That error ends the affected transfer with an ERROR. netascii translations are
-//! built with `pread`, not through the mapping, for the same reason.
+//! signalling. That error ends the affected transfer with an ERROR. netascii blocks are read
+//! with `pread`, not through the mapping, for the same reason.
+//!
+//! # netascii
+//! No translated copy of a file is kept: a version holds the length of its netascii form and a
+//! sparse index ([`super::netascii`]), and each block is translated when it is sent into the
+//! worker's scratch ([`super::scratch`]), shared by the versions of one cache.
 
+use std::cell::{OnceCell, RefCell, UnsafeCell};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use memmap2::{Advice, Mmap, MmapOptions};
 
+pub use super::netascii::NetasciiError;
+use super::netascii::NetasciiIndex;
 use super::root::{OpenError, Root};
-use crate::proto::netascii;
+use super::scratch::Scratch;
 use crate::proto::time::Timestamp;
 
-/// Largest file served in netascii mode. The translation is built in memory once per version,
+/// Largest file served in netascii mode. Its index is built in one pass over the file,
 /// synchronously on the worker, so it is kept small: netascii is for configuration files.
 pub const MAX_NETASCII_SOURCE: u64 = 4 << 20;
 
@@ -92,25 +100,27 @@ impl FileId {
     }
 }
 
-/// One version of a file: its descriptor, its mapping, and its netascii form once asked for.
+/// What a DATA send reads and keeps alive until the kernel is done with it: one version of a
+/// file (its descriptor, its mapping, and its netascii index once asked for), or a chunk of a
+/// worker's scratch holding translated netascii blocks.
 #[derive(Debug)]
 pub struct FileVersion {
     name: Box<str>,
-    file: File,
-    map: Option<Mmap>,
     id: FileId,
-    netascii: std::cell::OnceCell<Result<Box<[u8]>, NetasciiError>>,
+    bytes: Bytes,
 }
 
-/// Why a netascii view could not be built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NetasciiError {
-    /// The file is larger than [`MAX_NETASCII_SOURCE`].
-    #[error("file too large for netascii mode")]
-    TooLarge,
-    /// Reading the file failed.
-    #[error("read error")]
-    Read,
+#[derive(Debug)]
+enum Bytes {
+    File {
+        file: File,
+        map: Option<Mmap>,
+        netascii: OnceCell<Result<NetasciiIndex, NetasciiError>>,
+        /// The worker's scratch, shared by the versions of one cache.
+        scratch: Rc<RefCell<Scratch>>,
+    },
+    /// Written only where no slice handed out lies (see [`Scratch::write`]).
+    Scratch(Box<[UnsafeCell<u8>]>),
 }
 
 /// A borrowed byte range of a file version, as raw parts for an iovec.
@@ -123,7 +133,7 @@ pub struct RawSlice {
 }
 
 impl FileVersion {
-    fn open(file: File, name: &[u8]) -> io::Result<Self> {
+    fn open(file: File, name: &[u8], scratch: &Rc<RefCell<Scratch>>) -> io::Result<Self> {
         let meta = file.metadata()?;
         let id = FileId::of(&meta);
         let map = if id.size == 0 {
@@ -140,7 +150,40 @@ impl FileVersion {
             }
             Some(map)
         };
-        Ok(Self { name: String::from_utf8_lossy(name).into(), file, map, id, netascii: Default::default() })
+        let bytes = Bytes::File { file, map, netascii: OnceCell::new(), scratch: Rc::clone(scratch) };
+        Ok(Self { name: String::from_utf8_lossy(name).into(), id, bytes })
+    }
+
+    /// A chunk of scratch of `len` bytes.
+    pub(super) fn scratch(len: usize) -> Self {
+        let id = FileId { dev: 0, ino: 0, size: len as u64, mtime: (0, 0), ctime: (0, 0) };
+        let buf = std::iter::repeat_with(|| UnsafeCell::new(0)).take(len).collect();
+        Self { name: "(scratch)".into(), id, bytes: Bytes::Scratch(buf) }
+    }
+
+    /// Lets `write` fill `len` bytes at `at` of a scratch chunk; returns their raw parts, or
+    /// `None` when the range is not within a chunk.
+    ///
+    /// # Safety
+    /// No slice of those bytes handed out earlier may still be in use (by a send in flight or a
+    /// run being gathered), and no other reference to them may exist.
+    pub(super) unsafe fn write_scratch<E>(
+        &self,
+        at: usize,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Option<Result<RawSlice, E>> {
+        let Bytes::Scratch(buf) = &self.bytes else { return None };
+        let end = at.checked_add(len)?;
+        if end > buf.len() {
+            return None;
+        }
+        // SAFETY: `UnsafeCell<u8>` has the layout of `u8`, so the buffer is `buf.len()`
+        // contiguous bytes; [at, end) is within it; the caller guarantees nothing else reads or
+        // writes them while `out` lives, and cells allow writing through `&self`.
+        let out = unsafe { std::slice::from_raw_parts_mut(UnsafeCell::raw_get(buf.as_ptr().add(at)), len) };
+        let slice = RawSlice { ptr: out.as_ptr(), len };
+        Some(write(out).map(|()| slice))
     }
 
     /// The path relative to the root, for logs.
@@ -158,17 +201,13 @@ impl FileVersion {
         self.id.size == 0
     }
 
-    /// Raw parts of `len` bytes at `offset` of the mapping, or of the netascii form.
-    /// Returns `None` if the range is out of bounds.
-    pub fn raw_slice(&self, netascii: bool, offset: u64, len: usize) -> Option<RawSlice> {
-        let (base, total): (*const u8, usize) = if netascii {
-            let v = self.netascii.get()?.as_ref().ok()?;
-            (v.as_ptr(), v.len())
-        } else {
-            match &self.map {
-                Some(m) => (m.as_ptr(), m.len()),
-                None => (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0),
-            }
+    /// Raw parts of `len` bytes at `offset` of the mapping (octet: netascii blocks come from
+    /// [`netascii_block`](Self::netascii_block)). Returns `None` if the range is out of bounds.
+    pub fn raw_slice(&self, offset: u64, len: usize) -> Option<RawSlice> {
+        let (base, total): (*const u8, usize) = match &self.bytes {
+            Bytes::File { map: Some(m), .. } => (m.as_ptr(), m.len()),
+            Bytes::File { map: None, .. } => (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0),
+            Bytes::Scratch(buf) => (UnsafeCell::raw_get(buf.as_ptr()).cast_const(), buf.len()),
         };
         let start = usize::try_from(offset).ok()?;
         let end = start.checked_add(len)?;
@@ -180,30 +219,37 @@ impl FileVersion {
         Some(RawSlice { ptr, len })
     }
 
-    /// The netascii form of the file, built with `pread` on first use and kept with this version.
-    /// Returns its length.
+    /// Length of the netascii form of the file. The first call reads the file once (with
+    /// `pread`) to index it; the index, not the translation, stays with this version.
     pub fn netascii_len(&self) -> Result<u64, NetasciiError> {
-        let v = self.netascii.get_or_init(|| self.build_netascii());
-        v.as_ref().map(|b| b.len() as u64).map_err(|e| *e)
+        self.netascii_index().map(NetasciiIndex::len)
     }
 
-    fn build_netascii(&self) -> Result<Box<[u8]>, NetasciiError> {
-        if self.id.size > MAX_NETASCII_SOURCE {
-            return Err(NetasciiError::TooLarge);
-        }
-        let mut enc = netascii::Encoder::new();
-        let mut out = Vec::with_capacity(self.id.size as usize + self.id.size as usize / 16);
-        let mut buf = vec![0u8; 64 << 10];
-        let mut off = 0u64;
-        while off < self.id.size {
-            let n = self.file.read_at(&mut buf, off).map_err(|_| NetasciiError::Read)?;
-            if n == 0 {
-                break;
+    fn netascii_index(&self) -> Result<&NetasciiIndex, NetasciiError> {
+        let Bytes::File { file, netascii, .. } = &self.bytes else { return Err(NetasciiError::Read) };
+        let size = self.id.size;
+        let v = netascii.get_or_init(|| {
+            if size > MAX_NETASCII_SOURCE {
+                return Err(NetasciiError::TooLarge);
             }
-            enc.encode_to_vec(&buf[..n], &mut out);
-            off += n as u64;
-        }
-        Ok(out.into_boxed_slice())
+            NetasciiIndex::build(file, size)
+        });
+        v.as_ref().map_err(|e| *e)
+    }
+
+    /// The `len` netascii bytes at `offset`, translated into the worker's scratch: the chunk
+    /// they lie in, which the send must keep, and their raw parts. `Ok(None)` while every chunk
+    /// of scratch is in flight (the block is not sent now; the retransmission timer sends it).
+    /// An error when the range is out of bounds or the file no longer holds its bytes.
+    pub fn netascii_block(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(Rc<FileVersion>, RawSlice)>, NetasciiError> {
+        let index = self.netascii_index()?;
+        let Bytes::File { file, scratch, .. } = &self.bytes else { return Err(NetasciiError::Read) };
+        let mut scratch = scratch.try_borrow_mut().map_err(|_| NetasciiError::Read)?;
+        scratch.write(len, |out| index.fill(file, offset, out))
     }
 }
 
@@ -217,6 +263,8 @@ pub struct FileCache {
     root: Arc<Root>,
     entries: HashMap<Box<[u8]>, Entry>,
     max_entries: usize,
+    /// Where netascii blocks are translated (see [`Scratch`]).
+    scratch: Rc<RefCell<Scratch>>,
 }
 
 impl std::fmt::Debug for FileCache {
@@ -228,7 +276,7 @@ impl std::fmt::Debug for FileCache {
 impl FileCache {
     /// An empty cache over `root` holding at most `max_entries` files not in use.
     pub fn new(root: Arc<Root>, max_entries: usize) -> Self {
-        Self { root, entries: HashMap::new(), max_entries: max_entries.max(1) }
+        Self { root, entries: HashMap::new(), max_entries: max_entries.max(1), scratch: Default::default() }
     }
 
     /// The current version of the file at `rel` (normalised, relative to the root).
@@ -246,7 +294,7 @@ impl FileCache {
                 return Err(e);
             }
         };
-        let version = Rc::new(FileVersion::open(file, rel)?);
+        let version = Rc::new(FileVersion::open(file, rel, &self.scratch)?);
         if self.entries.len() >= self.max_entries {
             self.sweep(now, true);
         }
@@ -255,11 +303,14 @@ impl FileCache {
     }
 
     /// Drops versions no transfer uses that have been idle for a while (or, with `all_idle`,
-    /// every version no transfer uses).
+    /// every version no transfer uses), and the chunks of scratch no send holds.
     pub fn sweep(&mut self, now: Timestamp, all_idle: bool) {
         self.entries.retain(|_, e| {
             Rc::strong_count(&e.file) > 1 || (!all_idle && now.saturating_since(e.last_used) < IDLE_EVICT)
         });
+        if let Ok(mut s) = self.scratch.try_borrow_mut() {
+            s.trim();
+        }
     }
 
     /// Number of cached versions.
@@ -283,8 +334,13 @@ mod tests {
 
     /// Reads a file version's bytes through a copy (tests only; the server never does this).
     fn bytes(v: &FileVersion, netascii: bool) -> Vec<u8> {
-        let len = if netascii { v.netascii_len().unwrap() as usize } else { v.len() as usize };
-        let s = v.raw_slice(netascii, 0, len).unwrap();
+        if netascii {
+            let len = v.netascii_len().unwrap() as usize;
+            let (_chunk, s) = v.netascii_block(0, len).unwrap().unwrap();
+            // SAFETY: `_chunk` keeps the scratch alive and unwritten while it is read.
+            return unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec();
+        }
+        let s = v.raw_slice(0, v.len() as usize).unwrap();
         // SAFETY: the file is not truncated during the test, and the range was bounds-checked.
         unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec()
     }
@@ -318,8 +374,8 @@ mod tests {
         assert!(!Rc::ptr_eq(&a, &b));
         assert_eq!(b.len(), 5);
         // The old version's slices are bounded by the old length, never past its mapping.
-        assert!(a.raw_slice(false, 0, 10).is_some());
-        assert!(a.raw_slice(false, 5, 6).is_none());
+        assert!(a.raw_slice(0, 10).is_some());
+        assert!(a.raw_slice(5, 6).is_none());
     }
 
     #[test]
@@ -342,7 +398,7 @@ mod tests {
         let mut c = cache(dir.path());
         let e = c.get(b"empty", Timestamp::ZERO).unwrap();
         assert!(e.is_empty());
-        assert_eq!(e.raw_slice(false, 0, 0).unwrap().len, 0);
+        assert_eq!(e.raw_slice(0, 0).unwrap().len, 0);
         let t = c.get(b"text", Timestamp::ZERO).unwrap();
         assert_eq!(t.netascii_len().unwrap(), 6);
         assert_eq!(bytes(&t, true), b"a\r\nb\r\0");

@@ -2,8 +2,10 @@
 //! per-worker cache of memory maps that DATA blocks are sent from, and uploads written safely.
 
 pub mod cache;
+pub mod netascii;
 pub mod path;
 pub mod root;
+pub mod scratch;
 pub mod upload;
 
 pub use cache::{FileCache, FileVersion};

@@ -75,6 +75,53 @@ impl Encoder {
     pub fn has_pending(&self) -> bool {
         self.pending.is_some()
     }
+
+    /// An encoder resuming where another stopped: `pending` is what [`pending`](Self::pending)
+    /// returned there (the second byte of a pair split before it).
+    pub fn resume(pending: Option<u8>) -> Self {
+        Self { pending }
+    }
+
+    /// The second byte of a pair whose CR was the last byte written, if any.
+    pub fn pending(&self) -> Option<u8> {
+        self.pending
+    }
+
+    /// Advances by up to `skip` bytes of output without writing them, returning
+    /// `(bytes consumed, bytes skipped)` like [`encode`](Self::encode).
+    pub fn skip(&mut self, input: &[u8], skip: usize) -> (usize, usize) {
+        let (mut i, mut o) = (0, 0);
+        if o < skip && self.pending.take().is_some() {
+            o = 1;
+        }
+        while i < input.len() && o < skip {
+            let b = input[i];
+            i += 1;
+            o += 1;
+            if b == CR || b == LF {
+                if o < skip {
+                    o += 1;
+                } else {
+                    self.pending = Some(if b == LF { LF } else { NUL });
+                }
+            }
+        }
+        (i, o)
+    }
+}
+
+/// Length of the netascii form of `input`: each CR and LF takes two bytes.
+pub fn encoded_len(input: &[u8]) -> u64 {
+    input.len() as u64 + input.iter().filter(|&&b| b == CR || b == LF).count() as u64
+}
+
+/// The second byte of the pair `b` encodes to, if it encodes to two.
+pub fn second_of(b: u8) -> Option<u8> {
+    match b {
+        LF => Some(LF),
+        CR => Some(NUL),
+        _ => None,
+    }
 }
 
 /// Streaming netascii decoder: CR LF becomes LF, CR NUL becomes CR. A CR followed by anything
@@ -210,6 +257,23 @@ mod tests {
     }
 
     proptest! {
+        /// Skipping to any offset and encoding from there, or resuming from any split, gives the
+        /// same bytes as encoding the whole: what serving any block alone relies on.
+        #[test]
+        fn skip_and_resume_equal_whole(input in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(0u8), any::<u8>()], 0..300), at in 0usize..700, len in 1usize..40) {
+            let whole = encode_all(&input);
+            prop_assert_eq!(encoded_len(&input), whole.len() as u64);
+            let at = at.min(whole.len());
+            let mut e = Encoder::new();
+            let (used, skipped) = e.skip(&input, at);
+            prop_assert_eq!(skipped, at);
+            let mut e = Encoder::resume(e.pending());
+            let mut out = vec![0u8; len];
+            let (_, wrote) = e.encode(&input[used..], &mut out);
+            let end = (at + len).min(whole.len());
+            prop_assert_eq!(&out[..wrote], &whole[at..end]);
+        }
+
         #[test]
         fn blockwise_equals_whole(input in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(0u8), any::<u8>()], 0..400), block in 1usize..20) {
             let whole = encode_all(&input);

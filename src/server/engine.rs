@@ -966,6 +966,9 @@ fn transmit_read_run<I: Io>(
     let (via, to) = (t.via, t.peer);
     let Kind::Read { file, netascii, xfer } = &mut t.kind else { return false };
     run.clear();
+    // netascii blocks are translated into scratch: the run's all lie in this chunk, which its
+    // send keeps alive instead of the file.
+    let mut text = None;
     let mut sent = false;
     loop {
         // A short DATA ends the transfer's data, and a run holds what one send may carry.
@@ -979,14 +982,39 @@ fn transmit_read_run<I: Io>(
         let Some(tx) = xfer.poll_transmit(now, retransmit) else { break };
         match tx {
             Transmit::Data { block, offset, len } => {
-                let Some(slice) = file.raw_slice(*netascii, offset, len) else {
+                let slice = if *netascii {
+                    match file.netascii_block(offset, len) {
+                        Ok(Some((chunk, slice))) => {
+                            if text.as_ref().is_some_and(|c| !std::rc::Rc::ptr_eq(c, &chunk)) && !run.is_empty() {
+                                io.send_run(DataRun {
+                                    via,
+                                    to,
+                                    from,
+                                    file: text.as_ref().unwrap_or(file),
+                                    segs: run,
+                                    token,
+                                });
+                                run.clear();
+                                sent = true;
+                            }
+                            text = Some(chunk);
+                            Some(slice)
+                        }
+                        // No scratch free: not sent now, like a datagram lost on the way.
+                        Ok(None) => continue,
+                        Err(_) => None,
+                    }
+                } else {
+                    file.raw_slice(offset, len)
+                };
+                let Some(slice) = slice else {
                     // The file shrank under the mapping: what was gathered is not sent.
                     run.clear();
                     xfer.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
                     continue;
                 };
                 if run.first().is_some_and(|f| slice.len > f.slice.len) {
-                    io.send_run(DataRun { via, to, from, file, segs: run, token });
+                    io.send_run(DataRun { via, to, from, file: text.as_ref().unwrap_or(file), segs: run, token });
                     run.clear();
                     sent = true;
                 }
@@ -994,7 +1022,7 @@ fn transmit_read_run<I: Io>(
             }
             Transmit::Error { code, message } => {
                 if !run.is_empty() {
-                    io.send_run(DataRun { via, to, from, file, segs: run, token });
+                    io.send_run(DataRun { via, to, from, file: text.as_ref().unwrap_or(file), segs: run, token });
                     run.clear();
                 }
                 let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
@@ -1011,7 +1039,7 @@ fn transmit_read_run<I: Io>(
         }
     }
     if !run.is_empty() {
-        io.send_run(DataRun { via, to, from, file, segs: run, token });
+        io.send_run(DataRun { via, to, from, file: text.as_ref().unwrap_or(file), segs: run, token });
         run.clear();
         sent = true;
     }
@@ -1031,12 +1059,21 @@ fn transmit_read<I: Io>(
     let Kind::Read { file, netascii, xfer } = &mut t.kind else { return };
     match tx {
         Transmit::Data { block, offset, len } => {
-            let Some(slice) = file.raw_slice(*netascii, offset, len) else {
+            // netascii: translated into a chunk of scratch, which the send keeps alive.
+            let (text, slice) = match *netascii {
+                true => match file.netascii_block(offset, len) {
+                    Ok(Some((chunk, slice))) => (Some(chunk), Some(slice)),
+                    Ok(None) => return, // no scratch free: resent on the timer
+                    Err(_) => (None, None),
+                },
+                false => (None, file.raw_slice(offset, len)),
+            };
+            let Some(slice) = slice else {
                 xfer.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
                 return;
             };
             let hdr = wire::data_header(block);
-            let body = Some(Body { file, slice });
+            let body = Some(Body { file: text.as_ref().unwrap_or(file), slice });
             io.send(Outgoing { via: t.via, to: t.peer, from, head: &hdr, body, token: Some(token) });
         }
         Transmit::Error { code, message } => {
