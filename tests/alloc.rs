@@ -94,6 +94,12 @@ fn fetch(
         assert_eq!(from, tid);
         assert_eq!(&buf[..2], &[0, 3], "DATA");
         let block = u16::from_be_bytes([buf[2], buf[3]]);
+        let behind = (expected as u16).wrapping_sub(block);
+        if behind != 0 && behind < 0x8000 {
+            // A block received already, sent again because this client (on a loaded machine)
+            // was late with its ACK: the resend path is measured too, but not counted.
+            continue;
+        }
         assert_eq!(block, expected as u16, "no loss on loopback");
         let data = &buf[4..n];
         assert!(data == &expect[offset..offset + data.len()], "bytes differ at {offset}");
