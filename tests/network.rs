@@ -19,15 +19,12 @@
 #[macro_use]
 mod common;
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bootstorm::proto::wire::Packet;
+use common::netns::Netns;
 use common::*;
 
 /// How long any one reply may take.
@@ -54,59 +51,39 @@ both_backends!(
     ipv6_global_and_link_local_single_port,
 );
 
-/// Runs `ip` with `args` (split on spaces); panics with its output if it fails.
-fn ip(args: &str) {
-    let out = Command::new("ip").args(args.split_whitespace()).output().expect("run ip (iproute2)");
-    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// `ip netns add` mounts /run/netns on first use; concurrent first uses race, so this process
-/// creates and deletes its namespaces one at a time.
-static NETNS_LOCK: Mutex<()> = Mutex::new(());
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 /// Two namespaces joined by a veth pair: `v0` in the server's, `v1` in the client's, both up,
 /// with only the addresses the test adds (no automatic IPv6 link-local address). Deleted on drop.
 struct Topology {
-    server: String,
-    client: String,
+    server: Netns,
+    client: Netns,
 }
 
 impl Topology {
     fn new() -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let t = Self { server: format!("bsnet{pid}-{n}s"), client: format!("bsnet{pid}-{n}c") };
-        {
-            let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            ip(&format!("netns add {}", t.server));
-            ip(&format!("netns add {}", t.client));
-        }
-        ip(&format!("-n {} link add v0 type veth peer name v1 netns {}", t.server, t.client));
+        let t = Self { server: Netns::new("bsnet-s"), client: Netns::new("bsnet-c") };
+        t.server.ip(&format!("link add v0 type veth peer name v1 netns {}", t.client.name));
         for (ns, dev) in [(&t.server, "v0"), (&t.client, "v1")] {
-            ip(&format!("-n {ns} link set {dev} addrgenmode none"));
-            ip(&format!("-n {ns} link set {dev} up"));
-            // The harness also listens on 127.0.0.1 and ::1.
-            ip(&format!("-n {ns} link set lo up"));
+            ns.ip(&format!("link set {dev} addrgenmode none"));
+            ns.ip(&format!("link set {dev} up"));
         }
         t
     }
 
     /// `ip -n SERVER <args>`.
     fn on_server(&self, args: &str) {
-        ip(&format!("-n {} {args}", self.server));
+        self.server.ip(args);
     }
 
     /// `ip -n CLIENT <args>`.
     fn on_client(&self, args: &str) {
-        ip(&format!("-n {} {args}", self.client));
+        self.client.ip(args);
     }
 
     /// Starts bootstorm in the server namespace on 0.0.0.0:69 and [::]:69 (the harness adds
     /// 127.0.0.1 and ::1 there too); returns once it has bound every address.
     fn start(&self, root: &Root, io: &str, single_port: bool) -> Server {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.server, bin()]);
+        cmd.args(["netns", "exec", &self.server.name, bin()]);
         let mut extra = vec!["-l", "0.0.0.0:69", "-l", "[::]:69"];
         if single_port {
             extra.push("--single-port");
@@ -117,31 +94,7 @@ impl Topology {
     /// Runs `f` on a thread inside the client namespace and returns what it returns (a panic in
     /// it fails the test with its message).
     fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.client);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: plain syscall on a descriptor we own; it moves only this thread, which
-                // ends when `f` returns.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        for ns in [&self.server, &self.client] {
-            let ok = Command::new("ip").args(["netns", "del", ns]).status().is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("could not delete network namespace {ns}");
-            }
-        }
+        self.client.run(f)
     }
 }
 

@@ -17,14 +17,13 @@
 #[macro_use]
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bootstorm::proto::wire::{self, Packet};
+use common::netns::Netns;
 use common::*;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -289,70 +288,18 @@ fn transfer_ports_are_random_within_the_range(io: &str) {
     assert_eq!(counter(&log, "ok"), 20, "{log}");
 }
 
-/// Runs `ip` with `args` (split on spaces); panics with its output if it fails.
-fn ip(args: &str) {
-    let out = Command::new("ip").args(args.split_whitespace()).output().expect("run ip (iproute2)");
-    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// `ip netns add` mounts /run/netns on first use; concurrent first uses race, so this process
-/// creates and deletes its namespaces one at a time.
-static NETNS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A network namespace with loopback up, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("bsstart{}-{tag}", std::process::id());
-        {
-            let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            ip(&format!("netns add {name}"));
-        }
-        let ns = Self(name);
-        ip(&format!("-n {} link set lo up", ns.0));
-        ns
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: plain syscall on a descriptor we own; it moves only this thread, which
-                // ends when `f` returns.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        if !Command::new("ip").args(["netns", "del", &self.0]).status().is_ok_and(|s| s.success()) {
-            eprintln!("could not delete network namespace {}", self.0);
-        }
-    }
-}
-
 fn ipv6_sources_are_counted_per_64(io: &str) {
-    let ns = Netns::new(io);
-    ip(&format!("-n {} addr add 2001:db8::1/64 dev lo nodad", ns.0));
+    let ns = Netns::new(&format!("bsstart-{io}-"));
+    ns.ip("addr add 2001:db8::1/64 dev lo nodad");
     let sources: Vec<String> = (0x10..0x18).map(|i| format!("2001:db8::{i:x}")).collect();
     for a in &sources {
-        ip(&format!("-n {} addr add {a}/64 dev lo nodad", ns.0));
+        ns.ip(&format!("addr add {a}/64 dev lo nodad"));
     }
     // Another /64, with an address of the same interface identifier.
-    ip(&format!("-n {} addr add 2001:db8:0:1::10/64 dev lo nodad", ns.0));
+    ns.ip("addr add 2001:db8:0:1::10/64 dev lo nodad");
     let root = Root::new();
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0, bin()]);
+    cmd.args(["netns", "exec", &ns.name, bin()]);
     // A burst of 3 and about one token a minute, one worker: a source gets 3 transfers.
     let limit = ["--rate-limit-always", "--rate-per-source", "0.02", "--burst-per-source", "3", "--workers", "1"];
     let s = Server::start_with(cmd, root.path(), io, &[&["-l", "[2001:db8::1]:69"][..], &limit].concat());
