@@ -362,7 +362,11 @@ impl ReadTransfer {
                 }
                 let timed = self.first == First::Timed;
                 let t = if oack {
-                    self.sender.handshake_sent(now);
+                    // An ACK 0 after a timer-driven resend may answer either copy: it is timed
+                    // from the copy the client asked for (Karn's rule), which errs long.
+                    if !timed {
+                        self.sender.handshake_sent(now);
+                    }
                     Some(Transmit::Oack)
                 } else {
                     let t = self.data(now, &cfg);

@@ -428,18 +428,19 @@ impl Engine {
             self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
             return;
         }
-        // Full: a transfer whose client has shown nothing (perhaps a forged request's) makes
-        // room; only a table of transfers that all progress is busy.
-        if self.active >= self.capacity && !self.evict_unconfirmed(now, io) {
-            Counters::add(&self.counters.busy, 1);
-            self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
-            return;
-        }
         let prepared = match r.kind {
             RequestKind::Read => self.prepare_read(now, d, r, io),
             RequestKind::Write => self.prepare_write(now, d, r, io),
         };
         let Some((kind, neg)) = prepared else { return };
+        // Full: a transfer whose client has shown nothing (perhaps a forged request's) makes
+        // room, but only for a request that becomes a transfer (a miss or a refusal takes no
+        // room); only a table of transfers that all progress is busy.
+        if self.active >= self.capacity && !self.evict_unconfirmed(now, io) {
+            Counters::add(&self.counters.busy, 1);
+            self.reply(io, d.via, d.peer, d.local, ErrorCode::NOT_DEFINED, "server busy, try again");
+            return;
+        }
 
         let idx = match self.free.pop() {
             Some(i) => i,

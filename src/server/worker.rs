@@ -247,15 +247,17 @@ fn raise_fd_limit() -> u64 {
 }
 
 /// Transfers each worker may hold: `--max-transfers`, and in the default mode (one socket per
-/// transfer) no more than its share of three quarters of the descriptors left after a reserve
-/// for listening sockets, files and the rest, so that the table fills (and never-acknowledged
+/// transfer; an upload also holds its directory and file) no more than its share of three
+/// quarters of the descriptors left after a reserve for listening sockets, files and the rest, so that the table fills (and never-acknowledged
 /// transfers make room) before descriptors run out.
 fn transfer_capacity(cfg: &Config, nofile: u64) -> usize {
     if cfg.single_port {
         return cfg.max_transfers;
     }
     let workers = cfg.workers.max(1) as u64;
-    let reserve = 128 + 32 * workers;
+    // Listening sockets, rings, the commit thread; and the files each worker keeps open (its
+    // idle cache, counted up to 256: a fleet boots from a handful of files).
+    let reserve = 128 + workers * (32 + (cfg.file_cache as u64).min(256));
     let share = nofile.saturating_sub(reserve) / 4 * 3 / workers;
     cfg.max_transfers.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
 }

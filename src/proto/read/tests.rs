@@ -398,3 +398,15 @@ fn a_long_client_timeout_cannot_hold_a_transfer_past_the_silence_bound() {
     x.handle_timeout(t(1 + 60_000), &CFG);
     assert_eq!(x.outcome(), Some(Outcome::TimedOut));
 }
+
+#[test]
+fn an_ack_0_after_the_timed_oack_resend_is_timed_from_the_first_oack() {
+    // The client is slower than the initial timeout (100 ms here): its ACK 0 answers the first
+    // OACK. Timing it from the resend would make the round trip look like 5 ms (Karn's rule).
+    let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("blksize 1024", 50_000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    x.handle_timeout(t(100), &CFG);
+    assert_eq!(drain(&mut x, t(100)), [Transmit::Oack]);
+    ack(&mut x, t(105), 0);
+    assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(105)));
+}

@@ -742,3 +742,16 @@ fn under_pressure_no_source_holds_more_than_its_share() {
     r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
     assert_eq!(&r.io.take()[0].3[..4], &[0, 3, 0, 1], "another source gets DATA 1");
 }
+
+#[test]
+fn a_request_that_becomes_no_transfer_ends_no_silent_one() {
+    let mut r = rig(&["--max-transfers", "3"]);
+    for n in 1..=3 {
+        r.request(&format!("198.51.100.{n}:1000"), b"\x00\x01small\x00octet\x00");
+    }
+    r.io.take();
+    // A miss in a full table: "file not found", and the silent transfers stay.
+    r.request("192.0.2.11:2000", b"\x00\x01missing\x00octet\x00");
+    assert_eq!(error_of(&r.io.take()[0].3).0, 1);
+    assert_eq!((count(&r.counters.evicted), count(&r.counters.active)), (0, 3));
+}
