@@ -16,7 +16,7 @@
 # The set runs four ways: (a) bridge address added without a broadcast address, (b) with
 # `brd +`, (c) as (b) with 2 % of the TFTP frames dropped in each direction (nftables numgen in
 # the bridge family, since this kernel has no netem), (d) "lost first ACK": as (b) with the
-# first ACK 0 (the answer to the server's OACK) of one transfer in three dropped on its way to
+# first ACK 0 (the answer to the server's OACK) of one transfer in four dropped on its way to
 # the server. (c) and (d) must each keep their slowest boot within 1.5x the slowest boot of (b), and
 # (d) must have dropped at least one ACK 0 (its nft counter). GRUB never resends an ACK 0: it
 # waits for DATA 1, so (d) fails when the server does not resend its first answer on a timer.
@@ -25,7 +25,7 @@
 #
 # Run as root: tests/pxe/run.sh. Knobs (environment):
 #   PXE_RUNS="a b c d"     which runs, in order
-#   PXE_ACK0_DROP_MOD=3    run (d) drops a transfer's first ACK 0 with probability 1/N
+#   PXE_ACK0_DROP_MOD=4    run (d) drops a transfer's first ACK 0 with probability 1/N
 #   PXE_CHAINS="..."       which chains (default: all five)
 #   PXE_BOOT_TIMEOUT=200   seconds a run may take before its guests are killed
 #   PXE_PAYLOAD_MIB=4      random payload packed into the initrd
@@ -51,7 +51,7 @@ NO_TRANSFER_ABORT=60
 # Kernel command line shared by every chain ("bootstorm.chain=<name>" is added per chain).
 CMDLINE="console=ttyS0 quiet panic=-1"
 MAX_LOSS_RATIO=1.5
-ACK0_DROP_MOD=${PXE_ACK0_DROP_MOD:-3}
+ACK0_DROP_MOD=${PXE_ACK0_DROP_MOD:-4}
 ACK0_DROPPED=""   # ACK 0 datagrams run (d) dropped, from its nft counter
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
