@@ -116,6 +116,7 @@ impl UploadRoot {
                 return Err(e);
             }
         }
+        root.unnamed = unnamed_files_work(&root.dir);
         Ok(root)
     }
 
@@ -259,6 +260,29 @@ fn ancestry(dir: &OwnedFd) -> io::Result<Vec<(u64, u64)>> {
 fn temp_name(what: &str) -> CString {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     CString::new(format!(".bootstorm-{}-{n}.{what}", std::process::id())).expect("no NUL in a formatted number")
+}
+
+/// Whether an unnamed file made in `dir` can be given a name there: the file system has
+/// `O_TMPFILE`, and this process may link a descriptor (Linux 6.10+, `CAP_DAC_READ_SEARCH`, or
+/// `/proc` mounted). Checked once at start, so that uploads never fail at their commit, after
+/// all their data arrived; without it uploads use named temporary files.
+fn unnamed_files_work(dir: &OwnedFd) -> bool {
+    // SAFETY: opens an unnamed file in our directory descriptor with a NUL-terminated path.
+    let fd = unsafe {
+        libc::openat(dir.as_raw_fd(), c".".as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, 0o600)
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let name = CString::new(format!(".bootstorm-probe-{}", std::process::id())).expect("no NUL in a formatted number");
+    let linked = link_unnamed(&file, dir, &name).is_ok();
+    if linked {
+        // SAFETY: removes the name just made, relative to our directory descriptor.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    }
+    linked
 }
 
 /// Gives the unnamed file `file` the name `name` in `dir`; fails with `EEXIST` if that name
@@ -551,6 +575,14 @@ mod tests {
             assert_eq!(files(d.path()).len(), 3);
             assert!(root.begin(&[b'n'; 256], &ALL, None, false).is_err(), "over NAME_MAX");
         }
+    }
+
+    #[test]
+    fn unnamed_files_are_checked_at_open_and_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let root = UploadRoot::open(d.path()).unwrap();
+        assert!(root.unnamed, "this kernel and file system link unnamed files");
+        assert!(files(d.path()).is_empty(), "the check leaves no file behind");
     }
 
     #[test]
