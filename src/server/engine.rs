@@ -275,7 +275,7 @@ impl Engine {
             //# packet, while not disturbing the transfer.
             Counters::add(&self.counters.foreign, 1);
             if !is_error(d.payload) {
-                self.reply_unasked(now, io, d.via, d.peer, None, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+                self.reply_unasked(now, io, d, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
             }
             return;
         }
@@ -341,7 +341,7 @@ impl Engine {
                 // DATA, ACK or OACK that belongs to no transfer of ours. Never answer an ERROR.
                 if !matches!(p, Packet::Error { .. }) {
                     Counters::add(&self.counters.foreign, 1);
-                    self.reply_unasked(now, io, d.via, d.peer, d.local, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+                    self.reply_unasked(now, io, d, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
                 }
             }
             Err(e) => {
@@ -350,7 +350,7 @@ impl Engine {
                     return;
                 }
                 let msg = e.map_or("request too long", |e| e.message());
-                self.reply_unasked(now, io, d.via, d.peer, d.local, ErrorCode::ILLEGAL_OPERATION, msg);
+                self.reply_unasked(now, io, d, ErrorCode::ILLEGAL_OPERATION, msg);
             }
         }
     }
@@ -742,19 +742,9 @@ impl Engine {
 
     /// Sends an ERROR to a datagram that was no request and belongs to no transfer, within the
     /// budget for such replies (the datagram's source may be forged); beyond it, nothing.
-    #[allow(clippy::too_many_arguments)]
-    fn reply_unasked<I: Io>(
-        &mut self,
-        now: Timestamp,
-        io: &mut I,
-        via: Via,
-        to: SocketAddr,
-        from: Option<LocalEnd>,
-        code: ErrorCode,
-        msg: &str,
-    ) {
+    fn reply_unasked<I: Io>(&mut self, now: Timestamp, io: &mut I, d: &Datagram<'_>, code: ErrorCode, msg: &str) {
         if self.unasked.take(now) {
-            self.reply(io, via, to, from, code, msg);
+            self.reply(io, d.via, d.peer, d.local, code, msg);
         } else {
             Counters::add(&self.counters.errors_withheld, 1);
         }
