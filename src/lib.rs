@@ -5,6 +5,7 @@
 //! - [`ring`]: provided-buffer rings for io_uring receives (server and load generator).
 //! - [`timer`]: an allocation-free timer wheel for many deadlines.
 //! - [`fs`]: request paths, containment under the root, the per-worker cache of file maps.
+//! - [`sys`]: kernel helpers shared by the server and the load generator.
 //!
 //! See `docs/architecture.md` for the data flow and its invariants.
 
@@ -16,4 +17,5 @@ pub mod net;
 pub mod proto;
 pub mod ring;
 pub mod server;
+pub mod sys;
 pub mod timer;
