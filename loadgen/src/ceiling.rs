@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bootstorm::sys::sockopt;
 use serde::Serialize;
 
 /// What the blaster measured.
@@ -28,12 +29,6 @@ pub(crate) struct Ceiling {
     pub(crate) gso_segments: usize,
 }
 
-fn set_int(fd: i32, level: i32, name: i32, value: i32) -> std::io::Result<()> {
-    // SAFETY: setsockopt with a live c_int and its size.
-    let rc = unsafe { libc::setsockopt(fd, level, name, (&value as *const i32).cast(), 4) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
 /// Blasts GSO sends of `segments` datagrams of `size` bytes from one thread to a GRO receiver
 /// in another for `duration`; counts payload bytes (a GRO receive holds several datagrams).
 pub(crate) fn measure_gso(size: usize, segments: usize, duration: Duration) -> std::io::Result<Ceiling> {
@@ -41,9 +36,11 @@ pub(crate) fn measure_gso(size: usize, segments: usize, duration: Duration) -> s
     let rx = UdpSocket::bind("127.0.0.1:0")?;
     let tx = UdpSocket::bind("127.0.0.1:0")?;
     // Failure only leaves the default buffer size.
-    let _ = set_int(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20);
-    set_int(rx.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)?;
-    set_int(tx.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, size as i32)?;
+    let _ = sockopt::force_recv_buffer(&rx, 64 << 20);
+    sockopt::enable_udp_gro(&rx)?;
+    // The kernel refuses a segment size past 65535 with EINVAL, as this does.
+    let segment = u16::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    sockopt::set_udp_segment(&tx, segment)?;
     rx.set_read_timeout(Some(Duration::from_millis(100)))?;
     tx.connect(rx.local_addr()?)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -84,11 +81,8 @@ pub(crate) fn measure_gso(size: usize, segments: usize, duration: Duration) -> s
 pub(crate) fn measure(size: usize, duration: Duration) -> std::io::Result<Ceiling> {
     let rx = UdpSocket::bind("127.0.0.1:0")?;
     let tx = UdpSocket::bind("127.0.0.1:0")?;
-    let big = 64 << 20;
-    // SAFETY: setsockopt with a live c_int; failure only leaves the default buffer size.
-    unsafe {
-        libc::setsockopt(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&big as *const i32).cast(), 4);
-    }
+    // Failure only leaves the default buffer size.
+    let _ = sockopt::force_recv_buffer(&rx, 64 << 20);
     rx.set_read_timeout(Some(Duration::from_millis(100)))?;
     tx.connect(rx.local_addr()?)?;
     let stop = Arc::new(AtomicBool::new(false));

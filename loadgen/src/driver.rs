@@ -12,13 +12,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bootstorm::net::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
 use bootstorm::proto::wire::{self, Mode, Packet};
 use bootstorm::proto::{ClientOutcome, ClientTransmit, ErrorCode, ReadClient, Timestamp, UploadTransmit, WriteClient};
 use bootstorm::ring::BufRing;
+use bootstorm::sys::clock::Clock;
+use bootstorm::sys::cmsg::{GRO_SPACE, gro_segment};
+use bootstorm::sys::uring::{Drain, build_ring, submit_and_wait};
+use bootstorm::sys::{send, sockopt};
 use bootstorm::timer::{Links, TimerLink, TimerWheel};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
@@ -34,7 +38,7 @@ const SEND_BUF: usize = 640;
 /// common clock origin.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) origin: Instant,
+    pub(crate) clock: Clock,
     pub(crate) ok: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -48,7 +52,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new() -> Self {
         Self {
-            origin: Instant::now(),
+            clock: Clock::new(),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -59,7 +63,7 @@ impl Shared {
     }
 
     fn now(&self) -> Timestamp {
-        Timestamp::from_micros(self.origin.elapsed().as_micros() as u64)
+        self.clock.now()
     }
 }
 
@@ -185,18 +189,13 @@ struct Driver<'p> {
     scratch: [u8; SEND_BUF],
 }
 
-fn build_ring() -> std::io::Result<IoUring> {
-    let mut b = IoUring::builder();
-    b.setup_cqsize(16384).setup_single_issuer().setup_coop_taskrun().setup_defer_taskrun();
-    b.build(4096).or_else(|_| IoUring::builder().setup_cqsize(16384).build(4096))
-}
-
 /// Runs thread `thread` of the plan to the end and returns what it measured.
 pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result<Stats> {
-    let ring = build_ring().context("io_uring setup (the load generator needs io_uring)")?;
+    // 4096 submission entries, 16384 completion entries.
+    let ring = build_ring(4096).context("io_uring setup (the load generator needs io_uring)")?;
     let blksize = usize::from(plan.options.blksize.unwrap_or(512).max(512));
     let datagram = if plan.gro { 65_536 } else { blksize + 4 };
-    let buf_size = (datagram + 16 + RAW_ADDR_LEN as usize + GRO_CMSG_SPACE).next_multiple_of(64);
+    let buf_size = (datagram + 16 + RAW_ADDR_LEN as usize + GRO_SPACE).next_multiple_of(64);
     // SAFETY: the buffers are dropped only after the driver (and its ring) at the end of this
     // function, once every receive has been cancelled and drained.
     let bufs = unsafe { BufRing::new(&ring, plan.rx_buffers, buf_size, 0) }.context("provided-buffer ring")?;
@@ -204,7 +203,7 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
     let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
     msg.msg_namelen = RAW_ADDR_LEN;
     if plan.gro {
-        msg.msg_controllen = GRO_CMSG_SPACE;
+        msg.msg_controllen = GRO_SPACE;
     }
 
     let count = match plan.arrivals {
@@ -297,58 +296,17 @@ fn client_socket(plan: &Plan, global: u64) -> std::io::Result<UdpSocket> {
     let s = UdpSocket::bind(SocketAddr::new(ip, 0))?;
     s.set_nonblocking(true)?;
     if plan.gro {
-        let on: libc::c_int = 1;
-        // SAFETY: passes a pointer to a live c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        sockopt::enable_udp_gro(&s)?;
     }
     Ok(s)
 }
 
-/// Control space for the segment size a GRO receive reports.
-const GRO_CMSG_SPACE: usize = 24;
-
-/// The segment size in the control data of a GRO receive: the datagrams the buffer holds are
-/// all that long but the last.
-fn gro_segment(control: &[u8]) -> Option<usize> {
-    let hdr = size_of::<libc::cmsghdr>();
-    let len = usize::from_ne_bytes(control.get(..size_of::<usize>())?.try_into().ok()?);
-    let level = i32::from_ne_bytes(control.get(8..12)?.try_into().ok()?);
-    let kind = i32::from_ne_bytes(control.get(12..16)?.try_into().ok()?);
-    if level != libc::SOL_UDP || kind != libc::UDP_GRO || len < hdr + 2 {
-        return None;
-    }
-    let data = control.get(hdr..len)?;
-    // The kernel writes an int; only its value matters.
-    let seg = if data.len() >= 4 {
-        i32::from_ne_bytes(data[..4].try_into().ok()?) as usize
-    } else {
-        usize::from(u16::from_ne_bytes(data[..2].try_into().ok()?))
-    };
-    (seg > 0).then_some(seg)
-}
-
 impl Driver<'_> {
     fn push(&mut self, sqe: &squeue::Entry) {
-        loop {
-            // SAFETY: the SQEs built here point into `self.msg` (boxed, lives as long as the
-            // ring), send slots (boxed slice, a slot is reused only after its completion) and
-            // the sockets (closed only when the driver is dropped, after the ring).
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                return;
-            }
-            let _ = self.ring.submit();
-        }
+        // SAFETY: the SQEs built here point into `self.msg` (boxed, lives as long as the
+        // ring), send slots (boxed slice, a slot is reused only after its completion) and
+        // the sockets (closed only when the driver is dropped, after the ring).
+        unsafe { bootstorm::sys::uring::push(&mut self.ring, sqe) };
     }
 
     fn arm_recv(&mut self, idx: u32) {
@@ -370,7 +328,7 @@ impl Driver<'_> {
         let bytes = body.and_then(|(f, off, len)| f.get(off..off + len)).unwrap_or(&[]);
         let Some(slot_idx) = self.free_sends.pop() else {
             // Every slot is in flight: send directly rather than wait.
-            let _ = send_now(fd, to, head, bytes);
+            let _ = send::send_to_now(fd, &to, head, bytes, &[]);
             return;
         };
         let slot = &mut self.sends[slot_idx as usize];
@@ -672,12 +630,7 @@ impl Driver<'_> {
                 .next_due()
                 .map_or(Duration::from_millis(50), |t| t.saturating_since(now))
                 .min(Duration::from_millis(50));
-            let ts = types::Timespec::from(wait);
-            match self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts)) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-                Err(e) => return Err(e).context("io_uring_enter"),
-            }
+            submit_and_wait(&self.ring, wait).context("io_uring_enter")?;
             let now = self.shared.now();
             loop {
                 cqes.clear();
@@ -746,14 +699,12 @@ impl Driver<'_> {
                 self.push(&sqe);
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let drain = Drain::new(Duration::from_secs(2), Duration::from_millis(10));
         loop {
             let busy = self.free_sends.len() < SEND_SLOTS || self.clients.0.iter().any(|c| c.armed);
-            if !busy || Instant::now() > deadline {
+            if !busy || !drain.wait(&self.ring) {
                 return;
             }
-            let ts = types::Timespec::from(Duration::from_millis(10));
-            let _ = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for c in cqes {
                 let idx = c.user_data() as u32;
@@ -777,59 +728,4 @@ impl Driver<'_> {
 
 fn run_tid_is_none(sess: &Session) -> bool {
     sess.run.as_ref().is_some_and(|r| r.tid.is_none())
-}
-
-fn send_now(fd: RawFd, to: SocketAddr, head: &[u8], body: &[u8]) -> std::io::Result<()> {
-    let (addr, len) = RawAddr::new(&to);
-    let mut iov = [
-        libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() },
-        libc::iovec { iov_base: body.as_ptr() as *mut _, iov_len: body.len() },
-    ];
-    // SAFETY: plain data; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
-    msg.msg_namelen = len;
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = if body.is_empty() { 1 } else { 2 };
-    // SAFETY: every pointer in `msg` is valid for the call.
-    let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gro_receive_reports_the_segment_size() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let on: libc::c_int = 1;
-        // SAFETY: a live c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(rx.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, (&on as *const libc::c_int).cast(), 4)
-        };
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let seg: libc::c_int = 1000;
-        // SAFETY: as above.
-        let rc2 = unsafe {
-            libc::setsockopt(tx.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, (&seg as *const libc::c_int).cast(), 4)
-        };
-        // --gro needs UDP GRO and GSO (Linux 5.0+); so does this test of it.
-        assert_eq!((rc, rc2), (0, 0), "this kernel has no UDP GRO/GSO");
-        tx.send_to(&[7u8; 2500], rx.local_addr().unwrap()).unwrap();
-        let mut buf = [0u8; 4096];
-        let mut control = [0u8; GRO_CMSG_SPACE];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        // SAFETY: plain data; all-zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        // SAFETY: every pointer in `msg` refers to a live local.
-        let n = unsafe { libc::recvmsg(rx.as_raw_fd(), &mut msg, 0) };
-        assert_eq!(n, 2500, "one receive holds the three datagrams");
-        assert_eq!(gro_segment(&control[..msg.msg_controllen]), Some(1000));
-        assert_eq!(gro_segment(&[0u8; 8]), None);
-    }
 }

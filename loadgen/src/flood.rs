@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bootstorm::proto::wire::{self, Mode, Packet, RequestKind};
+use bootstorm::sys::epoll::{Epoll, NO_EVENT};
 use serde::Serialize;
 
 const UDP_IP_OVERHEAD: u64 = 28;
@@ -76,30 +77,23 @@ fn request(file: &str, options: &[(String, String)]) -> anyhow::Result<Vec<u8>> 
     Ok(buf[..n].to_vec())
 }
 
-/// A minimal epoll set of sockets keyed by index.
-struct Poller {
-    ep: std::os::fd::OwnedFd,
-}
+/// The sockets of a run, watched under their request numbers.
+struct Poller(Epoll);
 
 impl Poller {
     fn new() -> anyhow::Result<Self> {
-        // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        anyhow::ensure!(fd >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
-        // SAFETY: a new descriptor we own.
-        Ok(Self { ep: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) } })
+        Ok(Self(Epoll::new().context("epoll_create1")?))
     }
 
+    /// Watches `s` under `key`. A socket epoll cannot watch (past `max_user_watches`) has its
+    /// answers go uncounted.
     fn add(&self, s: &UdpSocket, key: u64) {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: key };
-        // SAFETY: registering a live socket with a valid event.
-        unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
+        let _ = self.0.add(s.as_raw_fd(), key);
     }
 
+    /// Waits up to `ms` for answers; a failed wait (a signal) is a wait with none.
     fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> usize {
-        // SAFETY: `events` is a valid array of the length given.
-        let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, ms) };
-        n.max(0) as usize
+        self.0.wait(events, ms).unwrap_or(0)
     }
 }
 
@@ -120,7 +114,7 @@ pub(crate) fn reflect(
     let mut last_rx = vec![None::<Instant>; count as usize];
     let (mut responses, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut events = vec![NO_EVENT; 256];
     let mut buf = vec![0u8; 70_000];
     let mut drain = |poller: &Poller, socks: &Vec<UdpSocket>, last_rx: &mut Vec<Option<Instant>>, ms: i32| {
         let n = poller.wait(&mut events, ms);
@@ -184,7 +178,7 @@ pub(crate) fn flood(
     let mut open: HashMap<u64, (UdpSocket, Instant)> = HashMap::new();
     let mut f = Flood { rate, sources, ..Default::default() };
     let mut latencies: Vec<f64> = Vec::new();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut events = vec![NO_EVENT; 1024];
     let mut buf = vec![0u8; 70_000];
     let start = Instant::now();
     let mut next = 0u64;

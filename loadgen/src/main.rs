@@ -218,7 +218,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Some(Cmd::Reflect { server, file, options, requests, spread, window, json }) => {
-            raise_fd_limit();
+            bootstorm::sys::rlimit::raise_fd_limit();
             let r = flood::reflect(
                 server,
                 &file,
@@ -241,7 +241,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Some(Cmd::Flood { server, file, options, rate, duration, sources, wait, json }) => {
-            raise_fd_limit();
+            bootstorm::sys::rlimit::raise_fd_limit();
             let f = flood::flood(
                 server,
                 &file,
@@ -275,17 +275,6 @@ fn main() -> anyhow::Result<()> {
 fn parse_option(s: &str) -> Result<(String, String), String> {
     let (n, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
     Ok((n.to_string(), v.to_string()))
-}
-
-fn raise_fd_limit() {
-    // SAFETY: plain data out-parameter; getrlimit/setrlimit with a valid rlimit.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 fn plan(a: RunArgs) -> anyhow::Result<Plan> {
@@ -350,7 +339,7 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
-    raise_fd_limit();
+    bootstorm::sys::rlimit::raise_fd_limit();
     let json = a.json;
     let pid = a.server_pid;
     let plan = Arc::new(plan(a)?);
@@ -370,7 +359,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut last_bytes = 0;
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
-        let elapsed = shared.origin.elapsed();
+        let elapsed = shared.clock.elapsed();
         if duration.is_some_and(|d| elapsed >= d) {
             shared.closing.store(true, Ordering::Relaxed);
         }

@@ -4,11 +4,12 @@
 //! submits them; the epoll backend (and io_uring's fallback) sends them at once with
 //! [`send_now`] and [`send_run_now`].
 
-use std::io;
 use std::os::fd::RawFd;
 
 use super::io::{Body, DataRun, MAX_RUN, Outgoing, Segment, Via};
-use super::socket::{LocalEnd, PKTINFO_SPACE, RawAddr, write_pktinfo, write_segment_size};
+use crate::net::RawAddr;
+use crate::sys::cmsg::{LocalEnd, PKTINFO_SPACE, write_pktinfo, write_segment_size};
+use crate::sys::send::sendmsg_now;
 
 /// Writes the control data of a send through `via`: the source address when it leaves from a
 /// listening socket (`from`); returns its length (0: none).
@@ -78,8 +79,10 @@ fn sendmsg(fd: RawFd, msg: &libc::msghdr) -> Result<(), i32> {
     // SAFETY: the callers point every field of `msg` at memory that lives until this synchronous
     // call returns: their locals, the head they borrow, and file slices that the FileVersion they
     // borrow keeps mapped.
-    let rc = unsafe { libc::sendmsg(fd, msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    if rc < 0 { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
+    match unsafe { sendmsg_now(fd, msg) } {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+    }
 }
 
 /// Sends `out` on `fd` now; the error is the errno.

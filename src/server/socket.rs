@@ -5,50 +5,30 @@
 //!   packet info turned on so that a reply can come from the address the request was sent to.
 //! - Transfer sockets: one per transfer in the default mode, bound to that address and a fresh
 //!   port (the RFC 1350 transfer ID), without `SO_REUSEPORT` so that ports are never shared.
-//! - `sockaddr` and `IP_PKTINFO` / `IPV6_PKTINFO` control messages, encoded and decoded in
-//!   caller memory.
+//! - The address and packet-info helpers the backends take from here, re-exported from
+//!   [`crate::net`] and [`crate::sys::cmsg`].
 
 use std::io;
-use std::mem::size_of;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub(crate) use crate::net::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
-
-/// The local end of a request: the address the client sent it to and the interface it came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct LocalEnd {
-    pub(crate) ip: IpAddr,
-    pub(crate) ifindex: u32,
-}
-
-/// Room for one packet-info control message of either family.
-pub(crate) const PKTINFO_SPACE: usize = 64;
-
-fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), size_of::<i32>() as libc::socklen_t)
-    };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
+// `parse_pktinfo` is the name the backends (uring.rs, epoll.rs) still use for `cmsg::pktinfo`.
+pub(crate) use crate::sys::cmsg::{LocalEnd, PKTINFO_SPACE, pktinfo as parse_pktinfo};
+use crate::sys::sockopt;
 
 /// A listening socket for `addr`: `SO_REUSEPORT`, IPv6-only for IPv6, packet info on, a receive
 /// buffer of `recv_buffer` bytes (forced past `rmem_max` when privileged), non-blocking.
 pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
-    let fd = s.as_raw_fd();
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
-        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
-    } else {
-        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
     }
-    let want = i32::try_from(recv_buffer).unwrap_or(i32::MAX);
-    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want).is_err() {
+    sockopt::enable_pktinfo(&s, addr.is_ipv6())?;
+    if sockopt::force_recv_buffer(&s, recv_buffer).is_err() {
         s.set_recv_buffer_size(recv_buffer)?;
     }
     s.bind(&addr.into())?;
@@ -187,80 +167,10 @@ impl PortPicker {
     }
 }
 
-const CMSG_HDR: usize = size_of::<libc::cmsghdr>();
-
-const fn cmsg_align(len: usize) -> usize {
-    (len + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
-}
-
-/// Finds the packet-info message in received control data.
-pub(crate) fn parse_pktinfo(control: &[u8]) -> Option<LocalEnd> {
-    let mut rest = control;
-    while rest.len() >= CMSG_HDR {
-        let len = usize::from_ne_bytes(rest[..size_of::<usize>()].try_into().ok()?);
-        let level = i32::from_ne_bytes(rest[8..12].try_into().ok()?);
-        let kind = i32::from_ne_bytes(rest[12..16].try_into().ok()?);
-        if len < CMSG_HDR || len > rest.len() {
-            return None;
-        }
-        let data = &rest[CMSG_HDR..len];
-        if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO && data.len() >= 12 {
-            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
-            let ifindex = u32::from_ne_bytes(data[0..4].try_into().ok()?);
-            let ip = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
-            return Some(LocalEnd { ip: IpAddr::V4(ip), ifindex });
-        }
-        if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO && data.len() >= 20 {
-            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
-            let ip: [u8; 16] = data[0..16].try_into().ok()?;
-            let ifindex = u32::from_ne_bytes(data[16..20].try_into().ok()?);
-            return Some(LocalEnd { ip: IpAddr::V6(Ipv6Addr::from(ip)), ifindex });
-        }
-        rest = rest.get(cmsg_align(len)..)?;
-    }
-    None
-}
-
-/// Writes a packet-info message that makes a send leave from `local.ip`; returns its length.
-pub(crate) fn write_pktinfo(local: &LocalEnd, buf: &mut [u8; PKTINFO_SPACE]) -> usize {
-    buf.fill(0);
-    let (level, kind, data_len) = match local.ip {
-        IpAddr::V4(ip) => {
-            // ipi_ifindex 0: let routing pick the interface; ipi_spec_dst: the source address.
-            buf[CMSG_HDR + 4..CMSG_HDR + 8].copy_from_slice(&ip.octets());
-            (libc::IPPROTO_IP, libc::IP_PKTINFO, 12)
-        }
-        IpAddr::V6(ip) => {
-            buf[CMSG_HDR..CMSG_HDR + 16].copy_from_slice(&ip.octets());
-            let scope = if ip.is_unicast_link_local() { local.ifindex } else { 0 };
-            buf[CMSG_HDR + 16..CMSG_HDR + 20].copy_from_slice(&scope.to_ne_bytes());
-            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, 20)
-        }
-    };
-    let len = CMSG_HDR + data_len;
-    buf[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
-    buf[8..12].copy_from_slice(&level.to_ne_bytes());
-    buf[12..16].copy_from_slice(&kind.to_ne_bytes());
-    cmsg_align(len)
-}
-
-/// Appends to `buf` (control data of `used` bytes) a message that makes the kernel cut a send
-/// into datagrams of `size` bytes (UDP GSO); returns the new length of the control data.
-pub(crate) fn write_segment_size(buf: &mut [u8; PKTINFO_SPACE], used: usize, size: u16) -> usize {
-    let len = CMSG_HDR + 2;
-    let at = &mut buf[used..used + cmsg_align(len)];
-    at.fill(0);
-    at[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
-    at[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-    at[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
-    at[CMSG_HDR..CMSG_HDR + 2].copy_from_slice(&size.to_ne_bytes());
-    used + cmsg_align(len)
-}
-
 /// Whether the kernel accepts UDP GSO (Linux 4.18+): a socket takes the segment-size option.
 pub(crate) fn gso_supported() -> bool {
     let Ok(s) = UdpSocket::bind("127.0.0.1:0") else { return false };
-    setsockopt_int(s.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, 1400).is_ok()
+    sockopt::set_udp_segment(&s, 1400).is_ok()
 }
 
 /// Whether a failed GSO send says the path cannot take it (no checksum offload, a segment
@@ -366,65 +276,6 @@ pub(crate) fn loopback_index() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pktinfo_v6_roundtrip() {
-        for ip in ["::1", "fe80::2"] {
-            let l = LocalEnd { ip: ip.parse().unwrap(), ifindex: 3 };
-            let mut buf = [0u8; PKTINFO_SPACE];
-            let n = write_pktinfo(&l, &mut buf);
-            assert_eq!(parse_pktinfo(&buf[..n]).unwrap().ip, l.ip);
-        }
-        assert_eq!(parse_pktinfo(&[0u8; 8]), None);
-    }
-
-    #[test]
-    fn pktinfo_v4_layouts() {
-        // Sending sets the source in ipi_spec_dst (bytes 4..8 of the data).
-        let mut buf = [0u8; PKTINFO_SPACE];
-        let n = write_pktinfo(&LocalEnd { ip: "127.0.0.2".parse().unwrap(), ifindex: 3 }, &mut buf);
-        assert_eq!(n, cmsg_align(CMSG_HDR + 12));
-        assert_eq!(&buf[CMSG_HDR + 4..CMSG_HDR + 8], &[127, 0, 0, 2]);
-        // Receiving reads the packet's destination from ipi_addr (bytes 8..12).
-        buf[CMSG_HDR..CMSG_HDR + 4].copy_from_slice(&7u32.to_ne_bytes());
-        buf[CMSG_HDR + 8..CMSG_HDR + 12].copy_from_slice(&[10, 0, 0, 1]);
-        let got = parse_pktinfo(&buf[..n]).unwrap();
-        assert_eq!((got.ip, got.ifindex), ("10.0.0.1".parse().unwrap(), 7));
-    }
-
-    #[test]
-    fn one_send_with_source_and_segment_size_arrives_as_datagrams() {
-        // The server falls back to one datagram per send without GSO; this test of the GSO
-        // message needs it (Linux 4.18+), as the io_uring tests need Linux 5.19+.
-        assert!(gso_supported(), "this kernel has no UDP GSO");
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let payload: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
-        let (addr, addr_len) = RawAddr::new(&rx.local_addr().unwrap());
-        let mut cmsg = [0u8; PKTINFO_SPACE];
-        let n = write_pktinfo(&LocalEnd { ip: "127.0.0.1".parse().unwrap(), ifindex: 0 }, &mut cmsg);
-        let n = write_segment_size(&mut cmsg, n, 1000);
-        let mut iov = [libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() }];
-        // SAFETY: plain data; all-zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&addr as *const RawAddr).cast_mut().cast();
-        msg.msg_namelen = addr_len;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = n;
-        // SAFETY: every pointer in `msg` refers to a local that outlives the call.
-        let rc = unsafe { libc::sendmsg(tx.as_raw_fd(), &msg, 0) };
-        assert_eq!(rc, 2500, "{}", io::Error::last_os_error());
-        let mut buf = [0u8; 4096];
-        let mut got = Vec::new();
-        for want in [1000, 1000, 500] {
-            let (len, from) = rx.recv_from(&mut buf).unwrap();
-            assert_eq!((len, from), (want, tx.local_addr().unwrap()));
-            got.extend_from_slice(&buf[..len]);
-        }
-        assert_eq!(got, payload);
-    }
 
     #[test]
     fn broadcasts_are_directed_broadcasts_never_local_addresses() {

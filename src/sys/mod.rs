@@ -1,2 +1,13 @@
 //! What the server and the load generator both need from the kernel: control messages with a
-//! checked layout, socket options, resource limits, synchronous sends and io_uring ring helpers.
+//! checked layout, socket options, resource limits, synchronous sends, io_uring ring helpers, an
+//! epoll set and the monotonic clock.
+//!
+//! Each helper is written once here; the server's backends and the load generator call it.
+
+pub mod clock;
+pub mod cmsg;
+pub mod epoll;
+pub mod rlimit;
+pub mod send;
+pub mod sockopt;
+pub mod uring;
