@@ -1,477 +1,28 @@
-//! Command line and configuration: [`Cli`] parses, [`Config`] is the validated result.
+//! The server's configuration as plain values: [`ServerConfig`] with what is fixed for the
+//! server's life ([`IoConfig`] and the rest) and the serving policy ([`ServePolicy`]) a reload
+//! may replace. [`ServerConfig::validate`] refuses contradictions and likely mistakes with a
+//! [`ConfigError`]. The command line that fills it lives in the binary (`src/cli.rs`); a library
+//! user or a test builds it directly, from `ServerConfig { root, ..Default::default() }`.
 //!
 //! Defaults suit a PXE fleet: every CPU a worker, per-transfer ports, blksize up to what the
 //! request's interface carries without fragmentation, windows of up to 64 blocks, a 1 s first
 //! retransmission timeout that adapts to the measured round trip, and 6 s of silence before a
 //! client is given up.
+//!
+//! The messages of [`ConfigError`] name the command-line flags of each setting, since that is
+//! how an operator meets them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Parser, ValueEnum};
-
+use crate::fs::WritePolicy;
 use crate::proto::options::{Limits, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE};
 use crate::proto::{RetransmitConfig, RtoBounds};
 
-/// Which I/O backend the workers run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum IoBackend {
-    /// io_uring when the start-up probe says it works, epoll otherwise.
-    Auto,
-    /// io_uring; fail to start if it is unusable.
-    Uring,
-    /// epoll.
-    Epoll,
-}
+mod cidr;
 
-/// bootstorm: a TFTP server for PXE-booting whole fleets at once.
-///
-/// Serves files from --root to TFTP clients (RFC 1350 with options blksize, timeout, tsize and
-/// windowsize). One worker per CPU, each pinned to its core with its own socket per listen
-/// address; the kernel spreads clients over the workers.
-#[derive(Debug, Parser)]
-#[command(name = "bootstorm", version, max_term_width = 100, args_override_self = true)]
-pub struct Cli {
-    /// Directory to serve. Paths are resolved beneath it by the kernel: nothing outside it can be
-    /// read, whatever the request or the symlinks say. --root / is refused (it would serve the
-    /// whole file system) unless --serve-whole-filesystem is given.
-    #[arg(short, long, value_name = "DIR")]
-    pub root: PathBuf,
-
-    /// Accept --root / (or any path that resolves to /): every readable file of the host, from
-    /// /etc/shadow to SSH host keys, is then served to anyone who can send a datagram.
-    #[arg(long)]
-    pub serve_whole_filesystem: bool,
-
-    /// Address and port to listen on; repeat for several (the same address and port twice is
-    /// refused). An address and port that another socket already holds, or overlaps (the
-    /// wildcard address and a specific one), is refused at start. [default: 0.0.0.0:69 and
-    /// [::]:69]
-    #[arg(short, long = "listen", value_name = "ADDR:PORT")]
-    pub listen: Vec<SocketAddr>,
-
-    /// Worker threads. [default: the CPUs this process may run on]
-    #[arg(short, long, value_name = "N")]
-    pub workers: Option<usize>,
-
-    /// Do not pin each worker to its own core.
-    #[arg(long)]
-    pub no_pin: bool,
-
-    /// I/O backend.
-    #[arg(long = "io", value_enum, default_value_t = IoBackend::Auto)]
-    pub io: IoBackend,
-
-    /// Send each DATA packet with its own send, never a window of them as one send that the
-    /// kernel cuts into datagrams (UDP GSO; used by default where the kernel has it).
-    #[arg(long)]
-    pub no_gso: bool,
-
-    /// Largest blksize granted (8–65464). Also capped per request by the MTU of the interface the
-    /// request came in on, so that no DATA packet is fragmented.
-    #[arg(long, value_name = "BYTES", default_value_t = MAX_BLKSIZE)]
-    pub max_blksize: u16,
-
-    /// Largest windowsize granted (1–32768, RFC 7440).
-    #[arg(long, value_name = "BLOCKS", default_value_t = 64)]
-    pub max_windowsize: u16,
-
-    /// Retransmission timeout before a round trip has been measured, in seconds (fractions
-    /// allowed). Once ACKs flow, the timeout adapts to the measured round-trip time.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    pub timeout: f64,
-
-    /// Lower bound of the adaptive retransmission timeout, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 10)]
-    pub min_rto: u64,
-
-    /// Upper bound of the retransmission timeout with backoff, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    pub max_rto: u64,
-
-    /// Retransmissions in a row before a silent client is given up (and at least
-    /// --timeout × --retries of silence).
-    #[arg(long, value_name = "N", default_value_t = 6)]
-    pub retries: u8,
-
-    /// Ports for transfers, LO:HI inclusive, to fit a firewall; each transfer gets a free port
-    /// drawn at random from the range. [default: any free port, chosen at random by the kernel]
-    #[arg(long, value_name = "LO:HI", value_parser = parse_port_range)]
-    pub port_range: Option<(u16, u16)>,
-
-    /// Serve every transfer from the listening port instead of a new port per transfer (for NAT
-    /// and load balancers); transfers are told apart by client address and port. Refused with
-    /// --port-range, which it contradicts.
-    #[arg(long, conflicts_with = "port_range")]
-    pub single_port: bool,
-
-    /// Transfers in progress per worker; requests beyond get ERROR 0 "server busy".
-    #[arg(long, value_name = "N", default_value_t = 16384)]
-    pub max_transfers: usize,
-
-    /// On SIGINT or SIGTERM: stop accepting, then give transfers in progress this many seconds to
-    /// finish before ending them.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub grace: f64,
-
-    /// Refuse every symbolic link (by default links that stay inside the root are followed).
-    #[arg(long)]
-    pub no_symlinks: bool,
-
-    /// Receive buffer of each listening socket (K, M and G suffixes allowed).
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
-    pub recv_buffer: usize,
-
-    /// io_uring submission queue entries per worker.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    pub ring_entries: u32,
-
-    /// Receive buffers per worker in the io_uring provided-buffer ring (a power of two).
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub rx_buffers: u32,
-
-    /// Sends in flight per worker on io_uring.
-    #[arg(long, value_name = "N", default_value_t = 2048)]
-    pub send_slots: u32,
-
-    /// Files kept open and mapped per worker when no transfer uses them.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub file_cache: usize,
-
-    /// Log level: error, warn, info (one line per finished transfer), debug (also file-not-found
-    /// lookups), trace; any other value is refused. RUST_LOG overrides it with a filter.
-    #[arg(long, value_name = "LEVEL", default_value = "info", ignore_case = true,
-        value_parser = PossibleValuesParser::new(LOG_LEVELS).map(|s| s.to_ascii_lowercase()))]
-    pub log_level: String,
-
-    /// Accept uploads (WRQ) into --upload-dir. New files also need --create, replacing existing
-    /// ones --overwrite. An upload is written to an unnamed file and put in place only when
-    /// complete. TFTP has no authentication: anyone who can send from an address that --allow and
-    /// --allow-write-from accept, or forge one, can upload.
-    #[arg(long)]
-    pub allow_write: bool,
-
-    /// Directory uploads go into (needs --allow-write). It must lie outside the served tree: not
-    /// --root, not inside it, not above it (else --uploads-in-root).
-    #[arg(long, value_name = "DIR")]
-    pub upload_dir: Option<PathBuf>,
-
-    /// Let uploads land in the served tree: into --root when no --upload-dir is given, or into an
-    /// --upload-dir inside (or above) the root. Every client can then fetch what any uploader
-    /// wrote; replacing served files also needs --overwrite-served-files.
-    #[arg(long)]
-    pub uploads_in_root: bool,
-
-    /// With --uploads-in-root and --overwrite: let an upload replace files the server serves
-    /// (boot loaders, kernels, pxelinux.cfg). One upload, forged or not, then changes what every
-    /// client boots.
-    #[arg(long)]
-    pub overwrite_served_files: bool,
-
-    /// Accept uploads with --single-port (refused otherwise). Every transfer then shares the
-    /// listening port, so anyone who can forge an address that --allow-write-from accepts can
-    /// upload blind, with two datagrams (WRQ, then DATA 1), never seeing an answer.
-    #[arg(long)]
-    pub allow_single_port_uploads: bool,
-
-    /// Uploads may create new files (needs --allow-write).
-    #[arg(long)]
-    pub create: bool,
-
-    /// Uploads may replace existing files; without it they get ERROR 6 "file exists" (needs
-    /// --allow-write).
-    #[arg(long)]
-    pub overwrite: bool,
-
-    /// Largest upload accepted, checked against the client's tsize before any data and while
-    /// receiving (K, M and G suffixes allowed); beyond it: ERROR 3.
-    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
-    pub max_upload_size: usize,
-
-    /// umask for uploaded files, in octal.
-    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
-    pub umask: u32,
-
-    /// Serve only clients in this network (repeatable, e.g. 10.0.0.0/8, fd00::/8, 192.0.2.7);
-    /// requests from elsewhere are ignored silently. An address filter stops only senders that
-    /// cannot forge their source address. [default: everyone]
-    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
-    pub allow: Vec<Cidr>,
-
-    /// Accept uploads only from this network (repeatable); uploads from elsewhere get ERROR 2.
-    /// Each must lie inside an --allow network, when --allow is given. Only the request's source
-    /// address is checked: this stops attackers who cannot forge addresses, not those who can.
-    /// [default: every client --allow lets in]
-    #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
-    pub allow_write_from: Vec<Cidr>,
-
-    /// New transfers per second each client address may start while the server is under
-    /// pressure (a worker's transfer table half full, or transfer sockets failing to open);
-    /// token bucket, 0: no limit. An idle server serves every request, so a rack behind NAT or
-    /// a Kubernetes node (many clients, one address) is never throttled; under pressure, a
-    /// source beyond its rate is dropped (counted as rate_limited) so it cannot starve the
-    /// others. Repeated requests do not count. Each worker holds an even share of the rate and
-    /// burst (the kernel spreads an address's ports over the workers).
-    #[arg(long, value_name = "N", default_value_t = 100.0)]
-    pub rate_per_source: f64,
-
-    /// Apply --rate-per-source at all times, as a hard cap per address even on an idle server
-    /// (clients that share an address, behind NAT, share the cap).
-    #[arg(long)]
-    pub rate_limit_always: bool,
-
-    /// Burst of new transfers a client address may start at once.
-    #[arg(long, value_name = "N", default_value_t = 500.0)]
-    pub burst_per_source: f64,
-
-    /// Log each worker's counters every SECS seconds (0: only at exit, with latency percentiles).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
-    pub stats_interval: u64,
-}
-
-/// The values `--log-level` accepts (in any case).
-pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-
-/// The validated configuration a server runs with.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Directory served.
-    pub root: PathBuf,
-    /// Listen addresses.
-    pub listen: Vec<SocketAddr>,
-    /// Worker threads.
-    pub workers: usize,
-    /// Pin workers to cores.
-    pub pin: bool,
-    /// I/O backend choice.
-    pub io: IoBackend,
-    /// Send runs of DATA as one send cut by the kernel (UDP GSO).
-    pub gso: bool,
-    /// Negotiation limits.
-    pub limits: Limits,
-    /// Retransmission settings.
-    pub retransmit: RetransmitConfig,
-    /// Transfer port range.
-    pub port_range: Option<(u16, u16)>,
-    /// Serve transfers from the listening port.
-    pub single_port: bool,
-    /// Transfers per worker.
-    pub max_transfers: usize,
-    /// Shutdown grace period.
-    pub grace: Duration,
-    /// Follow symlinks inside the root.
-    pub follow_symlinks: bool,
-    /// Listening socket receive buffer.
-    pub recv_buffer: usize,
-    /// io_uring submission queue size.
-    pub ring_entries: u32,
-    /// io_uring provided receive buffers.
-    pub rx_buffers: u32,
-    /// io_uring sends in flight.
-    pub send_slots: u32,
-    /// Idle files kept per worker.
-    pub file_cache: usize,
-    /// Log filter.
-    pub log_level: String,
-    /// Periodic stats.
-    pub stats_interval: Option<Duration>,
-    /// Uploads, when allowed.
-    pub write: Option<WriteConfig>,
-    /// Networks served (empty: all).
-    pub allow: Vec<Cidr>,
-    /// Networks uploads are accepted from (empty: all that `allow` lets in).
-    pub allow_write_from: Vec<Cidr>,
-    /// Per-source limit on new transfers: (per second, burst).
-    pub rate_per_source: Option<(f64, f64)>,
-    /// The per-source limit applies at all times, not only under pressure.
-    pub rate_limit_always: bool,
-}
-
-/// Where uploads go and what they may do.
-#[derive(Clone, Debug)]
-pub struct WriteConfig {
-    /// Directory uploads go into.
-    pub dir: PathBuf,
-    /// It may be (in) the served tree (`--uploads-in-root`); else the server refuses to start
-    /// when it is the root, lies inside it or contains it.
-    pub in_served_tree: bool,
-    /// Permissions and limits.
-    pub policy: crate::fs::WritePolicy,
-}
-
-/// An IPv4 or IPv6 network in CIDR notation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `ADDR/PREFIX` or a single address.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr.trim().parse().map_err(|_| format!("not an address: {addr}"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("bad prefix in {s}"))?,
-            None => max,
-        };
-        Ok(Self { net, prefix })
-    }
-
-    /// The network as (bits, address width, prefix), an IPv4-mapped IPv6 network of prefix 96 or
-    /// more as the IPv4 network it maps.
-    fn canonical(&self) -> (u128, u32, u32) {
-        match self.net {
-            IpAddr::V4(v) => (u128::from(u32::from(v)), 32, u32::from(self.prefix)),
-            IpAddr::V6(v) => match v.to_ipv4_mapped() {
-                Some(v4) if self.prefix >= 96 => (u128::from(u32::from(v4)), 32, u32::from(self.prefix) - 96),
-                _ => (u128::from(v), 128, u32::from(self.prefix)),
-            },
-        }
-    }
-
-    /// Whether every address of this network is in `outer`.
-    pub fn within(&self, outer: &Cidr) -> bool {
-        let (a, aw, ap) = self.canonical();
-        let (b, bw, bp) = outer.canonical();
-        aw == bw && bp <= ap && (bp == 0 || (a >> (aw - bp)) == (b >> (bw - bp)))
-    }
-
-    /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let bits = |a: IpAddr| -> (u128, u32) {
-            match a.to_canonical() {
-                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
-                IpAddr::V6(v) => (u128::from(v), 128),
-            }
-        };
-        let (n, nw) = bits(self.net);
-        let (a, aw) = bits(ip);
-        if nw != aw {
-            return false;
-        }
-        let shift = nw - u32::from(self.prefix);
-        shift >= 128 || (n >> shift) == (a >> shift)
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
-    }
-}
-
-/// An invalid combination of flags.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-fn secs(v: f64, what: &str) -> Result<Duration, ConfigError> {
-    Duration::try_from_secs_f64(v).map_err(|_| ConfigError(format!("{what} must be a non-negative number of seconds")))
-}
-
-impl TryFrom<Cli> for Config {
-    type Error = ConfigError;
-
-    fn try_from(c: Cli) -> Result<Self, ConfigError> {
-        if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&c.max_blksize) {
-            return Err(ConfigError(format!("--max-blksize must be {MIN_BLKSIZE}..={MAX_BLKSIZE}")));
-        }
-        if !(1..=MAX_WINDOWSIZE).contains(&c.max_windowsize) {
-            return Err(ConfigError(format!("--max-windowsize must be 1..={MAX_WINDOWSIZE}")));
-        }
-        let timeout = secs(c.timeout, "--timeout")?;
-        if timeout.is_zero() {
-            return Err(ConfigError("--timeout must be above 0".into()));
-        }
-        if c.min_rto == 0 || c.min_rto > c.max_rto {
-            return Err(ConfigError("--min-rto must be above 0 and at most --max-rto".into()));
-        }
-        if c.retries == 0 {
-            return Err(ConfigError("--retries must be at least 1".into()));
-        }
-        if c.max_transfers == 0 {
-            return Err(ConfigError("--max-transfers must be at least 1".into()));
-        }
-        if !c.rx_buffers.is_power_of_two() || !(16..=32768).contains(&c.rx_buffers) {
-            return Err(ConfigError("--rx-buffers must be a power of two in 16..=32768".into()));
-        }
-        if c.ring_entries < 64 || c.send_slots < 16 {
-            return Err(ConfigError("--ring-entries must be at least 64 and --send-slots at least 16".into()));
-        }
-        let workers = match c.workers {
-            Some(0) => return Err(ConfigError("--workers must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, usize::from),
-        };
-        check_upload_flags(&c)?;
-        check_operator_mistakes(&c)?;
-        if !(c.rate_per_source >= 0.0 && c.burst_per_source >= 1.0) {
-            return Err(ConfigError("--rate-per-source must be >= 0 and --burst-per-source >= 1".into()));
-        }
-        let write = c.allow_write.then(|| WriteConfig {
-            dir: c.upload_dir.clone().unwrap_or_else(|| c.root.clone()),
-            in_served_tree: c.uploads_in_root,
-            policy: crate::fs::WritePolicy {
-                create: c.create,
-                overwrite: c.overwrite,
-                mode: 0o666 & !c.umask,
-                max_size: c.max_upload_size as u64,
-            },
-        });
-        let listen = if c.listen.is_empty() {
-            vec!["0.0.0.0:69".parse().expect("literal"), "[::]:69".parse().expect("literal")]
-        } else {
-            c.listen
-        };
-        Ok(Self {
-            root: c.root,
-            listen,
-            workers,
-            pin: !c.no_pin,
-            io: c.io,
-            gso: !c.no_gso,
-            limits: Limits {
-                max_blksize: c.max_blksize,
-                max_windowsize: c.max_windowsize,
-                max_window_bytes: blind_budget(c.single_port, c.port_range),
-            },
-            retransmit: RetransmitConfig {
-                rto: RtoBounds {
-                    initial: timeout,
-                    min: Duration::from_millis(c.min_rto),
-                    max: Duration::from_millis(c.max_rto),
-                },
-                max_retries: c.retries,
-                patience: timeout * u32::from(c.retries),
-                max_silence: crate::proto::sender::MAX_SILENCE.max(timeout * u32::from(c.retries) * 2),
-            },
-            port_range: c.port_range,
-            single_port: c.single_port,
-            max_transfers: c.max_transfers,
-            grace: secs(c.grace, "--grace")?,
-            follow_symlinks: !c.no_symlinks,
-            recv_buffer: c.recv_buffer,
-            ring_entries: c.ring_entries,
-            rx_buffers: c.rx_buffers,
-            send_slots: c.send_slots,
-            file_cache: c.file_cache,
-            log_level: c.log_level,
-            stats_interval: (c.stats_interval > 0).then(|| Duration::from_secs(c.stats_interval)),
-            write,
-            allow: c.allow,
-            allow_write_from: c.allow_write_from,
-            rate_per_source: (c.rate_per_source > 0.0).then_some((c.rate_per_source, c.burst_per_source)),
-            rate_limit_always: c.rate_limit_always,
-        })
-    }
-}
+pub use cidr::Cidr;
 
 /// Bytes of DATA a read transfer may send, on the wire, before its client has acknowledged a
 /// DATA block, when a forger can predict transfer IDs: with one listening port for every
@@ -480,89 +31,445 @@ impl TryFrom<Cli> for Config {
 /// transfer, a forger must guess the port, and no budget applies.
 pub const BLIND_BUDGET: u32 = 5000;
 
-/// The blind budget for a server with these port settings.
-fn blind_budget(single_port: bool, port_range: Option<(u16, u16)>) -> Option<u32> {
-    (single_port || port_range.is_some()).then_some(BLIND_BUDGET)
+/// Everything a server runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// Directory served. Empty by default, which [`validate`](Self::validate) refuses: there is
+    /// no directory that is safe to guess.
+    pub root: PathBuf,
+    /// Accept a root that resolves to `/`, which serves every readable file of the host.
+    pub serve_whole_filesystem: bool,
+    /// Addresses listened on. Default: `0.0.0.0:69` and `[::]:69`.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads. Default: the CPUs this process may run on.
+    pub workers: usize,
+    /// Pin each worker to its own core.
+    pub pin: bool,
+    /// On stop, how long transfers in progress may take to finish before they are ended.
+    pub grace: Duration,
+    /// Follow symbolic links that stay inside the root (else refuse every link).
+    pub follow_symlinks: bool,
+    /// Files kept open and mapped per worker when no transfer uses them.
+    pub file_cache: usize,
+    /// The I/O settings, fixed while the server runs.
+    pub io: IoConfig,
+    /// What is served to whom, and how.
+    pub serve: ServePolicy,
+    /// Uploads, when accepted; `None`: every upload is refused.
+    pub write: Option<WriteConfig>,
 }
 
-/// The upload flags: each needs --allow-write, and each risk needs its own flag.
-fn check_upload_flags(c: &Cli) -> Result<(), ConfigError> {
-    let err = |m: &str| Err(ConfigError(m.into()));
-    let any = c.create
-        || c.overwrite
-        || c.upload_dir.is_some()
-        || !c.allow_write_from.is_empty()
-        || c.uploads_in_root
-        || c.overwrite_served_files
-        || c.allow_single_port_uploads;
-    if !c.allow_write {
-        if any {
-            return err("--create, --overwrite, --upload-dir, --allow-write-from, --uploads-in-root, \
-                 --overwrite-served-files and --allow-single-port-uploads need --allow-write");
-        }
-        return Ok(());
-    }
-    if !c.create && !c.overwrite {
-        return err("--allow-write needs --create (new files) and/or --overwrite (existing files)");
-    }
-    if c.upload_dir.is_none() && !c.uploads_in_root {
-        return err("--allow-write needs --upload-dir DIR outside --root: uploads into the served root are served to \
-             every client and can replace what they boot (--uploads-in-root writes into the root on purpose)");
-    }
-    if c.overwrite_served_files && !c.uploads_in_root {
-        return err(
-            "--overwrite-served-files needs --uploads-in-root (uploads outside the root replace no served file)",
-        );
-    }
-    if c.overwrite_served_files && !c.overwrite {
-        return err("--overwrite-served-files needs --overwrite");
-    }
-    if c.uploads_in_root && c.overwrite && !c.overwrite_served_files {
-        return err(
-            "--overwrite with --uploads-in-root lets an upload replace files the server serves (boot loaders, \
-             kernels, pxelinux.cfg): add --overwrite-served-files to accept that, or use --upload-dir outside --root",
-        );
-    }
-    if c.single_port && !c.allow_single_port_uploads {
-        return err(
-            "--allow-write with --single-port is refused: every transfer shares the listening port, so anyone who \
-             can forge an address that --allow-write-from accepts can upload blind with two datagrams (WRQ, then \
-             DATA 1); add --allow-single-port-uploads to accept that risk, or drop --single-port",
-        );
-    }
-    Ok(())
+/// Which I/O backend the workers run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring when the start-up probe says it works, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring; fail to start if it is unusable.
+    Uring,
+    /// epoll.
+    Epoll,
 }
 
-/// Flags that contradict each other or ask for what is almost surely a mistake: `--root /`
-/// without `--serve-whole-filesystem`, an upload network outside every `--allow` network, the
-/// same `--listen` address twice. (`--single-port` with `--port-range` and unknown log levels are
-/// refused by the parser.)
-fn check_operator_mistakes(c: &Cli) -> Result<(), ConfigError> {
-    if !c.serve_whole_filesystem && is_filesystem_root(&c.root) {
-        return Err(ConfigError(format!(
-            "--root {} serves the whole file system (/etc/shadow, SSH host keys, every readable file) to anyone \
-             who can send a datagram; serve a directory that holds only boot files, or add \
-             --serve-whole-filesystem to accept that",
-            c.root.display()
-        )));
-    }
-    if !c.allow.is_empty() {
-        if let Some(w) = c.allow_write_from.iter().find(|w| !c.allow.iter().any(|a| w.within(a))) {
-            let allow: Vec<String> = c.allow.iter().map(Cidr::to_string).collect();
-            return Err(ConfigError(format!(
-                "--allow-write-from {w} is not inside any --allow network ({}): requests from outside --allow are \
-                 ignored, so no upload could come from all of it; widen --allow or narrow --allow-write-from",
-                allow.join(", ")
-            )));
+/// How the workers move datagrams: the settings that cannot change while the server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoConfig {
+    /// The backend.
+    pub backend: IoBackend,
+    /// Send runs of DATA as one send that the kernel cuts into datagrams (UDP GSO), where the
+    /// kernel has it.
+    pub gso: bool,
+    /// Receive buffer of each listening socket, in bytes.
+    pub recv_buffer: usize,
+    /// io_uring submission queue entries per worker (at least 64).
+    pub ring_entries: u32,
+    /// Receive buffers per worker in the io_uring provided-buffer ring (a power of two in
+    /// 16..=32768).
+    pub rx_buffers: u32,
+    /// Sends in flight per worker on io_uring (at least 16).
+    pub send_slots: u32,
+    /// Serve every transfer from the listening port instead of a new port per transfer.
+    pub single_port: bool,
+    /// Ports for transfers, inclusive; `None`: any free port the kernel picks.
+    pub port_range: Option<(u16, u16)>,
+    /// Transfers in progress per worker.
+    pub max_transfers: usize,
+}
+
+/// The serving policy: who is served, what is granted, how transfers retransmit and what
+/// uploads may do. The part of the configuration a live reload may replace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServePolicy {
+    /// Networks served; empty: everyone. Requests from elsewhere are ignored silently.
+    pub allow: Vec<Cidr>,
+    /// Networks uploads are accepted from; empty: every client `allow` lets in.
+    pub allow_write_from: Vec<Cidr>,
+    /// What negotiation may grant. The blind budget that the port settings call for is added
+    /// by [`ServerConfig::effective_policy`].
+    pub limits: Limits,
+    /// Retransmission timeouts and patience; build it with [`retransmit`] so that patience and
+    /// the silence bound follow from the timeout and the retries.
+    pub retransmit: RetransmitConfig,
+    /// New transfers each source may start while the server is under pressure; `None` or a rate
+    /// of 0: no limit.
+    pub rate_per_source: Option<SourceRate>,
+    /// Apply `rate_per_source` at all times, not only under pressure.
+    pub rate_limit_always: bool,
+    /// What uploads may do, when [`ServerConfig::write`] accepts them.
+    pub upload: WritePolicy,
+}
+
+/// A token bucket for the new transfers of one source, over the whole server (each worker
+/// holds an even share).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceRate {
+    /// Tokens per second (0: no limit).
+    pub per_second: f64,
+    /// Bucket size: new transfers a source may start at once (at least 1).
+    pub burst: f64,
+}
+
+/// Where uploads go, and which of their risks are accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteConfig {
+    /// Directory uploads go into; `None`: the root itself, which needs `in_served_tree`.
+    pub dir: Option<PathBuf>,
+    /// Uploads may land in the served tree (the directory is the root, inside it or above it);
+    /// else the server refuses to start when it is.
+    pub in_served_tree: bool,
+    /// With `in_served_tree` and [`WritePolicy::overwrite`]: uploads may replace files the
+    /// server serves.
+    pub overwrite_served_files: bool,
+    /// Uploads are accepted with [`IoConfig::single_port`], where anyone who can forge an
+    /// accepted address can upload blind.
+    pub allow_single_port: bool,
+}
+
+/// A configuration the server refuses. The messages name the command-line flags.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No root directory.
+    #[error("--root is empty: name the directory to serve")]
+    NoRoot,
+    /// No address to listen on.
+    #[error("no --listen address: nothing would be served")]
+    NoListen,
+    /// `limits.max_blksize` out of range.
+    #[error("--max-blksize must be {MIN_BLKSIZE}..={MAX_BLKSIZE}")]
+    MaxBlksize,
+    /// `limits.max_windowsize` out of range.
+    #[error("--max-windowsize must be 1..={MAX_WINDOWSIZE}")]
+    MaxWindowsize,
+    /// A zero initial retransmission timeout.
+    #[error("--timeout must be above 0")]
+    Timeout,
+    /// Retransmission timeout bounds that are zero or inverted.
+    #[error("--min-rto must be above 0 and at most --max-rto")]
+    RtoBounds,
+    /// No retransmission at all.
+    #[error("--retries must be at least 1")]
+    Retries,
+    /// No transfer could ever run.
+    #[error("--max-transfers must be at least 1")]
+    MaxTransfers,
+    /// A provided-buffer ring the kernel would refuse.
+    #[error("--rx-buffers must be a power of two in 16..=32768")]
+    RxBuffers,
+    /// An io_uring too small to work.
+    #[error("--ring-entries must be at least 64 and --send-slots at least 16")]
+    RingSize,
+    /// No worker.
+    #[error("--workers must be at least 1")]
+    Workers,
+    /// An empty or inverted port range, or one that includes port 0.
+    #[error("--port-range {0}:{1}: need 0 < LO <= HI")]
+    PortRange(u16, u16),
+    /// One listening port for every transfer, and a range of transfer ports.
+    #[error(
+        "--single-port contradicts --port-range: transfers either share the listening port or take theirs from the range"
+    )]
+    SinglePortWithPortRange,
+    /// Upload settings while uploads are refused.
+    #[error(
+        "--create, --overwrite, --upload-dir, --allow-write-from, --uploads-in-root, --overwrite-served-files and \
+         --allow-single-port-uploads need --allow-write"
+    )]
+    UploadsOff,
+    /// Uploads accepted, but they may neither create nor replace a file.
+    #[error("--allow-write needs --create (new files) and/or --overwrite (existing files)")]
+    UploadsDoNothing,
+    /// Uploads into the root without saying so.
+    #[error(
+        "--allow-write needs --upload-dir DIR outside --root: uploads into the served root are served to every \
+         client and can replace what they boot (--uploads-in-root writes into the root on purpose)"
+    )]
+    NoUploadDir,
+    /// Replacing served files where uploads cannot reach them.
+    #[error("--overwrite-served-files needs --uploads-in-root (uploads outside the root replace no served file)")]
+    OverwriteServedOutsideRoot,
+    /// Replacing served files without replacing any file.
+    #[error("--overwrite-served-files needs --overwrite")]
+    OverwriteServedWithoutOverwrite,
+    /// Uploads in the served tree that may replace files, without that risk accepted.
+    #[error(
+        "--overwrite with --uploads-in-root lets an upload replace files the server serves (boot loaders, kernels, \
+         pxelinux.cfg): add --overwrite-served-files to accept that, or use --upload-dir outside --root"
+    )]
+    OverwriteServedUnaccepted,
+    /// Uploads on a single port, without that risk accepted.
+    #[error(
+        "--allow-write with --single-port is refused: every transfer shares the listening port, so anyone who can \
+         forge an address that --allow-write-from accepts can upload blind with two datagrams (WRQ, then DATA 1); \
+         add --allow-single-port-uploads to accept that risk, or drop --single-port"
+    )]
+    SinglePortUploads,
+    /// A root that resolves to `/`, without that accepted.
+    #[error(
+        "--root {} serves the whole file system (/etc/shadow, SSH host keys, every readable file) to anyone who \
+         can send a datagram; serve a directory that holds only boot files, or add --serve-whole-filesystem to \
+         accept that",
+        .0.display()
+    )]
+    WholeFilesystem(PathBuf),
+    /// An upload network from which no request is served.
+    #[error(
+        "--allow-write-from {from} is not inside any --allow network ({}): requests from outside --allow are \
+         ignored, so no upload could come from all of it; widen --allow or narrow --allow-write-from",
+        joined(.allow)
+    )]
+    WriteFromOutsideAllow {
+        /// The upload network.
+        from: Cidr,
+        /// The networks served.
+        allow: Vec<Cidr>,
+    },
+    /// The same address and port twice.
+    #[error("--listen {0} is given twice")]
+    ListenTwice(SocketAddr),
+    /// A negative or not-a-number rate, or a burst below one.
+    #[error("--rate-per-source must be >= 0 and --burst-per-source >= 1")]
+    SourceRate,
+}
+
+/// The networks, comma-separated.
+fn joined(nets: &[Cidr]) -> String {
+    nets.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Retransmission settings from the timeout bounds and the retries: a client is given up after
+/// `max_retries` timeouts in a row and at least `initial × max_retries` of silence, and whatever
+/// its own `timeout` option asks, after at most twice that or [`MAX_SILENCE`], whichever is
+/// longer.
+///
+/// [`MAX_SILENCE`]: crate::proto::sender::MAX_SILENCE
+pub fn retransmit(rto: RtoBounds, max_retries: u8) -> RetransmitConfig {
+    let patience = rto.initial.saturating_mul(u32::from(max_retries));
+    let max_silence = crate::proto::sender::MAX_SILENCE.max(patience.saturating_mul(2));
+    RetransmitConfig { rto, max_retries, patience, max_silence }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::new(),
+            serve_whole_filesystem: false,
+            listen: vec![
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 69)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 69)),
+            ],
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            pin: true,
+            grace: Duration::from_secs(10),
+            follow_symlinks: true,
+            file_cache: 1024,
+            io: IoConfig::default(),
+            serve: ServePolicy::default(),
+            write: None,
         }
     }
-    for (i, a) in c.listen.iter().enumerate() {
-        // Port 0 twice asks for two kernel-chosen ports: two different sockets.
-        if a.port() != 0 && c.listen[..i].contains(a) {
-            return Err(ConfigError(format!("--listen {a} is given twice")));
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            backend: IoBackend::Auto,
+            gso: true,
+            recv_buffer: 8 << 20,
+            ring_entries: 4096,
+            rx_buffers: 1024,
+            send_slots: 2048,
+            single_port: false,
+            port_range: None,
+            max_transfers: 16384,
         }
     }
-    Ok(())
+}
+
+impl Default for ServePolicy {
+    fn default() -> Self {
+        let rto =
+            RtoBounds { initial: Duration::from_secs(1), min: Duration::from_millis(10), max: Duration::from_secs(2) };
+        Self {
+            allow: Vec::new(),
+            allow_write_from: Vec::new(),
+            limits: Limits { max_blksize: MAX_BLKSIZE, max_windowsize: 64, max_window_bytes: None },
+            retransmit: retransmit(rto, 6),
+            rate_per_source: Some(SourceRate { per_second: 100.0, burst: 500.0 }),
+            rate_limit_always: false,
+            upload: WritePolicy { create: false, overwrite: false, mode: 0o644, max_size: 1 << 30 },
+        }
+    }
+}
+
+impl IoConfig {
+    /// The blind budget for these port settings: [`BLIND_BUDGET`] where a forger can predict
+    /// transfer IDs (one listening port, or ports from a range), else none.
+    pub fn blind_budget(&self) -> Option<u32> {
+        (self.single_port || self.port_range.is_some()).then_some(BLIND_BUDGET)
+    }
+}
+
+impl ServePolicy {
+    /// The per-source limit in force, if any (a rate of 0 is none).
+    pub fn source_limit(&self) -> Option<SourceRate> {
+        self.rate_per_source.filter(|r| r.per_second > 0.0)
+    }
+}
+
+impl ServerConfig {
+    /// The serving policy the workers run with: [`serve`](Self::serve), its window limit capped
+    /// by the blind budget the port settings call for ([`IoConfig::blind_budget`]).
+    pub fn effective_policy(&self) -> ServePolicy {
+        let mut policy = self.serve.clone();
+        let limits = &mut policy.limits;
+        limits.max_window_bytes = match (limits.max_window_bytes, self.io.blind_budget()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        policy
+    }
+
+    /// The directory uploads go into, when they are accepted.
+    pub fn upload_dir(&self) -> Option<&Path> {
+        self.write.as_ref().map(|w| w.dir.as_deref().unwrap_or(&self.root))
+    }
+
+    /// Refuses settings that cannot work, contradict each other, or are almost surely a
+    /// mistake: `--root /` without `serve_whole_filesystem`, an upload network outside every
+    /// `allow` network, the same listen address twice, upload risks not accepted one by one.
+    /// The first mistake found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.root.as_os_str().is_empty() {
+            return Err(ConfigError::NoRoot);
+        }
+        let ServePolicy { limits, retransmit, .. } = &self.serve;
+        if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&limits.max_blksize) {
+            return Err(ConfigError::MaxBlksize);
+        }
+        if !(1..=MAX_WINDOWSIZE).contains(&limits.max_windowsize) {
+            return Err(ConfigError::MaxWindowsize);
+        }
+        if retransmit.rto.initial.is_zero() {
+            return Err(ConfigError::Timeout);
+        }
+        if retransmit.rto.min.is_zero() || retransmit.rto.min > retransmit.rto.max {
+            return Err(ConfigError::RtoBounds);
+        }
+        if retransmit.max_retries == 0 {
+            return Err(ConfigError::Retries);
+        }
+        self.io.validate()?;
+        if self.workers == 0 {
+            return Err(ConfigError::Workers);
+        }
+        self.validate_uploads()?;
+        self.check_operator_mistakes()?;
+        if let Some(r) = self.serve.rate_per_source {
+            if !(r.per_second >= 0.0 && r.burst >= 1.0) {
+                return Err(ConfigError::SourceRate);
+            }
+        }
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListen);
+        }
+        if let Some((lo, hi)) = self.io.port_range {
+            if lo == 0 || lo > hi {
+                return Err(ConfigError::PortRange(lo, hi));
+            }
+            if self.io.single_port {
+                return Err(ConfigError::SinglePortWithPortRange);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads: each setting needs uploads on, and each risk needs its own acceptance.
+    fn validate_uploads(&self) -> Result<(), ConfigError> {
+        let upload = &self.serve.upload;
+        let Some(w) = &self.write else {
+            if upload.create || upload.overwrite || !self.serve.allow_write_from.is_empty() {
+                return Err(ConfigError::UploadsOff);
+            }
+            return Ok(());
+        };
+        if !upload.create && !upload.overwrite {
+            return Err(ConfigError::UploadsDoNothing);
+        }
+        if w.dir.is_none() && !w.in_served_tree {
+            return Err(ConfigError::NoUploadDir);
+        }
+        if w.overwrite_served_files && !w.in_served_tree {
+            return Err(ConfigError::OverwriteServedOutsideRoot);
+        }
+        if w.overwrite_served_files && !upload.overwrite {
+            return Err(ConfigError::OverwriteServedWithoutOverwrite);
+        }
+        if w.in_served_tree && upload.overwrite && !w.overwrite_served_files {
+            return Err(ConfigError::OverwriteServedUnaccepted);
+        }
+        if self.io.single_port && !w.allow_single_port {
+            return Err(ConfigError::SinglePortUploads);
+        }
+        Ok(())
+    }
+
+    /// What is almost surely a mistake: the whole file system served, an upload network from
+    /// which no request is served, the same listen address twice.
+    fn check_operator_mistakes(&self) -> Result<(), ConfigError> {
+        if !self.serve_whole_filesystem && is_filesystem_root(&self.root) {
+            return Err(ConfigError::WholeFilesystem(self.root.clone()));
+        }
+        let allow = &self.serve.allow;
+        if !allow.is_empty() {
+            if let Some(w) = self.serve.allow_write_from.iter().find(|w| !allow.iter().any(|a| w.within(a))) {
+                return Err(ConfigError::WriteFromOutsideAllow { from: *w, allow: allow.clone() });
+            }
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            // Port 0 twice asks for two kernel-chosen ports: two different sockets.
+            if a.port() != 0 && self.listen[..i].contains(a) {
+                return Err(ConfigError::ListenTwice(*a));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IoConfig {
+    /// Refuses sizes the backends cannot work with.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_transfers == 0 {
+            return Err(ConfigError::MaxTransfers);
+        }
+        if !self.rx_buffers.is_power_of_two() || !(16..=32768).contains(&self.rx_buffers) {
+            return Err(ConfigError::RxBuffers);
+        }
+        if self.ring_entries < 64 || self.send_slots < 16 {
+            return Err(ConfigError::RingSize);
+        }
+        Ok(())
+    }
 }
 
 /// Whether `path` is the file system's root: resolved by the file system when it exists (`/tmp/..`,
@@ -584,227 +491,203 @@ fn is_filesystem_root(path: &Path) -> bool {
     absolute && depth == 0
 }
 
-/// Parses `LO:HI` (inclusive, LO ≤ HI, both above 0).
-pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (lo, hi) = s.split_once(':').ok_or("expected LO:HI")?;
-    let lo: u16 = lo.trim().parse().map_err(|_| "LO is not a port number")?;
-    let hi: u16 = hi.trim().parse().map_err(|_| "HI is not a port number")?;
-    if lo == 0 || lo > hi {
-        return Err("need 0 < LO <= HI".into());
-    }
-    Ok((lo, hi))
-}
-
-/// Parses an octal umask (at most 0o777).
-pub fn parse_umask(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim(), 8).ok().filter(|&m| m <= 0o777).ok_or_else(|| format!("not an octal umask: {s}"))
-}
-
-/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'k' | b'K') => (&s[..s.len() - 1], 1usize << 10),
-        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: usize = num.trim().parse().map_err(|_| format!("not a size: {s}"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("too large: {s}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cfg(args: &[&str]) -> Result<Config, String> {
-        let mut v = vec!["bootstorm", "--root", "/srv/tftp"];
-        v.extend_from_slice(args);
-        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
-        Config::try_from(cli).map_err(|e| e.to_string())
+    /// The defaults, serving `/srv/tftp`.
+    fn base() -> ServerConfig {
+        ServerConfig { root: "/srv/tftp".into(), ..Default::default() }
+    }
+
+    /// `base` changed by `f`, validated.
+    fn check(f: impl FnOnce(&mut ServerConfig)) -> Result<(), ConfigError> {
+        let mut c = base();
+        f(&mut c);
+        c.validate()
+    }
+
+    /// Uploads on, into `dir` (`None`: the root, accepted as in the served tree), new files only.
+    fn uploads(c: &mut ServerConfig, dir: Option<&str>) {
+        c.write = Some(WriteConfig {
+            dir: dir.map(PathBuf::from),
+            in_served_tree: dir.is_none(),
+            overwrite_served_files: false,
+            allow_single_port: false,
+        });
+        c.serve.upload.create = true;
+    }
+
+    /// A change to a configuration.
+    type Change = fn(&mut ServerConfig);
+
+    fn cidr(s: &str) -> Cidr {
+        Cidr::parse(s).unwrap()
     }
 
     #[test]
     fn defaults() {
-        let c = cfg(&[]).unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert!(c.workers >= 1);
-        assert!(c.pin);
-        assert_eq!(c.limits.max_blksize, 65464);
-        assert_eq!(c.limits.max_windowsize, 64);
-        assert_eq!(c.retransmit.patience, Duration::from_secs(6));
-        assert_eq!(c.recv_buffer, 8 << 20);
-        assert!(!c.single_port);
+        let c = ServerConfig::default();
+        assert_eq!(c.validate(), Err(ConfigError::NoRoot), "no root is guessed");
+        let c = base();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.listen, ["0.0.0.0:69".parse::<SocketAddr>().unwrap(), "[::]:69".parse().unwrap()]);
+        assert!(c.workers >= 1 && c.pin && c.follow_symlinks);
+        assert_eq!((c.serve.limits.max_blksize, c.serve.limits.max_windowsize), (65464, 64));
+        assert_eq!(c.serve.retransmit, RetransmitConfig::default(), "the protocol's defaults");
+        assert_eq!(c.io.recv_buffer, 8 << 20);
+        assert!(!c.io.single_port && c.write.is_none() && c.upload_dir().is_none());
+        assert_eq!(c.serve.source_limit(), Some(SourceRate { per_second: 100.0, burst: 500.0 }));
+        assert_eq!(c.serve.upload.mode, 0o644);
     }
 
     #[test]
-    fn flags() {
-        let c = cfg(&[
-            "-l",
-            "127.0.0.1:6969",
-            "-l",
-            "[::1]:6969",
-            "-w",
-            "3",
-            "--no-pin",
-            "--io",
-            "epoll",
-            "--port-range",
-            "30000:30100",
-            "--timeout",
-            "0.5",
-            "--retries",
-            "4",
-            "--max-blksize",
-            "1468",
-        ])
-        .unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.workers, 3);
-        assert!(!c.pin);
-        assert_eq!(c.io, IoBackend::Epoll);
-        assert_eq!(c.port_range, Some((30000, 30100)));
-        assert!(cfg(&["--single-port"]).unwrap().single_port);
-        assert_eq!(c.retransmit.patience, Duration::from_secs(2));
-        assert_eq!(c.limits.max_blksize, 1468);
+    fn derived_values() {
+        let r = retransmit(RtoBounds { initial: Duration::from_millis(500), ..RetransmitConfig::default().rto }, 4);
+        assert_eq!(r.patience, Duration::from_secs(2));
+        assert_eq!(r.max_silence, crate::proto::sender::MAX_SILENCE);
+        let r = retransmit(RtoBounds { initial: Duration::from_secs(20), ..r.rto }, 3);
+        assert_eq!((r.patience, r.max_silence), (Duration::from_secs(60), Duration::from_secs(120)));
+        // The blind budget follows the port settings and caps a limit set by hand.
+        let mut c = base();
+        assert_eq!(c.effective_policy().limits.max_window_bytes, None);
+        c.io.single_port = true;
+        assert_eq!(c.effective_policy().limits.max_window_bytes, Some(BLIND_BUDGET));
+        c.io = IoConfig { port_range: Some((30000, 30100)), ..IoConfig::default() };
+        assert_eq!(c.effective_policy().limits.max_window_bytes, Some(BLIND_BUDGET));
+        c.serve.limits.max_window_bytes = Some(1000);
+        assert_eq!(c.effective_policy().limits.max_window_bytes, Some(1000));
+        assert_eq!(c.serve.limits.max_window_bytes, Some(1000), "the configuration itself is left alone");
+        // A rate of 0 is no limit.
+        c.serve.rate_per_source = Some(SourceRate { per_second: 0.0, burst: 500.0 });
+        assert_eq!(c.serve.source_limit(), None);
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]
     fn refusals() {
-        for bad in [
-            &["--max-blksize", "7"][..],
-            &["--max-windowsize", "0"],
-            &["--timeout", "0"],
-            &["--timeout", "-1"],
-            &["--workers", "0"],
-            &["--port-range", "10:5"],
-            &["--port-range", "0:5"],
-            &["--rx-buffers", "1000"],
-            &["--min-rto", "5000"],
-            &["--retries", "0"],
-        ] {
-            assert!(cfg(bad).is_err(), "{bad:?}");
+        use ConfigError as E;
+        let cases: [(Change, ConfigError); 14] = [
+            (|c| c.serve.limits.max_blksize = 7, E::MaxBlksize),
+            (|c| c.serve.limits.max_blksize = 65465, E::MaxBlksize),
+            (|c| c.serve.limits.max_windowsize = 0, E::MaxWindowsize),
+            (|c| c.serve.retransmit.rto.initial = Duration::ZERO, E::Timeout),
+            (|c| c.serve.retransmit.rto.min = Duration::from_secs(5), E::RtoBounds),
+            (|c| c.serve.retransmit.rto.min = Duration::ZERO, E::RtoBounds),
+            (|c| c.serve.retransmit.max_retries = 0, E::Retries),
+            (|c| c.io.max_transfers = 0, E::MaxTransfers),
+            (|c| c.io.rx_buffers = 1000, E::RxBuffers),
+            (|c| c.io.send_slots = 8, E::RingSize),
+            (|c| c.workers = 0, E::Workers),
+            (|c| c.listen.clear(), E::NoListen),
+            (|c| c.io.port_range = Some((10, 5)), E::PortRange(10, 5)),
+            (|c| c.serve.rate_per_source = Some(SourceRate { per_second: 1.0, burst: 0.5 }), E::SourceRate),
+        ];
+        for (i, (f, want)) in cases.into_iter().enumerate() {
+            assert_eq!(check(f), Err(want), "case {i}");
         }
+        assert!(check(|c| c.serve.retransmit.rto.min = Duration::from_secs(2)).is_ok(), "min = max");
+        let e = check(|c| {
+            c.io.single_port = true;
+            c.io.port_range = Some((30000, 30010));
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--single-port") && e.to_string().contains("--port-range"), "{e}");
+        assert_eq!(E::MaxBlksize.to_string(), "--max-blksize must be 8..=65464");
     }
 
     #[test]
     fn operator_mistakes() {
-        let root = |r: &str, extra: &[&str]| {
-            let mut v = vec!["bootstorm", "--root", r];
-            v.extend_from_slice(extra);
-            Config::try_from(Cli::try_parse_from(v).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        let root = |r: &str, whole: bool| {
+            let mut c = ServerConfig { root: r.into(), serve_whole_filesystem: whole, ..base() };
+            c.listen = vec!["127.0.0.1:0".parse().unwrap()];
+            c.validate()
         };
         for r in ["/", "//", "/.", "/tmp/..", "/nonexistent/..", "/nonexistent/../../."] {
-            let e = root(r, &[]).unwrap_err();
+            let e = root(r, false).unwrap_err();
+            assert_eq!(e, ConfigError::WholeFilesystem(r.into()));
+            let e = e.to_string();
             assert!(e.contains("--serve-whole-filesystem") && e.contains("whole file system"), "{r}: {e}");
-            assert!(root(r, &["--serve-whole-filesystem"]).is_ok(), "{r}");
+            assert_eq!(root(r, true), Ok(()), "{r}");
         }
-        assert!(root("/nonexistent", &[]).is_ok() && root("relative/..", &[]).is_ok());
-        // Log levels: exactly the five, in any case.
-        for bad in ["warning", "bogus", "", "info,bootstorm=trace"] {
-            let e = cfg(&["--log-level", bad]).unwrap_err();
-            assert!(e.contains("error, warn, info, debug, trace"), "{bad}: {e}");
-        }
-        assert_eq!(cfg(&["--log-level", "WARN"]).unwrap().log_level, "warn");
-        assert_eq!(cfg(&[]).unwrap().log_level, "info");
-        // Contradictions.
-        let e = cfg(&["--single-port", "--port-range", "30000:30010"]).unwrap_err();
-        assert!(e.contains("--single-port") && e.contains("--port-range"), "{e}");
-        let up = ["--allow-write", "--create", "--upload-dir", "/up"];
-        let with = |extra: &[&'static str]| cfg(&[&up[..], extra].concat());
-        let e = with(&["--allow", "10.0.0.0/8", "--allow-write-from", "192.168.1.0/24"]).unwrap_err();
+        assert!(root("/nonexistent", false).is_ok() && root("relative/..", false).is_ok());
+        let net = |allow: &[&str], from: &[&str]| {
+            check(|c| {
+                uploads(c, Some("/up"));
+                c.serve.allow = allow.iter().map(|s| cidr(s)).collect();
+                c.serve.allow_write_from = from.iter().map(|s| cidr(s)).collect();
+            })
+        };
+        let e = net(&["10.0.0.0/8"], &["192.168.1.0/24"]).unwrap_err().to_string();
         assert!(e.contains("--allow-write-from 192.168.1.0/24") && e.contains("(10.0.0.0/8)"), "{e}");
-        assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.0.0.0/7"]).is_err());
-        assert!(with(&["--allow", "10.0.0.0/8", "--allow", "fd00::/8", "--allow-write-from", "fd00:1::/32"]).is_ok());
-        assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.1.2.3"]).is_ok());
-        assert!(with(&["--allow-write-from", "192.168.1.0/24"]).is_ok(), "no --allow: everyone is served");
-        let e = cfg(&["-l", "127.0.0.1:69", "-l", "[::1]:69", "-l", "127.0.0.1:69"]).unwrap_err();
-        assert!(e.contains("--listen 127.0.0.1:69 is given twice"), "{e}");
-        assert!(cfg(&["-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]).is_ok(), "two kernel-chosen ports");
-        assert!(cfg(&["-l", "0.0.0.0:69", "-l", "127.0.0.1:69"]).is_ok(), "overlapping, not the same");
+        let e = net(&["10.0.0.0/8", "fd00::/8"], &["10.0.0.0/7"]).unwrap_err().to_string();
+        assert!(e.contains("(10.0.0.0/8, fd00::/8)"), "{e}");
+        assert!(net(&["10.0.0.0/8", "fd00::/8"], &["fd00:1::/32"]).is_ok());
+        assert!(net(&["10.0.0.0/8"], &["10.1.2.3"]).is_ok());
+        assert!(net(&[], &["192.168.1.0/24"]).is_ok(), "no allow list: everyone is served");
+        let listen = |l: &[&str]| check(|c| c.listen = l.iter().map(|a| a.parse().unwrap()).collect());
+        let e = listen(&["127.0.0.1:69", "[::1]:69", "127.0.0.1:69"]).unwrap_err();
+        assert_eq!(e.to_string(), "--listen 127.0.0.1:69 is given twice");
+        assert!(listen(&["127.0.0.1:0", "127.0.0.1:0"]).is_ok(), "two kernel-chosen ports");
+        assert!(listen(&["0.0.0.0:69", "127.0.0.1:69"]).is_ok(), "overlapping, not the same");
     }
 
     #[test]
-    fn cidr_within() {
-        let c = |s: &str| Cidr::parse(s).unwrap();
-        assert!(c("10.1.0.0/16").within(&c("10.0.0.0/8")));
-        assert!(c("10.0.0.0/8").within(&c("10.0.0.0/8")));
-        assert!(!c("10.0.0.0/7").within(&c("10.0.0.0/8")));
-        assert!(!c("11.0.0.0/16").within(&c("10.0.0.0/8")));
-        assert!(c("203.0.113.9").within(&c("0.0.0.0/0")));
-        assert!(!c("::1").within(&c("0.0.0.0/0")), "families differ");
-        assert!(c("2001:db8::/48").within(&c("::/0")));
-        assert!(c("fd12::/16").within(&c("fd00::/8")) && !c("fe80::/10").within(&c("fd00::/8")));
-        assert!(c("::ffff:10.1.2.3").within(&c("10.0.0.0/8")), "IPv4-mapped");
-        assert!(c("10.1.2.3").within(&c("::ffff:10.0.0.0/104")));
-        assert_eq!(c("10.1.0.0/16").to_string(), "10.1.0.0/16");
-    }
-
-    #[test]
-    fn upload_flags() {
-        let c =
-            cfg(&["--allow-write", "--create", "--umask", "027", "--max-upload-size", "10M", "--upload-dir", "/up"])
-                .unwrap();
-        let w = c.write.unwrap();
-        assert_eq!(w.dir, std::path::PathBuf::from("/up"));
-        assert!(w.policy.create && !w.policy.overwrite);
-        assert_eq!(w.policy.mode, 0o640);
-        assert_eq!(w.policy.max_size, 10 << 20);
-        assert!(cfg(&[]).unwrap().write.is_none());
-        assert!(cfg(&["--allow-write"]).is_err(), "needs --create or --overwrite");
-        assert!(cfg(&["--create"]).is_err(), "needs --allow-write");
-        for flag in ["--uploads-in-root", "--overwrite-served-files", "--allow-single-port-uploads"] {
-            assert!(cfg(&[flag]).unwrap_err().contains("need --allow-write"), "{flag}");
-        }
-        // Uploads stay out of the served tree unless --uploads-in-root says otherwise.
-        let e = cfg(&["--allow-write", "--create"]).unwrap_err();
-        assert!(e.contains("--upload-dir") && e.contains("--uploads-in-root"), "{e}");
-        let w = cfg(&["--allow-write", "--create", "--uploads-in-root"]).unwrap().write.unwrap();
-        assert_eq!(w.dir, std::path::PathBuf::from("/srv/tftp"));
-        assert!(w.in_served_tree);
-        assert!(!cfg(&["--allow-write", "--create", "--upload-dir", "/up"]).unwrap().write.unwrap().in_served_tree);
-        // Replacing served files needs its own flag, and that flag needs the other two.
-        let e = cfg(&["--allow-write", "--uploads-in-root", "--overwrite"]).unwrap_err();
-        assert!(e.contains("--overwrite-served-files"), "{e}");
-        assert!(cfg(&["--allow-write", "--uploads-in-root", "--overwrite", "--overwrite-served-files"]).is_ok());
-        assert!(cfg(&["--allow-write", "--upload-dir", "/up", "--overwrite", "--overwrite-served-files"]).is_err());
-        assert!(cfg(&["--allow-write", "--uploads-in-root", "--create", "--overwrite-served-files"]).is_err());
-        // Uploads with --single-port only with the risk accepted.
-        let e = cfg(&["--single-port", "--allow-write", "--create", "--upload-dir", "/up"]).unwrap_err();
-        assert!(e.contains("--allow-single-port-uploads"), "{e}");
-        let sp = ["--single-port", "--allow-write", "--create", "--upload-dir", "/up", "--allow-single-port-uploads"];
-        assert!(cfg(&sp).is_ok());
-        assert!(cfg(&["--umask", "999"]).is_err());
-        let c = cfg(&["--allow-write", "--overwrite", "--upload-dir", "/srv/up"]).unwrap();
-        assert_eq!(c.write.unwrap().dir, std::path::PathBuf::from("/srv/up"));
-    }
-
-    #[test]
-    fn cidrs() {
-        let c = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(c.contains("10.1.2.3".parse().unwrap()));
-        assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()), "IPv4-mapped");
-        assert!(!c.contains("fd00::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("203.0.113.5".parse().unwrap()));
-        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
-        assert!(Cidr::parse("192.0.2.7").unwrap().contains("192.0.2.7".parse().unwrap()));
-        assert!(!Cidr::parse("192.0.2.7").unwrap().contains("192.0.2.8".parse().unwrap()));
-        assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("nope").is_err());
-        let c = cfg(&["--allow", "127.0.0.0/8", "--allow", "::1"]).unwrap();
-        assert_eq!(c.allow.len(), 2);
-        assert_eq!(c.rate_per_source, Some((100.0, 500.0)));
-        assert_eq!(cfg(&["--rate-per-source", "0"]).unwrap().rate_per_source, None);
-        assert!(!c.rate_limit_always, "under pressure only, by default");
-        assert!(cfg(&["--rate-limit-always"]).unwrap().rate_limit_always);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("x").is_err());
+    fn uploads_and_their_risks() {
+        use ConfigError as E;
+        assert_eq!(check(|c| uploads(c, Some("/up"))), Ok(()));
+        assert_eq!(check(|c| uploads(c, None)), Ok(()), "into the root, accepted");
+        // Upload settings without uploads.
+        assert_eq!(check(|c| c.serve.upload.create = true), Err(E::UploadsOff));
+        assert_eq!(check(|c| c.serve.upload.overwrite = true), Err(E::UploadsOff));
+        assert_eq!(check(|c| c.serve.allow_write_from = vec![cidr("10.0.0.0/8")]), Err(E::UploadsOff));
+        // Uploads that can do nothing, or that go into the root unasked.
+        let e = check(|c| {
+            uploads(c, Some("/up"));
+            c.serve.upload.create = false;
+        });
+        assert_eq!(e, Err(E::UploadsDoNothing));
+        let e = check(|c| {
+            uploads(c, None);
+            c.write.as_mut().unwrap().in_served_tree = false;
+        });
+        assert_eq!(e, Err(E::NoUploadDir));
+        assert!(
+            E::NoUploadDir.to_string().contains("--upload-dir")
+                && E::NoUploadDir.to_string().contains("--uploads-in-root")
+        );
+        // Replacing served files needs its own acceptance, and that needs the other two.
+        let in_root = |overwrite: bool, served: bool| {
+            check(|c| {
+                uploads(c, None);
+                c.serve.upload.overwrite = overwrite;
+                c.write.as_mut().unwrap().overwrite_served_files = served;
+            })
+        };
+        assert_eq!(in_root(true, false), Err(E::OverwriteServedUnaccepted));
+        assert_eq!(in_root(true, true), Ok(()));
+        assert_eq!(in_root(false, true), Err(E::OverwriteServedWithoutOverwrite));
+        let e = check(|c| {
+            uploads(c, Some("/up"));
+            c.serve.upload.overwrite = true;
+            c.write.as_mut().unwrap().overwrite_served_files = true;
+        });
+        assert_eq!(e, Err(E::OverwriteServedOutsideRoot));
+        // Uploads on a single port only with the risk accepted.
+        let single = |accepted: bool| {
+            check(|c| {
+                uploads(c, Some("/up"));
+                c.io.single_port = true;
+                c.write.as_mut().unwrap().allow_single_port = accepted;
+            })
+        };
+        assert_eq!(single(false), Err(E::SinglePortUploads));
+        assert_eq!(single(true), Ok(()));
+        // Where they go.
+        let mut c = base();
+        uploads(&mut c, None);
+        assert_eq!(c.upload_dir(), Some(Path::new("/srv/tftp")));
+        uploads(&mut c, Some("/srv/up"));
+        assert_eq!(c.upload_dir(), Some(Path::new("/srv/up")));
     }
 }

@@ -6,6 +6,10 @@
 //! - [`timer`]: an allocation-free timer wheel for many deadlines.
 //! - [`fs`]: request paths, containment under the root, the per-worker cache of file maps.
 //! - [`sys`]: kernel helpers shared by the server and the load generator.
+//! - [`config`]: the server's configuration as plain values ([`config::ServerConfig`]: what is
+//!   fixed while it runs, and the serving policy a reload may replace), with its validation.
+//!   The command line that fills it belongs to the binary (`src/cli.rs`), not to the library.
+//! - [`server`]: per-core workers, each an engine on an io_uring or epoll backend.
 //!
 //! See `docs/architecture.md` for the data flow and its invariants.
 

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use bootstorm::config::{Cli, Config};
 use bootstorm::server::Server;
 use clap::Parser;
 use tracing::{error, info, warn};
+
+use crate::cli::{Cli, Settings};
+
+mod cli;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,10 +77,10 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = Config::try_from(cli).context("invalid arguments")?;
-    init_logging(&cfg.log_level);
+    let Settings { server: cfg, log_level, stats_interval: stats_every } =
+        Settings::try_from(cli).context("invalid arguments")?;
+    init_logging(&log_level);
     let set = block_signals();
-    let stats_every = cfg.stats_interval;
     let server = Server::start(cfg.clone()).context("cannot start")?;
     {
         // One line per address on stdout, for scripts that asked for port 0.
@@ -91,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         root = %cfg.root.display(),
         workers = cfg.workers,
         backend = %server.backend(),
-        single_port = cfg.single_port,
+        single_port = cfg.io.single_port,
         "bootstorm started"
     );
     let tick = stats_every.unwrap_or(Duration::from_secs(3600));

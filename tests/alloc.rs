@@ -10,10 +10,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bootstorm::config::{Cli, Config};
+use bootstorm::config::{IoBackend, IoConfig, ServerConfig};
 use bootstorm::proto::wire;
 use bootstorm::server::Server;
-use clap::Parser;
 
 struct Counting;
 
@@ -125,9 +124,14 @@ fn data_path_allocates_nothing_per_packet() {
     let large: Vec<u8> = (0..10_000 * 512 + 7).map(|i| (i * 13 + 5) as u8).collect();
     std::fs::write(dir.path().join("small"), &small).unwrap();
     std::fs::write(dir.path().join("large"), &large).unwrap();
-    for io in ["uring", "epoll"] {
-        let args = ["bootstorm", "--root", dir.path().to_str().unwrap(), "-l", "127.0.0.1:0", "--io", io, "-w", "1"];
-        let cfg = Config::try_from(Cli::try_parse_from(args).unwrap()).unwrap();
+    for (io, backend) in [("uring", IoBackend::Uring), ("epoll", IoBackend::Epoll)] {
+        let cfg = ServerConfig {
+            root: dir.path().to_path_buf(),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            workers: 1,
+            io: IoConfig { backend, ..IoConfig::default() },
+            ..ServerConfig::default()
+        };
         let server = Server::start(cfg).unwrap();
         let addr = server.local_addrs()[0];
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -4,15 +4,27 @@
 
 use std::process::Command;
 
-use bootstorm::config::{Cli, Config};
+use bootstorm::config::{ServerConfig, WriteConfig};
 use bootstorm::server::Server;
-use clap::Parser;
 
-fn server(root: &std::path::Path, extra: &[&str]) -> Server {
-    let mut args =
-        vec!["bootstorm", "--root", root.to_str().unwrap(), "-l", "127.0.0.1:0", "-w", "2", "--log-level", "error"];
-    args.extend_from_slice(extra);
-    Server::start(Config::try_from(Cli::try_parse_from(args).unwrap()).unwrap()).unwrap()
+/// A server on a kernel-chosen loopback port with two workers, serving `root` and accepting
+/// uploads into `uploads` (new files and replacements).
+fn server(root: &std::path::Path, uploads: &std::path::Path) -> Server {
+    let mut cfg = ServerConfig {
+        root: root.to_path_buf(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        workers: 2,
+        write: Some(WriteConfig {
+            dir: Some(uploads.to_path_buf()),
+            in_served_tree: false,
+            overwrite_served_files: false,
+            allow_single_port: false,
+        }),
+        ..ServerConfig::default()
+    };
+    cfg.serve.upload.create = true;
+    cfg.serve.upload.overwrite = true;
+    Server::start(cfg).unwrap()
 }
 
 fn loadgen(server: &Server, root: &std::path::Path, args: &[&str]) -> serde_json::Value {
@@ -38,8 +50,7 @@ fn profiles_loss_storm_and_uploads() {
     let dir = tempfile::tempdir().unwrap();
     files(dir.path());
     let up = tempfile::tempdir().unwrap();
-    let s =
-        server(dir.path(), &["--allow-write", "--create", "--overwrite", "--upload-dir", up.path().to_str().unwrap()]);
+    let s = server(dir.path(), up.path());
 
     // Windowed downloads, threads and clients.
     let r = loadgen(

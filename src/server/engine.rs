@@ -41,7 +41,7 @@ use super::limits::{SourceLimiter, source_key};
 use super::reply_budget::ReplyBudget;
 use super::socket::{LocalEnd, broadcast_addresses, interface_mtu};
 use super::stats::{Counters, Latencies};
-use crate::config::Config;
+use crate::config::{ServePolicy, ServerConfig};
 use crate::fs::{FileCache, OpenError, Root, UploadRoot, normalize};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
 use crate::proto::read::{AbortReason, Repeat};
@@ -100,7 +100,10 @@ impl Links for SlotLinks<'_> {
 /// The worker's logic. See the module documentation.
 pub(crate) struct Engine {
     worker: usize,
-    cfg: Arc<Config>,
+    /// The serving policy (a reload may later swap it between two turns of the loop).
+    policy: Arc<ServePolicy>,
+    /// What stays fixed while the server runs.
+    settings: EngineSettings,
     counters: Arc<CachePadded<Counters>>,
     latencies: Latencies,
     files: FileCache,
@@ -139,7 +142,27 @@ pub(crate) struct Engine {
     run: Vec<Segment>,
 }
 
-/// What a worker's engine is given besides its configuration.
+/// The settings of an engine that stay fixed while the server runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EngineSettings {
+    /// Every transfer is served from the listening port.
+    pub(crate) single_port: bool,
+    /// On stop, how long transfers in progress may take to finish.
+    pub(crate) grace: Duration,
+    /// Workers of the server: each holds its share of the per-source rate.
+    pub(crate) workers: usize,
+    /// Idle files kept open per worker.
+    pub(crate) file_cache: usize,
+}
+
+impl EngineSettings {
+    /// The engine's settings in `cfg`.
+    pub(crate) fn of(cfg: &ServerConfig) -> Self {
+        Self { single_port: cfg.io.single_port, grace: cfg.grace, workers: cfg.workers, file_cache: cfg.file_cache }
+    }
+}
+
+/// What a worker's engine is given besides its policy and settings.
 #[derive(Debug)]
 pub(crate) struct EngineParts {
     pub(crate) root: Arc<Root>,
@@ -158,17 +181,20 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(worker: usize, cfg: Arc<Config>, parts: EngineParts, now: Timestamp) -> Self {
+    pub(crate) fn new(
+        worker: usize,
+        policy: Arc<ServePolicy>,
+        settings: EngineSettings,
+        parts: EngineParts,
+        now: Timestamp,
+    ) -> Self {
         let EngineParts { root, uploads, commits, counters, capacity } = parts;
         Self {
             worker,
-            files: FileCache::new(root, cfg.file_cache),
-            // The kernel spreads one address's ports over the workers, so each holds its share.
-            limiter: cfg.rate_per_source.map(|(rate, burst)| {
-                let share = cfg.workers.max(1) as f64;
-                SourceLimiter::new(rate / share, (burst / share).max(1.0))
-            }),
-            cfg,
+            files: FileCache::new(root, settings.file_cache),
+            limiter: policy.source_limit().map(|rate| SourceLimiter::worker_share(rate, settings.workers)),
+            policy,
+            settings,
             counters,
             uploads,
             commits,
@@ -211,7 +237,7 @@ impl Engine {
     /// Stop accepting requests; transfers in progress get the grace period.
     pub(crate) fn begin_stop(&mut self, now: Timestamp) {
         if self.stop.is_none() {
-            self.stop = Some(now + self.cfg.grace);
+            self.stop = Some(now + self.settings.grace);
         }
     }
 
@@ -289,7 +315,7 @@ impl Engine {
     /// Feeds a packet from its client to transfer `idx`, writing upload data as it arrives and
     /// handing a finished upload to the commit thread.
     fn handle_packet(&mut self, idx: u32, now: Timestamp, p: &Packet<'_>) {
-        let retransmit = self.cfg.retransmit;
+        let retransmit = self.policy.retransmit;
         let token = self.token(idx);
         let Some(t) = self.slots[idx as usize].transfer.as_mut() else { return };
         match &mut t.kind {
@@ -323,7 +349,7 @@ impl Engine {
                 return;
             }
         }
-        if !self.cfg.allow.is_empty() && !self.cfg.allow.iter().any(|c| c.contains(d.peer.ip())) {
+        if !self.policy.allow.is_empty() && !self.policy.allow.iter().any(|c| c.contains(d.peer.ip())) {
             Counters::add(&self.counters.ignored, 1);
             return;
         }
@@ -331,7 +357,7 @@ impl Engine {
         match packet {
             Ok(Packet::Request(r)) => self.on_request(now, listen, d, &r, io),
             Ok(p) => {
-                if self.cfg.single_port {
+                if self.settings.single_port {
                     if let Some(idx) = self.find_peer(&d.peer) {
                         self.handle_packet(idx, now, &p);
                         self.after_event(idx, now, io);
@@ -346,7 +372,7 @@ impl Engine {
             }
             Err(e) => {
                 Counters::add(&self.counters.malformed, 1);
-                if self.cfg.single_port && self.find_peer(&d.peer).is_some() {
+                if self.settings.single_port && self.find_peer(&d.peer).is_some() {
                     return;
                 }
                 let msg = e.map_or("request too long", |e| e.message());
@@ -359,7 +385,7 @@ impl Engine {
         Counters::add(&self.counters.requests, 1);
         let req_hash = self.hasher.hash_one(d.payload) as u32;
         if let Some(idx) = self.find_peer(&d.peer) {
-            let retransmit = self.cfg.retransmit;
+            let retransmit = self.policy.retransmit;
             let t = self.slots[idx as usize].transfer.as_mut().expect("indexed slots are live");
             let repeat = (t.req_hash == req_hash).then(|| t.kind.handle_repeated_request(now, &retransmit));
             match repeat {
@@ -400,8 +426,8 @@ impl Engine {
         } else if r.kind == RequestKind::Write && self.uploads.is_none() {
             Some((ErrorCode::ACCESS_VIOLATION, "writes are disabled on this server"))
         } else if r.kind == RequestKind::Write
-            && !self.cfg.allow_write_from.is_empty()
-            && !self.cfg.allow_write_from.iter().any(|c| c.contains(d.peer.ip()))
+            && !self.policy.allow_write_from.is_empty()
+            && !self.policy.allow_write_from.iter().any(|c| c.contains(d.peer.ip()))
         {
             Some((ErrorCode::ACCESS_VIOLATION, "uploads are not allowed from this address"))
         } else {
@@ -414,7 +440,7 @@ impl Engine {
         }
         // Every new transfer spends a token, so the heaviest sources are the ones held back
         // once pressure starts; an idle server serves them all.
-        let pressed = self.cfg.rate_limit_always || self.under_pressure(now);
+        let pressed = self.policy.rate_limit_always || self.under_pressure(now);
         if let Some(l) = self.limiter.as_mut() {
             if !l.allow(d.peer.ip(), now) && pressed {
                 Counters::add(&self.counters.rate_limited, 1);
@@ -450,7 +476,7 @@ impl Engine {
             }
         };
         let token = self.token(idx);
-        let (via, local) = if self.cfg.single_port {
+        let (via, local) = if self.settings.single_port {
             (Via::Listen(listen), self.intern_local(d.local))
         } else {
             match io.open_transfer(transfer_bind_addr(&d.peer, d.local), token) {
@@ -541,8 +567,8 @@ impl Engine {
             file.len()
         };
         let neg = self.negotiate(r, Some(size), d.local, now);
-        let mut xfer = ReadTransfer::new(now, size, &neg, &self.cfg.retransmit);
-        if let Some(bytes) = self.cfg.limits.max_window_bytes {
+        let mut xfer = ReadTransfer::new(now, size, &neg, &self.policy.retransmit);
+        if let Some(bytes) = self.policy.limits.max_window_bytes {
             xfer.limit_blind_sends(bytes);
         }
         Some((Kind::Read { file, netascii, xfer }, neg))
@@ -556,10 +582,9 @@ impl Engine {
         r: &Request<'_>,
         io: &mut I,
     ) -> Option<(Kind, Negotiated)> {
-        let (Some(uploads), Some(wcfg)) = (self.uploads.clone(), self.cfg.write.as_ref()) else {
-            return None;
-        };
-        let policy = wcfg.policy;
+        // Uploads are on when the worker was given their directory.
+        let uploads = self.uploads.clone()?;
+        let policy = self.policy.upload;
         let neg = self.negotiate(r, None, d.local, now);
         let netascii = r.mode == Mode::Netascii;
         let started = match normalize(r.filename, &mut self.path) {
@@ -569,7 +594,7 @@ impl Engine {
         };
         match started {
             Ok((upload, name)) => {
-                let xfer = WriteTransfer::new(now, &neg, policy.max_size, &self.cfg.retransmit);
+                let xfer = WriteTransfer::new(now, &neg, policy.max_size, &self.policy.retransmit);
                 let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
                 Some((Kind::Write(Box::new(state)), neg))
             }
@@ -609,7 +634,7 @@ impl Engine {
     /// capped at the blksize a receive buffer holds.
     fn negotiate(&mut self, r: &Request<'_>, size: Option<u64>, local: Option<LocalEnd>, now: Timestamp) -> Negotiated {
         let mtu = local.and_then(|l| self.mtu_blksize(l, now));
-        let mut limits = self.cfg.limits;
+        let mut limits = self.policy.limits;
         if r.kind == RequestKind::Write {
             limits = Limits { max_blksize: limits.max_blksize.min(MAX_UPLOAD_BLKSIZE), ..limits };
         }
@@ -619,7 +644,7 @@ impl Engine {
 
     /// Sends the first answer (OACK or DATA 1), which only exists with the request at hand.
     fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, r: &Request<'_>, neg: &Negotiated, io: &mut I) {
-        let retransmit = self.cfg.retransmit;
+        let retransmit = self.policy.retransmit;
         let token = self.token(idx);
         let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
             return;
@@ -771,7 +796,7 @@ impl Engine {
 
     /// Sends what queued transfers have to send, as far as the backend has room.
     pub(crate) fn flush<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.cfg.retransmit;
+        let retransmit = self.policy.retransmit;
         while let Some(idx) = self.ready.pop_front() {
             let token = self.token(idx);
             let Some(t) = self.slots[idx as usize].transfer.as_mut() else {
@@ -810,7 +835,7 @@ impl Engine {
 
     /// Handles expired timers and housekeeping.
     pub(crate) fn on_timers<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.cfg.retransmit;
+        let retransmit = self.policy.retransmit;
         self.due.clear();
         self.wheel.expire(now, &mut SlotLinks(&mut self.slots), &mut self.due);
         for i in 0..self.due.len() {
@@ -853,7 +878,7 @@ impl Engine {
 
     /// Takes the results of finished commits: the final ACK, or the ERROR.
     fn poll_commits<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.cfg.retransmit;
+        let retransmit = self.policy.retransmit;
         loop {
             let Some(done) = self.commits.as_ref().and_then(|l| l.done.try_recv().ok()) else { return };
             let worker = self.worker;

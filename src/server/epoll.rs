@@ -17,6 +17,7 @@ use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, SendErrors, SockRef, 
 use super::sendmsg;
 use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
 use super::worker::{Clock, WorkerControl};
+use crate::config::IoConfig;
 
 const KIND_LISTEN: u64 = 0;
 const KIND_TRANSFER: u64 = 1;
@@ -57,13 +58,9 @@ pub(crate) struct EpollIo {
 }
 
 impl EpollIo {
-    pub(crate) fn new(
-        listens: Vec<UdpSocket>,
-        ports: PortPicker,
-        wake: RawFd,
-        single_port: bool,
-        gso: bool,
-    ) -> io::Result<Self> {
+    /// Sets up the epoll instance and registers the listening sockets and the wake-up
+    /// descriptor. Of `cfg`, only `single_port` and `gso` apply.
+    pub(crate) fn new(cfg: &IoConfig, listens: Vec<UdpSocket>, ports: PortPicker, wake: RawFd) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: a new descriptor we own.
@@ -75,8 +72,8 @@ impl EpollIo {
             free: Vec::new(),
             ports,
             errors: SendErrors::default(),
-            keep_listens: single_port,
-            gso: GsoLimit::new(gso),
+            keep_listens: cfg.single_port,
+            gso: GsoLimit::new(cfg.gso),
         };
         for (i, l) in io.listens.iter().enumerate() {
             if let Some(l) = l {

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 
 use hashbrown::DefaultHashBuilder;
 
+use crate::config::SourceRate;
 use crate::proto::Timestamp;
 
 /// Sets in the table (a power of two).
@@ -66,6 +67,14 @@ impl SourceLimiter {
             // Written whole here, so the table is resident from the start.
             table: vec![[Bucket::default(); WAYS]; SETS].into_boxed_slice(),
         }
+    }
+
+    /// One worker's share of a server-wide `rate` over `workers` workers: the kernel spreads one
+    /// address's ports over the workers, so each holds an even share of the rate and the burst
+    /// (a burst of at least one).
+    pub(crate) fn worker_share(rate: SourceRate, workers: usize) -> Self {
+        let share = workers.max(1) as f64;
+        Self::new(rate.per_second / share, (rate.burst / share).max(1.0))
     }
 
     /// The bucket's tokens at `now_ms`, capped at the burst.

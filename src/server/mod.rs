@@ -1,8 +1,9 @@
 //! The server: per-core workers, each an engine on an I/O backend.
 //!
-//! [`Server::start`] checks that no other socket holds a listen address (else it refuses to
-//! start), binds one `SO_REUSEPORT` socket per worker per listen address, probes
-//! io_uring, and starts the workers; each owns the transfers whose requests its sockets received.
+//! [`Server::start`] validates its [`ServerConfig`](crate::config::ServerConfig), checks that
+//! no other socket holds a listen address (else it refuses to start), binds one `SO_REUSEPORT`
+//! socket per worker per listen address, probes io_uring, and starts the workers; each owns the
+//! transfers whose requests its sockets received.
 //! The engine (`engine.rs`) holds the logic; `uring.rs` and `epoll.rs` move datagrams for it.
 
 pub mod stats;

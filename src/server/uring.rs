@@ -35,7 +35,7 @@ use super::io::{DataRun, Datagram, GsoLimit, Io, MAX_HEAD, MAX_RUN, Outgoing, Se
 use super::sendmsg;
 use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
 use super::worker::{Clock, RX_SIZE, WorkerControl};
-use crate::config::Config;
+use crate::config::IoConfig;
 use crate::fs::FileVersion;
 use crate::ring::BufRing;
 use tracing::warn;
@@ -204,7 +204,7 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 
 impl Uring {
     /// Sets up the ring, the buffer ring and the send slots, and arms the receives.
-    pub(crate) fn new(cfg: &Config, listens: Vec<UdpSocket>, ports: PortPicker, wake_fd: RawFd) -> io::Result<Self> {
+    pub(crate) fn new(cfg: &IoConfig, listens: Vec<UdpSocket>, ports: PortPicker, wake_fd: RawFd) -> io::Result<Self> {
         let gso = cfg.gso;
         let ring = build_ring(cfg.ring_entries)?;
         let count = u16::try_from(cfg.rx_buffers).map_err(|_| io::Error::other("--rx-buffers too large"))?;

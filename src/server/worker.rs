@@ -11,11 +11,11 @@ use crossbeam_utils::CachePadded;
 use tracing::{info, warn};
 
 use super::commit;
-use super::engine::{Engine, EngineParts};
+use super::engine::{Engine, EngineParts, EngineSettings};
 use super::socket::{self, PortPicker, listen_socket};
 use super::stats::{Counters, Latencies};
 use super::{epoll, probe, uring};
-use crate::config::{Config, IoBackend};
+use crate::config::{ConfigError, IoBackend, IoConfig, ServePolicy, ServerConfig, WriteConfig};
 use crate::fs::{Root, UploadRoot};
 use crate::proto::Timestamp;
 
@@ -103,6 +103,9 @@ impl std::fmt::Display for Backend {
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration is refused ([`ServerConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The root directory cannot be opened.
     #[error("cannot open root {path}: {source}")]
     Root {
@@ -151,9 +154,10 @@ pub enum StartError {
 
 /// Opens the upload directory; refuses one in the served tree unless allowed, and says at start
 /// what each accepted upload risk means.
-fn open_uploads(cfg: &Config, wc: &crate::config::WriteConfig) -> Result<UploadRoot, StartError> {
+fn open_uploads(cfg: &ServerConfig, wc: &WriteConfig) -> Result<UploadRoot, StartError> {
     use crate::fs::TreeRelation;
-    let uploads = UploadRoot::open(&wc.dir).map_err(|source| StartError::Root { path: wc.dir.clone(), source })?;
+    let dir = wc.dir.as_deref().unwrap_or(&cfg.root);
+    let uploads = UploadRoot::open(dir).map_err(|source| StartError::Root { path: dir.to_path_buf(), source })?;
     let relation =
         uploads.relation_to(&cfg.root).map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
     let where_ = match relation {
@@ -167,23 +171,23 @@ fn open_uploads(cfg: &Config, wc: &crate::config::WriteConfig) -> Result<UploadR
             return Err(StartError::Uploads(format!(
                 "--upload-dir {} {where_} {}: every client could fetch uploads, and uploads could replace what \
                  clients boot; use an upload directory outside the root, or --uploads-in-root to accept that",
-                wc.dir.display(),
+                dir.display(),
                 cfg.root.display()
             )));
         }
         warn!(
-            dir = %wc.dir.display(),
+            dir = %dir.display(),
             "--uploads-in-root: uploads land in the served tree, so every client can fetch what any uploader (or \
              anyone forging an uploader's address) puts there"
         );
-        if wc.policy.overwrite {
+        if cfg.serve.upload.overwrite {
             warn!(
                 "--overwrite-served-files: an upload may replace any file the server serves (boot loaders, kernels, \
                  pxelinux.cfg); one forged upload changes what every client boots"
             );
         }
     }
-    if cfg.single_port {
+    if cfg.io.single_port {
         warn!(
             "--allow-single-port-uploads: every transfer shares the listening port, so anyone who can forge an \
              address that --allow-write-from accepts can upload blind with two datagrams (WRQ, then DATA 1); use it \
@@ -214,6 +218,7 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     backend: Backend,
     fallback_reason: Option<String>,
+    gso: bool,
     committer: Option<JoinHandle<()>>,
 }
 
@@ -250,22 +255,25 @@ fn raise_fd_limit() -> u64 {
 /// transfer; an upload also holds its directory and file) no more than its share of three
 /// quarters of the descriptors left after a reserve for listening sockets, files and the rest, so that the table fills (and never-acknowledged
 /// transfers make room) before descriptors run out.
-fn transfer_capacity(cfg: &Config, nofile: u64) -> usize {
-    if cfg.single_port {
-        return cfg.max_transfers;
+fn transfer_capacity(cfg: &ServerConfig, nofile: u64) -> usize {
+    let max_transfers = cfg.io.max_transfers;
+    if cfg.io.single_port {
+        return max_transfers;
     }
     let workers = cfg.workers.max(1) as u64;
     // Listening sockets, rings, the commit thread; and the files each worker keeps open (its
     // idle cache, counted up to 256: a fleet boots from a handful of files).
     let reserve = 128 + workers * (32 + (cfg.file_cache as u64).min(256));
     let share = nofile.saturating_sub(reserve) / 4 * 3 / workers;
-    cfg.max_transfers.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
+    max_transfers.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
 }
 
 impl Server {
-    /// Opens the root, binds every worker's sockets, picks the backend and starts the workers.
-    /// Returns once every worker is serving.
-    pub fn start(mut cfg: Config) -> Result<Self, StartError> {
+    /// Checks the configuration ([`ServerConfig::validate`]), opens the root, binds every
+    /// worker's sockets, picks the backend and starts the workers. Returns once every worker is
+    /// serving.
+    pub fn start(cfg: ServerConfig) -> Result<Self, StartError> {
+        cfg.validate()?;
         let nofile = raise_fd_limit();
         let root = Root::open(&cfg.root, cfg.follow_symlinks)
             .map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
@@ -292,7 +300,7 @@ impl Server {
         for &addr in &cfg.listen {
             let mut addr = addr;
             for sockets in per_worker.iter_mut() {
-                let s = listen_socket(addr, cfg.recv_buffer).map_err(|source| StartError::Bind { addr, source })?;
+                let s = listen_socket(addr, cfg.io.recv_buffer).map_err(|source| StartError::Bind { addr, source })?;
                 if addr.port() == 0 {
                     addr = s.local_addr().map_err(|source| StartError::Bind { addr, source })?;
                 }
@@ -301,7 +309,7 @@ impl Server {
             local_addrs.push(addr);
         }
 
-        let (backend, fallback_reason) = match cfg.io {
+        let (backend, fallback_reason) = match cfg.io.backend {
             IoBackend::Epoll => (Backend::Epoll, None),
             IoBackend::Uring => match probe::io_uring_usable() {
                 Ok(()) => (Backend::Uring, None),
@@ -329,16 +337,18 @@ impl Server {
         } else {
             ((0..cfg.workers).map(|_| None).collect::<Vec<_>>(), None)
         };
-        cfg.gso = cfg.gso && socket::gso_supported();
+        // The I/O settings the workers run with: GSO only where the kernel has it.
+        let io = IoConfig { gso: cfg.io.gso && socket::gso_supported(), ..cfg.io };
         let capacity = transfer_capacity(&cfg, nofile);
-        if capacity < cfg.max_transfers {
+        if capacity < io.max_transfers {
             warn!(
                 per_worker = capacity,
                 descriptors = nofile,
                 "the descriptor limit holds each worker below --max-transfers (raise LimitNOFILE, or use --single-port)"
             );
         }
-        let cfg = Arc::new(cfg);
+        let policy = Arc::new(cfg.effective_policy());
+        let settings = EngineSettings::of(&cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
         let mut workers = Vec::new();
         for (w, listens) in per_worker.into_iter().enumerate() {
@@ -352,15 +362,15 @@ impl Server {
                 counters: Arc::clone(&counters),
                 capacity,
             };
-            let (cfg, ctl, ready) = (Arc::clone(&cfg), Arc::clone(&control), ready_tx.clone());
+            let (policy, ctl, ready) = (Arc::clone(&policy), Arc::clone(&control), ready_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("bootstorm-w{w}"))
-                .spawn(move || worker_main(w, core, backend, cfg, parts, listens, ctl, ready))
+                .spawn(move || worker_main(w, core, backend, io, policy, settings, parts, listens, ctl, ready))
                 .map_err(|source| StartError::Worker { worker: w, source })?;
             workers.push(WorkerHandle { thread, control, counters });
         }
         drop(ready_tx);
-        let server = Self { workers, local_addrs, backend, fallback_reason, committer };
+        let server = Self { workers, local_addrs, backend, fallback_reason, gso: io.gso, committer };
         for _ in 0..server.workers.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -371,7 +381,7 @@ impl Server {
                 Err(_) => break,
             }
         }
-        info!(workers = server.workers.len(), backend = %backend, gso = cfg.gso, "serving");
+        info!(workers = server.workers.len(), backend = %backend, gso = io.gso, "serving");
         Ok(server)
     }
 
@@ -383,6 +393,12 @@ impl Server {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether runs of DATA go out as one send cut by the kernel (UDP GSO): asked for in
+    /// [`IoConfig::gso`] and supported by the kernel.
+    pub fn gso(&self) -> bool {
+        self.gso
     }
 
     /// Why io_uring was not used, when `--io auto` fell back to epoll.
@@ -466,7 +482,9 @@ fn worker_main(
     w: usize,
     core: Option<core_affinity::CoreId>,
     backend: Backend,
-    cfg: Arc<Config>,
+    io: IoConfig,
+    policy: Arc<ServePolicy>,
+    settings: EngineSettings,
     parts: EngineParts,
     listens: Vec<UdpSocket>,
     control: Arc<WorkerControl>,
@@ -478,17 +496,17 @@ fn worker_main(
         }
     }
     let clock = Clock::new();
-    let mut engine = Engine::new(w, Arc::clone(&cfg), parts, clock.now());
-    let ports = PortPicker::new(cfg.port_range);
+    let mut engine = Engine::new(w, policy, settings, parts, clock.now());
+    let ports = PortPicker::new(io.port_range);
     let result = match backend {
-        Backend::Epoll => match epoll::EpollIo::new(listens, ports, control.wake_fd(), cfg.single_port, cfg.gso) {
+        Backend::Epoll => match epoll::EpollIo::new(&io, listens, ports, control.wake_fd()) {
             Ok(mut io) => {
                 let _ = ready.send(Ok(()));
                 epoll::run(&mut engine, &mut io, &clock, &control, RX_SIZE)
             }
             Err(e) => Err(e),
         },
-        Backend::Uring => match uring::Uring::new(&cfg, listens, ports, control.wake_fd()) {
+        Backend::Uring => match uring::Uring::new(&io, listens, ports, control.wake_fd()) {
             Ok(mut u) => {
                 let _ = ready.send(Ok(()));
                 uring::run(&mut engine, &mut u, &clock, &control)

@@ -2,10 +2,8 @@
 
 use std::net::SocketAddr;
 
-use clap::Parser;
-
 use super::*;
-use crate::config::Cli;
+use crate::config::{Cidr, ServerConfig, SourceRate, WriteConfig};
 use crate::fs::UploadRoot;
 use crate::server::io::SockRef;
 
@@ -100,16 +98,18 @@ struct Rig {
 const CLIENT: &str = "192.0.2.10:2000";
 const LOCAL: &str = "192.0.2.1";
 
-fn rig(args: &[&str]) -> Rig {
+/// An engine as `Server::start` builds it, serving a temporary root that holds `small` (1000
+/// bytes) and `text`, from the default configuration changed by `set`.
+fn rig(set: impl FnOnce(&mut ServerConfig)) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("small"), vec![7u8; 1000]).unwrap();
     std::fs::write(dir.path().join("text"), b"a\nb").unwrap();
-    let mut v = vec!["bootstorm", "--root", dir.path().to_str().unwrap()];
-    v.extend_from_slice(args);
-    let cfg: Config = Cli::try_parse_from(v).unwrap().try_into().unwrap();
-    let root = Arc::new(Root::open(&cfg.root, true).unwrap());
+    let mut cfg = ServerConfig { root: dir.path().to_path_buf(), ..Default::default() };
+    set(&mut cfg);
+    cfg.validate().unwrap();
+    let root = Arc::new(Root::open(&cfg.root, cfg.follow_symlinks).unwrap());
     let counters = Arc::new(CachePadded::new(Counters::default()));
-    let uploads = cfg.write.as_ref().map(|w| Arc::new(UploadRoot::open(&w.dir).unwrap()));
+    let uploads = cfg.upload_dir().map(|d| Arc::new(UploadRoot::open(d).unwrap()));
     let (mut commit_jobs, mut commit_done, mut commits) = (None, None, None);
     if uploads.is_some() {
         let (jtx, jrx) = crossbeam_channel::unbounded();
@@ -118,10 +118,26 @@ fn rig(args: &[&str]) -> Rig {
         commit_done = Some(dtx);
         commits = Some(super::super::commit::CommitLink { jobs: jtx, done: drx });
     }
-    let capacity = cfg.max_transfers;
+    let capacity = cfg.io.max_transfers;
     let parts = EngineParts { root, uploads, commits, counters: Arc::clone(&counters), capacity };
-    let engine = Engine::new(0, Arc::new(cfg), parts, Timestamp::ZERO);
+    let engine = Engine::new(0, Arc::new(cfg.effective_policy()), EngineSettings::of(&cfg), parts, Timestamp::ZERO);
     Rig { dir, engine, io: FakeIo::default(), now: Timestamp::ZERO, counters, commit_jobs, commit_done }
+}
+
+/// A change to the rig's configuration.
+type Change = fn(&mut ServerConfig);
+
+/// Uploads accepted into the root (the rig's only directory), on purpose: new files when
+/// `create`, replacing files (served ones included) when `overwrite`.
+fn uploads_in_root(c: &mut ServerConfig, create: bool, overwrite: bool) {
+    c.write = Some(WriteConfig {
+        dir: None,
+        in_served_tree: true,
+        overwrite_served_files: overwrite,
+        allow_single_port: false,
+    });
+    c.serve.upload.create = create;
+    c.serve.upload.overwrite = overwrite;
 }
 
 fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
@@ -150,8 +166,8 @@ impl Rig {
     /// An ACK from the client to transfer slot 0.
     fn ack(&mut self, peer: &str, block: u16) {
         let token = self.engine.token(0);
-        let via = if self.engine.cfg.single_port { Via::Listen(0) } else { Via::Transfer(SockRef(0)) };
-        let tok = (!self.engine.cfg.single_port).then_some(token);
+        let via = if self.engine.settings.single_port { Via::Listen(0) } else { Via::Transfer(SockRef(0)) };
+        let tok = (!self.engine.settings.single_port).then_some(token);
         self.dgram(via, tok, peer, &wire::ack(block));
     }
 
@@ -204,7 +220,7 @@ fn error_of(p: &[u8]) -> (u16, String) {
 
 #[test]
 fn plain_read_to_completion() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     let sent = r.io.take();
     assert_eq!(r.io.opened, ["192.0.2.1:0".parse::<SocketAddr>().unwrap()], "bound to the request's address");
@@ -224,7 +240,7 @@ fn plain_read_to_completion() {
 
 #[test]
 fn oack_and_windows() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x00100\x00windowsize\x004\x00tsize\x000\x00");
     let sent = r.io.take();
     assert_eq!(sent[0].3, b"\x00\x06blksize\x00100\x00windowsize\x004\x00tsize\x001000\x00");
@@ -242,7 +258,7 @@ fn oack_and_windows() {
 
 #[test]
 fn repeated_request_is_one_transfer() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     let rrq = b"\x00\x01small\x00octet\x00tsize\x000\x00";
     r.request(CLIENT, rrq);
     r.request(CLIENT, rrq);
@@ -265,7 +281,7 @@ fn repeated_request_is_one_transfer() {
 
 #[test]
 fn foreign_port_gets_error_5_and_transfer_goes_on() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     r.io.take();
     r.ack("192.0.2.10:2001", 1);
@@ -284,7 +300,7 @@ fn foreign_port_gets_error_5_and_transfer_goes_on() {
 
 #[test]
 fn refusals_and_errors() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     let cases: [(&[u8], u16); 8] = [
         (b"\x00\x01missing\x00octet\x00", 1),
         (b"\x00\x01../etc/passwd\x00octet\x00", 2),
@@ -310,7 +326,7 @@ fn refusals_and_errors() {
 
 #[test]
 fn busy_is_an_answer_not_silence() {
-    let mut r = rig(&["--max-transfers", "1"]);
+    let mut r = rig(|c| c.io.max_transfers = 1);
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     r.io.take();
     // The client acknowledges: its transfer progresses and is never made to give way.
@@ -325,7 +341,7 @@ fn busy_is_an_answer_not_silence() {
 
 #[test]
 fn a_full_table_makes_room_by_ending_the_oldest_silent_transfer() {
-    let mut r = rig(&["--max-transfers", "3"]);
+    let mut r = rig(|c| c.io.max_transfers = 3);
     // Three requests whose clients never answer (forged, say), then a fourth.
     for n in 1..=3 {
         r.request(&format!("198.51.100.{n}:1000"), b"\x00\x01small\x00octet\x00");
@@ -341,7 +357,7 @@ fn a_full_table_makes_room_by_ending_the_oldest_silent_transfer() {
 
 #[test]
 fn uefi_probe_counted_as_probe() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00tsize\x000\x00blksize\x001468\x00");
     r.io.take();
     let token = r.engine.token(0);
@@ -354,7 +370,7 @@ fn uefi_probe_counted_as_probe() {
 
 #[test]
 fn single_port_mode() {
-    let mut r = rig(&["--single-port"]);
+    let mut r = rig(|c| c.io.single_port = true);
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     let sent = r.io.take();
     assert!(r.io.opened.is_empty(), "no transfer socket");
@@ -377,7 +393,7 @@ fn single_port_mode() {
 
 #[test]
 fn broadcast_requests_ignored() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     let d = Datagram {
         via: Via::Listen(0),
         token: None,
@@ -393,7 +409,7 @@ fn broadcast_requests_ignored() {
 
 #[test]
 fn silent_unconfirmed_client_gets_one_timed_resend_then_expires() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     let first = r.io.take();
     for _ in 0..70 {
@@ -408,7 +424,7 @@ fn silent_unconfirmed_client_gets_one_timed_resend_then_expires() {
 
 #[test]
 fn confirmed_client_gets_retransmissions() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     r.io.take();
     r.now = r.now + Duration::from_millis(2);
@@ -422,7 +438,7 @@ fn confirmed_client_gets_retransmissions() {
 
 #[test]
 fn backpressure_resumes() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x008\x00windowsize\x0016\x00");
     r.io.take();
     r.io.full = true;
@@ -434,8 +450,8 @@ fn backpressure_resumes() {
 }
 
 /// A rig serving `big`, 200,000 bytes, as well.
-fn rig_with_big(args: &[&str]) -> Rig {
-    let r = rig(args);
+fn rig_with_big(set: impl FnOnce(&mut ServerConfig)) -> Rig {
+    let r = rig(set);
     std::fs::write(r.dir.path().join("big"), vec![5u8; 200_000]).unwrap();
     r
 }
@@ -452,7 +468,7 @@ fn request_big(r: &mut Rig, blksize: u16, window: u16) -> Vec<u8> {
 
 #[test]
 fn a_window_of_full_blocks_is_one_run() {
-    let mut r = rig_with_big(&[]);
+    let mut r = rig_with_big(|_| {});
     assert_eq!(request_big(&mut r, 512, 16), b"\x00\x06blksize\x00512\x00windowsize\x0016\x00");
     r.ack(CLIENT, 0);
     assert_eq!(r.io.take_runs(), [Run::of(1..=16, 516, 516)], "blocks 1..=16 as one send");
@@ -464,14 +480,14 @@ fn a_window_of_full_blocks_is_one_run() {
 #[test]
 fn the_final_short_block_ends_the_last_run() {
     // small: 1000 bytes, blocks of 300: three full blocks and one of 100.
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01small\x00octet\x00blksize\x00300\x00windowsize\x0016\x00");
     r.io.take();
     r.ack(CLIENT, 0);
     assert_eq!(r.io.take_runs(), [Run::of(1..=4, 304, 104)]);
     // 200,000 bytes in blocks of 1024: block 196 holds the last 320 bytes; a window of 64 from
     // block 193 holds four blocks.
-    let mut r = rig_with_big(&[]);
+    let mut r = rig_with_big(|_| {});
     request_big(&mut r, 1024, 64);
     r.ack(CLIENT, 0);
     r.ack(CLIENT, 64);
@@ -486,7 +502,7 @@ fn the_final_short_block_ends_the_last_run() {
 
 #[test]
 fn a_run_holds_at_most_max_run_segments() {
-    let mut r = rig_with_big(&["--max-windowsize", "100"]);
+    let mut r = rig_with_big(|c| c.serve.limits.max_windowsize = 100);
     request_big(&mut r, 8, 100);
     r.ack(CLIENT, 0);
     // 100 datagrams of 12 bytes: the first MAX_RUN (64) in one send, the other 36 in the next.
@@ -496,7 +512,7 @@ fn a_run_holds_at_most_max_run_segments() {
 
 #[test]
 fn a_run_holds_at_most_max_run_bytes() {
-    let mut r = rig_with_big(&[]);
+    let mut r = rig_with_big(|_| {});
     request_big(&mut r, 1468, 64);
     r.ack(CLIENT, 0);
     // 44 datagrams of 1472 bytes fit 65,000; 45 do not.
@@ -507,7 +523,7 @@ fn a_run_holds_at_most_max_run_bytes() {
 
 #[test]
 fn a_retransmitted_window_is_one_run_again() {
-    let mut r = rig_with_big(&[]);
+    let mut r = rig_with_big(|_| {});
     request_big(&mut r, 512, 8);
     r.now = r.now + Duration::from_millis(2);
     r.ack(CLIENT, 0);
@@ -525,7 +541,7 @@ fn a_retransmitted_window_is_one_run_again() {
 
 #[test]
 fn graceful_stop() {
-    let mut r = rig(&["--grace", "1"]);
+    let mut r = rig(|c| c.grace = Duration::from_secs(1));
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     r.io.take();
     r.engine.begin_stop(r.now);
@@ -542,7 +558,7 @@ fn graceful_stop() {
 
 #[test]
 fn netascii_served_translated_without_tsize() {
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.request(CLIENT, b"\x00\x01text\x00netascii\x00tsize\x000\x00");
     let sent = r.io.take();
     assert_eq!(sent[0].3, b"\x00\x03\x00\x01a\r\nb", "no OACK: tsize is left out for netascii");
@@ -551,7 +567,7 @@ fn netascii_served_translated_without_tsize() {
 #[test]
 fn peer_index_survives_growth() {
     // Hundreds of transfers force the index to grow and rehash; every one must still be found.
-    let mut r = rig(&["--single-port"]);
+    let mut r = rig(|c| c.io.single_port = true);
     let peers: Vec<String> = (0..500).map(|i| format!("192.0.2.{}:{}", 10 + i % 200, 1000 + i)).collect();
     for p in &peers {
         r.request(p, b"\x00\x01small\x00octet\x00");
@@ -576,7 +592,7 @@ fn transfer_state_stays_small() {
 #[test]
 fn same_request_after_last_block_starts_a_new_transfer() {
     // The request for the next session overtakes the final ACK of the previous one.
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     let rrq = b"\x00\x01small\x00octet\x00";
     r.request(CLIENT, rrq);
     r.ack(CLIENT, 1);
@@ -593,7 +609,7 @@ fn same_request_after_last_block_starts_a_new_transfer() {
 #[test]
 fn first_data_waits_for_room_and_is_never_empty() {
     // A plain request (DATA 1 first) while the backend has no room for DATA.
-    let mut r = rig(&[]);
+    let mut r = rig(|_| {});
     r.io.full = true;
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
     assert!(r.io.take().is_empty(), "deferred, not sent without its payload");
@@ -610,7 +626,7 @@ fn first_data_waits_for_room_and_is_never_empty() {
 
 #[test]
 fn upload_lands_only_after_commit_then_final_ack() {
-    let mut r = rig(&["--allow-write", "--uploads-in-root", "--create", "--overwrite", "--overwrite-served-files"]);
+    let mut r = rig(|c| uploads_in_root(c, true, true));
     r.request(CLIENT, b"\x00\x02small\x00octet\x00tsize\x00600\x00");
     assert_eq!(r.io.take()[0].3, b"\x00\x06tsize\x00600\x00");
     r.data(CLIENT, 1, &[9; 512]);
@@ -629,21 +645,34 @@ fn upload_lands_only_after_commit_then_final_ack() {
 
 #[test]
 fn upload_refusals_with_exact_codes() {
-    let cases: [(&[&str], &[u8], u16); 6] = [
-        (&[], b"\x00\x02new\x00octet\x00", 2),
-        (&["--allow-write", "--create"], b"\x00\x02small\x00octet\x00", 6),
-        (&["--allow-write", "--overwrite", "--overwrite-served-files"], b"\x00\x02new\x00octet\x00", 1),
-        (&["--allow-write", "--create", "--max-upload-size", "100"], b"\x00\x02new\x00octet\x00tsize\x00101\x00", 3),
-        (&["--allow-write", "--create"], b"\x00\x02../x\x00octet\x00", 2),
-        (&["--allow-write", "--create", "--allow-write-from", "10.0.0.0/8"], b"\x00\x02new\x00octet\x00", 2),
+    // Uploads into the root (the rig's only directory), on purpose.
+    let cases: [(Change, &[u8], u16); 6] = [
+        (|_| {}, b"\x00\x02new\x00octet\x00", 2),
+        (|c| uploads_in_root(c, true, false), b"\x00\x02small\x00octet\x00", 6),
+        (|c| uploads_in_root(c, false, true), b"\x00\x02new\x00octet\x00", 1),
+        (
+            |c| {
+                uploads_in_root(c, true, false);
+                c.serve.upload.max_size = 100;
+            },
+            b"\x00\x02new\x00octet\x00tsize\x00101\x00",
+            3,
+        ),
+        (|c| uploads_in_root(c, true, false), b"\x00\x02../x\x00octet\x00", 2),
+        (
+            |c| {
+                uploads_in_root(c, true, false);
+                c.serve.allow_write_from = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+            },
+            b"\x00\x02new\x00octet\x00",
+            2,
+        ),
     ];
-    for (args, req, code) in cases {
-        // Uploads into the root (the rig's only directory), on purpose.
-        let args = if args.is_empty() { args.to_vec() } else { [args, &["--uploads-in-root"]].concat() };
-        let mut r = rig(&args);
+    for (i, (set, req, code)) in cases.into_iter().enumerate() {
+        let mut r = rig(set);
         r.request(CLIENT, req);
         let sent = r.io.take();
-        assert_eq!(error_of(&sent[0].3).0, code, "{args:?} {:?}", req.escape_ascii().to_string());
+        assert_eq!(error_of(&sent[0].3).0, code, "case {i}: {:?}", req.escape_ascii().to_string());
         assert_eq!(r.files(), ["small", "text"], "nothing written");
         assert_eq!(std::fs::read(r.dir.path().join("small")).unwrap(), vec![7u8; 1000]);
     }
@@ -651,7 +680,10 @@ fn upload_refusals_with_exact_codes() {
 
 #[test]
 fn abandoned_and_oversized_uploads_leave_nothing() {
-    let mut r = rig(&["--allow-write", "--uploads-in-root", "--create", "--max-upload-size", "1000"]);
+    let mut r = rig(|c| {
+        uploads_in_root(c, true, false);
+        c.serve.upload.max_size = 1000;
+    });
     r.request(CLIENT, b"\x00\x02up\x00octet\x00");
     r.io.take();
     r.data(CLIENT, 1, &[1; 512]);
@@ -677,17 +709,12 @@ fn abandoned_and_oversized_uploads_leave_nothing() {
 #[test]
 fn allow_list_and_rate_limit_drop_silently() {
     // One worker: it holds the whole rate and burst.
-    let mut r = rig(&[
-        "--workers",
-        "1",
-        "--allow",
-        "192.0.2.0/28",
-        "--rate-per-source",
-        "1",
-        "--burst-per-source",
-        "2",
-        "--rate-limit-always",
-    ]);
+    let mut r = rig(|c| {
+        c.workers = 1;
+        c.serve.allow = vec![Cidr::parse("192.0.2.0/28").unwrap()];
+        c.serve.rate_per_source = Some(SourceRate { per_second: 1.0, burst: 2.0 });
+        c.serve.rate_limit_always = true;
+    });
     r.request("198.51.100.1:1", b"\x00\x01small\x00octet\x00");
     assert!(r.io.take().is_empty(), "outside the allow list: ignored");
     assert_eq!(count(&r.counters.ignored), 1);
@@ -704,7 +731,11 @@ fn allow_list_and_rate_limit_drop_silently() {
 #[test]
 fn one_address_is_served_in_full_until_the_worker_is_under_pressure() {
     // Clients behind NAT share one address: an idle server serves them all, far past the burst.
-    let mut r = rig(&["--workers", "1", "--rate-per-source", "1", "--burst-per-source", "2", "--max-transfers", "20"]);
+    let mut r = rig(|c| {
+        c.workers = 1;
+        c.serve.rate_per_source = Some(SourceRate { per_second: 1.0, burst: 2.0 });
+        c.io.max_transfers = 20;
+    });
     for port in 1..=10 {
         r.request(&format!("192.0.2.5:{port}"), b"\x00\x01small\x00octet\x00");
     }
@@ -721,7 +752,7 @@ fn one_address_is_served_in_full_until_the_worker_is_under_pressure() {
 
 #[test]
 fn under_pressure_no_source_holds_more_than_its_share() {
-    let mut r = rig(&["--max-transfers", "16"]);
+    let mut r = rig(|c| c.io.max_transfers = 16);
     // One source holds eight transfers that progress (each acknowledged its DATA 1): half the
     // table, the pressure line.
     for port in 1..=8u16 {
@@ -745,7 +776,7 @@ fn under_pressure_no_source_holds_more_than_its_share() {
 
 #[test]
 fn a_request_that_becomes_no_transfer_ends_no_silent_one() {
-    let mut r = rig(&["--max-transfers", "3"]);
+    let mut r = rig(|c| c.io.max_transfers = 3);
     for n in 1..=3 {
         r.request(&format!("198.51.100.{n}:1000"), b"\x00\x01small\x00octet\x00");
     }
@@ -754,4 +785,46 @@ fn a_request_that_becomes_no_transfer_ends_no_silent_one() {
     r.request("192.0.2.11:2000", b"\x00\x01missing\x00octet\x00");
     assert_eq!(error_of(&r.io.take()[0].3).0, 1);
     assert_eq!((count(&r.counters.evicted), count(&r.counters.active)), (0, 3));
+}
+
+#[test]
+fn an_engine_from_the_default_configuration_serves_a_read() {
+    // A library user's server: the defaults, a root, no command line anywhere.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pxelinux.0"), b"boot me").unwrap();
+    let cfg = ServerConfig { root: dir.path().to_path_buf(), ..ServerConfig::default() };
+    cfg.validate().unwrap();
+    let counters = Arc::new(CachePadded::new(Counters::default()));
+    let parts = EngineParts {
+        root: Arc::new(Root::open(&cfg.root, cfg.follow_symlinks).unwrap()),
+        uploads: None,
+        commits: None,
+        counters: Arc::clone(&counters),
+        capacity: cfg.io.max_transfers,
+    };
+    let policy = Arc::new(cfg.effective_policy());
+    let mut engine = Engine::new(0, policy, EngineSettings::of(&cfg), parts, Timestamp::ZERO);
+    let mut io = FakeIo::default();
+    let local = LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 };
+    let peer: SocketAddr = CLIENT.parse().unwrap();
+    let rrq = b"\x00\x01pxelinux.0\x00octet\x00";
+    let d = Datagram { via: Via::Listen(0), token: None, peer, local: Some(local), payload: rrq, truncated: false };
+    engine.on_datagram(Timestamp::ZERO, &d, &mut io);
+    engine.flush(Timestamp::ZERO, &mut io);
+    let sent = io.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].3, b"\x00\x03\x00\x01boot me", "DATA 1, the whole file");
+    let ack = wire::ack(1);
+    let token = engine.token(0);
+    let d = Datagram {
+        via: Via::Transfer(SockRef(0)),
+        token: Some(token),
+        peer,
+        local: None,
+        payload: &ack,
+        truncated: false,
+    };
+    engine.on_datagram(Timestamp::ZERO, &d, &mut io);
+    engine.flush(Timestamp::ZERO, &mut io);
+    assert_eq!(count(&counters.ok), 1, "the transfer is done");
 }

@@ -1,0 +1,559 @@
+//! The command line: [`Cli`] is what clap parses, [`Settings`] what the binary runs with (the
+//! library's [`ServerConfig`], validated, plus the settings only the binary has: the log level
+//! and the stats interval). Checks of flag syntax live here; checks of the configuration itself
+//! are the library's ([`ServerConfig::validate`]), and their messages name the flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bootstorm::config::{
+    self, Cidr, ConfigError, IoBackend, IoConfig, ServePolicy, ServerConfig, SourceRate, WriteConfig,
+};
+use bootstorm::fs::WritePolicy;
+use bootstorm::proto::RtoBounds;
+use bootstorm::proto::options::{Limits, MAX_BLKSIZE};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, ValueEnum};
+
+/// `--io`: which I/O backend the workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IoArg {
+    /// io_uring when the start-up probe says it works, epoll otherwise.
+    Auto,
+    /// io_uring; fail to start if it is unusable.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+impl From<IoArg> for IoBackend {
+    fn from(a: IoArg) -> Self {
+        match a {
+            IoArg::Auto => Self::Auto,
+            IoArg::Uring => Self::Uring,
+            IoArg::Epoll => Self::Epoll,
+        }
+    }
+}
+
+/// bootstorm: a TFTP server for PXE-booting whole fleets at once.
+///
+/// Serves files from --root to TFTP clients (RFC 1350 with options blksize, timeout, tsize and
+/// windowsize). One worker per CPU, each pinned to its core with its own socket per listen
+/// address; the kernel spreads clients over the workers.
+#[derive(Debug, Parser)]
+#[command(name = "bootstorm", version, max_term_width = 100, args_override_self = true)]
+pub(crate) struct Cli {
+    /// Directory to serve. Paths are resolved beneath it by the kernel: nothing outside it can be
+    /// read, whatever the request or the symlinks say. --root / is refused (it would serve the
+    /// whole file system) unless --serve-whole-filesystem is given.
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) root: PathBuf,
+
+    /// Accept --root / (or any path that resolves to /): every readable file of the host, from
+    /// /etc/shadow to SSH host keys, is then served to anyone who can send a datagram.
+    #[arg(long)]
+    pub(crate) serve_whole_filesystem: bool,
+
+    /// Address and port to listen on; repeat for several (the same address and port twice is
+    /// refused). An address and port that another socket already holds, or overlaps (the
+    /// wildcard address and a specific one), is refused at start. [default: 0.0.0.0:69 and
+    /// [::]:69]
+    #[arg(short, long = "listen", value_name = "ADDR:PORT")]
+    pub(crate) listen: Vec<SocketAddr>,
+
+    /// Worker threads. [default: the CPUs this process may run on]
+    #[arg(short, long, value_name = "N")]
+    pub(crate) workers: Option<usize>,
+
+    /// Do not pin each worker to its own core.
+    #[arg(long)]
+    pub(crate) no_pin: bool,
+
+    /// I/O backend.
+    #[arg(long = "io", value_enum, default_value_t = IoArg::Auto)]
+    pub(crate) io: IoArg,
+
+    /// Send each DATA packet with its own send, never a window of them as one send that the
+    /// kernel cuts into datagrams (UDP GSO; used by default where the kernel has it).
+    #[arg(long)]
+    pub(crate) no_gso: bool,
+
+    /// Largest blksize granted (8–65464). Also capped per request by the MTU of the interface the
+    /// request came in on, so that no DATA packet is fragmented.
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_BLKSIZE)]
+    pub(crate) max_blksize: u16,
+
+    /// Largest windowsize granted (1–32768, RFC 7440).
+    #[arg(long, value_name = "BLOCKS", default_value_t = 64)]
+    pub(crate) max_windowsize: u16,
+
+    /// Retransmission timeout before a round trip has been measured, in seconds (fractions
+    /// allowed). Once ACKs flow, the timeout adapts to the measured round-trip time.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub(crate) timeout: f64,
+
+    /// Lower bound of the adaptive retransmission timeout, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    pub(crate) min_rto: u64,
+
+    /// Upper bound of the retransmission timeout with backoff, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub(crate) max_rto: u64,
+
+    /// Retransmissions in a row before a silent client is given up (and at least
+    /// --timeout × --retries of silence).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub(crate) retries: u8,
+
+    /// Ports for transfers, LO:HI inclusive, to fit a firewall; each transfer gets a free port
+    /// drawn at random from the range. [default: any free port, chosen at random by the kernel]
+    #[arg(long, value_name = "LO:HI", value_parser = parse_port_range)]
+    pub(crate) port_range: Option<(u16, u16)>,
+
+    /// Serve every transfer from the listening port instead of a new port per transfer (for NAT
+    /// and load balancers); transfers are told apart by client address and port. Refused with
+    /// --port-range, which it contradicts.
+    #[arg(long, conflicts_with = "port_range")]
+    pub(crate) single_port: bool,
+
+    /// Transfers in progress per worker; requests beyond get ERROR 0 "server busy".
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub(crate) max_transfers: usize,
+
+    /// On SIGINT or SIGTERM: stop accepting, then give transfers in progress this many seconds to
+    /// finish before ending them.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub(crate) grace: f64,
+
+    /// Refuse every symbolic link (by default links that stay inside the root are followed).
+    #[arg(long)]
+    pub(crate) no_symlinks: bool,
+
+    /// Receive buffer of each listening socket (K, M and G suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    pub(crate) recv_buffer: usize,
+
+    /// io_uring submission queue entries per worker.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub(crate) ring_entries: u32,
+
+    /// Receive buffers per worker in the io_uring provided-buffer ring (a power of two).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub(crate) rx_buffers: u32,
+
+    /// Sends in flight per worker on io_uring.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub(crate) send_slots: u32,
+
+    /// Files kept open and mapped per worker when no transfer uses them.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub(crate) file_cache: usize,
+
+    /// Log level: error, warn, info (one line per finished transfer), debug (also file-not-found
+    /// lookups), trace; any other value is refused. RUST_LOG overrides it with a filter.
+    #[arg(long, value_name = "LEVEL", default_value = "info", ignore_case = true,
+        value_parser = PossibleValuesParser::new(LOG_LEVELS).map(|s| s.to_ascii_lowercase()))]
+    pub(crate) log_level: String,
+
+    /// Accept uploads (WRQ) into --upload-dir. New files also need --create, replacing existing
+    /// ones --overwrite. An upload is written to an unnamed file and put in place only when
+    /// complete. TFTP has no authentication: anyone who can send from an address that --allow and
+    /// --allow-write-from accept, or forge one, can upload.
+    #[arg(long)]
+    pub(crate) allow_write: bool,
+
+    /// Directory uploads go into (needs --allow-write). It must lie outside the served tree: not
+    /// --root, not inside it, not above it (else --uploads-in-root).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) upload_dir: Option<PathBuf>,
+
+    /// Let uploads land in the served tree: into --root when no --upload-dir is given, or into an
+    /// --upload-dir inside (or above) the root. Every client can then fetch what any uploader
+    /// wrote; replacing served files also needs --overwrite-served-files.
+    #[arg(long)]
+    pub(crate) uploads_in_root: bool,
+
+    /// With --uploads-in-root and --overwrite: let an upload replace files the server serves
+    /// (boot loaders, kernels, pxelinux.cfg). One upload, forged or not, then changes what every
+    /// client boots.
+    #[arg(long)]
+    pub(crate) overwrite_served_files: bool,
+
+    /// Accept uploads with --single-port (refused otherwise). Every transfer then shares the
+    /// listening port, so anyone who can forge an address that --allow-write-from accepts can
+    /// upload blind, with two datagrams (WRQ, then DATA 1), never seeing an answer.
+    #[arg(long)]
+    pub(crate) allow_single_port_uploads: bool,
+
+    /// Uploads may create new files (needs --allow-write).
+    #[arg(long)]
+    pub(crate) create: bool,
+
+    /// Uploads may replace existing files; without it they get ERROR 6 "file exists" (needs
+    /// --allow-write).
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+
+    /// Largest upload accepted, checked against the client's tsize before any data and while
+    /// receiving (K, M and G suffixes allowed); beyond it: ERROR 3.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    pub(crate) max_upload_size: usize,
+
+    /// umask for uploaded files, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
+    pub(crate) umask: u32,
+
+    /// Serve only clients in this network (repeatable, e.g. 10.0.0.0/8, fd00::/8, 192.0.2.7);
+    /// requests from elsewhere are ignored silently. An address filter stops only senders that
+    /// cannot forge their source address. [default: everyone]
+    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    pub(crate) allow: Vec<Cidr>,
+
+    /// Accept uploads only from this network (repeatable); uploads from elsewhere get ERROR 2.
+    /// Each must lie inside an --allow network, when --allow is given. Only the request's source
+    /// address is checked: this stops attackers who cannot forge addresses, not those who can.
+    /// [default: every client --allow lets in]
+    #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
+    pub(crate) allow_write_from: Vec<Cidr>,
+
+    /// New transfers per second each client address may start while the server is under
+    /// pressure (a worker's transfer table half full, or transfer sockets failing to open);
+    /// token bucket, 0: no limit. An idle server serves every request, so a rack behind NAT or
+    /// a Kubernetes node (many clients, one address) is never throttled; under pressure, a
+    /// source beyond its rate is dropped (counted as rate_limited) so it cannot starve the
+    /// others. Repeated requests do not count. Each worker holds an even share of the rate and
+    /// burst (the kernel spreads an address's ports over the workers).
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    pub(crate) rate_per_source: f64,
+
+    /// Apply --rate-per-source at all times, as a hard cap per address even on an idle server
+    /// (clients that share an address, behind NAT, share the cap).
+    #[arg(long)]
+    pub(crate) rate_limit_always: bool,
+
+    /// Burst of new transfers a client address may start at once.
+    #[arg(long, value_name = "N", default_value_t = 500.0)]
+    pub(crate) burst_per_source: f64,
+
+    /// Log each worker's counters every SECS seconds (0: only at exit, with latency percentiles).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub(crate) stats_interval: u64,
+}
+
+/// The values `--log-level` accepts (in any case).
+pub(crate) const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// What the binary runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// The server's configuration, validated.
+    pub(crate) server: ServerConfig,
+    /// Log filter (`--log-level`, lowercase).
+    pub(crate) log_level: String,
+    /// Log the counters this often (`--stats-interval`); `None`: only at exit.
+    pub(crate) stats_interval: Option<Duration>,
+}
+
+/// A command line the binary refuses: a flag value that means nothing, or a configuration
+/// [`ServerConfig::validate`] refuses.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// A number of seconds that is negative, not a number or too large.
+    #[error("{flag} must be a non-negative number of seconds")]
+    Seconds {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+fn secs(v: f64, flag: &'static str) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(v).map_err(|_| CliError::Seconds { flag })
+}
+
+impl TryFrom<Cli> for Settings {
+    type Error = CliError;
+
+    fn try_from(c: Cli) -> Result<Self, CliError> {
+        let timeout = secs(c.timeout, "--timeout")?;
+        let grace = secs(c.grace, "--grace")?;
+        // These flags have no place in the configuration without uploads: refused here, as the
+        // library refuses the upload settings it holds.
+        if !c.allow_write
+            && (c.upload_dir.is_some() || c.uploads_in_root || c.overwrite_served_files || c.allow_single_port_uploads)
+        {
+            return Err(ConfigError::UploadsOff.into());
+        }
+        let defaults = ServerConfig::default();
+        let rto = RtoBounds {
+            initial: timeout,
+            min: Duration::from_millis(c.min_rto),
+            max: Duration::from_millis(c.max_rto),
+        };
+        let server = ServerConfig {
+            root: c.root,
+            serve_whole_filesystem: c.serve_whole_filesystem,
+            listen: if c.listen.is_empty() { defaults.listen } else { c.listen },
+            workers: c.workers.unwrap_or(defaults.workers),
+            pin: !c.no_pin,
+            grace,
+            follow_symlinks: !c.no_symlinks,
+            file_cache: c.file_cache,
+            io: IoConfig {
+                backend: c.io.into(),
+                gso: !c.no_gso,
+                recv_buffer: c.recv_buffer,
+                ring_entries: c.ring_entries,
+                rx_buffers: c.rx_buffers,
+                send_slots: c.send_slots,
+                single_port: c.single_port,
+                port_range: c.port_range,
+                max_transfers: c.max_transfers,
+            },
+            serve: ServePolicy {
+                allow: c.allow,
+                allow_write_from: c.allow_write_from,
+                limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize, max_window_bytes: None },
+                retransmit: config::retransmit(rto, c.retries),
+                rate_per_source: Some(SourceRate { per_second: c.rate_per_source, burst: c.burst_per_source }),
+                rate_limit_always: c.rate_limit_always,
+                upload: WritePolicy {
+                    create: c.create,
+                    overwrite: c.overwrite,
+                    mode: 0o666 & !c.umask,
+                    max_size: c.max_upload_size as u64,
+                },
+            },
+            write: c.allow_write.then_some(WriteConfig {
+                dir: c.upload_dir,
+                in_served_tree: c.uploads_in_root,
+                overwrite_served_files: c.overwrite_served_files,
+                allow_single_port: c.allow_single_port_uploads,
+            }),
+        };
+        server.validate()?;
+        Ok(Self {
+            server,
+            log_level: c.log_level,
+            stats_interval: (c.stats_interval > 0).then(|| Duration::from_secs(c.stats_interval)),
+        })
+    }
+}
+
+/// Parses `LO:HI` (inclusive, LO ≤ HI, both above 0).
+pub(crate) fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once(':').ok_or("expected LO:HI")?;
+    let lo: u16 = lo.trim().parse().map_err(|_| "LO is not a port number")?;
+    let hi: u16 = hi.trim().parse().map_err(|_| "HI is not a port number")?;
+    if lo == 0 || lo > hi {
+        return Err("need 0 < LO <= HI".into());
+    }
+    Ok((lo, hi))
+}
+
+/// Parses an octal umask (at most 0o777).
+pub(crate) fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim(), 8).ok().filter(|&m| m <= 0o777).ok_or_else(|| format!("not an octal umask: {s}"))
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: usize = num.trim().parse().map_err(|_| format!("not a size: {s}"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("too large: {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Result<Settings, String> {
+        let mut v = vec!["bootstorm", "--root", "/srv/tftp"];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+        Settings::try_from(cli).map_err(|e| e.to_string())
+    }
+
+    fn server(args: &[&str]) -> ServerConfig {
+        cfg(args).unwrap().server
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.server, ServerConfig { root: "/srv/tftp".into(), ..ServerConfig::default() }, "the library's");
+        assert_eq!((c.log_level.as_str(), c.stats_interval), ("info", None));
+        let c = c.server;
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.workers >= 1);
+        assert!(c.pin);
+        assert_eq!(c.serve.limits.max_blksize, 65464);
+        assert_eq!(c.serve.limits.max_windowsize, 64);
+        assert_eq!(c.serve.retransmit.patience, Duration::from_secs(6));
+        assert_eq!(c.io.recv_buffer, 8 << 20);
+        assert!(!c.io.single_port);
+    }
+
+    #[test]
+    fn flags() {
+        let c = server(&[
+            "-l",
+            "127.0.0.1:6969",
+            "-l",
+            "[::1]:6969",
+            "-w",
+            "3",
+            "--no-pin",
+            "--io",
+            "epoll",
+            "--port-range",
+            "30000:30100",
+            "--timeout",
+            "0.5",
+            "--retries",
+            "4",
+            "--max-blksize",
+            "1468",
+        ]);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.workers, 3);
+        assert!(!c.pin);
+        assert_eq!(c.io.backend, IoBackend::Epoll);
+        assert_eq!(c.io.port_range, Some((30000, 30100)));
+        assert!(server(&["--single-port"]).io.single_port);
+        assert_eq!(c.serve.retransmit.patience, Duration::from_secs(2));
+        assert_eq!(c.serve.limits.max_blksize, 1468);
+        assert_eq!(c.effective_policy().limits.max_window_bytes, Some(config::BLIND_BUDGET));
+        assert_eq!(cfg(&["--stats-interval", "5"]).unwrap().stats_interval, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            &["--max-blksize", "7"][..],
+            &["--max-windowsize", "0"],
+            &["--timeout", "0"],
+            &["--timeout", "-1"],
+            &["--grace=-1"],
+            &["--workers", "0"],
+            &["--port-range", "10:5"],
+            &["--port-range", "0:5"],
+            &["--rx-buffers", "1000"],
+            &["--min-rto", "5000"],
+            &["--retries", "0"],
+            &["--rate-per-source", "0", "--burst-per-source", "0.5"],
+        ] {
+            assert!(cfg(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(cfg(&["--max-blksize", "7"]).unwrap_err(), "--max-blksize must be 8..=65464");
+        assert_eq!(cfg(&["--timeout=-1"]).unwrap_err(), "--timeout must be a non-negative number of seconds");
+        assert_eq!(cfg(&["--grace=nan"]).unwrap_err(), "--grace must be a non-negative number of seconds");
+    }
+
+    #[test]
+    fn operator_mistakes() {
+        let root = |r: &str, extra: &[&str]| {
+            let mut v = vec!["bootstorm", "--root", r];
+            v.extend_from_slice(extra);
+            Settings::try_from(Cli::try_parse_from(v).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        };
+        for r in ["/", "//", "/.", "/tmp/..", "/nonexistent/..", "/nonexistent/../../."] {
+            let e = root(r, &[]).unwrap_err();
+            assert!(e.contains("--serve-whole-filesystem") && e.contains("whole file system"), "{r}: {e}");
+            assert!(root(r, &["--serve-whole-filesystem"]).is_ok(), "{r}");
+        }
+        assert!(root("/nonexistent", &[]).is_ok() && root("relative/..", &[]).is_ok());
+        // Log levels: exactly the five, in any case.
+        for bad in ["warning", "bogus", "", "info,bootstorm=trace"] {
+            let e = cfg(&["--log-level", bad]).unwrap_err();
+            assert!(e.contains("error, warn, info, debug, trace"), "{bad}: {e}");
+        }
+        assert_eq!(cfg(&["--log-level", "WARN"]).unwrap().log_level, "warn");
+        assert_eq!(cfg(&[]).unwrap().log_level, "info");
+        // Contradictions.
+        let e = cfg(&["--single-port", "--port-range", "30000:30010"]).unwrap_err();
+        assert!(e.contains("--single-port") && e.contains("--port-range"), "{e}");
+        let up = ["--allow-write", "--create", "--upload-dir", "/up"];
+        let with = |extra: &[&'static str]| cfg(&[&up[..], extra].concat());
+        let e = with(&["--allow", "10.0.0.0/8", "--allow-write-from", "192.168.1.0/24"]).unwrap_err();
+        assert!(e.contains("--allow-write-from 192.168.1.0/24") && e.contains("(10.0.0.0/8)"), "{e}");
+        assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.0.0.0/7"]).is_err());
+        assert!(with(&["--allow", "10.0.0.0/8", "--allow", "fd00::/8", "--allow-write-from", "fd00:1::/32"]).is_ok());
+        assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.1.2.3"]).is_ok());
+        assert!(with(&["--allow-write-from", "192.168.1.0/24"]).is_ok(), "no --allow: everyone is served");
+        let e = cfg(&["-l", "127.0.0.1:69", "-l", "[::1]:69", "-l", "127.0.0.1:69"]).unwrap_err();
+        assert!(e.contains("--listen 127.0.0.1:69 is given twice"), "{e}");
+        assert!(cfg(&["-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]).is_ok(), "two kernel-chosen ports");
+        assert!(cfg(&["-l", "0.0.0.0:69", "-l", "127.0.0.1:69"]).is_ok(), "overlapping, not the same");
+    }
+
+    #[test]
+    fn upload_flags() {
+        let c =
+            server(&["--allow-write", "--create", "--umask", "027", "--max-upload-size", "10M", "--upload-dir", "/up"]);
+        assert_eq!(c.upload_dir(), Some(std::path::Path::new("/up")));
+        let p = c.serve.upload;
+        assert!(p.create && !p.overwrite);
+        assert_eq!(p.mode, 0o640);
+        assert_eq!(p.max_size, 10 << 20);
+        assert!(server(&[]).write.is_none());
+        assert!(cfg(&["--allow-write"]).is_err(), "needs --create or --overwrite");
+        let e = cfg(&["--allow-write"]).unwrap_err();
+        assert!(e.starts_with("--allow-write needs --create (new files) and/or --overwrite"), "the first mistake: {e}");
+        assert!(cfg(&["--create"]).is_err(), "needs --allow-write");
+        for flag in ["--uploads-in-root", "--overwrite-served-files", "--allow-single-port-uploads"] {
+            assert!(cfg(&[flag]).unwrap_err().contains("need --allow-write"), "{flag}");
+        }
+        assert!(cfg(&["--upload-dir", "/up"]).unwrap_err().contains("need --allow-write"));
+        // Uploads stay out of the served tree unless --uploads-in-root says otherwise.
+        let e = cfg(&["--allow-write", "--create"]).unwrap_err();
+        assert!(e.contains("--upload-dir") && e.contains("--uploads-in-root"), "{e}");
+        let c = server(&["--allow-write", "--create", "--uploads-in-root"]);
+        assert_eq!(c.upload_dir(), Some(std::path::Path::new("/srv/tftp")));
+        assert!(c.write.unwrap().in_served_tree);
+        assert!(!server(&["--allow-write", "--create", "--upload-dir", "/up"]).write.unwrap().in_served_tree);
+        // Replacing served files needs its own flag, and that flag needs the other two.
+        let e = cfg(&["--allow-write", "--uploads-in-root", "--overwrite"]).unwrap_err();
+        assert!(e.contains("--overwrite-served-files"), "{e}");
+        assert!(cfg(&["--allow-write", "--uploads-in-root", "--overwrite", "--overwrite-served-files"]).is_ok());
+        assert!(cfg(&["--allow-write", "--upload-dir", "/up", "--overwrite", "--overwrite-served-files"]).is_err());
+        assert!(cfg(&["--allow-write", "--uploads-in-root", "--create", "--overwrite-served-files"]).is_err());
+        // Uploads with --single-port only with the risk accepted.
+        let e = cfg(&["--single-port", "--allow-write", "--create", "--upload-dir", "/up"]).unwrap_err();
+        assert!(e.contains("--allow-single-port-uploads"), "{e}");
+        let sp = ["--single-port", "--allow-write", "--create", "--upload-dir", "/up", "--allow-single-port-uploads"];
+        assert!(cfg(&sp).is_ok());
+        assert!(cfg(&["--umask", "999"]).is_err());
+        let c = server(&["--allow-write", "--overwrite", "--upload-dir", "/srv/up"]);
+        assert_eq!(c.upload_dir(), Some(std::path::Path::new("/srv/up")));
+    }
+
+    #[test]
+    fn networks_and_rates() {
+        let c = server(&["--allow", "127.0.0.0/8", "--allow", "::1"]);
+        assert_eq!(c.serve.allow, [Cidr::parse("127.0.0.0/8").unwrap(), Cidr::parse("::1").unwrap()]);
+        assert_eq!(c.serve.source_limit(), Some(SourceRate { per_second: 100.0, burst: 500.0 }));
+        assert_eq!(server(&["--rate-per-source", "0"]).serve.source_limit(), None);
+        assert!(!c.serve.rate_limit_always, "under pressure only, by default");
+        assert!(server(&["--rate-limit-always"]).serve.rate_limit_always);
+        assert!(cfg(&["--allow", "10.0.0.0/33"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("x").is_err());
+    }
+}
