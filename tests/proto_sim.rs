@@ -416,7 +416,7 @@ fn simulate_upload(len: usize, options: RequestOptions, p: LinkParams, seed: u64
         }
         if let Some(x) = &mut server {
             if x.wants_commit() {
-                x.commit_done(now, Ok(()), &SERVER_CFG);
+                x.commit_result(now, Ok(()), &SERVER_CFG);
             }
             while let Some(t) = x.poll_transmit() {
                 let n = match t {

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use bootstorm::proto::options::{Limits, negotiate};
-use bootstorm::proto::read::AbortReason;
 use bootstorm::proto::wire::{Mode, Packet, RequestKind};
-use bootstorm::proto::{ErrorCode, ReadTransfer, RetransmitConfig, Timestamp, Transmit};
+use bootstorm::proto::{LocalFailure, ReadTransfer, RetransmitConfig, Timestamp, Transmit};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -65,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
             3 => {
                 x.handle_repeated_request(now, &cfg);
             }
-            _ => x.abort(ErrorCode::NOT_DEFINED, AbortReason::ShuttingDown),
+            _ => x.fail(LocalFailure::ShuttingDown),
         }
         check(&mut x, now);
         if x.outcome().is_some() {

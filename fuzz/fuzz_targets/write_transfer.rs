@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bootstorm::proto::options::{Limits, negotiate};
 use bootstorm::proto::wire::{Mode, Packet, RequestKind};
-use bootstorm::proto::{ErrorCode, RetransmitConfig, Timestamp, WriteTransfer};
+use bootstorm::proto::{LocalFailure, RetransmitConfig, Timestamp, WriteTransfer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let limit = u64::from(u16::from_le_bytes([data[0], data[1]])) * 4;
-    let req = format!("\x00\x02f\x00octet\x00blksize\x00{}\x00windowsize\x00{}\x00", 8 + u64::from(data[2]), data[2] % 9);
+    let req =
+        format!("\x00\x02f\x00octet\x00blksize\x00{}\x00windowsize\x00{}\x00", 8 + u64::from(data[2]), data[2] % 9);
     let Ok(Packet::Request(r)) = Packet::decode(req.as_bytes()) else { return };
     let neg = negotiate(RequestKind::Write, Mode::Octet, &r.options, None, Limits::default(), None);
     let cfg = RetransmitConfig::default();
@@ -48,10 +49,10 @@ fuzz_target!(|data: &[u8]| {
             3 => {
                 if x.wants_commit() {
                     let ok = arg.first().is_none_or(|b| b % 2 == 0);
-                    x.commit_done(now, if ok { Ok(()) } else { Err((ErrorCode::DISK_FULL, "full")) }, &cfg);
+                    x.commit_result(now, if ok { Ok(()) } else { Err(LocalFailure::DiskFull.into()) }, &cfg);
                 }
             }
-            _ => x.abort(ErrorCode::NOT_DEFINED, "stop"),
+            _ => x.fail(LocalFailure::ShuttingDown),
         }
         let mut n = 0;
         while x.poll_transmit().is_some() {

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use crate::proto::netascii::{self, Encoder};
+use crate::proto::{ErrorCode, LocalFailure};
 
 /// netascii output bytes between two marks.
 pub const STRIDE: u64 = 4096;
@@ -31,6 +32,27 @@ pub enum NetasciiError {
     /// Reading the file failed, or it no longer holds the bytes it held when indexed.
     #[error("read error")]
     Read,
+}
+
+impl NetasciiError {
+    /// The code of the ERROR that refuses a netascii request for the file.
+    pub fn code(self) -> ErrorCode {
+        LocalFailure::from(self).code()
+    }
+
+    /// The message of that ERROR.
+    pub fn message(self) -> &'static str {
+        LocalFailure::from(self).message()
+    }
+}
+
+impl From<NetasciiError> for LocalFailure {
+    fn from(e: NetasciiError) -> Self {
+        match e {
+            NetasciiError::TooLarge => Self::NetasciiTooLarge,
+            NetasciiError::Read => Self::ReadFailed,
+        }
+    }
 }
 
 /// Where a netascii offset lies in the file: the next file byte to encode, and the second byte

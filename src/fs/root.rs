@@ -15,7 +15,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use crate::proto::{ErrorCode, LocalFailure};
+
 /// Why a file could not be opened for a client.
+///
+/// The ERROR that refuses the request is [`LocalFailure::from`] it: 1 for
+/// [`NotFound`](Self::NotFound), 2 for [`Denied`](Self::Denied) and
+/// [`NotRegular`](Self::NotRegular), 0 for [`Io`](Self::Io); its `Display` is for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// No such file (or a path component is not a directory).
@@ -33,6 +39,16 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// The code of the ERROR that refuses the request.
+    pub fn code(&self) -> ErrorCode {
+        LocalFailure::from(self).code()
+    }
+
+    /// The message of that ERROR: says no more than the code (the cause is for the log).
+    pub fn message(&self) -> &'static str {
+        LocalFailure::from(self).message()
+    }
+
     fn from_errno(e: io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => Self::NotFound,
@@ -40,6 +56,22 @@ impl OpenError {
             Some(libc::ENXIO | libc::ENODEV) => Self::NotRegular,
             _ => Self::Io(e),
         }
+    }
+}
+
+impl From<&OpenError> for LocalFailure {
+    fn from(e: &OpenError) -> Self {
+        match e {
+            OpenError::NotFound => Self::NotFound,
+            OpenError::Denied | OpenError::NotRegular => Self::Denied,
+            OpenError::Io(_) => Self::ReadFailed,
+        }
+    }
+}
+
+impl From<&OpenError> for ErrorCode {
+    fn from(e: &OpenError) -> Self {
+        e.code()
     }
 }
 
@@ -187,6 +219,24 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::unix::fs::symlink;
+
+    /// Each refusal is answered with the same ERROR as when the engine mapped it itself.
+    #[test]
+    fn errors_map_to_their_wire_errors() {
+        let cases = [
+            (OpenError::NotFound, ErrorCode::FILE_NOT_FOUND, "file not found"),
+            (OpenError::Denied, ErrorCode::ACCESS_VIOLATION, "access violation"),
+            (OpenError::NotRegular, ErrorCode::ACCESS_VIOLATION, "access violation"),
+            (OpenError::Io(io::Error::from_raw_os_error(libc::EIO)), ErrorCode::NOT_DEFINED, "cannot read file"),
+        ];
+        for (e, code, message) in cases {
+            assert_eq!((e.code(), e.message()), (code, message), "{e:?}");
+            assert_eq!(ErrorCode::from(&e), code);
+            assert_eq!(LocalFailure::from(&e).message(), message);
+        }
+        assert_eq!(crate::fs::netascii::NetasciiError::TooLarge.message(), "file too large for netascii, use octet");
+        assert_eq!(crate::fs::netascii::NetasciiError::Read.message(), "cannot read file");
+    }
 
     fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
         let outside = tempfile::tempdir().unwrap();

@@ -29,9 +29,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::root::{open_base_dir, openat2};
-use crate::proto::netascii;
+use crate::proto::{ErrorCode, LocalFailure, netascii};
 
 /// Why an upload was refused or failed, each mapping to a TFTP error code.
+///
+/// The ERROR that reports it is [`LocalFailure::from`] it; its `Display` is for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// The directory does not exist, or the file does not and creating is not allowed (1).
@@ -52,6 +54,16 @@ pub enum UploadError {
 }
 
 impl UploadError {
+    /// The code of the ERROR that refuses or ends the upload.
+    pub fn code(&self) -> ErrorCode {
+        LocalFailure::from(self).code()
+    }
+
+    /// The message of that ERROR: says no more than the code (the cause is for the log).
+    pub fn message(&self) -> &'static str {
+        LocalFailure::from(self).message()
+    }
+
     fn from_errno(e: io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR) => Self::NotFound,
@@ -60,6 +72,24 @@ impl UploadError {
             Some(libc::EEXIST) => Self::Exists,
             _ => Self::Io(e),
         }
+    }
+}
+
+impl From<&UploadError> for LocalFailure {
+    fn from(e: &UploadError) -> Self {
+        match e {
+            UploadError::NotFound => Self::NotFound,
+            UploadError::Denied => Self::Denied,
+            UploadError::DiskFull => Self::DiskFull,
+            UploadError::Exists => Self::Exists,
+            UploadError::Io(_) => Self::WriteFailed,
+        }
+    }
+}
+
+impl From<&UploadError> for ErrorCode {
+    fn from(e: &UploadError) -> Self {
+        e.code()
     }
 }
 
@@ -497,6 +527,23 @@ mod tests {
     use super::*;
 
     const ALL: WritePolicy = WritePolicy { create: true, overwrite: true, mode: 0o644, max_size: 1 << 20 };
+
+    /// Each refusal is answered with the same ERROR as when the engine mapped it itself.
+    #[test]
+    fn errors_map_to_their_wire_errors() {
+        let cases = [
+            (UploadError::NotFound, ErrorCode::FILE_NOT_FOUND, "file not found"),
+            (UploadError::Denied, ErrorCode::ACCESS_VIOLATION, "access violation"),
+            (UploadError::DiskFull, ErrorCode::DISK_FULL, "disk full or upload too large"),
+            (UploadError::Exists, ErrorCode::FILE_EXISTS, "file already exists"),
+            (UploadError::Io(io::Error::from_raw_os_error(libc::EIO)), ErrorCode::NOT_DEFINED, "cannot write file"),
+        ];
+        for (e, code, message) in cases {
+            assert_eq!((e.code(), e.message()), (code, message), "{e:?}");
+            assert_eq!(ErrorCode::from(&e), code);
+            assert_eq!(LocalFailure::from(&e).message(), message);
+        }
+    }
 
     fn files(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> =

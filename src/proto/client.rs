@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::error::{BufferTooSmall, ErrorCode};
+use super::error::{BufferTooSmall, ErrorCode, TransferError, Violation};
 use super::options::{DEFAULT_BLKSIZE, MIN_BLKSIZE};
 use super::receiver::{Received, WindowReceiver};
 use super::rtt::RtoBounds;
@@ -73,14 +73,27 @@ pub enum ClientOutcome {
     /// The server went silent.
     TimedOut,
     /// The server broke the protocol (the client sent an ERROR saying why).
-    ProtocolError(&'static str),
+    ProtocolError(Violation),
+}
+
+impl ClientOutcome {
+    /// Why the transfer ended badly, or `None` if it completed.
+    pub fn error(self) -> Option<TransferError> {
+        match self {
+            Self::Complete => None,
+            Self::ServerError(code) => Some(TransferError::Peer(code)),
+            Self::TimedOut => Some(TransferError::TimedOut),
+            Self::ProtocolError(v) => Some(TransferError::Violation(v)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Requesting,
     Receiving,
-    Failing { code: ErrorCode, message: &'static str },
+    /// The ERROR that answers the violation is due.
+    Failing(Violation),
     Done(ClientOutcome),
 }
 
@@ -130,7 +143,7 @@ impl ReadClient {
         cfg: &ClientConfig,
     ) -> Option<(u64, &'a [u8])> {
         match (*packet, self.phase) {
-            (_, Phase::Done(_) | Phase::Failing { .. }) => None,
+            (_, Phase::Done(_) | Phase::Failing(_)) => None,
             (Packet::Oack(opts), Phase::Requesting) => {
                 match check_oack(&self.options, &opts) {
                     Ok((blksize, window, tsize)) => {
@@ -140,7 +153,7 @@ impl ReadClient {
                         self.progress(now, cfg);
                         self.pending = Some(ClientTransmit::Ack(0));
                     }
-                    Err(why) => self.fail(ErrorCode::OPTION_REFUSED, why),
+                    Err(why) => self.fail(why),
                 }
                 None
             }
@@ -171,7 +184,7 @@ impl ReadClient {
                         Some((offset, data))
                     }
                     Received::Oversized => {
-                        self.fail(ErrorCode::ILLEGAL_OPERATION, "DATA larger than blksize");
+                        self.fail(Violation::OversizedData);
                         None
                     }
                     Received::Duplicate | Received::Gap => None,
@@ -183,7 +196,7 @@ impl ReadClient {
                 None
             }
             (Packet::Ack { .. } | Packet::Request(_), _) => {
-                self.fail(ErrorCode::ILLEGAL_OPERATION, "unexpected packet");
+                self.fail(Violation::UnexpectedPacket);
                 None
             }
         }
@@ -194,8 +207,8 @@ impl ReadClient {
         self.deadline = now + cfg.timeout;
     }
 
-    fn fail(&mut self, code: ErrorCode, message: &'static str) {
-        self.phase = Phase::Failing { code, message };
+    fn fail(&mut self, why: Violation) {
+        self.phase = Phase::Failing(why);
     }
 
     /// Handles the timer: resends the request or the last ACK, or gives up.
@@ -219,9 +232,9 @@ impl ReadClient {
 
     /// The next packet to send, if any.
     pub fn poll_transmit(&mut self, now: Timestamp, cfg: &ClientConfig) -> Option<ClientTransmit> {
-        if let Phase::Failing { code, message } = self.phase {
-            self.phase = Phase::Done(ClientOutcome::ProtocolError(message));
-            return Some(ClientTransmit::Error { code, message });
+        if let Phase::Failing(why) = self.phase {
+            self.phase = Phase::Done(ClientOutcome::ProtocolError(why));
+            return Some(ClientTransmit::Error { code: why.code(), message: why.message() });
         }
         let t = self.pending.take()?;
         if t == ClientTransmit::Request && self.deadline <= now {
@@ -271,36 +284,36 @@ impl ReadClient {
 
 /// Checks an OACK as strictly as EDK2 does: only options asked for, blksize and windowsize no
 /// larger than asked, timeout exactly as asked. Returns the block size, window and tsize.
-fn check_oack(asked: &RequestOptions, opts: &Options<'_>) -> Result<(u16, u16, Option<u64>), &'static str> {
+fn check_oack(asked: &RequestOptions, opts: &Options<'_>) -> Result<(u16, u16, Option<u64>), Violation> {
     let mut blksize = DEFAULT_BLKSIZE;
     let mut window = 1u16;
     let mut tsize = None;
     for (name, value) in opts.iter() {
-        let v = parse_u64(value).ok_or("OACK value is not a number")?;
+        let v = parse_u64(value).ok_or(Violation::OackNotANumber)?;
         if name.eq_ignore_ascii_case(b"blksize") {
-            let a = asked.blksize.ok_or("OACK has blksize we did not ask for")?;
+            let a = asked.blksize.ok_or(Violation::OackUnaskedBlksize)?;
             if v < u64::from(MIN_BLKSIZE) || v > u64::from(a) {
-                return Err("OACK blksize out of range");
+                return Err(Violation::OackBlksizeOutOfRange);
             }
             blksize = v as u16;
         } else if name.eq_ignore_ascii_case(b"windowsize") {
-            let a = asked.windowsize.ok_or("OACK has windowsize we did not ask for")?;
+            let a = asked.windowsize.ok_or(Violation::OackUnaskedWindowsize)?;
             if v == 0 || v > u64::from(a) {
-                return Err("OACK windowsize out of range");
+                return Err(Violation::OackWindowsizeOutOfRange);
             }
             window = v as u16;
         } else if name.eq_ignore_ascii_case(b"timeout") {
-            let a = asked.timeout.ok_or("OACK has timeout we did not ask for")?;
+            let a = asked.timeout.ok_or(Violation::OackUnaskedTimeout)?;
             if v != u64::from(a) {
-                return Err("OACK timeout differs from the request");
+                return Err(Violation::OackTimeoutDiffers);
             }
         } else if name.eq_ignore_ascii_case(b"tsize") {
             if !asked.tsize {
-                return Err("OACK has tsize we did not ask for");
+                return Err(Violation::OackUnaskedTsize);
             }
             tsize = Some(v);
         } else {
-            return Err("OACK has an option we did not ask for");
+            return Err(Violation::OackUnaskedOption);
         }
     }
     Ok((blksize, window, tsize))
@@ -365,7 +378,8 @@ pub enum UploadTransmit {
 enum UploadPhase {
     Requesting,
     Sending,
-    Failing { code: ErrorCode, message: &'static str },
+    /// The ERROR that answers the violation is due.
+    Failing(Violation),
     Done(ClientOutcome),
 }
 
@@ -418,10 +432,10 @@ impl WriteClient {
     pub fn handle_packet(&mut self, now: Timestamp, packet: &Packet<'_>) {
         let cfg = self.cfg;
         match (*packet, self.phase) {
-            (_, UploadPhase::Done(_) | UploadPhase::Failing { .. }) => {}
+            (_, UploadPhase::Done(_) | UploadPhase::Failing(_)) => {}
             (Packet::Oack(opts), UploadPhase::Requesting) => match check_oack(&self.options, &opts) {
                 Ok((blksize, window, _)) => self.start_sending(now, blksize, window),
-                Err(why) => self.phase = UploadPhase::Failing { code: ErrorCode::OPTION_REFUSED, message: why },
+                Err(why) => self.phase = UploadPhase::Failing(why),
             },
             (Packet::Ack { block: 0 }, UploadPhase::Requesting) => self.start_sending(now, DEFAULT_BLKSIZE, 1),
             // The first answer again (the network duplicated it, or it answered a repeat).
@@ -432,7 +446,7 @@ impl WriteClient {
                 }
             }
             (Packet::Error { code, .. }, _) => self.phase = UploadPhase::Done(ClientOutcome::ServerError(code)),
-            _ => self.phase = UploadPhase::Failing { code: ErrorCode::ILLEGAL_OPERATION, message: "unexpected packet" },
+            _ => self.phase = UploadPhase::Failing(Violation::UnexpectedPacket),
         }
     }
 
@@ -468,9 +482,9 @@ impl WriteClient {
     pub fn poll_transmit(&mut self, now: Timestamp) -> Option<UploadTransmit> {
         let cfg = self.cfg;
         match self.phase {
-            UploadPhase::Failing { code, message } => {
-                self.phase = UploadPhase::Done(ClientOutcome::ProtocolError(message));
-                Some(UploadTransmit::Error { code, message })
+            UploadPhase::Failing(why) => {
+                self.phase = UploadPhase::Done(ClientOutcome::ProtocolError(why));
+                Some(UploadTransmit::Error { code: why.code(), message: why.message() })
             }
             UploadPhase::Requesting if self.request_due => {
                 self.request_due = false;
@@ -540,13 +554,18 @@ mod tests {
 
     #[test]
     fn strict_oack_checks() {
-        let cases: [(&[u8], Option<&str>); 6] = [
+        /// An OACK, and the violation it is refused for with the message that says it.
+        type Case = (&'static [u8], Option<(Violation, &'static str)>);
+        let cases: [Case; 6] = [
             (b"\x00\x06blksize\x001432\x00tsize\x0099\x00", None),
-            (b"\x00\x06blksize\x002000\x00", Some("OACK blksize out of range")),
-            (b"\x00\x06windowsize\x004\x00", Some("OACK has windowsize we did not ask for")),
-            (b"\x00\x06timeout\x005\x00", Some("OACK has timeout we did not ask for")),
-            (b"\x00\x06foo\x001\x00", Some("OACK has an option we did not ask for")),
-            (b"\x00\x06tsize\x00x\x00", Some("OACK value is not a number")),
+            (b"\x00\x06blksize\x002000\x00", Some((Violation::OackBlksizeOutOfRange, "OACK blksize out of range"))),
+            (
+                b"\x00\x06windowsize\x004\x00",
+                Some((Violation::OackUnaskedWindowsize, "OACK has windowsize we did not ask for")),
+            ),
+            (b"\x00\x06timeout\x005\x00", Some((Violation::OackUnaskedTimeout, "OACK has timeout we did not ask for"))),
+            (b"\x00\x06foo\x001\x00", Some((Violation::OackUnaskedOption, "OACK has an option we did not ask for"))),
+            (b"\x00\x06tsize\x00x\x00", Some((Violation::OackNotANumber, "OACK value is not a number"))),
         ];
         for (oack, err) in cases {
             let mut c =
@@ -559,12 +578,14 @@ mod tests {
                     assert_eq!(c.tsize(), Some(99));
                     assert_eq!(c.blksize(), 1432);
                 }
-                Some(e) => {
+                Some((why, message)) => {
                     assert_eq!(
                         c.poll_transmit(t(1), &CFG),
-                        Some(ClientTransmit::Error { code: ErrorCode::OPTION_REFUSED, message: e })
+                        Some(ClientTransmit::Error { code: ErrorCode::OPTION_REFUSED, message })
                     );
-                    assert_eq!(c.outcome(), Some(ClientOutcome::ProtocolError(e)));
+                    assert_eq!(c.outcome(), Some(ClientOutcome::ProtocolError(why)));
+                    assert_eq!(c.outcome().and_then(ClientOutcome::error), Some(TransferError::Violation(why)));
+                    assert_eq!(why.to_string(), message);
                 }
             }
         }

@@ -3,6 +3,10 @@
 //! [`ErrorCode`] is the number carried in an ERROR packet (RFC 1350 §5, RFC 2347 for code 8).
 //! [`DecodeError`] says why a datagram is not a valid TFTP packet; it is `Copy` and carries no
 //! heap data, so that rejecting garbage costs nothing.
+//!
+//! Above the codec, [`TransferError`] says why a transfer ended badly: the peer's ERROR, its
+//! silence, a [`Violation`] of the protocol, or a [`LocalFailure`]. Each maps to the ERROR that
+//! reports it (code and static message) in one place, here.
 
 use std::fmt;
 
@@ -130,3 +134,258 @@ impl DecodeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("buffer too small to encode packet")]
 pub struct BufferTooSmall;
+
+/// How the peer broke the protocol. The side that notices answers with an ERROR of
+/// [`code`](Self::code) and [`message`](Self::message) and ends the transfer.
+///
+/// One byte, with a static message, so that a transfer can hold it in its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A client sent DATA, an OACK or a request on a read transfer.
+    UnexpectedOnRead,
+    /// A client sent an ACK, an OACK or a request on a write transfer.
+    UnexpectedOnWrite,
+    /// A server sent a packet that has no place in a client's transfer.
+    UnexpectedPacket,
+    /// A DATA block longer than the negotiated blksize.
+    OversizedData,
+    /// An OACK value that is not a decimal number.
+    OackNotANumber,
+    /// An OACK with blksize the client did not ask for.
+    OackUnaskedBlksize,
+    /// An OACK blksize below the minimum or above what was asked for.
+    OackBlksizeOutOfRange,
+    /// An OACK with windowsize the client did not ask for.
+    OackUnaskedWindowsize,
+    /// An OACK windowsize of 0 or above what was asked for.
+    OackWindowsizeOutOfRange,
+    /// An OACK with timeout the client did not ask for.
+    OackUnaskedTimeout,
+    /// An OACK timeout other than the one asked for (RFC 2349: the server must echo it).
+    OackTimeoutDiffers,
+    /// An OACK with tsize the client did not ask for.
+    OackUnaskedTsize,
+    /// An OACK with an option the client did not ask for.
+    OackUnaskedOption,
+}
+
+impl Violation {
+    /// The ERROR code that answers it: 8 for a refused OACK (what EDK2 sends), 4 otherwise.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::UnexpectedOnRead | Self::UnexpectedOnWrite | Self::UnexpectedPacket | Self::OversizedData => {
+                ErrorCode::ILLEGAL_OPERATION
+            }
+            Self::OackNotANumber
+            | Self::OackUnaskedBlksize
+            | Self::OackBlksizeOutOfRange
+            | Self::OackUnaskedWindowsize
+            | Self::OackWindowsizeOutOfRange
+            | Self::OackUnaskedTimeout
+            | Self::OackTimeoutDiffers
+            | Self::OackUnaskedTsize
+            | Self::OackUnaskedOption => ErrorCode::OPTION_REFUSED,
+        }
+    }
+
+    /// The message of that ERROR (and the `Display` text).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::UnexpectedOnRead => "unexpected packet on a read transfer",
+            Self::UnexpectedOnWrite => "unexpected packet on a write transfer",
+            Self::UnexpectedPacket => "unexpected packet",
+            Self::OversizedData => "DATA larger than blksize",
+            Self::OackNotANumber => "OACK value is not a number",
+            Self::OackUnaskedBlksize => "OACK has blksize we did not ask for",
+            Self::OackBlksizeOutOfRange => "OACK blksize out of range",
+            Self::OackUnaskedWindowsize => "OACK has windowsize we did not ask for",
+            Self::OackWindowsizeOutOfRange => "OACK windowsize out of range",
+            Self::OackUnaskedTimeout => "OACK has timeout we did not ask for",
+            Self::OackTimeoutDiffers => "OACK timeout differs from the request",
+            Self::OackUnaskedTsize => "OACK has tsize we did not ask for",
+            Self::OackUnaskedOption => "OACK has an option we did not ask for",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// A failure on this side that refuses a request or ends a transfer, as the ERROR that reports
+/// it: [`code`](Self::code) and [`message`](Self::message), written here once for the file
+/// system's errors (`fs::OpenError`, `fs::UploadError`) and the server's own reasons.
+///
+/// One byte, with a static message, so that answering costs no allocation and a transfer can
+/// hold it in its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LocalFailure {
+    /// The server is stopping.
+    ShuttingDown,
+    /// The file shrank or changed under its mapping while being served.
+    FileChanged,
+    /// No such file, or no such directory for an upload.
+    NotFound,
+    /// Outside the root, through a refused symlink, not a regular file, or not permitted.
+    Denied,
+    /// The file could not be read.
+    ReadFailed,
+    /// The file is larger than netascii mode serves.
+    NetasciiTooLarge,
+    /// The upload is larger than the free space or the announced size allows.
+    DiskFull,
+    /// The upload grew past the server's largest allowed upload.
+    UploadTooLarge,
+    /// The file exists and overwriting is not allowed.
+    Exists,
+    /// Writing the upload failed.
+    WriteFailed,
+    /// The upload could not be handed over to be made durable.
+    CommitFailed,
+}
+
+impl LocalFailure {
+    /// The ERROR code that reports it.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::FILE_NOT_FOUND,
+            Self::Denied => ErrorCode::ACCESS_VIOLATION,
+            Self::DiskFull | Self::UploadTooLarge => ErrorCode::DISK_FULL,
+            Self::Exists => ErrorCode::FILE_EXISTS,
+            Self::ShuttingDown
+            | Self::FileChanged
+            | Self::ReadFailed
+            | Self::NetasciiTooLarge
+            | Self::WriteFailed
+            | Self::CommitFailed => ErrorCode::NOT_DEFINED,
+        }
+    }
+
+    /// The message of that ERROR (and the `Display` text). It says no more than the code to a
+    /// client about the server's file system: the cause goes to the server's log.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "server shutting down",
+            Self::FileChanged => "file changed while being read",
+            Self::NotFound => "file not found",
+            Self::Denied => "access violation",
+            Self::ReadFailed => "cannot read file",
+            Self::NetasciiTooLarge => "file too large for netascii, use octet",
+            Self::DiskFull => "disk full or upload too large",
+            Self::UploadTooLarge => "upload larger than allowed",
+            Self::Exists => "file already exists",
+            Self::WriteFailed => "cannot write file",
+            Self::CommitFailed => "cannot commit upload",
+        }
+    }
+}
+
+impl fmt::Display for LocalFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for LocalFailure {}
+
+/// Why a transfer ended badly, for reads and writes, servers and clients alike.
+///
+/// `Copy` and four bytes: no heap data, so ending a transfer costs no allocation. The ERROR
+/// that reports it has the code `ErrorCode::from(&error)` and the [`message`](Self::message),
+/// mapped here once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The peer sent an ERROR with this code.
+    #[error("the peer sent ERROR {0}")]
+    Peer(ErrorCode),
+    /// The peer went silent.
+    #[error("the peer went silent")]
+    TimedOut,
+    /// The peer broke the protocol.
+    #[error(transparent)]
+    Violation(#[from] Violation),
+    /// This side failed.
+    #[error(transparent)]
+    Local(#[from] LocalFailure),
+}
+
+impl TransferError {
+    /// The code of the ERROR that ends the transfer: the peer's own, or the one this side sends
+    /// (a silent peer is reported as 0, though nothing is sent to it).
+    pub fn code(self) -> ErrorCode {
+        ErrorCode::from(&self)
+    }
+
+    /// The message of the ERROR this side sends for it (static: answering allocates nothing).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Peer(_) => "transfer ended by the peer",
+            Self::TimedOut => "timed out",
+            Self::Violation(v) => v.message(),
+            Self::Local(l) => l.message(),
+        }
+    }
+
+    /// Whether the peer ended the transfer (with an ERROR or by going silent), rather than
+    /// this side.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Self::Peer(_) | Self::TimedOut)
+    }
+}
+
+impl From<&TransferError> for ErrorCode {
+    fn from(e: &TransferError) -> Self {
+        match *e {
+            TransferError::Peer(code) => code,
+            TransferError::TimedOut => ErrorCode::NOT_DEFINED,
+            TransferError::Violation(v) => v.code(),
+            TransferError::Local(l) => l.code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_errors_are_small() {
+        assert_eq!(std::mem::size_of::<Violation>(), 1);
+        assert_eq!(std::mem::size_of::<LocalFailure>(), 1);
+        assert!(std::mem::size_of::<TransferError>() <= 4);
+    }
+
+    #[test]
+    fn each_error_maps_to_its_wire_error() {
+        let cases = [
+            (TransferError::Peer(ErrorCode(42)), ErrorCode(42)),
+            (TransferError::TimedOut, ErrorCode::NOT_DEFINED),
+            (Violation::UnexpectedOnRead.into(), ErrorCode::ILLEGAL_OPERATION),
+            (Violation::OversizedData.into(), ErrorCode::ILLEGAL_OPERATION),
+            (Violation::OackTimeoutDiffers.into(), ErrorCode::OPTION_REFUSED),
+            (LocalFailure::NotFound.into(), ErrorCode::FILE_NOT_FOUND),
+            (LocalFailure::Denied.into(), ErrorCode::ACCESS_VIOLATION),
+            (LocalFailure::UploadTooLarge.into(), ErrorCode::DISK_FULL),
+            (LocalFailure::Exists.into(), ErrorCode::FILE_EXISTS),
+            (LocalFailure::ShuttingDown.into(), ErrorCode::NOT_DEFINED),
+        ];
+        for (e, code) in cases {
+            assert_eq!(ErrorCode::from(&e), code, "{e:?}");
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+        let e = TransferError::from(LocalFailure::FileChanged);
+        assert_eq!(
+            (e.message(), e.to_string().as_str()),
+            ("file changed while being read", "file changed while being read")
+        );
+        assert_eq!(TransferError::Peer(ErrorCode::DISK_FULL).to_string(), "the peer sent ERROR 3 (disk full)");
+        assert!(TransferError::TimedOut.is_peer() && !e.is_peer());
+    }
+}

@@ -6,8 +6,9 @@
 //!
 //! - [`wire`]: the packet codec (borrowed views, encoding into caller memory).
 //! - [`options`]: option negotiation (blksize, timeout, tsize, windowsize).
-//! - [`read`], [`write`]: the server's read and write transfers; [`client`]: a client's download
-//!   and upload.
+//! - [`read`], [`write`]: the server's read and write transfers, and [`transfer`], what they
+//!   share; [`client`]: a client's download and upload.
+//! - [`error`]: error codes, decode errors, and why a transfer ended badly ([`TransferError`]).
 //! - [`sender`], [`receiver`]: the window halves those are built from.
 //! - [`rtt`]: the adaptive retransmission timeout; [`netascii`]: the text mode.
 
@@ -20,17 +21,19 @@ pub mod receiver;
 pub mod rtt;
 pub mod sender;
 pub mod time;
+pub mod transfer;
 pub mod wire;
 pub mod write;
 
 pub use client::{
     ClientConfig, ClientOutcome, ClientTransmit, ReadClient, RequestOptions, UploadTransmit, WriteClient,
 };
-pub use error::{BufferTooSmall, DecodeError, ErrorCode};
+pub use error::{BufferTooSmall, DecodeError, ErrorCode, LocalFailure, TransferError, Violation};
 pub use options::{Limits, Negotiated, negotiate};
-pub use read::{Outcome, ReadTransfer, Repeat, Transmit};
+pub use read::{ReadTransfer, Transmit};
 pub use rtt::RtoBounds;
 pub use sender::RetransmitConfig;
 pub use time::Timestamp;
+pub use transfer::{Outcome, Repeat};
 pub use wire::{Mode, Packet, Request, RequestKind};
 pub use write::{WriteTransfer, WriteTransmit};

@@ -26,11 +26,17 @@
 //! - An ERROR 0 or 8 right after the OACK is the UEFI size probe: a normal, quiet end.
 //! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
 
-use super::error::ErrorCode;
+use super::error::{ErrorCode, TransferError, Violation};
 use super::options::{DATAGRAM_OVERHEAD, Negotiated, OackShape};
 use super::sender::{AckEffect, RetransmitConfig, TimeoutEffect, WindowSender};
 use super::time::Timestamp;
+use super::transfer::unconfirmed_wait;
+pub use super::transfer::{Outcome, Repeat};
 use super::wire::Packet;
+
+/// The server's own reasons for ending a transfer, under the name the engine still uses (see
+/// [`ReadTransfer::abort`]).
+pub use super::error::LocalFailure as AbortReason;
 
 /// What to send next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,69 +63,6 @@ pub enum Transmit {
     },
 }
 
-/// What a repeated request (same client address and port, same bytes) means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Repeat {
-    /// Nothing was acknowledged yet: the first answer was lost, and goes out again.
-    ResendFirst,
-    /// The transfer is under way: the repeat is ignored.
-    Ignored,
-    /// Every block has been sent and the client asks again: it has the file and is starting
-    /// over (its final ACK may still be in flight on the transfer's socket). This transfer is
-    /// complete; the owner starts a new one for the request.
-    Finished,
-}
-
-/// Why the server ends a read transfer with an ERROR: one byte in the transfer's state rather
-/// than a message pointer (thousands of transfers are held at once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AbortReason {
-    /// The client sent a packet that has no place in a read transfer.
-    UnexpectedPacket,
-    /// The server is stopping.
-    ShuttingDown,
-    /// The file shrank or changed under its mapping.
-    FileChanged,
-}
-
-impl AbortReason {
-    /// The ERROR message.
-    pub fn message(self) -> &'static str {
-        match self {
-            Self::UnexpectedPacket => "unexpected packet on a read transfer",
-            Self::ShuttingDown => "server shutting down",
-            Self::FileChanged => "file changed while being read",
-        }
-    }
-}
-
-/// How a transfer ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every block was acknowledged (or the client closed after the final block).
-    Complete,
-    /// The client read the OACK and stopped with ERROR 0 or 8: a size probe, not a failure.
-    Probe,
-    /// The client sent an ERROR.
-    PeerError(ErrorCode),
-    /// The client went silent.
-    TimedOut,
-    /// The server ended the transfer with an ERROR of this code.
-    Aborted(ErrorCode),
-}
-
-impl Outcome {
-    /// A one-word label for logs: ok, probe, error or timeout.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Complete => "ok",
-            Self::Probe => "probe",
-            Self::PeerError(_) | Self::Aborted(_) => "error",
-            Self::TimedOut => "timeout",
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Nothing acknowledged yet; the sender's deadline is when to forget a silent client.
@@ -127,7 +70,7 @@ enum Phase {
     /// ACKs are flowing.
     Sending { blind: Blind },
     /// An ERROR is queued.
-    Failing { code: ErrorCode, reason: AbortReason },
+    Failing(TransferError),
     /// Over.
     Done(Outcome),
 }
@@ -237,7 +180,7 @@ impl ReadTransfer {
     pub fn handle_packet(&mut self, now: Timestamp, packet: &Packet<'_>, cfg: &RetransmitConfig) {
         let cfg = self.cfg(cfg);
         match (*packet, self.phase) {
-            (_, Phase::Done(_) | Phase::Failing { .. }) => {}
+            (_, Phase::Done(_) | Phase::Failing(_)) => {}
             (Packet::Ack { block }, Phase::Unconfirmed { oack: true, blind }) => {
                 if block == 0 {
                     self.sender.handshake_acked(now, &cfg);
@@ -278,7 +221,7 @@ impl ReadTransfer {
                 });
             }
             (Packet::Data { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
-                self.abort(ErrorCode::ILLEGAL_OPERATION, AbortReason::UnexpectedPacket);
+                self.fail(Violation::UnexpectedOnRead);
             }
         }
     }
@@ -335,12 +278,19 @@ impl ReadTransfer {
         }
     }
 
-    /// Ends the transfer with an ERROR (for example: the file became unreadable, or the server is
-    /// stopping). The ERROR is the next transmit.
-    pub fn abort(&mut self, code: ErrorCode, reason: AbortReason) {
+    /// Ends the transfer with the ERROR that reports `error` (for example: the file became
+    /// unreadable, or the server is stopping). The ERROR is the next transmit.
+    pub fn fail(&mut self, error: impl Into<TransferError>) {
         if !matches!(self.phase, Phase::Done(_)) {
-            self.phase = Phase::Failing { code, reason };
+            self.phase = Phase::Failing(error.into());
         }
+    }
+
+    /// [`fail`](Self::fail) with a local reason and its code, as the engine calls it; `code`
+    /// is always `reason.code()`, which is what is sent.
+    pub fn abort(&mut self, code: ErrorCode, reason: AbortReason) {
+        debug_assert_eq!(code, reason.code(), "{reason:?}");
+        self.fail(reason);
     }
 
     /// Ends the transfer at once without sending anything.
@@ -352,9 +302,10 @@ impl ReadTransfer {
     pub fn poll_transmit(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<Transmit> {
         let cfg = self.cfg(cfg);
         match self.phase {
-            Phase::Failing { code, reason } => {
+            Phase::Failing(error) => {
+                let code = ErrorCode::from(&error);
                 self.phase = Phase::Done(Outcome::Aborted(code));
-                Some(Transmit::Error { code, message: reason.message() })
+                Some(Transmit::Error { code, message: error.message() })
             }
             Phase::Unconfirmed { oack, .. } if self.first.is_due() => {
                 if self.first != First::Unsent {
@@ -407,14 +358,14 @@ impl ReadTransfer {
         match self.phase {
             Phase::Unconfirmed { .. } => Some(self.sender.deadline()),
             Phase::Sending { .. } => Some(self.sender.deadline()),
-            Phase::Failing { .. } | Phase::Done(_) => None,
+            Phase::Failing(_) | Phase::Done(_) => None,
         }
     }
 
     /// Whether `poll_transmit` has something to hand out.
     pub fn wants_transmit(&self) -> bool {
         match self.phase {
-            Phase::Failing { .. } => true,
+            Phase::Failing(_) => true,
             Phase::Unconfirmed { .. } => self.first.is_due(),
             Phase::Sending { .. } => self.sender.can_send(),
             Phase::Done(_) => false,
@@ -463,13 +414,6 @@ const EXPIRY_UNIT: std::time::Duration = std::time::Duration::from_millis(10);
 fn expiry_units(from: Timestamp, to: Timestamp) -> u16 {
     let unit = EXPIRY_UNIT.as_micros();
     u16::try_from(to.saturating_since(from).as_micros().div_ceil(unit)).unwrap_or(u16::MAX)
-}
-
-/// How long a transfer nobody has acknowledged waits: the server's patience, or twice the
-/// client's timeout if that is longer, but never more than twice the server's patience.
-pub(super) fn unconfirmed_wait(base: &RetransmitConfig, client_timeout: Option<u8>) -> std::time::Duration {
-    let client = std::time::Duration::from_secs(u64::from(client_timeout.unwrap_or(0))) * 2;
-    base.patience.max(client).min(base.patience * 2)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! hands back each block received in order (`offset`, `bytes`, borrowed from the datagram) for
 //! the owner to write. When the final block has arrived, the transfer waits for the owner to make
 //! the upload durable ([`wants_commit`](WriteTransfer::wants_commit), then
-//! [`commit_done`](WriteTransfer::commit_done)); only then does the final ACK leave, so a client
+//! [`commit_result`](WriteTransfer::commit_result)); only then does the final ACK leave, so a client
 //! that sees it knows the file is in place, and a failed commit becomes an ERROR instead.
 //!
 //! Before the client has sent anything, the first answer (OACK or ACK 0) is repeated only when
@@ -18,13 +18,13 @@
 
 use std::time::Duration;
 
-use super::error::ErrorCode;
+use super::error::{ErrorCode, LocalFailure, TransferError, Violation};
 use super::options::Negotiated;
-use super::read::{Outcome, Repeat};
 use super::receiver::{Received, WindowReceiver};
 use super::rtt::RttEstimator;
 use super::sender::RetransmitConfig;
 use super::time::Timestamp;
+use super::transfer::{Outcome, Repeat};
 use super::wire::Packet;
 
 /// What to send next.
@@ -57,11 +57,28 @@ enum Phase {
     Dallying {
         until: Timestamp,
     },
-    Failing {
-        code: ErrorCode,
-        message: &'static str,
-    },
+    /// An ERROR is queued.
+    Failing(Failure),
     Done(Outcome),
+}
+
+/// The ERROR a failing transfer sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// Why, typed; the ERROR is what it maps to.
+    Error(TransferError),
+    /// A code and message the owner gave through [`WriteTransfer::abort`] or
+    /// [`WriteTransfer::commit_done`], the forms the engine still uses.
+    Given(ErrorCode, &'static str),
+}
+
+impl Failure {
+    fn wire(self) -> (ErrorCode, &'static str) {
+        match self {
+            Self::Error(e) => (ErrorCode::from(&e), e.message()),
+            Self::Given(code, message) => (code, message),
+        }
+    }
 }
 
 /// A write transfer in progress.
@@ -126,7 +143,7 @@ impl WriteTransfer {
     ) -> Option<(u64, &'a [u8])> {
         let cfg = self.cfg(base);
         match (*packet, self.phase) {
-            (_, Phase::Done(_) | Phase::Failing { .. }) => None,
+            (_, Phase::Done(_) | Phase::Failing(_)) => None,
             (Packet::Data { block, data }, Phase::Unconfirmed { .. } | Phase::Receiving) => {
                 if matches!(self.phase, Phase::Unconfirmed { .. }) {
                     // Timed from the latest first answer: a repeat proves the earlier one lost.
@@ -140,7 +157,7 @@ impl WriteTransfer {
                     Received::InOrder { offset, last, .. } => {
                         self.received += data.len() as u64;
                         if self.received > self.max_size {
-                            self.fail(ErrorCode::DISK_FULL, "upload larger than allowed");
+                            self.set_failing(Failure::Error(LocalFailure::UploadTooLarge.into()));
                             return None;
                         }
                         self.progress(now, &cfg);
@@ -152,7 +169,7 @@ impl WriteTransfer {
                         Some((offset, data))
                     }
                     Received::Oversized => {
-                        self.fail(ErrorCode::ILLEGAL_OPERATION, "DATA larger than blksize");
+                        self.set_failing(Failure::Error(Violation::OversizedData.into()));
                         None
                     }
                     Received::Duplicate | Received::Gap => None,
@@ -174,7 +191,7 @@ impl WriteTransfer {
                 None
             }
             (Packet::Ack { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
-                self.fail(ErrorCode::ILLEGAL_OPERATION, "unexpected packet on a write transfer");
+                self.set_failing(Failure::Error(Violation::UnexpectedOnWrite.into()));
                 None
             }
         }
@@ -193,8 +210,8 @@ impl WriteTransfer {
         self.rtt.rto(&cfg.rto).max(cfg.rto.initial)
     }
 
-    fn fail(&mut self, code: ErrorCode, message: &'static str) {
-        self.phase = Phase::Failing { code, message };
+    fn set_failing(&mut self, failure: Failure) {
+        self.phase = Phase::Failing(failure);
     }
 
     /// The client repeated its request; see [`Repeat`].
@@ -248,13 +265,23 @@ impl WriteTransfer {
         self.phase == Phase::Committing
     }
 
-    /// The owner's commit finished: `Ok` sends the final ACK, `Err` the given ERROR.
+    /// The owner's commit finished: `Ok` sends the final ACK, `Err` the ERROR that reports it.
+    pub fn commit_result(&mut self, now: Timestamp, result: Result<(), TransferError>, base: &RetransmitConfig) {
+        self.committed(now, result.map_err(Failure::Error), base);
+    }
+
+    /// [`commit_result`](Self::commit_result) with the ERROR as a code and message, as the engine
+    /// calls it.
     pub fn commit_done(
         &mut self,
         now: Timestamp,
         result: Result<(), (ErrorCode, &'static str)>,
         base: &RetransmitConfig,
     ) {
+        self.committed(now, result.map_err(|(code, message)| Failure::Given(code, message)), base);
+    }
+
+    fn committed(&mut self, now: Timestamp, result: Result<(), Failure>, base: &RetransmitConfig) {
         if self.phase != Phase::Committing {
             return;
         }
@@ -265,17 +292,26 @@ impl WriteTransfer {
                 let cfg = self.cfg(base);
                 self.phase = Phase::Dallying { until: now + self.wait(&cfg) * 2 };
             }
-            Err((code, message)) => self.fail(code, message),
+            Err(failure) => self.set_failing(failure),
         }
     }
 
-    /// Ends the transfer with an ERROR (the next transmit). An upload already committed (only
-    /// dallying for a lost final ACK) just ends, successfully.
+    /// Ends the transfer with the ERROR that reports `error` (the next transmit). An upload
+    /// already committed (only dallying for a lost final ACK) just ends, successfully.
+    pub fn fail(&mut self, error: impl Into<TransferError>) {
+        self.end(Failure::Error(error.into()));
+    }
+
+    /// [`fail`](Self::fail) with the ERROR as a code and message, as the engine calls it.
     pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
+        self.end(Failure::Given(code, message));
+    }
+
+    fn end(&mut self, failure: Failure) {
         match self.phase {
             Phase::Done(_) => {}
             Phase::Dallying { .. } => self.phase = Phase::Done(Outcome::Complete),
-            _ => self.fail(code, message),
+            _ => self.set_failing(failure),
         }
     }
 
@@ -287,7 +323,8 @@ impl WriteTransfer {
     /// The next packet to send, if any.
     pub fn poll_transmit(&mut self) -> Option<WriteTransmit> {
         match self.phase {
-            Phase::Failing { code, message } => {
+            Phase::Failing(failure) => {
+                let (code, message) = failure.wire();
                 self.phase = Phase::Done(Outcome::Aborted(code));
                 Some(WriteTransmit::Error { code, message })
             }
@@ -313,7 +350,7 @@ impl WriteTransfer {
     /// Whether `poll_transmit` has something to hand out.
     pub fn wants_transmit(&self) -> bool {
         match self.phase {
-            Phase::Failing { .. } => true,
+            Phase::Failing(_) => true,
             Phase::Unconfirmed { .. } => self.first_due,
             Phase::Receiving | Phase::Dallying { .. } => self.ack_due.is_some(),
             _ => false,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::proto::LocalFailure;
 use crate::proto::options::{Limits, negotiate};
 use crate::proto::rtt::RtoBounds;
 use crate::proto::wire::{Mode, Options, RequestKind};
@@ -286,7 +287,7 @@ fn unexpected_packets_answered_with_error_4() {
 fn abort_sends_error_once() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
     drain(&mut x, t(0));
-    x.abort(ErrorCode::NOT_DEFINED, AbortReason::ShuttingDown);
+    x.fail(LocalFailure::ShuttingDown);
     assert!(x.wants_transmit());
     assert_eq!(
         drain(&mut x, t(1)),

@@ -68,13 +68,26 @@ fn abort_while_dallying_is_a_success() {
     data(&mut x, t(1), 1, b"all");
     x.commit_done(t(2), Ok(()), &CFG);
     drain(&mut x);
-    x.abort(ErrorCode::NOT_DEFINED, "server shutting down");
+    x.fail(LocalFailure::ShuttingDown);
     assert_eq!(drain(&mut x), [], "no ERROR after the final ACK");
     assert_eq!(x.outcome(), Some(Outcome::Complete));
 }
 
 #[test]
 fn failed_commit_is_an_error_not_an_ack() {
+    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
+    drain(&mut x);
+    data(&mut x, t(1), 1, b"short");
+    x.commit_result(t(2), Err(LocalFailure::DiskFull.into()), &CFG);
+    assert_eq!(
+        drain(&mut x),
+        [WriteTransmit::Error { code: ErrorCode::DISK_FULL, message: "disk full or upload too large" }]
+    );
+    assert_eq!(x.outcome(), Some(Outcome::Aborted(ErrorCode::DISK_FULL)));
+}
+
+#[test]
+fn failed_commit_with_a_given_code_and_message() {
     let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
     drain(&mut x);
     data(&mut x, t(1), 1, b"short");

@@ -4,8 +4,9 @@
 use std::rc::Rc;
 
 use crate::fs::{FileVersion, Upload, UploadError};
-use crate::proto::read::{AbortReason, Repeat};
-use crate::proto::{ErrorCode, Outcome, ReadTransfer, RetransmitConfig, Timestamp, WriteTransfer};
+use crate::proto::{
+    ErrorCode, LocalFailure, Outcome, ReadTransfer, Repeat, RetransmitConfig, Timestamp, WriteTransfer,
+};
 
 /// An upload's state besides the protocol: the file being written and where it stands.
 #[derive(Debug)]
@@ -29,15 +30,10 @@ pub(super) enum Kind {
     Write(Box<WriteState>),
 }
 
-/// The ERROR that reports an upload failure.
+/// The ERROR that reports an upload failure, as the code and message the engine passes on; the
+/// mapping is `UploadError`'s own.
 pub(super) fn upload_error(e: &UploadError) -> (ErrorCode, &'static str) {
-    match e {
-        UploadError::NotFound => (ErrorCode::FILE_NOT_FOUND, "file not found"),
-        UploadError::Denied => (ErrorCode::ACCESS_VIOLATION, "access violation"),
-        UploadError::DiskFull => (ErrorCode::DISK_FULL, "disk full or upload too large"),
-        UploadError::Exists => (ErrorCode::FILE_EXISTS, "file already exists"),
-        UploadError::Io(_) => (ErrorCode::NOT_DEFINED, "cannot write file"),
-    }
+    (e.code(), e.message())
 }
 
 impl Kind {
@@ -76,10 +72,13 @@ impl Kind {
         }
     }
 
-    pub(super) fn abort(&mut self, code: ErrorCode, reason: AbortReason) {
+    /// Ends the transfer with the ERROR that reports `reason`; `code` is always `reason.code()`
+    /// (the engine's form, until it passes only the reason).
+    pub(super) fn abort(&mut self, code: ErrorCode, reason: LocalFailure) {
+        debug_assert_eq!(code, reason.code(), "{reason:?}");
         match self {
-            Self::Read { xfer, .. } => xfer.abort(code, reason),
-            Self::Write(w) => w.xfer.abort(code, reason.message()),
+            Self::Read { xfer, .. } => xfer.fail(reason),
+            Self::Write(w) => w.xfer.fail(reason),
         }
     }
 
