@@ -6,7 +6,7 @@
 //!
 //! - [`wire`]: the packet codec (borrowed views, encoding into caller memory).
 //! - [`options`]: option negotiation (blksize, timeout, tsize, windowsize).
-//! - [`read`], [`write`]: the server's read and write transfers, and [`transfer`], what they
+//! - [`read`], [`write`](mod@write): the server's read and write transfers, and [`transfer`], what they
 //!   share; [`client`]: a client's download and upload.
 //! - [`error`]: error codes, decode errors, and why a transfer ended badly ([`TransferError`]).
 //! - [`sender`], [`receiver`]: the window halves those are built from.
