@@ -1153,4 +1153,8 @@ fn transfer_bind_addr(peer: &SocketAddr, local: Option<LocalEnd>) -> SocketAddr 
 }
 
 #[cfg(test)]
+mod fake_io;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
