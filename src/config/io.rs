@@ -1,0 +1,80 @@
+//! The I/O settings: which backend moves datagrams and how, fixed for the server's life.
+
+use super::ConfigError;
+
+/// Which I/O backend the workers run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring when the start-up probe says it works, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring; fail to start if it is unusable.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// How the workers move datagrams: the settings that cannot change while the server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoConfig {
+    /// The backend.
+    pub backend: IoBackend,
+    /// Send runs of DATA as one send that the kernel cuts into datagrams (UDP GSO), where the
+    /// kernel has it.
+    pub gso: bool,
+    /// Receive buffer of each listening socket, in bytes.
+    pub recv_buffer: usize,
+    /// io_uring submission queue entries per worker (at least 64).
+    pub ring_entries: u32,
+    /// Receive buffers per worker in the io_uring provided-buffer ring (a power of two in
+    /// 16..=32768).
+    pub rx_buffers: u32,
+    /// Sends in flight per worker on io_uring (at least 16).
+    pub send_slots: u32,
+    /// Serve every transfer from the listening port instead of a new port per transfer.
+    pub single_port: bool,
+    /// Ports for transfers, inclusive; `None`: any free port the kernel picks.
+    pub port_range: Option<(u16, u16)>,
+    /// Transfers in progress per worker.
+    pub max_transfers: usize,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            backend: IoBackend::Auto,
+            gso: true,
+            recv_buffer: 8 << 20,
+            ring_entries: 4096,
+            rx_buffers: 1024,
+            send_slots: 2048,
+            single_port: false,
+            port_range: None,
+            max_transfers: 16384,
+        }
+    }
+}
+
+impl IoConfig {
+    /// The blind budget for these port settings: [`BLIND_BUDGET`](super::BLIND_BUDGET) where a forger can predict
+    /// transfer IDs (one listening port, or ports from a range), else none.
+    pub fn blind_budget(&self) -> Option<u32> {
+        (self.single_port || self.port_range.is_some()).then_some(super::BLIND_BUDGET)
+    }
+}
+
+impl IoConfig {
+    /// Refuses sizes the backends cannot work with.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_transfers == 0 {
+            return Err(ConfigError::MaxTransfers);
+        }
+        if !self.rx_buffers.is_power_of_two() || !(16..=32768).contains(&self.rx_buffers) {
+            return Err(ConfigError::RxBuffers);
+        }
+        if self.ring_entries < 64 || self.send_slots < 16 {
+            return Err(ConfigError::RingSize);
+        }
+        Ok(())
+    }
+}

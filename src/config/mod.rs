@@ -1,0 +1,242 @@
+//! The server's configuration as plain values: [`ServerConfig`] with what is fixed for the
+//! server's life ([`IoConfig`] and the rest) and the serving policy ([`ServePolicy`]) a reload
+//! may replace. [`ServerConfig::validate`] refuses contradictions and likely mistakes with a
+//! [`ConfigError`]. The command line that fills it lives in the binary (`src/cli.rs`); a library
+//! user or a test builds it directly, from `ServerConfig { root, ..Default::default() }`.
+//!
+//! Defaults suit a PXE fleet: every CPU a worker, per-transfer ports, blksize up to what the
+//! request's interface carries without fragmentation, windows of up to 64 blocks, a 1 s first
+//! retransmission timeout that adapts to the measured round trip, and 6 s of silence before a
+//! client is given up.
+//!
+//! The messages of [`ConfigError`] name the command-line flags of each setting, since that is
+//! how an operator meets them.
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::proto::options::{MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE};
+
+mod cidr;
+mod error;
+mod io;
+mod policy;
+
+pub use cidr::Cidr;
+pub use error::ConfigError;
+pub use io::{IoBackend, IoConfig};
+pub use policy::{ServePolicy, SourceRate, retransmit};
+
+/// Bytes of DATA a read transfer may send, on the wire, before its client has acknowledged a
+/// DATA block, when a forger can predict transfer IDs: with one listening port for every
+/// transfer, or ports from a range. A forged request and a forged ACK 0 (about 100 bytes) then
+/// cost their victim at most about 50 times their size. With a new kernel-chosen port per
+/// transfer, a forger must guess the port, and no budget applies.
+pub const BLIND_BUDGET: u32 = 5000;
+
+/// Everything a server runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// Directory served. Empty by default, which [`validate`](Self::validate) refuses: there is
+    /// no directory that is safe to guess.
+    pub root: PathBuf,
+    /// Accept a root that resolves to `/`, which serves every readable file of the host.
+    pub serve_whole_filesystem: bool,
+    /// Addresses listened on. Default: `0.0.0.0:69` and `[::]:69`.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads. Default: the CPUs this process may run on.
+    pub workers: usize,
+    /// Pin each worker to its own core.
+    pub pin: bool,
+    /// On stop, how long transfers in progress may take to finish before they are ended.
+    pub grace: Duration,
+    /// Follow symbolic links that stay inside the root (else refuse every link).
+    pub follow_symlinks: bool,
+    /// Files kept open and mapped per worker when no transfer uses them.
+    pub file_cache: usize,
+    /// The I/O settings, fixed while the server runs.
+    pub io: IoConfig,
+    /// What is served to whom, and how.
+    pub serve: ServePolicy,
+    /// Uploads, when accepted; `None`: every upload is refused.
+    pub write: Option<WriteConfig>,
+}
+
+/// Where uploads go, and which of their risks are accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteConfig {
+    /// Directory uploads go into; `None`: the root itself, which needs `in_served_tree`.
+    pub dir: Option<PathBuf>,
+    /// Uploads may land in the served tree (the directory is the root, inside it or above it);
+    /// else the server refuses to start when it is.
+    pub in_served_tree: bool,
+    /// With `in_served_tree` and [`WritePolicy::overwrite`]: uploads may replace files the
+    /// server serves.
+    pub overwrite_served_files: bool,
+    /// Uploads are accepted with [`IoConfig::single_port`], where anyone who can forge an
+    /// accepted address can upload blind.
+    pub allow_single_port: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::new(),
+            serve_whole_filesystem: false,
+            listen: vec![
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 69)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 69)),
+            ],
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            pin: true,
+            grace: Duration::from_secs(10),
+            follow_symlinks: true,
+            file_cache: 1024,
+            io: IoConfig::default(),
+            serve: ServePolicy::default(),
+            write: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The serving policy the workers run with: [`serve`](Self::serve), its window limit capped
+    /// by the blind budget the port settings call for ([`IoConfig::blind_budget`]).
+    pub fn effective_policy(&self) -> ServePolicy {
+        let mut policy = self.serve.clone();
+        let limits = &mut policy.limits;
+        limits.max_window_bytes = match (limits.max_window_bytes, self.io.blind_budget()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        policy
+    }
+
+    /// The directory uploads go into, when they are accepted.
+    pub fn upload_dir(&self) -> Option<&Path> {
+        self.write.as_ref().map(|w| w.dir.as_deref().unwrap_or(&self.root))
+    }
+
+    /// Refuses settings that cannot work, contradict each other, or are almost surely a
+    /// mistake: `--root /` without `serve_whole_filesystem`, an upload network outside every
+    /// `allow` network, the same listen address twice, upload risks not accepted one by one.
+    /// The first mistake found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.root.as_os_str().is_empty() {
+            return Err(ConfigError::NoRoot);
+        }
+        let ServePolicy { limits, retransmit, .. } = &self.serve;
+        if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&limits.max_blksize) {
+            return Err(ConfigError::MaxBlksize);
+        }
+        if !(1..=MAX_WINDOWSIZE).contains(&limits.max_windowsize) {
+            return Err(ConfigError::MaxWindowsize);
+        }
+        if retransmit.rto.initial.is_zero() {
+            return Err(ConfigError::Timeout);
+        }
+        if retransmit.rto.min.is_zero() || retransmit.rto.min > retransmit.rto.max {
+            return Err(ConfigError::RtoBounds);
+        }
+        if retransmit.max_retries == 0 {
+            return Err(ConfigError::Retries);
+        }
+        self.io.validate()?;
+        if self.workers == 0 {
+            return Err(ConfigError::Workers);
+        }
+        self.validate_uploads()?;
+        self.check_operator_mistakes()?;
+        if let Some(r) = self.serve.rate_per_source {
+            if !(r.per_second >= 0.0 && r.burst >= 1.0) {
+                return Err(ConfigError::SourceRate);
+            }
+        }
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListen);
+        }
+        if let Some((lo, hi)) = self.io.port_range {
+            if lo == 0 || lo > hi {
+                return Err(ConfigError::PortRange(lo, hi));
+            }
+            if self.io.single_port {
+                return Err(ConfigError::SinglePortWithPortRange);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads: each setting needs uploads on, and each risk needs its own acceptance.
+    fn validate_uploads(&self) -> Result<(), ConfigError> {
+        let upload = &self.serve.upload;
+        let Some(w) = &self.write else {
+            if upload.create || upload.overwrite || !self.serve.allow_write_from.is_empty() {
+                return Err(ConfigError::UploadsOff);
+            }
+            return Ok(());
+        };
+        if !upload.create && !upload.overwrite {
+            return Err(ConfigError::UploadsDoNothing);
+        }
+        if w.dir.is_none() && !w.in_served_tree {
+            return Err(ConfigError::NoUploadDir);
+        }
+        if w.overwrite_served_files && !w.in_served_tree {
+            return Err(ConfigError::OverwriteServedOutsideRoot);
+        }
+        if w.overwrite_served_files && !upload.overwrite {
+            return Err(ConfigError::OverwriteServedWithoutOverwrite);
+        }
+        if w.in_served_tree && upload.overwrite && !w.overwrite_served_files {
+            return Err(ConfigError::OverwriteServedUnaccepted);
+        }
+        if self.io.single_port && !w.allow_single_port {
+            return Err(ConfigError::SinglePortUploads);
+        }
+        Ok(())
+    }
+
+    /// What is almost surely a mistake: the whole file system served, an upload network from
+    /// which no request is served, the same listen address twice.
+    fn check_operator_mistakes(&self) -> Result<(), ConfigError> {
+        if !self.serve_whole_filesystem && is_filesystem_root(&self.root) {
+            return Err(ConfigError::WholeFilesystem(self.root.clone()));
+        }
+        let allow = &self.serve.allow;
+        if !allow.is_empty() {
+            if let Some(w) = self.serve.allow_write_from.iter().find(|w| !allow.iter().any(|a| w.within(a))) {
+                return Err(ConfigError::WriteFromOutsideAllow { from: *w, allow: allow.clone() });
+            }
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            // Port 0 twice asks for two kernel-chosen ports: two different sockets.
+            if a.port() != 0 && self.listen[..i].contains(a) {
+                return Err(ConfigError::ListenTwice(*a));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` is the file system's root: resolved by the file system when it exists (`/tmp/..`,
+/// a symlink to `/`), else by its components.
+fn is_filesystem_root(path: &Path) -> bool {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p == Path::new("/");
+    }
+    let mut depth = 0usize;
+    let mut absolute = false;
+    for c in path.components() {
+        match c {
+            Component::RootDir => absolute = true,
+            Component::CurDir => {}
+            Component::ParentDir => depth = depth.saturating_sub(1),
+            Component::Normal(_) | Component::Prefix(_) => depth += 1,
+        }
+    }
+    absolute && depth == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! The serving policy: who is served, what negotiation grants, how transfers retransmit, what
+//! uploads may do. The part of the configuration a live reload may replace.
+
+use std::time::Duration;
+
+use super::Cidr;
+use crate::fs::WritePolicy;
+use crate::proto::options::{Limits, MAX_BLKSIZE};
+use crate::proto::{RetransmitConfig, RtoBounds};
+
+/// The serving policy: who is served, what is granted, how transfers retransmit and what
+/// uploads may do. The part of the configuration a live reload may replace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServePolicy {
+    /// Networks served; empty: everyone. Requests from elsewhere are ignored silently.
+    pub allow: Vec<Cidr>,
+    /// Networks uploads are accepted from; empty: every client `allow` lets in.
+    pub allow_write_from: Vec<Cidr>,
+    /// What negotiation may grant. The blind budget that the port settings call for is added
+    /// by [`ServerConfig::effective_policy`](super::ServerConfig::effective_policy).
+    pub limits: Limits,
+    /// Retransmission timeouts and patience; build it with [`retransmit`] so that patience and
+    /// the silence bound follow from the timeout and the retries.
+    pub retransmit: RetransmitConfig,
+    /// New transfers each source may start while the server is under pressure; `None` or a rate
+    /// of 0: no limit.
+    pub rate_per_source: Option<SourceRate>,
+    /// Apply `rate_per_source` at all times, not only under pressure.
+    pub rate_limit_always: bool,
+    /// What uploads may do, when [`ServerConfig::write`](super::ServerConfig::write) accepts them.
+    pub upload: WritePolicy,
+}
+
+/// A token bucket for the new transfers of one source, over the whole server (each worker
+/// holds an even share).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceRate {
+    /// Tokens per second (0: no limit).
+    pub per_second: f64,
+    /// Bucket size: new transfers a source may start at once (at least 1).
+    pub burst: f64,
+}
+
+/// Retransmission settings from the timeout bounds and the retries: a client is given up after
+/// `max_retries` timeouts in a row and at least `initial × max_retries` of silence, and whatever
+/// its own `timeout` option asks, after at most twice that or [`MAX_SILENCE`], whichever is
+/// longer.
+///
+/// [`MAX_SILENCE`]: crate::proto::sender::MAX_SILENCE
+pub fn retransmit(rto: RtoBounds, max_retries: u8) -> RetransmitConfig {
+    let patience = rto.initial.saturating_mul(u32::from(max_retries));
+    let max_silence = crate::proto::sender::MAX_SILENCE.max(patience.saturating_mul(2));
+    RetransmitConfig { rto, max_retries, patience, max_silence }
+}
+
+impl Default for ServePolicy {
+    fn default() -> Self {
+        let rto =
+            RtoBounds { initial: Duration::from_secs(1), min: Duration::from_millis(10), max: Duration::from_secs(2) };
+        Self {
+            allow: Vec::new(),
+            allow_write_from: Vec::new(),
+            limits: Limits { max_blksize: MAX_BLKSIZE, max_windowsize: 64, max_window_bytes: None },
+            retransmit: retransmit(rto, 6),
+            rate_per_source: Some(SourceRate { per_second: 100.0, burst: 500.0 }),
+            rate_limit_always: false,
+            upload: WritePolicy { create: false, overwrite: false, mode: 0o644, max_size: 1 << 30 },
+        }
+    }
+}
+
+impl ServePolicy {
+    /// The per-source limit in force, if any (a rate of 0 is none).
+    pub fn source_limit(&self) -> Option<SourceRate> {
+        self.rate_per_source.filter(|r| r.per_second > 0.0)
+    }
+}

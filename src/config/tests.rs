@@ -1,0 +1,199 @@
+//! Validation of library configurations, built without a command line.
+
+use super::*;
+use crate::proto::{RetransmitConfig, RtoBounds};
+
+/// The defaults, serving `/srv/tftp`.
+fn base() -> ServerConfig {
+    ServerConfig { root: "/srv/tftp".into(), ..Default::default() }
+}
+
+/// `base` changed by `f`, validated.
+fn check(f: impl FnOnce(&mut ServerConfig)) -> Result<(), ConfigError> {
+    let mut c = base();
+    f(&mut c);
+    c.validate()
+}
+
+/// Uploads on, into `dir` (`None`: the root, accepted as in the served tree), new files only.
+fn uploads(c: &mut ServerConfig, dir: Option<&str>) {
+    c.write = Some(WriteConfig {
+        dir: dir.map(PathBuf::from),
+        in_served_tree: dir.is_none(),
+        overwrite_served_files: false,
+        allow_single_port: false,
+    });
+    c.serve.upload.create = true;
+}
+
+/// A change to a configuration.
+type Change = fn(&mut ServerConfig);
+
+fn cidr(s: &str) -> Cidr {
+    Cidr::parse(s).unwrap()
+}
+
+#[test]
+fn defaults() {
+    let c = ServerConfig::default();
+    assert_eq!(c.validate(), Err(ConfigError::NoRoot), "no root is guessed");
+    let c = base();
+    assert_eq!(c.validate(), Ok(()));
+    assert_eq!(c.listen, ["0.0.0.0:69".parse::<SocketAddr>().unwrap(), "[::]:69".parse().unwrap()]);
+    assert!(c.workers >= 1 && c.pin && c.follow_symlinks);
+    assert_eq!((c.serve.limits.max_blksize, c.serve.limits.max_windowsize), (65464, 64));
+    assert_eq!(c.serve.retransmit, RetransmitConfig::default(), "the protocol's defaults");
+    assert_eq!(c.io.recv_buffer, 8 << 20);
+    assert!(!c.io.single_port && c.write.is_none() && c.upload_dir().is_none());
+    assert_eq!(c.serve.source_limit(), Some(SourceRate { per_second: 100.0, burst: 500.0 }));
+    assert_eq!(c.serve.upload.mode, 0o644);
+}
+
+#[test]
+fn derived_values() {
+    let r = retransmit(RtoBounds { initial: Duration::from_millis(500), ..RetransmitConfig::default().rto }, 4);
+    assert_eq!(r.patience, Duration::from_secs(2));
+    assert_eq!(r.max_silence, crate::proto::sender::MAX_SILENCE);
+    let r = retransmit(RtoBounds { initial: Duration::from_secs(20), ..r.rto }, 3);
+    assert_eq!((r.patience, r.max_silence), (Duration::from_secs(60), Duration::from_secs(120)));
+    // The blind budget follows the port settings and caps a limit set by hand.
+    let mut c = base();
+    assert_eq!(c.effective_policy().limits.max_window_bytes, None);
+    c.io.single_port = true;
+    assert_eq!(c.effective_policy().limits.max_window_bytes, Some(BLIND_BUDGET));
+    c.io = IoConfig { port_range: Some((30000, 30100)), ..IoConfig::default() };
+    assert_eq!(c.effective_policy().limits.max_window_bytes, Some(BLIND_BUDGET));
+    c.serve.limits.max_window_bytes = Some(1000);
+    assert_eq!(c.effective_policy().limits.max_window_bytes, Some(1000));
+    assert_eq!(c.serve.limits.max_window_bytes, Some(1000), "the configuration itself is left alone");
+    // A rate of 0 is no limit.
+    c.serve.rate_per_source = Some(SourceRate { per_second: 0.0, burst: 500.0 });
+    assert_eq!(c.serve.source_limit(), None);
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn refusals() {
+    use ConfigError as E;
+    let cases: [(Change, ConfigError); 14] = [
+        (|c| c.serve.limits.max_blksize = 7, E::MaxBlksize),
+        (|c| c.serve.limits.max_blksize = 65465, E::MaxBlksize),
+        (|c| c.serve.limits.max_windowsize = 0, E::MaxWindowsize),
+        (|c| c.serve.retransmit.rto.initial = Duration::ZERO, E::Timeout),
+        (|c| c.serve.retransmit.rto.min = Duration::from_secs(5), E::RtoBounds),
+        (|c| c.serve.retransmit.rto.min = Duration::ZERO, E::RtoBounds),
+        (|c| c.serve.retransmit.max_retries = 0, E::Retries),
+        (|c| c.io.max_transfers = 0, E::MaxTransfers),
+        (|c| c.io.rx_buffers = 1000, E::RxBuffers),
+        (|c| c.io.send_slots = 8, E::RingSize),
+        (|c| c.workers = 0, E::Workers),
+        (|c| c.listen.clear(), E::NoListen),
+        (|c| c.io.port_range = Some((10, 5)), E::PortRange(10, 5)),
+        (|c| c.serve.rate_per_source = Some(SourceRate { per_second: 1.0, burst: 0.5 }), E::SourceRate),
+    ];
+    for (i, (f, want)) in cases.into_iter().enumerate() {
+        assert_eq!(check(f), Err(want), "case {i}");
+    }
+    assert!(check(|c| c.serve.retransmit.rto.min = Duration::from_secs(2)).is_ok(), "min = max");
+    let e = check(|c| {
+        c.io.single_port = true;
+        c.io.port_range = Some((30000, 30010));
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("--single-port") && e.to_string().contains("--port-range"), "{e}");
+    assert_eq!(E::MaxBlksize.to_string(), "--max-blksize must be 8..=65464");
+}
+
+#[test]
+fn operator_mistakes() {
+    let root = |r: &str, whole: bool| {
+        let mut c = ServerConfig { root: r.into(), serve_whole_filesystem: whole, ..base() };
+        c.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.validate()
+    };
+    for r in ["/", "//", "/.", "/tmp/..", "/nonexistent/..", "/nonexistent/../../."] {
+        let e = root(r, false).unwrap_err();
+        assert_eq!(e, ConfigError::WholeFilesystem(r.into()));
+        let e = e.to_string();
+        assert!(e.contains("--serve-whole-filesystem") && e.contains("whole file system"), "{r}: {e}");
+        assert_eq!(root(r, true), Ok(()), "{r}");
+    }
+    assert!(root("/nonexistent", false).is_ok() && root("relative/..", false).is_ok());
+    let net = |allow: &[&str], from: &[&str]| {
+        check(|c| {
+            uploads(c, Some("/up"));
+            c.serve.allow = allow.iter().map(|s| cidr(s)).collect();
+            c.serve.allow_write_from = from.iter().map(|s| cidr(s)).collect();
+        })
+    };
+    let e = net(&["10.0.0.0/8"], &["192.168.1.0/24"]).unwrap_err().to_string();
+    assert!(e.contains("--allow-write-from 192.168.1.0/24") && e.contains("(10.0.0.0/8)"), "{e}");
+    let e = net(&["10.0.0.0/8", "fd00::/8"], &["10.0.0.0/7"]).unwrap_err().to_string();
+    assert!(e.contains("(10.0.0.0/8, fd00::/8)"), "{e}");
+    assert!(net(&["10.0.0.0/8", "fd00::/8"], &["fd00:1::/32"]).is_ok());
+    assert!(net(&["10.0.0.0/8"], &["10.1.2.3"]).is_ok());
+    assert!(net(&[], &["192.168.1.0/24"]).is_ok(), "no allow list: everyone is served");
+    let listen = |l: &[&str]| check(|c| c.listen = l.iter().map(|a| a.parse().unwrap()).collect());
+    let e = listen(&["127.0.0.1:69", "[::1]:69", "127.0.0.1:69"]).unwrap_err();
+    assert_eq!(e.to_string(), "--listen 127.0.0.1:69 is given twice");
+    assert!(listen(&["127.0.0.1:0", "127.0.0.1:0"]).is_ok(), "two kernel-chosen ports");
+    assert!(listen(&["0.0.0.0:69", "127.0.0.1:69"]).is_ok(), "overlapping, not the same");
+}
+
+#[test]
+fn uploads_and_their_risks() {
+    use ConfigError as E;
+    assert_eq!(check(|c| uploads(c, Some("/up"))), Ok(()));
+    assert_eq!(check(|c| uploads(c, None)), Ok(()), "into the root, accepted");
+    // Upload settings without uploads.
+    assert_eq!(check(|c| c.serve.upload.create = true), Err(E::UploadsOff));
+    assert_eq!(check(|c| c.serve.upload.overwrite = true), Err(E::UploadsOff));
+    assert_eq!(check(|c| c.serve.allow_write_from = vec![cidr("10.0.0.0/8")]), Err(E::UploadsOff));
+    // Uploads that can do nothing, or that go into the root unasked.
+    let e = check(|c| {
+        uploads(c, Some("/up"));
+        c.serve.upload.create = false;
+    });
+    assert_eq!(e, Err(E::UploadsDoNothing));
+    let e = check(|c| {
+        uploads(c, None);
+        c.write.as_mut().unwrap().in_served_tree = false;
+    });
+    assert_eq!(e, Err(E::NoUploadDir));
+    assert!(
+        E::NoUploadDir.to_string().contains("--upload-dir") && E::NoUploadDir.to_string().contains("--uploads-in-root")
+    );
+    // Replacing served files needs its own acceptance, and that needs the other two.
+    let in_root = |overwrite: bool, served: bool| {
+        check(|c| {
+            uploads(c, None);
+            c.serve.upload.overwrite = overwrite;
+            c.write.as_mut().unwrap().overwrite_served_files = served;
+        })
+    };
+    assert_eq!(in_root(true, false), Err(E::OverwriteServedUnaccepted));
+    assert_eq!(in_root(true, true), Ok(()));
+    assert_eq!(in_root(false, true), Err(E::OverwriteServedWithoutOverwrite));
+    let e = check(|c| {
+        uploads(c, Some("/up"));
+        c.serve.upload.overwrite = true;
+        c.write.as_mut().unwrap().overwrite_served_files = true;
+    });
+    assert_eq!(e, Err(E::OverwriteServedOutsideRoot));
+    // Uploads on a single port only with the risk accepted.
+    let single = |accepted: bool| {
+        check(|c| {
+            uploads(c, Some("/up"));
+            c.io.single_port = true;
+            c.write.as_mut().unwrap().allow_single_port = accepted;
+        })
+    };
+    assert_eq!(single(false), Err(E::SinglePortUploads));
+    assert_eq!(single(true), Ok(()));
+    // Where they go.
+    let mut c = base();
+    uploads(&mut c, None);
+    assert_eq!(c.upload_dir(), Some(Path::new("/srv/tftp")));
+    uploads(&mut c, Some("/srv/up"));
+    assert_eq!(c.upload_dir(), Some(Path::new("/srv/up")));
+}
