@@ -1,0 +1,182 @@
+//! The command line: flags to configuration, and the messages of refused combinations.
+
+use super::*;
+
+fn cfg(args: &[&str]) -> Result<Settings, String> {
+    let mut v = vec!["bootstorm", "--root", "/srv/tftp"];
+    v.extend_from_slice(args);
+    let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+    Settings::try_from(cli).map_err(|e| e.to_string())
+}
+
+fn server(args: &[&str]) -> ServerConfig {
+    cfg(args).unwrap().server
+}
+
+#[test]
+fn defaults() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!(c.server, ServerConfig { root: "/srv/tftp".into(), ..ServerConfig::default() }, "the library's");
+    assert_eq!((c.log_level.as_str(), c.stats_interval), ("info", None));
+    let c = c.server;
+    assert_eq!(c.listen.len(), 2);
+    assert!(c.workers >= 1);
+    assert!(c.pin);
+    assert_eq!(c.serve.limits.max_blksize, 65464);
+    assert_eq!(c.serve.limits.max_windowsize, 64);
+    assert_eq!(c.serve.retransmit.patience, Duration::from_secs(6));
+    assert_eq!(c.io.recv_buffer, 8 << 20);
+    assert!(!c.io.single_port);
+}
+
+#[test]
+fn flags() {
+    let c = server(&[
+        "-l",
+        "127.0.0.1:6969",
+        "-l",
+        "[::1]:6969",
+        "-w",
+        "3",
+        "--no-pin",
+        "--io",
+        "epoll",
+        "--port-range",
+        "30000:30100",
+        "--timeout",
+        "0.5",
+        "--retries",
+        "4",
+        "--max-blksize",
+        "1468",
+    ]);
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.workers, 3);
+    assert!(!c.pin);
+    assert_eq!(c.io.backend, IoBackend::Epoll);
+    assert_eq!(c.io.port_range, Some((30000, 30100)));
+    assert!(server(&["--single-port"]).io.single_port);
+    assert_eq!(c.serve.retransmit.patience, Duration::from_secs(2));
+    assert_eq!(c.serve.limits.max_blksize, 1468);
+    assert_eq!(c.effective_policy().limits.max_window_bytes, Some(config::BLIND_BUDGET));
+    assert_eq!(cfg(&["--stats-interval", "5"]).unwrap().stats_interval, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn refusals() {
+    for bad in [
+        &["--max-blksize", "7"][..],
+        &["--max-windowsize", "0"],
+        &["--timeout", "0"],
+        &["--timeout", "-1"],
+        &["--grace=-1"],
+        &["--workers", "0"],
+        &["--port-range", "10:5"],
+        &["--port-range", "0:5"],
+        &["--rx-buffers", "1000"],
+        &["--min-rto", "5000"],
+        &["--retries", "0"],
+        &["--rate-per-source", "0", "--burst-per-source", "0.5"],
+    ] {
+        assert!(cfg(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(cfg(&["--max-blksize", "7"]).unwrap_err(), "--max-blksize must be 8..=65464");
+    assert_eq!(cfg(&["--timeout=-1"]).unwrap_err(), "--timeout must be a non-negative number of seconds");
+    assert_eq!(cfg(&["--grace=nan"]).unwrap_err(), "--grace must be a non-negative number of seconds");
+}
+
+#[test]
+fn operator_mistakes() {
+    let root = |r: &str, extra: &[&str]| {
+        let mut v = vec!["bootstorm", "--root", r];
+        v.extend_from_slice(extra);
+        Settings::try_from(Cli::try_parse_from(v).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+    };
+    for r in ["/", "//", "/.", "/tmp/..", "/nonexistent/..", "/nonexistent/../../."] {
+        let e = root(r, &[]).unwrap_err();
+        assert!(e.contains("--serve-whole-filesystem") && e.contains("whole file system"), "{r}: {e}");
+        assert!(root(r, &["--serve-whole-filesystem"]).is_ok(), "{r}");
+    }
+    assert!(root("/nonexistent", &[]).is_ok() && root("relative/..", &[]).is_ok());
+    // Log levels: exactly the five, in any case.
+    for bad in ["warning", "bogus", "", "info,bootstorm=trace"] {
+        let e = cfg(&["--log-level", bad]).unwrap_err();
+        assert!(e.contains("error, warn, info, debug, trace"), "{bad}: {e}");
+    }
+    assert_eq!(cfg(&["--log-level", "WARN"]).unwrap().log_level, "warn");
+    assert_eq!(cfg(&[]).unwrap().log_level, "info");
+    // Contradictions.
+    let e = cfg(&["--single-port", "--port-range", "30000:30010"]).unwrap_err();
+    assert!(e.contains("--single-port") && e.contains("--port-range"), "{e}");
+    let up = ["--allow-write", "--create", "--upload-dir", "/up"];
+    let with = |extra: &[&'static str]| cfg(&[&up[..], extra].concat());
+    let e = with(&["--allow", "10.0.0.0/8", "--allow-write-from", "192.168.1.0/24"]).unwrap_err();
+    assert!(e.contains("--allow-write-from 192.168.1.0/24") && e.contains("(10.0.0.0/8)"), "{e}");
+    assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.0.0.0/7"]).is_err());
+    assert!(with(&["--allow", "10.0.0.0/8", "--allow", "fd00::/8", "--allow-write-from", "fd00:1::/32"]).is_ok());
+    assert!(with(&["--allow", "10.0.0.0/8", "--allow-write-from", "10.1.2.3"]).is_ok());
+    assert!(with(&["--allow-write-from", "192.168.1.0/24"]).is_ok(), "no --allow: everyone is served");
+    let e = cfg(&["-l", "127.0.0.1:69", "-l", "[::1]:69", "-l", "127.0.0.1:69"]).unwrap_err();
+    assert!(e.contains("--listen 127.0.0.1:69 is given twice"), "{e}");
+    assert!(cfg(&["-l", "127.0.0.1:0", "-l", "127.0.0.1:0"]).is_ok(), "two kernel-chosen ports");
+    assert!(cfg(&["-l", "0.0.0.0:69", "-l", "127.0.0.1:69"]).is_ok(), "overlapping, not the same");
+}
+
+#[test]
+fn upload_flags() {
+    let c = server(&["--allow-write", "--create", "--umask", "027", "--max-upload-size", "10M", "--upload-dir", "/up"]);
+    assert_eq!(c.upload_dir(), Some(std::path::Path::new("/up")));
+    let p = c.serve.upload;
+    assert!(p.create && !p.overwrite);
+    assert_eq!(p.mode, 0o640);
+    assert_eq!(p.max_size, 10 << 20);
+    assert!(server(&[]).write.is_none());
+    assert!(cfg(&["--allow-write"]).is_err(), "needs --create or --overwrite");
+    let e = cfg(&["--allow-write"]).unwrap_err();
+    assert!(e.starts_with("--allow-write needs --create (new files) and/or --overwrite"), "the first mistake: {e}");
+    assert!(cfg(&["--create"]).is_err(), "needs --allow-write");
+    for flag in ["--uploads-in-root", "--overwrite-served-files", "--allow-single-port-uploads"] {
+        assert!(cfg(&[flag]).unwrap_err().contains("need --allow-write"), "{flag}");
+    }
+    assert!(cfg(&["--upload-dir", "/up"]).unwrap_err().contains("need --allow-write"));
+    // Uploads stay out of the served tree unless --uploads-in-root says otherwise.
+    let e = cfg(&["--allow-write", "--create"]).unwrap_err();
+    assert!(e.contains("--upload-dir") && e.contains("--uploads-in-root"), "{e}");
+    let c = server(&["--allow-write", "--create", "--uploads-in-root"]);
+    assert_eq!(c.upload_dir(), Some(std::path::Path::new("/srv/tftp")));
+    assert!(c.write.unwrap().in_served_tree);
+    assert!(!server(&["--allow-write", "--create", "--upload-dir", "/up"]).write.unwrap().in_served_tree);
+    // Replacing served files needs its own flag, and that flag needs the other two.
+    let e = cfg(&["--allow-write", "--uploads-in-root", "--overwrite"]).unwrap_err();
+    assert!(e.contains("--overwrite-served-files"), "{e}");
+    assert!(cfg(&["--allow-write", "--uploads-in-root", "--overwrite", "--overwrite-served-files"]).is_ok());
+    assert!(cfg(&["--allow-write", "--upload-dir", "/up", "--overwrite", "--overwrite-served-files"]).is_err());
+    assert!(cfg(&["--allow-write", "--uploads-in-root", "--create", "--overwrite-served-files"]).is_err());
+    // Uploads with --single-port only with the risk accepted.
+    let e = cfg(&["--single-port", "--allow-write", "--create", "--upload-dir", "/up"]).unwrap_err();
+    assert!(e.contains("--allow-single-port-uploads"), "{e}");
+    let sp = ["--single-port", "--allow-write", "--create", "--upload-dir", "/up", "--allow-single-port-uploads"];
+    assert!(cfg(&sp).is_ok());
+    assert!(cfg(&["--umask", "999"]).is_err());
+    let c = server(&["--allow-write", "--overwrite", "--upload-dir", "/srv/up"]);
+    assert_eq!(c.upload_dir(), Some(std::path::Path::new("/srv/up")));
+}
+
+#[test]
+fn networks_and_rates() {
+    let c = server(&["--allow", "127.0.0.0/8", "--allow", "::1"]);
+    assert_eq!(c.serve.allow, [Cidr::parse("127.0.0.0/8").unwrap(), Cidr::parse("::1").unwrap()]);
+    assert_eq!(c.serve.source_limit(), Some(SourceRate { per_second: 100.0, burst: 500.0 }));
+    assert_eq!(server(&["--rate-per-source", "0"]).serve.source_limit(), None);
+    assert!(!c.serve.rate_limit_always, "under pressure only, by default");
+    assert!(server(&["--rate-limit-always"]).serve.rate_limit_always);
+    assert!(cfg(&["--allow", "10.0.0.0/33"]).is_err());
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("8M"), Ok(8 << 20));
+    assert_eq!(parse_size("512k"), Ok(512 << 10));
+    assert_eq!(parse_size("100"), Ok(100));
+    assert!(parse_size("x").is_err());
+}
