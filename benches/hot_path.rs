@@ -65,7 +65,7 @@ fn windowed_transfer() -> ReadTransfer {
     let size = 1u64 << 40;
     let neg = negotiate(RequestKind::Read, Mode::Octet, &r.options, Some(size), Limits::default(), None);
     let mut x = ReadTransfer::new(Timestamp::ZERO, size, &neg, &CFG);
-    assert_eq!(x.poll_transmit(Timestamp::ZERO, &CFG), Some(Transmit::Oack));
+    assert_eq!(x.poll_transmit(Timestamp::ZERO, &CFG), Some(Transmit::Oack(x.oack())));
     x.handle_packet(Timestamp::from_micros(10), &Packet::Ack { block: 0 }, &CFG);
     while x.poll_transmit(Timestamp::from_micros(10), &CFG).is_some() {}
     x

@@ -138,10 +138,9 @@ impl Server {
         while let Some(t) = x.poll_transmit(now, &SERVER_CFG) {
             let mut buf = vec![0u8; 70_000];
             let n = match t {
-                Transmit::Oack => {
+                // What the transfer kept of its negotiation, in the request's spelling.
+                Transmit::Oack(neg) => {
                     let Ok(Packet::Request(r)) = Packet::decode(&self.request) else { unreachable!() };
-                    let neg =
-                        negotiate(r.kind, r.mode, &r.options, Some(self.file.len() as u64), Limits::default(), None);
                     neg.encode_oack(&r.options, &mut buf).unwrap()
                 }
                 Transmit::Data { block, offset, len } => {
@@ -420,11 +419,9 @@ fn simulate_upload(len: usize, options: RequestOptions, p: LinkParams, seed: u64
             }
             while let Some(t) = x.poll_transmit() {
                 let n = match t {
-                    WriteTransmit::Oack => {
+                    WriteTransmit::Oack(neg) => {
                         let Ok(Packet::Request(r)) = Packet::decode(&request) else { unreachable!() };
-                        negotiate(r.kind, r.mode, &r.options, None, Limits::default(), None)
-                            .encode_oack(&r.options, &mut buf)
-                            .unwrap()
+                        neg.encode_oack(&r.options, &mut buf).unwrap()
                     }
                     WriteTransmit::Ack(b) => {
                         buf[..4].copy_from_slice(&wire::ack(b));

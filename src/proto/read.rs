@@ -34,17 +34,14 @@ use super::transfer::unconfirmed_wait;
 pub use super::transfer::{Outcome, Repeat};
 use super::wire::Packet;
 
-/// The server's own reasons for ending a transfer, under the name the engine still uses (see
-/// [`ReadTransfer::abort`]).
-pub use super::error::LocalFailure as AbortReason;
-
 /// What to send next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transmit {
-    /// The OACK: encoded by the owner from the request with [`Negotiated::encode_oack`] as the
-    /// first answer, or from [`ReadTransfer::oack`] with [`Negotiated::encode_oack_again`] when
-    /// it is sent again on a timer.
-    Oack,
+    /// The OACK of this negotiation: what the transfer kept of the first one, so that a resend
+    /// (on a timer or for a repeated request) says exactly what the first answer said. The owner
+    /// encodes it with [`Negotiated::encode_oack`] while the request is at hand (the client's
+    /// spelling and order), or with [`Negotiated::encode_oack_again`] without it.
+    Oack(Negotiated),
     /// A DATA packet of `len` bytes of the file starting at `offset`.
     Data {
         /// Wire block number (wrapped to 16 bits).
@@ -286,13 +283,6 @@ impl ReadTransfer {
         }
     }
 
-    /// [`fail`](Self::fail) with a local reason and its code, as the engine calls it; `code`
-    /// is always `reason.code()`, which is what is sent.
-    pub fn abort(&mut self, code: ErrorCode, reason: AbortReason) {
-        debug_assert_eq!(code, reason.code(), "{reason:?}");
-        self.fail(reason);
-    }
-
     /// Ends the transfer at once without sending anything.
     pub fn cancel(&mut self, outcome: Outcome) {
         self.phase = Phase::Done(outcome);
@@ -318,7 +308,7 @@ impl ReadTransfer {
                     if !timed {
                         self.sender.handshake_sent(now);
                     }
-                    Some(Transmit::Oack)
+                    Some(Transmit::Oack(self.oack()))
                 } else {
                     let t = self.data(now, &cfg);
                     if !timed {

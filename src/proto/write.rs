@@ -30,8 +30,9 @@ use super::wire::Packet;
 /// What to send next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteTransmit {
-    /// The OACK (encoded by the owner from the request).
-    Oack,
+    /// The OACK of this negotiation, as the transfer kept it (see
+    /// [`Transmit::Oack`](super::read::Transmit::Oack)).
+    Oack(Negotiated),
     /// An ACK of this wire block number (ACK 0 answers a request without options).
     Ack(u16),
     /// An ERROR; the transfer ends.
@@ -58,27 +59,8 @@ enum Phase {
         until: Timestamp,
     },
     /// An ERROR is queued.
-    Failing(Failure),
+    Failing(TransferError),
     Done(Outcome),
-}
-
-/// The ERROR a failing transfer sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// Why, typed; the ERROR is what it maps to.
-    Error(TransferError),
-    /// A code and message the owner gave through [`WriteTransfer::abort`] or
-    /// [`WriteTransfer::commit_done`], the forms the engine still uses.
-    Given(ErrorCode, &'static str),
-}
-
-impl Failure {
-    fn wire(self) -> (ErrorCode, &'static str) {
-        match self {
-            Self::Error(e) => (ErrorCode::from(&e), e.message()),
-            Self::Given(code, message) => (code, message),
-        }
-    }
 }
 
 /// A write transfer in progress.
@@ -100,6 +82,8 @@ pub struct WriteTransfer {
     retransmits: u32,
     /// When the commit succeeded and the final ACK became due.
     completed: Option<Timestamp>,
+    /// The negotiation, to answer a repeated request with the same OACK.
+    negotiated: Negotiated,
 }
 
 impl WriteTransfer {
@@ -126,6 +110,7 @@ impl WriteTransfer {
             client_timeout: negotiated.timeout.unwrap_or(0),
             retransmits: 0,
             completed: None,
+            negotiated: *negotiated,
         }
     }
 
@@ -157,7 +142,7 @@ impl WriteTransfer {
                     Received::InOrder { offset, last, .. } => {
                         self.received += data.len() as u64;
                         if self.received > self.max_size {
-                            self.set_failing(Failure::Error(LocalFailure::UploadTooLarge.into()));
+                            self.set_failing(LocalFailure::UploadTooLarge.into());
                             return None;
                         }
                         self.progress(now, &cfg);
@@ -169,7 +154,7 @@ impl WriteTransfer {
                         Some((offset, data))
                     }
                     Received::Oversized => {
-                        self.set_failing(Failure::Error(Violation::OversizedData.into()));
+                        self.set_failing(Violation::OversizedData.into());
                         None
                     }
                     Received::Duplicate | Received::Gap => None,
@@ -191,7 +176,7 @@ impl WriteTransfer {
                 None
             }
             (Packet::Ack { .. } | Packet::Request(_) | Packet::Oack(_), _) => {
-                self.set_failing(Failure::Error(Violation::UnexpectedOnWrite.into()));
+                self.set_failing(Violation::UnexpectedOnWrite.into());
                 None
             }
         }
@@ -210,7 +195,7 @@ impl WriteTransfer {
         self.rtt.rto(&cfg.rto).max(cfg.rto.initial)
     }
 
-    fn set_failing(&mut self, failure: Failure) {
+    fn set_failing(&mut self, failure: TransferError) {
         self.phase = Phase::Failing(failure);
     }
 
@@ -267,21 +252,6 @@ impl WriteTransfer {
 
     /// The owner's commit finished: `Ok` sends the final ACK, `Err` the ERROR that reports it.
     pub fn commit_result(&mut self, now: Timestamp, result: Result<(), TransferError>, base: &RetransmitConfig) {
-        self.committed(now, result.map_err(Failure::Error), base);
-    }
-
-    /// [`commit_result`](Self::commit_result) with the ERROR as a code and message, as the engine
-    /// calls it.
-    pub fn commit_done(
-        &mut self,
-        now: Timestamp,
-        result: Result<(), (ErrorCode, &'static str)>,
-        base: &RetransmitConfig,
-    ) {
-        self.committed(now, result.map_err(|(code, message)| Failure::Given(code, message)), base);
-    }
-
-    fn committed(&mut self, now: Timestamp, result: Result<(), Failure>, base: &RetransmitConfig) {
         if self.phase != Phase::Committing {
             return;
         }
@@ -299,19 +269,10 @@ impl WriteTransfer {
     /// Ends the transfer with the ERROR that reports `error` (the next transmit). An upload
     /// already committed (only dallying for a lost final ACK) just ends, successfully.
     pub fn fail(&mut self, error: impl Into<TransferError>) {
-        self.end(Failure::Error(error.into()));
-    }
-
-    /// [`fail`](Self::fail) with the ERROR as a code and message, as the engine calls it.
-    pub fn abort(&mut self, code: ErrorCode, message: &'static str) {
-        self.end(Failure::Given(code, message));
-    }
-
-    fn end(&mut self, failure: Failure) {
         match self.phase {
             Phase::Done(_) => {}
             Phase::Dallying { .. } => self.phase = Phase::Done(Outcome::Complete),
-            _ => self.set_failing(failure),
+            _ => self.set_failing(error.into()),
         }
     }
 
@@ -323,14 +284,14 @@ impl WriteTransfer {
     /// The next packet to send, if any.
     pub fn poll_transmit(&mut self) -> Option<WriteTransmit> {
         match self.phase {
-            Phase::Failing(failure) => {
-                let (code, message) = failure.wire();
+            Phase::Failing(error) => {
+                let code = ErrorCode::from(&error);
                 self.phase = Phase::Done(Outcome::Aborted(code));
-                Some(WriteTransmit::Error { code, message })
+                Some(WriteTransmit::Error { code, message: error.message() })
             }
             Phase::Unconfirmed { oack, .. } if self.first_due => {
                 self.first_due = false;
-                Some(if oack { WriteTransmit::Oack } else { WriteTransmit::Ack(0) })
+                Some(if oack { WriteTransmit::Oack(self.negotiated) } else { WriteTransmit::Ack(0) })
             }
             Phase::Receiving | Phase::Dallying { .. } => self.ack_due.take().map(WriteTransmit::Ack),
             _ => None,
@@ -388,6 +349,11 @@ impl WriteTransfer {
     /// ACKs sent again (after timeouts) and repeated first answers.
     pub fn retransmits(&self) -> u32 {
         self.retransmits
+    }
+
+    /// The negotiation this transfer runs with, for writing its OACK again.
+    pub fn oack(&self) -> Negotiated {
+        self.negotiated
     }
 
     /// The block size in use.

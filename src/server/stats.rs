@@ -3,96 +3,193 @@
 //! Each worker owns its counters (single writer, relaxed atomics, cache-padded so that workers
 //! never share a line) and its histograms (no synchronisation at all). The main thread reads the
 //! counters whenever it reports and receives the histograms when a worker ends.
+//!
+//! [`Counter`] names every counter once: its log name, its help text and its place in
+//! [`Counters`]. A new counter is one variant and one line in each of `name`, `help` and `ALL`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-/// Counters of one worker.
-#[derive(Debug, Default)]
-pub struct Counters {
+/// One counter of a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
     /// Requests received (RRQ and WRQ).
-    pub requests: AtomicU64,
+    Requests,
     /// Transfers completed.
-    pub ok: AtomicU64,
+    Ok,
     /// Size probes (ERROR 0/8 right after the OACK).
-    pub probes: AtomicU64,
+    Probes,
     /// Transfers ended by an ERROR from either side.
-    pub errors: AtomicU64,
+    Errors,
     /// Transfers given up on a silent client.
-    pub timeouts: AtomicU64,
+    Timeouts,
     /// Requests for files that do not exist.
-    pub not_found: AtomicU64,
+    NotFound,
     /// Requests refused (access, mode, writes).
-    pub refused: AtomicU64,
+    Refused,
     /// Requests refused because the worker was full.
-    pub busy: AtomicU64,
+    Busy,
     /// Repeated requests absorbed by an existing transfer.
-    pub duplicate_requests: AtomicU64,
+    DuplicateRequests,
     /// Packets from a wrong port answered with ERROR 5.
-    pub foreign: AtomicU64,
+    Foreign,
     /// Datagrams that did not decode.
-    pub malformed: AtomicU64,
+    Malformed,
     /// Bytes acknowledged by clients.
-    pub bytes: AtomicU64,
+    Bytes,
     /// Bytes received in uploads.
-    pub uploaded: AtomicU64,
+    Uploaded,
     /// Requests ignored: from outside the allow list, or to a broadcast address.
-    pub ignored: AtomicU64,
+    Ignored,
     /// New transfers dropped by the per-source rate limit.
-    pub rate_limited: AtomicU64,
+    RateLimited,
     /// DATA blocks and first answers sent again.
-    pub retransmits: AtomicU64,
+    Retransmits,
     /// Sends the kernel refused.
-    pub send_errors: AtomicU64,
+    SendErrors,
     /// ERRORs not sent to a malformed or foreign datagram: over the unasked-reply budget.
-    pub errors_withheld: AtomicU64,
+    ErrorsWithheld,
     /// Transfers whose client had shown nothing, ended to make room for a new request.
-    pub evicted: AtomicU64,
-    /// Transfers in progress.
-    pub active: AtomicU64,
+    Evicted,
+    /// Transfers in progress (a gauge).
+    Active,
 }
 
-/// How many counters [`Counters::snapshot`] returns.
-pub const COUNTERS: usize = 20;
+/// How many counters there are (the length of [`Counters::snapshot`]).
+pub const COUNTERS: usize = Counter::COUNT;
+
+impl Counter {
+    /// How many counters there are.
+    pub const COUNT: usize = 20;
+
+    /// Every counter, in report order (the order of [`Counters::snapshot`]).
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Requests,
+        Self::Ok,
+        Self::Probes,
+        Self::Errors,
+        Self::Timeouts,
+        Self::NotFound,
+        Self::Refused,
+        Self::Busy,
+        Self::DuplicateRequests,
+        Self::Foreign,
+        Self::Malformed,
+        Self::Bytes,
+        Self::Uploaded,
+        Self::Ignored,
+        Self::RateLimited,
+        Self::Retransmits,
+        Self::SendErrors,
+        Self::ErrorsWithheld,
+        Self::Evicted,
+        Self::Active,
+    ];
+
+    /// Its name in reports and log lines (snake case; tests and scripts parse it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Ok => "ok",
+            Self::Probes => "probes",
+            Self::Errors => "errors",
+            Self::Timeouts => "timeouts",
+            Self::NotFound => "not_found",
+            Self::Refused => "refused",
+            Self::Busy => "busy",
+            Self::DuplicateRequests => "duplicate_requests",
+            Self::Foreign => "foreign",
+            Self::Malformed => "malformed",
+            Self::Bytes => "bytes",
+            Self::Uploaded => "uploaded",
+            Self::Ignored => "ignored",
+            Self::RateLimited => "rate_limited",
+            Self::Retransmits => "retransmits",
+            Self::SendErrors => "send_errors",
+            Self::ErrorsWithheld => "errors_withheld",
+            Self::Evicted => "evicted",
+            Self::Active => "active",
+        }
+    }
+
+    /// One line saying what it counts, for a metrics endpoint.
+    pub const fn help(self) -> &'static str {
+        match self {
+            Self::Requests => "Requests received (RRQ and WRQ).",
+            Self::Ok => "Transfers completed.",
+            Self::Probes => "Size probes: ERROR 0 or 8 right after the OACK.",
+            Self::Errors => "Transfers ended by an ERROR from either side.",
+            Self::Timeouts => "Transfers given up on a silent client.",
+            Self::NotFound => "Requests for files that do not exist.",
+            Self::Refused => "Requests refused (access, mode, writes).",
+            Self::Busy => "Requests refused because the worker was full.",
+            Self::DuplicateRequests => "Repeated requests absorbed by an existing transfer.",
+            Self::Foreign => "Packets from a wrong port, answered with ERROR 5.",
+            Self::Malformed => "Datagrams that did not decode.",
+            Self::Bytes => "Bytes acknowledged by clients.",
+            Self::Uploaded => "Bytes received in uploads.",
+            Self::Ignored => "Requests ignored: outside the allow list, or to a broadcast address.",
+            Self::RateLimited => "New transfers dropped by the per-source rate limit.",
+            Self::Retransmits => "DATA blocks and first answers sent again.",
+            Self::SendErrors => "Sends the kernel refused.",
+            Self::ErrorsWithheld => "ERRORs not sent to malformed or foreign datagrams (over the budget).",
+            Self::Evicted => "Transfers of silent clients ended to make room for a new request.",
+            Self::Active => "Transfers in progress.",
+        }
+    }
+
+    /// Whether it is a gauge (a current value) rather than a count that only grows.
+    pub const fn is_gauge(self) -> bool {
+        matches!(self, Self::Active)
+    }
+}
+
+/// Counters of one worker, indexed by [`Counter`].
+#[derive(Debug, Default)]
+pub struct Counters([AtomicU64; Counter::COUNT]);
+
+/// A plain copy of one worker's counters, indexed by [`Counter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot([u64; Counter::COUNT]);
+
+impl CounterSnapshot {
+    /// The value of `c`.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// Every counter with its value, in report order.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.iter().map(|&c| (c, self.get(c)))
+    }
+}
 
 impl Counters {
-    /// Adds `n` to a counter (the worker is its only writer).
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
+    /// Adds `n` to counter `c` (the worker is its only writer).
+    pub fn add(&self, c: Counter, n: u64) {
+        self.0[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Sets a gauge.
-    pub fn set(c: &AtomicU64, n: u64) {
-        c.store(n, Ordering::Relaxed);
+    /// Sets gauge `c`.
+    pub fn set(&self, c: Counter, n: u64) {
+        self.0[c as usize].store(n, Ordering::Relaxed);
     }
 
-    /// A plain copy of every counter, in declaration order, with names.
+    /// The value of counter `c`.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// A plain copy of every counter.
+    pub fn values(&self) -> CounterSnapshot {
+        CounterSnapshot(Counter::ALL.map(|c| self.get(c)))
+    }
+
+    /// A plain copy of every counter, in report order, with names.
     pub fn snapshot(&self) -> [(&'static str, u64); COUNTERS] {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
-            ("requests", g(&self.requests)),
-            ("ok", g(&self.ok)),
-            ("probes", g(&self.probes)),
-            ("errors", g(&self.errors)),
-            ("timeouts", g(&self.timeouts)),
-            ("not_found", g(&self.not_found)),
-            ("refused", g(&self.refused)),
-            ("busy", g(&self.busy)),
-            ("duplicate_requests", g(&self.duplicate_requests)),
-            ("foreign", g(&self.foreign)),
-            ("malformed", g(&self.malformed)),
-            ("bytes", g(&self.bytes)),
-            ("uploaded", g(&self.uploaded)),
-            ("ignored", g(&self.ignored)),
-            ("rate_limited", g(&self.rate_limited)),
-            ("retransmits", g(&self.retransmits)),
-            ("send_errors", g(&self.send_errors)),
-            ("errors_withheld", g(&self.errors_withheld)),
-            ("evicted", g(&self.evicted)),
-            ("active", g(&self.active)),
-        ]
+        Counter::ALL.map(|c| (c.name(), self.get(c)))
     }
 }
 
@@ -144,5 +241,35 @@ impl Latencies {
             ms(h.max()),
             h.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_place_and_a_distinct_name() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?} out of place in ALL");
+            assert!(!c.help().is_empty());
+        }
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::COUNT);
+    }
+
+    #[test]
+    fn add_set_get_and_snapshot_agree() {
+        let c = Counters::default();
+        c.add(Counter::Ok, 2);
+        c.add(Counter::Ok, 1);
+        c.set(Counter::Active, 7);
+        assert_eq!((c.get(Counter::Ok), c.get(Counter::Active)), (3, 7));
+        let s = c.snapshot();
+        assert_eq!(s[1], ("ok", 3));
+        assert_eq!(s[Counter::COUNT - 1], ("active", 7));
+        assert_eq!(c.values().get(Counter::Ok), 3);
     }
 }

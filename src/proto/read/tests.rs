@@ -65,7 +65,7 @@ fn plain_request_lockstep() {
 fn oack_then_windows() {
     let n = negotiated("blksize 1468 tsize 0 windowsize 4", 1468 * 6);
     let mut x = ReadTransfer::new(t(0), 1468 * 6, &n, &CFG);
-    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
     assert!(!x.is_confirmed());
     ack(&mut x, t(2), 0);
     assert!(x.is_confirmed());
@@ -92,7 +92,7 @@ fn empty_file_is_one_empty_data() {
 fn uefi_size_probe_is_a_probe() {
     for code in [ErrorCode::OPTION_REFUSED, ErrorCode::NOT_DEFINED] {
         let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0 blksize 1468", 5000), &CFG);
-        assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+        assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
         error(&mut x, t(1), code);
         assert_eq!(x.outcome(), Some(Outcome::Probe));
         assert_eq!(drain(&mut x, t(1)), [], "nothing more is sent");
@@ -124,13 +124,13 @@ fn pxelinux_close_after_final_block_is_success() {
 #[test]
 fn first_answer_resent_once_on_a_timer_then_only_per_request() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
-    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
     // The client is silent: one resend after the initial timeout (100 ms here), not before.
     assert_eq!(x.poll_timeout(), Some(t(100)));
     x.handle_timeout(t(99), &CFG);
     assert_eq!(drain(&mut x, t(99)), []);
     x.handle_timeout(t(100), &CFG);
-    assert_eq!(drain(&mut x, t(100)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(100)), [Transmit::Oack(x.oack())]);
     assert_eq!(x.retransmits(), 1);
     let again = x.oack();
     assert_eq!((again.blksize, again.tsize, again.has_oack()), (1024, Some(5000), true));
@@ -142,7 +142,7 @@ fn first_answer_resent_once_on_a_timer_then_only_per_request() {
     }
     // The client repeats its request: one more OACK, and one more timed resend armed.
     assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
-    assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack(x.oack())]);
     assert_eq!(x.retransmits(), 2);
     ack(&mut x, t(1503), 0);
     assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(3)), "timed from the latest OACK");
@@ -155,7 +155,7 @@ fn first_answer_resent_once_on_a_timer_then_only_per_request() {
     // The expiry restarted at the repeat; the timed resend comes first.
     assert_eq!(x.poll_timeout(), Some(t(1600)));
     x.handle_timeout(t(1600), &CFG);
-    assert_eq!(drain(&mut x, t(1600)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(1600)), [Transmit::Oack(x.oack())]);
     assert_eq!(x.poll_timeout(), Some(t(3500)));
     x.handle_timeout(t(3499), &CFG);
     assert_eq!(x.outcome(), None);
@@ -182,7 +182,7 @@ fn lost_ack_1_recovered_by_one_timed_resend_of_data_1() {
 fn negotiated_timeout_is_the_wait_before_every_resend() {
     // RFC 2349: a client that asks for timeout 3 is never sent to again sooner.
     let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("timeout 3", 50_000), &CFG);
-    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
     assert_eq!(x.poll_timeout(), Some(t(3000)), "the OACK's resend waits the client's timeout");
     ack(&mut x, t(1), 0);
     assert_eq!(drain(&mut x, t(1)), [data(1, 0, 512)]);
@@ -264,7 +264,7 @@ fn gives_up_after_retries_and_patience() {
 #[test]
 fn client_timeout_option_caps_waits() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("timeout 1", 5000), &CFG);
-    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
     ack(&mut x, t(900), 0);
     drain(&mut x, t(900));
     // 900 ms round trip would give 2.7 s; the client asked for 1 s.
@@ -293,7 +293,7 @@ fn abort_sends_error_once() {
         drain(&mut x, t(1)),
         [Transmit::Error { code: ErrorCode::NOT_DEFINED, message: "server shutting down" }]
     );
-    x.abort(ErrorCode::NOT_DEFINED, AbortReason::FileChanged);
+    x.fail(LocalFailure::FileChanged);
     assert_eq!(drain(&mut x, t(1)), []);
 }
 
@@ -341,7 +341,7 @@ fn blind_budget_holds_timer_resends_until_data_is_acknowledged() {
     let size = 100_000;
     let mut x = ReadTransfer::new(t(0), size, &negotiated("blksize 1468 windowsize 3", size), &CFG);
     x.limit_blind_sends(5000);
-    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
     // A forged ACK 0: one window, 3 × 1,500 bytes on the wire.
     ack(&mut x, t(1), 0);
     assert_eq!(drain(&mut x, t(1)).len(), 3);
@@ -405,9 +405,9 @@ fn an_ack_0_after_the_timed_oack_resend_is_timed_from_the_first_oack() {
     // The client is slower than the initial timeout (100 ms here): its ACK 0 answers the first
     // OACK. Timing it from the resend would make the round trip look like 5 ms (Karn's rule).
     let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("blksize 1024", 50_000), &CFG);
-    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
     x.handle_timeout(t(100), &CFG);
-    assert_eq!(drain(&mut x, t(100)), [Transmit::Oack]);
+    assert_eq!(drain(&mut x, t(100)), [Transmit::Oack(x.oack())]);
     ack(&mut x, t(105), 0);
     assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(105)));
 }

@@ -49,7 +49,7 @@ fn plain_upload_commit_then_final_ack() {
     assert!(x.wants_commit());
     assert_eq!(drain(&mut x), [], "no final ACK before the commit");
     assert_eq!(x.poll_timeout(), None);
-    x.commit_done(t(3), Ok(()), &CFG);
+    x.commit_result(t(3), Ok(()), &CFG);
     assert_eq!(drain(&mut x), [WriteTransmit::Ack(2)]);
     assert!(x.is_committed());
     // A repeated final block (our ACK was lost) is answered while dallying.
@@ -66,7 +66,7 @@ fn abort_while_dallying_is_a_success() {
     let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
     drain(&mut x);
     data(&mut x, t(1), 1, b"all");
-    x.commit_done(t(2), Ok(()), &CFG);
+    x.commit_result(t(2), Ok(()), &CFG);
     drain(&mut x);
     x.fail(LocalFailure::ShuttingDown);
     assert_eq!(drain(&mut x), [], "no ERROR after the final ACK");
@@ -87,19 +87,9 @@ fn failed_commit_is_an_error_not_an_ack() {
 }
 
 #[test]
-fn failed_commit_with_a_given_code_and_message() {
-    let mut x = WriteTransfer::new(t(0), &negotiated(""), 10_000, &CFG);
-    drain(&mut x);
-    data(&mut x, t(1), 1, b"short");
-    x.commit_done(t(2), Err((ErrorCode::DISK_FULL, "disk full")), &CFG);
-    assert_eq!(drain(&mut x), [WriteTransmit::Error { code: ErrorCode::DISK_FULL, message: "disk full" }]);
-    assert_eq!(x.outcome(), Some(Outcome::Aborted(ErrorCode::DISK_FULL)));
-}
-
-#[test]
 fn oack_and_windowed_acks() {
     let mut x = WriteTransfer::new(t(0), &negotiated("blksize 100 windowsize 4 tsize 1000"), 10_000, &CFG);
-    assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
+    assert_eq!(drain(&mut x), [WriteTransmit::Oack(x.oack())]);
     for b in 1..=3 {
         assert!(data(&mut x, t(1), b, &[0; 100]).is_some());
         assert_eq!(drain(&mut x), []);
@@ -127,12 +117,12 @@ fn size_limit_is_disk_full() {
 fn silent_client_before_data_expires_without_resends() {
     // The wait for the first DATA is the initial timeout (100 ms here), not the patience.
     let mut x = WriteTransfer::new(t(0), &negotiated("blksize 1024"), 10_000, &CFG);
-    assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
+    assert_eq!(drain(&mut x), [WriteTransmit::Oack(x.oack())]);
     assert_eq!(x.poll_timeout(), Some(t(100)));
     x.handle_timeout(t(60), &CFG);
     assert_eq!(drain(&mut x), []);
     assert_eq!(x.handle_repeated_request(t(80), &CFG), Repeat::ResendFirst);
-    assert_eq!(drain(&mut x), [WriteTransmit::Oack]);
+    assert_eq!(drain(&mut x), [WriteTransmit::Oack(x.oack())]);
     assert_eq!(x.poll_timeout(), Some(t(180)), "a repeat gets the wait again");
     x.handle_timeout(t(180), &CFG);
     assert_eq!(x.outcome(), Some(Outcome::TimedOut));

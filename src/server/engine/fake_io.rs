@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::server::io::SockRef;
+use crate::server::io::{DataRun, Outgoing, SockRef};
 
 /// The backend of engine tests.
 #[derive(Default)]

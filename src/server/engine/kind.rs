@@ -3,10 +3,8 @@
 
 use std::rc::Rc;
 
-use crate::fs::{FileVersion, Upload, UploadError};
-use crate::proto::{
-    ErrorCode, LocalFailure, Outcome, ReadTransfer, Repeat, RetransmitConfig, Timestamp, WriteTransfer,
-};
+use crate::fs::{FileVersion, Upload};
+use crate::proto::{LocalFailure, Outcome, ReadTransfer, Repeat, RetransmitConfig, Timestamp, WriteTransfer};
 
 /// An upload's state besides the protocol: the file being written and where it stands.
 #[derive(Debug)]
@@ -28,12 +26,6 @@ pub(super) enum Kind {
     },
     /// Boxed: uploads are rare, and reads keep the slot small.
     Write(Box<WriteState>),
-}
-
-/// The ERROR that reports an upload failure, as the code and message the engine passes on; the
-/// mapping is `UploadError`'s own.
-pub(super) fn upload_error(e: &UploadError) -> (ErrorCode, &'static str) {
-    (e.code(), e.message())
 }
 
 impl Kind {
@@ -72,10 +64,8 @@ impl Kind {
         }
     }
 
-    /// Ends the transfer with the ERROR that reports `reason`; `code` is always `reason.code()`
-    /// (the engine's form, until it passes only the reason).
-    pub(super) fn abort(&mut self, code: ErrorCode, reason: LocalFailure) {
-        debug_assert_eq!(code, reason.code(), "{reason:?}");
+    /// Ends the transfer with the ERROR that reports `reason`.
+    pub(super) fn fail(&mut self, reason: LocalFailure) {
         match self {
             Self::Read { xfer, .. } => xfer.fail(reason),
             Self::Write(w) => w.xfer.fail(reason),

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use super::*;
 use crate::config::{Cidr, ServerConfig, SourceRate, WriteConfig};
 use crate::fs::UploadRoot;
-use crate::server::io::SockRef;
+use crate::proto::ReadTransfer;
+use crate::server::io::{MAX_RUN_BYTES, SockRef};
+
+use super::table::Slot;
 
 use super::fake_io::{FakeIo, Run};
 
@@ -63,10 +66,6 @@ fn uploads_in_root(c: &mut ServerConfig, create: bool, overwrite: bool) {
     });
     c.serve.upload.create = create;
     c.serve.upload.overwrite = overwrite;
-}
-
-fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
-    c.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Rig {
@@ -159,8 +158,8 @@ fn plain_read_to_completion() {
     r.ack(CLIENT, 2);
     assert_eq!(r.io.closed, [SockRef(0)]);
     assert_eq!(r.engine.active, 0);
-    assert_eq!(count(&r.counters.ok), 1);
-    assert_eq!(count(&r.counters.bytes), 1000);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
+    assert_eq!(r.counters.get(Counter::Bytes), 1000);
 }
 
 #[test]
@@ -178,7 +177,7 @@ fn oack_and_windows() {
     assert_eq!(last.len(), 3, "blocks 9, 10 and the empty 11th");
     assert_eq!(last[2].3, [0, 3, 0, 11]);
     r.ack(CLIENT, 11);
-    assert_eq!(count(&r.counters.ok), 1);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
 }
 
 #[test]
@@ -192,7 +191,7 @@ fn repeated_request_is_one_transfer() {
     assert_eq!(sent.len(), 3, "one OACK per request datagram");
     assert!(sent.iter().all(|s| s.3 == b"\x00\x06tsize\x001000\x00"));
     assert_eq!(r.io.opened.len(), 1, "no second transfer");
-    assert_eq!(count(&r.counters.duplicate_requests), 2);
+    assert_eq!(r.counters.get(Counter::DuplicateRequests), 2);
     r.ack(CLIENT, 0);
     r.io.take();
     // Once confirmed, a repeat is ignored.
@@ -201,7 +200,7 @@ fn repeated_request_is_one_transfer() {
     // A different request from the same port replaces the transfer.
     r.request(CLIENT, b"\x00\x01text\x00octet\x00");
     assert_eq!(r.io.opened.len(), 2);
-    assert_eq!(count(&r.counters.errors), 1);
+    assert_eq!(r.counters.get(Counter::Errors), 1);
 }
 
 #[test]
@@ -214,7 +213,7 @@ fn foreign_port_gets_error_5_and_transfer_goes_on() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].1, "192.0.2.10:2001".parse::<SocketAddr>().unwrap());
     assert_eq!(error_of(&sent[0].3).0, 5);
-    assert_eq!(count(&r.counters.foreign), 1);
+    assert_eq!(r.counters.get(Counter::Foreign), 1);
     // An ERROR from a foreign port is not answered.
     let token = r.engine.token(0);
     r.dgram(Via::Transfer(SockRef(0)), Some(token), "192.0.2.99:1", b"\x00\x05\x00\x00x\x00");
@@ -261,7 +260,7 @@ fn busy_is_an_answer_not_silence() {
     r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
     let sent = r.io.take();
     assert_eq!(error_of(&sent[0].3), (0, "server busy, try again".into()));
-    assert_eq!(count(&r.counters.busy), 1);
+    assert_eq!(r.counters.get(Counter::Busy), 1);
 }
 
 #[test]
@@ -275,9 +274,9 @@ fn a_full_table_makes_room_by_ending_the_oldest_silent_transfer() {
     r.request("192.0.2.11:2000", b"\x00\x01small\x00octet\x00");
     let sent = r.io.take();
     assert_eq!(&sent[0].3[..4], &[0, 3, 0, 1], "DATA 1: served, not busy");
-    assert_eq!((count(&r.counters.busy), count(&r.counters.evicted)), (0, 1));
+    assert_eq!((r.counters.get(Counter::Busy), r.counters.get(Counter::Evicted)), (0, 1));
     assert_eq!(r.io.closed.len(), 1, "the oldest silent transfer's socket is closed");
-    assert_eq!(count(&r.counters.active), 3);
+    assert_eq!(r.counters.get(Counter::Active), 3);
 }
 
 #[test]
@@ -288,8 +287,8 @@ fn uefi_probe_counted_as_probe() {
     let token = r.engine.token(0);
     r.dgram(Via::Transfer(SockRef(0)), Some(token), CLIENT, b"\x00\x05\x00\x08User aborted the transfer\x00");
     assert!(r.io.take().is_empty());
-    assert_eq!(count(&r.counters.probes), 1);
-    assert_eq!(count(&r.counters.errors), 0);
+    assert_eq!(r.counters.get(Counter::Probes), 1);
+    assert_eq!(r.counters.get(Counter::Errors), 0);
     assert_eq!(r.io.closed.len(), 1);
 }
 
@@ -310,7 +309,7 @@ fn single_port_mode() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].1, CLIENT.parse::<SocketAddr>().unwrap());
     r.ack(CLIENT, 2);
-    assert_eq!(count(&r.counters.ok), 1);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
     // An ACK from a client without a transfer.
     r.ack("192.0.2.12:1", 1);
     assert_eq!(error_of(&r.io.take()[0].3).0, 5);
@@ -329,7 +328,7 @@ fn broadcast_requests_ignored() {
     };
     r.engine.on_datagram(r.now, &d, &mut r.io);
     assert!(r.io.take().is_empty());
-    assert_eq!(count(&r.counters.requests), 0);
+    assert_eq!(r.counters.get(Counter::Requests), 0);
 }
 
 #[test]
@@ -343,7 +342,7 @@ fn silent_unconfirmed_client_gets_one_timed_resend_then_expires() {
     let again = r.io.take();
     assert_eq!(again.len(), 1, "one timed resend to an unconfirmed client, no more");
     assert_eq!(again[0].3, first[0].3, "the same DATA 1");
-    assert_eq!(count(&r.counters.timeouts), 1);
+    assert_eq!(r.counters.get(Counter::Timeouts), 1);
     assert_eq!(r.io.closed.len(), 1);
 }
 
@@ -422,7 +421,7 @@ fn the_final_short_block_ends_the_last_run() {
     assert_eq!(r.io.take_runs(), [Run::of(193..=196, 1028, 324)], "the short block closes the run");
     r.ack(CLIENT, 196);
     assert!(r.io.take_runs().is_empty(), "nothing after the final block");
-    assert_eq!(count(&r.counters.ok), 1);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
 }
 
 #[test]
@@ -527,8 +526,8 @@ fn same_request_after_last_block_starts_a_new_transfer() {
     assert_eq!(sent.len(), 1, "the new request is answered");
     assert_eq!(&sent[0].3[..4], &[0, 3, 0, 1]);
     assert_eq!(sent[0].0, Via::Transfer(SockRef(1)), "from a new transfer");
-    assert_eq!(count(&r.counters.ok), 1);
-    assert_eq!(count(&r.counters.duplicate_requests), 0);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
+    assert_eq!(r.counters.get(Counter::DuplicateRequests), 0);
 }
 
 #[test]
@@ -564,8 +563,8 @@ fn upload_lands_only_after_commit_then_final_ack() {
     assert_eq!(std::fs::read(r.dir.path().join("small")).unwrap(), vec![9u8; 600]);
     assert_eq!(r.files(), ["small", "text"], "no temporary file left");
     r.advance(Duration::from_secs(5));
-    assert_eq!(count(&r.counters.ok), 1);
-    assert_eq!(count(&r.counters.uploaded), 600);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
+    assert_eq!(r.counters.get(Counter::Uploaded), 600);
 }
 
 #[test]
@@ -627,7 +626,7 @@ fn abandoned_and_oversized_uploads_leave_nothing() {
     for _ in 0..200 {
         r.advance(Duration::from_millis(100));
     }
-    assert_eq!(count(&r.counters.timeouts), 1);
+    assert_eq!(r.counters.get(Counter::Timeouts), 1);
     assert_eq!(r.files(), ["small", "text"]);
 }
 
@@ -642,12 +641,12 @@ fn allow_list_and_rate_limit_drop_silently() {
     });
     r.request("198.51.100.1:1", b"\x00\x01small\x00octet\x00");
     assert!(r.io.take().is_empty(), "outside the allow list: ignored");
-    assert_eq!(count(&r.counters.ignored), 1);
+    assert_eq!(r.counters.get(Counter::Ignored), 1);
     for port in 1..=4 {
         r.request(&format!("192.0.2.5:{port}"), b"\x00\x01small\x00octet\x00");
     }
     assert_eq!(r.io.take().len(), 2, "a burst of two, then dropped");
-    assert_eq!(count(&r.counters.rate_limited), 2);
+    assert_eq!(r.counters.get(Counter::RateLimited), 2);
     // A repeat of an existing transfer is not a new transfer and is not limited.
     r.request("192.0.2.5:1", b"\x00\x01small\x00octet\x00");
     assert_eq!(r.io.take().len(), 1);
@@ -665,12 +664,12 @@ fn one_address_is_served_in_full_until_the_worker_is_under_pressure() {
         r.request(&format!("192.0.2.5:{port}"), b"\x00\x01small\x00octet\x00");
     }
     assert_eq!(r.io.take().len(), 10, "ten transfers from one address on an idle worker");
-    assert_eq!(count(&r.counters.rate_limited), 0);
+    assert_eq!(r.counters.get(Counter::RateLimited), 0);
     // Half the table in use: pressure. The address that spent its tokens is held back now,
     // while another address is still served.
     r.request("192.0.2.5:11", b"\x00\x01small\x00octet\x00");
     assert!(r.io.take().is_empty(), "the heavy source is dropped under pressure");
-    assert_eq!(count(&r.counters.rate_limited), 1);
+    assert_eq!(r.counters.get(Counter::RateLimited), 1);
     r.request("192.0.2.6:1", b"\x00\x01small\x00octet\x00");
     assert_eq!(r.io.take().len(), 1, "another source is served");
 }
@@ -691,7 +690,7 @@ fn under_pressure_no_source_holds_more_than_its_share() {
         );
     }
     r.io.take();
-    assert_eq!(count(&r.counters.active), 8);
+    assert_eq!(r.counters.get(Counter::Active), 8);
     // Its ninth is refused as busy; another source is served.
     r.request("198.51.100.7:9", b"\x00\x01small\x00octet\x00");
     assert_eq!(error_of(&r.io.take()[0].3), (0, "server busy, try again".into()));
@@ -709,7 +708,7 @@ fn a_request_that_becomes_no_transfer_ends_no_silent_one() {
     // A miss in a full table: "file not found", and the silent transfers stay.
     r.request("192.0.2.11:2000", b"\x00\x01missing\x00octet\x00");
     assert_eq!(error_of(&r.io.take()[0].3).0, 1);
-    assert_eq!((count(&r.counters.evicted), count(&r.counters.active)), (0, 3));
+    assert_eq!((r.counters.get(Counter::Evicted), r.counters.get(Counter::Active)), (0, 3));
 }
 
 #[test]
@@ -751,5 +750,50 @@ fn an_engine_from_the_default_configuration_serves_a_read() {
     };
     engine.on_datagram(Timestamp::ZERO, &d, &mut io);
     engine.flush(Timestamp::ZERO, &mut io);
-    assert_eq!(count(&counters.ok), 1, "the transfer is done");
+    assert_eq!(counters.get(Counter::Ok), 1, "the transfer is done");
+}
+
+/// A host whose interfaces all have a 576-byte MTU and whose one broadcast address is
+/// 192.0.2.255.
+struct SmallHost;
+
+impl HostInfo for SmallHost {
+    fn interface_mtu(&mut self, _: u32, _: Timestamp) -> Option<u32> {
+        Some(576)
+    }
+
+    fn is_interface_broadcast(&mut self, ip: Ipv4Addr, _: Timestamp) -> bool {
+        ip == Ipv4Addr::new(192, 0, 2, 255)
+    }
+}
+
+#[test]
+fn the_host_is_asked_through_host_info_and_a_repeat_answers_as_the_first() {
+    let mut r = rig(|_| {});
+    r.engine = r.engine.with_host(SmallHost);
+    let req = b"\x00\x01small\x00octet\x00BLKSIZE\x001468\x00tsize\x000\x00";
+    r.request(CLIENT, req);
+    let first = r.io.take();
+    let fit = crate::proto::options::blksize_for_mtu(576, false);
+    let expected = [&b"\x00\x06BLKSIZE\x00"[..], fit.to_string().as_bytes(), b"\x00tsize\x001000\x00"].concat();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].3, expected, "blksize fitted to the interface, in the client's spelling");
+    // The repeat is answered from what the transfer kept: the same bytes.
+    r.request(CLIENT, req);
+    let again = r.io.take();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].3, expected);
+    assert_eq!(r.counters.get(Counter::DuplicateRequests), 1);
+
+    let d = Datagram {
+        via: Via::Listen(0),
+        token: None,
+        peer: "192.0.2.11:2000".parse().unwrap(),
+        local: Some(LocalEnd { ip: "192.0.2.255".parse().unwrap(), ifindex: 0 }),
+        payload: b"\x00\x01small\x00octet\x00",
+        truncated: false,
+    };
+    r.engine.on_datagram(r.now, &d, &mut r.io);
+    assert!(r.io.take().is_empty());
+    assert_eq!(r.counters.get(Counter::Ignored), 1);
 }

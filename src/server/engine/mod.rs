@@ -1,0 +1,566 @@
+//! A worker's logic, independent of the I/O backend.
+//!
+//! The engine owns the worker's transfers and everything about them: the table of transfers
+//! (`table.rs`: a slab indexed by slot, generations to recognise stale events, an index by
+//! client address and port), the timer wheel, the queue of transfers with something to send,
+//! and the file cache. A backend feeds it datagrams, send errors and the passing of time, and
+//! carries out the sends and socket operations it asks for through [`Io`]. What it asks of the
+//! host besides is behind [`HostInfo`](host::HostInfo) (interface MTUs, broadcast addresses) and
+//! [`Resolve`](resolve::Resolve) (which file a request names).
+//!
+//! The modules, one concern each: `admit.rs` decides whether a request may become a transfer
+//! (a value, from the policy and a few facts), `sources.rs` counts transfers per source,
+//! `open.rs` opens the file or begins the upload and negotiates, `emit.rs` encodes what leaves,
+//! `record.rs` turns a finished transfer into counters and its log line, `kind.rs` puts reads
+//! and writes behind one interface; this file holds the entry points and the dispatch.
+//!
+//! Architecture invariants:
+//! - Nothing here allocates per packet. Allocation happens per transfer (a socket, a slab slot
+//!   on first use) or per file version (a mapping), and the tables keep their capacity.
+//! - Nothing here blocks: file opens are `openat2` on the page cache, everything else is memory.
+//! - A transfer lives and dies on the worker whose socket received its request.
+//! - Every request datagram gets at most two answers: the first, and one resend on a timer while
+//!   the client has acknowledged nothing (see [`crate::proto::read`]).
+//! - A repeated request is answered from what its transfer kept of the negotiation, never
+//!   negotiated again.
+//! - Uploads write to a temporary file as blocks arrive; syncing and renaming it into place waits
+//!   for the disk, so it happens on the commit thread (`commit.rs`), and the final ACK leaves
+//!   only once it succeeded.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use tracing::{debug, warn};
+
+use super::commit::{CommitJob, CommitLink};
+use super::io::{Datagram, Io, MAX_HEAD, MAX_RUN, Segment, Token, Via};
+use super::limits::SourceLimiter;
+use super::reply_budget::ReplyBudget;
+use super::socket::LocalEnd;
+use super::stats::{Counter, Counters, Latencies};
+use crate::config::{ServePolicy, ServerConfig};
+use crate::fs::{FileCache, Root, UploadRoot};
+use crate::proto::wire::{self, MAX_FILENAME_LEN, Packet, Request};
+use crate::proto::{ErrorCode, LocalFailure, Outcome, Repeat, Timestamp};
+use crate::timer::TimerWheel;
+
+mod admit;
+mod emit;
+mod host;
+mod kind;
+mod open;
+mod record;
+mod resolve;
+mod sources;
+mod table;
+
+use admit::{Admission, Facts, Refusal, admit, screen};
+use emit::{local_end, transmit_read_run, transmit_write};
+use host::{HostInfo, KernelHost};
+use kind::Kind;
+use resolve::{OneRoot, Resolve};
+use sources::Sources;
+use table::Table;
+
+/// Timer wheel resolution.
+const TICK_US: u64 = 1_000;
+/// How often idle files are dropped.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long a failure to open a transfer socket counts as pressure.
+const PRESSURE_MEMORY: Duration = Duration::from_secs(1);
+
+/// The worker's logic. See the module documentation.
+pub(crate) struct Engine {
+    worker: usize,
+    /// The serving policy (a reload may later swap it between two turns of the loop).
+    policy: Arc<ServePolicy>,
+    /// What stays fixed while the server runs.
+    settings: EngineSettings,
+    counters: Arc<CachePadded<Counters>>,
+    latencies: Latencies,
+    files: FileCache,
+    resolver: Box<dyn Resolve>,
+    host: Box<dyn HostInfo>,
+    table: Table,
+    /// Transfers held per source, for the fair share under pressure.
+    sources: Sources,
+    wheel: TimerWheel,
+    due: Vec<u32>,
+    ready: VecDeque<u32>,
+    locals: Vec<LocalEnd>,
+    active: usize,
+    stop: Option<Timestamp>,
+    aborted: bool,
+    next_housekeeping: Timestamp,
+    uploads: Option<Arc<UploadRoot>>,
+    commits: Option<CommitLink>,
+    limiter: Option<SourceLimiter>,
+    /// When a transfer socket last failed to open.
+    open_failed: Option<Timestamp>,
+    /// ERRORs sent unasked (to malformed and foreign datagrams).
+    unasked: ReplyBudget,
+    /// Transfers the worker may hold at once.
+    capacity: usize,
+    /// Scratch for a request's relative path.
+    path: [u8; MAX_FILENAME_LEN],
+    /// Scratch for control packets and DATA headers.
+    head: [u8; MAX_HEAD],
+    /// DATA packets gathered for one send (capacity [`MAX_RUN`], reused).
+    run: Vec<Segment>,
+}
+
+/// The settings of an engine that stay fixed while the server runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EngineSettings {
+    /// Every transfer is served from the listening port.
+    pub(crate) single_port: bool,
+    /// On stop, how long transfers in progress may take to finish.
+    pub(crate) grace: Duration,
+    /// Workers of the server: each holds its share of the per-source rate.
+    pub(crate) workers: usize,
+    /// Idle files kept open per worker.
+    pub(crate) file_cache: usize,
+}
+
+impl EngineSettings {
+    /// The engine's settings in `cfg`.
+    pub(crate) fn of(cfg: &ServerConfig) -> Self {
+        Self { single_port: cfg.io.single_port, grace: cfg.grace, workers: cfg.workers, file_cache: cfg.file_cache }
+    }
+}
+
+/// What a worker's engine is given besides its policy and settings.
+#[derive(Debug)]
+pub(crate) struct EngineParts {
+    pub(crate) root: Arc<Root>,
+    pub(crate) uploads: Option<Arc<UploadRoot>>,
+    pub(crate) commits: Option<CommitLink>,
+    pub(crate) counters: Arc<CachePadded<Counters>>,
+    /// Transfers the worker may hold at once: `--max-transfers`, or less when descriptors are
+    /// short (see `worker.rs`).
+    pub(crate) capacity: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("worker", &self.worker).field("active", &self.active).finish()
+    }
+}
+
+impl Engine {
+    /// An engine on the kernel's view of the host (see [`with_host`](Self::with_host)).
+    pub(crate) fn new(
+        worker: usize,
+        policy: Arc<ServePolicy>,
+        settings: EngineSettings,
+        parts: EngineParts,
+        now: Timestamp,
+    ) -> Self {
+        let EngineParts { root, uploads, commits, counters, capacity } = parts;
+        Self {
+            worker,
+            files: FileCache::new(root, settings.file_cache),
+            resolver: Box::new(OneRoot),
+            host: Box::new(KernelHost::default()),
+            limiter: policy.source_limit().map(|rate| SourceLimiter::worker_share(rate, settings.workers)),
+            policy,
+            settings,
+            counters,
+            uploads,
+            commits,
+            open_failed: None,
+            unasked: ReplyBudget::new(now),
+            latencies: Latencies::new(),
+            table: Table::new(capacity),
+            capacity,
+            sources: Sources::new(capacity),
+            wheel: TimerWheel::new(TICK_US, now),
+            due: Vec::new(),
+            ready: VecDeque::new(),
+            locals: Vec::new(),
+            active: 0,
+            stop: None,
+            aborted: false,
+            next_housekeeping: now + HOUSEKEEPING,
+            path: [0; MAX_FILENAME_LEN],
+            head: [0; MAX_HEAD],
+            run: Vec::with_capacity(MAX_RUN),
+        }
+    }
+
+    /// The engine asking `host` about interfaces instead of the kernel.
+    #[cfg(test)]
+    pub(crate) fn with_host(mut self, host: impl HostInfo + 'static) -> Self {
+        self.host = Box::new(host);
+        self
+    }
+
+    /// The worker's latency histograms.
+    pub(crate) fn latencies(&self) -> &Latencies {
+        &self.latencies
+    }
+
+    /// Stop accepting requests; transfers in progress get the grace period.
+    pub(crate) fn begin_stop(&mut self, now: Timestamp) {
+        if self.stop.is_none() {
+            self.stop = Some(now + self.settings.grace);
+        }
+    }
+
+    /// Ends every transfer now: each gets an ERROR on the next timer pass.
+    pub(crate) fn abort_now(&mut self, now: Timestamp) {
+        self.stop = Some(now);
+    }
+
+    /// Stopping and nothing left to do.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.stop.is_some() && self.active == 0
+    }
+
+    /// When the backend must call [`on_timers`](Self::on_timers) next, if ever.
+    pub(crate) fn next_wakeup(&self) -> Option<Timestamp> {
+        let grace = self.stop.filter(|_| !self.aborted);
+        match (self.wheel.next_due(), grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The token of slot `idx`.
+    fn token(&self, idx: u32) -> Token {
+        self.table.token(idx)
+    }
+
+    /// Handles a received datagram.
+    pub(crate) fn on_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
+        match d.via {
+            Via::Transfer(_) => self.on_transfer_datagram(now, d, io),
+            Via::Listen(listen) => self.on_listen_datagram(now, listen, d, io),
+        }
+    }
+
+    fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
+        let Some(token) = d.token else { return };
+        let Some(t) = self.table.live(token) else { return };
+        if d.peer != t.peer {
+            //= https://www.rfc-editor.org/rfc/rfc1350#section-4
+            //# If a source TID does not match, the packet should be discarded as erroneously sent
+            //# from somewhere else. An error packet should be sent to the source of the incorrect
+            //# packet, while not disturbing the transfer.
+            self.counters.add(Counter::Foreign, 1);
+            if !is_error(d.payload) {
+                self.reply_unasked(now, io, d, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+            }
+            return;
+        }
+        match Packet::decode(d.payload) {
+            Ok(p) if !d.truncated => self.handle_packet(token.slot(), now, &p),
+            _ => self.counters.add(Counter::Malformed, 1),
+        }
+        self.after_event(token.slot(), now, io);
+    }
+
+    /// Feeds a packet from its client to transfer `idx`, writing upload data as it arrives and
+    /// handing a finished upload to the commit thread.
+    fn handle_packet(&mut self, idx: u32, now: Timestamp, p: &Packet<'_>) {
+        let retransmit = self.policy.retransmit;
+        let token = self.token(idx);
+        let Some(t) = self.table.get_mut(idx) else { return };
+        match &mut t.kind {
+            Kind::Read { xfer, .. } => xfer.handle_packet(now, p, &retransmit),
+            Kind::Write(w) => {
+                if let Some((_, data)) = w.xfer.handle_packet(now, p, &retransmit) {
+                    if let Some(Err(e)) = w.upload.as_mut().map(|u| u.write(data)) {
+                        w.xfer.fail(LocalFailure::from(&e));
+                        return;
+                    }
+                }
+                if w.xfer.wants_commit() {
+                    if let (Some(upload), Some(link)) = (w.upload.take(), &self.commits) {
+                        let job = CommitJob { worker: self.worker, token, upload };
+                        if link.jobs.send(job).is_err() {
+                            w.xfer.commit_result(now, Err(LocalFailure::CommitFailed.into()), &retransmit);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_listen_datagram<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, io: &mut I) {
+        let to_broadcast = d.local.is_some_and(|local| self.is_broadcast(local.ip, now));
+        if let Admission::Ignore(counter) = screen(to_broadcast, d.peer.ip(), &self.policy) {
+            self.counters.add(counter, 1);
+            return;
+        }
+        let packet = if d.truncated { Err(None) } else { Packet::decode(d.payload).map_err(Some) };
+        match packet {
+            Ok(Packet::Request(r)) => self.on_request(now, listen, d, &r, io),
+            Ok(p) => {
+                if self.settings.single_port {
+                    if let Some(idx) = self.table.find_peer(&d.peer) {
+                        self.handle_packet(idx, now, &p);
+                        self.after_event(idx, now, io);
+                        return;
+                    }
+                }
+                // DATA, ACK or OACK that belongs to no transfer of ours. Never answer an ERROR.
+                if !matches!(p, Packet::Error { .. }) {
+                    self.counters.add(Counter::Foreign, 1);
+                    self.reply_unasked(now, io, d, ErrorCode::UNKNOWN_TID, "unknown transfer ID");
+                }
+            }
+            Err(e) => {
+                self.counters.add(Counter::Malformed, 1);
+                if self.settings.single_port && self.table.find_peer(&d.peer).is_some() {
+                    return;
+                }
+                let msg = e.map_or("request too long", |e| e.message());
+                self.reply_unasked(now, io, d, ErrorCode::ILLEGAL_OPERATION, msg);
+            }
+        }
+    }
+
+    /// A request: a repeat is answered by its transfer (never a second one); anything else
+    /// passes admission, then the file, then the room in the table.
+    fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
+        self.counters.add(Counter::Requests, 1);
+        let req_hash = self.table.hash(d.payload) as u32;
+        if let Some(idx) = self.table.find_peer(&d.peer) {
+            let retransmit = self.policy.retransmit;
+            let t = self.table.get_mut(idx).expect("indexed slots are live");
+            let repeat = (t.req_hash == req_hash).then(|| t.kind.handle_repeated_request(now, &retransmit));
+            match repeat {
+                // The client repeated its request: the same transfer, never a second one.
+                Some(Repeat::ResendFirst | Repeat::Ignored) => {
+                    self.counters.add(Counter::DuplicateRequests, 1);
+                    if repeat == Some(Repeat::ResendFirst) {
+                        // The first answer again, from what the transfer kept of its negotiation.
+                        self.send_first(idx, now, &r.options, io);
+                    }
+                    self.after_event(idx, now, io);
+                    return;
+                }
+                // The client has the whole file and asks again: the old transfer is complete.
+                Some(Repeat::Finished) => {}
+                // Another request from the same address and port: the client has moved on.
+                None => t.kind.cancel(Outcome::PeerError(ErrorCode::NOT_DEFINED)),
+            }
+            self.after_event(idx, now, io);
+        }
+        let ip = d.peer.ip();
+        let facts = Facts {
+            stopping: self.stop.is_some(),
+            uploads: self.uploads.is_some(),
+            under_pressure: self.under_pressure(now),
+            held: self.sources.held_by(ip),
+            fair_share: self.sources.fair_share(self.capacity),
+        };
+        let admission = admit(r.kind, r.mode, ip, &self.policy, &facts, self.limiter.as_mut(), now);
+        let admission = match admission {
+            Admission::Accept => match self.prepare(now, d, r) {
+                // Full: a transfer whose client has shown nothing (perhaps a forged request's)
+                // makes room, but only for a request that becomes a transfer (a miss or a
+                // refusal takes no room); only a table of transfers that all progress is busy.
+                Ok(_) if self.active >= self.capacity && !self.evict_unconfirmed(now, io) => {
+                    Admission::refuse(Refusal::Busy)
+                }
+                Ok(kind) => match self.start(now, listen, d, req_hash, kind, io) {
+                    Some(idx) => {
+                        self.send_first(idx, now, &r.options, io);
+                        self.after_event(idx, now, io);
+                        return;
+                    }
+                    None => Admission::refuse(Refusal::Busy),
+                },
+                Err(refused) => refused,
+            },
+            other => other,
+        };
+        match admission {
+            Admission::Ignore(counter) => self.counters.add(counter, 1),
+            Admission::Refuse { refusal, counter } => {
+                self.counters.add(counter, 1);
+                self.refuse(io, d.via, d.peer, d.local, refusal);
+            }
+            Admission::Accept => {}
+        }
+    }
+
+    /// Whether this worker is short of room for transfers: its table at least half full, or a
+    /// transfer socket failed to open (descriptors or ports exhausted) within [`PRESSURE_MEMORY`].
+    /// Only then do per-source limits apply (unless configured to apply always).
+    fn under_pressure(&self, now: Timestamp) -> bool {
+        self.active >= self.capacity.div_ceil(2)
+            || self.open_failed.is_some_and(|t| now.saturating_since(t) < PRESSURE_MEMORY)
+    }
+
+    /// Ends the oldest transfer whose client has shown nothing yet, without a word (a real client
+    /// repeats its request); returns whether there was one.
+    fn evict_unconfirmed<I: Io>(&mut self, now: Timestamp, io: &mut I) -> bool {
+        let Some(idx) = self.table.pop_oldest_unconfirmed() else { return false };
+        if let Some(t) = self.table.get_mut(idx) {
+            t.kind.cancel(Outcome::TimedOut);
+        }
+        self.counters.add(Counter::Evicted, 1);
+        self.finish(idx, Outcome::TimedOut, now, io);
+        true
+    }
+
+    /// Sends an ERROR to a datagram that was no request and belongs to no transfer, within the
+    /// budget for such replies (the datagram's source may be forged); beyond it, nothing.
+    fn reply_unasked<I: Io>(&mut self, now: Timestamp, io: &mut I, d: &Datagram<'_>, code: ErrorCode, msg: &str) {
+        if self.unasked.take(now) {
+            self.reply(io, d.via, d.peer, d.local, code, msg);
+        } else {
+            self.counters.add(Counter::ErrorsWithheld, 1);
+        }
+    }
+
+    /// Queues, arms or ends a transfer after anything happened to it.
+    fn after_event<I: Io>(&mut self, idx: u32, now: Timestamp, io: &mut I) {
+        let Some(t) = self.table.get_mut(idx) else { return };
+        if let Some(outcome) = t.kind.outcome() {
+            self.finish(idx, outcome, now, io);
+            return;
+        }
+        if t.kind.wants_transmit() && !t.queued {
+            t.queued = true;
+            self.ready.push_back(idx);
+        }
+        match t.kind.poll_timeout() {
+            Some(deadline) => self.wheel.arm(&mut self.table.links(), idx, deadline),
+            None => self.wheel.cancel(&mut self.table.links(), idx),
+        }
+    }
+
+    /// Sends what queued transfers have to send, as far as the backend has room.
+    pub(crate) fn flush<I: Io>(&mut self, now: Timestamp, io: &mut I) {
+        let retransmit = self.policy.retransmit;
+        while let Some(idx) = self.ready.pop_front() {
+            let token = self.table.token(idx);
+            let Some(t) = self.table.get_mut(idx) else { continue };
+            let from = local_end(&self.locals, t.local);
+            loop {
+                if !io.can_send() {
+                    self.ready.push_front(idx);
+                    return;
+                }
+                match &mut t.kind {
+                    Kind::Read { .. } => {
+                        if !transmit_read_run(t, now, &retransmit, token, from, &mut self.head, &mut self.run, io) {
+                            break;
+                        }
+                    }
+                    Kind::Write(w) => {
+                        let Some(tx) = w.xfer.poll_transmit() else { break };
+                        transmit_write(t.via, t.peer, from, tx, None, token, &mut self.head, io);
+                    }
+                }
+            }
+            t.queued = false;
+            self.after_event(idx, now, io);
+        }
+    }
+
+    /// Handles expired timers and housekeeping.
+    pub(crate) fn on_timers<I: Io>(&mut self, now: Timestamp, io: &mut I) {
+        let retransmit = self.policy.retransmit;
+        self.due.clear();
+        self.wheel.expire(now, &mut self.table.links(), &mut self.due);
+        for i in 0..self.due.len() {
+            let idx = self.due[i];
+            let Some(t) = self.table.get_mut(idx) else { continue };
+            t.kind.handle_timeout(now, &retransmit);
+            self.after_event(idx, now, io);
+        }
+        self.poll_commits(now, io);
+        if self.stop.is_some() {
+            // Stopping: committed uploads need not wait for a lost final ACK. (A scan per loop
+            // turn, but only while stopping.)
+            self.fail_each(now, io, |k| k.is_dallying());
+        }
+        if let Some(deadline) = self.stop {
+            if now >= deadline && !self.aborted {
+                self.aborted = true;
+                self.fail_each(now, io, |_| true);
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.files.sweep(now, false);
+        }
+    }
+
+    /// Ends every transfer that `which` picks with the ERROR of a server shutting down.
+    fn fail_each<I: Io>(&mut self, now: Timestamp, io: &mut I, which: impl Fn(&Kind) -> bool) {
+        for idx in 0..self.table.slots() {
+            if let Some(t) = self.table.get_mut(idx) {
+                if which(&t.kind) {
+                    t.kind.fail(LocalFailure::ShuttingDown);
+                    self.after_event(idx, now, io);
+                }
+            }
+        }
+    }
+
+    /// Takes the results of finished commits: the final ACK, or the ERROR.
+    fn poll_commits<I: Io>(&mut self, now: Timestamp, io: &mut I) {
+        let retransmit = self.policy.retransmit;
+        loop {
+            let Some(done) = self.commits.as_ref().and_then(|l| l.done.try_recv().ok()) else { return };
+            let worker = self.worker;
+            let Some(t) = self.table.live(done.token) else { continue };
+            let Kind::Write(w) = &mut t.kind else { continue };
+            let result = done.result.as_ref().map(|_| ()).map_err(|e| {
+                warn!(worker, client = %t.peer, file = %w.name, error = %e, "upload not committed");
+                LocalFailure::from(e).into()
+            });
+            w.xfer.commit_result(now, result, &retransmit);
+            self.after_event(done.token.slot(), now, io);
+        }
+    }
+
+    /// A send of transfer `token` failed with `errno`.
+    pub(crate) fn on_send_error<I: Io>(&mut self, now: Timestamp, token: Token, errno: i32, io: &mut I) {
+        self.counters.add(Counter::SendErrors, 1);
+        let worker = self.worker;
+        let Some(t) = self.table.live(token) else { return };
+        if errno == libc::EFAULT {
+            // The file shrank under its mapping: the kernel could not read the pages.
+            warn!(worker, client = %t.peer, file = %t.kind.name(), "file truncated while being served");
+            t.kind.fail(LocalFailure::FileChanged);
+        } else {
+            debug!(worker, client = %t.peer, errno, "send failed");
+        }
+        self.after_event(token.slot(), now, io);
+    }
+}
+
+fn is_error(payload: &[u8]) -> bool {
+    payload.len() >= 2 && u16::from_be_bytes([payload[0], payload[1]]) == wire::Opcode::Error as u16
+}
+
+/// The address a transfer socket binds to: the address the request was sent to (so that replies
+/// come from it), with a port chosen later.
+fn transfer_bind_addr(peer: &SocketAddr, local: Option<LocalEnd>) -> SocketAddr {
+    match (local, peer) {
+        (Some(LocalEnd { ip: IpAddr::V6(ip), ifindex }), _) => {
+            let scope = if ip.is_unicast_link_local() { ifindex } else { 0 };
+            SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, scope))
+        }
+        (Some(l), _) => SocketAddr::new(l.ip, 0),
+        (None, SocketAddr::V4(_)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        (None, SocketAddr::V6(_)) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}
+
+#[cfg(test)]
+mod fake_io;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

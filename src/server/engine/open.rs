@@ -1,0 +1,156 @@
+//! From an admitted request to a transfer: the file opened (through [`Resolve`](super::resolve::Resolve)
+//! and the file cache) or the upload begun, the options negotiated against it and the interface,
+//! and the transfer given a slot and a socket.
+
+use tracing::{debug, info, warn};
+
+use super::admit::{Admission, Refusal};
+use super::host;
+use super::kind::{Kind, WriteState};
+use super::resolve::Lookup;
+use super::table::{NO_LOCAL, Transfer};
+use super::{Engine, transfer_bind_addr};
+use crate::fs::{OpenError, PathError, UploadError};
+use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
+use crate::proto::wire::{Mode, Request, RequestKind};
+use crate::proto::{LocalFailure, ReadTransfer, Timestamp, WriteTransfer};
+use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE, Via};
+use crate::server::socket::LocalEnd;
+use crate::server::stats::Counter;
+
+impl Engine {
+    /// The transfer state of request `r`: its file opened or its upload begun, and its options
+    /// negotiated. A refusal is logged here; the caller answers it.
+    pub(super) fn prepare(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Kind, Admission> {
+        match r.kind {
+            RequestKind::Read => self.prepare_read(now, d, r),
+            RequestKind::Write => self.prepare_write(now, d, r),
+        }
+    }
+
+    fn prepare_read(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Kind, Admission> {
+        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip) };
+        let file = match self.resolver.resolve(&lookup, &mut self.path) {
+            Err(PathError::Empty) => Err(OpenError::NotFound),
+            Err(_) => Err(OpenError::Denied),
+            Ok(rel) => self.files.get(rel, now),
+        };
+        let file = file.map_err(|e| {
+            let (worker, client, file) = (self.worker, d.peer, r.filename.escape_ascii());
+            match &e {
+                OpenError::NotFound => debug!(worker, client = %client, file = %file, "file not found"),
+                OpenError::Denied | OpenError::NotRegular => {
+                    info!(worker, client = %client, file = %file, reason = %e, "request refused")
+                }
+                OpenError::Io(err) => warn!(worker, client = %client, file = %file, error = %err, "cannot open file"),
+            }
+            Admission::refuse(Refusal::File(LocalFailure::from(&e)))
+        })?;
+        let netascii = r.mode == Mode::Netascii;
+        let size = match netascii {
+            true => file.netascii_len().map_err(|e| Admission::Refuse {
+                refusal: Refusal::File(LocalFailure::from(e)),
+                counter: Counter::Refused,
+            })?,
+            false => file.len(),
+        };
+        let neg = self.negotiate(r, Some(size), d.local, now);
+        let mut xfer = ReadTransfer::new(now, size, &neg, &self.policy.retransmit);
+        if let Some(bytes) = self.policy.limits.max_window_bytes {
+            xfer.limit_blind_sends(bytes);
+        }
+        Ok(Kind::Read { file, netascii, xfer })
+    }
+
+    fn prepare_write(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Kind, Admission> {
+        // Uploads are on when the worker was given their directory (admission checked).
+        let Some(uploads) = self.uploads.clone() else { return Err(Admission::refuse(Refusal::WritesDisabled)) };
+        let policy = self.policy.upload;
+        let neg = self.negotiate(r, None, d.local, now);
+        let netascii = r.mode == Mode::Netascii;
+        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip) };
+        let started = match self.resolver.resolve(&lookup, &mut self.path) {
+            Err(PathError::Empty) => Err(UploadError::NotFound),
+            Err(_) => Err(UploadError::Denied),
+            Ok(rel) => uploads.begin(rel, &policy, neg.tsize, netascii).map(|u| (u, String::from_utf8_lossy(rel))),
+        };
+        match started {
+            Ok((upload, name)) => {
+                let xfer = WriteTransfer::new(now, &neg, policy.max_size, &self.policy.retransmit);
+                let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
+                Ok(Kind::Write(Box::new(state)))
+            }
+            Err(e) => {
+                info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "upload refused");
+                // Every upload refusal counts as refused, a missing directory too.
+                Err(Admission::Refuse { refusal: Refusal::File(LocalFailure::from(&e)), counter: Counter::Refused })
+            }
+        }
+    }
+
+    /// Gives transfer `kind` of datagram `d` a slot and, unless serving from the listening
+    /// port, its own socket; returns its slot, or `None` when no socket could be opened (the
+    /// request is then answered "busy").
+    pub(super) fn start<I: Io>(
+        &mut self,
+        now: Timestamp,
+        listen: u32,
+        d: &Datagram<'_>,
+        req_hash: u32,
+        kind: Kind,
+        io: &mut I,
+    ) -> Option<u32> {
+        let idx = self.table.reserve();
+        let token = self.table.token(idx);
+        let (via, local) = if self.settings.single_port {
+            (Via::Listen(listen), self.intern_local(d.local))
+        } else {
+            match io.open_transfer(transfer_bind_addr(&d.peer, d.local), token) {
+                Ok(sock) => (Via::Transfer(sock), NO_LOCAL),
+                Err(e) => {
+                    self.table.release(idx);
+                    self.open_failed = Some(now);
+                    warn!(worker = self.worker, error = %e, "cannot open a transfer socket");
+                    return None;
+                }
+            }
+        };
+        self.table.insert(idx, Transfer { peer: d.peer, via, local, queued: false, req_hash, kind });
+        self.active += 1;
+        self.counters.set(Counter::Active, self.active as u64);
+        self.sources.count(d.peer.ip(), true);
+        Some(idx)
+    }
+
+    /// Negotiates a request's options. `size` is the file's size for a read; uploads are also
+    /// capped at the blksize a receive buffer holds.
+    fn negotiate(&mut self, r: &Request<'_>, size: Option<u64>, local: Option<LocalEnd>, now: Timestamp) -> Negotiated {
+        let mtu = local.and_then(|l| {
+            let mtu = self.host.interface_mtu(l.ifindex, now)?;
+            Some(blksize_for_mtu(mtu, l.ip.is_ipv6()))
+        });
+        let mut limits = self.policy.limits;
+        if r.kind == RequestKind::Write {
+            limits = Limits { max_blksize: limits.max_blksize.min(MAX_UPLOAD_BLKSIZE), ..limits };
+        }
+        let file_size = size.filter(|_| r.mode == Mode::Octet);
+        negotiate(r.kind, r.mode, &r.options, file_size, limits, mtu)
+    }
+
+    /// Whether a request sent to `ip` was sent to a broadcast address.
+    pub(super) fn is_broadcast(&mut self, ip: std::net::IpAddr, now: Timestamp) -> bool {
+        host::is_broadcast(self.host.as_mut(), ip, now)
+    }
+
+    fn intern_local(&mut self, local: Option<LocalEnd>) -> u16 {
+        let Some(l) = local else { return NO_LOCAL };
+        if let Some(i) = self.locals.iter().position(|x| *x == l) {
+            return i as u16;
+        }
+        if self.locals.len() >= usize::from(NO_LOCAL) {
+            return NO_LOCAL;
+        }
+        self.locals.push(l);
+        (self.locals.len() - 1) as u16
+    }
+}

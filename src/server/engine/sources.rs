@@ -1,0 +1,71 @@
+//! Transfers held per source (an IPv4 address, an IPv6 /64), for the fair share under pressure.
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::server::limits::source_key;
+
+/// Transfers held per source. See the module documentation.
+#[derive(Debug)]
+pub(super) struct Sources {
+    held: HashTable<(u128, u32)>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Sources {
+    /// Room for `capacity` sources: never more sources than transfers.
+    pub(super) fn new(capacity: usize) -> Self {
+        Self { held: HashTable::with_capacity(capacity), hasher: DefaultHashBuilder::default() }
+    }
+
+    /// The most transfers one source may hold while a worker of `capacity` transfers is under
+    /// pressure: an even share of half the table among the sources holding transfers, and never
+    /// less than a sixteenth of it (a rack of machines behind one NAT address still boots during
+    /// a storm).
+    pub(super) fn fair_share(&self, capacity: usize) -> usize {
+        (capacity / 2 / self.held.len().max(1)).max(capacity / 16).max(1)
+    }
+
+    /// Transfers `ip`'s source holds.
+    pub(super) fn held_by(&self, ip: IpAddr) -> usize {
+        let key = source_key(ip);
+        self.held.find(self.hasher.hash_one(key), |e| e.0 == key).map_or(0, |e| e.1 as usize)
+    }
+
+    /// Counts a transfer of `ip`'s source in (`started`) or out.
+    pub(super) fn count(&mut self, ip: IpAddr, started: bool) {
+        let key = source_key(ip);
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(key);
+        match self.held.find_entry(hash, |e| e.0 == key) {
+            Ok(mut e) if started => e.get_mut().1 += 1,
+            Ok(mut e) if e.get().1 > 1 => e.get_mut().1 -= 1,
+            Ok(e) => drop(e.remove()),
+            Err(_) if started => drop(self.held.insert_unique(hash, (key, 1), |e| hasher.hash_one(e.0))),
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_counted_in_and_out_and_shares_shrink_with_more_sources() {
+        let mut s = Sources::new(64);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        assert_eq!(s.fair_share(64), 32);
+        s.count(a, true);
+        s.count(a, true);
+        s.count(b, true);
+        // The same /64.
+        assert_eq!((s.held_by(a), s.held_by("2001:db8::2".parse().unwrap())), (2, 1));
+        assert_eq!(s.fair_share(64), 16);
+        s.count(a, false);
+        s.count(a, false);
+        assert_eq!((s.held_by(a), s.fair_share(64)), (0, 32));
+    }
+}

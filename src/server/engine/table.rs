@@ -1,0 +1,183 @@
+//! The table of transfers: a slab of slots with generations (a [`Token`] names one transfer, so
+//! a stale event is recognised), an index by client address and port, and the queue of
+//! transfers in the order they started, to find the oldest whose client has shown nothing.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+use std::net::SocketAddr;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::kind::Kind;
+use crate::server::io::{Token, Via};
+use crate::timer::{Links, TimerLink};
+
+/// `Transfer::local` meaning "none".
+pub(super) const NO_LOCAL: u16 = u16::MAX;
+
+/// One transfer.
+#[derive(Debug)]
+pub(super) struct Transfer {
+    pub(super) peer: SocketAddr,
+    pub(super) via: Via,
+    /// Index in `Engine::locals` of the address to send from (single-port mode).
+    pub(super) local: u16,
+    /// In the ready queue.
+    pub(super) queued: bool,
+    /// Hash of the request datagram, to tell a repeat from a new request.
+    pub(super) req_hash: u32,
+    pub(super) kind: Kind,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    generation: u32,
+    timer: TimerLink,
+    transfer: Option<Transfer>,
+}
+
+/// The slots' timer links, for the wheel.
+pub(super) struct SlotLinks<'a>(&'a mut Vec<Slot>);
+
+impl Links for SlotLinks<'_> {
+    fn link(&mut self, idx: u32) -> &mut TimerLink {
+        &mut self.0[idx as usize].timer
+    }
+}
+
+/// The transfers of one worker. See the module documentation.
+#[derive(Debug)]
+pub(super) struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    peers: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// Transfers in the order they started, to find the oldest whose client has shown nothing
+    /// (entries of transfers since confirmed or ended are skipped, and dropped now and then).
+    unconfirmed: VecDeque<Token>,
+    /// When `unconfirmed` is compacted: it never grows past that.
+    unconfirmed_max: usize,
+}
+
+impl Table {
+    /// A table for up to `capacity` transfers.
+    pub(super) fn new(capacity: usize) -> Self {
+        let unconfirmed_max = 2 * capacity.max(64);
+        Self {
+            // Reserved for the worker's limit up front: address space only (pages become resident
+            // as slots are first used), and the table never moves or leaves old copies behind.
+            slots: Vec::with_capacity(capacity),
+            free: Vec::new(),
+            peers: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
+            unconfirmed_max,
+        }
+    }
+
+    /// The table's hash of `v` (for request datagrams and sources as well as peers).
+    pub(super) fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
+        self.hasher.hash_one(v)
+    }
+
+    /// Slots ever used (transfers live or not): the range of slot indices.
+    pub(super) fn slots(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// The token of the transfer (or of the next one) in slot `idx`.
+    pub(super) fn token(&self, idx: u32) -> Token {
+        Token::new(idx, self.slots[idx as usize].generation)
+    }
+
+    /// The transfer `token` names, if it is still held.
+    pub(super) fn live(&mut self, token: Token) -> Option<&mut Transfer> {
+        let slot = self.slots.get_mut(token.slot() as usize)?;
+        if slot.generation != token.generation() {
+            return None;
+        }
+        slot.transfer.as_mut()
+    }
+
+    /// The transfer in slot `idx`, if any.
+    pub(super) fn get_mut(&mut self, idx: u32) -> Option<&mut Transfer> {
+        self.slots.get_mut(idx as usize)?.transfer.as_mut()
+    }
+
+    /// The slot of the transfer with client `peer`.
+    pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
+        let slots = &self.slots;
+        self.peers
+            .find(self.hash(peer), |&i| slots[i as usize].transfer.as_ref().is_some_and(|t| t.peer == *peer))
+            .copied()
+    }
+
+    /// A free slot for a new transfer (given back with [`release`](Self::release) when the
+    /// transfer does not start after all).
+    pub(super) fn reserve(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Gives back a slot from [`reserve`](Self::reserve) that was not used.
+    pub(super) fn release(&mut self, idx: u32) {
+        self.free.push(idx);
+    }
+
+    /// Puts transfer `t` in reserved slot `idx`, indexed by its peer and queued as unconfirmed.
+    pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
+        let peer = t.peer;
+        self.slots[idx as usize].transfer = Some(t);
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        // Rehashing on growth must hash exactly what lookups hash: the peer address.
+        self.peers.insert_unique(self.hasher.hash_one(peer), idx, |&i| {
+            slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.peer))
+        });
+        if self.unconfirmed.len() >= self.unconfirmed_max {
+            let slots = &self.slots;
+            self.unconfirmed.retain(|tok| live_unconfirmed(slots, *tok));
+        }
+        let token = self.token(idx);
+        self.unconfirmed.push_back(token);
+    }
+
+    /// Takes the transfer out of slot `idx`: its token goes stale and the slot is free again.
+    pub(super) fn remove(&mut self, idx: u32) -> Option<Transfer> {
+        let slot = &mut self.slots[idx as usize];
+        let t = slot.transfer.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(idx);
+        if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.peer), |&i| i == idx) {
+            e.remove();
+        }
+        Some(t)
+    }
+
+    /// The slot of the oldest transfer whose client has shown nothing yet, taken off the queue.
+    pub(super) fn pop_oldest_unconfirmed(&mut self) -> Option<u32> {
+        while let Some(tok) = self.unconfirmed.pop_front() {
+            if live_unconfirmed(&self.slots, tok) {
+                return Some(tok.slot());
+            }
+        }
+        None
+    }
+
+    /// The slots' timer links, for the wheel.
+    pub(super) fn links(&mut self) -> SlotLinks<'_> {
+        SlotLinks(&mut self.slots)
+    }
+}
+
+/// Whether `tok` names a transfer still held whose client has shown nothing yet.
+fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
+    slots.get(tok.slot() as usize).is_some_and(|s| {
+        s.generation == tok.generation() && s.transfer.as_ref().is_some_and(|t| t.kind.is_unconfirmed())
+    })
+}
