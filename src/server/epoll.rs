@@ -10,14 +10,18 @@
 use std::io;
 use std::mem::size_of;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
+use super::control::WorkerControl;
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, SendErrors, SockRef, Token, Via};
+use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, RX_SIZE, SendErrors, SockRef, Token, Via};
 use super::sendmsg;
-use super::socket::{PKTINFO_SPACE, PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused, parse_pktinfo};
-use super::worker::{Clock, WorkerControl};
+use super::socket::{PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused};
+use super::turn::{self, LoopIo};
 use crate::config::IoConfig;
+use crate::sys::clock::Clock;
+use crate::sys::cmsg::{PKTINFO_SPACE, pktinfo};
+use crate::sys::epoll::{Epoll, NO_EVENT};
 
 const KIND_LISTEN: u64 = 0;
 const KIND_TRANSFER: u64 = 1;
@@ -31,10 +35,6 @@ fn ev_data(kind: u64, generation: u32, idx: u32) -> u64 {
     (kind << 56) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
 }
 
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
-}
-
 #[derive(Debug)]
 struct SockSlot {
     sock: Option<UdpSocket>,
@@ -45,7 +45,7 @@ struct SockSlot {
 /// The epoll implementation of [`Io`].
 #[derive(Debug)]
 pub(crate) struct EpollIo {
-    epfd: OwnedFd,
+    ep: Epoll,
     listens: Vec<Option<UdpSocket>>,
     socks: Vec<SockSlot>,
     free: Vec<u32>,
@@ -61,12 +61,8 @@ impl EpollIo {
     /// Sets up the epoll instance and registers the listening sockets and the wake-up
     /// descriptor. Of `cfg`, only `single_port` and `gso` apply.
     pub(crate) fn new(cfg: &IoConfig, listens: Vec<UdpSocket>, ports: PortPicker, wake: RawFd) -> io::Result<Self> {
-        // SAFETY: plain syscall; the result is checked.
-        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: a new descriptor we own.
-        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
         let io = Self {
-            epfd,
+            ep: Epoll::new()?,
             listens: listens.into_iter().map(Some).collect(),
             socks: Vec::new(),
             free: Vec::new(),
@@ -77,36 +73,11 @@ impl EpollIo {
         };
         for (i, l) in io.listens.iter().enumerate() {
             if let Some(l) = l {
-                io.register(l.as_raw_fd(), ev_data(KIND_LISTEN, 0, i as u32))?;
+                io.ep.add(l.as_raw_fd(), ev_data(KIND_LISTEN, 0, i as u32))?;
             }
         }
-        io.register(wake, ev_data(KIND_WAKE, 0, 0))?;
+        io.ep.add(wake, ev_data(KIND_WAKE, 0, 0))?;
         Ok(io)
-    }
-
-    fn register(&self, fd: RawFd, data: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-        cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
-        Ok(())
-    }
-
-    fn unregister(&self, fd: RawFd) {
-        // SAFETY: removing a descriptor from our epoll set; errors are harmless here.
-        unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-    }
-
-    /// Stops accepting requests: closes the listening sockets (kept in single-port mode, where
-    /// transfers in progress use them).
-    pub(crate) fn close_listens(&mut self) {
-        if self.keep_listens {
-            return;
-        }
-        for i in 0..self.listens.len() {
-            if let Some(s) = self.listens[i].take() {
-                self.unregister(s.as_raw_fd());
-            }
-        }
     }
 
     fn fd_of(&self, via: Via) -> Option<RawFd> {
@@ -136,7 +107,7 @@ impl Io for EpollIo {
         let fd = sock.as_raw_fd();
         slot.sock = Some(sock);
         slot.token = token;
-        if let Err(e) = self.register(fd, data) {
+        if let Err(e) = self.ep.add(fd, data) {
             self.close_transfer(SockRef(idx));
             return Err(e);
         }
@@ -150,7 +121,7 @@ impl Io for EpollIo {
         if let Some(s) = slot.sock.take() {
             slot.generation = slot.generation.wrapping_add(1) & 0x00ff_ffff;
             let fd = s.as_raw_fd();
-            self.unregister(fd);
+            self.ep.delete(fd);
             drop(s);
             self.free.push(sock.0);
         }
@@ -184,6 +155,25 @@ impl Io for EpollIo {
             }
             self.errors.record(Some(run.token), Err(errno));
         }
+    }
+}
+
+impl LoopIo for EpollIo {
+    /// Closes the listening sockets; in single-port mode they stay, as transfers in progress use
+    /// them.
+    fn close_listens(&mut self) {
+        if self.keep_listens {
+            return;
+        }
+        for i in 0..self.listens.len() {
+            if let Some(s) = self.listens[i].take() {
+                self.ep.delete(s.as_raw_fd());
+            }
+        }
+    }
+
+    fn send_errors(&mut self) -> &mut SendErrors {
+        &mut self.errors
     }
 }
 
@@ -255,7 +245,7 @@ impl RxBatch {
                     continue;
                 };
                 let local = match via {
-                    Via::Listen(_) => parse_pktinfo(&self.cmsgs[i][..h.msg_controllen.min(PKTINFO_SPACE)]),
+                    Via::Listen(_) => pktinfo(&self.cmsgs[i][..h.msg_controllen.min(PKTINFO_SPACE)]),
                     Via::Transfer(_) => None,
                 };
                 let len = (self.msgs[i].msg_len as usize).min(self.size);
@@ -278,44 +268,26 @@ impl RxBatch {
 }
 
 /// Runs a worker on epoll until the engine has finished after a stop.
-pub(crate) fn run(
-    engine: &mut Engine,
-    io: &mut EpollIo,
-    clock: &Clock,
-    control: &WorkerControl,
-    rx_size: usize,
-) -> io::Result<()> {
-    let mut rx = RxBatch::new(rx_size);
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
+    let mut rx = RxBatch::new(RX_SIZE);
+    let mut events = [NO_EVENT; 256];
     loop {
-        let now = clock.now();
-        let timeout = match engine.next_wakeup() {
-            Some(t) => t.saturating_since(now).as_micros().div_ceil(1000).min(1000) as i32,
-            None => 1000,
+        // In whole milliseconds, rounded up: a deadline is never woken for early.
+        let wait = turn::next_wait(engine, clock.now());
+        let timeout = wait.as_micros().div_ceil(1000) as i32;
+        let n = match io.ep.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         };
-        // SAFETY: `events` is a valid array of the length given.
-        let n = unsafe { libc::epoll_wait(io.epfd.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
         let now = clock.now();
-        for ev in &events[..n as usize] {
+        for ev in &events[..n] {
             let data = ev.u64;
             let idx = data as u32;
             match data >> 56 {
                 KIND_WAKE => {
                     control.drain_wake();
-                    if control.stop_requested() {
-                        engine.begin_stop(now);
-                        io.close_listens();
-                    }
-                    if control.abort_requested() {
-                        engine.abort_now(now);
-                    }
+                    turn::on_wake(engine, io, control, now);
                 }
                 KIND_LISTEN => {
                     if let Some(fd) = io.fd_of(Via::Listen(idx)) {
@@ -336,17 +308,9 @@ pub(crate) fn run(
                     rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), engine, io, now);
                 }
             }
-            while let Some((token, errno)) = io.errors.pop() {
-                engine.on_send_error(now, token, errno, io);
-            }
+            turn::report_send_errors(engine, io, now);
         }
-        engine.on_timers(now, io);
-        engine.flush(now, io);
-        while let Some((token, errno)) = io.errors.pop() {
-            engine.on_send_error(now, token, errno, io);
-            engine.flush(now, io);
-        }
-        if engine.is_finished() {
+        if turn::after_completions(engine, io, now) {
             return Ok(());
         }
     }

@@ -1,14 +1,17 @@
 //! The server: per-core workers, each an engine on an I/O backend.
 //!
-//! [`Server::start`] validates its [`ServerConfig`](crate::config::ServerConfig), checks that
-//! no other socket holds a listen address (else it refuses to start), binds one `SO_REUSEPORT`
-//! socket per worker per listen address, probes io_uring, and starts the workers; each owns the
-//! transfers whose requests its sockets received.
-//! The engine (`engine.rs`) holds the logic; `uring.rs` and `epoll.rs` move datagrams for it.
+//! [`Server::start`] (`start.rs`) validates its [`ServerConfig`](crate::config::ServerConfig),
+//! checks that no other socket holds a listen address (else it refuses to start), binds one
+//! `SO_REUSEPORT` socket per worker per listen address, probes io_uring, and starts the workers
+//! (`worker.rs`); each owns the transfers whose requests its sockets received.
+//! The engine (`engine`) holds the logic; `uring` and `epoll.rs` move datagrams for it, each
+//! ending its loop turns the same way (`turn.rs`) and stopped through a `WorkerControl`
+//! (`control.rs`).
 
 pub mod stats;
 
 pub(crate) mod commit;
+pub(crate) mod control;
 pub(crate) mod engine;
 pub(crate) mod epoll;
 pub(crate) mod io;
@@ -17,7 +20,11 @@ pub(crate) mod probe;
 pub(crate) mod reply_budget;
 pub(crate) mod sendmsg;
 pub(crate) mod socket;
+pub(crate) mod start;
+pub(crate) mod turn;
 pub(crate) mod uring;
 pub(crate) mod worker;
 
-pub use worker::{Backend, Report, Server, ServerControl, StartError};
+pub use probe::UringUnusable;
+pub use start::{Backend, StartError};
+pub use worker::{Report, Server, ServerControl};

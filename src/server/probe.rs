@@ -18,9 +18,10 @@ use io_uring::{IoUring, Probe, opcode, types};
 use crate::ring::BufRing;
 
 /// Why io_uring cannot be used. The `Display` texts are the reasons the server logs when it falls
-/// back to epoll (or refuses to start with `--io uring`).
+/// back to epoll; with `--io uring` it is the cause of [`StartError::Uring`](super::StartError).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum UringUnusable {
+#[non_exhaustive]
+pub enum UringUnusable {
     /// The administrator switched io_uring off for everyone.
     #[error("kernel.io_uring_disabled is 2")]
     Disabled,
@@ -69,12 +70,6 @@ pub(crate) enum UringUnusable {
     /// The receive delivered other bytes than were sent.
     #[error("multishot receive delivered the wrong bytes")]
     WrongBytes,
-}
-
-/// Returns why io_uring cannot be used, as text, or `Ok`: [`check`]'s answer in the form the
-/// worker takes.
-pub(crate) fn io_uring_usable() -> Result<(), String> {
-    check().map_err(|e| e.to_string())
 }
 
 /// Returns why io_uring cannot be used, or `Ok`. Takes well under a millisecond.
@@ -158,7 +153,7 @@ mod tests {
     fn usable_on_this_machine() {
         // The development and CI machines run kernels with io_uring enabled; the integration
         // tests cover the fallback by denying io_uring with seccomp.
-        super::io_uring_usable().unwrap();
+        super::check().unwrap();
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!   packet info turned on so that a reply can come from the address the request was sent to.
 //! - Transfer sockets: one per transfer in the default mode, bound to that address and a fresh
 //!   port (the RFC 1350 transfer ID), without `SO_REUSEPORT` so that ports are never shared.
-//! - The address and packet-info helpers the backends take from here, re-exported from
-//!   [`crate::net`] and [`crate::sys::cmsg`].
+//! - The address helpers the backends take from here, re-exported from [`crate::net`], and
+//!   [`LocalEnd`] from [`crate::sys::cmsg`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -15,8 +15,8 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub(crate) use crate::net::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
-// `parse_pktinfo` is the name the backends (uring.rs, epoll.rs) still use for `cmsg::pktinfo`.
-pub(crate) use crate::sys::cmsg::{LocalEnd, PKTINFO_SPACE, pktinfo as parse_pktinfo};
+// The engine names the local end of a datagram from here.
+pub(crate) use crate::sys::cmsg::LocalEnd;
 use crate::sys::sockopt;
 
 /// A listening socket for `addr`: `SO_REUSEPORT`, IPv6-only for IPv6, packet info on, a receive

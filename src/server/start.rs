@@ -1,0 +1,272 @@
+//! Starting a server: the root and the upload directory opened, the listening sockets bound,
+//! the backend chosen, the workers started ([`Server::start`]).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use tracing::{info, warn};
+
+use super::commit;
+use super::control::WorkerControl;
+use super::engine::{EngineParts, EngineSettings};
+use super::probe::{self, UringUnusable};
+use super::socket::{self, listen_socket};
+use super::stats::Counters;
+use super::worker::{Server, WorkerHandle, worker_main};
+use crate::config::{ConfigError, IoBackend, IoConfig, ServerConfig, WriteConfig};
+use crate::fs::{Root, UploadRoot};
+use crate::sys::rlimit;
+
+/// The I/O backend workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring: multishot receives into a provided-buffer ring, batched submissions.
+    Uring,
+    /// epoll with `recvmmsg`.
+    Epoll,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Uring => "io_uring",
+            Self::Epoll => "epoll",
+        })
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is refused ([`ServerConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The root directory cannot be opened.
+    #[error("cannot open root {path}: {source}")]
+    Root {
+        /// The root given.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A listening socket cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Another socket already holds a listen address and port, or the same port on an
+    /// overlapping address.
+    #[error(
+        "cannot listen on {addr}: another socket already holds port {} on this address or on one overlapping it \
+         (the wildcard address, or a specific one); two servers on one port would split the requests between them; \
+         find it with: \
+         ss -ulpn 'sport = :{}'",
+        .addr.port(),
+        .addr.port()
+    )]
+    InUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The upload directory is in the served tree without --uploads-in-root.
+    #[error("{0}")]
+    Uploads(String),
+    /// io_uring was required but is unusable; the cause says why.
+    #[error("io_uring is unusable here (use --io epoll or --io auto)")]
+    Uring(#[from] UringUnusable),
+    /// A worker failed to set up its backend.
+    #[error("worker {worker} failed to start: {source}")]
+    Worker {
+        /// The worker's number.
+        worker: usize,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// The backend `wanted` on this kernel, and why io_uring was passed over when `auto` fell back
+/// to epoll (logged here).
+fn choose_backend(wanted: IoBackend) -> Result<(Backend, Option<String>), StartError> {
+    let fallback = match wanted {
+        IoBackend::Epoll => return Ok((Backend::Epoll, None)),
+        IoBackend::Uring => return probe::check().map(|()| (Backend::Uring, None)).map_err(StartError::from),
+        IoBackend::Auto => match probe::check() {
+            Ok(()) => return Ok((Backend::Uring, None)),
+            Err(why) => why,
+        },
+    };
+    warn!(reason = %fallback, "io_uring is unusable, running on epoll");
+    Ok((Backend::Epoll, Some(fallback.to_string())))
+}
+
+/// Opens the upload directory; refuses one in the served tree unless allowed, and says at start
+/// what each accepted upload risk means.
+fn open_uploads(cfg: &ServerConfig, wc: &WriteConfig) -> Result<UploadRoot, StartError> {
+    use crate::fs::TreeRelation;
+    let dir = wc.dir.as_deref().unwrap_or(&cfg.root);
+    let uploads = UploadRoot::open(dir).map_err(|source| StartError::Root { path: dir.to_path_buf(), source })?;
+    let relation =
+        uploads.relation_to(&cfg.root).map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
+    let where_ = match relation {
+        TreeRelation::Separate => None,
+        TreeRelation::Same => Some("is the served root"),
+        TreeRelation::Inside => Some("is inside the served root"),
+        TreeRelation::Contains => Some("contains the served root"),
+    };
+    if let Some(where_) = where_ {
+        if !wc.in_served_tree {
+            return Err(StartError::Uploads(format!(
+                "--upload-dir {} {where_} {}: every client could fetch uploads, and uploads could replace what \
+                 clients boot; use an upload directory outside the root, or --uploads-in-root to accept that",
+                dir.display(),
+                cfg.root.display()
+            )));
+        }
+        warn!(
+            dir = %dir.display(),
+            "--uploads-in-root: uploads land in the served tree, so every client can fetch what any uploader (or \
+             anyone forging an uploader's address) puts there"
+        );
+        if cfg.serve.upload.overwrite {
+            warn!(
+                "--overwrite-served-files: an upload may replace any file the server serves (boot loaders, kernels, \
+                 pxelinux.cfg); one forged upload changes what every client boots"
+            );
+        }
+    }
+    if cfg.io.single_port {
+        warn!(
+            "--allow-single-port-uploads: every transfer shares the listening port, so anyone who can forge an \
+             address that --allow-write-from accepts can upload blind with two datagrams (WRQ, then DATA 1); use it \
+             only where source addresses cannot be forged"
+        );
+    }
+    Ok(uploads)
+}
+
+/// Transfers each worker may hold: `--max-transfers`, and in the default mode (one socket per
+/// transfer; an upload also holds its directory and file) no more than its share of three
+/// quarters of the descriptors left after a reserve for listening sockets, files and the rest, so that the table fills (and never-acknowledged
+/// transfers make room) before descriptors run out.
+fn transfer_capacity(cfg: &ServerConfig, nofile: u64) -> usize {
+    let max_transfers = cfg.io.max_transfers;
+    if cfg.io.single_port {
+        return max_transfers;
+    }
+    let workers = cfg.workers.max(1) as u64;
+    // Listening sockets, rings, the commit thread; and the files each worker keeps open (its
+    // idle cache, counted up to 256: a fleet boots from a handful of files).
+    let reserve = 128 + workers * (32 + (cfg.file_cache as u64).min(256));
+    let share = nofile.saturating_sub(reserve) / 4 * 3 / workers;
+    max_transfers.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
+}
+
+impl Server {
+    /// Checks the configuration ([`ServerConfig::validate`]), opens the root, binds every
+    /// worker's sockets, picks the backend and starts the workers. Returns once every worker is
+    /// serving.
+    pub fn start(cfg: ServerConfig) -> Result<Self, StartError> {
+        cfg.validate()?;
+        let nofile = rlimit::raise_fd_limit();
+        let root = Root::open(&cfg.root, cfg.follow_symlinks)
+            .map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
+        if !root.uses_openat2() {
+            warn!("openat2 is unavailable: symbolic links are refused everywhere under the root");
+        }
+        let root = Arc::new(root);
+        let uploads = match &cfg.write {
+            Some(wc) => Some(Arc::new(open_uploads(&cfg, wc)?)),
+            None => None,
+        };
+
+        // No one else may hold a listen address: checked for all of them before binding any, as
+        // the server's own addresses may overlap (0.0.0.0:69 and 10.0.0.1:69).
+        for &addr in cfg.listen.iter().filter(|a| a.port() != 0) {
+            socket::check_unheld(addr).map_err(|source| match source.raw_os_error() {
+                Some(libc::EADDRINUSE) => StartError::InUse { addr },
+                _ => StartError::Bind { addr, source },
+            })?;
+        }
+        // Bind all sockets here, in worker order, so that a port 0 resolves once for all.
+        let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for &addr in &cfg.listen {
+            let mut addr = addr;
+            for sockets in per_worker.iter_mut() {
+                let s = listen_socket(addr, cfg.io.recv_buffer).map_err(|source| StartError::Bind { addr, source })?;
+                if addr.port() == 0 {
+                    addr = s.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                }
+                sockets.push(s);
+            }
+            local_addrs.push(addr);
+        }
+
+        let (backend, fallback_reason) = choose_backend(cfg.io.backend)?;
+
+        let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let controls: Vec<Arc<WorkerControl>> = (0..cfg.workers)
+            .map(|w| WorkerControl::new().map(Arc::new).map_err(|source| StartError::Worker { worker: w, source }))
+            .collect::<Result<_, _>>()?;
+        // Uploads are committed (synced, renamed into place) on their own thread.
+        let (mut commit_links, committer) = if uploads.is_some() {
+            let wake: Vec<Arc<WorkerControl>> = controls.clone();
+            let (links, thread) = commit::start(cfg.workers, move |w| wake[w].poke())
+                .map_err(|source| StartError::Worker { worker: 0, source })?;
+            (links.into_iter().map(Some).collect(), Some(thread))
+        } else {
+            ((0..cfg.workers).map(|_| None).collect::<Vec<_>>(), None)
+        };
+        // The I/O settings the workers run with: GSO only where the kernel has it.
+        let io = IoConfig { gso: cfg.io.gso && socket::gso_supported(), ..cfg.io };
+        let capacity = transfer_capacity(&cfg, nofile);
+        if capacity < io.max_transfers {
+            warn!(
+                per_worker = capacity,
+                descriptors = nofile,
+                "the descriptor limit holds each worker below --max-transfers (raise LimitNOFILE, or use --single-port)"
+            );
+        }
+        let policy = Arc::new(cfg.effective_policy());
+        let settings = EngineSettings::of(&cfg);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
+        let mut workers = Vec::new();
+        for (w, listens) in per_worker.into_iter().enumerate() {
+            let control = Arc::clone(&controls[w]);
+            let counters = Arc::new(CachePadded::new(Counters::default()));
+            let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
+            let parts = EngineParts {
+                root: Arc::clone(&root),
+                uploads: uploads.clone(),
+                commits: commit_links[w].take(),
+                counters: Arc::clone(&counters),
+                capacity,
+            };
+            let (policy, ctl, ready) = (Arc::clone(&policy), Arc::clone(&control), ready_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("bootstorm-w{w}"))
+                .spawn(move || worker_main(w, core, backend, io, policy, settings, parts, listens, ctl, ready))
+                .map_err(|source| StartError::Worker { worker: w, source })?;
+            workers.push(WorkerHandle { thread, control, counters });
+        }
+        drop(ready_tx);
+        let server = Self { workers, local_addrs, backend, fallback_reason, gso: io.gso, committer };
+        for _ in 0..server.workers.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err((worker, source))) => {
+                    server.abort();
+                    return Err(StartError::Worker { worker, source });
+                }
+                Err(_) => break,
+            }
+        }
+        info!(workers = server.workers.len(), backend = %backend, gso = io.gso, "serving");
+        Ok(server)
+    }
+}

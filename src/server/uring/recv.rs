@@ -1,0 +1,280 @@
+//! The receive side of the io_uring backend: one multishot `RECVMSG` per socket into the
+//! provided-buffer ring, armed again when it ends; transfer sockets opened and closed around
+//! their receives; each datagram received handed to the engine.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{cqueue, opcode, types};
+
+use super::{BGID, KIND_CANCEL, KIND_LISTEN, KIND_WAKE, KIND_XFER, UringIo, ud};
+use crate::proto::Timestamp;
+use crate::ring::BufRing;
+use crate::server::engine::Engine;
+use crate::server::io::{Datagram, SockRef, Token, Via};
+use crate::server::socket::decode_sockaddr;
+use crate::sys::cmsg::pktinfo;
+
+/// Receive-side state the loop reads while the engine holds the [`UringIo`].
+pub(super) struct Rx {
+    pub(super) bufs: BufRing,
+    /// Templates for multishot receives: name (and control for listening sockets). The kernel
+    /// reads them at submission; they also tell [`types::RecvMsgOut::parse`] the layout.
+    pub(super) listen_msg: libc::msghdr,
+    pub(super) xfer_msg: libc::msghdr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SockState {
+    Open,
+    Closing,
+}
+
+/// A transfer socket and the state of its receive.
+pub(super) struct SockEntry {
+    sock: Option<UdpSocket>,
+    token: Token,
+    generation: u32,
+    state: SockState,
+    armed: bool,
+}
+
+/// What a multishot receive that ended must be armed again for.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Rearm {
+    Listen(u32),
+    Transfer { idx: u32, generation: u32 },
+}
+
+impl UringIo {
+    /// Arms the multishot receive of a socket (unless the loop is over or the socket is gone).
+    pub(super) fn arm(&mut self, what: Rearm) {
+        if self.draining {
+            return;
+        }
+        let (fd, msg, data) = match what {
+            Rearm::Listen(idx) => {
+                let Some((Some(s), armed)) = self.listens.get_mut(idx as usize) else {
+                    return;
+                };
+                *armed = true;
+                (s.as_raw_fd(), self.listen_msg, ud(KIND_LISTEN, 0, idx))
+            }
+            Rearm::Transfer { idx, generation } => {
+                let Some(e) = self.socks.get_mut(idx as usize) else {
+                    return;
+                };
+                let Some(s) = e.sock.as_ref() else { return };
+                if e.state != SockState::Open || e.generation != generation {
+                    return;
+                }
+                e.armed = true;
+                (s.as_raw_fd(), self.xfer_msg, ud(KIND_XFER, generation, idx))
+            }
+        };
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), msg, BGID).build().user_data(data);
+        self.push(&sqe);
+    }
+
+    /// Arms the read of the wake-up eventfd.
+    pub(super) fn arm_wake(&mut self) {
+        if self.draining {
+            return;
+        }
+        let buf = (&mut **self.wake_buf as *mut u64).cast::<u8>();
+        let sqe = opcode::Read::new(types::Fd(self.wake_fd), buf, 8).build().user_data(ud(KIND_WAKE, 0, 0));
+        self.push(&sqe);
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let sqe = opcode::AsyncCancel::new(target).build().user_data(ud(KIND_CANCEL, 0, 0));
+        self.push(&sqe);
+    }
+
+    /// Closes the listening sockets (not in single-port mode): those with a receive armed once
+    /// it has ended.
+    pub(super) fn stop_listening(&mut self) {
+        if !self.close_listens_on_stop || self.listens_closing {
+            return;
+        }
+        self.listens_closing = true;
+        for i in 0..self.listens.len() {
+            match self.listens[i] {
+                (Some(_), true) => self.cancel(ud(KIND_LISTEN, 0, i as u32)),
+                (Some(_), false) => self.to_close.extend(self.listens[i].0.take()),
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// Cancels every receive (for the end of the loop).
+    pub(super) fn cancel_all(&mut self) {
+        for i in 0..self.listens.len() {
+            if self.listens[i].1 {
+                self.cancel(ud(KIND_LISTEN, 0, i as u32));
+            }
+        }
+        for i in 0..self.socks.len() {
+            let e = &self.socks[i];
+            if e.armed && e.state == SockState::Open {
+                let t = ud(KIND_XFER, e.generation, i as u32);
+                self.socks[i].state = SockState::Closing;
+                self.cancel(t);
+            }
+        }
+        self.cancel(ud(KIND_WAKE, 0, 0));
+    }
+
+    fn free_sock(&mut self, idx: u32) {
+        let e = &mut self.socks[idx as usize];
+        // A send queued but not yet submitted may still name this descriptor.
+        self.to_close.extend(e.sock.take());
+        e.armed = false;
+        e.generation = e.generation.wrapping_add(1) & 0x0fff_ffff;
+        self.free_socks.push(idx);
+    }
+
+    /// The descriptor to send through `via`, while it is open.
+    pub(super) fn fd_of(&self, via: Via) -> Option<RawFd> {
+        match via {
+            Via::Listen(i) => self.listens.get(i as usize)?.0.as_ref().map(AsRawFd::as_raw_fd),
+            Via::Transfer(SockRef(i)) => {
+                let e = self.socks.get(i as usize)?;
+                (e.state == SockState::Open).then_some(())?;
+                e.sock.as_ref().map(AsRawFd::as_raw_fd)
+            }
+        }
+    }
+
+    /// Binds a transfer socket on `local` and arms its receive.
+    pub(super) fn open_sock(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef> {
+        if self.draining {
+            return Err(io::Error::other("worker is stopping"));
+        }
+        let scope = match local {
+            SocketAddr::V6(a) => a.scope_id(),
+            SocketAddr::V4(_) => 0,
+        };
+        let sock = self.ports.bind(local.ip(), scope)?;
+        let idx = match self.free_socks.pop() {
+            Some(i) => i,
+            None => {
+                self.socks.push(SockEntry { sock: None, token, generation: 0, state: SockState::Open, armed: false });
+                (self.socks.len() - 1) as u32
+            }
+        };
+        let e = &mut self.socks[idx as usize];
+        e.sock = Some(sock);
+        e.token = token;
+        e.state = SockState::Open;
+        let generation = e.generation;
+        self.arm(Rearm::Transfer { idx, generation });
+        Ok(SockRef(idx))
+    }
+
+    /// Closes a transfer socket: at once when no receive is armed, else once the cancelled
+    /// receive's last completion has arrived.
+    pub(super) fn close_sock(&mut self, sock: SockRef) {
+        let Some(e) = self.socks.get_mut(sock.0 as usize) else {
+            return;
+        };
+        if e.state != SockState::Open || e.sock.is_none() {
+            return;
+        }
+        if e.armed {
+            e.state = SockState::Closing;
+            let target = ud(KIND_XFER, e.generation, sock.0);
+            self.cancel(target);
+        } else {
+            self.free_sock(sock.0);
+        }
+    }
+}
+
+/// Handles a completion of the multishot receive `kind` (`KIND_LISTEN` or `KIND_XFER`) on
+/// socket `idx`: delivers its datagram, and when the receive ended, closes the socket or arms it
+/// again.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn recv_completed(
+    kind: u64,
+    idx: u32,
+    generation: u32,
+    cqe: &cqueue::Entry,
+    io: &mut UringIo,
+    rx: &mut Rx,
+    engine: &mut Engine,
+    now: Timestamp,
+) {
+    let (res, flags) = (cqe.result(), cqe.flags());
+    let more = cqueue::more(flags);
+    if !more {
+        io.in_flight -= 1;
+    }
+    let (via, token, msg, live) = if kind == KIND_LISTEN {
+        let live = io.listens.get(idx as usize).is_some_and(|l| l.0.is_some());
+        (Via::Listen(idx), None, &rx.listen_msg, live)
+    } else {
+        let e = io.socks.get(idx as usize);
+        let live = e.is_some_and(|e| e.generation == generation && e.state == SockState::Open);
+        (Via::Transfer(SockRef(idx)), e.map(|e| e.token), &rx.xfer_msg, live)
+    };
+    if res >= 0 {
+        io.recv_failures = 0;
+    } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+        io.recv_failures += 1;
+    }
+    if res >= 0 {
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            if live {
+                deliver(rx.bufs.get(bid, res as usize), msg, via, token, io, engine, now);
+            }
+            rx.bufs.push(bid);
+        }
+    }
+    if more {
+        return;
+    }
+    if kind == KIND_LISTEN {
+        if let Some(l) = io.listens.get_mut(idx as usize) {
+            l.1 = false;
+            if res == -libc::ECANCELED || io.listens_closing {
+                io.to_close.extend(l.0.take());
+            } else if l.0.is_some() {
+                io.rearm.push(Rearm::Listen(idx));
+            }
+        }
+    } else if let Some(e) = io.socks.get_mut(idx as usize) {
+        if e.generation == generation {
+            e.armed = false;
+            match e.state {
+                SockState::Closing => io.free_sock(idx),
+                SockState::Open => io.rearm.push(Rearm::Transfer { idx, generation }),
+            }
+        }
+    }
+}
+
+fn deliver(
+    buf: &[u8],
+    msg: &libc::msghdr,
+    via: Via,
+    token: Option<Token>,
+    io: &mut UringIo,
+    engine: &mut Engine,
+    now: Timestamp,
+) {
+    let Ok(out) = types::RecvMsgOut::parse(buf, msg) else {
+        return;
+    };
+    let name = out.name_data();
+    let Some(peer) = decode_sockaddr(&name[..name.len().min(out.incoming_name_len() as usize)]) else {
+        return;
+    };
+    let local = match via {
+        Via::Listen(_) => pktinfo(out.control_data()),
+        Via::Transfer(_) => None,
+    };
+    let d = Datagram { via, token, peer, local, payload: out.payload_data(), truncated: out.is_payload_truncated() };
+    engine.on_datagram(now, &d, io);
+}
