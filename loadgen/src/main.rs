@@ -5,24 +5,21 @@
 mod ceiling;
 mod driver;
 mod flood;
+mod load;
 mod plan;
 mod proc;
 mod stats;
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bootstorm::proto::{ClientConfig, RequestOptions};
 use clap::{Args, Parser, Subcommand};
 
-use crate::driver::Shared;
 use crate::plan::{Arrivals, FileSpec, Plan, Profile};
-use crate::stats::{Report, Stats};
 
 /// Load generator for TFTP servers.
 #[derive(Debug, Parser)]
@@ -272,11 +269,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Parses a `--option NAME=VALUE`.
 fn parse_option(s: &str) -> Result<(String, String), String> {
     let (n, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
     Ok((n.to_string(), v.to_string()))
 }
 
+/// Resolves the run's arguments into the plan every thread shares: checks them, reads the
+/// files to verify against, and applies the profile's defaults.
 fn plan(a: RunArgs) -> anyhow::Result<Plan> {
     let Some(server) = a.server else { bail!("--server ADDR:PORT is required") };
     if a.files.is_empty() {
@@ -338,58 +338,12 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// Runs the transfers `a` describes and prints the report; exits with status 2 if any failed.
 fn run(a: RunArgs) -> anyhow::Result<()> {
     bootstorm::sys::rlimit::raise_fd_limit();
     let json = a.json;
     let pid = a.server_pid;
-    let plan = Arc::new(plan(a)?);
-    let shared = Arc::new(Shared::new());
-    let cpu0 = pid.and_then(proc::cpu_seconds);
-    let handles: Vec<_> = (0..plan.threads)
-        .map(|t| {
-            let (plan, shared) = (Arc::clone(&plan), Arc::clone(&shared));
-            std::thread::Builder::new().name(format!("loadgen-{t}")).spawn(move || driver::run(&plan, &shared, t))
-        })
-        .collect::<Result<_, _>>()?;
-    let live = std::io::stderr().is_terminal();
-    let duration = match plan.arrivals {
-        Arrivals::Closed { duration, .. } => duration,
-        Arrivals::Storm { .. } => None,
-    };
-    let mut last_bytes = 0;
-    while !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(100));
-        let elapsed = shared.clock.elapsed();
-        if duration.is_some_and(|d| elapsed >= d) {
-            shared.closing.store(true, Ordering::Relaxed);
-        }
-        if live && elapsed.as_millis() % 1000 < 100 {
-            let bytes = shared.bytes.load(Ordering::Relaxed);
-            eprint!(
-                "\r{:>6.1} s  {} ok  {} failed  {:.1} MB/s   ",
-                elapsed.as_secs_f64(),
-                shared.ok.load(Ordering::Relaxed),
-                shared.failed.load(Ordering::Relaxed),
-                (bytes - last_bytes) as f64 / 1e6
-            );
-            last_bytes = bytes;
-        }
-    }
-    if live {
-        eprintln!();
-    }
-    let mut stats = Stats::new();
-    for h in handles {
-        let s = h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
-        stats.merge(&s);
-    }
-    let makespan = Duration::from_micros(shared.last_end_us.load(Ordering::Relaxed));
-    let elapsed = makespan.max(Duration::from_micros(1));
-    let cpu = match (cpu0, pid.and_then(proc::cpu_seconds)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let report = Report::new(&stats, elapsed, makespan, cpu, pid.and_then(proc::rss_kb));
+    let report = load::run(plan(a)?, pid)?;
     print_report(json, &report, |r| r.human().trim_end().to_string())?;
     if report.transfers_failed > 0 {
         std::process::exit(2);

@@ -1,0 +1,136 @@
+//! The per-client slots: each client's socket, timer link and session, the step in progress
+//! and the dispatch over its state machine (a download or an upload).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+
+use bootstorm::proto::{ClientOutcome, ReadClient, Timestamp, WriteClient};
+use bootstorm::sys::sockopt;
+use bootstorm::timer::{Links, TimerLink};
+
+use crate::plan::{Plan, Step};
+
+/// The client state machine of a step: a download, or an upload (`--upload`).
+pub(super) enum StepClient {
+    /// A download (RRQ).
+    Read(ReadClient),
+    /// An upload (WRQ).
+    Write(WriteClient),
+}
+
+impl StepClient {
+    /// How the transfer ended, once it has.
+    pub(super) fn outcome(&self) -> Option<ClientOutcome> {
+        match self {
+            Self::Read(c) => c.outcome(),
+            Self::Write(c) => c.outcome(),
+        }
+    }
+
+    /// When the state machine next wants [`handle_timeout`](ReadClient::handle_timeout).
+    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
+        match self {
+            Self::Read(c) => c.poll_timeout(),
+            Self::Write(c) => c.poll_timeout(),
+        }
+    }
+
+    /// Retransmissions so far.
+    pub(super) fn retransmits(&self) -> u32 {
+        match self {
+            Self::Read(c) => c.retransmits(),
+            Self::Write(c) => c.retransmits(),
+        }
+    }
+
+    /// When the first DATA arrived (downloads only).
+    pub(super) fn first_data(&self) -> Option<Timestamp> {
+        match self {
+            Self::Read(c) => c.first_data(),
+            Self::Write(_) => None,
+        }
+    }
+}
+
+/// The step in progress.
+pub(super) struct StepRun {
+    /// Which step of the session.
+    pub(super) step: Step,
+    /// Its state machine.
+    pub(super) client: StepClient,
+    /// The server's transfer ID (address and port), once its first answer came.
+    pub(super) tid: Option<SocketAddr>,
+    /// When the step began.
+    pub(super) started: Timestamp,
+    /// DATA bytes received so far.
+    pub(super) received: u64,
+    /// An ACK being held back (`--hold`): block and when to send it.
+    pub(super) held: Option<(u16, Timestamp)>,
+}
+
+/// A session in progress: the plan's steps, one after the other.
+pub(super) struct Session {
+    /// The session's number across all threads.
+    pub(super) number: u64,
+    /// When the session started.
+    pub(super) started: Timestamp,
+    /// Index of the current step in the plan.
+    pub(super) step: usize,
+    /// The current step, between its start and its end.
+    pub(super) run: Option<StepRun>,
+}
+
+impl Session {
+    /// Whether a step is in progress that has not yet heard from the server.
+    pub(super) fn awaits_tid(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.tid.is_none())
+    }
+}
+
+/// One client: its socket and what it is doing.
+pub(super) struct Client {
+    /// The client's number across all threads.
+    pub(super) global: u64,
+    /// The client's own socket (its own port), used for every step and session.
+    pub(super) sock: UdpSocket,
+    /// The client's place in the timer wheel.
+    pub(super) link: TimerLink,
+    /// Whether a multishot receive is armed on the socket.
+    pub(super) armed: bool,
+    /// Storm arrival time of this client's session.
+    pub(super) start_at: Option<Timestamp>,
+    /// The session in progress, if any.
+    pub(super) session: Option<Session>,
+    /// The server port of the client's previous transfer. The client reuses its own port for
+    /// every step and session, so a late retransmission of the previous transfer's last block
+    /// can arrive before the next transfer's first answer; it must not be taken for the new
+    /// transfer's ID.
+    pub(super) previous_tid: Option<SocketAddr>,
+}
+
+/// The thread's clients, by index; the timer wheel reaches their links through [`Links`].
+pub(super) struct Clients(pub(super) Vec<Client>);
+
+impl Links for Clients {
+    fn link(&mut self, idx: u32) -> &mut TimerLink {
+        &mut self.0[idx as usize].link
+    }
+}
+
+/// Client `global`'s socket: non-blocking, bound to an ephemeral port on a source address
+/// that suits the server's (several loopback addresses with `--source-ips`), with GRO if asked.
+pub(super) fn client_socket(plan: &Plan, global: u64) -> std::io::Result<UdpSocket> {
+    let ip = match plan.server.ip() {
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::V4(server) if plan.source_ips > 1 && server.is_loopback() => {
+            // Spread clients over 127.1.0.1 and up, so that the server sees many addresses.
+            IpAddr::V4(Ipv4Addr::from(0x7f01_0001u32 + (global % u64::from(plan.source_ips)) as u32))
+        }
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let s = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    s.set_nonblocking(true)?;
+    if plan.gro {
+        sockopt::enable_udp_gro(&s)?;
+    }
+    Ok(s)
+}

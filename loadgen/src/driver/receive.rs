@@ -1,0 +1,96 @@
+//! Receives: a received buffer is parsed (sender, payload, GRO segment size), split into its
+//! datagrams, and each datagram from the step's server is decoded and given to the step's
+//! client state machine, after the checks a real client would make (transfer ID) and the ones
+//! a load generator adds (UEFI size probe, deliberate drops, byte verification).
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use bootstorm::net::decode_sockaddr;
+use bootstorm::proto::wire::{self, Packet};
+use bootstorm::proto::{ClientOutcome, ErrorCode, Timestamp};
+use bootstorm::sys::cmsg::gro_segment;
+use io_uring::types;
+
+use super::Driver;
+use super::client::StepClient;
+use crate::plan::Step;
+
+impl Driver<'_> {
+    /// Handles `buf`, what client `idx`'s multishot receive wrote: drops it if its sender is
+    /// unreadable or its payload was truncated, else hands each datagram in it (several when
+    /// GRO coalesced a GSO send) to [`on_datagram`](Self::on_datagram).
+    pub(super) fn on_recv_buffer(&mut self, idx: u32, buf: &[u8], now: Timestamp) {
+        let Ok(out) = types::RecvMsgOut::parse(buf, &self.msg) else { return };
+        let name = out.name_data();
+        let name = &name[..name.len().min(out.incoming_name_len() as usize)];
+        if let Some(from) = decode_sockaddr(name)
+            && !out.is_payload_truncated()
+        {
+            let payload = out.payload_data();
+            match gro_segment(out.control_data()) {
+                Some(seg) => {
+                    for d in payload.chunks(seg) {
+                        self.on_datagram(idx, from, d, now);
+                    }
+                }
+                None => self.on_datagram(idx, from, payload, now),
+            }
+        }
+    }
+
+    /// Handles one datagram `payload` from `from` to client `idx`.
+    fn on_datagram(&mut self, idx: u32, from: SocketAddr, payload: &[u8], now: Timestamp) {
+        let cfg = self.plan.client;
+        let client = &mut self.clients.0[idx as usize];
+        let fd = client.sock.as_raw_fd();
+        let previous = client.previous_tid;
+        let Some(sess) = client.session.as_mut() else { return };
+        // Answers from the listening port itself (refusals, --single-port) are always welcome.
+        if sess.awaits_tid() && previous == Some(from) && from != self.plan.server {
+            return;
+        }
+        let Some(run) = sess.run.as_mut() else { return };
+        let tid = *run.tid.get_or_insert(from);
+        if from != tid {
+            return;
+        }
+        let Ok(p) = Packet::decode(payload) else { return };
+        match (run.step, p) {
+            (Step::Probe(_), Packet::Oack(_) | Packet::Data { .. }) => {
+                // EDK2 reads the size from the OACK and aborts.
+                let n = wire::encode_error(ErrorCode::OPTION_REFUSED, b"User aborted the transfer", &mut self.scratch)
+                    .unwrap_or(0);
+                let bytes = self.scratch;
+                self.send(fd, tid, &bytes[..n]);
+                self.finish_step(idx, Ok(ClientOutcome::Complete), now);
+                return;
+            }
+            (_, Packet::Data { .. }) if self.rng.chance(self.plan.drop) => {
+                self.stats.dropped += 1;
+                return;
+            }
+            _ => {}
+        }
+        let client = match &mut run.client {
+            StepClient::Read(c) => c,
+            StepClient::Write(c) => {
+                c.handle_packet(now, &p);
+                self.pump(idx, now);
+                return;
+            }
+        };
+        let delivered = client.handle_packet(now, &p, &cfg);
+        if let (Some((offset, data)), Step::Fetch(f)) = (delivered, run.step) {
+            if let Some(expect) = &self.plan.files[f].expect {
+                let end = offset as usize + data.len();
+                if expect.get(offset as usize..end) != Some(data) {
+                    self.finish_step(idx, Err("corrupt data".into()), now);
+                    return;
+                }
+            }
+            run.received += data.len() as u64;
+        }
+        self.pump(idx, now);
+    }
+}
