@@ -1,4 +1,6 @@
 //! A worker's logic, independent of the I/O backend.
+//! (Near 500 lines: the engine's state, its construction and every entry point with its
+//! dispatch; each concern they call is a module of its own.)
 //!
 //! The engine owns the worker's transfers and everything about them: the table of transfers
 //! (`table.rs`: a slab indexed by slot, generations to recognise stale events, an index by
@@ -11,8 +13,9 @@
 //! The modules, one concern each: `admit.rs` decides whether a request may become a transfer
 //! (a value, from the policy and a few facts), `sources.rs` counts transfers per source,
 //! `open.rs` opens the file or begins the upload and negotiates, `emit.rs` encodes what leaves,
-//! `record.rs` turns a finished transfer into counters and its log line, `kind.rs` puts reads
-//! and writes behind one interface; this file holds the entry points and the dispatch.
+//! `record.rs` turns a finished transfer into counters and its log line, `events.rs` handles
+//! timers, the stop, commits and failed sends, `kind.rs` puts reads and writes behind one
+//! interface; this file holds the entry points and the dispatch.
 //!
 //! Architecture invariants:
 //! - Nothing here allocates per packet. Allocation happens per transfer (a socket, a slab slot
@@ -32,9 +35,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-use tracing::{debug, warn};
-
 use super::commit::{CommitJob, CommitLink};
 use super::io::{Datagram, Io, MAX_HEAD, MAX_RUN, Segment, Token, Via};
 use super::limits::SourceLimiter;
@@ -46,9 +46,11 @@ use crate::fs::{FileCache, Root, UploadRoot};
 use crate::proto::wire::{self, MAX_FILENAME_LEN, Packet, Request};
 use crate::proto::{ErrorCode, LocalFailure, Outcome, Repeat, Timestamp};
 use crate::timer::TimerWheel;
+use crossbeam_utils::CachePadded;
 
 mod admit;
 mod emit;
+mod events;
 mod host;
 mod kind;
 mod open;
@@ -464,79 +466,6 @@ impl Engine {
             t.queued = false;
             self.after_event(idx, now, io);
         }
-    }
-
-    /// Handles expired timers and housekeeping.
-    pub(crate) fn on_timers<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.policy.retransmit;
-        self.due.clear();
-        self.wheel.expire(now, &mut self.table.links(), &mut self.due);
-        for i in 0..self.due.len() {
-            let idx = self.due[i];
-            let Some(t) = self.table.get_mut(idx) else { continue };
-            t.kind.handle_timeout(now, &retransmit);
-            self.after_event(idx, now, io);
-        }
-        self.poll_commits(now, io);
-        if self.stop.is_some() {
-            // Stopping: committed uploads need not wait for a lost final ACK. (A scan per loop
-            // turn, but only while stopping.)
-            self.fail_each(now, io, |k| k.is_dallying());
-        }
-        if let Some(deadline) = self.stop {
-            if now >= deadline && !self.aborted {
-                self.aborted = true;
-                self.fail_each(now, io, |_| true);
-            }
-        }
-        if now >= self.next_housekeeping {
-            self.next_housekeeping = now + HOUSEKEEPING;
-            self.files.sweep(now, false);
-        }
-    }
-
-    /// Ends every transfer that `which` picks with the ERROR of a server shutting down.
-    fn fail_each<I: Io>(&mut self, now: Timestamp, io: &mut I, which: impl Fn(&Kind) -> bool) {
-        for idx in 0..self.table.slots() {
-            if let Some(t) = self.table.get_mut(idx) {
-                if which(&t.kind) {
-                    t.kind.fail(LocalFailure::ShuttingDown);
-                    self.after_event(idx, now, io);
-                }
-            }
-        }
-    }
-
-    /// Takes the results of finished commits: the final ACK, or the ERROR.
-    fn poll_commits<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.policy.retransmit;
-        loop {
-            let Some(done) = self.commits.as_ref().and_then(|l| l.done.try_recv().ok()) else { return };
-            let worker = self.worker;
-            let Some(t) = self.table.live(done.token) else { continue };
-            let Kind::Write(w) = &mut t.kind else { continue };
-            let result = done.result.as_ref().map(|_| ()).map_err(|e| {
-                warn!(worker, client = %t.peer, file = %w.name, error = %e, "upload not committed");
-                LocalFailure::from(e).into()
-            });
-            w.xfer.commit_result(now, result, &retransmit);
-            self.after_event(done.token.slot(), now, io);
-        }
-    }
-
-    /// A send of transfer `token` failed with `errno`.
-    pub(crate) fn on_send_error<I: Io>(&mut self, now: Timestamp, token: Token, errno: i32, io: &mut I) {
-        self.counters.add(Counter::SendErrors, 1);
-        let worker = self.worker;
-        let Some(t) = self.table.live(token) else { return };
-        if errno == libc::EFAULT {
-            // The file shrank under its mapping: the kernel could not read the pages.
-            warn!(worker, client = %t.peer, file = %t.kind.name(), "file truncated while being served");
-            t.kind.fail(LocalFailure::FileChanged);
-        } else {
-            debug!(worker, client = %t.peer, errno, "send failed");
-        }
-        self.after_event(token.slot(), now, io);
     }
 }
 
