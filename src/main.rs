@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bootstorm::server::Server;
+use bootstorm::server::stats::CounterSnapshot;
 use clap::Parser;
 use tracing::{error, info, warn};
 
@@ -135,9 +136,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report_counters(workers: &[[(&'static str, u64); bootstorm::server::stats::COUNTERS]]) {
+fn report_counters(workers: &[CounterSnapshot]) {
     for (i, w) in workers.iter().enumerate() {
-        let line: Vec<String> = w.iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}={v}")).collect();
+        let line: Vec<String> = w.iter().filter(|(_, v)| *v != 0).map(|(c, v)| format!("{}={v}", c.name())).collect();
         info!(worker = i, "{}", if line.is_empty() { "idle".to_string() } else { line.join(" ") });
     }
 }

@@ -14,7 +14,7 @@ use super::control::WorkerControl;
 use super::engine::{Engine, EngineParts, EngineSettings};
 use super::socket::PortPicker;
 use super::start::Backend;
-use super::stats::{Counters, Latencies};
+use super::stats::{CounterSnapshot, Counters, Latencies};
 use super::{epoll, uring};
 use crate::config::{IoConfig, ServePolicy};
 use crate::sys::clock::Clock;
@@ -32,7 +32,7 @@ pub struct Report {
     /// Latencies merged over all workers.
     pub latencies: Latencies,
     /// Each worker's counters.
-    pub workers: Vec<[(&'static str, u64); super::stats::COUNTERS]>,
+    pub workers: Vec<CounterSnapshot>,
 }
 
 /// A running server: its worker threads and their controls.
@@ -93,8 +93,8 @@ impl Server {
     }
 
     /// Each worker's counters now.
-    pub fn counters(&self) -> Vec<[(&'static str, u64); super::stats::COUNTERS]> {
-        self.workers.iter().map(|w| w.counters.snapshot()).collect()
+    pub fn counters(&self) -> Vec<CounterSnapshot> {
+        self.workers.iter().map(|w| w.counters.values()).collect()
     }
 
     /// Waits for every worker to finish (after [`stop`](Self::stop) or [`abort`](Self::abort)).
@@ -105,7 +105,7 @@ impl Server {
         for w in self.workers {
             let joined = w.thread.join();
             // After the join: the worker's last transfers are counted.
-            workers.push(w.counters.snapshot());
+            workers.push(w.counters.values());
             match joined {
                 Ok(Ok(l)) => latencies.merge(&l),
                 Ok(Err(e)) => first_err = first_err.or(Some(e)),
