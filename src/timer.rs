@@ -31,7 +31,8 @@ impl Default for TimerLink {
 
 impl TimerLink {
     /// Whether the slot is in a bucket.
-    pub fn is_armed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_armed(&self) -> bool {
         self.tick != NOT_ARMED
     }
 }

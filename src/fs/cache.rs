@@ -314,111 +314,17 @@ impl FileCache {
     }
 
     /// Number of cached versions.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cache(dir: &std::path::Path) -> FileCache {
-        FileCache::new(Arc::new(Root::open(dir, true).unwrap()), 8)
-    }
-
-    /// Reads a file version's bytes through a copy (tests only; the server never does this).
-    fn bytes(v: &FileVersion, netascii: bool) -> Vec<u8> {
-        if netascii {
-            let len = v.netascii_len().unwrap() as usize;
-            let (_chunk, s) = v.netascii_block(0, len).unwrap().unwrap();
-            // SAFETY: `_chunk` keeps the scratch alive and unwritten while it is read.
-            return unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec();
-        }
-        let s = v.raw_slice(0, v.len() as usize).unwrap();
-        // SAFETY: the file is not truncated during the test, and the range was bounds-checked.
-        unsafe { std::slice::from_raw_parts(s.ptr, s.len) }.to_vec()
-    }
-
-    #[test]
-    fn shared_then_replaced_by_rename() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"old contents").unwrap();
-        let mut c = cache(dir.path());
-        let t = Timestamp::ZERO;
-        let a = c.get(b"f", t).unwrap();
-        let b = c.get(b"f", t).unwrap();
-        assert!(Rc::ptr_eq(&a, &b), "one mapping per file per worker");
-        std::fs::write(dir.path().join("f.new"), b"new").unwrap();
-        std::fs::rename(dir.path().join("f.new"), dir.path().join("f")).unwrap();
-        let n = c.get(b"f", t).unwrap();
-        assert!(!Rc::ptr_eq(&a, &n));
-        assert_eq!(bytes(&n, false), b"new");
-        assert_eq!(bytes(&a, false), b"old contents", "in-flight users keep the old version");
-    }
-
-    #[test]
-    fn rewrite_in_place_is_noticed() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"0123456789").unwrap();
-        let mut c = cache(dir.path());
-        let a = c.get(b"f", Timestamp::ZERO).unwrap();
-        std::fs::write(&p, b"short").unwrap();
-        let b = c.get(b"f", Timestamp::ZERO).unwrap();
-        assert!(!Rc::ptr_eq(&a, &b));
-        assert_eq!(b.len(), 5);
-        // The old version's slices are bounded by the old length, never past its mapping.
-        assert!(a.raw_slice(0, 10).is_some());
-        assert!(a.raw_slice(5, 6).is_none());
-    }
-
-    #[test]
-    fn missing_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = cache(dir.path());
-        assert!(matches!(c.get(b"nope", Timestamp::ZERO), Err(OpenError::NotFound)));
-        std::fs::write(dir.path().join("f"), b"x").unwrap();
-        c.get(b"f", Timestamp::ZERO).unwrap();
-        std::fs::remove_file(dir.path().join("f")).unwrap();
-        assert!(matches!(c.get(b"f", Timestamp::ZERO), Err(OpenError::NotFound)));
-        assert!(c.is_empty());
-    }
-
-    #[test]
-    fn empty_file_and_netascii_view() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("empty"), b"").unwrap();
-        std::fs::write(dir.path().join("text"), b"a\nb\r").unwrap();
-        let mut c = cache(dir.path());
-        let e = c.get(b"empty", Timestamp::ZERO).unwrap();
-        assert!(e.is_empty());
-        assert_eq!(e.raw_slice(0, 0).unwrap().len, 0);
-        let t = c.get(b"text", Timestamp::ZERO).unwrap();
-        assert_eq!(t.netascii_len().unwrap(), 6);
-        assert_eq!(bytes(&t, true), b"a\r\nb\r\0");
-    }
-
-    #[test]
-    fn sweep_keeps_files_in_use() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..4 {
-            std::fs::write(dir.path().join(i.to_string()), b"x").unwrap();
-        }
-        let mut c = cache(dir.path());
-        let held = c.get(b"0", Timestamp::ZERO).unwrap();
-        for i in 1..4 {
-            c.get(i.to_string().as_bytes(), Timestamp::ZERO).unwrap();
-        }
-        c.sweep(Timestamp::ZERO + Duration::from_secs(60), false);
-        assert_eq!(c.len(), 1);
-        drop(held);
-        c.sweep(Timestamp::ZERO + Duration::from_secs(61), true);
-        assert!(c.is_empty());
-    }
-}
+mod tests;

@@ -1,0 +1,142 @@
+use super::*;
+
+const CFG: RetransmitConfig = RetransmitConfig {
+    rto: RtoBounds { initial: Duration::from_millis(100), min: Duration::from_millis(10), max: Duration::from_secs(1) },
+    max_retries: 2,
+    patience: Duration::from_millis(500),
+    max_silence: Duration::from_secs(60),
+};
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_micros(ms * 1000)
+}
+
+fn drain(s: &mut WindowSender, now: Timestamp) -> Vec<(u64, bool)> {
+    std::iter::from_fn(|| s.next_block(now, &CFG)).collect()
+}
+
+#[test]
+fn spans_and_final_blocks() {
+    let s = WindowSender::new(t(0), 1024, 512, 1, &CFG);
+    assert_eq!(s.last_block(), 3);
+    assert_eq!(s.block_span(1), (0, 512));
+    assert_eq!(s.block_span(3), (1024, 0), "multiple of blksize ends with an empty block");
+    let s = WindowSender::new(t(0), 0, 512, 1, &CFG);
+    assert_eq!(s.last_block(), 1);
+    assert_eq!(s.block_span(1), (0, 0), "empty file is one empty block");
+    let s = WindowSender::new(t(0), 1000, 512, 1, &CFG);
+    assert_eq!(s.block_span(2), (512, 488));
+}
+
+#[test]
+fn lockstep_and_duplicate_acks_never_resend() {
+    let mut s = WindowSender::new(t(0), 1500, 512, 1, &CFG);
+    assert_eq!(drain(&mut s, t(0)), [(1, false)]);
+    assert_eq!(s.on_ack(t(1), 1, &CFG), AckEffect::Progress);
+    assert_eq!(drain(&mut s, t(1)), [(2, false)]);
+    // The same ACK again: nothing to send (Sorcerer's Apprentice).
+    assert_eq!(s.on_ack(t(2), 1, &CFG), AckEffect::Duplicate);
+    assert_eq!(drain(&mut s, t(2)), []);
+    assert_eq!(s.on_ack(t(3), 2, &CFG), AckEffect::Progress);
+    assert_eq!(drain(&mut s, t(3)), [(3, false)]);
+    assert_eq!(s.on_ack(t(4), 3, &CFG), AckEffect::Complete);
+    assert_eq!(s.deadline(), Timestamp::NEVER);
+}
+
+#[test]
+fn windows_and_mid_window_ack_restarts() {
+    let mut s = WindowSender::new(t(0), 512 * 10, 512, 4, &CFG);
+    assert_eq!(drain(&mut s, t(0)).len(), 4);
+    // The receiver saw a gap after block 2.
+    assert_eq!(s.on_ack(t(1), 2, &CFG), AckEffect::Progress);
+    assert_eq!(drain(&mut s, t(1)), [(3, true), (4, true), (5, false), (6, false)]);
+    assert_eq!(s.on_ack(t(2), 6, &CFG), AckEffect::Progress);
+    assert_eq!(drain(&mut s, t(2)), [(7, false), (8, false), (9, false), (10, false)]);
+    assert_eq!(s.on_ack(t(3), 10, &CFG), AckEffect::Progress);
+    assert_eq!(drain(&mut s, t(3)), [(11, false)], "final empty block in a short window");
+    assert!(s.all_sent());
+    assert_eq!(s.on_ack(t(4), 9, &CFG), AckEffect::Stale);
+    assert_eq!(s.on_ack(t(4), 11, &CFG), AckEffect::Complete);
+}
+
+#[test]
+fn timeout_resends_window_with_backoff_then_gives_up() {
+    let mut s = WindowSender::new(t(0), 5000, 512, 2, &CFG);
+    drain(&mut s, t(0));
+    assert_eq!(s.deadline(), t(100));
+    assert_eq!(s.on_timeout(t(99), &CFG), TimeoutEffect::NotDue);
+    assert_eq!(s.on_timeout(t(100), &CFG), TimeoutEffect::Retransmit);
+    assert_eq!(drain(&mut s, t(100)), [(1, true), (2, true)]);
+    assert_eq!(s.deadline(), t(300), "backed off to 200 ms");
+    assert_eq!(s.on_timeout(t(300), &CFG), TimeoutEffect::Retransmit);
+    drain(&mut s, t(300));
+    assert_eq!(s.deadline(), t(700));
+    // Retries are used up, but patience (500 ms of silence) only just: give up.
+    assert_eq!(s.on_timeout(t(700), &CFG), TimeoutEffect::GiveUp);
+}
+
+#[test]
+fn patience_outlasts_a_fast_rto() {
+    let mut s = WindowSender::new(t(0), 5000, 512, 1, &CFG);
+    drain(&mut s, t(0));
+    // Measure a 1 ms RTT: the RTO drops to the 10 ms floor.
+    assert_eq!(s.on_ack(t(1), 1, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1)));
+    drain(&mut s, t(1));
+    let mut resends = 0;
+    let now = loop {
+        let now = s.deadline();
+        match s.on_timeout(now, &CFG) {
+            TimeoutEffect::Retransmit => resends += drain(&mut s, now).len(),
+            TimeoutEffect::GiveUp => break now,
+            TimeoutEffect::NotDue => unreachable!(),
+        }
+    };
+    assert!(now.saturating_since(t(1)) >= CFG.patience, "gave up after {now:?}");
+    assert!(resends >= 3, "{resends}");
+}
+
+#[test]
+fn rtt_sampled_only_from_blocks_sent_once() {
+    let mut s = WindowSender::new(t(0), 5000, 512, 1, &CFG);
+    drain(&mut s, t(0));
+    assert_eq!(s.on_timeout(t(100), &CFG), TimeoutEffect::Retransmit);
+    drain(&mut s, t(100));
+    assert_eq!(s.on_ack(t(105), 1, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), None, "ambiguous sample skipped");
+    drain(&mut s, t(105));
+    assert_eq!(s.on_ack(t(108), 2, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(3)));
+}
+
+#[test]
+fn rollover_past_65535() {
+    let blocks = 70_000u64;
+    let mut s = WindowSender::new(t(0), blocks * 8 + 3, 8, 16, &CFG);
+    let mut now = t(0);
+    let mut sent = 0u64;
+    loop {
+        let w = drain(&mut s, now);
+        sent += w.len() as u64;
+        let last = w.last().unwrap().0;
+        now = now + Duration::from_micros(10);
+        match s.on_ack(now, last as u16, &CFG) {
+            AckEffect::Complete => break,
+            e => assert_eq!(e, AckEffect::Progress),
+        }
+    }
+    assert_eq!(sent, blocks + 1);
+    assert_eq!(s.acked(), blocks + 1);
+}
+
+#[test]
+fn client_timeout_option_bounds_the_rto() {
+    let c = RetransmitConfig::default().with_client_timeout(Some(2));
+    assert_eq!(c.rto.initial, Duration::from_secs(2));
+    assert_eq!(c.rto.min, Duration::from_secs(2), "no retransmission sooner than asked");
+    assert_eq!(c.rto.max, Duration::from_secs(2));
+    assert_eq!(c.patience, Duration::from_secs(12));
+    let long = RetransmitConfig::default().with_client_timeout(Some(255));
+    assert_eq!(long.patience, MAX_SILENCE, "255 s × 6 retries is capped at the silence bound");
+    assert_eq!(RetransmitConfig::default().with_client_timeout(None), RetransmitConfig::default());
+}
