@@ -26,5 +26,6 @@ pub(crate) mod uring;
 pub(crate) mod worker;
 
 pub use probe::UringUnusable;
-pub use start::{Backend, StartError};
+pub use start::StartError;
+pub use worker::Backend;
 pub use worker::{Report, Server, ServerControl};

@@ -14,28 +14,10 @@ use super::engine::{EngineParts, EngineSettings};
 use super::probe::{self, UringUnusable};
 use super::socket::{self, listen_socket};
 use super::stats::Counters;
-use super::worker::{Server, WorkerHandle, worker_main};
+use super::worker::{Backend, Server, WorkerHandle, worker_main};
 use crate::config::{ConfigError, IoBackend, IoConfig, ServerConfig, WriteConfig};
 use crate::fs::{Root, UploadRoot};
 use crate::sys::rlimit;
-
-/// The I/O backend workers run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// io_uring: multishot receives into a provided-buffer ring, batched submissions.
-    Uring,
-    /// epoll with `recvmmsg`.
-    Epoll,
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Uring => "io_uring",
-            Self::Epoll => "epoll",
-        })
-    }
-}
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -13,11 +13,28 @@ use tracing::warn;
 use super::control::WorkerControl;
 use super::engine::{Engine, EngineParts, EngineSettings};
 use super::socket::PortPicker;
-use super::start::Backend;
 use super::stats::{CounterSnapshot, Counters, Latencies};
 use super::{epoll, uring};
 use crate::config::{IoConfig, ServePolicy};
 use crate::sys::clock::Clock;
+
+/// The I/O backend workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring: multishot receives into a provided-buffer ring, batched submissions.
+    Uring,
+    /// epoll with `recvmmsg`.
+    Epoll,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Uring => "io_uring",
+            Self::Epoll => "epoll",
+        })
+    }
+}
 
 /// A started worker thread, its control and its counters.
 pub(super) struct WorkerHandle {
