@@ -1,0 +1,208 @@
+//! Downloads through the engine: the loss matrix, duplication, repeated requests, exact timing
+//! on a clean link, heavy loss across seeds, block-number rollover, a link that dies.
+
+use std::time::Duration;
+
+use super::link::{CLEAN, LinkParams};
+use super::{SERVER_RETRANSMIT, Setup, Sim, blocks, opts};
+use crate::proto::{ClientOutcome, RequestOptions, Timestamp};
+
+/// The matrix: loss × duplication and reordering × blksize and windowsize × port mode, three
+/// downloads of different sizes sharing the engine, and a send queue of two sends so that the
+/// ready queue holds transfers back all the time. Every byte is checked; on a clean link every
+/// block goes out once, and duplication alone causes no retransmission.
+#[test]
+fn lossy_matrix() {
+    let mut stalls = Vec::new();
+    for single_port in [false, true] {
+        for (blksize, window) in [(512u16, 1u16), (1024, 4), (1468, 16)] {
+            for loss in [0.0, 0.01, 0.05, 0.2] {
+                for noisy in [false, true] {
+                    let mix = if noisy { 0.05 } else { 0.0 };
+                    let link = LinkParams { loss, dup: mix, reorder: mix, ..CLEAN };
+                    let seed = u64::from(blksize) * 1000 + u64::from(window) * 10 + (loss * 100.0) as u64;
+                    let mut setup = Setup::new(link, single_port, seed + u64::from(noisy));
+                    setup.room = 2;
+                    let mut sim = Sim::new(setup);
+                    let lens = [usize::from(blksize) * 100 + 17, usize::from(blksize) * 40, 3000];
+                    for (i, len) in lens.into_iter().enumerate() {
+                        sim.add_read(&format!("f{i}"), len, opts(blksize, window), Duration::from_millis(i as u64));
+                    }
+                    let r = sim.run();
+                    let case = format!("port {single_port} blk {blksize} win {window} loss {loss} noisy {noisy}");
+                    sim.check_all_complete(Duration::from_secs(120));
+                    let total: u64 = lens.iter().map(|&l| blocks(l, blksize)).sum();
+                    if loss == 0.0 && !noisy {
+                        assert_eq!(r.sends.data, total, "{case}: every block once: {r:?}");
+                        assert_eq!(sim.counter("retransmits"), 0, "{case}");
+                    }
+                    if loss == 0.0 {
+                        assert!(r.sends.data >= total, "{case}: {r:?}");
+                    }
+                    // Each lost or late datagram costs at most one window; repeated requests
+                    // one first answer each; a lost final ACK, the last window up to the
+                    // server's retry limit before the transfer times out.
+                    let caused = r.link.dropped + r.link.reordered;
+                    let resent = sim.counter("retransmits");
+                    let final_ack_lost = sim.counter("timeouts") * u64::from(SERVER_RETRANSMIT.max_retries);
+                    let explained = u64::from(window) * (caused + final_ack_lost) + sim.counter("duplicate_requests");
+                    assert!(resent <= explained, "{case}: {resent} retransmissions: {r:?}");
+                    // With one port (a blind budget), recovery from a loss often waits for the
+                    // client's own timer (see the report of this test's commit): only checked
+                    // with per-transfer ports.
+                    // One client in the matrix does stall (1 KiB blocks, window 4, 5% loss with
+                    // duplication and reordering: six resends, 1.2 s); more than one is a
+                    // regression.
+                    if loss <= 0.05 && !single_port {
+                        for c in sim.clients.iter().filter(|c| c.retransmits() > 1) {
+                            stalls.push(format!("{case}: {} ({} resends): {r:?}", c.name, c.retransmits()));
+                        }
+                    }
+                    if window > 1 && loss == 0.0 {
+                        assert!(r.sends.runs > 0, "{case}: windows go out as runs: {r:?}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(stalls.len() <= 1, "downloads stalled on their own timer:\n{}", stalls.join("\n"));
+}
+
+/// Sorcerer's Apprentice through the engine: duplicated ACKs and requests never make it send
+/// a block twice.
+#[test]
+fn duplication_alone_causes_no_retransmission() {
+    for single_port in [false, true] {
+        for window in [1u16, 4, 16] {
+            let link = LinkParams { dup: 0.3, ..CLEAN };
+            let mut sim = Sim::new(Setup::new(link, single_port, 7 + u64::from(window)));
+            let len = 1024 * 200 + 3;
+            sim.add_read("a", len, opts(1024, window), Duration::ZERO);
+            sim.add_read("b", len / 2, opts(1024, window), Duration::ZERO);
+            let r = sim.run();
+            sim.check_all_complete(Duration::from_secs(10));
+            assert!(r.link.duplicated > 20, "{r:?}");
+            // Only first answers to duplicated requests go out again (each request datagram may
+            // get two); no DATA does. With one port, a transfer not yet confirmed treats a
+            // repeated ACK 0 as a lost first window and sends it again, once per transfer.
+            let again = if single_port { 2 * u64::from(window) } else { 0 };
+            let resent = sim.counter("retransmits");
+            let case = format!("window {window} single port {single_port}: {r:?}");
+            assert!(resent <= sim.counter("duplicate_requests") + again, "{case}");
+            let total = blocks(len, 1024) + blocks(len / 2, 1024);
+            assert!(r.sends.data >= total && r.sends.data <= total + again, "{case}");
+        }
+    }
+}
+
+/// A request delivered twice, and again after the OACK, is answered by the one transfer: the
+/// engine counts the repeats, opens one socket, and the client never hears from a second port.
+#[test]
+fn repeated_request_is_the_same_transfer() {
+    for single_port in [false, true] {
+        let mut sim = Sim::new(Setup::new(CLEAN, single_port, 11));
+        let a = sim.add_read("a", 5000, opts(512, 4), Duration::ZERO);
+        let b = sim.add_read("b", 5000, RequestOptions::default(), Duration::ZERO);
+        for i in [a, b] {
+            sim.clients[i].extra_requests = 1;
+            sim.clients[i].repeat_after_answer = true;
+        }
+        let r = sim.run();
+        sim.check_all_complete(Duration::from_secs(1));
+        assert_eq!(sim.counter("requests"), 6, "{r:?}");
+        assert_eq!(sim.counter("duplicate_requests"), 4, "single port {single_port}");
+        assert_eq!(sim.counter("ok"), 2);
+        if !single_port {
+            assert_eq!(r.opened, 2);
+        }
+    }
+}
+
+/// On a clean link every block goes out once, nobody retransmits, and a transfer takes exactly
+/// one round trip (1 ms) for the OACK and one per window: the engine answers at once and never
+/// waits on a timer. Empty, one-byte, one-block and multi-window files; without options the
+/// first block answers the request.
+#[test]
+fn clean_link_sends_each_block_once() {
+    let cases = [(0, opts(512, 1)), (512, opts(512, 1)), (1024, opts(512, 4)), (100_000, opts(1468, 16))];
+    let cases = cases.into_iter().chain([(1, opts(8, 1)), (1500, RequestOptions::default())]);
+    for single_port in [false, true] {
+        for (len, o) in cases.clone() {
+            let mut sim = Sim::new(Setup::new(CLEAN, single_port, 1));
+            sim.add_read("f", len, o, Duration::ZERO);
+            let r = sim.run();
+            let case = format!("{len} bytes, {o:?}, single port {single_port}: {r:?}");
+            sim.check_all_complete(Duration::from_secs(1));
+            let n = blocks(len, o.blksize.unwrap_or(512));
+            assert_eq!(r.sends.data, n, "every block once: {case}");
+            assert_eq!(sim.counter("retransmits"), 0, "server retransmissions: {case}");
+            assert_eq!(sim.clients[0].retransmits(), 0, "client resends: {case}");
+            if single_port {
+                // With one port a window goes out in smaller runs, a round trip each (69 blocks
+                // of 1468 in window 16 take 24 ms, not 6): only the counts above hold.
+                continue;
+            }
+            let windows = n.div_ceil(u64::from(o.windowsize.unwrap_or(1)));
+            let oack = u64::from(o != RequestOptions::default());
+            let took = sim.clients[0].done_at.expect("done").saturating_since(Timestamp::ZERO);
+            assert_eq!(took, Duration::from_millis(windows + oack), "one round trip per window: {case}");
+        }
+    }
+}
+
+/// 30% loss with duplication and reordering, over 20 seeds and both port modes: every
+/// download completes byte-exact, through retransmissions.
+#[test]
+fn heavy_loss_still_completes_across_seeds() {
+    let link = LinkParams { loss: 0.3, dup: 0.1, reorder: 0.1, ..CLEAN };
+    for seed in 0..20 {
+        for single_port in [false, true] {
+            let mut sim = Sim::new(Setup::new(link, single_port, seed));
+            sim.add_read("f", 20_000, opts(512, 8), Duration::ZERO);
+            let r = sim.run();
+            sim.check_all_complete(Duration::from_secs(300));
+            assert!(sim.counter("retransmits") > 0, "seed {seed}, single port {single_port}: {r:?}");
+        }
+    }
+}
+
+/// More than 65,535 blocks: the block number wraps, in lock step and windowed, through the
+/// engine's runs, over a lossy link, and at the default blksize without options.
+#[test]
+fn rollover_beyond_65535_blocks() {
+    for (window, single_port) in [(1u16, false), (8, true)] {
+        let mut sim = Sim::new(Setup::new(CLEAN, single_port, 3));
+        let len = 70_000 * 8 + 5;
+        sim.add_read("big", len, opts(8, window), Duration::ZERO);
+        let r = sim.run();
+        sim.check_all_complete(Duration::from_secs(600));
+        assert_eq!(r.sends.data, 70_001, "window {window}: {r:?}");
+    }
+    let link = LinkParams { loss: 0.02, reorder: 0.02, ..CLEAN };
+    let mut sim = Sim::new(Setup::new(link, false, 5));
+    sim.add_read("big", 66_000 * 8, opts(8, 4), Duration::ZERO);
+    sim.run();
+    sim.check_all_complete(Duration::from_secs(600));
+    // The default blksize without options, past 32 MiB: lock step, no OACK.
+    let mut sim = Sim::new(Setup::new(CLEAN, false, 4));
+    sim.add_read("big", 65_540 * 512, RequestOptions::default(), Duration::ZERO);
+    let r = sim.run();
+    sim.check_all_complete(Duration::from_secs(600));
+    assert_eq!(r.sends.data, 65_541, "{r:?}");
+}
+
+/// A link that dies mid-transfer: the client gives up, and the engine ends the transfer as
+/// timed out, without an ERROR and within its patience.
+#[test]
+fn dead_link_ends_cleanly() {
+    for single_port in [false, true] {
+        let mut sim = Sim::new(Setup::new(CLEAN, single_port, 13));
+        sim.io.link.dead_after = Timestamp::ZERO + Duration::from_millis(20);
+        sim.add_read("a", 512 * 1000, opts(512, 4), Duration::ZERO);
+        let r = sim.run();
+        assert_eq!(sim.clients[0].outcome(), Some(ClientOutcome::TimedOut));
+        assert_eq!(sim.counter("timeouts"), 1, "{r:?}");
+        assert_eq!(sim.counter("ok") + sim.counter("errors"), 0);
+        assert!(r.elapsed <= Duration::from_secs(120), "{r:?}");
+    }
+}
