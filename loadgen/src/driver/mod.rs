@@ -15,8 +15,7 @@
 //! - [`receive`]: a received buffer, split by GRO, to the step's client state machine;
 //! - [`transmit`]: what the state machine wants sent, encoded and queued;
 //! - [`session`]: the session and step lifecycle and what a finished step counts as;
-//! - [`deadline`]: what a client's timer does when it fires;
-//! - [`rng`]: the deterministic generator behind deliberate drops.
+//! - [`deadline`]: what a client's timer does when it fires.
 //!
 //! [`ReadClient`]: bootstorm::proto::ReadClient
 
@@ -24,7 +23,6 @@ mod client;
 mod deadline;
 mod receive;
 mod ring;
-mod rng;
 mod session;
 mod transmit;
 
@@ -43,7 +41,6 @@ use io_uring::{IoUring, cqueue};
 
 use self::client::{Client, Clients, client_socket};
 use self::ring::{SEND_BUF, SEND_SLOTS, SendSlot};
-use self::rng::Rng;
 use crate::plan::{Arrivals, Plan};
 use crate::stats::Stats;
 
@@ -109,8 +106,8 @@ struct Driver<'p> {
     free_sends: Vec<u32>,
     /// What this thread measured.
     stats: Stats,
-    /// Decides the deliberate drops.
-    rng: Rng,
+    /// Decides the deliberate drops: seeded, so the same seed drops the same DATA.
+    rng: fastrand::Rng,
     /// Sessions in progress.
     active: usize,
     /// Storm arrivals still to come.
@@ -175,7 +172,7 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
         sends,
         free_sends: (0..SEND_SLOTS as u32).rev().collect(),
         stats: Stats::new(),
-        rng: Rng::new(plan.seed ^ (thread as u64).wrapping_mul(0x9e37_79b9)),
+        rng: fastrand::Rng::with_seed(plan.seed ^ (thread as u64).wrapping_mul(0x9e37_79b9)),
         active: 0,
         pending_starts: 0,
         rearm: Vec::new(),

@@ -66,7 +66,7 @@ impl Driver<'_> {
                 self.finish_step(idx, Ok(ClientOutcome::Complete), now);
                 return;
             }
-            (_, Packet::Data { .. }) if self.rng.chance(self.plan.drop) => {
+            (_, Packet::Data { .. }) if self.plan.drop > 0.0 && self.rng.f64() < self.plan.drop => {
                 self.stats.dropped += 1;
                 return;
             }
