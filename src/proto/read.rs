@@ -1,5 +1,7 @@
 //! The server side of a read transfer (RRQ): from the first answer to the final ACK.
 //!
+//! One file on purpose: a single state machine, whose phases and timers are read together.
+//!
 //! # Driving it
 //! A `ReadTransfer` does no I/O and reads no clock. The owner:
 //! 1. creates it when a request has been accepted ([`ReadTransfer::new`]), after negotiating

@@ -1,5 +1,8 @@
 //! The TFTP wire codec: RRQ, WRQ, DATA, ACK, ERROR (RFC 1350) and OACK (RFC 2347).
 //!
+//! One file on purpose: every packet type's decoding and encoding side by side, one codec whose
+//! bounds are checked in one place.
+//!
 //! Decoding borrows: a [`Packet`] holds slices of the receive buffer and copies nothing.
 //! Everything a peer controls is checked once, here, and bounded: filename length, option count
 //! and option lengths. Encoding writes into memory the caller owns and never allocates.

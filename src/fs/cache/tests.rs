@@ -1,3 +1,5 @@
+//! Cache tests: one mapping per file version, replaced and rewritten files noticed, the sweep.
+
 use super::*;
 
 fn cache(dir: &std::path::Path) -> FileCache {

@@ -1,3 +1,5 @@
+//! Upload tests: refusals and their errors, both kinds of temporary file, commits that clobber nothing.
+
 use std::path::Path;
 
 use super::file::{Staged, link_via_proc};

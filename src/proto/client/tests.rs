@@ -1,3 +1,5 @@
+//! Client tests: request encoding, the strict OACK check, retries, and a download's DATA.
+
 use super::*;
 use crate::proto::time::Timestamp;
 use crate::proto::wire::Packet;

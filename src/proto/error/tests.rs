@@ -1,3 +1,5 @@
+//! Error tests: codes and messages as they go on the wire.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! Option negotiation tests: each option's limits, what is acknowledged, block size for an MTU.
+
 use super::*;
 use crate::proto::wire::Packet;
 

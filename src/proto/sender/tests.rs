@@ -1,3 +1,5 @@
+//! Window sender tests: the window, acknowledgements, timeouts and the retransmission settings.
+
 use super::*;
 
 const CFG: RetransmitConfig = RetransmitConfig {
