@@ -327,7 +327,8 @@ impl WriteTransfer {
     }
 
     /// Whether the upload has been committed (the final ACK is out or due).
-    pub fn is_committed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_committed(&self) -> bool {
         matches!(self.phase, Phase::Dallying { .. }) || self.outcome() == Some(Outcome::Complete)
     }
 
