@@ -205,7 +205,9 @@ impl Upload {
         }
         self.done = true;
         // The rename is durable once the directory is synced; a failure here cannot be undone.
-        // SAFETY: fsync of our own descriptor (an O_PATH directory descriptor works for fsync).
+        // fsync needs a descriptor opened for reading (not the O_PATH one `p` is), so the
+        // directory is opened again as itself.
+        // SAFETY: `p` is our directory descriptor and "." a NUL-terminated literal.
         let dir = unsafe { libc::openat(p, c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         if dir >= 0 {
             // SAFETY: a descriptor we just opened and close right after.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::link::{CLEAN, LinkParams};
 use super::{SERVER_RETRANSMIT, Setup, Sim, blocks, opts};
 use crate::proto::{ClientOutcome, RequestOptions, Timestamp};
+use crate::server::stats::Counter;
 
 /// The matrix: loss × duplication and reordering × blksize and windowsize × port mode, three
 /// downloads of different sizes sharing the engine, and a send queue of two sends so that the
@@ -34,7 +35,7 @@ fn lossy_matrix() {
                     let total: u64 = lens.iter().map(|&l| blocks(l, blksize)).sum();
                     if loss == 0.0 && !noisy {
                         assert_eq!(r.sends.data, total, "{case}: every block once: {r:?}");
-                        assert_eq!(sim.counter("retransmits"), 0, "{case}");
+                        assert_eq!(sim.counter(Counter::Retransmits), 0, "{case}");
                     }
                     if loss == 0.0 {
                         assert!(r.sends.data >= total, "{case}: {r:?}");
@@ -43,9 +44,10 @@ fn lossy_matrix() {
                     // one first answer each; a lost final ACK, the last window up to the
                     // server's retry limit before the transfer times out.
                     let caused = r.link.dropped + r.link.reordered;
-                    let resent = sim.counter("retransmits");
-                    let final_ack_lost = sim.counter("timeouts") * u64::from(SERVER_RETRANSMIT.max_retries);
-                    let explained = u64::from(window) * (caused + final_ack_lost) + sim.counter("duplicate_requests");
+                    let resent = sim.counter(Counter::Retransmits);
+                    let final_ack_lost = sim.counter(Counter::Timeouts) * u64::from(SERVER_RETRANSMIT.max_retries);
+                    let explained =
+                        u64::from(window) * (caused + final_ack_lost) + sim.counter(Counter::DuplicateRequests);
                     assert!(resent <= explained, "{case}: {resent} retransmissions: {r:?}");
                     // With one port (a blind budget), recovery from a loss often waits for the
                     // client's own timer (see the report of this test's commit): only checked
@@ -86,9 +88,9 @@ fn duplication_alone_causes_no_retransmission() {
             // get two); no DATA does. With one port, a transfer not yet confirmed treats a
             // repeated ACK 0 as a lost first window and sends it again, once per transfer.
             let again = if single_port { 2 * u64::from(window) } else { 0 };
-            let resent = sim.counter("retransmits");
+            let resent = sim.counter(Counter::Retransmits);
             let case = format!("window {window} single port {single_port}: {r:?}");
-            assert!(resent <= sim.counter("duplicate_requests") + again, "{case}");
+            assert!(resent <= sim.counter(Counter::DuplicateRequests) + again, "{case}");
             let total = blocks(len, 1024) + blocks(len / 2, 1024);
             assert!(r.sends.data >= total && r.sends.data <= total + again, "{case}");
         }
@@ -109,9 +111,9 @@ fn repeated_request_is_the_same_transfer() {
         }
         let r = sim.run();
         sim.check_all_complete(Duration::from_secs(1));
-        assert_eq!(sim.counter("requests"), 6, "{r:?}");
-        assert_eq!(sim.counter("duplicate_requests"), 4, "single port {single_port}");
-        assert_eq!(sim.counter("ok"), 2);
+        assert_eq!(sim.counter(Counter::Requests), 6, "{r:?}");
+        assert_eq!(sim.counter(Counter::DuplicateRequests), 4, "single port {single_port}");
+        assert_eq!(sim.counter(Counter::Ok), 2);
         if !single_port {
             assert_eq!(r.opened, 2);
         }
@@ -135,7 +137,7 @@ fn clean_link_sends_each_block_once() {
             sim.check_all_complete(Duration::from_secs(1));
             let n = blocks(len, o.blksize.unwrap_or(512));
             assert_eq!(r.sends.data, n, "every block once: {case}");
-            assert_eq!(sim.counter("retransmits"), 0, "server retransmissions: {case}");
+            assert_eq!(sim.counter(Counter::Retransmits), 0, "server retransmissions: {case}");
             assert_eq!(sim.clients[0].retransmits(), 0, "client resends: {case}");
             if single_port {
                 // With one port a window goes out in smaller runs, a round trip each (69 blocks
@@ -161,7 +163,7 @@ fn heavy_loss_still_completes_across_seeds() {
             sim.add_read("f", 20_000, opts(512, 8), Duration::ZERO);
             let r = sim.run();
             sim.check_all_complete(Duration::from_secs(300));
-            assert!(sim.counter("retransmits") > 0, "seed {seed}, single port {single_port}: {r:?}");
+            assert!(sim.counter(Counter::Retransmits) > 0, "seed {seed}, single port {single_port}: {r:?}");
         }
     }
 }
@@ -201,8 +203,8 @@ fn dead_link_ends_cleanly() {
         sim.add_read("a", 512 * 1000, opts(512, 4), Duration::ZERO);
         let r = sim.run();
         assert_eq!(sim.clients[0].outcome(), Some(ClientOutcome::TimedOut));
-        assert_eq!(sim.counter("timeouts"), 1, "{r:?}");
-        assert_eq!(sim.counter("ok") + sim.counter("errors"), 0);
+        assert_eq!(sim.counter(Counter::Timeouts), 1, "{r:?}");
+        assert_eq!(sim.counter(Counter::Ok) + sim.counter(Counter::Errors), 0);
         assert!(r.elapsed <= Duration::from_secs(120), "{r:?}");
     }
 }

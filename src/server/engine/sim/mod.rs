@@ -39,7 +39,7 @@ use crate::proto::{
 use crate::server::commit::{CommitDone, CommitJob, CommitLink};
 use crate::server::io::{Datagram, SockRef, Via};
 use crate::server::socket::LocalEnd;
-use crate::server::stats::Counters;
+use crate::server::stats::{Counter, Counters};
 
 /// The server's address, and its listening socket.
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -199,9 +199,8 @@ impl Sim {
         self.clients.len() - 1
     }
 
-    fn counter(&self, name: &str) -> u64 {
-        let all = self.counters.snapshot();
-        all.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or_else(|| panic!("no counter {name}"))
+    fn counter(&self, c: Counter) -> u64 {
+        self.counters.get(c)
     }
 
     /// `flush`, then again while the send queue filled up: what a worker does as its sends
@@ -295,7 +294,7 @@ impl Sim {
         }
         // What is still in flight (final ACKs, duplicates), and the server's own timers for
         // transfers whose last ACK was lost.
-        while self.counter("active") > 0 || !self.io.link.queue.is_empty() {
+        while self.counter(Counter::Active) > 0 || !self.io.link.queue.is_empty() {
             self.step();
         }
         let now = self.now;
@@ -328,14 +327,14 @@ impl Sim {
             }
         }
         let n = self.clients.len() as u64;
-        let ended = ["ok", "timeouts", "errors", "probes"].map(|k| self.counter(k));
+        let ended = [Counter::Ok, Counter::Timeouts, Counter::Errors, Counter::Probes].map(|k| self.counter(k));
         assert_eq!(ended.iter().sum::<u64>(), n, "transfers ended (ok, timeouts, errors, probes): {ended:?}");
-        assert_eq!(self.counter("errors") + self.counter("probes"), 0, "no transfer ends in an ERROR");
+        assert_eq!(self.counter(Counter::Errors) + self.counter(Counter::Probes), 0, "no transfer ends in an ERROR");
         if !self.single_port {
             assert_eq!(self.io.socks.len() as u64, n, "one transfer socket per client");
         }
         if self.io.link.stats.dropped == 0 {
-            assert_eq!(self.counter("ok"), n, "every final ACK arrived");
+            assert_eq!(self.counter(Counter::Ok), n, "every final ACK arrived");
         }
     }
 }

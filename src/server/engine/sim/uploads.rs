@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::link::{CLEAN, LinkParams};
 use super::{Setup, Sim, opts};
 use crate::proto::RequestOptions;
+use crate::server::stats::Counter;
 
 /// Uploads and downloads sharing the engine over a lossy link, commits through the commit
 /// channel: the stored files are exactly what was sent.
@@ -23,7 +24,7 @@ fn uploads_over_a_lossy_link() {
                 sim.add_read("down", 20_000, opts(blksize, window), Duration::from_millis(1));
                 sim.run();
                 sim.check_all_complete(Duration::from_secs(120));
-                assert_eq!(sim.counter("uploaded"), (usize::from(blksize) * 80 + 9) as u64);
+                assert_eq!(sim.counter(Counter::Uploaded), (usize::from(blksize) * 80 + 9) as u64);
             }
         }
     }
@@ -41,8 +42,8 @@ fn upload_edges_and_rollover() {
         let r = sim.run();
         sim.check_all_complete(Duration::from_secs(600));
         assert_eq!(sim.clients[0].retransmits(), 0, "client resends, {len} bytes: {r:?}");
-        assert_eq!(sim.counter("retransmits"), 0, "server retransmissions, {len} bytes: {r:?}");
-        assert_eq!(sim.counter("uploaded"), len as u64, "{r:?}");
+        assert_eq!(sim.counter(Counter::Retransmits), 0, "server retransmissions, {len} bytes: {r:?}");
+        assert_eq!(sim.counter(Counter::Uploaded), len as u64, "{r:?}");
     }
 }
 
