@@ -127,6 +127,12 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub(crate) grace: f64,
 
+    /// Serve files that not every user of the host may read (mode without o+r). By default such
+    /// a file is refused with ERROR 2, as tftpd-hpa running as nobody and dnsmasq do, so that a
+    /// root-owned 0600 file under the root is not handed to anyone who asks.
+    #[arg(long)]
+    pub(crate) serve_private_files: bool,
+
     /// Refuse every symbolic link (by default links that stay inside the root are followed).
     #[arg(long)]
     pub(crate) no_symlinks: bool,
@@ -152,10 +158,21 @@ pub(crate) struct Cli {
     pub(crate) file_cache: usize,
 
     /// Log level: error, warn, info (one line per finished transfer), debug (also file-not-found
-    /// lookups), trace; any other value is refused. RUST_LOG overrides it with a filter.
-    #[arg(long, value_name = "LEVEL", default_value = "info", ignore_case = true,
+    /// lookups), trace; any other value is refused. Without it, RUST_LOG (a filter) applies if
+    /// set; a --log-level given wins over RUST_LOG. [default: info]
+    #[arg(long, value_name = "LEVEL", ignore_case = true,
         value_parser = PossibleValuesParser::new(LOG_LEVELS).map(|s| s.to_ascii_lowercase()))]
-    pub(crate) log_level: String,
+    pub(crate) log_level: Option<String>,
+
+    /// Log format: text (logfmt: key=value, values quoted where needed) or json (one object
+    /// per line).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+
+    /// Log each request as it arrives (client, file, mode, options), before anything is decided
+    /// about it, as tftpd-hpa's -v does.
+    #[arg(short = 'v', long)]
+    pub(crate) log_requests: bool,
 
     /// Accept uploads (WRQ) into --upload-dir. New files also need --create, replacing existing
     /// ones --overwrite. An upload is written to an unnamed file and put in place only when
@@ -242,6 +259,15 @@ pub(crate) struct Cli {
     pub(crate) stats_interval: u64,
 }
 
+/// How log records are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// logfmt: `key=value` pairs, values quoted and escaped where needed.
+    Text,
+    /// One JSON object per record.
+    Json,
+}
+
 /// The values `--log-level` accepts (in any case).
 pub(crate) const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
@@ -250,8 +276,10 @@ pub(crate) const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "tra
 pub(crate) struct Settings {
     /// The server's configuration, validated.
     pub(crate) server: ServerConfig,
-    /// Log filter (`--log-level`, lowercase).
-    pub(crate) log_level: String,
+    /// Log filter (`--log-level`, lowercase), when given.
+    pub(crate) log_level: Option<String>,
+    /// Log format (`--log-format`).
+    pub(crate) log_format: LogFormat,
     /// Log the counters this often (`--stats-interval`); `None`: only at exit.
     pub(crate) stats_interval: Option<Duration>,
 }
@@ -317,10 +345,12 @@ impl TryFrom<Cli> for Settings {
             serve: ServePolicy {
                 allow: c.allow,
                 allow_write_from: c.allow_write_from,
-                limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize, max_window_bytes: None },
+                limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize, ..Limits::default() },
                 retransmit: config::retransmit(rto, c.retries),
                 rate_per_source: Some(SourceRate { per_second: c.rate_per_source, burst: c.burst_per_source }),
                 rate_limit_always: c.rate_limit_always,
+                log_requests: c.log_requests,
+                world_readable_only: !c.serve_private_files,
                 upload: WritePolicy {
                     create: c.create,
                     overwrite: c.overwrite,
@@ -339,6 +369,7 @@ impl TryFrom<Cli> for Settings {
         Ok(Self {
             server,
             log_level: c.log_level,
+            log_format: c.log_format,
             stats_interval: (c.stats_interval > 0).then(|| Duration::from_secs(c.stats_interval)),
         })
     }

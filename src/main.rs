@@ -11,7 +11,7 @@ use bootstorm::server::stats::CounterSnapshot;
 use clap::Parser;
 use tracing::{error, info, warn};
 
-use crate::cli::{Cli, Settings};
+use crate::cli::{Cli, LogFormat, Settings};
 
 mod cli;
 
@@ -41,17 +41,20 @@ fn small_pages_only() {
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs to stderr at `level` when one was given (flags win over the environment), else by
+/// `RUST_LOG`, else at `info`.
+fn init_logging(level: Option<&str>, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in the workers it starts), to take them with
@@ -78,9 +81,9 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Settings { server: cfg, log_level, stats_interval: stats_every } =
+    let Settings { server: cfg, log_level, log_format, stats_interval: stats_every } =
         Settings::try_from(cli).context("invalid arguments")?;
-    init_logging(&log_level);
+    init_logging(log_level.as_deref(), log_format);
     let set = block_signals();
     let server = Server::start(cfg.clone()).context("cannot start")?;
     {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Cidr;
 use crate::fs::WritePolicy;
-use crate::proto::options::{Limits, MAX_BLKSIZE};
+use crate::proto::options::Limits;
 use crate::proto::{RetransmitConfig, RtoBounds};
 
 /// The serving policy: who is served, what is granted, how transfers retransmit and what
@@ -27,6 +27,12 @@ pub struct ServePolicy {
     pub rate_per_source: Option<SourceRate>,
     /// Apply `rate_per_source` at all times, not only under pressure.
     pub rate_limit_always: bool,
+    /// Log every request as it arrives, before anything is decided about it.
+    pub log_requests: bool,
+    /// Serve only files that every user of the host may read (mode `o+r`), as tftpd-hpa running
+    /// as `nobody` and dnsmasq do; a file readable only through this process's privileges is
+    /// refused with ERROR 2.
+    pub world_readable_only: bool,
     /// What uploads may do, when [`ServerConfig::write`](super::ServerConfig::write) accepts them.
     pub upload: WritePolicy,
 }
@@ -60,10 +66,12 @@ impl Default for ServePolicy {
         Self {
             allow: Vec::new(),
             allow_write_from: Vec::new(),
-            limits: Limits { max_blksize: MAX_BLKSIZE, max_windowsize: 64, max_window_bytes: None },
+            limits: Limits::default(),
             retransmit: retransmit(rto, 6),
             rate_per_source: Some(SourceRate { per_second: 100.0, burst: 500.0 }),
             rate_limit_always: false,
+            log_requests: false,
+            world_readable_only: true,
             upload: WritePolicy { create: false, overwrite: false, mode: 0o644, max_size: 1 << 30 },
         }
     }

@@ -28,11 +28,27 @@ pub struct Limits {
     /// Largest window granted in bytes on the wire (IPv4 and UDP headers counted), which also
     /// caps blksize; `None`: no limit.
     pub max_window_bytes: Option<u32>,
+    /// Options never granted, whatever a client asks.
+    pub refuse: Refused,
+}
+
+/// Options the server never grants, for a boot ROM that mishandles one (tftpd-hpa's `-r`): the
+/// request is answered as if the option had not been asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Never grant `blksize` (RFC 2348): 512-byte blocks.
+    pub blksize: bool,
+    /// Never grant `tsize` (RFC 2349).
+    pub tsize: bool,
+    /// Never grant `timeout` (RFC 2349).
+    pub timeout: bool,
+    /// Never grant `windowsize` (RFC 7440).
+    pub windowsize: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_blksize: MAX_BLKSIZE, max_windowsize: 64, max_window_bytes: None }
+        Self { max_blksize: MAX_BLKSIZE, max_windowsize: 64, max_window_bytes: None, refuse: Refused::default() }
     }
 }
 

@@ -48,7 +48,7 @@ fn edk2_probe_and_request() {
 fn blksize_capped_by_server_and_mtu_never_raised() {
     let r = req("blksize 65464");
     let o = opts(&r);
-    let lim = Limits { max_blksize: 8192, max_windowsize: 64, max_window_bytes: None };
+    let lim = Limits { max_blksize: 8192, ..Limits::default() };
     assert_eq!(negotiate(READ, Mode::Octet, &o, Some(1), lim, None).blksize, 8192);
     assert_eq!(negotiate(READ, Mode::Octet, &o, Some(1), lim, Some(1468)).blksize, 1468);
     let r = req("blksize 1024");
@@ -85,7 +85,7 @@ fn windowsize_capped() {
     let r = req("windowsize 1000");
     let n = negotiate(READ, Mode::Octet, &opts(&r), Some(1), Limits::default(), None);
     assert_eq!(n.windowsize, 64);
-    let lim = Limits { max_blksize: 512, max_windowsize: 65535, max_window_bytes: None };
+    let lim = Limits { max_blksize: 512, max_windowsize: 65535, ..Limits::default() };
     let r = req("windowsize 65535");
     assert_eq!(negotiate(READ, Mode::Octet, &opts(&r), Some(1), lim, None).windowsize, MAX_WINDOWSIZE);
 }
