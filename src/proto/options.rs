@@ -192,7 +192,9 @@ fn option_bit(name: &[u8]) -> Option<u8> {
 ///
 /// Invalid values are not errors: the option is left out of the OACK and the RFC 1350 default
 /// applies (blksize below 8, timeout outside 1–255, windowsize 0, non-numeric values).
-/// Unknown options are ignored. The first occurrence of a repeated option counts.
+/// Unknown options are ignored, and so are those `limits.refuse` names (as tftpd-hpa's `-r`
+/// does): a request whose only options are refused is answered with DATA 1 or ACK 0, not an
+/// OACK. The first occurrence of a repeated option counts.
 pub fn negotiate(
     kind: RequestKind,
     mode: Mode,
@@ -202,12 +204,15 @@ pub fn negotiate(
     mtu_blksize: Option<u16>,
 ) -> Negotiated {
     let mut n = Negotiated::PLAIN;
-    let value = |name: &str| requested.get(name).and_then(|(_, v)| parse_u64(v));
+    // A refused option is read as absent: never granted, never in the OACK.
+    let value = |name: &str, refused: bool| {
+        if refused { None } else { requested.get(name).and_then(|(_, v)| parse_u64(v)) }
+    };
 
     //= https://www.rfc-editor.org/rfc/rfc2348
     //# Valid values range between "8" and "65464" octets, inclusive. [...] the server
     //# may reply with a smaller value than was requested.
-    if let Some(v) = value("blksize") {
+    if let Some(v) = value("blksize", limits.refuse.blksize) {
         if v >= u64::from(MIN_BLKSIZE) {
             let bytes_cap = limits
                 .max_window_bytes
@@ -221,7 +226,7 @@ pub fn negotiate(
     //= https://www.rfc-editor.org/rfc/rfc2349#section-2
     //# Valid values range between "1" and "255" seconds, inclusive. [...] the server
     //# [...] MUST echo the same value.
-    if let Some(v) = value("timeout") {
+    if let Some(v) = value("timeout", limits.refuse.timeout) {
         if (1..=255).contains(&v) {
             n.timeout = Some(v as u8);
             n.acked |= TIMEOUT;
@@ -232,7 +237,7 @@ pub fn negotiate(
     //# In Read Request packets, a size of "0" is specified in the request and the size of
     //# the file, in octets, is returned in the OACK. [...] In Write Request packets, the
     //# size of the file, in octets, is specified in the request
-    if let Some(v) = value("tsize") {
+    if let Some(v) = value("tsize", limits.refuse.tsize) {
         let size = match kind {
             RequestKind::Read => file_size,
             RequestKind::Write => Some(v),
@@ -246,7 +251,7 @@ pub fn negotiate(
     //= https://www.rfc-editor.org/rfc/rfc7440#section-4
     //# Valid values range between "1" and "65535" blocks, inclusive. [...] the server
     //# may reply with a smaller value than was requested
-    if let Some(v) = value("windowsize") {
+    if let Some(v) = value("windowsize", limits.refuse.windowsize) {
         if (1..=65535).contains(&v) {
             let bytes_cap = limits.max_window_bytes.map_or(MAX_WINDOWSIZE, |b| {
                 (b / (u32::from(n.blksize) + DATAGRAM_OVERHEAD)).clamp(1, u32::from(MAX_WINDOWSIZE)) as u16

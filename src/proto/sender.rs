@@ -15,10 +15,11 @@ use super::time::Timestamp;
 pub struct RetransmitConfig {
     /// Bounds of the adaptive retransmission timeout.
     pub rto: RtoBounds,
-    /// Consecutive timeouts before a transfer may be abandoned.
+    /// Most retransmissions in a row to a silent peer: after the last one it is given up.
     pub max_retries: u8,
-    /// Silence (no progress) before a transfer may be abandoned; both this and `max_retries` must
-    /// be exceeded, so that a fast adaptive timeout does not make the sender impatient.
+    /// Least silence (no progress) before a transfer is abandoned: the wait after the last
+    /// retransmission stretches to it, so that a fast adaptive timeout (10 ms on a short path)
+    /// spends the retries in well under a second without giving up any sooner.
     pub patience: Duration,
     /// Silence after which a transfer is abandoned whatever the retries and timeouts say: what a
     /// client's `timeout` option (up to 255 s, times the retries) can hold a transfer for.
@@ -204,23 +205,35 @@ impl WindowSender {
         AckEffect::Progress
     }
 
-    /// When to act next after a send at `now`: one timeout later, but never past the silence
-    /// bound, so that a long timeout ends in giving up rather than in a late resend.
+    /// When to act next after a send at `now`: one timeout later, or, once the retries are
+    /// spent, no sooner than patience after the last progress; never past the silence bound, so
+    /// that a long timeout ends in giving up rather than in a late resend.
     fn next_deadline(&self, now: Timestamp, cfg: &RetransmitConfig) -> Timestamp {
-        (now + self.rtt.rto(&cfg.rto)).min(self.idle_since + cfg.max_silence)
+        let mut at = now + self.rtt.rto(&cfg.rto);
+        if self.retries >= cfg.max_retries {
+            at = at.max(self.idle_since + cfg.patience);
+        }
+        at.min(self.idle_since + cfg.max_silence)
     }
 
-    /// Handles the retransmission timer.
+    /// Handles the retransmission timer: a retransmission while fewer than `max_retries` have
+    /// been made since the last progress, then giving up once patience has passed too.
     pub fn on_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> TimeoutEffect {
         if now < self.deadline {
             return TimeoutEffect::NotDue;
         }
-        self.retries = self.retries.saturating_add(1);
         let idle = now.saturating_since(self.idle_since);
-        if (self.retries > cfg.max_retries && idle >= cfg.patience) || idle >= cfg.max_silence {
+        if idle >= cfg.max_silence || (self.retries >= cfg.max_retries && idle >= cfg.patience) {
             self.deadline = Timestamp::NEVER;
             return TimeoutEffect::GiveUp;
         }
+        if self.retries >= cfg.max_retries {
+            // The retries are spent but patience is not (the owner moved the deadline): wait
+            // out the rest rather than send more than `max_retries`.
+            self.deadline = self.idle_since + cfg.patience.min(cfg.max_silence);
+            return TimeoutEffect::NotDue;
+        }
+        self.retries += 1;
         //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.2
         //# TFTP [...] MUST use an adaptive timeout.
         self.rtt.on_timeout();

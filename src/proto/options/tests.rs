@@ -151,3 +151,63 @@ fn mtu_arithmetic() {
     assert_eq!(blksize_for_mtu(65536, false), MAX_BLKSIZE);
     assert_eq!(blksize_for_mtu(0, false), MIN_BLKSIZE);
 }
+
+/// A refused option is never granted: the request is answered as if it had not been asked, so
+/// a request whose only options are refused gets DATA 1 (no OACK), and the others are granted
+/// as usual, the OACK leaving the refused ones out.
+#[test]
+fn refused_options_are_answered_as_if_not_asked() {
+    let all = Refused { blksize: true, tsize: true, timeout: true, windowsize: true };
+    let r = req("blksize 1468 tsize 0 timeout 3 windowsize 8");
+    let o = opts(&r);
+    let n = negotiate(READ, Mode::Octet, &o, Some(100), Limits { refuse: all, ..Limits::default() }, None);
+    assert_eq!(n, Negotiated::PLAIN);
+    assert!(!n.has_oack(), "only refused options: DATA 1, not an OACK");
+    let r = req("blksize 1468");
+    let lim = Limits { refuse: Refused { blksize: true, ..Refused::default() }, ..Limits::default() };
+    let n = negotiate(READ, Mode::Octet, &opts(&r), Some(100), lim, None);
+    assert!(!n.has_oack(), "--refuse-option blksize alone");
+    assert_eq!(n.blksize, DEFAULT_BLKSIZE);
+    // Each one alone: the others are granted, in the client's order, the refused one left out.
+    let cases: [(Refused, &[u8]); 4] = [
+        (
+            Refused { blksize: true, ..Refused::default() },
+            b"\x00\x06tsize\x00100\x00timeout\x003\x00windowsize\x008\x00",
+        ),
+        (
+            Refused { tsize: true, ..Refused::default() },
+            b"\x00\x06blksize\x001468\x00timeout\x003\x00windowsize\x008\x00",
+        ),
+        (
+            Refused { timeout: true, ..Refused::default() },
+            b"\x00\x06blksize\x001468\x00tsize\x00100\x00windowsize\x008\x00",
+        ),
+        (
+            Refused { windowsize: true, ..Refused::default() },
+            b"\x00\x06blksize\x001468\x00tsize\x00100\x00timeout\x003\x00",
+        ),
+    ];
+    let r = req("blksize 1468 tsize 0 timeout 3 windowsize 8");
+    let o = opts(&r);
+    for (refuse, want) in cases {
+        let n = negotiate(READ, Mode::Octet, &o, Some(100), Limits { refuse, ..Limits::default() }, None);
+        assert_eq!(oack(&n, &o), want, "{refuse:?}");
+        let mut buf = [0u8; 512];
+        let len = n.encode_oack_again(&mut buf).unwrap();
+        assert_eq!(&buf[..len], want, "written again: {refuse:?}");
+        assert_eq!(n.blksize, if refuse.blksize { DEFAULT_BLKSIZE } else { 1468 });
+        assert_eq!(n.windowsize, if refuse.windowsize { 1 } else { 8 });
+        assert_eq!(n.timeout, if refuse.timeout { None } else { Some(3) });
+        assert_eq!(n.tsize, if refuse.tsize { None } else { Some(100) });
+    }
+    // Writes too: a refused tsize is not echoed.
+    let r = req("tsize 12345");
+    let lim = Limits { refuse: Refused { tsize: true, ..Refused::default() }, ..Limits::default() };
+    assert_eq!(negotiate(RequestKind::Write, Mode::Octet, &opts(&r), None, lim, None), Negotiated::PLAIN);
+    // A small limit is not a refusal: blksize is still granted (RFC 2347), at 512.
+    let r = req("blksize 1468 windowsize 4");
+    let lim = Limits { max_blksize: 512, max_windowsize: 1, ..Limits::default() };
+    let n = negotiate(READ, Mode::Octet, &opts(&r), Some(100), lim, None);
+    assert!(n.has_oack());
+    assert_eq!((n.blksize, n.windowsize), (512, 1));
+}

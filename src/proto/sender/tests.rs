@@ -95,7 +95,7 @@ fn patience_outlasts_a_fast_rto() {
         }
     };
     assert!(now.saturating_since(t(1)) >= CFG.patience, "gave up after {now:?}");
-    assert!(resends >= 3, "{resends}");
+    assert_eq!(resends, 2, "the retries, no more: the last wait stretched to patience");
 }
 
 #[test]
@@ -141,4 +141,45 @@ fn client_timeout_option_bounds_the_rto() {
     let long = RetransmitConfig::default().with_client_timeout(Some(255));
     assert_eq!(long.patience, MAX_SILENCE, "255 s × 6 retries is capped at the silence bound");
     assert_eq!(RetransmitConfig::default().with_client_timeout(None), RetransmitConfig::default());
+}
+
+/// `--retries N` means N: a client that goes silent mid-transfer is sent at most `max_retries`
+/// retransmissions in a row before it is given up, however fast the adaptive timeout has become
+/// on a short path (the loopback RTO of 10 ms once gave `--retries 6` nine resends within the
+/// six seconds of patience). Patience still holds: the last wait stretches to it.
+#[test]
+fn retries_bound_the_resends_to_a_silent_client() {
+    for retries in [1u8, 3, 6] {
+        // As `config::policy::retransmit` builds it from the command line's defaults.
+        let rto =
+            RtoBounds { initial: Duration::from_secs(1), min: Duration::from_millis(10), max: Duration::from_secs(2) };
+        let patience = rto.initial * u32::from(retries);
+        let cfg = RetransmitConfig { rto, max_retries: retries, patience, max_silence: MAX_SILENCE };
+        let mut s = WindowSender::new(t(0), 512 * 100, 512, 1, &cfg);
+        let mut now = t(0);
+        // Ten blocks acknowledged 1 ms after each send: the RTO falls to its 10 ms floor.
+        for block in 1..=10u16 {
+            assert_eq!(std::iter::from_fn(|| s.next_block(now, &cfg)).count(), 1);
+            now = now + Duration::from_millis(1);
+            assert_eq!(s.on_ack(now, block, &cfg), AckEffect::Progress);
+        }
+        assert_eq!(s.rtt().rto(&cfg.rto), Duration::from_millis(10));
+        let silent_since = now;
+        assert_eq!(std::iter::from_fn(|| s.next_block(now, &cfg)).count(), 1, "block 11");
+        // The client says nothing more.
+        let mut resends = 0;
+        let gave_up = loop {
+            now = s.deadline();
+            match s.on_timeout(now, &cfg) {
+                TimeoutEffect::Retransmit => {
+                    resends += std::iter::from_fn(|| s.next_block(now, &cfg)).filter(|&(_, resend)| resend).count()
+                }
+                TimeoutEffect::GiveUp => break now,
+                TimeoutEffect::NotDue => {}
+            }
+        };
+        assert_eq!(resends, usize::from(retries), "--retries {retries}");
+        let waited = gave_up.saturating_since(silent_since);
+        assert!(waited >= patience, "--retries {retries}: gave up after {waited:?} of silence");
+    }
 }
