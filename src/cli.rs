@@ -43,7 +43,7 @@ impl From<IoArg> for IoBackend {
 /// windowsize). One worker per CPU, each pinned to its core with its own socket per listen
 /// address; the kernel spreads clients over the workers.
 #[derive(Debug, Parser)]
-#[command(name = "bootstorm", version, max_term_width = 100, args_override_self = true)]
+#[command(name = "bootstorm", version = crate::VERSION, max_term_width = 100, args_override_self = true)]
 pub(crate) struct Cli {
     /// Directory to serve. Paths are resolved beneath it by the kernel: nothing outside it can be
     /// read, whatever the request or the symlinks say. --root / is refused (it would serve the

@@ -6,26 +6,42 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use bootstorm::config::{Cidr, ServerConfig};
 use bootstorm::server::Server;
-use bootstorm::server::stats::CounterSnapshot;
+use bootstorm::server::stats::{Counter, CounterSnapshot, Latencies};
 use clap::Parser;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::cli::{Cli, LogFormat, Settings};
+use crate::cli::{Cli, Settings};
 
 mod cli;
+mod logging;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The version `--version` prints and the `starting` record carries: the crate version, the
+/// commit it was built from (see build.rs) and what this binary can use where the kernel has it.
+pub(crate) const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BOOTSTORM_COMMIT"), "; io_uring, epoll, gso, openat2)");
+
 fn main() -> ExitCode {
     small_pages_only();
     let cli = Cli::parse();
-    match run(cli) {
+    // Before logging is set up, an error has only stderr; after, it is one `error` record (on
+    // stderr too), never both.
+    let settings = match Settings::try_from(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bootstorm: invalid arguments: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(settings.log_level.as_deref(), settings.log_format);
+    match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            eprintln!("bootstorm: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -39,22 +55,6 @@ fn main() -> ExitCode {
 fn small_pages_only() {
     // SAFETY: prctl with integer arguments only; failure leaves the default, which is harmless.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-}
-
-/// Logs to stderr at `level` when one was given (flags win over the environment), else by
-/// `RUST_LOG`, else at `info`.
-fn init_logging(level: Option<&str>, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    match format {
-        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => fmt.json().flatten_event(true).init(),
-    }
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in the workers it starts), to take them with
@@ -80,10 +80,8 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let Settings { server: cfg, log_level, log_format, stats_interval: stats_every } =
-        Settings::try_from(cli).context("invalid arguments")?;
-    init_logging(log_level.as_deref(), log_format);
+fn run(settings: Settings) -> anyhow::Result<()> {
+    let Settings { server: cfg, stats_interval: stats_every, .. } = settings;
     let set = block_signals();
     let server = Server::start(cfg.clone()).context("cannot start")?;
     {
@@ -94,23 +92,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-    info!(
-        root = %cfg.root.display(),
-        workers = cfg.workers,
-        backend = %server.backend(),
-        single_port = cfg.io.single_port,
-        "bootstorm started"
-    );
+    log_starting(&cfg, &server);
     let tick = stats_every.unwrap_or(Duration::from_secs(3600));
     loop {
         match wait_signal(&set, tick) {
             Some(sig) => {
-                info!(signal = sig, grace_secs = cfg.grace.as_secs_f64(), "stopping: no new transfers");
+                info!(signal = sig, grace_secs = cfg.grace.as_secs_f64(), "stopping");
                 break;
             }
             None => {
                 if stats_every.is_some() {
-                    report_counters(&server.counters());
+                    log_counters(&server.counters(), None);
                 }
             }
         }
@@ -133,15 +125,113 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let report = waiter.join().map_err(|_| anyhow::anyhow!("waiter panicked"))??;
-    report_counters(&report.workers);
-    info!("{}", report.latencies.summary());
+    log_counters(&report.workers, Some(&report.latencies));
     info!("stopped");
     Ok(())
 }
 
-fn report_counters(workers: &[CounterSnapshot]) {
+/// The `starting` record: what is in force, the listen addresses as bound.
+fn log_starting(cfg: &ServerConfig, server: &Server) {
+    let policy = cfg.effective_policy();
+    let root = std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| cfg.root.clone());
+    let listen: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
+    let limits = &policy.limits;
+    let refused: Vec<&str> = [
+        (limits.refuse.blksize, "blksize"),
+        (limits.refuse.tsize, "tsize"),
+        (limits.refuse.timeout, "timeout"),
+        (limits.refuse.windowsize, "windowsize"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let rto = policy.retransmit.rto;
+    let rate = policy.rate_per_source.filter(|r| r.per_second > 0.0);
+    let uploads = match &cfg.write {
+        None => "off".to_string(),
+        Some(_) => {
+            let dir = cfg.upload_dir().unwrap_or(&cfg.root);
+            let (u, dir) = (&policy.upload, std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
+            format!("dir={} create={} overwrite={} max_size={}", dir.display(), u.create, u.overwrite, u.max_size)
+        }
+    };
+    let ports = if cfg.io.single_port {
+        "single".to_string()
+    } else if let Some((lo, hi)) = cfg.io.port_range {
+        format!("{lo}-{hi}")
+    } else {
+        "ephemeral".to_string()
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("BOOTSTORM_COMMIT"),
+        root = %root.display(),
+        listen = %listen.join(","),
+        workers = cfg.workers,
+        backend = %server.backend(),
+        gso = server.gso(),
+        allow = %cidrs(&policy.allow, "any"),
+        allow_write_from = %cidrs(&policy.allow_write_from, "allowed"),
+        max_blksize = limits.max_blksize,
+        max_windowsize = limits.max_windowsize,
+        max_window_bytes = limits.max_window_bytes.map_or_else(|| "none".to_string(), |b| b.to_string()),
+        refuse = %if refused.is_empty() { "none".to_string() } else { refused.join(",") },
+        timeout_ms = rto.initial.as_millis() as u64,
+        min_timeout_ms = rto.min.as_millis() as u64,
+        max_timeout_ms = rto.max.as_millis() as u64,
+        retries = policy.retransmit.max_retries,
+        rate_per_source = rate.map_or(0.0, |r| r.per_second),
+        burst_per_source = rate.map_or(0.0, |r| r.burst),
+        rate_limit_always = policy.rate_limit_always,
+        world_readable_only = policy.world_readable_only,
+        log_requests = policy.log_requests,
+        uploads = %uploads,
+        ports = %ports,
+        max_transfers = cfg.io.max_transfers,
+        "starting"
+    );
+}
+
+/// A list of networks, comma-separated; `empty` when there are none.
+fn cidrs(list: &[Cidr], empty: &str) -> String {
+    if list.is_empty() { empty.to_string() } else { list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",") }
+}
+
+/// The `counters` record: every counter summed over the workers (a stable key set, zeros
+/// included), with the latency quantiles at exit; each worker's own at `debug`.
+fn log_counters(workers: &[CounterSnapshot], latencies: Option<&Latencies>) {
     for (i, w) in workers.iter().enumerate() {
-        let line: Vec<String> = w.iter().filter(|(_, v)| *v != 0).map(|(c, v)| format!("{}={v}", c.name())).collect();
-        info!(worker = i, "{}", if line.is_empty() { "idle".to_string() } else { line.join(" ") });
+        debug!(worker = i, fields = %counter_pairs(std::slice::from_ref(w)), "worker counters");
     }
+    let mut fields = counter_pairs(workers);
+    if let Some(l) = latencies {
+        fields.push(' ');
+        fields.push_str(&latency_pairs(l));
+    }
+    info!(workers = workers.len(), fields = %fields, "counters");
+}
+
+/// `name=value` for every counter, summed over `workers` (gauges too: the server's total).
+fn counter_pairs(workers: &[CounterSnapshot]) -> String {
+    Counter::ALL
+        .iter()
+        .map(|&c| format!("{}={}", c.name(), workers.iter().map(|w| w.get(c)).sum::<u64>()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Transfer-time quantiles in milliseconds (3 decimals) and how many transfers they cover; all 0
+/// when no transfer completed.
+fn latency_pairs(l: &Latencies) -> String {
+    let h = &l.transfer;
+    let ms = |us: u64| if h.is_empty() { 0.0 } else { us as f64 / 1000.0 };
+    format!(
+        "completed={} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
+        h.len(),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+    )
 }
