@@ -3,16 +3,17 @@
 //! and the stats interval). Checks of flag syntax live here; checks of the configuration itself
 //! are the library's ([`ServerConfig::validate`]), and their messages name the flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bootstorm::config::{
-    self, Cidr, ConfigError, IoBackend, IoConfig, ServePolicy, ServerConfig, SourceRate, WriteConfig,
+    self, Cidr, ConfigError, DEFAULT_MAX_TRANSFERS, IoBackend, IoConfig, ServePolicy, ServerConfig, SourceRate,
+    TFTP_PORT, WriteConfig,
 };
 use bootstorm::fs::WritePolicy;
 use bootstorm::proto::RtoBounds;
-use bootstorm::proto::options::{Limits, MAX_BLKSIZE};
+use bootstorm::proto::options::{Limits, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE, Refused};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
@@ -57,11 +58,16 @@ pub(crate) struct Cli {
     pub(crate) serve_whole_filesystem: bool,
 
     /// Address and port to listen on; repeat for several (the same address and port twice is
-    /// refused). An address and port that another socket already holds, or overlaps (the
-    /// wildcard address and a specific one), is refused at start. [default: 0.0.0.0:69 and
-    /// [::]:69]
-    #[arg(short, long = "listen", value_name = "ADDR:PORT")]
-    pub(crate) listen: Vec<SocketAddr>,
+    /// refused). Forms: 192.0.2.1:69, [2001:db8::1]:69, an address alone (port 69), :69 (every
+    /// address, IPv4 and IPv6, as Debian's TFTP_ADDRESS=":69"), or a host name (localhost:69:
+    /// each address it resolves to). An interface name is refused: give one of its addresses. A
+    /// specific address need not be up yet (the sockets are IP_FREEBIND): the server starts
+    /// before the interface and serves once the address is configured. An address and port that
+    /// another socket already holds, or overlaps (the wildcard address and a specific one), is
+    /// refused at start. [default: 0.0.0.0:69 and [::]:69, IPv4 only (with a warning) where the
+    /// host has IPv6 turned off]
+    #[arg(short, long = "listen", value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub(crate) listen: Vec<ListenAddrs>,
 
     /// Worker threads. [default: the CPUs this process may run on]
     #[arg(short, long, value_name = "N")]
@@ -82,15 +88,24 @@ pub(crate) struct Cli {
 
     /// Largest blksize granted (8–65464). Also capped per request by the MTU of the interface the
     /// request came in on, so that no DATA packet is fragmented.
-    #[arg(long, value_name = "BYTES", default_value_t = MAX_BLKSIZE)]
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_BLKSIZE,
+        value_parser = clap::value_parser!(u16).range(i64::from(MIN_BLKSIZE)..=i64::from(MAX_BLKSIZE)))]
     pub(crate) max_blksize: u16,
 
     /// Largest windowsize granted (1–32768, RFC 7440).
-    #[arg(long, value_name = "BLOCKS", default_value_t = 64)]
+    #[arg(long, value_name = "BLOCKS", default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WINDOWSIZE)))]
     pub(crate) max_windowsize: u16,
 
+    /// Never grant these options, for a boot ROM that mishandles one: blksize, tsize, timeout,
+    /// windowsize (repeat, or a comma list). The request is answered as if the option had not been
+    /// asked. tftpd-hpa's -r NAME; dnsmasq's --tftp-no-blocksize is --refuse-option blksize.
+    #[arg(long, value_name = "OPTION", value_enum, value_delimiter = ',')]
+    pub(crate) refuse_option: Vec<RefuseArg>,
+
     /// Retransmission timeout before a round trip has been measured, in seconds (fractions
-    /// allowed). Once ACKs flow, the timeout adapts to the measured round-trip time.
+    /// allowed, at most 60). Once ACKs flow, the timeout adapts to the measured round-trip time.
+    /// (tftpd-hpa's -T is in microseconds: its -T 500000 is --timeout 0.5.)
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub(crate) timeout: f64,
 
@@ -103,12 +118,13 @@ pub(crate) struct Cli {
     pub(crate) max_rto: u64,
 
     /// Retransmissions in a row before a silent client is given up (and at least
-    /// --timeout × --retries of silence).
-    #[arg(long, value_name = "N", default_value_t = 6)]
+    /// --timeout × --retries of silence); 1–255.
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..))]
     pub(crate) retries: u8,
 
     /// Ports for transfers, LO:HI inclusive, to fit a firewall; each transfer gets a free port
-    /// drawn at random from the range. [default: any free port, chosen at random by the kernel]
+    /// drawn at random from the range, which must leave out the listening ports. [default: any
+    /// free port, chosen at random by the kernel]
     #[arg(long, value_name = "LO:HI", value_parser = parse_port_range)]
     pub(crate) port_range: Option<(u16, u16)>,
 
@@ -118,8 +134,11 @@ pub(crate) struct Cli {
     #[arg(long, conflicts_with = "port_range")]
     pub(crate) single_port: bool,
 
-    /// Transfers in progress per worker; requests beyond get ERROR 0 "server busy".
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    /// Transfers in progress over the whole server (as dnsmasq's --tftp-max), divided evenly
+    /// among the workers; a request beyond its worker's share gets ERROR 0 "server busy". In the
+    /// default mode each transfer holds a socket: the start warns when the descriptor limit
+    /// (LimitNOFILE) holds the server below this.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRANSFERS)]
     pub(crate) max_transfers: usize,
 
     /// On SIGINT or SIGTERM: stop accepting, then give transfers in progress this many seconds to
@@ -222,17 +241,18 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
     pub(crate) umask: u32,
 
-    /// Serve only clients in this network (repeatable, e.g. 10.0.0.0/8, fd00::/8, 192.0.2.7);
-    /// requests from elsewhere are ignored silently. An address filter stops only senders that
-    /// cannot forge their source address. [default: everyone]
-    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse)]
+    /// Serve only clients in this network (repeat, or a comma list: 10.0.0.0/8,fd00::/8,192.0.2.7);
+    /// requests from elsewhere are ignored. An address filter stops only senders that cannot
+    /// forge their source address. [default: everyone]
+    #[arg(long = "allow", value_name = "CIDR", value_parser = Cidr::parse, value_delimiter = ',')]
     pub(crate) allow: Vec<Cidr>,
 
-    /// Accept uploads only from this network (repeatable); uploads from elsewhere get ERROR 2.
+    /// Accept uploads only from this network (repeat, or a comma list); uploads from elsewhere get
+    /// ERROR 2.
     /// Each must lie inside an --allow network, when --allow is given. Only the request's source
     /// address is checked: this stops attackers who cannot forge addresses, not those who can.
     /// [default: every client --allow lets in]
-    #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse)]
+    #[arg(long = "allow-write-from", value_name = "CIDR", value_parser = Cidr::parse, value_delimiter = ',')]
     pub(crate) allow_write_from: Vec<Cidr>,
 
     /// New transfers per second each client address may start while the server is under
@@ -254,10 +274,39 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N", default_value_t = 500.0)]
     pub(crate) burst_per_source: f64,
 
-    /// Log each worker's counters every SECS seconds (0: only at exit, with latency percentiles).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
-    pub(crate) stats_interval: u64,
+    /// Log the counters every SECS seconds (fractions allowed; 0: only at exit, with latency
+    /// percentiles).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub(crate) stats_interval: f64,
 }
+
+/// `--refuse-option`: an option never granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RefuseArg {
+    /// blksize (RFC 2348): 512-byte blocks.
+    Blksize,
+    /// tsize (RFC 2349).
+    Tsize,
+    /// timeout (RFC 2349).
+    Timeout,
+    /// windowsize (RFC 7440).
+    Windowsize,
+}
+
+/// The options `args` refuse.
+fn refused(args: &[RefuseArg]) -> Refused {
+    let has = |a| args.contains(&a);
+    Refused {
+        blksize: has(RefuseArg::Blksize),
+        tsize: has(RefuseArg::Tsize),
+        timeout: has(RefuseArg::Timeout),
+        windowsize: has(RefuseArg::Windowsize),
+    }
+}
+
+/// The addresses one `--listen` names (`:69` and a host name may name several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ListenAddrs(pub(crate) Vec<SocketAddr>);
 
 /// How log records are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -309,6 +358,7 @@ impl TryFrom<Cli> for Settings {
     fn try_from(c: Cli) -> Result<Self, CliError> {
         let timeout = secs(c.timeout, "--timeout")?;
         let grace = secs(c.grace, "--grace")?;
+        let stats_interval = secs(c.stats_interval, "--stats-interval")?;
         // These flags have no place in the configuration without uploads: refused here, as the
         // library refuses the upload settings it holds.
         if !c.allow_write
@@ -325,7 +375,12 @@ impl TryFrom<Cli> for Settings {
         let server = ServerConfig {
             root: c.root,
             serve_whole_filesystem: c.serve_whole_filesystem,
-            listen: if c.listen.is_empty() { defaults.listen } else { c.listen },
+            ipv6_optional: c.listen.is_empty(),
+            listen: if c.listen.is_empty() {
+                defaults.listen
+            } else {
+                c.listen.into_iter().flat_map(|l| l.0).collect()
+            },
             workers: c.workers.unwrap_or(defaults.workers),
             pin: !c.no_pin,
             grace,
@@ -345,7 +400,12 @@ impl TryFrom<Cli> for Settings {
             serve: ServePolicy {
                 allow: c.allow,
                 allow_write_from: c.allow_write_from,
-                limits: Limits { max_blksize: c.max_blksize, max_windowsize: c.max_windowsize, ..Limits::default() },
+                limits: Limits {
+                    max_blksize: c.max_blksize,
+                    max_windowsize: c.max_windowsize,
+                    refuse: refused(&c.refuse_option),
+                    ..Limits::default()
+                },
                 retransmit: config::retransmit(rto, c.retries),
                 rate_per_source: Some(SourceRate { per_second: c.rate_per_source, burst: c.burst_per_source }),
                 rate_limit_always: c.rate_limit_always,
@@ -370,8 +430,67 @@ impl TryFrom<Cli> for Settings {
             server,
             log_level: c.log_level,
             log_format: c.log_format,
-            stats_interval: (c.stats_interval > 0).then(|| Duration::from_secs(c.stats_interval)),
+            stats_interval: (!stats_interval.is_zero()).then_some(stats_interval),
         })
+    }
+}
+
+/// What `--listen` accepts, for its messages.
+const LISTEN_FORMS: &str =
+    "give ADDR:PORT (192.0.2.1:69, [2001:db8::1]:69), an address alone (port 69), :PORT (every address) or HOST:PORT";
+
+/// Parses a `--listen` value: `ADDR:PORT`, `[V6]:PORT`, an address alone (port 69), `:PORT`
+/// (the IPv4 and IPv6 wildcard addresses), or `HOST[:PORT]`, resolved now. An interface name is
+/// refused with the forms wanted: its addresses may change, and binding to an interface is not
+/// what a listen address means.
+pub(crate) fn parse_listen(s: &str) -> Result<ListenAddrs, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(format!("an empty address: {LISTEN_FORMS}"));
+    }
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(ListenAddrs(vec![a]));
+    }
+    let bare = t.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(t);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ListenAddrs(vec![SocketAddr::new(ip, TFTP_PORT)]));
+    }
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port number: {LISTEN_FORMS}"));
+    if let Some(p) = t.strip_prefix(':') {
+        let p = port(p)?;
+        return Ok(ListenAddrs(vec![
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, p)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, p)),
+        ]));
+    }
+    let (host, p) = match t.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, port(p)?),
+        Some(_) => return Err(format!("not an address: {LISTEN_FORMS} (an IPv6 address with a port in brackets)")),
+        None => (t, TFTP_PORT),
+    };
+    if is_interface(host) {
+        return Err(format!(
+            "{host} is an interface name: give one of its addresses (--listen 192.0.2.1:{p}), or :{p} for every \
+             address (an address not up yet is fine: the server binds it with IP_FREEBIND)"
+        ));
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let resolved = (host, p).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}; {LISTEN_FORMS}"))?;
+    for a in resolved {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address; {LISTEN_FORMS}"));
+    }
+    Ok(ListenAddrs(addrs))
+}
+
+/// Whether `name` is a network interface of this host.
+fn is_interface(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && name != "." && name != ".." && {
+        std::path::Path::new("/sys/class/net").join(name).exists()
     }
 }
 

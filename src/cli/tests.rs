@@ -25,6 +25,7 @@ fn defaults() {
     assert_eq!(c.serve.limits.max_blksize, 65464);
     assert_eq!(c.serve.limits.max_windowsize, 64);
     assert_eq!(c.serve.retransmit.patience, Duration::from_secs(6));
+    assert_eq!(c.io.max_transfers, 65536);
     assert_eq!(c.io.recv_buffer, 8 << 20);
     assert!(!c.io.single_port);
 }
@@ -80,9 +81,134 @@ fn refusals() {
     ] {
         assert!(cfg(bad).is_err(), "{bad:?}");
     }
-    assert_eq!(cfg(&["--max-blksize", "7"]).unwrap_err(), "--max-blksize must be 8..=65464");
     assert_eq!(cfg(&["--timeout=-1"]).unwrap_err(), "--timeout must be a non-negative number of seconds");
     assert_eq!(cfg(&["--grace=nan"]).unwrap_err(), "--grace must be a non-negative number of seconds");
+}
+
+#[test]
+fn ranges_are_the_real_ones() {
+    // Checked as the flag is parsed, with the range the value must be in.
+    for (args, range) in [
+        (&["--max-blksize", "70000"][..], "70000 is not in 8..=65464"),
+        (&["--max-blksize", "7"], "7 is not in 8..=65464"),
+        (&["--max-windowsize", "0"], "0 is not in 1..=32768"),
+        (&["--max-windowsize", "40000"], "40000 is not in 1..=32768"),
+        (&["--retries", "300"], "300 is not in 1..=255"),
+        (&["--retries", "0"], "0 is not in 1..=255"),
+    ] {
+        let e = cfg(args).unwrap_err();
+        assert!(e.contains(range) && e.contains(args[0]), "{args:?}: {e}");
+    }
+    assert_eq!(server(&["--max-blksize", "8", "--max-windowsize", "32768"]).serve.limits.max_blksize, 8);
+    assert_eq!(server(&["--retries", "255"]).serve.retransmit.max_retries, 255);
+    // Every duration takes fractions.
+    assert_eq!(cfg(&["--stats-interval", "0.5"]).unwrap().stats_interval, Some(Duration::from_millis(500)));
+    assert_eq!(cfg(&["--stats-interval", "0"]).unwrap().stats_interval, None);
+    assert_eq!(cfg(&["--stats-interval=-1"]).unwrap_err(), "--stats-interval must be a non-negative number of seconds");
+    // A range of transfer ports that holds a listening port.
+    let e = cfg(&["--port-range", "69:70"]).unwrap_err();
+    assert_eq!(
+        e,
+        "--port-range 69:70 includes port 69 of --listen 0.0.0.0:69: a transfer could take the listening port (or \
+         find it taken); choose a range that leaves it out"
+    );
+    let e = cfg(&["-l", "127.0.0.1:30005", "--port-range", "30000:30010"]).unwrap_err();
+    assert!(e.contains("--port-range 30000:30010 includes port 30005 of --listen 127.0.0.1:30005"), "{e}");
+    assert!(cfg(&["--port-range", "70:80"]).is_ok());
+}
+
+#[test]
+fn tftpd_hpa_timeouts_are_refused() {
+    // tftpd-hpa's -T is in microseconds.
+    let e = cfg(&["--timeout", "500000"]).unwrap_err();
+    assert_eq!(
+        e,
+        "--timeout 500000 is in seconds and above 60 s: a first retransmission timeout that long holds a silent \
+         client for hours; did you mean --timeout 0.5? tftpd-hpa's -T is in microseconds"
+    );
+    // Its -t (an idle exit) has no counterpart.
+    let e = cfg(&["--timeout", "900"]).unwrap_err();
+    assert!(e.starts_with("--timeout 900 is in seconds and above 60 s") && e.contains("tftpd-hpa's -t"), "{e}");
+    assert!(cfg(&["--timeout", "60"]).is_ok() && cfg(&["--timeout", "0.01"]).is_ok());
+    assert!(cfg(&["--timeout", "60.5"]).unwrap_err().contains("above 60 s"));
+}
+
+#[test]
+fn listen_forms() {
+    let listen = |v: &str| server(&["-l", v]).listen;
+    let addrs = |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+    // Debian's TFTP_ADDRESS=":69": every address, both families.
+    assert_eq!(listen(":69"), addrs(&["0.0.0.0:69", "[::]:69"]));
+    assert_eq!(listen(":6969"), addrs(&["0.0.0.0:6969", "[::]:6969"]));
+    // An address alone: port 69.
+    assert_eq!(listen("127.0.0.1"), addrs(&["127.0.0.1:69"]));
+    assert_eq!(listen("::1"), addrs(&["[::1]:69"]));
+    assert_eq!(listen("[::1]"), addrs(&["[::1]:69"]));
+    assert_eq!(listen("[::1]:69"), addrs(&["[::1]:69"]));
+    assert_eq!(listen("192.0.2.1:6969"), addrs(&["192.0.2.1:6969"]));
+    // A host name: what it resolves to (loopback addresses only, whatever /etc/hosts lists).
+    let local = listen("localhost:69");
+    assert!(local.contains(&"127.0.0.1:69".parse().unwrap()), "{local:?}");
+    assert!(local.iter().all(|a| a.ip().is_loopback() && a.port() == 69), "{local:?}");
+    assert_eq!(listen("localhost").iter().map(SocketAddr::port).collect::<Vec<_>>(), vec![69; local.len()]);
+    // Several flags add up; only without --listen may IPv6 be dropped.
+    let c = server(&["-l", "127.0.0.1", "-l", ":6969"]);
+    assert_eq!(c.listen, addrs(&["127.0.0.1:69", "0.0.0.0:6969", "[::]:6969"]));
+    assert!(!c.ipv6_optional, "an address asked for is never dropped");
+    assert!(server(&[]).ipv6_optional);
+    // An interface name: refused, saying which form is wanted.
+    let e = cfg(&["-l", "lo"]).unwrap_err();
+    assert!(e.contains("lo is an interface name: give one of its addresses (--listen 192.0.2.1:69)"), "{e}");
+    assert!(e.contains(":69 for every address"), "{e}");
+    assert!(cfg(&["-l", "lo:6969"]).unwrap_err().contains("lo is an interface name"));
+    // Nonsense: the forms accepted.
+    for bad in ["", "127.0.0.1:x", ":99999", "[::1]69"] {
+        let e = cfg(&["-l", bad]).unwrap_err();
+        assert!(e.contains("ADDR:PORT (192.0.2.1:69, [2001:db8::1]:69)"), "{bad:?}: {e}");
+    }
+    assert!(cfg(&["-l", "no-such-host.invalid"]).unwrap_err().contains("cannot resolve no-such-host.invalid"));
+}
+
+#[test]
+fn lists_take_commas() {
+    let c = server(&["--allow", "10.0.0.0/8,192.168.0.0/16", "--allow", "fd00::/8"]);
+    assert_eq!(c.serve.allow, [cidr("10.0.0.0/8"), cidr("192.168.0.0/16"), cidr("fd00::/8")]);
+    let c = server(&[
+        "--allow-write",
+        "--create",
+        "--upload-dir",
+        "/up",
+        "--allow",
+        "10.0.0.0/8",
+        "--allow-write-from",
+        "10.1.0.0/16,10.2.0.0/16",
+    ]);
+    assert_eq!(c.serve.allow_write_from, [cidr("10.1.0.0/16"), cidr("10.2.0.0/16")]);
+    assert!(cfg(&["--allow", "10.0.0.0/8,bogus"]).unwrap_err().contains("not an address: bogus"));
+}
+
+fn cidr(s: &str) -> Cidr {
+    Cidr::parse(s).unwrap()
+}
+
+#[test]
+fn refused_options() {
+    assert_eq!(server(&[]).serve.limits.refuse, Refused::default());
+    let r = server(&["--refuse-option", "blksize"]).serve.limits.refuse;
+    assert_eq!(r, Refused { blksize: true, ..Refused::default() });
+    let r = server(&["--refuse-option", "tsize,timeout", "--refuse-option", "windowsize"]).serve.limits.refuse;
+    assert_eq!(r, Refused { blksize: false, tsize: true, timeout: true, windowsize: true });
+    let e = cfg(&["--refuse-option", "mtu"]).unwrap_err();
+    assert!(e.contains("blksize, tsize, timeout, windowsize"), "{e}");
+}
+
+#[test]
+fn max_transfers_is_a_server_total() {
+    assert_eq!(server(&[]).io.max_transfers, 65536);
+    assert_eq!(server(&["--max-transfers", "100", "-w", "4"]).io.max_transfers, 100, "the total, not per worker");
+    let help = Cli::try_parse_from(["bootstorm", "--help"]).unwrap_err().to_string();
+    assert!(help.contains("over the whole server"), "{help}");
+    assert!(help.contains("IP_FREEBIND") && help.contains(":69 (every"), "{help}");
 }
 
 #[test]

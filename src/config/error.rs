@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::Cidr;
+use super::{Cidr, MAX_TIMEOUT};
 use crate::proto::options::{MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE};
 
 /// A configuration the server refuses. The messages name the command-line flags.
@@ -26,6 +27,9 @@ pub enum ConfigError {
     /// A zero initial retransmission timeout.
     #[error("--timeout must be above 0")]
     Timeout,
+    /// A first retransmission timeout above [`MAX_TIMEOUT`](super::MAX_TIMEOUT).
+    #[error("{}", timeout_too_long(*.0))]
+    TimeoutTooLong(Duration),
     /// Retransmission timeout bounds that are zero or inverted.
     #[error("--min-rto must be above 0 and at most --max-rto")]
     RtoBounds,
@@ -47,6 +51,20 @@ pub enum ConfigError {
     /// An empty or inverted port range, or one that includes port 0.
     #[error("--port-range {0}:{1}: need 0 < LO <= HI")]
     PortRange(u16, u16),
+    /// A range of transfer ports that holds a listening port.
+    #[error(
+        "--port-range {lo}:{hi} includes port {} of --listen {listen}: a transfer could take the listening port \
+         (or find it taken); choose a range that leaves it out",
+        .listen.port()
+    )]
+    PortRangeHasListenPort {
+        /// The range's first port.
+        lo: u16,
+        /// The range's last port.
+        hi: u16,
+        /// The listen address whose port is in the range.
+        listen: SocketAddr,
+    },
     /// One listening port for every transfer, and a range of transfer ports.
     #[error(
         "--single-port contradicts --port-range: transfers either share the listening port or take theirs from the range"
@@ -117,4 +135,20 @@ pub enum ConfigError {
 /// The networks, comma-separated.
 fn joined(nets: &[Cidr]) -> String {
     nets.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The message for a `--timeout` above [`MAX_TIMEOUT`], with the tftpd-hpa habit it most likely
+/// comes from: `-T` in microseconds (a value of a thousand or more), or `-t`, an idle exit.
+fn timeout_too_long(t: Duration) -> String {
+    let secs = t.as_secs_f64();
+    let max = MAX_TIMEOUT.as_secs();
+    let hint = if secs >= 1000.0 {
+        format!("did you mean --timeout {}? tftpd-hpa's -T is in microseconds", secs / 1e6)
+    } else {
+        "tftpd-hpa's -t (exit when idle) has no counterpart here: bootstorm runs until stopped".to_string()
+    };
+    format!(
+        "--timeout {secs} is in seconds and above {max} s: a first retransmission timeout that long holds a silent \
+         client for hours; {hint}"
+    )
 }

@@ -14,6 +14,13 @@ pub enum IoBackend {
     Epoll,
 }
 
+/// The default [`IoConfig::max_transfers`]: 65,536 transfers over the whole server. A PXE fleet
+/// booting at once is thousands of machines, each with one or two transfers open; 65,536 leaves
+/// room for that many times over, while its sockets (one descriptor each) stay within the
+/// `LimitNOFILE=524288` systemd gives services, and the tables stay a few MiB whatever the
+/// number of CPUs (it was 16,384 per worker before: over a million on a 64-core machine).
+pub const DEFAULT_MAX_TRANSFERS: usize = 65536;
+
 /// How the workers move datagrams: the settings that cannot change while the server runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoConfig {
@@ -35,7 +42,10 @@ pub struct IoConfig {
     pub single_port: bool,
     /// Ports for transfers, inclusive; `None`: any free port the kernel picks.
     pub port_range: Option<(u16, u16)>,
-    /// Transfers in progress per worker.
+    /// Transfers in progress over the whole server (dnsmasq's `--tftp-max`), divided evenly
+    /// among the workers at start (each holds at least one); a request beyond its worker's
+    /// share gets ERROR 0 "server busy". Each transfer holds a socket in the default mode, so
+    /// the start also holds each worker below what the descriptor limit allows.
     pub max_transfers: usize,
 }
 
@@ -50,7 +60,7 @@ impl Default for IoConfig {
             send_slots: 2048,
             single_port: false,
             port_range: None,
-            max_transfers: 16384,
+            max_transfers: DEFAULT_MAX_TRANSFERS,
         }
     }
 }

@@ -25,7 +25,7 @@ mod policy;
 
 pub use cidr::Cidr;
 pub use error::ConfigError;
-pub use io::{IoBackend, IoConfig};
+pub use io::{DEFAULT_MAX_TRANSFERS, IoBackend, IoConfig};
 pub use policy::{ServePolicy, SourceRate, retransmit};
 
 /// Bytes of DATA a read transfer may send, on the wire, before its client has acknowledged a
@@ -35,6 +35,15 @@ pub use policy::{ServePolicy, SourceRate, retransmit};
 /// transfer, a forger must guess the port, and no budget applies.
 pub const BLIND_BUDGET: u32 = 5000;
 
+/// The longest first retransmission timeout (`--timeout`) accepted. RFC 2349 lets a client ask
+/// for up to 255 s, but a server-side timeout that long keeps a dead client's transfer, its
+/// socket and its table slot for `retries` times as long: an hour or more. A value above it is
+/// almost always tftpd-hpa's `-T` (microseconds) or `-t` (an idle exit) carried over.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The port listened on when `--listen` names an address without one.
+pub const TFTP_PORT: u16 = 69;
+
 /// Everything a server runs with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
@@ -43,8 +52,14 @@ pub struct ServerConfig {
     pub root: PathBuf,
     /// Accept a root that resolves to `/`, which serves every readable file of the host.
     pub serve_whole_filesystem: bool,
-    /// Addresses listened on. Default: `0.0.0.0:69` and `[::]:69`.
+    /// Addresses listened on. Default: `0.0.0.0:69` and `[::]:69`. A specific address need not
+    /// be configured yet: listening sockets bound to one are `IP_FREEBIND`.
     pub listen: Vec<SocketAddr>,
+    /// An IPv6 wildcard address of `listen` that the host cannot bind (IPv6 turned off) is
+    /// dropped with a warning instead of failing the start, as long as another address remains.
+    /// True by default, for the default `listen`; the command line turns it off when `--listen`
+    /// is given, so that an address asked for is never dropped silently.
+    pub ipv6_optional: bool,
     /// Worker threads. Default: the CPUs this process may run on.
     pub workers: usize,
     /// Pin each worker to its own core.
@@ -88,6 +103,7 @@ impl Default for ServerConfig {
                 SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 69)),
                 SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 69)),
             ],
+            ipv6_optional: true,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             pin: true,
             grace: Duration::from_secs(10),
@@ -120,7 +136,8 @@ impl ServerConfig {
 
     /// Refuses settings that cannot work, contradict each other, or are almost surely a
     /// mistake: `--root /` without `serve_whole_filesystem`, an upload network outside every
-    /// `allow` network, the same listen address twice, upload risks not accepted one by one.
+    /// `allow` network, the same listen address twice, upload risks not accepted one by one, a
+    /// `--timeout` above [`MAX_TIMEOUT`], a port range that holds a listening port.
     /// The first mistake found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.root.as_os_str().is_empty() {
@@ -135,6 +152,9 @@ impl ServerConfig {
         }
         if retransmit.rto.initial.is_zero() {
             return Err(ConfigError::Timeout);
+        }
+        if retransmit.rto.initial > MAX_TIMEOUT {
+            return Err(ConfigError::TimeoutTooLong(retransmit.rto.initial));
         }
         if retransmit.rto.min.is_zero() || retransmit.rto.min > retransmit.rto.max {
             return Err(ConfigError::RtoBounds);
@@ -162,6 +182,9 @@ impl ServerConfig {
             }
             if self.io.single_port {
                 return Err(ConfigError::SinglePortWithPortRange);
+            }
+            if let Some(&listen) = self.listen.iter().find(|a| (lo..=hi).contains(&a.port())) {
+                return Err(ConfigError::PortRangeHasListenPort { lo, hi, listen });
             }
         }
         Ok(())

@@ -75,11 +75,19 @@ fn derived_values() {
 #[test]
 fn refusals() {
     use ConfigError as E;
-    let cases: [(Change, ConfigError); 14] = [
+    let cases: [(Change, ConfigError); 17] = [
         (|c| c.serve.limits.max_blksize = 7, E::MaxBlksize),
         (|c| c.serve.limits.max_blksize = 65465, E::MaxBlksize),
         (|c| c.serve.limits.max_windowsize = 0, E::MaxWindowsize),
         (|c| c.serve.retransmit.rto.initial = Duration::ZERO, E::Timeout),
+        (
+            |c| c.serve.retransmit.rto.initial = Duration::from_secs(500_000),
+            E::TimeoutTooLong(Duration::from_secs(500_000)),
+        ),
+        (
+            |c| c.serve.retransmit.rto.initial = Duration::from_millis(60_001),
+            E::TimeoutTooLong(Duration::from_millis(60_001)),
+        ),
         (|c| c.serve.retransmit.rto.min = Duration::from_secs(5), E::RtoBounds),
         (|c| c.serve.retransmit.rto.min = Duration::ZERO, E::RtoBounds),
         (|c| c.serve.retransmit.max_retries = 0, E::Retries),
@@ -89,6 +97,10 @@ fn refusals() {
         (|c| c.workers = 0, E::Workers),
         (|c| c.listen.clear(), E::NoListen),
         (|c| c.io.port_range = Some((10, 5)), E::PortRange(10, 5)),
+        (
+            |c| c.io.port_range = Some((60, 69)),
+            E::PortRangeHasListenPort { lo: 60, hi: 69, listen: "0.0.0.0:69".parse().unwrap() },
+        ),
         (|c| c.serve.rate_per_source = Some(SourceRate { per_second: 1.0, burst: 0.5 }), E::SourceRate),
     ];
     for (i, (f, want)) in cases.into_iter().enumerate() {
@@ -102,6 +114,38 @@ fn refusals() {
     .unwrap_err();
     assert!(e.to_string().contains("--single-port") && e.to_string().contains("--port-range"), "{e}");
     assert_eq!(E::MaxBlksize.to_string(), "--max-blksize must be 8..=65464");
+    assert!(check(|c| c.serve.retransmit.rto.initial = MAX_TIMEOUT).is_ok(), "60 s is the bound");
+}
+
+#[test]
+fn messages_say_the_unit_and_the_habit() {
+    use ConfigError as E;
+    let e = E::TimeoutTooLong(Duration::from_secs(500_000)).to_string();
+    assert_eq!(
+        e,
+        "--timeout 500000 is in seconds and above 60 s: a first retransmission timeout that long holds a silent \
+         client for hours; did you mean --timeout 0.5? tftpd-hpa's -T is in microseconds"
+    );
+    let e = E::TimeoutTooLong(Duration::from_secs(900)).to_string();
+    assert!(e.contains("--timeout 900 is in seconds") && e.contains("tftpd-hpa's -t (exit when idle)"), "{e}");
+    let e = E::PortRangeHasListenPort { lo: 69, hi: 70, listen: "[::]:69".parse().unwrap() }.to_string();
+    assert!(e.starts_with("--port-range 69:70 includes port 69 of --listen [::]:69"), "{e}");
+    // Port 0 asks the kernel for a port, which is never in the way.
+    assert!(
+        check(|c| {
+            c.listen = vec!["127.0.0.1:0".parse().unwrap()];
+            c.io.port_range = Some((1, 65535));
+        })
+        .is_ok()
+    );
+}
+
+#[test]
+fn transfers_and_listen_defaults() {
+    let c = base();
+    assert_eq!(c.io.max_transfers, DEFAULT_MAX_TRANSFERS, "a server total");
+    assert_eq!(DEFAULT_MAX_TRANSFERS, 65536);
+    assert!(c.ipv6_optional, "the default listen falls back to IPv4");
 }
 
 #[test]

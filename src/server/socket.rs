@@ -20,12 +20,17 @@ pub(crate) use crate::sys::cmsg::LocalEnd;
 use crate::sys::sockopt;
 
 /// A listening socket for `addr`: `SO_REUSEPORT`, IPv6-only for IPv6, packet info on, a receive
-/// buffer of `recv_buffer` bytes (forced past `rmem_max` when privileged), non-blocking.
+/// buffer of `recv_buffer` bytes (forced past `rmem_max` when privileged), non-blocking, and
+/// `IP_FREEBIND` when `addr` is a specific address, so that the server starts before that
+/// address is up (an interface configured later, a floating address) and serves on it once it is.
 pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    if !addr.ip().is_unspecified() {
+        sockopt::enable_freebind(&s, addr.is_ipv6())?;
     }
     sockopt::enable_pktinfo(&s, addr.is_ipv6())?;
     if sockopt::force_recv_buffer(&s, recv_buffer).is_err() {
@@ -115,7 +120,17 @@ pub(crate) fn check_unheld(addr: SocketAddr) -> io::Result<()> {
         // As the listening socket will be: an IPv4 socket on the same port is no conflict.
         s.set_only_v6(true)?;
     }
+    if !addr.ip().is_unspecified() {
+        // As the listening socket will be: an address not configured yet is no error.
+        sockopt::enable_freebind(&s, addr.is_ipv6())?;
+    }
     s.bind(&addr.into())
+}
+
+/// The receive buffer the kernel granted a listening socket (`rmem_max` unless the process may
+/// force more, with `CAP_NET_ADMIN`).
+pub(crate) fn recv_buffer_granted(s: &UdpSocket) -> io::Result<usize> {
+    sockopt::recv_buffer_granted(s)
 }
 
 /// Picks ports for transfer sockets: any free one from the kernel (which draws ephemeral ports

@@ -19,35 +19,56 @@ use crate::config::{ConfigError, IoBackend, IoConfig, ServerConfig, WriteConfig}
 use crate::fs::{Root, UploadRoot};
 use crate::sys::rlimit;
 
-/// Why a server could not start.
+/// Why a server could not start. The message says what failed; the cause (an OS error, why
+/// io_uring is unusable) is only its [`source`](std::error::Error::source), so that a caller
+/// printing the chain prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is refused ([`ServerConfig::validate`]).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The root directory cannot be opened.
-    #[error("cannot open root {path}: {source}")]
+    #[error("cannot open root {}", .path.display())]
     Root {
         /// The root given.
         path: std::path::PathBuf,
         /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The upload directory cannot be opened.
+    #[error("cannot open --upload-dir {}", .path.display())]
+    UploadDir {
+        /// The directory given.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
         source: io::Error,
     },
     /// A listening socket cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A port below 1024 without the privilege to bind it.
+    #[error("cannot listen on {addr}: port {} needs root or CAP_NET_BIND_SERVICE", .addr.port())]
+    Privileged {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause (`EACCES`).
+        #[source]
         source: io::Error,
     },
     /// Another socket already holds a listen address and port, or the same port on an
     /// overlapping address.
     #[error(
         "cannot listen on {addr}: another socket already holds port {} on this address or on one overlapping it \
-         (the wildcard address, or a specific one); two servers on one port would split the requests between them; \
-         find it with: \
-         ss -ulpn 'sport = :{}'",
+         (the wildcard address, or a specific one); two servers on one port would split the requests between them \
+         (see `ss -ulpn 'sport = :{}'`)",
         .addr.port(),
         .addr.port()
     )]
@@ -62,13 +83,58 @@ pub enum StartError {
     #[error("io_uring is unusable here (use --io epoll or --io auto)")]
     Uring(#[from] UringUnusable),
     /// A worker failed to set up its backend.
-    #[error("worker {worker} failed to start: {source}")]
+    #[error("worker {worker} failed to start")]
     Worker {
         /// The worker's number.
         worker: usize,
         /// The cause.
+        #[source]
         source: io::Error,
     },
+}
+
+impl StartError {
+    /// A failed bind of `addr`, with the hint its cause calls for.
+    fn bind(addr: SocketAddr, source: io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::EADDRINUSE) => Self::InUse { addr },
+            Some(libc::EACCES) => Self::Privileged { addr, source },
+            _ => Self::Bind { addr, source },
+        }
+    }
+}
+
+/// Whether binding an IPv6 wildcard address failed because the host has IPv6 turned off
+/// (`ipv6.disable=1`: no IPv6 sockets; or no IPv6 address at all).
+fn ipv6_unavailable(addr: SocketAddr, e: &io::Error) -> bool {
+    addr.is_ipv6()
+        && addr.ip().is_unspecified()
+        && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL))
+}
+
+/// The listen addresses this host can take: each checked to be held by no one else; an IPv6
+/// wildcard address the host cannot bind dropped with a warning where the configuration allows
+/// ([`ServerConfig::ipv6_optional`]) and another address remains.
+fn usable_listen(cfg: &ServerConfig) -> Result<Vec<SocketAddr>, StartError> {
+    let mut listen = Vec::new();
+    let mut dropped = None;
+    // Checked for all of them before binding any, as the server's own addresses may overlap
+    // (0.0.0.0:69 and 10.0.0.1:69). Port 0 is the kernel's choice, never held.
+    for &addr in &cfg.listen {
+        let checked = if addr.port() == 0 { Ok(()) } else { socket::check_unheld(addr) };
+        match checked {
+            Ok(()) => listen.push(addr),
+            Err(e) if cfg.ipv6_optional && ipv6_unavailable(addr, &e) => dropped = Some((addr, e)),
+            Err(e) => return Err(StartError::bind(addr, e)),
+        }
+    }
+    if let Some((addr, e)) = dropped {
+        if listen.is_empty() {
+            return Err(StartError::bind(addr, e));
+        }
+        warn!(addr = %addr, error = %e, "IPv6 is unavailable on this host: listening on IPv4 only");
+    }
+    Ok(listen)
 }
 
 /// The backend `wanted` on this kernel, and why io_uring was passed over when `auto` fell back
@@ -91,7 +157,7 @@ fn choose_backend(wanted: IoBackend) -> Result<(Backend, Option<String>), StartE
 fn open_uploads(cfg: &ServerConfig, wc: &WriteConfig) -> Result<UploadRoot, StartError> {
     use crate::fs::TreeRelation;
     let dir = wc.dir.as_deref().unwrap_or(&cfg.root);
-    let uploads = UploadRoot::open(dir).map_err(|source| StartError::Root { path: dir.to_path_buf(), source })?;
+    let uploads = UploadRoot::open(dir).map_err(|source| StartError::UploadDir { path: dir.to_path_buf(), source })?;
     let relation =
         uploads.relation_to(&cfg.root).map_err(|source| StartError::Root { path: cfg.root.clone(), source })?;
     let where_ = match relation {
@@ -131,24 +197,51 @@ fn open_uploads(cfg: &ServerConfig, wc: &WriteConfig) -> Result<UploadRoot, Star
     Ok(uploads)
 }
 
-/// Transfers each worker may hold: `--max-transfers`, and in the default mode (one socket per
-/// transfer; an upload also holds its directory and file) no more than its share of three
-/// quarters of the descriptors left after a reserve for listening sockets, files and the rest, so that the table fills (and never-acknowledged
-/// transfers make room) before descriptors run out.
-fn transfer_capacity(cfg: &ServerConfig, nofile: u64) -> usize {
-    let max_transfers = cfg.io.max_transfers;
-    if cfg.io.single_port {
-        return max_transfers;
-    }
+/// Descriptors kept for what is not a transfer: listening sockets, rings, the commit thread;
+/// and the files each worker keeps open (its idle cache, counted up to 256: a fleet boots from a
+/// handful of files).
+fn reserved_descriptors(cfg: &ServerConfig) -> u64 {
     let workers = cfg.workers.max(1) as u64;
-    // Listening sockets, rings, the commit thread; and the files each worker keeps open (its
-    // idle cache, counted up to 256: a fleet boots from a handful of files).
-    let reserve = 128 + workers * (32 + (cfg.file_cache as u64).min(256));
-    let share = nofile.saturating_sub(reserve) / 4 * 3 / workers;
-    max_transfers.min(usize::try_from(share).unwrap_or(usize::MAX)).max(1)
+    128 + workers * (32 + (cfg.file_cache as u64).min(256))
+}
+
+/// The descriptor limit at which [`transfer_capacity`] gives every worker its whole share of
+/// `--max-transfers` (one socket per transfer in the default mode).
+fn descriptors_needed(cfg: &ServerConfig) -> u64 {
+    if cfg.io.single_port {
+        return 0;
+    }
+    reserved_descriptors(cfg).saturating_add((cfg.io.max_transfers as u64).saturating_mul(4).div_ceil(3))
+}
+
+/// Transfers each worker may hold: its even share of `--max-transfers` (a server total, as
+/// dnsmasq's `--tftp-max`), and in the default mode (one socket per transfer; an upload also
+/// holds its directory and file) no more than its share of three quarters of the descriptors left
+/// after [`reserved_descriptors`], so that the table fills (and never-acknowledged transfers make
+/// room) before descriptors run out.
+fn transfer_capacity(cfg: &ServerConfig, nofile: u64) -> usize {
+    let workers = cfg.workers.max(1);
+    let share = cfg.io.max_transfers.div_ceil(workers).max(1);
+    if cfg.io.single_port {
+        return share;
+    }
+    let fit = nofile.saturating_sub(reserved_descriptors(cfg)) / 4 * 3 / workers as u64;
+    share.min(usize::try_from(fit).unwrap_or(usize::MAX)).max(1)
 }
 
 impl Server {
+    /// The descriptor limit (`RLIMIT_NOFILE`) the server runs under, after raising the soft
+    /// limit to the hard one (`u64::MAX` when it cannot be read).
+    pub fn nofile_limit(&self) -> u64 {
+        self.nofile
+    }
+
+    /// The receive buffer the kernel granted the listening sockets (the smallest, in the bytes
+    /// `--recv-buffer` asks for), when it could be read back.
+    pub fn recv_buffer_granted(&self) -> Option<usize> {
+        self.recv_buffer_granted
+    }
+
     /// Checks the configuration ([`ServerConfig::validate`]), opens the root, binds every
     /// worker's sockets, picks the backend and starts the workers. Returns once every worker is
     /// serving.
@@ -166,27 +259,33 @@ impl Server {
             None => None,
         };
 
-        // No one else may hold a listen address: checked for all of them before binding any, as
-        // the server's own addresses may overlap (0.0.0.0:69 and 10.0.0.1:69).
-        for &addr in cfg.listen.iter().filter(|a| a.port() != 0) {
-            socket::check_unheld(addr).map_err(|source| match source.raw_os_error() {
-                Some(libc::EADDRINUSE) => StartError::InUse { addr },
-                _ => StartError::Bind { addr, source },
-            })?;
-        }
+        let listen = usable_listen(&cfg)?;
         // Bind all sockets here, in worker order, so that a port 0 resolves once for all.
         let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
-        for &addr in &cfg.listen {
+        let mut recv_buffer_granted: Option<usize> = None;
+        for &addr in &listen {
             let mut addr = addr;
             for sockets in per_worker.iter_mut() {
-                let s = listen_socket(addr, cfg.io.recv_buffer).map_err(|source| StartError::Bind { addr, source })?;
+                let s = listen_socket(addr, cfg.io.recv_buffer).map_err(|e| StartError::bind(addr, e))?;
                 if addr.port() == 0 {
                     addr = s.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+                }
+                if let Ok(granted) = socket::recv_buffer_granted(&s) {
+                    recv_buffer_granted = Some(recv_buffer_granted.map_or(granted, |g| g.min(granted)));
                 }
                 sockets.push(s);
             }
             local_addrs.push(addr);
+        }
+        if let Some(granted) = recv_buffer_granted.filter(|&g| g < cfg.io.recv_buffer) {
+            warn!(
+                asked = cfg.io.recv_buffer,
+                granted,
+                "the kernel granted a smaller receive buffer than --recv-buffer (net.core.rmem_max caps it without \
+                 CAP_NET_ADMIN): a burst of requests may be dropped; raise net.core.rmem_max or give the service \
+                 CAP_NET_ADMIN"
+            );
         }
 
         let (backend, fallback_reason) = choose_backend(cfg.io.backend)?;
@@ -204,16 +303,20 @@ impl Server {
         } else {
             ((0..cfg.workers).map(|_| None).collect::<Vec<_>>(), None)
         };
-        // The I/O settings the workers run with: GSO only where the kernel has it.
-        let io = IoConfig { gso: cfg.io.gso && socket::gso_supported(), ..cfg.io };
         let capacity = transfer_capacity(&cfg, nofile);
-        if capacity < io.max_transfers {
+        if capacity.saturating_mul(cfg.workers) < cfg.io.max_transfers {
             warn!(
-                per_worker = capacity,
                 descriptors = nofile,
-                "the descriptor limit holds each worker below --max-transfers (raise LimitNOFILE, or use --single-port)"
+                needed = descriptors_needed(&cfg),
+                max_transfers = cfg.io.max_transfers,
+                per_worker = capacity,
+                "the descriptor limit is below what --workers × --max-transfers need: the server holds fewer \
+                 transfers at once (raise LimitNOFILE, or lower --max-transfers, or use --single-port)"
             );
         }
+        // The I/O settings the workers run with: GSO only where the kernel has it, and each
+        // worker's share of the transfers.
+        let io = IoConfig { gso: cfg.io.gso && socket::gso_supported(), max_transfers: capacity, ..cfg.io };
         let policy = Arc::new(cfg.effective_policy());
         let settings = EngineSettings::of(&cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
@@ -237,7 +340,16 @@ impl Server {
             workers.push(WorkerHandle { thread, control, counters });
         }
         drop(ready_tx);
-        let server = Self { workers, local_addrs, backend, fallback_reason, gso: io.gso, committer };
+        let server = Self {
+            workers,
+            local_addrs,
+            backend,
+            fallback_reason,
+            gso: io.gso,
+            committer,
+            nofile,
+            recv_buffer_granted,
+        };
         for _ in 0..server.workers.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}

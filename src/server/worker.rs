@@ -60,6 +60,10 @@ pub struct Server {
     pub(super) fallback_reason: Option<String>,
     pub(super) gso: bool,
     pub(super) committer: Option<JoinHandle<()>>,
+    /// The descriptor limit after raising it.
+    pub(super) nofile: u64,
+    /// The smallest receive buffer granted to a listening socket.
+    pub(super) recv_buffer_granted: Option<usize>,
 }
 
 impl std::fmt::Debug for Server {
