@@ -188,6 +188,8 @@ fn log_starting(cfg: &ServerConfig, server: &Server) {
         uploads = %uploads,
         ports = %ports,
         max_transfers = cfg.io.max_transfers,
+        nofile = server.nofile_limit(),
+        recv_buffer = server.recv_buffer_granted(),
         "starting"
     );
 }
