@@ -12,7 +12,15 @@
 //!   addresses of one /64 (2001:db8::/64, inside the namespace only; needs root, which the test
 //!   command has).
 //!
-//! Traffic goes only to 127.0.0.1, ::1 and the namespace this file creates.
+//! - start-up traps from tftpd-hpa and dnsmasq habits: `--timeout 500000` (tftpd-hpa's `-T` is
+//!   in microseconds) refused with the unit and the hint; the default listen falling back to
+//!   IPv4 on a host without IPv6; a specific listen address not configured yet (IP_FREEBIND);
+//!   the descriptor-limit warning; a start-up error printed once, its cause once.
+//!
+//! Traffic goes only to 127.0.0.1, ::1 and the namespaces this file creates.
+//!
+//! `BOOTSTORM_BIN` runs the tests written for issue 15 against another build of the binary (an
+//! older one, to see them fail there).
 
 #[macro_use]
 mod common;
@@ -37,15 +45,26 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 enum Start {
     /// It exited with this code and standard error.
     Exited(Option<i32>, String),
-    /// It printed a "listening on" line (and was then killed).
-    Served(String),
+    /// It printed a "listening on" line (and was then killed); its standard error until then.
+    Served(String, String),
+}
+
+/// The binary under test: `BOOTSTORM_BIN` when set (to run these tests against another build),
+/// else this build's.
+fn bin_under_test() -> String {
+    std::env::var("BOOTSTORM_BIN").unwrap_or_else(|_| bin().to_string())
 }
 
 /// Runs bootstorm with `args` (and `--root` a fresh sample root unless `args` has one); returns
 /// whether it exited or started serving.
 fn start(args: &[&str]) -> Start {
+    start_cmd(Command::new(bin()), args)
+}
+
+/// [`start`] with a prepared command: the binary, or a wrapper (`ip netns exec`, `prlimit`)
+/// whose last argument is the binary.
+fn start_cmd(mut cmd: Command, args: &[&str]) -> Start {
     let root = Root::new();
-    let mut cmd = Command::new(bin());
     if !args.contains(&"--root") {
         cmd.args(["--root", root.path().to_str().unwrap()]);
     }
@@ -72,7 +91,7 @@ fn start(args: &[&str]) -> Start {
                 // SAFETY: signals our own child, by its PID.
                 unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 let _ = child.wait();
-                return Start::Served(line);
+                return Start::Served(line, err.join().unwrap_or_default());
             }
         }
         if let Some(st) = child.try_wait().unwrap() {
@@ -91,7 +110,7 @@ fn start(args: &[&str]) -> Start {
 /// standard error; returns that.
 fn refused(args: &[&str], needles: &[&str]) -> String {
     match start(args) {
-        Start::Served(line) => panic!("bootstorm {args:?} started ({line}) instead of refusing"),
+        Start::Served(line, _) => panic!("bootstorm {args:?} started ({line}) instead of refusing"),
         Start::Exited(code, err) => {
             assert!(code.is_some_and(|c| c != 0), "bootstorm {args:?} exited with {code:?}: {err}");
             for n in needles {
@@ -105,7 +124,7 @@ fn refused(args: &[&str], needles: &[&str]) -> String {
 /// Asserts that bootstorm with `args` starts serving.
 fn serves(args: &[&str]) {
     match start(args) {
-        Start::Served(_) => {}
+        Start::Served(..) => {}
         Start::Exited(code, err) => panic!("bootstorm {args:?} refused to start ({code:?}): {err}"),
     }
 }
@@ -326,4 +345,163 @@ fn ipv6_sources_are_counted_per_64(io: &str) {
     let (st, log) = s.stop();
     assert!(st.success(), "{log}");
     assert_eq!(counter(&log, "rate_limited"), 5, "{log}");
+}
+
+/// Asserts that `cmd` with `args` refuses to start, with every one of `needles` in its standard
+/// error; returns that.
+fn cmd_refused(cmd: Command, args: &[&str], needles: &[&str]) -> String {
+    match start_cmd(cmd, args) {
+        Start::Served(line, _) => panic!("bootstorm {args:?} started ({line}) instead of refusing"),
+        Start::Exited(code, err) => {
+            assert!(code.is_some_and(|c| c != 0), "bootstorm {args:?} exited with {code:?}: {err}");
+            for n in needles {
+                assert!(err.contains(n), "bootstorm {args:?}: the refusal does not say {n:?}: {err}");
+            }
+            err
+        }
+    }
+}
+
+/// Asserts that `cmd` with `args` starts serving; returns its first "listening on" line and its
+/// standard error until then.
+fn cmd_serves(cmd: Command, args: &[&str]) -> (String, String) {
+    match start_cmd(cmd, args) {
+        Start::Served(line, err) => (line, err),
+        Start::Exited(code, err) => panic!("bootstorm {args:?} refused to start ({code:?}): {err}"),
+    }
+}
+
+#[test]
+fn tftpd_hpa_microsecond_timeouts_are_refused() {
+    let err = cmd_refused(
+        Command::new(bin_under_test()),
+        &["--timeout", "500000", "-l", "127.0.0.1:0"],
+        &[
+            "--timeout 500000 is in seconds and above 60 s",
+            "did you mean --timeout 0.5? tftpd-hpa's -T is in microseconds",
+        ],
+    );
+    assert_eq!(err.matches("did you mean").count(), 1, "once: {err}");
+    cmd_refused(Command::new(bin_under_test()), &["--timeout", "900", "-l", "127.0.0.1:0"], &["above 60 s", "-t"]);
+    cmd_serves(Command::new(bin_under_test()), &["--timeout", "0.5", "-l", "127.0.0.1:0"]);
+}
+
+#[test]
+fn a_start_up_error_is_printed_once_with_its_cause_once() {
+    let missing = "/nonexistent/bootstorm-issue15/tftpp";
+    let err = cmd_refused(
+        Command::new(bin_under_test()),
+        &["--root", missing, "-l", "127.0.0.1:0"],
+        &[&format!("cannot open root {missing}"), "No such file or directory"],
+    );
+    assert_eq!(err.matches("cannot open root").count(), 1, "the error once: {err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "its cause once: {err}");
+    // A port someone else holds: the hint, once.
+    let h = holder("127.0.0.1:0", false);
+    let port = port_of(&h);
+    let err = cmd_refused(
+        Command::new(bin_under_test()),
+        &["-l", &format!("127.0.0.1:{port}")],
+        &[&format!("(see `ss -ulpn 'sport = :{port}'`)")],
+    );
+    assert_eq!(err.matches("ss -ulpn").count(), 1, "the hint once: {err}");
+}
+
+#[test]
+fn a_low_descriptor_limit_is_warned_about() {
+    // 256 descriptors cannot hold 65,536 transfers (one socket each): the start says so, with
+    // what is needed, and serves all the same.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=256", &bin_under_test()]);
+    let (_, log) = cmd_serves(cmd, &["-l", "127.0.0.1:0"]);
+    assert!(log.contains("the descriptor limit is below what --max-transfers needs over the workers"), "{log}");
+    assert!(log.contains("descriptors=256") && log.contains("needed="), "{log}");
+    assert!(log.contains("max_transfers=65536"), "the server total: {log}");
+    // With enough descriptors for the transfers asked for: no warning.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=4096", &bin_under_test()]);
+    let (_, log) = cmd_serves(cmd, &["-l", "127.0.0.1:0", "--max-transfers", "1000"]);
+    assert!(!log.contains("descriptor limit"), "{log}");
+}
+
+#[test]
+fn the_default_listen_falls_back_to_ipv4_without_ipv6() {
+    // A host booted with ipv6.disable=1 has no IPv6 sockets: socket(AF_INET6) fails with
+    // EAFNOSUPPORT. A seccomp filter gives the server exactly that (the sysctl
+    // net.ipv6.conf.all.disable_ipv6=1 cannot: it removes the addresses, yet [::]:69 still
+    // binds); the namespace gives it a port 69 of its own.
+    let ns = Netns::new("bsv6off-");
+    let wrapped = || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name, &bin_under_test()]);
+        no_ipv6_sockets(&mut cmd);
+        cmd
+    };
+    let (line, log) = cmd_serves(wrapped(), &[]);
+    assert_eq!(line, "listening on 0.0.0.0:69", "{log}");
+    assert!(log.contains("IPv6 is unavailable on this host: listening on IPv4 only"), "{log}");
+    assert!(log.contains("level=warn msg=\"IPv6 is unavailable"), "a warning: {log}");
+    // An IPv6 address asked for is never dropped.
+    cmd_refused(wrapped(), &["-l", ":69"], &["cannot listen on [::]:69", "Address family not supported"]);
+    cmd_refused(wrapped(), &["-l", "[::1]:69", "-l", "127.0.0.1:69"], &["cannot listen on [::1]:69"]);
+}
+
+/// Makes every `socket(AF_INET6, …)` of the command's process (and what it executes) fail with
+/// `EAFNOSUPPORT`, as on a kernel booted with `ipv6.disable=1`: a seccomp filter installed
+/// between fork and exec.
+fn no_ipv6_sockets(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low half, little-endian).
+    let filter = [
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 5, AUDIT_ARCH),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 0, 3, libc::SYS_socket as u32),
+        op(LD_W_ABS, 0, 0, 16),
+        op(JEQ_K, 0, 1, libc::AF_INET6 as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec only prctl runs, which is async-signal-safe; the filter is
+    // moved into the closure and lives while the kernel copies it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_listen_address_not_up_yet_is_served_once_configured() {
+    // Addresses of the namespace's loopback, added only after the server started.
+    let ns = Netns::new("bsfreebind-");
+    let root = Root::new();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, &bin_under_test()]);
+    let s = Server::start_with(cmd, root.path(), "epoll", &["-l", "198.18.5.1:69", "-l", "[2001:db8::5]:69"]);
+    ns.ip("addr add 198.18.5.1/32 dev lo");
+    ns.ip("addr add 2001:db8::5/128 dev lo nodad");
+    for (server, bind) in [("198.18.5.1:69", "198.18.5.1:0"), ("[2001:db8::5]:69", "[2001:db8::5]:0")] {
+        let server: SocketAddr = server.parse().unwrap();
+        let got = ns.run(|| Raw::from(bind, server).fetch("small.bin", wire::Mode::Octet, Default::default()));
+        assert_eq!(got.expect("served once the address is up"), root.file("small.bin"), "{server}");
+    }
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    let help = Command::new(bin_under_test()).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("IP_FREEBIND"), "--help says so");
 }

@@ -310,8 +310,8 @@ impl Server {
                 needed = descriptors_needed(&cfg),
                 max_transfers = cfg.io.max_transfers,
                 per_worker = capacity,
-                "the descriptor limit is below what --workers × --max-transfers need: the server holds fewer \
-                 transfers at once (raise LimitNOFILE, or lower --max-transfers, or use --single-port)"
+                "the descriptor limit is below what --max-transfers needs over the workers: the server holds \
+                 fewer transfers at once (raise LimitNOFILE, or lower --max-transfers, or use --single-port)"
             );
         }
         // The I/O settings the workers run with: GSO only where the kernel has it, and each
