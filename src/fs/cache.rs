@@ -14,6 +14,13 @@
 //! signalling. That error ends the affected transfer with an ERROR. netascii blocks are read
 //! with `pread`, not through the mapping, for the same reason.
 //!
+//! # World-readable files only
+//! By default ([`FileCache::set_world_readable_only`]) a file is served only if its mode lets
+//! anyone read it (`S_IROTH`), as tftpd-hpa running as `nobody` and dnsmasq do: a server
+//! running as root would otherwise hand out a root-owned 0600 file. The mode comes from the
+//! same `statx` or `fstat` that identifies the version, and is checked on every request, cached
+//! or not, whatever the transfer mode.
+//!
 //! # netascii
 //! No translated copy of a file is kept: a version holds the length of its netascii form and a
 //! sparse index ([`super::netascii`]), and each block is translated when it is sent into the
@@ -54,9 +61,16 @@ pub struct FileId {
     size: u64,
     mtime: (i64, u32),
     ctime: (i64, u32),
+    /// Type and permission bits (`st_mode`).
+    mode: u32,
 }
 
 impl FileId {
+    /// Whether others may read the file (`S_IROTH`).
+    fn world_readable(&self) -> bool {
+        self.mode & libc::S_IROTH != 0
+    }
+
     fn of(meta: &std::fs::Metadata) -> Self {
         Self {
             dev: meta.dev(),
@@ -64,6 +78,7 @@ impl FileId {
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec() as u32),
             ctime: (meta.ctime(), meta.ctime_nsec() as u32),
+            mode: meta.mode(),
         }
     }
 
@@ -96,6 +111,7 @@ impl FileId {
             size: sx.stx_size,
             mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
             ctime: (sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec),
+            mode: u32::from(sx.stx_mode),
         })
     }
 }
@@ -133,9 +149,8 @@ pub struct RawSlice {
 }
 
 impl FileVersion {
-    fn open(file: File, name: &[u8], scratch: &Rc<RefCell<Scratch>>) -> io::Result<Self> {
-        let meta = file.metadata()?;
-        let id = FileId::of(&meta);
+    /// Maps `file`, whose identity (from its `fstat`) is `id`.
+    fn open(file: File, id: FileId, name: &[u8], scratch: &Rc<RefCell<Scratch>>) -> io::Result<Self> {
         let map = if id.size == 0 {
             None
         } else {
@@ -156,7 +171,7 @@ impl FileVersion {
 
     /// A chunk of scratch of `len` bytes.
     pub(super) fn scratch(len: usize) -> Self {
-        let id = FileId { dev: 0, ino: 0, size: len as u64, mtime: (0, 0), ctime: (0, 0) };
+        let id = FileId { dev: 0, ino: 0, size: len as u64, mtime: (0, 0), ctime: (0, 0), mode: 0 };
         let buf = std::iter::repeat_with(|| UnsafeCell::new(0)).take(len).collect();
         Self { name: "(scratch)".into(), id, bytes: Bytes::Scratch(buf) }
     }
@@ -263,6 +278,8 @@ pub struct FileCache {
     root: Arc<Root>,
     entries: HashMap<Box<[u8]>, Entry>,
     max_entries: usize,
+    /// Serve only files others may read (see the module docs).
+    world_readable_only: bool,
     /// Where netascii blocks are translated (see [`Scratch`]).
     scratch: Rc<RefCell<Scratch>>,
 }
@@ -274,27 +291,52 @@ impl std::fmt::Debug for FileCache {
 }
 
 impl FileCache {
-    /// An empty cache over `root` holding at most `max_entries` files not in use.
+    /// An empty cache over `root` holding at most `max_entries` files not in use, serving only
+    /// world-readable files until told otherwise.
     pub fn new(root: Arc<Root>, max_entries: usize) -> Self {
-        Self { root, entries: HashMap::new(), max_entries: max_entries.max(1), scratch: Default::default() }
+        Self {
+            root,
+            entries: HashMap::new(),
+            max_entries: max_entries.max(1),
+            world_readable_only: true,
+            scratch: Default::default(),
+        }
+    }
+
+    /// Whether only files others may read (mode `S_IROTH`) are served (the default); any other
+    /// file is refused with [`OpenError::NotWorldReadable`]. `false` is `--serve-private-files`.
+    pub fn set_world_readable_only(&mut self, on: bool) {
+        self.world_readable_only = on;
     }
 
     /// The current version of the file at `rel` (normalised, relative to the root).
     pub fn get(&mut self, rel: &[u8], now: Timestamp) -> Result<Rc<FileVersion>, OpenError> {
         if let Some(e) = self.entries.get_mut(rel) {
             if FileId::stat_at(&self.root, rel).is_ok_and(|id| id == e.file.id) {
+                // The identity includes the mode: the cached version's is the file's now.
+                if self.world_readable_only && !e.file.id.world_readable() {
+                    return Err(OpenError::NotWorldReadable);
+                }
                 e.last_used = now;
                 return Ok(Rc::clone(&e.file));
             }
         }
-        let file = match self.root.open_file(rel) {
+        let opened = self.root.open_file(rel).and_then(|file| {
+            let id = FileId::of(&file.metadata()?);
+            // Checked before mapping: a refused file is never read ahead into memory.
+            if self.world_readable_only && !id.world_readable() {
+                return Err(OpenError::NotWorldReadable);
+            }
+            Ok((file, id))
+        });
+        let (file, id) = match opened {
             Ok(f) => f,
             Err(e) => {
                 self.entries.remove(rel);
                 return Err(e);
             }
         };
-        let version = Rc::new(FileVersion::open(file, rel, &self.scratch)?);
+        let version = Rc::new(FileVersion::open(file, id, rel, &self.scratch)?);
         if self.entries.len() >= self.max_entries {
             self.sweep(now, true);
         }

@@ -5,7 +5,9 @@
 //! `/proc` magic link can resolve to anything outside the root, whatever races happen on the
 //! file system. Symbolic links that stay inside the root are followed unless symlinks are refused
 //! altogether. On kernels without `openat2` (before 5.6), the path is walked one component at a
-//! time with `O_NOFOLLOW`, so every symlink is refused. Only regular files are served; opening
+//! time with `O_NOFOLLOW`, so every symlink is refused, with its own error
+//! ([`OpenError::SymlinkWithoutOpenat2`]) so that the log names the cause
+//! (docs/kernel.md lists what each kernel feature brings). Only regular files are served; opening
 //! never blocks and never opens anything but a regular file: a FIFO or device in the root is
 //! refused without being opened.
 
@@ -20,8 +22,10 @@ use crate::proto::{ErrorCode, LocalFailure};
 /// Why a file could not be opened for a client.
 ///
 /// The ERROR that refuses the request is [`LocalFailure::from`] it: 1 for
-/// [`NotFound`](Self::NotFound), 2 for [`Denied`](Self::Denied) and
-/// [`NotRegular`](Self::NotRegular), 0 for [`Io`](Self::Io); its `Display` is for the log.
+/// [`NotFound`](Self::NotFound), 2 for [`Denied`](Self::Denied),
+/// [`NotRegular`](Self::NotRegular), [`NotWorldReadable`](Self::NotWorldReadable) and
+/// [`SymlinkWithoutOpenat2`](Self::SymlinkWithoutOpenat2), 0 for
+/// [`Io`](Self::Io); its `Display` is for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// No such file (or a path component is not a directory).
@@ -33,6 +37,14 @@ pub enum OpenError {
     /// A directory, device, FIFO or socket.
     #[error("not a regular file")]
     NotRegular,
+    /// Others may not read it (mode without `S_IROTH`) and only world-readable files are
+    /// served (the default; `--serve-private-files` turns it off).
+    #[error("not world-readable")]
+    NotWorldReadable,
+    /// A symbolic link, which is followed only with `openat2` (Linux 5.6) to keep it beneath
+    /// the root, on a kernel without it.
+    #[error("symlinks not served: kernel lacks openat2 (Linux 5.6)")]
+    SymlinkWithoutOpenat2,
     /// Anything else the system said.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -63,7 +75,12 @@ impl From<&OpenError> for LocalFailure {
     fn from(e: &OpenError) -> Self {
         match e {
             OpenError::NotFound => Self::NotFound,
-            OpenError::Denied | OpenError::NotRegular => Self::Denied,
+            // The cause of a refused symlink is in the log (`Display`) until the engine's refusal
+            // records take a failure of their own for it.
+            OpenError::Denied
+            | OpenError::NotRegular
+            | OpenError::NotWorldReadable
+            | OpenError::SymlinkWithoutOpenat2 => Self::Denied,
             OpenError::Io(_) => Self::ReadFailed,
         }
     }
@@ -155,13 +172,16 @@ impl Root {
     pub fn open_file(&self, rel: &[u8]) -> Result<File, OpenError> {
         let c = CString::new(rel).map_err(|_| OpenError::Denied)?;
         let flags = libc::O_PATH;
-        let path_fd = if self.has_openat2 { self.openat2(&c, flags) } else { self.walk(rel, flags) }
-            .map_err(OpenError::from_errno)?;
+        let path_fd = if self.has_openat2 {
+            self.openat2(&c, flags).map_err(OpenError::from_errno)?
+        } else {
+            self.walk(rel, flags)?
+        };
         let meta = File::from(path_fd.try_clone()?).metadata()?;
         let kind = meta.file_type();
         if kind.is_symlink() {
             // Only the component walk (no openat2) stops at a final symlink.
-            return Err(OpenError::Denied);
+            return Err(self.symlink_refused());
         }
         if !kind.is_file() {
             return Err(OpenError::NotRegular);
@@ -176,8 +196,11 @@ impl Root {
         }
         // No /proc: open the path itself, non-blocking, and check again what was opened.
         let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
-        let fd = if self.has_openat2 { self.openat2(&c, flags) } else { self.walk(rel, flags) }
-            .map_err(OpenError::from_errno)?;
+        let fd = if self.has_openat2 {
+            self.openat2(&c, flags).map_err(OpenError::from_errno)?
+        } else {
+            self.walk(rel, flags)?
+        };
         let file = File::from(fd);
         if !file.metadata()?.file_type().is_file() {
             return Err(OpenError::NotRegular);
@@ -193,25 +216,46 @@ impl Root {
         openat2(self.dir.as_raw_fd(), path, flags, resolve)
     }
 
+    /// Why a symlink met on the way was refused: by the configuration, or for want of openat2.
+    fn symlink_refused(&self) -> OpenError {
+        if self.follow_symlinks && !self.has_openat2 { OpenError::SymlinkWithoutOpenat2 } else { OpenError::Denied }
+    }
+
     /// Fallback for kernels without openat2: one component at a time, never following a link.
-    fn walk(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    /// A component that is a symlink is refused as such (the kernel says only `ENOTDIR` or
+    /// `ELOOP`; a second look at the failed component, on this refusal path only, tells).
+    fn walk(&self, rel: &[u8], flags: libc::c_int) -> Result<OwnedFd, OpenError> {
         let mut comps = rel.split(|&b| b == b'/').peekable();
         let mut dir: Option<OwnedFd> = None;
         while let Some(comp) = comps.next() {
-            let c = CString::new(comp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let c = CString::new(comp).map_err(|_| OpenError::Denied)?;
             let last = comps.peek().is_none();
             let f = if last { flags } else { libc::O_PATH | libc::O_DIRECTORY };
             let base = dir.as_ref().map_or(self.dir.as_raw_fd(), AsRawFd::as_raw_fd);
             // SAFETY: `base` is an open directory descriptor and `c` a NUL-terminated name.
             let fd = unsafe { libc::openat(base, c.as_ptr(), f | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
             if fd < 0 {
-                return Err(io::Error::last_os_error());
+                let err = io::Error::last_os_error();
+                if matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) && is_symlink_at(base, &c) {
+                    return Err(self.symlink_refused());
+                }
+                return Err(OpenError::from_errno(err));
             }
             // SAFETY: a new descriptor we own.
             dir = Some(unsafe { OwnedFd::from_raw_fd(fd) });
         }
-        dir.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+        dir.ok_or(OpenError::NotFound)
     }
+}
+
+/// Whether `name` in the directory `dir` is a symbolic link (not followed).
+fn is_symlink_at(dir: RawFd, name: &CStr) -> bool {
+    // SAFETY: stat is plain data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is an open directory descriptor, `name` NUL-terminated, `st` a valid
+    // out-pointer for the call.
+    let rc = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
 #[cfg(test)]
@@ -227,6 +271,8 @@ mod tests {
             (OpenError::NotFound, ErrorCode::FILE_NOT_FOUND, "file not found"),
             (OpenError::Denied, ErrorCode::ACCESS_VIOLATION, "access violation"),
             (OpenError::NotRegular, ErrorCode::ACCESS_VIOLATION, "access violation"),
+            (OpenError::NotWorldReadable, ErrorCode::ACCESS_VIOLATION, "access violation"),
+            (OpenError::SymlinkWithoutOpenat2, ErrorCode::ACCESS_VIOLATION, "access violation"),
             (OpenError::Io(io::Error::from_raw_os_error(libc::EIO)), ErrorCode::NOT_DEFINED, "cannot read file"),
         ];
         for (e, code, message) in cases {
@@ -285,9 +331,41 @@ mod tests {
         walk.has_openat2 = false;
         assert_eq!(read(&walk, "boot/vmlinuz").unwrap(), b"kernel");
         for p in ["inside-link", "abs-link", "rel-escape", "magic"] {
-            assert!(matches!(read(&walk, p), Err(OpenError::Denied)), "{p}");
+            assert!(matches!(read(&walk, p), Err(OpenError::SymlinkWithoutOpenat2)), "{p}");
         }
         assert!(matches!(read(&walk, "missing"), Err(OpenError::NotFound)));
+    }
+
+    /// Without openat2 a symlink is refused with an error that names the cause, in the last
+    /// component (Cobbler's and Foreman's `pxelinux.cfg/01-<mac> -> ../templates/x`) as in a
+    /// directory on the way; with symlinks turned off it stays a plain access violation.
+    #[test]
+    fn symlinks_without_openat2_name_the_cause() {
+        let (dir, _outside) = setup();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(dir.path().join("templates/x"), b"default menu").unwrap();
+        std::fs::create_dir(dir.path().join("pxelinux.cfg")).unwrap();
+        symlink("../templates/x", dir.path().join("pxelinux.cfg/01-52-54-00-12-34-56")).unwrap();
+        symlink("boot", dir.path().join("bootlink")).unwrap();
+        let mut walk = Root::open(dir.path(), true).unwrap();
+        // The seam: what Root::open sets when the probe of openat2 says ENOSYS.
+        walk.has_openat2 = false;
+        for p in ["pxelinux.cfg/01-52-54-00-12-34-56", "bootlink/vmlinuz", "inside-link", "abs-link"] {
+            let e = read(&walk, p).unwrap_err();
+            assert!(matches!(e, OpenError::SymlinkWithoutOpenat2), "{p}: {e:?}");
+            assert_eq!(e.code(), ErrorCode::ACCESS_VIOLATION);
+            assert_eq!(e.to_string(), "symlinks not served: kernel lacks openat2 (Linux 5.6)");
+        }
+        assert_eq!(read(&walk, "templates/x").unwrap(), b"default menu");
+        assert!(matches!(read(&walk, "boot/vmlinuz/x"), Err(OpenError::NotFound)), "a file on the way is no link");
+        let mut strict = Root::open(dir.path(), false).unwrap();
+        strict.has_openat2 = false;
+        assert!(matches!(read(&strict, "pxelinux.cfg/01-52-54-00-12-34-56"), Err(OpenError::Denied)));
+        assert!(matches!(read(&strict, "bootlink/vmlinuz"), Err(OpenError::Denied)));
+        // With openat2 the same links inside the root are followed.
+        let root = Root::open(dir.path(), true).unwrap();
+        assert_eq!(read(&root, "pxelinux.cfg/01-52-54-00-12-34-56").unwrap(), b"default menu");
+        assert_eq!(read(&root, "bootlink/vmlinuz").unwrap(), b"kernel");
     }
 
     #[test]

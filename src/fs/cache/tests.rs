@@ -95,3 +95,42 @@ fn sweep_keeps_files_in_use() {
     c.sweep(Timestamp::ZERO + Duration::from_secs(61), true);
     assert!(c.is_empty());
 }
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Only files others may read are served by default, as tftpd-hpa running as `nobody` and
+/// dnsmasq do: a root-owned 0600 file is refused (ERROR 2), in either transfer mode, and a
+/// `chmod` is seen on the next request even while the file is cached.
+#[test]
+fn private_files_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = (dir.path().join("private"), dir.path().join("public"));
+    std::fs::write(&private, b"secret\n").unwrap();
+    std::fs::write(&public, b"boot\n").unwrap();
+    chmod(&private, 0o600);
+    chmod(&public, 0o644);
+    let mut c = cache(dir.path());
+    let t = Timestamp::ZERO;
+    let e = c.get(b"private", t).unwrap_err();
+    assert!(matches!(e, OpenError::NotWorldReadable), "{e:?}");
+    assert_eq!((e.code(), e.message()), (crate::proto::ErrorCode::ACCESS_VIOLATION, "access violation"));
+    assert_eq!(e.to_string(), "not world-readable");
+    assert!(c.is_empty(), "a refused file is not mapped");
+    assert_eq!(bytes(&c.get(b"public", t).unwrap(), true), b"boot\r\n");
+    // Made private while cached: the next request sees it.
+    chmod(&public, 0o640);
+    assert!(matches!(c.get(b"public", t), Err(OpenError::NotWorldReadable)));
+    chmod(&public, 0o604);
+    assert_eq!(bytes(&c.get(b"public", t).unwrap(), false), b"boot\n");
+    // --serve-private-files.
+    c.set_world_readable_only(false);
+    let v = c.get(b"private", t).unwrap();
+    assert_eq!(bytes(&v, false), b"secret\n");
+    assert_eq!(bytes(&v, true), b"secret\r\n");
+    // Cached, then the policy again: refused from the cache too.
+    c.set_world_readable_only(true);
+    assert!(matches!(c.get(b"private", t), Err(OpenError::NotWorldReadable)));
+}
