@@ -505,3 +505,34 @@ fn a_listen_address_not_up_yet_is_served_once_configured() {
     let help = Command::new(bin_under_test()).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("IP_FREEBIND"), "--help says so");
 }
+
+#[test]
+fn an_unprivileged_start_says_what_is_missing() {
+    // As nobody (no capabilities), in a namespace where ports below 1024 are privileged.
+    let ns = Netns::new("bsnobody-");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=1024"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nobody = || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+        cmd.arg(bin_under_test());
+        cmd
+    };
+    // The root is readable by nobody; the flag says so.
+    let whole = ["--root", "/", "--serve-whole-filesystem"];
+    let err = cmd_refused(
+        nobody(),
+        &[&whole[..], &["-l", "127.0.0.1:69"]].concat(),
+        &["cannot listen on 127.0.0.1:69: port 69 needs root or CAP_NET_BIND_SERVICE", "Permission denied"],
+    );
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+    // A receive buffer above net.core.rmem_max, without CAP_NET_ADMIN to force it.
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap().trim().parse().unwrap();
+    let asked = (rmem_max * 2).to_string();
+    let (_, log) = cmd_serves(nobody(), &[&whole[..], &["-l", "127.0.0.1:0", "--recv-buffer", &asked]].concat());
+    assert!(log.contains("the kernel granted a smaller receive buffer than --recv-buffer"), "{log}");
+    assert!(log.contains(&format!("asked={asked} granted={rmem_max}")), "{log}");
+}
