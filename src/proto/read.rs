@@ -25,15 +25,16 @@
 //!   request's: its timeout option can stretch the wait to at most twice the server's patience
 //!   (enough for one retransmission by a slow client).
 //! - Duplicate ACKs never cause a resend; only the adaptive timeout does.
-//! - An ERROR 0 or 8 right after the OACK is the UEFI size probe: a normal, quiet end.
+//! - An ERROR 8 (or "User aborted") right after an OACK that carries tsize is the UEFI size
+//!   probe: a normal, quiet end. Any other ERROR right after the OACK is a rejection of it.
 //! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
 
 use super::error::{ErrorCode, TransferError, Violation};
 use super::options::{DATAGRAM_OVERHEAD, Negotiated, OackShape};
 use super::sender::{AckEffect, RetransmitConfig, TimeoutEffect, WindowSender};
 use super::time::Timestamp;
-use super::transfer::unconfirmed_wait;
 pub use super::transfer::{Outcome, Repeat};
+use super::transfer::{is_size_probe, unconfirmed_wait};
 use super::wire::Packet;
 
 /// What to send next.
@@ -65,7 +66,8 @@ pub enum Transmit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Nothing acknowledged yet; the sender's deadline is when to forget a silent client.
-    Unconfirmed { oack: bool, blind: Blind },
+    /// `tsize`: the OACK carries tsize (an ERROR after it may be a size probe).
+    Unconfirmed { oack: bool, tsize: bool, blind: Blind },
     /// ACKs are flowing.
     Sending { blind: Blind },
     /// An ERROR is queued.
@@ -133,7 +135,7 @@ impl ReadTransfer {
         sender.set_deadline(expires);
         Self {
             sender,
-            phase: Phase::Unconfirmed { oack, blind: Blind::ANY },
+            phase: Phase::Unconfirmed { oack, tsize: negotiated.tsize.is_some(), blind: Blind::ANY },
             started: now,
             retransmits: 0,
             expires: expiry_units(now, expires),
@@ -180,13 +182,13 @@ impl ReadTransfer {
         let cfg = self.cfg(cfg);
         match (*packet, self.phase) {
             (_, Phase::Done(_) | Phase::Failing(_)) => {}
-            (Packet::Ack { block }, Phase::Unconfirmed { oack: true, blind }) => {
+            (Packet::Ack { block }, Phase::Unconfirmed { oack: true, blind, .. }) => {
                 if block == 0 {
                     self.sender.handshake_acked(now, &cfg);
                     self.phase = Phase::Sending { blind };
                 }
             }
-            (Packet::Ack { block }, Phase::Unconfirmed { oack: false, blind } | Phase::Sending { blind }) => {
+            (Packet::Ack { block }, Phase::Unconfirmed { oack: false, blind, .. } | Phase::Sending { blind }) => {
                 match self.sender.on_ack(now, block, &cfg) {
                     // A DATA block was acknowledged: the client receives.
                     AckEffect::Progress => self.phase = Phase::Sending { blind: Blind::ANY },
@@ -201,16 +203,19 @@ impl ReadTransfer {
                     AckEffect::Duplicate | AckEffect::Stale => {}
                 }
             }
-            (Packet::Error { code, .. }, Phase::Unconfirmed { .. }) => {
+            (Packet::Error { code, message }, Phase::Unconfirmed { oack: true, tsize, .. }) => {
                 //= https://www.rfc-editor.org/rfc/rfc2347
                 //# the client may respond with an ERROR packet, using error code 8, to terminate
                 //# the transfer
-                // EDK2 reads tsize from the OACK and stops with ERROR 8; others use ERROR 0.
-                self.phase = Phase::Done(if code == ErrorCode::NOT_DEFINED || code == ErrorCode::OPTION_REFUSED {
-                    Outcome::Probe
-                } else {
-                    Outcome::PeerError(code)
+                // EDK2 reads tsize from the OACK and stops with ERROR 8 "User aborted the
+                // transfer"; any other ERROR here is an old ROM refusing the OACK.
+                self.phase = Phase::Done(match is_size_probe(tsize, code, message) {
+                    true => Outcome::Probe,
+                    false => Outcome::Rejected(code),
                 });
+            }
+            (Packet::Error { code, .. }, Phase::Unconfirmed { oack: false, .. }) => {
+                self.phase = Phase::Done(Outcome::PeerError(code));
             }
             (Packet::Error { code, .. }, Phase::Sending { .. }) => {
                 self.phase = Phase::Done(if code == ErrorCode::NOT_DEFINED && self.sender.all_sent() {

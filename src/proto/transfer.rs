@@ -24,8 +24,12 @@ pub enum Repeat {
 pub enum Outcome {
     /// Every block was acknowledged (or the client closed after the final block).
     Complete,
-    /// The client read the OACK and stopped with ERROR 0 or 8: a size probe, not a failure.
+    /// The client asked for `tsize`, read the OACK and stopped with ERROR 8 (or said "User
+    /// aborted"): EDK2's size probe, not a failure.
     Probe,
+    /// The client answered the OACK with an ERROR that is no size probe: an old ROM refusing
+    /// the options (it may ask again without them).
+    Rejected(ErrorCode),
     /// The client sent an ERROR.
     PeerError(ErrorCode),
     /// The client went silent.
@@ -35,15 +39,43 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A one-word label for logs: ok, probe, error or timeout.
+    /// A one-word label for logs: ok, probe, rejected, error or timeout. (An ERROR from the
+    /// client and one of ours are both `error`; the `code` beside it and the record's `by` tell
+    /// them apart.)
     pub fn label(self) -> &'static str {
         match self {
             Self::Complete => "ok",
             Self::Probe => "probe",
+            Self::Rejected(_) => "rejected",
             Self::PeerError(_) | Self::Aborted(_) => "error",
             Self::TimedOut => "timeout",
         }
     }
+
+    /// The ERROR code that ended the transfer, whoever sent it.
+    pub fn code(self) -> Option<ErrorCode> {
+        match self {
+            Self::Rejected(c) | Self::PeerError(c) | Self::Aborted(c) => Some(c),
+            Self::Complete | Self::Probe | Self::TimedOut => None,
+        }
+    }
+
+    /// Who ended it with an ERROR: `client` or `server`; `None` when nobody sent one.
+    pub fn by(self) -> Option<&'static str> {
+        match self {
+            Self::Rejected(_) | Self::PeerError(_) => Some("client"),
+            Self::Aborted(_) => Some("server"),
+            Self::Complete | Self::Probe | Self::TimedOut => None,
+        }
+    }
+}
+
+/// Whether an ERROR right after an OACK is a size probe (EDK2: it asked for `tsize`, read it,
+/// and stops with ERROR 8 "User aborted the transfer") rather than a refusal of the OACK.
+pub(super) fn is_size_probe(tsize_asked: bool, code: ErrorCode, message: &[u8]) -> bool {
+    const ABORTED: &[u8] = b"user aborted";
+    let aborted = message.len() >= ABORTED.len() && message[..ABORTED.len()].eq_ignore_ascii_case(ABORTED);
+    tsize_asked && (code == ErrorCode::OPTION_REFUSED || aborted)
 }
 
 /// How long a transfer nobody has acknowledged waits: the server's patience, or twice the

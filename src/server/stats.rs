@@ -19,8 +19,10 @@ pub enum Counter {
     Requests,
     /// Transfers completed.
     Ok,
-    /// Size probes (ERROR 0/8 right after the OACK).
+    /// Size probes (tsize asked, then ERROR 8 "User aborted" right after the OACK).
     Probes,
+    /// OACKs the client refused with an ERROR right after them (old ROMs), probes aside.
+    Rejected,
     /// Transfers ended by an ERROR from either side.
     Errors,
     /// Transfers given up on a silent client.
@@ -59,13 +61,14 @@ pub enum Counter {
 
 impl Counter {
     /// How many counters there are.
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
 
     /// Every counter, in report order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Requests,
         Self::Ok,
         Self::Probes,
+        Self::Rejected,
         Self::Errors,
         Self::Timeouts,
         Self::NotFound,
@@ -91,6 +94,7 @@ impl Counter {
             Self::Requests => "requests",
             Self::Ok => "ok",
             Self::Probes => "probes",
+            Self::Rejected => "rejected",
             Self::Errors => "errors",
             Self::Timeouts => "timeouts",
             Self::NotFound => "not_found",
@@ -116,7 +120,8 @@ impl Counter {
         match self {
             Self::Requests => "Requests received (RRQ and WRQ).",
             Self::Ok => "Transfers completed.",
-            Self::Probes => "Size probes: ERROR 0 or 8 right after the OACK.",
+            Self::Probes => "Size probes: tsize asked, then ERROR 8 (User aborted) right after the OACK.",
+            Self::Rejected => "OACKs refused by the client with another ERROR right after them (old ROMs).",
             Self::Errors => "Transfers ended by an ERROR from either side.",
             Self::Timeouts => "Transfers given up on a silent client.",
             Self::NotFound => "Requests for files that do not exist.",

@@ -90,18 +90,43 @@ fn empty_file_is_one_empty_data() {
 
 #[test]
 fn uefi_size_probe_is_a_probe() {
-    for code in [ErrorCode::OPTION_REFUSED, ErrorCode::NOT_DEFINED] {
-        let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0 blksize 1468", 5000), &CFG);
-        assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
-        error(&mut x, t(1), code);
-        assert_eq!(x.outcome(), Some(Outcome::Probe));
-        assert_eq!(drain(&mut x, t(1)), [], "nothing more is sent");
-        assert_eq!(x.outcome().unwrap().label(), "probe");
-    }
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0 blksize 1468", 5000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
+    x.handle_packet(
+        t(1),
+        &Packet::Error { code: ErrorCode::OPTION_REFUSED, message: b"User aborted the transfer" },
+        &CFG,
+    );
+    assert_eq!(x.outcome(), Some(Outcome::Probe));
+    assert_eq!(drain(&mut x, t(1)), [], "nothing more is sent");
+    assert_eq!(x.outcome().unwrap().label(), "probe");
+    // "User aborted" with another code is the same probe.
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("tsize 0", 5000), &CFG);
     drain(&mut x, t(0));
-    error(&mut x, t(1), ErrorCode::ACCESS_VIOLATION);
-    assert_eq!(x.outcome(), Some(Outcome::PeerError(ErrorCode::ACCESS_VIOLATION)));
+    x.handle_packet(t(1), &Packet::Error { code: ErrorCode::NOT_DEFINED, message: b"user aborted" }, &CFG);
+    assert_eq!(x.outcome(), Some(Outcome::Probe));
+}
+
+#[test]
+fn any_other_error_right_after_the_oack_is_a_rejection() {
+    // Another code after tsize, ERROR 0 without a word, or ERROR 8 when tsize was not asked.
+    for (options, code) in [
+        ("tsize 0", ErrorCode::ACCESS_VIOLATION),
+        ("tsize 0", ErrorCode::NOT_DEFINED),
+        ("blksize 1468", ErrorCode::OPTION_REFUSED),
+    ] {
+        let mut x = ReadTransfer::new(t(0), 5000, &negotiated(options, 5000), &CFG);
+        drain(&mut x, t(0));
+        error(&mut x, t(1), code);
+        assert_eq!(x.outcome(), Some(Outcome::Rejected(code)), "{options} then ERROR {}", code.0);
+        assert_eq!(x.outcome().unwrap().label(), "rejected");
+        assert_eq!(drain(&mut x, t(1)), [], "nothing more is sent");
+    }
+    // Without an OACK an ERROR is the client's error, never a probe.
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &CFG);
+    drain(&mut x, t(0));
+    error(&mut x, t(1), ErrorCode::OPTION_REFUSED);
+    assert_eq!(x.outcome(), Some(Outcome::PeerError(ErrorCode::OPTION_REFUSED)));
 }
 
 #[test]

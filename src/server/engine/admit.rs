@@ -11,6 +11,7 @@
 
 use std::net::IpAddr;
 
+use super::fold::Reason;
 use crate::config::ServePolicy;
 use crate::proto::wire::{Mode, RequestKind};
 use crate::proto::{ErrorCode, LocalFailure, Timestamp};
@@ -20,8 +21,8 @@ use crate::server::stats::Counter;
 /// What becomes of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Admission {
-    /// Dropped without an answer, counted in the counter.
-    Ignore(Counter),
+    /// Dropped without an answer, for this reason (which names its counter).
+    Ignore(Reason),
     /// Answered with the ERROR of `refusal`, counted in `counter`.
     Refuse {
         /// Why.
@@ -53,6 +54,10 @@ pub(super) enum Refusal {
     WriteNotAllowedFrom,
     /// No room: the table is full of progressing transfers, or the source holds its share.
     Busy,
+    /// The file is not readable by others, and only world-readable files are served.
+    // Constructed once the file cache refuses such files (`OpenError::NotWorldReadable`).
+    #[allow(dead_code)]
+    NotWorldReadable,
     /// The file cannot be served or written.
     File(LocalFailure),
 }
@@ -63,7 +68,7 @@ impl Refusal {
         match self {
             Self::MailMode => ErrorCode::ILLEGAL_OPERATION,
             Self::ShuttingDown | Self::Busy => ErrorCode::NOT_DEFINED,
-            Self::WritesDisabled | Self::WriteNotAllowedFrom => ErrorCode::ACCESS_VIOLATION,
+            Self::WritesDisabled | Self::WriteNotAllowedFrom | Self::NotWorldReadable => ErrorCode::ACCESS_VIOLATION,
             Self::File(f) => f.code(),
         }
     }
@@ -76,7 +81,21 @@ impl Refusal {
             Self::WritesDisabled => "writes are disabled on this server",
             Self::WriteNotAllowedFrom => "uploads are not allowed from this address",
             Self::Busy => "server busy, try again",
+            Self::NotWorldReadable => LocalFailure::Denied.message(),
             Self::File(f) => f.message(),
+        }
+    }
+
+    /// The `reason` of its record.
+    pub(super) fn reason(self) -> Reason {
+        match self {
+            Self::MailMode => Reason::Mode,
+            Self::ShuttingDown | Self::File(LocalFailure::ShuttingDown) => Reason::ShuttingDown,
+            Self::WritesDisabled => Reason::WritesDisabled,
+            Self::WriteNotAllowedFrom => Reason::WriteNotAllowed,
+            Self::Busy => Reason::Busy,
+            Self::NotWorldReadable => Reason::NotWorldReadable,
+            Self::File(f) => file_reason(f),
         }
     }
 
@@ -88,6 +107,27 @@ impl Refusal {
             Self::File(LocalFailure::NotFound) => Counter::NotFound,
             _ => Counter::Refused,
         }
+    }
+}
+
+/// The reason of a file that cannot be served or written: by the failure where it says more
+/// than its ERROR code, else by the code (so that a new failure still gets a reason).
+fn file_reason(f: LocalFailure) -> Reason {
+    use LocalFailure as F;
+    if matches!(f, F::ReadFailed | F::FileChanged) {
+        Reason::ReadFailed
+    } else if matches!(f, F::NetasciiTooLarge) {
+        Reason::TooLarge
+    } else if matches!(f, F::WriteFailed | F::CommitFailed) {
+        Reason::WriteFailed
+    } else if f.code() == ErrorCode::FILE_NOT_FOUND {
+        Reason::NotFound
+    } else if f.code() == ErrorCode::FILE_EXISTS {
+        Reason::Exists
+    } else if f.code() == ErrorCode::DISK_FULL {
+        Reason::DiskFull
+    } else {
+        Reason::AccessDenied
     }
 }
 
@@ -111,8 +151,11 @@ pub(super) struct Facts {
 pub(super) fn screen(to_broadcast: bool, peer: IpAddr, policy: &ServePolicy) -> Admission {
     //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.5
     //# A TFTP request directed to a broadcast address SHOULD be silently ignored.
-    if to_broadcast || (!policy.allow.is_empty() && !policy.allow.iter().any(|c| c.contains(peer))) {
-        return Admission::Ignore(Counter::Ignored);
+    if to_broadcast {
+        return Admission::Ignore(Reason::Broadcast);
+    }
+    if !policy.allow.is_empty() && !policy.allow.iter().any(|c| c.contains(peer)) {
+        return Admission::Ignore(Reason::NotAllowed);
     }
     Admission::Accept
 }
@@ -146,7 +189,7 @@ pub(super) fn admit(
     let pressed = policy.rate_limit_always || facts.under_pressure;
     if let Some(l) = limiter {
         if !l.allow(peer, now) && pressed {
-            return Admission::Ignore(Counter::RateLimited);
+            return Admission::Ignore(Reason::RateLimited);
         }
     }
     // Under pressure no source holds more than its share of the table: a slow or hostile client
@@ -192,6 +235,8 @@ mod tests {
         assert_eq!(Refusal::WritesDisabled.code(), ErrorCode::ACCESS_VIOLATION);
         assert_eq!(Refusal::File(LocalFailure::NotFound).counter(), Counter::NotFound);
         assert_eq!(Refusal::Busy.counter(), Counter::Busy);
+        assert_eq!(Refusal::File(LocalFailure::NotFound).reason().name(), "not_found");
+        assert_eq!(Refusal::NotWorldReadable.code(), ErrorCode::ACCESS_VIOLATION);
     }
 
     #[test]
@@ -206,8 +251,9 @@ mod tests {
     fn broadcasts_and_strangers_are_ignored() {
         let p = ServePolicy { allow: vec![Cidr::parse("192.0.2.0/24").unwrap()], ..Default::default() };
         assert_eq!(screen(false, ip("192.0.2.10"), &p), Admission::Accept);
-        assert_eq!(screen(true, ip("192.0.2.10"), &p), Admission::Ignore(Counter::Ignored));
-        assert_eq!(screen(false, ip("198.51.100.1"), &p), Admission::Ignore(Counter::Ignored));
+        assert_eq!(screen(true, ip("192.0.2.10"), &p), Admission::Ignore(Reason::Broadcast));
+        assert_eq!(screen(false, ip("198.51.100.1"), &p), Admission::Ignore(Reason::NotAllowed));
+        assert_eq!(Reason::NotAllowed.ignore_counter(), Counter::Ignored);
     }
 
     #[test]
@@ -218,9 +264,10 @@ mod tests {
         // The bucket is empty now, but an idle worker serves anyway.
         assert_eq!(read(&p, &IDLE, Some(&mut l)), Admission::Accept);
         let pressed = Facts { under_pressure: true, ..IDLE };
-        assert_eq!(read(&p, &pressed, Some(&mut l)), Admission::Ignore(Counter::RateLimited));
+        assert_eq!(read(&p, &pressed, Some(&mut l)), Admission::Ignore(Reason::RateLimited));
+        assert_eq!(Reason::RateLimited.ignore_counter(), Counter::RateLimited);
         let always = ServePolicy { rate_limit_always: true, ..Default::default() };
-        assert_eq!(read(&always, &IDLE, Some(&mut l)), Admission::Ignore(Counter::RateLimited));
+        assert_eq!(read(&always, &IDLE, Some(&mut l)), Admission::Ignore(Reason::RateLimited));
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl Engine {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.files.sweep(now, false);
+            self.sweep_folded(now);
         }
     }
 

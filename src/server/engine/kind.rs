@@ -124,6 +124,14 @@ impl Kind {
         }
     }
 
+    /// Blocks delivered: acknowledged by the client (read), or received in order (write).
+    pub(super) fn blocks(&self) -> u64 {
+        match self {
+            Self::Read { xfer, .. } => xfer.sender().acked(),
+            Self::Write(w) => w.xfer.received().div_ceil(u64::from(w.xfer.blksize().max(1))),
+        }
+    }
+
     pub(super) fn name(&self) -> &str {
         match self {
             Self::Read { file, .. } => file.name(),

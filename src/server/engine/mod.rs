@@ -51,6 +51,7 @@ use crossbeam_utils::CachePadded;
 mod admit;
 mod emit;
 mod events;
+mod fold;
 mod host;
 mod kind;
 mod open;
@@ -61,8 +62,10 @@ mod table;
 
 use admit::{Admission, Facts, Refusal, admit, screen};
 use emit::{local_end, transmit_read_run, transmit_write};
+use fold::Fold;
 use host::{HostInfo, KernelHost};
 use kind::Kind;
+use record::PeerMessage;
 use resolve::{OneRoot, Resolve};
 use sources::Sources;
 use table::Table;
@@ -104,6 +107,10 @@ pub(crate) struct Engine {
     open_failed: Option<Timestamp>,
     /// ERRORs sent unasked (to malformed and foreign datagrams).
     unasked: ReplyBudget,
+    /// Repeated refusals and ignores folded into one record per client and window.
+    fold: Fold,
+    /// The message of the ERROR a client just sent, for its transfer's record.
+    peer_message: PeerMessage,
     /// Transfers the worker may hold at once.
     capacity: usize,
     /// Scratch for a request's relative path.
@@ -164,8 +171,8 @@ impl Engine {
         let EngineParts { root, uploads, commits, counters, capacity } = parts;
         Self {
             worker,
+            resolver: Box::new(OneRoot::new(&root)),
             files: FileCache::new(root, settings.file_cache),
-            resolver: Box::new(OneRoot),
             host: Box::new(KernelHost::default()),
             limiter: policy.source_limit().map(|rate| SourceLimiter::worker_share(rate, settings.workers)),
             policy,
@@ -175,6 +182,8 @@ impl Engine {
             commits,
             open_failed: None,
             unasked: ReplyBudget::new(now),
+            fold: Fold::default(),
+            peer_message: PeerMessage::default(),
             latencies: Latencies::new(),
             table: Table::new(capacity),
             capacity,
@@ -263,11 +272,16 @@ impl Engine {
             _ => self.counters.add(Counter::Malformed, 1),
         }
         self.after_event(token.slot(), now, io);
+        self.peer_message.clear();
     }
 
     /// Feeds a packet from its client to transfer `idx`, writing upload data as it arrives and
     /// handing a finished upload to the commit thread.
     fn handle_packet(&mut self, idx: u32, now: Timestamp, p: &Packet<'_>) {
+        match p {
+            Packet::Error { message, .. } => self.peer_message.set(message),
+            _ => self.peer_message.clear(),
+        }
         let retransmit = self.policy.retransmit;
         let token = self.token(idx);
         let Some(t) = self.table.get_mut(idx) else { return };
@@ -294,18 +308,26 @@ impl Engine {
 
     fn on_listen_datagram<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, io: &mut I) {
         let to_broadcast = d.local.is_some_and(|local| self.is_broadcast(local.ip, now));
-        if let Admission::Ignore(counter) = screen(to_broadcast, d.peer.ip(), &self.policy) {
-            self.counters.add(counter, 1);
+        if let Admission::Ignore(reason) = screen(to_broadcast, d.peer.ip(), &self.policy) {
+            self.counters.add(reason.ignore_counter(), 1);
+            // Only a request is recorded: the file it named, if it decodes.
+            if let (false, Ok(Packet::Request(r))) = (d.truncated, Packet::decode(d.payload)) {
+                self.record_no_transfer(now, d, Some(&r), reason, None);
+            }
             return;
         }
         let packet = if d.truncated { Err(None) } else { Packet::decode(d.payload).map_err(Some) };
         match packet {
-            Ok(Packet::Request(r)) => self.on_request(now, listen, d, &r, io),
+            Ok(Packet::Request(r)) => {
+                self.log_request(d, &r);
+                self.on_request(now, listen, d, &r, io)
+            }
             Ok(p) => {
                 if self.settings.single_port {
                     if let Some(idx) = self.table.find_peer(&d.peer) {
                         self.handle_packet(idx, now, &p);
                         self.after_event(idx, now, io);
+                        self.peer_message.clear();
                         return;
                     }
                 }
@@ -330,11 +352,11 @@ impl Engine {
     /// passes admission, then the file, then the room in the table.
     fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
         self.counters.add(Counter::Requests, 1);
-        let req_hash = self.table.hash(d.payload) as u32;
         if let Some(idx) = self.table.find_peer(&d.peer) {
             let retransmit = self.policy.retransmit;
             let t = self.table.get_mut(idx).expect("indexed slots are live");
-            let repeat = (t.req_hash == req_hash).then(|| t.kind.handle_repeated_request(now, &retransmit));
+            // The same bytes as the transfer's request: a repeat.
+            let repeat = (*t.asked.request == *d.payload).then(|| t.kind.handle_repeated_request(now, &retransmit));
             match repeat {
                 // The client repeated its request: the same transfer, never a second one.
                 Some(Repeat::ResendFirst | Repeat::Ignored) => {
@@ -370,7 +392,7 @@ impl Engine {
                 Ok(_) if self.active >= self.capacity && !self.evict_unconfirmed(now, io) => {
                     Admission::refuse(Refusal::Busy)
                 }
-                Ok(kind) => match self.start(now, listen, d, req_hash, kind, io) {
+                Ok((kind, granted)) => match self.start(now, listen, d, kind, granted, io) {
                     Some(idx) => {
                         self.send_first(idx, now, &r.options, io);
                         self.after_event(idx, now, io);
@@ -383,10 +405,14 @@ impl Engine {
             other => other,
         };
         match admission {
-            Admission::Ignore(counter) => self.counters.add(counter, 1),
+            Admission::Ignore(reason) => {
+                self.counters.add(reason.ignore_counter(), 1);
+                self.record_no_transfer(now, d, Some(r), reason, None);
+            }
             Admission::Refuse { refusal, counter } => {
                 self.counters.add(counter, 1);
                 self.refuse(io, d.via, d.peer, d.local, refusal);
+                self.record_no_transfer(now, d, Some(r), refusal.reason(), Some(refusal.code()));
             }
             Admission::Accept => {}
         }

@@ -2,11 +2,12 @@
 //! and the file cache) or the upload begun, the options negotiated against it and the interface,
 //! and the transfer given a slot and a socket.
 
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::admit::{Admission, Refusal};
 use super::host;
 use super::kind::{Kind, WriteState};
+use super::record::{Asked, Text};
 use super::resolve::Lookup;
 use super::table::{NO_LOCAL, Transfer};
 use super::{Engine, transfer_bind_addr};
@@ -20,15 +21,26 @@ use crate::server::stats::Counter;
 
 impl Engine {
     /// The transfer state of request `r`: its file opened or its upload begun, and its options
-    /// negotiated. A refusal is logged here; the caller answers it.
-    pub(super) fn prepare(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Kind, Admission> {
+    /// negotiated (returned beside it, for its record). The caller answers and records a
+    /// refusal.
+    pub(super) fn prepare(
+        &mut self,
+        now: Timestamp,
+        d: &Datagram<'_>,
+        r: &Request<'_>,
+    ) -> Result<(Kind, Negotiated), Admission> {
         match r.kind {
             RequestKind::Read => self.prepare_read(now, d, r),
             RequestKind::Write => self.prepare_write(now, d, r),
         }
     }
 
-    fn prepare_read(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Kind, Admission> {
+    fn prepare_read(
+        &mut self,
+        now: Timestamp,
+        d: &Datagram<'_>,
+        r: &Request<'_>,
+    ) -> Result<(Kind, Negotiated), Admission> {
         let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip) };
         let file = match self.resolver.resolve(&lookup, &mut self.path) {
             Err(PathError::Empty) => Err(OpenError::NotFound),
@@ -36,15 +48,11 @@ impl Engine {
             Ok(rel) => self.files.get(rel, now),
         };
         let file = file.map_err(|e| {
-            let (worker, client, file) = (self.worker, d.peer, r.filename.escape_ascii());
-            match &e {
-                OpenError::NotFound => debug!(worker, client = %client, file = %file, "file not found"),
-                OpenError::Denied | OpenError::NotRegular => {
-                    info!(worker, client = %client, file = %file, reason = %e, "request refused")
-                }
-                OpenError::Io(err) => warn!(worker, client = %client, file = %file, error = %err, "cannot open file"),
+            if let OpenError::Io(err) = &e {
+                // The OS error is for the operator; the `request refused` record follows.
+                warn!(worker = self.worker, client = %d.peer, file = %Text(r.filename), error = %err, "cannot open file");
             }
-            Admission::refuse(Refusal::File(LocalFailure::from(&e)))
+            Admission::refuse(refusal_of(&e))
         })?;
         let netascii = r.mode == Mode::Netascii;
         let size = match netascii {
@@ -59,10 +67,15 @@ impl Engine {
         if let Some(bytes) = self.policy.limits.max_window_bytes {
             xfer.limit_blind_sends(bytes);
         }
-        Ok(Kind::Read { file, netascii, xfer })
+        Ok((Kind::Read { file, netascii, xfer }, neg))
     }
 
-    fn prepare_write(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Kind, Admission> {
+    fn prepare_write(
+        &mut self,
+        now: Timestamp,
+        d: &Datagram<'_>,
+        r: &Request<'_>,
+    ) -> Result<(Kind, Negotiated), Admission> {
         // Uploads are on when the worker was given their directory (admission checked).
         let Some(uploads) = self.uploads.clone() else { return Err(Admission::refuse(Refusal::WritesDisabled)) };
         let policy = self.policy.upload;
@@ -78,10 +91,9 @@ impl Engine {
             Ok((upload, name)) => {
                 let xfer = WriteTransfer::new(now, &neg, policy.max_size, &self.policy.retransmit);
                 let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
-                Ok(Kind::Write(Box::new(state)))
+                Ok((Kind::Write(Box::new(state)), neg))
             }
             Err(e) => {
-                info!(worker = self.worker, client = %d.peer, file = %r.filename.escape_ascii(), reason = %e, "upload refused");
                 // Every upload refusal counts as refused, a missing directory too.
                 Err(Admission::Refuse { refusal: Refusal::File(LocalFailure::from(&e)), counter: Counter::Refused })
             }
@@ -96,8 +108,8 @@ impl Engine {
         now: Timestamp,
         listen: u32,
         d: &Datagram<'_>,
-        req_hash: u32,
         kind: Kind,
+        granted: Negotiated,
         io: &mut I,
     ) -> Option<u32> {
         let idx = self.table.reserve();
@@ -115,7 +127,8 @@ impl Engine {
                 }
             }
         };
-        self.table.insert(idx, Transfer { peer: d.peer, via, local, queued: false, req_hash, kind });
+        let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted });
+        self.table.insert(idx, Transfer { peer: d.peer, via, local, queued: false, kind, asked });
         self.active += 1;
         self.counters.set(Counter::Active, self.active as u64);
         self.sources.count(d.peer.ip(), true);
@@ -153,4 +166,10 @@ impl Engine {
         self.locals.push(l);
         (self.locals.len() - 1) as u16
     }
+}
+
+/// The refusal that answers a file that could not be opened.
+// TODO(fs): once `OpenError::NotWorldReadable` lands, map it to `Refusal::NotWorldReadable`.
+fn refusal_of(e: &OpenError) -> Refusal {
+    Refusal::File(LocalFailure::from(e))
 }

@@ -1,14 +1,70 @@
-//! The end of a transfer: the one place where it becomes counters, a latency sample and its log
-//! line (`transfer finished`, whose fields tests and scripts parse).
+//! A request's records: the one place where a request becomes its log record (`request` on
+//! arrival with `--log-requests`; `request refused`, `request ignored` or `requests folded` when
+//! it becomes no transfer; `transfer finished`, with counters and a latency sample, when its
+//! transfer ends). Their fields are documented in docs/logs.md; tests and scripts parse them.
+//! Values the client chose (file names, options, its ERROR message) are string fields: the
+//! formatter quotes and escapes them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use tracing::info;
 
 use super::Engine;
+use super::fold::{Folded, Reason};
 use super::kind::Kind;
 use super::table::Transfer;
-use crate::proto::{Outcome, Timestamp};
-use crate::server::io::{Io, Via};
+use crate::proto::wire::{Options, Packet, Request};
+use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
+use crate::server::io::{Datagram, Io, Via};
 use crate::server::stats::{Counter, Counters, Latencies};
+
+/// What a transfer keeps of its request for its record (boxed: one allocation per transfer,
+/// none per packet).
+#[derive(Debug)]
+pub(super) struct Asked {
+    /// The request datagram, to give the file name and options in the client's spelling.
+    pub(super) request: Box<[u8]>,
+    /// The address the request was sent to, when known.
+    pub(super) local: Option<IpAddr>,
+    /// The options as negotiated.
+    pub(super) granted: Negotiated,
+}
+
+/// The most bytes of a client's ERROR message kept for the record.
+const MESSAGE_MAX: usize = 64;
+
+/// The message of the last ERROR a client sent, kept until its transfer's record is written.
+#[derive(Debug)]
+pub(super) struct PeerMessage {
+    len: Option<u8>,
+    bytes: [u8; MESSAGE_MAX],
+}
+
+impl Default for PeerMessage {
+    fn default() -> Self {
+        Self { len: None, bytes: [0; MESSAGE_MAX] }
+    }
+}
+
+impl PeerMessage {
+    /// Keeps `message` (cut at [`MESSAGE_MAX`] bytes).
+    pub(super) fn set(&mut self, message: &[u8]) {
+        let n = message.len().min(MESSAGE_MAX);
+        self.bytes[..n].copy_from_slice(&message[..n]);
+        self.len = Some(n as u8);
+    }
+
+    /// Forgets it.
+    pub(super) fn clear(&mut self) {
+        self.len = None;
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        self.len.map(|n| &self.bytes[..usize::from(n)])
+    }
+}
 
 impl Engine {
     /// Ends transfer `idx` with `outcome`: out of the table and the wheel, its socket closed,
@@ -22,12 +78,139 @@ impl Engine {
         }
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);
-        record(self.worker, &self.counters, &mut self.latencies, &t, outcome, now);
+        let message = self.peer_message.get().filter(|_| outcome.by() == Some("client"));
+        record(self.worker, &self.counters, &mut self.latencies, &t, outcome, message, now);
+        self.peer_message.clear();
+    }
+
+    /// `request`, with `--log-requests`: a request as it arrives, before anything is decided.
+    pub(super) fn log_request(&self, d: &Datagram<'_>, r: &Request<'_>) {
+        if !self.policy.log_requests {
+            return;
+        }
+        info!(
+            worker = self.worker,
+            client = %d.peer,
+            local = d.local.map(|l| tracing::field::display(l.ip)),
+            direction = direction(r),
+            file = %Text(r.filename),
+            mode = r.mode.as_str(),
+            options = %AskedOptions(r.options),
+            "request"
+        );
+    }
+
+    /// `request refused` or `request ignored` for a request that becomes no transfer (`r`:
+    /// the request, when the datagram decoded as one), folded with its repeats from the same
+    /// client (see `fold.rs`).
+    pub(super) fn record_no_transfer(
+        &mut self,
+        now: Timestamp,
+        d: &Datagram<'_>,
+        r: Option<&Request<'_>>,
+        reason: Reason,
+        code: Option<ErrorCode>,
+    ) {
+        let worker = self.worker;
+        let file = r.map_or(&b""[..], |r| r.filename);
+        if !self.fold.note(now, d.peer.ip(), reason, file, |f| log_folded(worker, f)) {
+            return;
+        }
+        let local = d.local.map(|l| tracing::field::display(l.ip));
+        let (direction, mode, options) = match r {
+            Some(r) => {
+                (Some(direction(r)), Some(r.mode.as_str()), Some(tracing::field::display(AskedOptions(r.options))))
+            }
+            None => (None, None, None),
+        };
+        if reason.is_ignored() {
+            info!(worker, client = %d.peer, local, direction, file = %Text(file), mode, options, reason = reason.name(), "request ignored");
+        } else {
+            let code = code.map(|c| c.0);
+            info!(worker, client = %d.peer, local, direction, file = %Text(file), mode, options, reason = reason.name(), code, "request refused");
+        }
+    }
+
+    /// Reports the folding windows that have closed (on the housekeeping tick).
+    pub(super) fn sweep_folded(&mut self, now: Timestamp) {
+        let worker = self.worker;
+        self.fold.sweep(now, |f| log_folded(worker, f));
     }
 }
 
-/// Counts finished transfer `t`, samples its duration when complete, and logs it.
-fn record(worker: usize, c: &Counters, latencies: &mut Latencies, t: &Transfer, outcome: Outcome, now: Timestamp) {
+/// `requests folded`: repeats of one outcome from one client.
+fn log_folded(worker: usize, f: &Folded<'_>) {
+    info!(
+        worker,
+        client = f.client.map(tracing::field::display),
+        unattributed = f.client.is_none().then_some(true),
+        outcome = f.reason.outcome(),
+        reason = f.reason.name(),
+        count = f.count,
+        first_file = f.client.map(|_| tracing::field::display(Text(f.first_file))),
+        last_file = f.client.map(|_| tracing::field::display(Text(f.last_file))),
+        "requests folded"
+    );
+}
+
+fn direction(r: &Request<'_>) -> &'static str {
+    match r.kind {
+        crate::proto::wire::RequestKind::Read => "read",
+        crate::proto::wire::RequestKind::Write => "write",
+    }
+}
+
+/// Bytes from the network as text: UTF-8 as it is, any other byte as `\xNN` (the formatter
+/// quotes and escapes the whole value).
+pub(super) struct Text<'a>(pub(super) &'a [u8]);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A request's options as the client sent them: `name=value` pairs separated by spaces.
+pub(super) struct AskedOptions<'a>(pub(super) Options<'a>);
+
+impl fmt::Display for AskedOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{}={}", Text(name), Text(value))?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration in milliseconds with three decimals (microsecond precision), never a float's
+/// rounding noise.
+pub(super) struct Millis(pub(super) Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_micros();
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
+    }
+}
+
+/// Counts finished transfer `t`, samples its duration when complete, and logs it
+/// (`transfer finished`); `message` is the client's ERROR message when it ended the transfer.
+fn record(
+    worker: usize,
+    c: &Counters,
+    latencies: &mut Latencies,
+    t: &Transfer,
+    outcome: Outcome,
+    message: Option<&[u8]>,
+    now: Timestamp,
+) {
     let bytes = t.kind.bytes();
     c.add(if matches!(t.kind, Kind::Write(_)) { Counter::Uploaded } else { Counter::Bytes }, bytes);
     c.add(Counter::Retransmits, u64::from(t.kind.retransmits()));
@@ -36,21 +219,36 @@ fn record(worker: usize, c: &Counters, latencies: &mut Latencies, t: &Transfer, 
     if outcome == Outcome::Complete {
         latencies.record_transfer(elapsed);
     }
-    let code = match outcome {
-        Outcome::PeerError(c) | Outcome::Aborted(c) => Some(c.0),
+    let request = match Packet::decode(&t.asked.request) {
+        Ok(Packet::Request(r)) => Some(r),
         _ => None,
+    };
+    let g = &t.asked.granted;
+    let (blksize, windowsize) = match g.has_oack() {
+        true => (g.blksize, g.windowsize),
+        false => (Negotiated::PLAIN.blksize, Negotiated::PLAIN.windowsize),
     };
     info!(
         worker,
         client = %t.peer,
-        file = %t.kind.name(),
+        local = t.asked.local.map(tracing::field::display),
+        file = request.map(|r| tracing::field::display(Text(r.filename))),
+        path = %t.kind.name(),
         direction = %t.kind.direction(),
         mode = %t.kind.mode(),
+        options = request.map(|r| tracing::field::display(AskedOptions(r.options))),
+        blksize,
+        windowsize,
+        tsize = g.tsize,
+        timeout = g.timeout,
         bytes,
-        ms = elapsed.as_secs_f64() * 1000.0,
+        blocks = t.kind.blocks(),
+        ms = %Millis(elapsed),
         retransmits = t.kind.retransmits(),
-        outcome = %outcome.label(),
-        code,
+        outcome = outcome.label(),
+        by = outcome.by(),
+        code = outcome.code().map(|c| c.0),
+        client_message = message.map(|m| tracing::field::display(Text(m))),
         "transfer finished"
     );
 }
@@ -60,6 +258,7 @@ fn outcome_counter(outcome: Outcome) -> Counter {
     match outcome {
         Outcome::Complete => Counter::Ok,
         Outcome::Probe => Counter::Probes,
+        Outcome::Rejected(_) => Counter::Rejected,
         Outcome::TimedOut => Counter::Timeouts,
         Outcome::PeerError(_) | Outcome::Aborted(_) => Counter::Errors,
     }
@@ -68,7 +267,6 @@ fn outcome_counter(outcome: Outcome) -> Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ErrorCode;
 
     #[test]
     fn each_outcome_counts_once_where_reports_expect_it() {
@@ -77,5 +275,21 @@ mod tests {
         assert_eq!(outcome_counter(Outcome::TimedOut), Counter::Timeouts);
         assert_eq!(outcome_counter(Outcome::PeerError(ErrorCode::DISK_FULL)), Counter::Errors);
         assert_eq!(outcome_counter(Outcome::Aborted(ErrorCode::NOT_DEFINED)), Counter::Errors);
+        assert_eq!(outcome_counter(Outcome::Rejected(ErrorCode::OPTION_REFUSED)), Counter::Rejected);
+    }
+
+    #[test]
+    fn milliseconds_have_three_decimals() {
+        assert_eq!(Millis(Duration::from_micros(5251)).to_string(), "5.251");
+        assert_eq!(Millis(Duration::from_micros(12)).to_string(), "0.012");
+        assert_eq!(Millis(Duration::from_secs(2)).to_string(), "2000.000");
+    }
+
+    #[test]
+    fn client_bytes_read_as_text() {
+        assert_eq!(Text(b"a b\xff").to_string(), "a b\\xff");
+        let raw = b"\x00\x01f\x00octet\x00tsize\x000\x00BlkSize\x001468\x00";
+        let Ok(Packet::Request(r)) = Packet::decode(raw) else { panic!() };
+        assert_eq!(AskedOptions(r.options).to_string(), "tsize=0 BlkSize=1468");
     }
 }

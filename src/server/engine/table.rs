@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::kind::Kind;
+use super::record::Asked;
 use crate::server::io::{Token, Via};
 use crate::timer::{Links, TimerLink};
 
@@ -24,9 +25,9 @@ pub(super) struct Transfer {
     pub(super) local: u16,
     /// In the ready queue.
     pub(super) queued: bool,
-    /// Hash of the request datagram, to tell a repeat from a new request.
-    pub(super) req_hash: u32,
     pub(super) kind: Kind,
+    /// What its record needs of the request; its bytes also tell a repeat from a new request.
+    pub(super) asked: Box<Asked>,
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +76,7 @@ impl Table {
         }
     }
 
-    /// The table's hash of `v` (for request datagrams and sources as well as peers).
+    /// The table's hash of `v` (for sources as well as peers).
     pub(super) fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
         self.hasher.hash_one(v)
     }
