@@ -15,7 +15,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use crate::proto::{ErrorCode, LocalFailure};
 
@@ -134,6 +134,8 @@ pub(crate) fn openat2(dir: RawFd, path: &CStr, flags: libc::c_int, resolve: u64)
 #[derive(Debug)]
 pub struct Root {
     dir: OwnedFd,
+    /// The absolute paths it is known by (see [`Root::paths`]).
+    paths: Vec<PathBuf>,
     follow_symlinks: bool,
     has_openat2: bool,
 }
@@ -142,7 +144,17 @@ impl Root {
     /// Opens `path` as the root. With `follow_symlinks` false, no symlink is followed at all.
     pub fn open(path: &Path, follow_symlinks: bool) -> io::Result<Self> {
         let dir = open_base_dir(path, "root")?;
-        let mut root = Self { dir, follow_symlinks, has_openat2: true };
+        let mut paths: Vec<PathBuf> = Vec::with_capacity(2);
+        if path.is_absolute() {
+            // As given, `.` and repeated or trailing slashes dropped (`..` is left to the kernel).
+            paths.push(path.components().filter(|c| *c != Component::CurDir).collect());
+        }
+        if let Ok(canonical) = std::fs::canonicalize(path) {
+            if !paths.contains(&canonical) {
+                paths.push(canonical);
+            }
+        }
+        let mut root = Self { dir, paths, follow_symlinks, has_openat2: true };
         // Probe openat2 once: ENOSYS means an old kernel (or a seccomp policy).
         if let Err(e) = root.openat2(c".", libc::O_PATH | libc::O_DIRECTORY) {
             if e.raw_os_error() == Some(libc::ENOSYS) {
@@ -157,6 +169,13 @@ impl Root {
     /// Whether the kernel's `openat2` is in use (otherwise the component walk).
     pub fn uses_openat2(&self) -> bool {
         self.has_openat2
+    }
+
+    /// The absolute paths the root is known by, as opened: the path given, when absolute, and
+    /// the canonical one (symlinks resolved), when they differ. A DHCP server's file name is
+    /// sometimes one of them followed by the file (`/srv/tftp/pxelinux.0`).
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
 
     /// The root's descriptor, for `statx` relative to it.
