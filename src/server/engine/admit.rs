@@ -55,8 +55,6 @@ pub(super) enum Refusal {
     /// No room: the table is full of progressing transfers, or the source holds its share.
     Busy,
     /// The file is not readable by others, and only world-readable files are served.
-    // Constructed once the file cache refuses such files (`OpenError::NotWorldReadable`).
-    #[allow(dead_code)]
     NotWorldReadable,
     /// The file cannot be served or written.
     File(LocalFailure),

@@ -169,10 +169,13 @@ impl Engine {
         now: Timestamp,
     ) -> Self {
         let EngineParts { root, uploads, commits, counters, capacity } = parts;
+        let resolver = Box::new(OneRoot::new(&root));
+        let mut files = FileCache::new(root, settings.file_cache);
+        files.set_world_readable_only(policy.world_readable_only);
         Self {
             worker,
-            resolver: Box::new(OneRoot::new(&root)),
-            files: FileCache::new(root, settings.file_cache),
+            resolver,
+            files,
             host: Box::new(KernelHost::default()),
             limiter: policy.source_limit().map(|rate| SourceLimiter::worker_share(rate, settings.workers)),
             policy,

@@ -169,7 +169,9 @@ impl Engine {
 }
 
 /// The refusal that answers a file that could not be opened.
-// TODO(fs): once `OpenError::NotWorldReadable` lands, map it to `Refusal::NotWorldReadable`.
 fn refusal_of(e: &OpenError) -> Refusal {
-    Refusal::File(LocalFailure::from(e))
+    match e {
+        OpenError::NotWorldReadable => Refusal::NotWorldReadable,
+        _ => Refusal::File(LocalFailure::from(e)),
+    }
 }

@@ -1013,3 +1013,24 @@ fn the_finished_record_has_what_was_asked_and_granted() {
     let ms = line.split_whitespace().find_map(|w| w.strip_prefix("ms=")).unwrap().replace('"', "");
     assert_eq!(ms.split('.').nth(1).map(str::len), Some(3), "three decimals: {ms}");
 }
+
+#[test]
+fn a_private_file_is_refused_as_not_world_readable_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let private = |r: &Rig| {
+        std::fs::set_permissions(r.dir.path().join("small"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let (_, log) = capture(|| {
+        let mut r = rig(|_| {});
+        private(&r);
+        r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+        assert_eq!(error_of(&r.io.take()[0].3).0, 2);
+        let mut open = rig(|c| c.serve.world_readable_only = false);
+        private(&open);
+        open.request(CLIENT, b"\x00\x01small\x00octet\x00");
+        assert_eq!(&open.io.take()[0].3[..4], &[0, 3, 0, 1], "served with --serve-private-files");
+    });
+    let refused = log.events("request refused");
+    assert_eq!(refused.len(), 1, "{:?}", log.lines());
+    has(&refused[0], &["file=small", "reason=not_world_readable", "code=2"]);
+}
