@@ -6,7 +6,7 @@
 //! file system. Symbolic links that stay inside the root are followed unless symlinks are refused
 //! altogether. On kernels without `openat2` (before 5.6), the path is walked one component at a
 //! time with `O_NOFOLLOW`, so every symlink is refused, with its own error
-//! ([`OpenError::SymlinkWithoutOpenat2`]) so that the log names the cause
+//! ([`OpenError::SymlinkWithoutOpenat2`]) so that the client's ERROR and the log name the cause
 //! (docs/kernel.md lists what each kernel feature brings). Only regular files are served; opening
 //! never blocks and never opens anything but a regular file: a FIFO or device in the root is
 //! refused without being opened.
@@ -24,7 +24,7 @@ use crate::proto::{ErrorCode, LocalFailure};
 /// The ERROR that refuses the request is [`LocalFailure::from`] it: 1 for
 /// [`NotFound`](Self::NotFound), 2 for [`Denied`](Self::Denied),
 /// [`NotRegular`](Self::NotRegular), [`NotWorldReadable`](Self::NotWorldReadable) and
-/// [`SymlinkWithoutOpenat2`](Self::SymlinkWithoutOpenat2), 0 for
+/// [`SymlinkWithoutOpenat2`](Self::SymlinkWithoutOpenat2) (whose message names the cause), 0 for
 /// [`Io`](Self::Io); its `Display` is for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -75,12 +75,8 @@ impl From<&OpenError> for LocalFailure {
     fn from(e: &OpenError) -> Self {
         match e {
             OpenError::NotFound => Self::NotFound,
-            // The cause of a refused symlink is in the log (`Display`) until the engine's refusal
-            // records take a failure of their own for it.
-            OpenError::Denied
-            | OpenError::NotRegular
-            | OpenError::NotWorldReadable
-            | OpenError::SymlinkWithoutOpenat2 => Self::Denied,
+            OpenError::Denied | OpenError::NotRegular | OpenError::NotWorldReadable => Self::Denied,
+            OpenError::SymlinkWithoutOpenat2 => Self::SymlinkWithoutOpenat2,
             OpenError::Io(_) => Self::ReadFailed,
         }
     }
@@ -291,7 +287,11 @@ mod tests {
             (OpenError::Denied, ErrorCode::ACCESS_VIOLATION, "access violation"),
             (OpenError::NotRegular, ErrorCode::ACCESS_VIOLATION, "access violation"),
             (OpenError::NotWorldReadable, ErrorCode::ACCESS_VIOLATION, "access violation"),
-            (OpenError::SymlinkWithoutOpenat2, ErrorCode::ACCESS_VIOLATION, "access violation"),
+            (
+                OpenError::SymlinkWithoutOpenat2,
+                ErrorCode::ACCESS_VIOLATION,
+                "symlinks not served: kernel lacks openat2",
+            ),
             (OpenError::Io(io::Error::from_raw_os_error(libc::EIO)), ErrorCode::NOT_DEFINED, "cannot read file"),
         ];
         for (e, code, message) in cases {
@@ -372,7 +372,10 @@ mod tests {
         for p in ["pxelinux.cfg/01-52-54-00-12-34-56", "bootlink/vmlinuz", "inside-link", "abs-link"] {
             let e = read(&walk, p).unwrap_err();
             assert!(matches!(e, OpenError::SymlinkWithoutOpenat2), "{p}: {e:?}");
-            assert_eq!(e.code(), ErrorCode::ACCESS_VIOLATION);
+            assert_eq!(
+                (e.code(), e.message()),
+                (ErrorCode::ACCESS_VIOLATION, "symlinks not served: kernel lacks openat2")
+            );
             assert_eq!(e.to_string(), "symlinks not served: kernel lacks openat2 (Linux 5.6)");
         }
         assert_eq!(read(&walk, "templates/x").unwrap(), b"default menu");

@@ -232,8 +232,13 @@ pub enum LocalFailure {
     FileChanged,
     /// No such file, or no such directory for an upload.
     NotFound,
-    /// Outside the root, through a refused symlink, not a regular file, or not permitted.
+    /// Outside the root, through a refused symlink, not a regular file, not world-readable, or
+    /// not permitted.
     Denied,
+    /// Through a symlink, on a kernel without `openat2` (before Linux 5.6), where none is
+    /// followed: an access violation whose message names the cause, since the operator's fix
+    /// (a newer kernel, or no links) is not what "access violation" suggests.
+    SymlinkWithoutOpenat2,
     /// The file could not be read.
     ReadFailed,
     /// The file is larger than netascii mode serves.
@@ -255,7 +260,7 @@ impl LocalFailure {
     pub fn code(self) -> ErrorCode {
         match self {
             Self::NotFound => ErrorCode::FILE_NOT_FOUND,
-            Self::Denied => ErrorCode::ACCESS_VIOLATION,
+            Self::Denied | Self::SymlinkWithoutOpenat2 => ErrorCode::ACCESS_VIOLATION,
             Self::DiskFull | Self::UploadTooLarge => ErrorCode::DISK_FULL,
             Self::Exists => ErrorCode::FILE_EXISTS,
             Self::ShuttingDown
@@ -275,6 +280,7 @@ impl LocalFailure {
             Self::FileChanged => "file changed while being read",
             Self::NotFound => "file not found",
             Self::Denied => "access violation",
+            Self::SymlinkWithoutOpenat2 => "symlinks not served: kernel lacks openat2",
             Self::ReadFailed => "cannot read file",
             Self::NetasciiTooLarge => "file too large for netascii, use octet",
             Self::DiskFull => "disk full or upload too large",

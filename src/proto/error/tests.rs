@@ -19,6 +19,7 @@ fn each_error_maps_to_its_wire_error() {
         (Violation::OackTimeoutDiffers.into(), ErrorCode::OPTION_REFUSED),
         (LocalFailure::NotFound.into(), ErrorCode::FILE_NOT_FOUND),
         (LocalFailure::Denied.into(), ErrorCode::ACCESS_VIOLATION),
+        (LocalFailure::SymlinkWithoutOpenat2.into(), ErrorCode::ACCESS_VIOLATION),
         (LocalFailure::UploadTooLarge.into(), ErrorCode::DISK_FULL),
         (LocalFailure::Exists.into(), ErrorCode::FILE_EXISTS),
         (LocalFailure::ShuttingDown.into(), ErrorCode::NOT_DEFINED),
@@ -32,6 +33,8 @@ fn each_error_maps_to_its_wire_error() {
         (e.message(), e.to_string().as_str()),
         ("file changed while being read", "file changed while being read")
     );
+    // The one refusal whose text says more than its code: the operator's fix is a kernel.
+    assert_eq!(LocalFailure::SymlinkWithoutOpenat2.message(), "symlinks not served: kernel lacks openat2");
     assert_eq!(TransferError::Peer(ErrorCode::DISK_FULL).to_string(), "the peer sent ERROR 3 (disk full)");
     assert!(TransferError::TimedOut.is_peer() && !e.is_peer());
 }

@@ -60,12 +60,11 @@ impl OneRoot {
     fn known_as<'p>(paths: impl IntoIterator<Item = &'p Path>) -> Self {
         let mut prefixes: Vec<Box<[u8]>> = paths
             .into_iter()
-            .map(|p| {
+            .filter_map(|p| {
                 let b = p.as_os_str().as_bytes();
                 let end = b.iter().rposition(|&c| c != b'/').map_or(0, |i| i + 1);
-                Box::from(&b[..end])
+                (end > 0 && b.starts_with(b"/")).then(|| Box::from(&b[..end]))
             })
-            .filter(|p: &Box<[u8]>| !p.is_empty() && p.starts_with(b"/"))
             .collect();
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
         prefixes.dedup();
