@@ -376,7 +376,10 @@ fn blind_upload_single_port(io: &str) {
     args.push("--allow-single-port-uploads");
     let s = Server::start(root.path(), io, &args);
     let log = s.log();
-    assert!(log.contains("WARN") && log.contains("--allow-single-port-uploads") && log.contains("forge"), "{log}");
+    assert!(
+        log.contains("level=warn") && log.contains("--allow-single-port-uploads") && log.contains("forge"),
+        "{log}"
+    );
     let _sock = blind_pair(s.v4, "pxelinux.cfg", b"default evil\n");
     assert!(becomes(&cfg, b"default evil\n", 15 * SEC), "{}", s.log());
 }
@@ -468,7 +471,7 @@ fn uploads_stay_out_of_the_served_tree(io: &str) {
     // On purpose: --uploads-in-root, with a warning; new files only (--overwrite would need
     // --overwrite-served-files).
     let s = Server::start(Path::new(&r), io, &["--allow-write", "--uploads-in-root", "--create"]);
-    assert!(s.log().contains("WARN") && s.log().contains("--uploads-in-root"), "{}", s.log());
+    assert!(s.log().contains("level=warn") && s.log().contains("--uploads-in-root"), "{}", s.log());
     raw_put(s.v4, "new.cfg", b"fresh", &[]).unwrap();
     assert_eq!(Raw::new(s.v4).fetch("new.cfg", Mode::Octet, Default::default()).unwrap(), b"fresh");
     assert_eq!(raw_put(s.v4, "vmlinuz", b"evil", &[]).unwrap_err().0, 6);

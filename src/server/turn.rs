@@ -61,5 +61,9 @@ pub(crate) fn after_completions<I: LoopIo>(engine: &mut Engine, io: &mut I, now:
         engine.on_send_error(now, token, errno, io);
         engine.flush(now, io);
     }
-    engine.is_finished()
+    let finished = engine.is_finished();
+    if finished {
+        engine.flush_folded();
+    }
+    finished
 }

@@ -343,13 +343,13 @@ pub fn run(cmd: &mut Command, limit: Duration) -> (bool, String) {
     (code == Some(0), out)
 }
 
-/// The sum of counter `name` over the exit report's per-worker lines.
+/// Counter `name` in the exit report: the last `counters` record (totals over the workers).
 pub fn counter(log: &str, name: &str) -> u64 {
     let key = format!(" {name}=");
     log.lines()
-        .filter(|l| l.contains(" worker=") && !l.contains("transfer finished"))
-        .filter_map(|l| l.split(&key).nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+        .rfind(|l| l.contains(" msg=counters "))
+        .and_then(|l| l.split(&key).nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// A scratch directory for client downloads.

@@ -136,6 +136,11 @@ impl Engine {
         let worker = self.worker;
         self.fold.sweep(now, |f| log_folded(worker, f));
     }
+
+    /// Writes every fold still open, as the worker ends: no count is lost to a stop.
+    pub(crate) fn flush_folded(&mut self) {
+        self.sweep_folded(Timestamp::NEVER);
+    }
 }
 
 /// `requests folded`: repeats of one outcome from one client.
