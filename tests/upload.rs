@@ -224,7 +224,7 @@ fn abandoned_upload_leaves_nothing(io: &str) {
     c.send(tid, &pkt);
     let _ = c.expect(2 * SEC);
     c.send(tid, b"\x00\x05\x00\x00cancelled\x00");
-    assert!(s.wait_log("outcome=error", 5 * SEC), "{}", s.log());
+    assert!(s.wait_log("outcome=client_error", 5 * SEC), "{}", s.log());
     assert!(names(root.path()).iter().all(|n| !n.starts_with('.')));
     assert_eq!(root.file("vmlinuz"), old);
 }

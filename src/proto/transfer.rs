@@ -47,7 +47,8 @@ impl Outcome {
             Self::Complete => "ok",
             Self::Probe => "probe",
             Self::Rejected(_) => "rejected",
-            Self::PeerError(_) | Self::Aborted(_) => "error",
+            Self::PeerError(_) => "client_error",
+            Self::Aborted(_) => "error",
             Self::TimedOut => "timeout",
         }
     }
