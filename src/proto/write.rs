@@ -230,11 +230,18 @@ impl WriteTransfer {
         match self.phase {
             Phase::Unconfirmed { expires, .. } if now >= expires => self.phase = Phase::Done(Outcome::TimedOut),
             Phase::Receiving if now >= self.deadline => {
-                self.retries = self.retries.saturating_add(1);
-                if self.retries > cfg.max_retries && now.saturating_since(self.idle_since) >= cfg.patience {
-                    self.phase = Phase::Done(Outcome::TimedOut);
+                // At most `max_retries` ACKs resent in a row to a silent client; it is given up
+                // once they are spent and patience has passed too (the last wait stretches to it).
+                if self.retries >= cfg.max_retries {
+                    let patient_until = self.idle_since + cfg.patience;
+                    if now >= patient_until {
+                        self.phase = Phase::Done(Outcome::TimedOut);
+                    } else {
+                        self.deadline = patient_until;
+                    }
                     return;
                 }
+                self.retries += 1;
                 self.rtt.on_timeout();
                 self.retransmits += 1;
                 self.ack_due = Some(self.recv.last_acked());

@@ -180,3 +180,31 @@ fn client_abort_and_stray_packets() {
     x.handle_packet(t(1), &Packet::Ack { block: 1 }, &CFG);
     assert!(matches!(drain(&mut x)[..], [WriteTransmit::Error { code: ErrorCode::ILLEGAL_OPERATION, .. }]));
 }
+
+#[test]
+fn retries_bound_the_acks_resent_to_a_silent_uploader() {
+    for retries in [1u8, 3, 6] {
+        let cfg = RetransmitConfig { max_retries: retries, patience: Duration::from_secs(2), ..CFG };
+        let mut x = WriteTransfer::new(t(0), &negotiated(""), 1 << 20, &cfg);
+        assert_eq!(drain(&mut x), [WriteTransmit::Ack(0)]);
+        // A few blocks acknowledged at once: the timeout falls to its floor.
+        for block in 1..=5u16 {
+            assert!(x.handle_packet(t(u64::from(block)), &Packet::Data { block, data: &[0; 512] }, &cfg).is_some());
+            assert_eq!(drain(&mut x), [WriteTransmit::Ack(block)]);
+        }
+        let silent_since = t(5);
+        // The client says nothing more.
+        let mut resent = 0;
+        for _ in 0..1000 {
+            let Some(at) = x.poll_timeout() else { break };
+            x.handle_timeout(at, &cfg);
+            resent += drain(&mut x).len();
+            if x.outcome().is_some() {
+                assert!(at.saturating_since(silent_since) >= cfg.patience, "--retries {retries}: gave up early");
+                break;
+            }
+        }
+        assert_eq!(x.outcome(), Some(Outcome::TimedOut), "--retries {retries}");
+        assert_eq!(resent, usize::from(retries), "--retries {retries}: ACKs resent to a silent uploader");
+    }
+}
