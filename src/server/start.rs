@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::commit;
 use super::control::WorkerControl;
@@ -360,7 +360,7 @@ impl Server {
                 Err(_) => break,
             }
         }
-        info!(workers = server.workers.len(), backend = %backend, gso = io.gso, "serving");
+        debug!(workers = server.workers.len(), backend = %backend, gso = io.gso, "workers started");
         Ok(server)
     }
 }
