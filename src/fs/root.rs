@@ -1,4 +1,6 @@
 //! The served directory, and opening files beneath it with the kernel enforcing containment.
+//! (One file on purpose, a little over 400 lines: the open and its fallback walk without
+//! openat2 must be read together.)
 //!
 //! Files are opened with `openat2(2)` and `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` relative to a
 //! descriptor of the root: no `..`, absolute path, absolute symlink, symlink pointing outside or

@@ -1,4 +1,5 @@
-//! Unit tests of the read transfer: each real-client pattern, packet by packet.
+//! Unit tests of the read transfer: each real-client pattern, packet by packet. (Over 400 lines
+//! on purpose: one test per pattern, each readable alone.)
 
 use std::time::Duration;
 
