@@ -109,16 +109,7 @@ fn start_cmd(mut cmd: Command, args: &[&str]) -> Start {
 /// Asserts that bootstorm with `args` exits non-zero, with every one of `needles` in its
 /// standard error; returns that.
 fn refused(args: &[&str], needles: &[&str]) -> String {
-    match start(args) {
-        Start::Served(line, _) => panic!("bootstorm {args:?} started ({line}) instead of refusing"),
-        Start::Exited(code, err) => {
-            assert!(code.is_some_and(|c| c != 0), "bootstorm {args:?} exited with {code:?}: {err}");
-            for n in needles {
-                assert!(err.contains(n), "bootstorm {args:?}: the refusal does not say {n:?}: {err}");
-            }
-            err
-        }
-    }
+    cmd_refused(Command::new(bin()), args, needles)
 }
 
 /// Asserts that bootstorm with `args` starts serving.
