@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real TFTP clients the integration tests
 # drive (tftp-hpa, atftp, curl, busybox) and what the PXE boot test needs (qemu, OVMF, iPXE ROMs,
-# PXELINUX, GRUB, dnsmasq, nftables, tcpdump), then checks formatting and lints and runs every
+# PXELINUX, GRUB, dnsmasq, nftables, tcpdump) and promtool (prometheus), then checks formatting and lints and runs every
 # test: codec, state machines, lossy-link simulation, engine, the real binary on both I/O
 # backends, and real boot firmware booting Linux from the server (tests/pxe/run.sh).
 # Run as root (network namespaces); CI does.
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=0
-for c in tftp atftp curl busybox qemu-system-x86_64 grub-mknetdir cpio dnsmasq nft tcpdump ethtool objcopy; do
+for c in tftp atftp curl busybox qemu-system-x86_64 grub-mknetdir cpio dnsmasq nft tcpdump ethtool objcopy promtool; do
     command -v "$c" >/dev/null 2>&1 || missing=1
 done
 for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/ipxe/qemu/pxe-e1000.rom /usr/lib/PXELINUX/pxelinux.0 \
@@ -27,7 +27,7 @@ if [ "$missing" = 1 ]; then
     # dnsmasq-base is the dnsmasq binary without the system DNS service the dnsmasq package starts.
     $sudo apt-get install -y -qq tftp-hpa atftp curl busybox-static qemu-system-x86 ovmf ipxe-qemu \
         pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin cpio dnsmasq-base nftables tcpdump \
-        ethtool binutils file >/dev/null
+        ethtool binutils file prometheus >/dev/null
 fi
 
 cargo fmt --all --check

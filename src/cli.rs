@@ -16,6 +16,7 @@ use bootstorm::config::{
 use bootstorm::fs::WritePolicy;
 use bootstorm::proto::RtoBounds;
 use bootstorm::proto::options::{Limits, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE, Refused};
+use bootstorm::server::stats::{FileClassError, FileClasses};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
@@ -284,6 +285,18 @@ pub(crate) struct Cli {
     /// percentiles).
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub(crate) stats_interval: f64,
+
+    /// Serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics (port 0: one the kernel
+    /// chooses, printed on stdout as `metrics on ADDR:PORT`). [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<SocketAddr>,
+
+    /// A file class for the transfer-duration histogram: transfers of files whose name (as the
+    /// client sent it) matches PATTERN are labelled file_class=NAME; PATTERN is a glob (* and ?)
+    /// or else a prefix. Repeat for several (at most 8 names; several patterns may share one);
+    /// the first match wins, everything else is `other`.
+    #[arg(long, value_name = "NAME=PATTERN", requires = "metrics")]
+    pub(crate) metrics_file_class: Vec<String>,
 }
 
 /// `--refuse-option`: an option never granted.
@@ -337,6 +350,10 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
     /// Log the counters this often (`--stats-interval`); `None`: only at exit.
     pub(crate) stats_interval: Option<Duration>,
+    /// Where to serve metrics (`--metrics`); `None`: nowhere.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// File classes of the duration histogram (`--metrics-file-class`).
+    pub(crate) file_classes: FileClasses,
 }
 
 /// A command line the binary refuses: a flag value that means nothing, or a configuration
@@ -352,6 +369,9 @@ pub(crate) enum CliError {
     /// The configuration is refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A `--metrics-file-class` is refused.
+    #[error("--metrics-file-class: {0}")]
+    FileClass(#[from] FileClassError),
 }
 
 fn secs(v: f64, flag: &'static str) -> Result<Duration, CliError> {
@@ -432,7 +452,13 @@ impl TryFrom<Cli> for Settings {
             }),
         };
         server.validate()?;
+        let mut file_classes = FileClasses::default();
+        for rule in &c.metrics_file_class {
+            file_classes.add(rule)?;
+        }
         Ok(Self {
+            metrics: c.metrics,
+            file_classes,
             server,
             log_level: c.log_level,
             log_format: c.log_format,

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use crate::cli::{Cli, Settings};
 
 mod cli;
 mod logging;
+mod metrics;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -81,14 +83,24 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
 }
 
 fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { server: cfg, stats_interval: stats_every, .. } = settings;
+    let Settings { server: cfg, stats_interval: stats_every, metrics: metrics_addr, file_classes, .. } = settings;
     let set = block_signals();
-    let server = Server::start(cfg.clone()).context("cannot start")?;
+    // Before the workers start: they read the classes when a transfer ends.
+    let _ = bootstorm::server::stats::set_file_classes(file_classes);
+    // Shared with the metrics thread until the stop, when the server is taken back to wait.
+    let server = Arc::new(Server::start(cfg.clone()).context("cannot start")?);
+    let exporter = match metrics_addr {
+        Some(addr) => Some(metrics::Exporter::start(addr, Arc::clone(&server), env!("BOOTSTORM_COMMIT"))?),
+        None => None,
+    };
     {
         // One line per address on stdout, for scripts that asked for port 0.
         let mut out = std::io::stdout().lock();
         for a in server.local_addrs() {
             writeln!(out, "listening on {a}")?;
+        }
+        if let Some(e) = &exporter {
+            writeln!(out, "metrics on {}", e.addr())?;
         }
         out.flush()?;
     }
@@ -109,6 +121,11 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let control = server.control();
     control.stop();
+    // Scrapes end with the serving: the server is needed back, whole, to wait for its workers.
+    if let Some(e) = exporter {
+        e.stop();
+    }
+    let server = Arc::into_inner(server).context("the server is still shared")?;
     // A second signal ends the transfers still running at once.
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let waiter = std::thread::spawn(move || {

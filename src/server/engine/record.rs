@@ -18,7 +18,7 @@ use super::table::Transfer;
 use crate::proto::wire::{Options, Packet, Request};
 use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
 use crate::server::io::{Datagram, Io, Via};
-use crate::server::stats::{Counter, Counters, Latencies};
+use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies};
 
 /// What a transfer keeps of its request for its record (boxed: one allocation per transfer,
 /// none per packet).
@@ -113,6 +113,10 @@ impl Engine {
     ) {
         let worker = self.worker;
         let file = r.map_or(&b""[..], |r| r.filename);
+        // Counted before folding: the metrics see every refusal, the log its first of a kind.
+        if let (Some(r), false) = (r, reason.is_ignored()) {
+            self.counters.finish(request_direction(r), refusal_finish(reason));
+        }
         if !self.fold.note(now, d.peer.ip(), reason, file, |f| log_folded(worker, f)) {
             return;
         }
@@ -159,9 +163,22 @@ fn log_folded(worker: usize, f: &Folded<'_>) {
 }
 
 fn direction(r: &Request<'_>) -> &'static str {
+    request_direction(r).label()
+}
+
+fn request_direction(r: &Request<'_>) -> Direction {
     match r.kind {
-        crate::proto::wire::RequestKind::Read => "read",
-        crate::proto::wire::RequestKind::Write => "write",
+        crate::proto::wire::RequestKind::Read => Direction::Read,
+        crate::proto::wire::RequestKind::Write => Direction::Write,
+    }
+}
+
+/// How a refused request counts in the metrics: as its counter does (see `admit.rs`).
+fn refusal_finish(reason: Reason) -> Finish {
+    match reason {
+        Reason::NotFound => Finish::NotFound,
+        Reason::Busy => Finish::Busy,
+        _ => Finish::Refused,
     }
 }
 
@@ -220,19 +237,24 @@ fn record(
     c.add(if matches!(t.kind, Kind::Write(_)) { Counter::Uploaded } else { Counter::Bytes }, bytes);
     c.add(Counter::Retransmits, u64::from(t.kind.retransmits()));
     c.add(outcome_counter(outcome), 1);
+    let write = matches!(t.kind, Kind::Write(_));
+    c.finish(if write { Direction::Write } else { Direction::Read }, outcome_finish(outcome));
     let elapsed = t.kind.completed().unwrap_or(now).saturating_since(t.kind.started());
-    if outcome == Outcome::Complete {
-        latencies.record_transfer(elapsed);
-    }
     let request = match Packet::decode(&t.asked.request) {
         Ok(Packet::Request(r)) => Some(r),
         _ => None,
     };
+    if outcome == Outcome::Complete {
+        latencies.record_transfer(elapsed);
+        let class = stats::file_classes().classify(request.map_or(&b""[..], |r| r.filename));
+        c.record_duration(class, elapsed);
+    }
     let g = &t.asked.granted;
     let (blksize, windowsize) = match g.has_oack() {
         true => (g.blksize, g.windowsize),
         false => (Negotiated::PLAIN.blksize, Negotiated::PLAIN.windowsize),
     };
+    c.record_negotiated(blksize, windowsize);
     info!(
         worker,
         client = %t.peer,
@@ -269,6 +291,18 @@ fn outcome_counter(outcome: Outcome) -> Counter {
     }
 }
 
+/// How a transfer that ended with `outcome` counts in the metrics (its record's `outcome`).
+fn outcome_finish(outcome: Outcome) -> Finish {
+    match outcome {
+        Outcome::Complete => Finish::Ok,
+        Outcome::Probe => Finish::Probe,
+        Outcome::Rejected(_) => Finish::Rejected,
+        Outcome::PeerError(_) => Finish::ClientError,
+        Outcome::Aborted(_) => Finish::Error,
+        Outcome::TimedOut => Finish::Timeout,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +315,23 @@ mod tests {
         assert_eq!(outcome_counter(Outcome::PeerError(ErrorCode::DISK_FULL)), Counter::Errors);
         assert_eq!(outcome_counter(Outcome::Aborted(ErrorCode::NOT_DEFINED)), Counter::Errors);
         assert_eq!(outcome_counter(Outcome::Rejected(ErrorCode::OPTION_REFUSED)), Counter::Rejected);
+    }
+
+    #[test]
+    fn metrics_label_a_transfer_as_its_record_does() {
+        for o in [
+            Outcome::Complete,
+            Outcome::Probe,
+            Outcome::Rejected(ErrorCode::OPTION_REFUSED),
+            Outcome::PeerError(ErrorCode::DISK_FULL),
+            Outcome::Aborted(ErrorCode::NOT_DEFINED),
+            Outcome::TimedOut,
+        ] {
+            assert_eq!(outcome_finish(o).label(), o.label());
+        }
+        assert_eq!(refusal_finish(Reason::NotFound), Finish::NotFound);
+        assert_eq!(refusal_finish(Reason::Busy), Finish::Busy);
+        assert_eq!(refusal_finish(Reason::Mode), Finish::Refused);
     }
 
     #[test]
