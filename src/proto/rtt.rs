@@ -1,6 +1,14 @@
 //! Adaptive retransmission timeout (RFC 1123 §4.2.3.2), computed as RFC 6298 does for TCP:
 //! a smoothed round-trip time and its variation, exponential backoff on each timeout, and
 //! Karn's rule (callers sample only blocks that were sent once).
+//!
+//! One departure from RFC 6298: a sample may be *provisional*. The first exchanges of a transfer
+//! (the OACK and ACK 0, the first answer and its ACK) are timed against the initial timeout, one
+//! second, which is longer than many clients' own retransmission timers: when the client's first
+//! ACK is lost, its resend on the client's timer arrives as a round trip of that timer. Smoothed
+//! in, such a sample keeps the timeout above the client's for dozens of round trips, and every
+//! lost ACK meanwhile waits for the client. A provisional sample sets the timeout, but the next
+//! sample replaces it instead of being averaged with it.
 
 use std::time::Duration;
 
@@ -24,7 +32,18 @@ pub struct RttEstimator {
     /// Current timeout before backoff.
     rto: u32,
     backoff: u8,
-    sampled: bool,
+    samples: Samples,
+}
+
+/// What the estimate rests on (one byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Samples {
+    /// No sample: the initial timeout.
+    None,
+    /// Only a provisional sample, which the next one replaces.
+    Provisional,
+    /// Samples smoothed as RFC 6298 says.
+    Smoothed,
 }
 
 impl RtoBounds {
@@ -45,24 +64,37 @@ impl RttEstimator {
     /// A new estimator with no samples.
     pub fn new(bounds: &RtoBounds) -> Self {
         let (min, max) = bounds.micros();
-        Self { srtt: 0, rttvar: 0, rto: micros(bounds.initial).clamp(min, max), backoff: 0, sampled: false }
+        Self { srtt: 0, rttvar: 0, rto: micros(bounds.initial).clamp(min, max), backoff: 0, samples: Samples::None }
     }
 
     /// Feeds one round-trip sample.
     pub fn on_sample(&mut self, rtt: Duration, bounds: &RtoBounds) {
+        self.sample(rtt, bounds, Samples::Smoothed);
+    }
+
+    /// Feeds a sample that may be the peer's own retransmission timeout rather than a round
+    /// trip (see the module's documentation): it sets the timeout until the next sample, which
+    /// replaces it. Ignored once samples are being smoothed.
+    pub fn on_provisional_sample(&mut self, rtt: Duration, bounds: &RtoBounds) {
+        if self.samples != Samples::Smoothed {
+            self.sample(rtt, bounds, Samples::Provisional);
+        }
+    }
+
+    fn sample(&mut self, rtt: Duration, bounds: &RtoBounds, kind: Samples) {
         let (min, max) = bounds.micros();
         let r = micros(rtt);
         //= https://www.rfc-editor.org/rfc/rfc6298#section-2
         //# RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
         //# SRTT <- (1 - alpha) * SRTT + alpha * R'
-        if self.sampled {
+        if self.samples == Samples::Smoothed {
             let delta = self.srtt.abs_diff(r);
             self.rttvar = ((3 * u64::from(self.rttvar) + u64::from(delta)) / 4) as u32;
             self.srtt = ((7 * u64::from(self.srtt) + u64::from(r)) / 8) as u32;
         } else {
             self.srtt = r;
             self.rttvar = r / 2;
-            self.sampled = true;
+            self.samples = kind;
         }
         let rto = u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)));
         self.rto = u32::try_from(rto).unwrap_or(u32::MAX).clamp(min, max);
@@ -87,7 +119,7 @@ impl RttEstimator {
 
     /// The smoothed round-trip time, if a sample was taken.
     pub fn srtt(&self) -> Option<Duration> {
-        self.sampled.then(|| Duration::from_micros(u64::from(self.srtt)))
+        (self.samples != Samples::None).then(|| Duration::from_micros(u64::from(self.srtt)))
     }
 }
 
@@ -119,6 +151,23 @@ mod tests {
         r.on_sample(Duration::from_millis(100), &B);
         // rttvar 37.5 ms: 100 + 150.
         assert_eq!(r.rto(&B), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_provisional_sample_is_replaced_by_the_next() {
+        let mut r = RttEstimator::new(&B);
+        // The client's first ACK was lost and came again on its 200 ms timer.
+        r.on_provisional_sample(Duration::from_millis(200), &B);
+        assert_eq!(r.rto(&B), Duration::from_millis(600));
+        r.on_provisional_sample(Duration::from_millis(100), &B);
+        assert_eq!(r.srtt(), Some(Duration::from_millis(100)), "replaced, not averaged");
+        r.on_sample(Duration::from_millis(1), &B);
+        assert_eq!(r.srtt(), Some(Duration::from_millis(1)), "replaced, not averaged");
+        assert_eq!(r.rto(&B), Duration::from_millis(10));
+        r.on_provisional_sample(Duration::from_millis(200), &B);
+        assert_eq!(r.srtt(), Some(Duration::from_millis(1)), "ignored once smoothing");
+        r.on_sample(Duration::from_millis(9), &B);
+        assert_eq!(r.srtt(), Some(Duration::from_millis(2)), "smoothed");
     }
 
     #[test]

@@ -182,7 +182,14 @@ impl WindowSender {
             return AckEffect::Stale;
         }
         if self.probe_off != 0 && off >= self.probe_off {
-            self.rtt.on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
+            let rtt = now.saturating_since(self.probe_sent);
+            if self.acked == 0 {
+                // The first window (or first answer) was timed against the initial timeout: a
+                // lost ACK may have come again on the peer's timer, posing as a round trip.
+                self.rtt.on_provisional_sample(rtt, &cfg.rto);
+            } else {
+                self.rtt.on_sample(rtt, &cfg.rto);
+            }
             self.probe_off = 0;
         } else if self.probe_off != 0 {
             self.probe_off -= off;
@@ -261,9 +268,11 @@ impl WindowSender {
         self.probe_sent = now;
     }
 
-    /// The handshake packet was acknowledged: an RTT sample from its latest send.
+    /// The handshake packet was acknowledged: a provisional RTT sample from its latest send (the
+    /// ACK may be the peer's resend on its own timer, as the OACK's timer is the initial
+    /// timeout), which the first DATA round trip replaces.
     pub fn handshake_acked(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
-        self.rtt.on_sample(now.saturating_since(self.probe_sent), &cfg.rto);
+        self.rtt.on_provisional_sample(now.saturating_since(self.probe_sent), &cfg.rto);
         self.idle_since = now;
     }
 

@@ -183,3 +183,20 @@ fn retries_bound_the_resends_to_a_silent_client() {
         assert!(waited >= patience, "--retries {retries}: gave up after {waited:?} of silence");
     }
 }
+
+#[test]
+fn first_exchanges_time_the_path_provisionally() {
+    // The OACK's ACK 0 came back on the client's 200 ms timer, then the first windows answer in
+    // 1 ms: the timeout follows the windows, not the client's timer.
+    let mut s = WindowSender::new(t(0), 100_000, 512, 4, &CFG);
+    s.handshake_sent(t(0));
+    s.handshake_acked(t(200), &CFG);
+    assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(200)));
+    drain(&mut s, t(200));
+    assert_eq!(s.on_ack(t(201), 4, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1)), "the handshake's sample replaced");
+    drain(&mut s, t(201));
+    assert_eq!(s.on_ack(t(202), 8, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1)));
+    assert_eq!(s.rtt().rto(&CFG.rto), CFG.rto.min);
+}

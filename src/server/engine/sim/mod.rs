@@ -14,11 +14,12 @@
 //! that a bug fails a test instead of hanging it.
 //!
 //! This module holds the driver ([`Sim`]); [`link`] the link and the engine's backend on it,
-//! [`client`] the clients; the cases are in [`downloads`] and [`uploads`].
+//! [`client`] the clients; the cases are in [`downloads`], [`recovery`] and [`uploads`].
 
 mod client;
 mod downloads;
 mod link;
+mod recovery;
 mod uploads;
 
 use std::cmp::Reverse;
