@@ -10,11 +10,19 @@
 //! [`Counter`] names every counter once: its log name, its help text and its place in
 //! [`Counters`]. A new counter is one variant and one line in each of `name`, `help` and `ALL`.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+mod classes;
+mod histogram;
+
+pub use classes::{FILE_CLASSES_MAX, FileClassError, FileClasses, file_classes, set_file_classes};
+pub use histogram::{
+    AtomicHistogram, BLKSIZE_BOUNDS, BLKSIZE_SLOTS, DURATION_BOUNDS_US, DURATION_SLOTS, HistogramSnapshot,
+    WINDOWSIZE_BOUNDS, WINDOWSIZE_SLOTS,
+};
 
 /// One counter of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -330,193 +338,6 @@ impl Finish {
     }
 }
 
-/// Bucket upper bounds of the transfer-duration histograms, in microseconds (1 ms to 60 s).
-pub const DURATION_BOUNDS_US: [u64; 14] = [
-    1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
-    30_000_000, 60_000_000,
-];
-/// Bucket upper bounds of the negotiated-blksize histogram, in bytes.
-pub const BLKSIZE_BOUNDS: [u64; 10] = [512, 1024, 1408, 1432, 1468, 4096, 8192, 16384, 32768, 65464];
-/// Bucket upper bounds of the negotiated-windowsize histogram, in blocks.
-pub const WINDOWSIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 32768];
-/// Slots of the transfer-duration histogram: its buckets and +Inf.
-pub const DURATION_SLOTS: usize = DURATION_BOUNDS_US.len() + 1;
-/// Slots of the blksize histogram.
-pub const BLKSIZE_SLOTS: usize = BLKSIZE_BOUNDS.len() + 1;
-/// Slots of the windowsize histogram.
-pub const WINDOWSIZE_SLOTS: usize = WINDOWSIZE_BOUNDS.len() + 1;
-
-/// A histogram one worker records into and anyone reads: a count per bucket (not cumulative;
-/// the last is above every bound) and the sum of the values, relaxed atomics.
-#[derive(Debug)]
-pub struct AtomicHistogram<const N: usize> {
-    counts: [AtomicU64; N],
-    sum: AtomicU64,
-}
-
-impl<const N: usize> Default for AtomicHistogram<N> {
-    fn default() -> Self {
-        Self { counts: std::array::from_fn(|_| AtomicU64::new(0)), sum: AtomicU64::new(0) }
-    }
-}
-
-impl<const N: usize> AtomicHistogram<N> {
-    /// Counts `v` in the first bucket whose bound (of `bounds`, `N - 1` of them) it does not
-    /// exceed; never allocates.
-    fn record(&self, bounds: &[u64], v: u64) {
-        let i = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len()).min(N - 1);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(v, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> HistogramSnapshot<N> {
-        HistogramSnapshot {
-            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
-            sum: self.sum.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A plain copy of an [`AtomicHistogram`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HistogramSnapshot<const N: usize> {
-    /// Count per bucket, not cumulative; the last is above every bound.
-    pub counts: [u64; N],
-    /// The sum of the values recorded.
-    pub sum: u64,
-}
-
-impl<const N: usize> Default for HistogramSnapshot<N> {
-    fn default() -> Self {
-        Self { counts: [0; N], sum: 0 }
-    }
-}
-
-impl<const N: usize> HistogramSnapshot<N> {
-    /// Adds `other` (another worker's) to this one.
-    pub fn merge(&mut self, other: &Self) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts) {
-            *a += b;
-        }
-        self.sum += other.sum;
-    }
-
-    /// How many values were recorded.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-/// The most file classes `--metrics-file-class` may name (besides `other`): a label's values
-/// must stay few.
-pub const FILE_CLASSES_MAX: usize = 8;
-
-/// File classes for the transfer-duration histograms: rules that map a requested file name
-/// to one of a few operator-chosen names, everything else to `other` (never the name itself:
-/// MAC-named files would make a label value per machine).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FileClasses {
-    names: Vec<String>,
-    rules: Vec<(Box<[u8]>, usize)>,
-}
-
-/// A file-class rule refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FileClassError {
-    /// Not `NAME=PATTERN`, or an empty part.
-    #[error("file class {0:?}: expected NAME=PATTERN")]
-    Syntax(String),
-    /// A name that is no Prometheus label value of letters, digits, `_`, `-` and `.`, or `other`.
-    #[error("file class name {0:?}: letters, digits, '_', '-' and '.' only, and not \"other\"")]
-    Name(String),
-    /// More names than [`FILE_CLASSES_MAX`].
-    #[error("at most {FILE_CLASSES_MAX} file classes")]
-    TooMany,
-}
-
-impl FileClasses {
-    /// Adds a rule `NAME=PATTERN`: PATTERN is a glob (`*` any bytes, `?` one byte) when it has
-    /// `*` or `?`, else a prefix, matched against the file name as the client sent it. Rules
-    /// match in the order added; several may share a name.
-    pub fn add(&mut self, rule: &str) -> Result<(), FileClassError> {
-        let (name, pattern) = rule
-            .split_once('=')
-            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-            .ok_or_else(|| FileClassError::Syntax(rule.to_string()))?;
-        let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-        if !valid || name == "other" {
-            return Err(FileClassError::Name(name.to_string()));
-        }
-        let class = match self.names.iter().position(|n| n == name) {
-            Some(i) => i,
-            None if self.names.len() == FILE_CLASSES_MAX => return Err(FileClassError::TooMany),
-            None => {
-                self.names.push(name.to_string());
-                self.names.len() - 1
-            }
-        };
-        self.rules.push((pattern.as_bytes().into(), class));
-        Ok(())
-    }
-
-    /// The class names, in the order first given; `other` is index `names().len()`.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// The class of file name `file`: the index of the first rule's name it matches, else
-    /// `names().len()` (`other`). Allocates nothing.
-    pub fn classify(&self, file: &[u8]) -> usize {
-        self.rules.iter().find(|(p, _)| matches(p, file)).map_or(self.names.len(), |&(_, c)| c)
-    }
-}
-
-/// Whether `name` matches `pattern`: a glob with `*` and `?`, or else a prefix.
-fn matches(pattern: &[u8], name: &[u8]) -> bool {
-    if !pattern.iter().any(|b| matches!(b, b'*' | b'?')) {
-        return name.starts_with(pattern);
-    }
-    // Iterative glob with one backtrack point: linear in practice, no recursion, no allocation.
-    let (mut p, mut n, mut star, mut mark) = (0, 0, None, 0);
-    while n < name.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some(p);
-                mark = n;
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == name[n] => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some(s) => {
-                    p = s + 1;
-                    mark += 1;
-                    n = mark;
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
-}
-
-/// The file classes in force: set once by the program before the workers start.
-static FILE_CLASSES: OnceLock<FileClasses> = OnceLock::new();
-
-/// Sets the file classes for the whole process, before [`Server::start`](super::Server::start);
-/// gives them back when they were set already.
-pub fn set_file_classes(classes: FileClasses) -> Result<(), FileClasses> {
-    FILE_CLASSES.set(classes)
-}
-
-/// The file classes in force (none, so everything is `other`, unless set).
-pub fn file_classes() -> &'static FileClasses {
-    static NONE: FileClasses = FileClasses { names: Vec::new(), rules: Vec::new() };
-    FILE_CLASSES.get().unwrap_or(&NONE)
-}
-
 /// Latency histograms of one worker, in microseconds.
 #[derive(Debug, Clone)]
 pub struct Latencies {
@@ -569,75 +390,4 @@ impl Latencies {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_counter_has_its_place_and_a_distinct_name() {
-        for (i, c) in Counter::ALL.iter().enumerate() {
-            assert_eq!(*c as usize, i, "{c:?} out of place in ALL");
-            assert!(!c.help().is_empty());
-        }
-        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), Counter::COUNT);
-    }
-
-    #[test]
-    fn add_set_get_and_values_agree() {
-        let c = Counters::default();
-        c.add(Counter::Ok, 2);
-        c.add(Counter::Ok, 1);
-        c.set(Counter::Active, 7);
-        assert_eq!((c.get(Counter::Ok), c.get(Counter::Active)), (3, 7));
-        let v = c.values();
-        assert_eq!(v.get(Counter::Ok), 3);
-        let named: Vec<(&str, u64)> = v.iter().map(|(c, n)| (c.name(), n)).collect();
-        assert_eq!(named[1], ("ok", 3));
-        assert_eq!(named[Counter::COUNT - 1], ("active", 7));
-    }
-
-    #[test]
-    fn histograms_and_finishes_land_in_their_buckets() {
-        let c = Counters::default();
-        c.finish(Direction::Write, Finish::NotFound);
-        c.record_duration(1, Duration::from_millis(3));
-        c.record_duration(99, Duration::from_secs(1000));
-        c.record_negotiated(1468, 64);
-        let v = c.values();
-        assert_eq!(
-            (v.finished(Direction::Write, Finish::NotFound), v.finished(Direction::Read, Finish::NotFound)),
-            (1, 0)
-        );
-        assert_eq!(v.duration(1).counts[1], 1);
-        assert_eq!((v.duration(FILE_CLASSES_MAX).counts[DURATION_SLOTS - 1], v.duration(1).sum), (1, 3000));
-        assert_eq!((v.blksize().counts[4], v.windowsize().counts[6]), (1, 1));
-        let mut m = *v.blksize();
-        m.merge(v.blksize());
-        assert_eq!(m.count(), 2);
-    }
-
-    #[test]
-    fn file_classes_match_globs_and_prefixes_in_order() {
-        let mut f = FileClasses::default();
-        f.add("pxe=pxelinux.cfg/").unwrap();
-        f.add("efi=*.efi").unwrap();
-        f.add("kernel=vmlinuz-?.*").unwrap();
-        f.add("pxe=*.0").unwrap();
-        assert_eq!(f.names(), ["pxe", "efi", "kernel"]);
-        assert_eq!(f.classify(b"pxelinux.cfg/01-aa-bb"), 0);
-        assert_eq!(f.classify(b"boot/grubx64.efi"), 1);
-        assert_eq!(f.classify(b"vmlinuz-6.1"), 2);
-        assert_eq!(f.classify(b"pxelinux.0"), 0);
-        assert_eq!(f.classify(b"initrd.img"), 3);
-        assert_eq!(f.add("x"), Err(FileClassError::Syntax("x".into())));
-        assert_eq!(f.add("other=a"), Err(FileClassError::Name("other".into())));
-        assert_eq!(f.add("a b=a"), Err(FileClassError::Name("a b".into())));
-        for i in 0..5 {
-            f.add(&format!("c{i}=x{i}")).unwrap();
-        }
-        assert_eq!(f.add("c9=y"), Err(FileClassError::TooMany));
-        assert!(matches(b"a*b*c", b"axxbyyc") && !matches(b"a*b", b"ac") && matches(b"*", b""));
-    }
-}
+mod tests;
