@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use bootstorm::server::Server;
 use bootstorm::server::stats::{
-    self, BLKSIZE_BOUNDS, Counter, CounterSnapshot, DURATION_BOUNDS_US, Direction, Finish, HistogramSnapshot,
-    WINDOWSIZE_BOUNDS,
+    self, BLKSIZE_BOUNDS, Counter, CounterSnapshot, DURATION_BOUNDS_US, Direction, FIRST_ACK_BOUNDS_US, Finish,
+    HistogramSnapshot, WINDOWSIZE_BOUNDS,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
@@ -156,6 +156,18 @@ impl Collector for Scrape {
             let h = merged(&workers, |w| w.duration(i));
             let labels = [("file_class", name)];
             histogram(m.encode_family(&labels)?, &h, &DURATION_BOUNDS_US, 1e6)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "time_to_first_ack_seconds",
+            "Time from request to the client's first ACK of a download (ACK 0 of an OACK, ACK 1 in lockstep), by file class (--metrics-file-class).",
+            None,
+            MetricType::Histogram,
+        )?;
+        let names = classes.names().iter().map(String::as_str).chain(["other"]);
+        for (i, name) in names.enumerate() {
+            let h = merged(&workers, |w| w.first_ack(i));
+            let labels = [("file_class", name)];
+            histogram(m.encode_family(&labels)?, &h, &FIRST_ACK_BOUNDS_US, 1e6)?;
         }
         let m = enc.encode_descriptor(
             "negotiated_blksize_bytes",

@@ -289,7 +289,14 @@ impl Engine {
         let token = self.token(idx);
         let Some(t) = self.table.get_mut(idx) else { return };
         match &mut t.kind {
-            Kind::Read { xfer, .. } => xfer.handle_packet(now, p, &retransmit),
+            Kind::Read { xfer, .. } => {
+                // The first ACK (ACK 0 of an OACK, ACK 1 in lockstep) is what confirms a read.
+                let unconfirmed = !xfer.is_confirmed() && matches!(p, Packet::Ack { .. });
+                xfer.handle_packet(now, p, &retransmit);
+                if unconfirmed && xfer.is_confirmed() {
+                    record::first_ack(&self.counters, t, now);
+                }
+            }
             Kind::Write(w) => {
                 if let Some((_, data)) = w.xfer.handle_packet(now, p, &retransmit) {
                     if let Some(Err(e)) = w.upload.as_mut().map(|u| u.write(data)) {

@@ -1,7 +1,7 @@
 //! A request's records: the one place where a request becomes its log record (`request` on
 //! arrival with `--log-requests`; `request refused`, `request ignored` or `requests folded` when
 //! it becomes no transfer; `transfer finished`, with counters and a latency sample, when its
-//! transfer ends). Their fields are documented in docs/logs.md; tests and scripts parse them.
+//! transfer ends), and a download's time-to-first-ACK sample when its client first acknowledges. Their fields are documented in docs/logs.md; tests and scripts parse them.
 //! Values the client chose (file names, options, its ERROR message) are string fields: the
 //! formatter quotes and escapes them.
 
@@ -278,6 +278,16 @@ fn record(
         client_message = message.map(|m| tracing::field::display(Text(m))),
         "transfer finished"
     );
+}
+
+/// Samples the time from download `t`'s request to its client's first ACK, by file class, as
+/// that ACK arrives (`now`): whatever the transfer's end, so slow starts show even when they fail.
+pub(super) fn first_ack(c: &Counters, t: &Transfer, now: Timestamp) {
+    let file = match Packet::decode(&t.asked.request) {
+        Ok(Packet::Request(r)) => r.filename,
+        _ => &b""[..],
+    };
+    c.record_first_ack(stats::file_classes().classify(file), now.saturating_since(t.kind.started()));
 }
 
 /// The counter a transfer that ended with `outcome` counts in.

@@ -8,12 +8,21 @@ pub const DURATION_BOUNDS_US: [u64; 14] = [
     1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
     30_000_000, 60_000_000,
 ];
+/// Bucket upper bounds of the time-to-first-ACK histograms, in microseconds (100 µs to 10 s:
+/// a LAN client answers in well under a millisecond; seconds mean a lost OACK or DATA 1 and the
+/// retransmissions that followed).
+pub const FIRST_ACK_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
 /// Bucket upper bounds of the negotiated-blksize histogram, in bytes.
 pub const BLKSIZE_BOUNDS: [u64; 10] = [512, 1024, 1408, 1432, 1468, 4096, 8192, 16384, 32768, 65464];
 /// Bucket upper bounds of the negotiated-windowsize histogram, in blocks.
 pub const WINDOWSIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 32768];
 /// Slots of the transfer-duration histogram: its buckets and +Inf.
 pub const DURATION_SLOTS: usize = DURATION_BOUNDS_US.len() + 1;
+/// Slots of the time-to-first-ACK histogram: its buckets and +Inf.
+pub const FIRST_ACK_SLOTS: usize = FIRST_ACK_BOUNDS_US.len() + 1;
 /// Slots of the blksize histogram.
 pub const BLKSIZE_SLOTS: usize = BLKSIZE_BOUNDS.len() + 1;
 /// Slots of the windowsize histogram.

@@ -3,7 +3,7 @@
 //! Each worker owns its counters (single writer, relaxed atomics, cache-padded so that workers
 //! never share a line) and its histograms (no synchronisation at all). The main thread reads the
 //! counters whenever it reports and receives the histograms when a worker ends. The metrics
-//! histograms (transfer duration by file class, negotiated blksize and windowsize) are fixed
+//! histograms (transfer duration and time to first ACK by file class, negotiated blksize and windowsize) are fixed
 //! buckets of relaxed atomics beside the counters, recorded once per finished transfer, read by
 //! a scrape at any time.
 //!
@@ -20,8 +20,8 @@ mod histogram;
 
 pub use classes::{FILE_CLASSES_MAX, FileClassError, FileClasses, file_classes, set_file_classes};
 pub use histogram::{
-    AtomicHistogram, BLKSIZE_BOUNDS, BLKSIZE_SLOTS, DURATION_BOUNDS_US, DURATION_SLOTS, HistogramSnapshot,
-    WINDOWSIZE_BOUNDS, WINDOWSIZE_SLOTS,
+    AtomicHistogram, BLKSIZE_BOUNDS, BLKSIZE_SLOTS, DURATION_BOUNDS_US, DURATION_SLOTS, FIRST_ACK_BOUNDS_US,
+    FIRST_ACK_SLOTS, HistogramSnapshot, WINDOWSIZE_BOUNDS, WINDOWSIZE_SLOTS,
 };
 
 /// One counter of a worker.
@@ -167,6 +167,7 @@ pub struct Counters {
     values: [AtomicU64; Counter::COUNT],
     finished: [[AtomicU64; Finish::COUNT]; 2],
     duration: [AtomicHistogram<DURATION_SLOTS>; FILE_CLASSES_MAX + 1],
+    first_ack: [AtomicHistogram<FIRST_ACK_SLOTS>; FILE_CLASSES_MAX + 1],
     blksize: AtomicHistogram<BLKSIZE_SLOTS>,
     windowsize: AtomicHistogram<WINDOWSIZE_SLOTS>,
 }
@@ -177,6 +178,7 @@ pub struct CounterSnapshot {
     values: [u64; Counter::COUNT],
     finished: [[u64; Finish::COUNT]; 2],
     duration: [HistogramSnapshot<DURATION_SLOTS>; FILE_CLASSES_MAX + 1],
+    first_ack: [HistogramSnapshot<FIRST_ACK_SLOTS>; FILE_CLASSES_MAX + 1],
     blksize: HistogramSnapshot<BLKSIZE_SLOTS>,
     windowsize: HistogramSnapshot<WINDOWSIZE_SLOTS>,
 }
@@ -202,6 +204,12 @@ impl CounterSnapshot {
     /// [`DURATION_BOUNDS_US`].
     pub fn duration(&self, class: usize) -> &HistogramSnapshot<DURATION_SLOTS> {
         &self.duration[class.min(FILE_CLASSES_MAX)]
+    }
+
+    /// Times from request to the client's first ACK of downloads of file class `class` (as in
+    /// [`duration`](Self::duration)), in microseconds, bucketed by [`FIRST_ACK_BOUNDS_US`].
+    pub fn first_ack(&self, class: usize) -> &HistogramSnapshot<FIRST_ACK_SLOTS> {
+        &self.first_ack[class.min(FILE_CLASSES_MAX)]
     }
 
     /// Negotiated blksize of finished transfers, bucketed by [`BLKSIZE_BOUNDS`].
@@ -242,6 +250,13 @@ impl Counters {
         self.duration[class.min(FILE_CLASSES_MAX)].record(&DURATION_BOUNDS_US, us);
     }
 
+    /// Records a download of file class `class` whose client first acknowledged `d` after its
+    /// request.
+    pub fn record_first_ack(&self, class: usize, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.first_ack[class.min(FILE_CLASSES_MAX)].record(&FIRST_ACK_BOUNDS_US, us);
+    }
+
     /// Records the blksize and windowsize a finished transfer ran with.
     pub fn record_negotiated(&self, blksize: u16, windowsize: u16) {
         self.blksize.record(&BLKSIZE_BOUNDS, u64::from(blksize));
@@ -254,6 +269,7 @@ impl Counters {
             values: Counter::ALL.map(|c| self.get(c)),
             finished: [0, 1].map(|d| Finish::ALL.map(|f| self.finished[d][f as usize].load(Ordering::Relaxed))),
             duration: std::array::from_fn(|i| self.duration[i].snapshot()),
+            first_ack: std::array::from_fn(|i| self.first_ack[i].snapshot()),
             blksize: self.blksize.snapshot(),
             windowsize: self.windowsize.snapshot(),
         }

@@ -35,10 +35,14 @@ fn histograms_and_finishes_land_in_their_buckets() {
     c.record_duration(1, Duration::from_millis(3));
     c.record_duration(99, Duration::from_secs(1000));
     c.record_negotiated(1468, 64);
+    c.record_first_ack(0, Duration::from_micros(300));
+    c.record_first_ack(99, Duration::from_secs(20));
     let v = c.values();
     assert_eq!((v.finished(Direction::Write, Finish::NotFound), v.finished(Direction::Read, Finish::NotFound)), (1, 0));
     assert_eq!(v.duration(1).counts[1], 1);
     assert_eq!((v.duration(FILE_CLASSES_MAX).counts[DURATION_SLOTS - 1], v.duration(1).sum), (1, 3000));
+    assert_eq!((v.first_ack(0).counts[2], v.first_ack(0).sum, v.first_ack(0).count()), (1, 300, 1));
+    assert_eq!(v.first_ack(FILE_CLASSES_MAX).counts[FIRST_ACK_SLOTS - 1], 1);
     assert_eq!((v.blksize().counts[4], v.windowsize().counts[6]), (1, 1));
     let mut m = *v.blksize();
     m.merge(v.blksize());
