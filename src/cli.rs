@@ -297,6 +297,18 @@ pub(crate) struct Cli {
     /// the first match wins, everything else is `other`.
     #[arg(long, value_name = "NAME=PATTERN", requires = "metrics")]
     pub(crate) metrics_file_class: Vec<String>,
+
+    /// Drop root to this user once the sockets are bound, the root opened and the workers set
+    /// up, before the first request: supplementary groups cleared, user and group ids set for
+    /// good. Refused at start if the user does not exist, cannot read --root or (with
+    /// --allow-write) cannot write the upload directory. Needs root; without it, run as the user
+    /// with CAP_NET_BIND_SERVICE instead. [default: stay as started]
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+
+    /// The group for --user. [default: the user's primary group]
+    #[arg(long, value_name = "GROUP", requires = "user")]
+    pub(crate) group: Option<String>,
 }
 
 /// `--refuse-option`: an option never granted.
@@ -354,6 +366,8 @@ pub(crate) struct Settings {
     pub(crate) metrics: Option<SocketAddr>,
     /// File classes of the duration histogram (`--metrics-file-class`).
     pub(crate) file_classes: FileClasses,
+    /// The user and group to drop to (`--user`, `--group`), not looked up yet.
+    pub(crate) run_as: Option<(String, Option<String>)>,
 }
 
 /// A command line the binary refuses: a flag value that means nothing, or a configuration
@@ -457,6 +471,7 @@ impl TryFrom<Cli> for Settings {
             file_classes.add(rule)?;
         }
         Ok(Self {
+            run_as: c.user.map(|u| (u, c.group)),
             metrics: c.metrics,
             file_classes,
             server,

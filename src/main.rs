@@ -10,6 +10,7 @@ use anyhow::Context;
 use bootstorm::config::{Cidr, ServerConfig};
 use bootstorm::server::Server;
 use bootstorm::server::stats::{Counter, CounterSnapshot, Latencies};
+use bootstorm::sys::privilege::{Identity, PrivilegeError};
 use clap::Parser;
 use tracing::{debug, error, info, warn};
 
@@ -83,12 +84,19 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
 }
 
 fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { server: cfg, stats_interval: stats_every, metrics: metrics_addr, file_classes, .. } = settings;
+    let Settings { server: cfg, stats_interval: stats_every, metrics: metrics_addr, file_classes, run_as, .. } =
+        settings;
     let set = block_signals();
     // Before the workers start: they read the classes when a transfer ends.
     let _ = bootstorm::server::stats::set_file_classes(file_classes);
+    // Looked up before anything is bound: an unknown user is refused at once.
+    let run_as = match run_as {
+        Some((user, group)) => Some(Identity::lookup(&user, group.as_deref())?),
+        None => None,
+    };
     // Shared with the metrics thread until the stop, when the server is taken back to wait.
-    let server = Arc::new(Server::start(cfg.clone()).context("cannot start")?);
+    let server =
+        Arc::new(Server::start_then(cfg.clone(), || drop_root(run_as.as_ref(), &cfg)).context("cannot start")?);
     let exporter = match metrics_addr {
         Some(addr) => Some(metrics::Exporter::start(addr, Arc::clone(&server), env!("BOOTSTORM_COMMIT"))?),
         None => None,
@@ -144,6 +152,20 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     let report = waiter.join().map_err(|_| anyhow::anyhow!("waiter panicked"))??;
     log_counters(&report.workers, Some(&report.latencies));
     info!("stopped");
+    Ok(())
+}
+
+/// Becomes `run_as`, when given, before the first request is served; then checks, as that user,
+/// that the root can be read and the upload directory written (the descriptors opened as root
+/// still work, but every file is looked up with the new user's rights).
+fn drop_root(run_as: Option<&Identity>, cfg: &ServerConfig) -> Result<(), PrivilegeError> {
+    let Some(id) = run_as else { return Ok(()) };
+    id.become_it()?;
+    id.check_access(&cfg.root, false, "read --root")?;
+    if cfg.write.is_some() {
+        id.check_access(cfg.upload_dir().unwrap_or(&cfg.root), true, "write to the upload directory")?;
+    }
+    info!(user = %id.user, uid = id.uid, group = %id.group, gid = id.gid, "dropped privileges");
     Ok(())
 }
 

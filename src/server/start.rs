@@ -82,6 +82,9 @@ pub enum StartError {
     /// io_uring was required but is unusable; the cause says why.
     #[error("io_uring is unusable here (use --io epoll or --io auto)")]
     Uring(#[from] UringUnusable),
+    /// What had to be done before serving failed ([`Server::start_then`]).
+    #[error(transparent)]
+    BeforeServing(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A worker failed to set up its backend.
     #[error("worker {worker} failed to start")]
     Worker {
@@ -246,6 +249,17 @@ impl Server {
     /// worker's sockets, picks the backend and starts the workers. Returns once every worker is
     /// serving.
     pub fn start(cfg: ServerConfig) -> Result<Self, StartError> {
+        Self::start_then(cfg, || Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// As [`start`](Self::start), and runs `before_serving` once everything privileged is done
+    /// (root and upload directory opened, sockets bound, every worker's backend set up) and
+    /// before any request is served: the place to drop root. Its error stops the workers and
+    /// is returned as [`StartError::BeforeServing`].
+    pub fn start_then<E>(cfg: ServerConfig, before_serving: impl FnOnce() -> Result<(), E>) -> Result<Self, StartError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
         cfg.validate()?;
         let nofile = rlimit::raise_fd_limit();
         let root = Root::open(&cfg.root, cfg.follow_symlinks)
@@ -320,6 +334,8 @@ impl Server {
         let policy = Arc::new(cfg.effective_policy());
         let settings = EngineSettings::of(&cfg);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cfg.workers);
+        // Never sent on: dropped to let the workers serve.
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(0);
         let mut workers = Vec::new();
         for (w, listens) in per_worker.into_iter().enumerate() {
             let control = Arc::clone(&controls[w]);
@@ -332,10 +348,10 @@ impl Server {
                 counters: Arc::clone(&counters),
                 capacity,
             };
-            let (policy, ctl, ready) = (Arc::clone(&policy), Arc::clone(&control), ready_tx.clone());
+            let (policy, ctl, ready, go) = (Arc::clone(&policy), Arc::clone(&control), ready_tx.clone(), go_rx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("bootstorm-w{w}"))
-                .spawn(move || worker_main(w, core, backend, io, policy, settings, parts, listens, ctl, ready))
+                .spawn(move || worker_main(w, core, backend, io, policy, settings, parts, listens, ctl, ready, go))
                 .map_err(|source| StartError::Worker { worker: w, source })?;
             workers.push(WorkerHandle { thread, control, counters });
         }
@@ -350,16 +366,25 @@ impl Server {
             nofile,
             recv_buffer_granted,
         };
+        drop(go_rx);
         for _ in 0..server.workers.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err((worker, source))) => {
                     server.abort();
+                    drop(go_tx);
                     return Err(StartError::Worker { worker, source });
                 }
                 Err(_) => break,
             }
         }
+        if let Err(e) = before_serving() {
+            // The workers see the abort as soon as they are let go.
+            server.abort();
+            drop(go_tx);
+            return Err(StartError::BeforeServing(e.into()));
+        }
+        drop(go_tx);
         debug!(workers = server.workers.len(), backend = %backend, gso = io.gso, "workers started");
         Ok(server)
     }

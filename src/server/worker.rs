@@ -167,8 +167,12 @@ impl ServerControl {
 /// Where a worker says whether its backend is set up (`Err`: which worker, and why not).
 pub(super) type Ready = crossbeam_channel::Sender<Result<(), (usize, io::Error)>>;
 
-/// A worker thread: pins itself, sets up its backend, says so on `ready`, and runs the engine
-/// until it has finished after a stop; returns its latencies.
+/// Closed (dropped) by [`Server::start`](super::Server::start) once the process may serve:
+/// after every worker is ready and what must come before serving (dropping root) is done.
+pub(super) type Go = crossbeam_channel::Receiver<()>;
+
+/// A worker thread: pins itself, sets up its backend, says so on `ready`, waits for `go` to
+/// close, and runs the engine until it has finished after a stop; returns its latencies.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn worker_main(
     w: usize,
@@ -181,6 +185,7 @@ pub(super) fn worker_main(
     listens: Vec<UdpSocket>,
     control: Arc<WorkerControl>,
     ready: Ready,
+    go: Go,
 ) -> io::Result<Latencies> {
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
@@ -194,6 +199,7 @@ pub(super) fn worker_main(
         Backend::Epoll => match epoll::EpollIo::new(&io, listens, ports, control.wake_fd()) {
             Ok(mut io) => {
                 let _ = ready.send(Ok(()));
+                let _ = go.recv();
                 epoll::run(&mut engine, &mut io, &clock, &control)
             }
             Err(e) => Err(e),
@@ -201,6 +207,7 @@ pub(super) fn worker_main(
         Backend::Uring => match uring::Uring::new(&io, listens, ports, control.wake_fd()) {
             Ok(mut u) => {
                 let _ = ready.send(Ok(()));
+                let _ = go.recv();
                 uring::run(&mut engine, &mut u, &clock, &control)
             }
             Err(e) => Err(e),

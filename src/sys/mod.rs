@@ -1,5 +1,5 @@
 //! What the server and the load generator both need from the kernel: control messages with a
-//! checked layout, socket options, resource limits, synchronous sends, io_uring ring helpers, an
+//! checked layout, socket options, resource limits, dropping root, synchronous sends, io_uring ring helpers, an
 //! epoll set and the monotonic clock.
 //!
 //! Each helper is written once here; the server's backends and the load generator call it.
@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod cmsg;
 pub mod epoll;
+pub mod privilege;
 pub mod rlimit;
 pub mod send;
 pub mod sockopt;
