@@ -12,6 +12,7 @@ use bootstorm::server::Server;
 use bootstorm::server::stats::{Counter, CounterSnapshot, Latencies};
 use bootstorm::sys::privilege::{Identity, PrivilegeError};
 use clap::Parser;
+use sd_notify::NotifyState;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::{Cli, Settings};
@@ -113,15 +114,26 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         out.flush()?;
     }
     log_starting(&cfg, &server);
-    let tick = stats_every.unwrap_or(Duration::from_secs(3600));
+    notify(&[NotifyState::Ready, NotifyState::Status(&serving_status(&server))]);
+    // With WatchdogSec= in the unit, a sign of life twice per period.
+    let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
+    let tick = [stats_every, watchdog].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
+    let mut last_stats = std::time::Instant::now();
     loop {
         match wait_signal(&set, tick) {
             Some(sig) => {
                 info!(signal = sig, grace_secs = cfg.grace.as_secs_f64(), "stopping");
+                let status = format!("stopping: {} transfers in progress", in_flight(&server));
+                notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
                 break;
             }
             None => {
-                if stats_every.is_some() {
+                if watchdog.is_some() {
+                    notify(&[NotifyState::Watchdog, NotifyState::Status(&serving_status(&server))]);
+                }
+                // Every tick when the stats set it; with a shorter watchdog tick, once due.
+                if stats_every.is_some_and(|every| last_stats.elapsed() + tick / 2 >= every) {
+                    last_stats = std::time::Instant::now();
                     log_counters(&server.counters(), None);
                 }
             }
@@ -153,6 +165,25 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     log_counters(&report.workers, Some(&report.latencies));
     info!("stopped");
     Ok(())
+}
+
+/// Tells the service manager (systemd's `Type=notify`, through `$NOTIFY_SOCKET`) `states`;
+/// nothing without the variable. A failure is logged and never stops the server.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
+/// Transfers in progress over all workers.
+fn in_flight(server: &Server) -> u64 {
+    server.counters().iter().map(|w| w.get(Counter::Active)).sum()
+}
+
+/// The `STATUS=` line `systemctl status` shows while serving.
+fn serving_status(server: &Server) -> String {
+    let listen: Vec<String> = server.local_addrs().iter().map(ToString::to_string).collect();
+    format!("serving on {}: {} transfers in progress", listen.join(", "), in_flight(server))
 }
 
 /// Becomes `run_as`, when given, before the first request is served; then checks, as that user,

@@ -3,7 +3,9 @@
 //! - `--user nobody`: the process drops root before serving (`/proc/PID/status` shows the
 //!   user's ids and no supplementary groups) and still serves, on both backends;
 //! - a root that user cannot read, an unknown user, or `--group` without `--user`: refused at
-//!   start with a message that names the user (or the flag).
+//!   start with a message that names the user (or the flag);
+//! - systemd's `Type=notify`: `READY=1` with a `STATUS=` once serving and `STOPPING=1` on
+//!   SIGTERM, on a notify socket the test owns (systemd is not PID 1 here).
 //!
 //! Needs root (the test command runs as root). Traffic goes only to 127.0.0.1 and ::1.
 
@@ -143,4 +145,48 @@ fn unknown_users_and_groups_are_refused_by_name() {
     let (code, out) = exit_of(&["--root", r, "--group", "nogroup"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("--user"), "{out}");
+}
+
+/// The next datagram on the notify socket, as text.
+fn notified(sock: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notification within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn systemd_is_told_ready_with_a_status_then_stopping() {
+    let dir = scratch();
+    let path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.env("NOTIFY_SOCKET", &path);
+    let root = Root::new();
+    let s = Server::start_with(cmd, root.path(), "auto", &[]);
+    let ready = notified(&sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    let status = ready.lines().find_map(|l| l.strip_prefix("STATUS=")).expect("a STATUS line");
+    assert!(status.contains(&s.v4.to_string()) && status.contains("0 transfers in progress"), "{status}");
+    // Ready means serving.
+    assert_eq!(
+        Raw::new(s.v4).fetch("small.bin", Mode::Octet, RequestOptions::default()).unwrap(),
+        root.file("small.bin")
+    );
+    s.signal(libc::SIGTERM);
+    let stopping = notified(&sock);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+}
+
+#[test]
+fn without_a_notify_socket_nothing_is_sent_and_nothing_fails() {
+    let root = Root::new();
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("NOTIFY_SOCKET");
+    let s = Server::start_with(cmd, root.path(), "epoll", &[]);
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    assert!(!log.contains("cannot notify"), "{log}");
 }
