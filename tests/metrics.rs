@@ -34,11 +34,10 @@ fn value(body: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-#[test]
-fn scrape_counts_transfers_by_outcome_and_passes_promtool() {
-    let root = Root::new();
-    root.write("pxelinux.0", &common::bytes(3000, 1));
-    root.write("other.bin", &common::bytes(100, 2));
+/// Starts bootstorm on `root` with two workers, a metrics endpoint and the file class
+/// `pxe=pxelinux`, all on 127.0.0.1 ports the kernel picks; returns it and its TFTP and
+/// metrics addresses (read from its stdout).
+fn start_with_metrics(root: &Root) -> (std::process::Child, SocketAddr, SocketAddr) {
     let mut child = Command::new(bin())
         .args(["--root", root.path().to_str().unwrap(), "-l", "127.0.0.1:0", "--workers", "2"])
         .args(["--metrics", "127.0.0.1:0", "--metrics-file-class", "pxe=pxelinux"])
@@ -49,6 +48,15 @@ fn scrape_counts_transfers_by_outcome_and_passes_promtool() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
     let tftp: SocketAddr = lines.next().and_then(|l| l.strip_prefix("listening on ")?.parse().ok()).unwrap();
     let http: SocketAddr = lines.next().and_then(|l| l.strip_prefix("metrics on ")?.parse().ok()).unwrap();
+    (child, tftp, http)
+}
+
+#[test]
+fn scrape_counts_transfers_by_outcome_and_passes_promtool() {
+    let root = Root::new();
+    root.write("pxelinux.0", &common::bytes(3000, 1));
+    root.write("other.bin", &common::bytes(100, 2));
+    let (mut child, tftp, http) = start_with_metrics(&root);
 
     let c = Raw::new(tftp);
     assert_eq!(c.fetch("pxelinux.0", Mode::Octet, RequestOptions::default()).unwrap(), root.file("pxelinux.0"));
@@ -107,7 +115,7 @@ fn scrape_counts_transfers_by_outcome_and_passes_promtool() {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             assert!(out.status.success() && text.trim().is_empty(), "promtool check metrics: {text}\n{body}");
         }
-        Err(_) => println!("skipped promtool check metrics: promtool not installed (apt-get install prometheus)"),
+        Err(_) => common::cannot_run("promtool check metrics: promtool not installed (apt-get install prometheus)"),
     }
 
     // SAFETY: kill(2) on the PID of the child this test started.
@@ -183,24 +191,14 @@ fn unix_now() -> f64 {
 #[test]
 fn prometheus_scrapes_a_transfer_load_and_reads_back_its_counts() {
     if Command::new("prometheus").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
-        println!("skipped: the prometheus binary is not installed (apt-get install prometheus)");
+        common::cannot_run("the prometheus binary is not installed (apt-get install prometheus)");
         return;
     }
     let root = Root::new();
     root.write("pxelinux.0", &common::bytes(3000, 1));
     root.write("vmlinuz", &common::bytes(20_000, 2));
-    let mut child = Command::new(bin())
-        .args(["--root", root.path().to_str().unwrap(), "-l", "127.0.0.1:0", "--workers", "2"])
-        .args(["--metrics", "127.0.0.1:0", "--metrics-file-class", "pxe=pxelinux"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn bootstorm");
-    let stdout = child.stdout.take().unwrap();
+    let (child, tftp, http) = start_with_metrics(&root);
     let bootstorm = Running(child);
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    let tftp: SocketAddr = lines.next().and_then(|l| l.strip_prefix("listening on ")?.parse().ok()).unwrap();
-    let http: SocketAddr = lines.next().and_then(|l| l.strip_prefix("metrics on ")?.parse().ok()).unwrap();
 
     let dir = common::scratch();
     let web = {

@@ -26,7 +26,7 @@ both_backends!(drops_to_the_user_and_still_serves);
 fn nobody() -> Option<(u32, u32)> {
     // SAFETY: geteuid has no arguments.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
+        cannot_run("needs root");
         return None;
     }
     let id = bootstorm::sys::privilege::Identity::lookup("nobody", None).expect("the user nobody");
