@@ -365,6 +365,7 @@ impl Server {
             committer,
             nofile,
             recv_buffer_granted,
+            config: cfg.clone(),
         };
         drop(go_rx);
         for _ in 0..server.workers.len() {

@@ -64,6 +64,8 @@ pub struct Server {
     pub(super) nofile: u64,
     /// The smallest receive buffer granted to a listening socket.
     pub(super) recv_buffer_granted: Option<usize>,
+    /// The configuration the server was started with (a reload compares against it).
+    pub(super) config: crate::config::ServerConfig,
 }
 
 impl std::fmt::Debug for Server {
@@ -77,6 +79,11 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// The configuration the server was started with.
+    pub fn config(&self) -> &crate::config::ServerConfig {
+        &self.config
+    }
+
     /// The addresses listened on (ports resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
