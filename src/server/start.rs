@@ -1,12 +1,12 @@
-//! Starting a server: the root and the upload directory opened, the listening sockets bound,
-//! the backend chosen, the workers started ([`Server::start`]).
+//! Starting a server: the root and the upload directory opened, the listening sockets bound (or
+//! taken from the service manager), the backend chosen, the workers started ([`Server::start`]).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::commit;
 use super::control::WorkerControl;
@@ -17,6 +17,7 @@ use super::stats::Counters;
 use super::worker::{Backend, Server, WorkerHandle, worker_main};
 use crate::config::{ConfigError, IoBackend, IoConfig, ServerConfig, WriteConfig};
 use crate::fs::{Root, UploadRoot};
+use crate::sys::activation::{self, ActivationError, Inherited};
 use crate::sys::rlimit;
 
 /// Why a server could not start. The message says what failed; the cause (an OS error, why
@@ -76,6 +77,42 @@ pub enum StartError {
         /// The address.
         addr: SocketAddr,
     },
+    /// The sockets the service manager passed cannot be served from.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// Listen addresses were asked for that are not those of the sockets the service manager
+    /// passed.
+    #[error(
+        "the service manager passed sockets on {} (socket activation), but the listen addresses asked for are {}: \
+         leave --listen out (the .socket unit's ListenDatagram= lines say where to listen), or name exactly those",
+        list(.passed),
+        list(.configured)
+    )]
+    ListenNotPassed {
+        /// The passed sockets' addresses.
+        passed: Vec<SocketAddr>,
+        /// The listen addresses configured.
+        configured: Vec<SocketAddr>,
+    },
+    /// `--single-port` with several workers, on a passed socket they would have to share.
+    #[error(
+        "--single-port with {workers} workers needs each worker's own socket on {addr}, and the socket the service \
+         manager passed cannot be joined ({}): use --workers 1, or let bootstorm bind the port itself (start the \
+         service without its .socket unit)",
+        if *.reuse_port {
+            "it belongs to another user, or the port needs CAP_NET_BIND_SERVICE"
+        } else {
+            "it has no SO_REUSEPORT: ReusePort=yes in the .socket unit, with the service started as the same user"
+        }
+    )]
+    SinglePortShared {
+        /// The socket's address.
+        addr: SocketAddr,
+        /// Workers configured.
+        workers: usize,
+        /// Whether the passed socket has `SO_REUSEPORT`.
+        reuse_port: bool,
+    },
     /// The upload directory is in the served tree without --uploads-in-root.
     #[error("{0}")]
     Uploads(String),
@@ -105,6 +142,11 @@ impl StartError {
             _ => Self::Bind { addr, source },
         }
     }
+}
+
+/// Addresses, comma-separated.
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether binding an IPv6 wildcard address failed because the host has IPv6 turned off
@@ -232,6 +274,80 @@ fn transfer_capacity(cfg: &ServerConfig, nofile: u64) -> usize {
     share.min(usize::try_from(fit).unwrap_or(usize::MAX)).max(1)
 }
 
+/// Each worker's listening sockets, one per listen address, bound here in worker order (so that
+/// a port 0 resolves once for all); and the addresses as bound.
+fn bind_listen(cfg: &ServerConfig) -> Result<(Vec<Vec<UdpSocket>>, Vec<SocketAddr>), StartError> {
+    let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+    let mut local_addrs = Vec::new();
+    for mut addr in usable_listen(cfg)? {
+        for sockets in per_worker.iter_mut() {
+            let s = listen_socket(addr, cfg.io.recv_buffer).map_err(|e| StartError::bind(addr, e))?;
+            if addr.port() == 0 {
+                addr = s.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            }
+            sockets.push(s);
+        }
+        local_addrs.push(addr);
+    }
+    Ok((per_worker, local_addrs))
+}
+
+/// Each worker's listening sockets made of those the service manager passed (socket
+/// activation), one per passed socket, in its order; and their addresses. The configured
+/// listen addresses must be the default ones (none asked for) or exactly the passed ones.
+///
+/// Each worker needs a socket of its own on every address where a transfer's packets come back
+/// to the listening port (`--single-port`). A passed socket with `SO_REUSEPORT` goes to worker
+/// 0 and the other workers bind their own to its address, joining its group, as they do without
+/// socket activation; where they cannot (no `SO_REUSEPORT`, or the socket belongs to another
+/// user: the kernel groups only one user's sockets), the workers share the passed socket, so
+/// that each request goes to whichever worker takes it first, which `--single-port` cannot
+/// work with on more than one worker.
+fn adopt_listen(
+    cfg: &ServerConfig,
+    inherited: Vec<Inherited>,
+) -> Result<(Vec<Vec<UdpSocket>>, Vec<SocketAddr>), StartError> {
+    let passed: Vec<SocketAddr> = inherited.iter().map(|i| i.addr).collect();
+    let (mut wanted, mut got) = (cfg.listen.clone(), passed.clone());
+    wanted.sort_unstable();
+    got.sort_unstable();
+    got.dedup();
+    if cfg.listen != ServerConfig::default().listen && wanted != got {
+        return Err(StartError::ListenNotPassed { passed, configured: cfg.listen.clone() });
+    }
+    let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+    for Inherited { socket, addr, reuse_port, only_v6 } in inherited {
+        let first = socket::adopt_listen_socket(socket, addr.is_ipv6(), cfg.io.recv_buffer)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        // Joining needs the passed socket's options: SO_REUSEPORT, and IPv6-only as ours are.
+        let joinable = cfg.workers > 1 && reuse_port && (addr.is_ipv4() || only_v6);
+        let joined = if joinable { join_group(addr, cfg) } else { None };
+        let how = if let Some(own) = joined {
+            per_worker[1..].iter_mut().zip(own).for_each(|(sockets, s)| sockets.push(s));
+            "joined by each worker's own socket (SO_REUSEPORT)"
+        } else if cfg.workers > 1 && cfg.io.single_port {
+            return Err(StartError::SinglePortShared { addr, workers: cfg.workers, reuse_port });
+        } else {
+            for sockets in &mut per_worker[1..] {
+                sockets.push(first.try_clone().map_err(|source| StartError::Bind { addr, source })?);
+            }
+            if cfg.workers > 1 { "shared by the workers" } else { "served by the one worker" }
+        };
+        per_worker[0].push(first);
+        info!(addr = %addr, reuse_port, "listening on a socket passed by the service manager, {how}");
+    }
+    Ok((per_worker, passed))
+}
+
+/// Sockets of workers 1.. bound to `addr` with `SO_REUSEPORT`, joining the group of a passed
+/// socket; `None` when the kernel refuses (another user's socket, a privileged port without the
+/// privilege).
+fn join_group(addr: SocketAddr, cfg: &ServerConfig) -> Option<Vec<UdpSocket>> {
+    let own: Result<Vec<UdpSocket>, io::Error> =
+        (1..cfg.workers).map(|_| listen_socket(addr, cfg.io.recv_buffer)).collect();
+    own.inspect_err(|e| debug!(addr = %addr, error = %e, "cannot join the passed socket's SO_REUSEPORT group")).ok()
+}
+
 impl Server {
     /// The descriptor limit (`RLIMIT_NOFILE`) the server runs under, after raising the soft
     /// limit to the hard one (`u64::MAX` when it cannot be read).
@@ -273,25 +389,10 @@ impl Server {
             None => None,
         };
 
-        let listen = usable_listen(&cfg)?;
-        // Bind all sockets here, in worker order, so that a port 0 resolves once for all.
-        let mut per_worker: Vec<Vec<UdpSocket>> = (0..cfg.workers).map(|_| Vec::new()).collect();
-        let mut local_addrs = Vec::new();
-        let mut recv_buffer_granted: Option<usize> = None;
-        for &addr in &listen {
-            let mut addr = addr;
-            for sockets in per_worker.iter_mut() {
-                let s = listen_socket(addr, cfg.io.recv_buffer).map_err(|e| StartError::bind(addr, e))?;
-                if addr.port() == 0 {
-                    addr = s.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-                }
-                if let Ok(granted) = socket::recv_buffer_granted(&s) {
-                    recv_buffer_granted = Some(recv_buffer_granted.map_or(granted, |g| g.min(granted)));
-                }
-                sockets.push(s);
-            }
-            local_addrs.push(addr);
-        }
+        let inherited = activation::take()?;
+        let (per_worker, local_addrs) =
+            if inherited.is_empty() { bind_listen(&cfg)? } else { adopt_listen(&cfg, inherited)? };
+        let recv_buffer_granted = per_worker.iter().flatten().filter_map(|s| socket::recv_buffer_granted(s).ok()).min();
         if let Some(granted) = recv_buffer_granted.filter(|&g| g < cfg.io.recv_buffer) {
             warn!(
                 asked = cfg.io.recv_buffer,

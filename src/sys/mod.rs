@@ -1,9 +1,10 @@
 //! What the server and the load generator both need from the kernel: control messages with a
-//! checked layout, socket options, resource limits, dropping root, synchronous sends, io_uring ring helpers, an
+//! checked layout, the sockets a service manager passes, socket options, resource limits, dropping root, synchronous sends, io_uring ring helpers, an
 //! epoll set and the monotonic clock.
 //!
 //! Each helper is written once here; the server's backends and the load generator call it.
 
+pub mod activation;
 pub mod clock;
 pub mod cmsg;
 pub mod epoll;
