@@ -129,6 +129,81 @@ impl ServerConfig {
         policy
     }
 
+    /// The settings fixed for the server's life that differ between `self` and `other`, by
+    /// command-line flag, in the order of the fields: every field but [`serve`](Self::serve)
+    /// (root, listen addresses, workers and pinning, grace, symbolic links, file cache, every
+    /// [`IoConfig`] field, and where uploads go and which of their risks are accepted). What a
+    /// reload reports as not applied.
+    ///
+    /// [`ipv6_optional`](Self::ipv6_optional) is not compared: it only decides, at start, what
+    /// to do with an IPv6 wildcard address the host cannot bind, and follows from whether
+    /// `--listen` was given, not from what it names.
+    pub fn fixed_differences(&self, other: &ServerConfig) -> Vec<&'static str> {
+        // Destructured whole, so that a field added to these structures must be classed here.
+        let ServerConfig {
+            root,
+            serve_whole_filesystem,
+            listen,
+            ipv6_optional: _,
+            workers,
+            pin,
+            grace,
+            follow_symlinks,
+            file_cache,
+            io,
+            serve: _,
+            write,
+        } = self;
+        let IoConfig {
+            backend,
+            gso,
+            recv_buffer,
+            ring_entries,
+            rx_buffers,
+            send_slots,
+            single_port,
+            port_range,
+            max_transfers,
+        } = io;
+        // The same for the upload settings (compared one by one below).
+        if let Some(WriteConfig { dir: _, in_served_tree: _, overwrite_served_files: _, allow_single_port: _ }) = write
+        {
+        }
+        let o = other;
+        let upload = |f: fn(&WriteConfig) -> bool| {
+            let (a, b) = (write.as_ref().map(f), o.write.as_ref().map(f));
+            a.is_some() && b.is_some() && a != b
+        };
+        let dir = |w: &Option<WriteConfig>| w.as_ref().map(|w| w.dir.clone());
+        [
+            (*root != o.root, "--root"),
+            (*serve_whole_filesystem != o.serve_whole_filesystem, "--serve-whole-filesystem"),
+            (*listen != o.listen, "--listen"),
+            (*workers != o.workers, "--workers"),
+            (*pin != o.pin, "--no-pin"),
+            (*grace != o.grace, "--grace"),
+            (*follow_symlinks != o.follow_symlinks, "--no-symlinks"),
+            (*file_cache != o.file_cache, "--file-cache"),
+            (*backend != o.io.backend, "--io"),
+            (*gso != o.io.gso, "--no-gso"),
+            (*recv_buffer != o.io.recv_buffer, "--recv-buffer"),
+            (*ring_entries != o.io.ring_entries, "--ring-entries"),
+            (*rx_buffers != o.io.rx_buffers, "--rx-buffers"),
+            (*send_slots != o.io.send_slots, "--send-slots"),
+            (*single_port != o.io.single_port, "--single-port"),
+            (*port_range != o.io.port_range, "--port-range"),
+            (*max_transfers != o.io.max_transfers, "--max-transfers"),
+            (write.is_some() != o.write.is_some(), "--allow-write"),
+            (write.is_some() && o.write.is_some() && dir(write) != dir(&o.write), "--upload-dir"),
+            (upload(|w| w.in_served_tree), "--uploads-in-root"),
+            (upload(|w| w.overwrite_served_files), "--overwrite-served-files"),
+            (upload(|w| w.allow_single_port), "--allow-single-port-uploads"),
+        ]
+        .into_iter()
+        .filter_map(|(differs, name)| differs.then_some(name))
+        .collect()
+    }
+
     /// The directory uploads go into, when they are accepted.
     pub fn upload_dir(&self) -> Option<&Path> {
         self.write.as_ref().map(|w| w.dir.as_deref().unwrap_or(&self.root))

@@ -82,4 +82,57 @@ impl ServePolicy {
     pub fn source_limit(&self) -> Option<SourceRate> {
         self.rate_per_source.filter(|r| r.per_second > 0.0)
     }
+
+    /// The settings that differ between `self` and `other`, by command-line flag (the field's
+    /// path where no flag sets it), in the order of the fields: what a reload reports as
+    /// changed.
+    pub fn differences(&self, other: &ServePolicy) -> Vec<&'static str> {
+        // Destructured whole, so that a field added here must be given its name below.
+        let ServePolicy {
+            allow,
+            allow_write_from,
+            limits,
+            retransmit,
+            rate_per_source,
+            rate_limit_always,
+            log_requests,
+            world_readable_only,
+            upload,
+        } = self;
+        let (rto, o_rto) = (&retransmit.rto, &other.retransmit.rto);
+        let retries = retransmit.max_retries != other.retransmit.max_retries;
+        // Patience and the silence bound follow from the timeout and the retries (see
+        // [`retransmit`]): named on their own only when set apart from them.
+        let patience = retransmit.patience != other.retransmit.patience && rto.initial == o_rto.initial && !retries;
+        let max_silence =
+            retransmit.max_silence != other.retransmit.max_silence && retransmit.patience == other.retransmit.patience;
+        let rate = |p: &ServePolicy| p.rate_per_source.map(|r| r.per_second);
+        let burst = |p: &ServePolicy| p.rate_per_source.map(|r| r.burst);
+        [
+            (*allow != other.allow, "--allow"),
+            (*allow_write_from != other.allow_write_from, "--allow-write-from"),
+            (limits.max_blksize != other.limits.max_blksize, "--max-blksize"),
+            (limits.max_windowsize != other.limits.max_windowsize, "--max-windowsize"),
+            (limits.max_window_bytes != other.limits.max_window_bytes, "limits.max_window_bytes"),
+            (limits.refuse != other.limits.refuse, "--refuse-option"),
+            (rto.initial != o_rto.initial, "--timeout"),
+            (rto.min != o_rto.min, "--min-rto"),
+            (rto.max != o_rto.max, "--max-rto"),
+            (retries, "--retries"),
+            (patience, "retransmit.patience"),
+            (max_silence, "retransmit.max_silence"),
+            (*rate_per_source != other.rate_per_source && rate(self) != rate(other), "--rate-per-source"),
+            (*rate_per_source != other.rate_per_source && burst(self) != burst(other), "--burst-per-source"),
+            (*rate_limit_always != other.rate_limit_always, "--rate-limit-always"),
+            (*log_requests != other.log_requests, "--log-requests"),
+            (*world_readable_only != other.world_readable_only, "--serve-private-files"),
+            (upload.create != other.upload.create, "--create"),
+            (upload.overwrite != other.upload.overwrite, "--overwrite"),
+            (upload.mode != other.upload.mode, "--umask"),
+            (upload.max_size != other.upload.max_size, "--max-upload-size"),
+        ]
+        .into_iter()
+        .filter_map(|(differs, name)| differs.then_some(name))
+        .collect()
+    }
 }

@@ -5,7 +5,7 @@
 //! modification and change times): a file replaced by rename or rewritten in place is opened
 //! and mapped again for new clients, while transfers in flight keep the version they started
 //! with (for a rename, the old bytes; a rewrite in place changes the shared pages, which no
-//! server can prevent).
+//! server can prevent). A reload forgets every cached version ([`FileCache::forget`]).
 //!
 //! # Truncation and SIGBUS
 //! Reading a mapped page beyond the end of a file truncated after mapping raises SIGBUS. The
@@ -353,6 +353,14 @@ impl FileCache {
         if let Ok(mut s) = self.scratch.try_borrow_mut() {
             s.trim();
         }
+    }
+
+    /// Forgets every cached version (a reload): the next request of each file opens, checks and
+    /// maps it again, even where its `statx` identity did not change. Transfers keep the versions
+    /// they hold, and their sends the chunks of scratch they hold.
+    pub fn forget(&mut self, now: Timestamp) {
+        self.entries.clear();
+        self.sweep(now, true);
     }
 
     /// Number of cached versions.

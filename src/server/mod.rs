@@ -5,8 +5,8 @@
 //! `SO_REUSEPORT` socket per worker per listen address, probes io_uring, and starts the workers
 //! (`worker.rs`); each owns the transfers whose requests its sockets received.
 //! The engine (`engine`) holds the logic; `uring` and `epoll.rs` move datagrams for it, each
-//! ending its loop turns the same way (`turn.rs`) and stopped through a `WorkerControl`
-//! (`control.rs`).
+//! ending its loop turns the same way (`turn.rs`) and stopped, or given a new serving policy by
+//! [`Server::reload`] (`reload.rs`), through a `WorkerControl` (`control.rs`).
 
 pub mod stats;
 
@@ -17,6 +17,7 @@ pub(crate) mod epoll;
 pub(crate) mod io;
 pub(crate) mod limits;
 pub(crate) mod probe;
+pub(crate) mod reload;
 pub(crate) mod reply_budget;
 pub(crate) mod sendmsg;
 pub(crate) mod socket;
@@ -26,6 +27,7 @@ pub(crate) mod uring;
 pub(crate) mod worker;
 
 pub use probe::UringUnusable;
+pub use reload::Reloaded;
 pub use start::StartError;
 pub use worker::Backend;
 pub use worker::{Report, Server, ServerControl};

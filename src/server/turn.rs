@@ -31,9 +31,14 @@ pub(crate) fn next_wait(engine: &Engine, now: Timestamp) -> Duration {
     engine.next_wakeup().map_or(MAX_WAIT, |t| t.saturating_since(now)).min(MAX_WAIT)
 }
 
-/// The worker was woken through its [`WorkerControl`]: a stop closes the listening sockets and
-/// lets transfers finish; an abort ends them now.
+/// The worker was woken through its [`WorkerControl`]: a serving policy posted by a reload is
+/// taken (between two datagrams: every request after this one sees it); a stop closes the
+/// listening sockets and lets transfers finish; an abort ends them now.
 pub(crate) fn on_wake<I: LoopIo>(engine: &mut Engine, io: &mut I, control: &WorkerControl, now: Timestamp) {
+    if let Some(posted) = control.new_policy() {
+        engine.set_policy(std::sync::Arc::clone(&posted.policy), now);
+        control.applied(posted.generation);
+    }
     if control.stop_requested() {
         engine.begin_stop(now);
         io.close_listens();

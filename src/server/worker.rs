@@ -64,7 +64,9 @@ pub struct Server {
     pub(super) nofile: u64,
     /// The smallest receive buffer granted to a listening socket.
     pub(super) recv_buffer_granted: Option<usize>,
-    /// The configuration the server was started with (a reload compares against it).
+    /// The configuration the server was started with: its fixed settings are those in force (a
+    /// reload compares against them); the serving policy in force is the last reload's
+    /// (`reload.rs`).
     pub(super) config: crate::config::ServerConfig,
 }
 
@@ -79,11 +81,6 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// The configuration the server was started with.
-    pub fn config(&self) -> &crate::config::ServerConfig {
-        &self.config
-    }
-
     /// The addresses listened on (ports resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs

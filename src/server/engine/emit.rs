@@ -17,9 +17,9 @@ impl Engine {
     /// Sends transfer `idx`'s first answer (OACK, DATA 1 or ACK 0): at once for a new transfer or
     /// a repeated request, whose options (`requested`) give the OACK the client's spelling.
     pub(super) fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, requested: &Options<'_>, io: &mut I) {
-        let retransmit = self.policy.retransmit;
         let token = self.table.token(idx);
         let Some(t) = self.table.get_mut(idx) else { return };
+        let retransmit = self.retransmits.get(t.retransmit);
         let from = local_end(&self.locals, t.local);
         match &mut t.kind {
             Kind::Read { xfer, .. } => {
@@ -29,7 +29,7 @@ impl Engine {
                 if !xfer.oack().has_oack() && !io.can_send() {
                     return;
                 }
-                if let Some(tx) = xfer.poll_transmit(now, &retransmit) {
+                if let Some(tx) = xfer.poll_transmit(now, retransmit) {
                     transmit_read(t, tx, Some(requested), token, from, &mut self.head, io);
                 }
             }

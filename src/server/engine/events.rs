@@ -12,13 +12,12 @@ use crate::server::stats::Counter;
 impl Engine {
     /// Handles expired timers and housekeeping.
     pub(crate) fn on_timers<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.policy.retransmit;
         self.due.clear();
         self.wheel.expire(now, &mut self.table.links(), &mut self.due);
         for i in 0..self.due.len() {
             let idx = self.due[i];
             let Some(t) = self.table.get_mut(idx) else { continue };
-            t.kind.handle_timeout(now, &retransmit);
+            t.kind.handle_timeout(now, self.retransmits.get(t.retransmit));
             self.after_event(idx, now, io);
         }
         self.poll_commits(now, io);
@@ -54,7 +53,6 @@ impl Engine {
 
     /// Takes the results of finished commits: the final ACK, or the ERROR.
     fn poll_commits<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.policy.retransmit;
         loop {
             let Some(done) = self.commits.as_ref().and_then(|l| l.done.try_recv().ok()) else { return };
             let worker = self.worker;
@@ -64,7 +62,7 @@ impl Engine {
                 warn!(worker, client = %t.peer, file = %w.name, error = %e, "upload not committed");
                 LocalFailure::from(e).into()
             });
-            w.xfer.commit_result(now, result, &retransmit);
+            w.xfer.commit_result(now, result, self.retransmits.get(t.retransmit));
             self.after_event(done.token.slot(), now, io);
         }
     }

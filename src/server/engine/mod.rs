@@ -55,6 +55,7 @@ mod fold;
 mod host;
 mod kind;
 mod open;
+mod policy;
 mod record;
 mod resolve;
 mod sources;
@@ -65,6 +66,7 @@ use emit::{local_end, transmit_read_run, transmit_write};
 use fold::Fold;
 use host::{HostInfo, KernelHost};
 use kind::Kind;
+use policy::Retransmits;
 use record::PeerMessage;
 use resolve::{OneRoot, Resolve};
 use sources::Sources;
@@ -80,8 +82,10 @@ const PRESSURE_MEMORY: Duration = Duration::from_secs(1);
 /// The worker's logic. See the module documentation.
 pub(crate) struct Engine {
     worker: usize,
-    /// The serving policy (a reload may later swap it between two turns of the loop).
+    /// The serving policy of new requests (a reload replaces it: `policy.rs`).
     policy: Arc<ServePolicy>,
+    /// The retransmission settings of the transfers held, by the index each transfer keeps.
+    retransmits: Retransmits,
     /// What stays fixed while the server runs.
     settings: EngineSettings,
     counters: Arc<CachePadded<Counters>>,
@@ -178,6 +182,7 @@ impl Engine {
             files,
             host: Box::new(KernelHost::default()),
             limiter: policy.source_limit().map(|rate| SourceLimiter::worker_share(rate, settings.workers)),
+            retransmits: Retransmits::new(policy.retransmit),
             policy,
             settings,
             counters,
@@ -285,20 +290,20 @@ impl Engine {
             Packet::Error { message, .. } => self.peer_message.set(message),
             _ => self.peer_message.clear(),
         }
-        let retransmit = self.policy.retransmit;
         let token = self.token(idx);
         let Some(t) = self.table.get_mut(idx) else { return };
+        let retransmit = self.retransmits.get(t.retransmit);
         match &mut t.kind {
             Kind::Read { xfer, .. } => {
                 // The first ACK (ACK 0 of an OACK, ACK 1 in lockstep) is what confirms a read.
                 let unconfirmed = !xfer.is_confirmed() && matches!(p, Packet::Ack { .. });
-                xfer.handle_packet(now, p, &retransmit);
+                xfer.handle_packet(now, p, retransmit);
                 if unconfirmed && xfer.is_confirmed() {
                     record::first_ack(&self.counters, t, now);
                 }
             }
             Kind::Write(w) => {
-                if let Some((_, data)) = w.xfer.handle_packet(now, p, &retransmit) {
+                if let Some((_, data)) = w.xfer.handle_packet(now, p, retransmit) {
                     if let Some(Err(e)) = w.upload.as_mut().map(|u| u.write(data)) {
                         w.xfer.fail(LocalFailure::from(&e));
                         return;
@@ -308,7 +313,7 @@ impl Engine {
                     if let (Some(upload), Some(link)) = (w.upload.take(), &self.commits) {
                         let job = CommitJob { worker: self.worker, token, upload };
                         if link.jobs.send(job).is_err() {
-                            w.xfer.commit_result(now, Err(LocalFailure::CommitFailed.into()), &retransmit);
+                            w.xfer.commit_result(now, Err(LocalFailure::CommitFailed.into()), retransmit);
                         }
                     }
                 }
@@ -363,10 +368,10 @@ impl Engine {
     fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
         self.counters.add(Counter::Requests, 1);
         if let Some(idx) = self.table.find_peer(&d.peer) {
-            let retransmit = self.policy.retransmit;
             let t = self.table.get_mut(idx).expect("indexed slots are live");
+            let retransmit = self.retransmits.get(t.retransmit);
             // The same bytes as the transfer's request: a repeat.
-            let repeat = (*t.asked.request == *d.payload).then(|| t.kind.handle_repeated_request(now, &retransmit));
+            let repeat = (*t.asked.request == *d.payload).then(|| t.kind.handle_repeated_request(now, retransmit));
             match repeat {
                 // The client repeated its request: the same transfer, never a second one.
                 Some(Repeat::ResendFirst | Repeat::Ignored) => {
@@ -477,10 +482,10 @@ impl Engine {
 
     /// Sends what queued transfers have to send, as far as the backend has room.
     pub(crate) fn flush<I: Io>(&mut self, now: Timestamp, io: &mut I) {
-        let retransmit = self.policy.retransmit;
         while let Some(idx) = self.ready.pop_front() {
             let token = self.table.token(idx);
             let Some(t) = self.table.get_mut(idx) else { continue };
+            let retransmit = self.retransmits.get(t.retransmit);
             let from = local_end(&self.locals, t.local);
             loop {
                 if !io.can_send() {
@@ -489,7 +494,7 @@ impl Engine {
                 }
                 match &mut t.kind {
                     Kind::Read { .. } => {
-                        if !transmit_read_run(t, now, &retransmit, token, from, &mut self.head, &mut self.run, io) {
+                        if !transmit_read_run(t, now, retransmit, token, from, &mut self.head, &mut self.run, io) {
                             break;
                         }
                     }

@@ -63,7 +63,7 @@ impl Engine {
             false => file.len(),
         };
         let neg = self.negotiate(r, Some(size), d.local, now);
-        let mut xfer = ReadTransfer::new(now, size, &neg, &self.policy.retransmit);
+        let mut xfer = ReadTransfer::new(now, size, &neg, self.retransmits.in_force());
         if let Some(bytes) = self.policy.limits.max_window_bytes {
             xfer.limit_blind_sends(bytes);
         }
@@ -89,7 +89,7 @@ impl Engine {
         };
         match started {
             Ok((upload, name)) => {
-                let xfer = WriteTransfer::new(now, &neg, policy.max_size, &self.policy.retransmit);
+                let xfer = WriteTransfer::new(now, &neg, policy.max_size, self.retransmits.in_force());
                 let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
                 Ok((Kind::Write(Box::new(state)), neg))
             }
@@ -128,7 +128,10 @@ impl Engine {
             }
         };
         let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted });
-        self.table.insert(idx, Transfer { peer: d.peer, via, local, queued: false, kind, asked });
+        self.table.insert(
+            idx,
+            Transfer { peer: d.peer, via, local, queued: false, retransmit: self.retransmits.current(), kind, asked },
+        );
         self.active += 1;
         self.counters.set(Counter::Active, self.active as u64);
         self.sources.count(d.peer.ip(), true);

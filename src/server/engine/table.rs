@@ -25,6 +25,9 @@ pub(super) struct Transfer {
     pub(super) local: u16,
     /// In the ready queue.
     pub(super) queued: bool,
+    /// Index of its retransmission settings, those in force when it started, in
+    /// `Engine::retransmits` (see `policy.rs`).
+    pub(super) retransmit: u16,
     pub(super) kind: Kind,
     /// What its record needs of the request; its bytes also tell a repeat from a new request.
     pub(super) asked: Box<Asked>,
@@ -168,6 +171,11 @@ impl Table {
             }
         }
         None
+    }
+
+    /// The transfers held.
+    pub(super) fn transfers(&self) -> impl Iterator<Item = &Transfer> {
+        self.slots.iter().filter_map(|s| s.transfer.as_ref())
     }
 
     /// The slots' timer links, for the wheel.
