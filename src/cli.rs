@@ -20,8 +20,11 @@ use bootstorm::server::stats::{FileClassError, FileClasses};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
+mod file;
+mod invocation;
 mod parse;
 
+pub(crate) use invocation::{Args, Invocation, LoadError, manpage};
 pub(crate) use parse::{parse_listen, parse_port_range, parse_size, parse_umask};
 
 /// `--io`: which I/O backend the workers run on.
@@ -55,9 +58,17 @@ impl From<IoArg> for IoBackend {
 pub(crate) struct Cli {
     /// Directory to serve. Paths are resolved beneath it by the kernel: nothing outside it can be
     /// read, whatever the request or the symlinks say. --root / is refused (it would serve the
-    /// whole file system) unless --serve-whole-filesystem is given.
+    /// whole file system) unless --serve-whole-filesystem is given. Required: here, or as
+    /// `root` in the --config file.
     #[arg(short, long, value_name = "DIR")]
     pub(crate) root: PathBuf,
+
+    /// Read settings from this TOML file: its keys are the long flag names (root = "/srv/tftp",
+    /// max-blksize = 1468, allow = ["10.0.0.0/8"], single-port = true); a flag given here wins
+    /// over the same key in the file. SIGHUP reads it again and applies the serving policy to
+    /// new transfers. `bootstorm check --config FILE` checks a file without serving.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 
     /// Accept --root / (or any path that resolves to /): every readable file of the host, from
     /// /etc/shadow to SSH host keys, is then served to anyone who can send a datagram.

@@ -32,19 +32,37 @@ use crate::cli::LogFormat;
 pub(crate) const SPLICE: &str = "fields";
 
 /// Logs to stderr at `level` when one was given (flags win over the environment), else by
-/// `RUST_LOG`, else at `info`; in `format`.
-pub(crate) fn init(level: Option<&str>, format: LogFormat) {
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
+/// `RUST_LOG`, else at `info`; in `format`. The level can be changed later (a reload) through
+/// the returned [`LogLevel`].
+pub(crate) fn init(level: Option<&str>, format: LogFormat) -> LogLevel {
     let format = Records { json: format == LogFormat::Json, timestamps: std::env::var_os("JOURNAL_STREAM").is_none() };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .event_format(format)
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    LogLevel(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())))
+}
+
+/// The filter for `level`, as [`init`] chooses it.
+fn filter(level: Option<&str>) -> EnvFilter {
+    match level {
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    }
+}
+
+/// Changes the level of the records logged from now on.
+pub(crate) struct LogLevel(Box<dyn Fn(EnvFilter) -> Result<(), String>>);
+
+impl LogLevel {
+    /// Logs at `level` (as `--log-level` gives it: `None` is `RUST_LOG`, else `info`).
+    pub(crate) fn set(&self, level: Option<&str>) -> Result<(), String> {
+        (self.0)(filter(level))
+    }
 }
 
 /// Writes one record per line, as logfmt or as JSON.

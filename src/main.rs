@@ -1,5 +1,7 @@
-//! The bootstorm server binary: parse flags, start the workers, wait for SIGINT or SIGTERM, stop
-//! gracefully and exit 0.
+//! The bootstorm server binary: read the flags and the configuration file, start the workers,
+//! reload the configuration on SIGHUP, wait for SIGINT or SIGTERM, stop gracefully and exit 0.
+//! `bootstorm check` checks a configuration without serving; `bootstorm manpage` prints the man
+//! page.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,11 +13,10 @@ use bootstorm::config::{Cidr, ServerConfig};
 use bootstorm::server::Server;
 use bootstorm::server::stats::{Counter, CounterSnapshot, Latencies};
 use bootstorm::sys::privilege::{Identity, PrivilegeError};
-use clap::Parser;
 use sd_notify::NotifyState;
 use tracing::{debug, error, info, warn};
 
-use crate::cli::{Cli, Settings};
+use crate::cli::{Args, Invocation, LoadError, Settings};
 
 mod cli;
 mod logging;
@@ -31,24 +32,77 @@ pub(crate) const VERSION: &str =
 
 fn main() -> ExitCode {
     small_pages_only();
-    let cli = Cli::parse();
+    match Invocation::parse_from(std::env::args_os()) {
+        Ok(Invocation::Serve(args)) => serve(args),
+        Ok(Invocation::Check(args)) => check(&args),
+        Ok(Invocation::Manpage) => match cli::manpage(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bootstorm: cannot write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => e.exit(),
+    }
+}
+
+/// Serves with `args` until SIGINT or SIGTERM.
+fn serve(args: Args) -> ExitCode {
     // Before logging is set up, an error has only stderr; after, it is one `error` record (on
     // stderr too), never both.
-    let settings = match Settings::try_from(cli) {
+    let settings = match args.settings() {
         Ok(s) => s,
+        Err(LoadError::CommandLine(e)) => e.exit(),
+        Err(e @ LoadError::File(_)) => {
+            eprintln!("bootstorm: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
-            eprintln!("bootstorm: invalid arguments: {e:#}");
+            eprintln!("bootstorm: invalid arguments: {e}");
             return ExitCode::FAILURE;
         }
     };
-    logging::init(settings.log_level.as_deref(), settings.log_format);
-    match run(settings) {
+    let log_level = logging::init(settings.log_level.as_deref(), settings.log_format);
+    match run(settings, &args, &log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bootstorm check`: everything a start checks before it binds a socket.
+fn check(args: &Args) -> ExitCode {
+    let name = args.config().map_or_else(|| "the command line".to_string(), |p| p.display().to_string());
+    match checked(args) {
+        Ok(()) => {
+            println!("{name}: ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bootstorm: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The settings of `args`, the directories they name and the user they drop to.
+fn checked(args: &Args) -> anyhow::Result<()> {
+    let s = args.settings()?;
+    let dir = |flag: &str, path: &std::path::Path| -> anyhow::Result<()> {
+        let meta = std::fs::metadata(path).with_context(|| format!("{flag} {}", path.display()))?;
+        anyhow::ensure!(meta.is_dir(), "{flag} {}: not a directory", path.display());
+        Ok(())
+    };
+    dir("--root", &s.server.root)?;
+    if s.server.write.is_some() {
+        dir("--upload-dir", s.server.upload_dir().unwrap_or(&s.server.root))?;
+    }
+    if let Some((user, group)) = &s.run_as {
+        Identity::lookup(user, group.as_deref())?;
+    }
+    Ok(())
 }
 
 /// Turns transparent huge pages off for this process. The allocator advises huge pages for its
@@ -61,17 +115,19 @@ fn small_pages_only() {
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in the workers it starts), to take them with
-/// `sigtimedwait` instead of a handler.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local set, then applied to this thread only.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in the workers it starts), to take
+/// them with `sigtimedwait` instead of a handler; returns the stop signals and all three.
+fn block_signals() -> (libc::sigset_t, libc::sigset_t) {
+    // SAFETY: sigset manipulation on local sets, then applied to this thread only.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+        let mut stop: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        libc::sigaddset(&mut stop, libc::SIGINT);
+        libc::sigaddset(&mut stop, libc::SIGTERM);
+        let mut all = stop;
+        libc::sigaddset(&mut all, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        (stop, all)
     }
 }
 
@@ -84,10 +140,12 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings { server: cfg, stats_interval: stats_every, metrics: metrics_addr, file_classes, run_as, .. } =
-        settings;
-    let set = block_signals();
+fn run(settings: Settings, args: &Args, log_level: &logging::LogLevel) -> anyhow::Result<()> {
+    // What is in force: what the binary itself applies (the log level, the stats interval), and
+    // what a reload cannot change (kept to tell a change that waits for a restart).
+    let mut current = settings.clone();
+    let Settings { server: cfg, metrics: metrics_addr, file_classes, run_as, .. } = settings;
+    let (stop_set, set) = block_signals();
     // Before the workers start: they read the classes when a transfer ends.
     let _ = bootstorm::server::stats::set_file_classes(file_classes);
     // Looked up before anything is bound: an unknown user is refused at once.
@@ -117,12 +175,16 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     notify(&[NotifyState::Ready, NotifyState::Status(&serving_status(&server))]);
     // With WatchdogSec= in the unit, a sign of life twice per period.
     let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
-    let tick = [stats_every, watchdog].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
     let mut last_stats = std::time::Instant::now();
     loop {
+        let stats_every = current.stats_interval;
+        let tick = [stats_every, watchdog].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
         match wait_signal(&set, tick) {
+            Some(libc::SIGHUP) => {
+                reload(&server, args, &mut current, log_level);
+            }
             Some(sig) => {
-                info!(signal = sig, grace_secs = cfg.grace.as_secs_f64(), "stopping");
+                info!(signal = sig, grace_secs = server.config().grace.as_secs_f64(), "stopping");
                 let status = format!("stopping: {} transfers in progress", in_flight(&server));
                 notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
                 break;
@@ -155,7 +217,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     });
     let mut aborted = false;
     while done_rx.recv_timeout(Duration::from_millis(50)).is_err() {
-        if !aborted && wait_signal(&set, Duration::ZERO).is_some() {
+        if !aborted && wait_signal(&stop_set, Duration::ZERO).is_some() {
             warn!("second signal: ending transfers now");
             aborted = true;
             control.abort();
@@ -165,6 +227,66 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     log_counters(&report.workers, Some(&report.latencies));
     info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again (the file, merged with the command line as given) and
+/// applies it: the serving policy in every worker, for new transfers; the log level and the
+/// stats interval here. A configuration that does not parse or check is refused and the one in
+/// force stays; settings that need a restart are named in a warning.
+fn reload(server: &Server, args: &Args, current: &mut Settings, log_level: &logging::LogLevel) {
+    let mut reloading = vec![NotifyState::Reloading];
+    reloading.extend(NotifyState::monotonic_usec_now().ok());
+    notify(&reloading);
+    let config = args.config().map_or_else(|| "none".to_string(), |p| p.display().to_string());
+    let applied = args.settings().map_err(|e| e.to_string()).and_then(|new| {
+        let r = server.reload(&new.server).map_err(|e| e.to_string())?;
+        Ok((new, r))
+    });
+    match applied {
+        Err(e) => {
+            metrics::count_reload(false);
+            error!(config = %config, error = %e, "reload refused");
+        }
+        Ok((new, r)) => {
+            metrics::count_reload(true);
+            let mut changed: Vec<&str> = r.changed.clone();
+            let mut not_applied: Vec<&str> = r.not_applied.clone();
+            if new.log_level != current.log_level {
+                match log_level.set(new.log_level.as_deref()) {
+                    Ok(()) => {
+                        changed.push("--log-level");
+                        current.log_level.clone_from(&new.log_level);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot change the log level");
+                        not_applied.push("--log-level");
+                    }
+                }
+            }
+            if new.stats_interval != current.stats_interval {
+                changed.push("--stats-interval");
+                current.stats_interval = new.stats_interval;
+            }
+            let fixed = [
+                (new.log_format != current.log_format, "--log-format"),
+                (new.metrics != current.metrics, "--metrics"),
+                (new.file_classes != current.file_classes, "--metrics-file-class"),
+                (new.run_as.as_ref().map(|r| &r.0) != current.run_as.as_ref().map(|r| &r.0), "--user"),
+                (new.run_as.as_ref().map(|r| &r.1) != current.run_as.as_ref().map(|r| &r.1), "--group"),
+            ];
+            not_applied.extend(fixed.into_iter().filter_map(|(differs, flag)| differs.then_some(flag)));
+            info!(config = %config, changed = %list(&changed), "reloaded");
+            if !not_applied.is_empty() {
+                warn!(config = %config, settings = %list(&not_applied), "not applied until restart");
+            }
+        }
+    }
+    notify(&[NotifyState::Ready, NotifyState::Status(&serving_status(server))]);
+}
+
+/// Flag names, comma-separated; `none` when there are none.
+fn list(flags: &[&str]) -> String {
+    if flags.is_empty() { "none".to_string() } else { flags.join(",") }
 }
 
 /// Tells the service manager (systemd's `Type=notify`, through `$NOTIFY_SOCKET`) `states`;

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
@@ -24,6 +25,14 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tracing::warn;
+
+/// Reloads (SIGHUP) applied and refused, counted by the main thread.
+static RELOADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts a reload: applied (`ok`) or refused.
+pub(crate) fn count_reload(ok: bool) {
+    RELOADS[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+}
 
 /// The media type of the Prometheus text format this endpoint writes.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -183,6 +192,17 @@ impl Collector for Scrape {
             MetricType::Histogram,
         )?;
         histogram(m, &merged(&workers, CounterSnapshot::windowsize), &WINDOWSIZE_BOUNDS, 1.0)?;
+
+        let mut m = enc.encode_descriptor(
+            "reloads",
+            "Reloads of the configuration (SIGHUP): applied (ok) or refused (a file that does not parse or check; the policy in force stays).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, result) in ["ok", "refused"].into_iter().enumerate() {
+            let labels = [("result", result)];
+            ConstCounter::new(RELOADS[i].load(Ordering::Relaxed)).encode(m.encode_family(&labels)?)?;
+        }
 
         let backend = self.server.backend().to_string();
         let gso = self.server.gso().to_string();
