@@ -67,6 +67,12 @@ impl Retransmits {
         &self.entries[usize::from(i)]
     }
 
+    /// Settings kept (in force, or used by a transfer), for tests.
+    #[cfg(test)]
+    pub(super) fn entries_len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// New transfers take `cfg`; `in_use` lists the index of each transfer held, so that only
     /// entries none of them uses are replaced. (Only when the `u16` indices are all held, one
     /// per distinct setting, do the transfers of the current entry move to `cfg`.)

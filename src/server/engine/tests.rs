@@ -802,3 +802,4 @@ fn the_host_is_asked_through_host_info_and_a_repeat_answers_as_the_first() {
 }
 
 mod records;
+mod reload;
