@@ -53,6 +53,7 @@ pub struct Served {
     child: Child,
     /// The addresses it printed as `listening on`.
     pub addrs: Vec<SocketAddr>,
+    stdout: std::sync::mpsc::Receiver<String>,
     log: PathBuf,
     _logdir: tempfile::TempDir,
 }
@@ -95,7 +96,17 @@ impl Served {
                 panic!("bootstorm {args:?} neither served nor exited: {}", std::fs::read_to_string(&log).unwrap());
             }
         }
-        Ok(Self { child, addrs, log, _logdir: logdir })
+        Ok(Self { child, addrs, stdout: rx, log, _logdir: logdir })
+    }
+
+    /// The next line on standard output that starts with `prefix`, without it.
+    pub fn stdout_line(&self, prefix: &str) -> Option<String> {
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Some(rest.to_string());
+            }
+        }
+        None
     }
 
     pub fn pid(&self) -> i32 {
