@@ -241,3 +241,94 @@ fn uploads_and_their_risks() {
     uploads(&mut c, Some("/srv/up"));
     assert_eq!(c.upload_dir(), Some(Path::new("/srv/up")));
 }
+
+/// What a reload reports as not applied: each fixed setting by its flag, nothing for the policy.
+#[test]
+fn fixed_differences_name_each_fixed_setting_by_its_flag() {
+    let up = |c: &mut ServerConfig| uploads(c, Some("/srv/up"));
+    let changes: [(Change, &str); 22] = [
+        (|c| c.root = "/srv/other".into(), "--root"),
+        (|c| c.serve_whole_filesystem = true, "--serve-whole-filesystem"),
+        (|c| c.listen = vec!["192.0.2.1:69".parse().unwrap()], "--listen"),
+        (|c| c.workers += 1, "--workers"),
+        (|c| c.pin = false, "--no-pin"),
+        (|c| c.grace = Duration::from_secs(1), "--grace"),
+        (|c| c.follow_symlinks = false, "--no-symlinks"),
+        (|c| c.file_cache = 1, "--file-cache"),
+        (|c| c.io.backend = IoBackend::Epoll, "--io"),
+        (|c| c.io.gso = false, "--no-gso"),
+        (|c| c.io.recv_buffer = 1, "--recv-buffer"),
+        (|c| c.io.ring_entries = 64, "--ring-entries"),
+        (|c| c.io.rx_buffers = 16, "--rx-buffers"),
+        (|c| c.io.send_slots = 16, "--send-slots"),
+        (|c| c.io.single_port = true, "--single-port"),
+        (|c| c.io.port_range = Some((1000, 2000)), "--port-range"),
+        (|c| c.io.max_transfers = 1, "--max-transfers"),
+        (|c| uploads(c, Some("/srv/up")), "--allow-write"),
+        (|c| c.write.as_mut().unwrap().dir = Some("/srv/up2".into()), "--upload-dir"),
+        (|c| c.write.as_mut().unwrap().in_served_tree = true, "--uploads-in-root"),
+        (|c| c.write.as_mut().unwrap().overwrite_served_files = true, "--overwrite-served-files"),
+        (|c| c.write.as_mut().unwrap().allow_single_port = true, "--allow-single-port-uploads"),
+    ];
+    for (i, (change, flag)) in changes.into_iter().enumerate() {
+        // The upload settings are compared between two configurations with uploads.
+        let mut from = base();
+        if i > 17 {
+            up(&mut from);
+        }
+        let mut to = from.clone();
+        change(&mut to);
+        assert_eq!(from.fixed_differences(&to), [flag]);
+    }
+    let mut policy = base();
+    policy.serve.allow = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+    policy.serve.retransmit.max_retries = 2;
+    // Whether --listen was given decides only what the start does with an unbindable [::].
+    policy.ipv6_optional = false;
+    assert!(base().fixed_differences(&policy).is_empty());
+    assert!(base().fixed_differences(&base()).is_empty());
+}
+
+/// What a reload reports as changed: each policy setting by its flag, the settings that follow
+/// from the timeout and the retries under theirs.
+#[test]
+fn policy_differences_name_each_setting_by_its_flag() {
+    fn rto(c: &mut ServerConfig, f: fn(&mut RtoBounds)) {
+        let mut b = c.serve.retransmit.rto;
+        f(&mut b);
+        c.serve.retransmit = retransmit(b, c.serve.retransmit.max_retries);
+    }
+    let changes: [(Change, &[&str]); 18] = [
+        (|c| c.serve.allow = vec![Cidr::parse("10.0.0.0/8").unwrap()], &["--allow"]),
+        (|c| c.serve.allow_write_from = vec![Cidr::parse("10.0.0.0/8").unwrap()], &["--allow-write-from"]),
+        (|c| c.serve.limits.max_blksize = 1468, &["--max-blksize"]),
+        (|c| c.serve.limits.max_windowsize = 4, &["--max-windowsize"]),
+        (|c| c.serve.limits.refuse.tsize = true, &["--refuse-option"]),
+        (|c| rto(c, |b| b.initial = Duration::from_secs(2)), &["--timeout"]),
+        (|c| rto(c, |b| b.min = Duration::from_millis(50)), &["--min-rto"]),
+        (|c| rto(c, |b| b.max = Duration::from_secs(4)), &["--max-rto"]),
+        (|c| c.serve.retransmit = retransmit(c.serve.retransmit.rto, 3), &["--retries"]),
+        (|c| c.serve.retransmit.max_silence = Duration::from_secs(600), &["retransmit.max_silence"]),
+        (|c| c.serve.rate_per_source = Some(SourceRate { per_second: 5.0, burst: 500.0 }), &["--rate-per-source"]),
+        (|c| c.serve.rate_per_source = Some(SourceRate { per_second: 100.0, burst: 5.0 }), &["--burst-per-source"]),
+        (|c| c.serve.rate_per_source = None, &["--rate-per-source", "--burst-per-source"]),
+        (|c| c.serve.rate_limit_always = true, &["--rate-limit-always"]),
+        (|c| c.serve.log_requests = true, &["--log-requests"]),
+        (|c| c.serve.world_readable_only = false, &["--serve-private-files"]),
+        (|c| c.serve.upload.mode = 0o600, &["--umask"]),
+        (
+            |c| {
+                c.serve.upload.create = true;
+                c.serve.upload.overwrite = true;
+                c.serve.upload.max_size = 1;
+            },
+            &["--create", "--overwrite", "--max-upload-size"],
+        ),
+    ];
+    for (change, flags) in changes {
+        let mut to = base();
+        change(&mut to);
+        assert_eq!(base().serve.differences(&to.serve), flags);
+    }
+    assert!(base().serve.differences(&base().serve).is_empty());
+}

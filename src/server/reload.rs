@@ -135,3 +135,6 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
