@@ -3,7 +3,6 @@
 //! - Listening sockets: one per worker per listen address, all with `SO_REUSEPORT` so that the
 //!   kernel spreads clients over workers by address hash, each with a large receive buffer and
 //!   packet info turned on so that a reply can come from the address the request was sent to.
-//!   Or the sockets the service manager passed ([`adopt_listen_socket`]), set up the same way.
 //! - Transfer sockets: one per transfer in the default mode, bound to that address and a fresh
 //!   port (the RFC 1350 transfer ID), without `SO_REUSEPORT` so that ports are never shared.
 //! - The address helpers the backends take from here, re-exported from [`crate::net`], and
@@ -38,27 +37,6 @@ pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<
         s.set_recv_buffer_size(recv_buffer)?;
     }
     s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Makes a listening socket of one bound elsewhere (passed by the service manager), set up as
-/// [`listen_socket`] sets up its own: non-blocking, close-on-exec, packet info on, and a
-/// receive buffer of at least `recv_buffer` bytes (one the service manager made larger, with
-/// `ReceiveBuffer=`, is kept).
-pub(crate) fn adopt_listen_socket(s: Socket, ipv6: bool, recv_buffer: usize) -> io::Result<UdpSocket> {
-    s.set_nonblocking(true)?;
-    s.set_cloexec(true)?;
-    sockopt::enable_pktinfo(&s, ipv6)?;
-    let had = sockopt::recv_buffer_granted(&s)?;
-    if had < recv_buffer && sockopt::force_recv_buffer(&s, recv_buffer).is_err() {
-        // Without the privilege the kernel caps the size at `rmem_max`, which may be below what
-        // the socket has: set only what a scratch socket shows to be more.
-        let scratch = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
-        scratch.set_recv_buffer_size(recv_buffer)?;
-        if sockopt::recv_buffer_granted(&scratch)? > had {
-            s.set_recv_buffer_size(recv_buffer)?;
-        }
-    }
     Ok(s.into())
 }
 

@@ -62,9 +62,10 @@ pub fn take() -> Result<Vec<Inherited>, ActivationError> {
     if fds.is_empty() {
         return Ok(Vec::new());
     }
-    // SAFETY: the standard library serialises its own environment accesses; this runs while the
-    // server starts, before its workers exist, and the variables are only read, just above,
-    // and by a service manager's library (sd_listen_fds) that nothing else here calls.
+    // SAFETY: the standard library serialises its own reads and writes of the environment; what
+    // removing could race with is a read from C code on another thread. This runs once, while
+    // the server starts, before its workers exist and before anything else of the server reads
+    // the environment.
     unsafe {
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");
