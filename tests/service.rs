@@ -5,7 +5,12 @@
 //! - a root that user cannot read, an unknown user, or `--group` without `--user`: refused at
 //!   start with a message that names the user (or the flag);
 //! - systemd's `Type=notify`: `READY=1` with a `STATUS=` once serving and `STOPPING=1` on
-//!   SIGTERM, on a notify socket the test owns (systemd is not PID 1 here).
+//!   SIGTERM, on a notify socket the test owns (systemd is not PID 1 here);
+//! - socket activation: sockets passed by `systemd-socket-activate --datagram` (or by a shell
+//!   that sets `LISTEN_PID`) served from, shared by the workers or joined with `SO_REUSEPORT`,
+//!   and those bootstorm cannot serve from refused with what to change;
+//! - no root at all: `nobody` with only `CAP_NET_BIND_SERVICE` binds a port below 1024;
+//! - the units in `dist/` pass `systemd-analyze verify`, with the security score the docs give.
 //!
 //! Needs root (the test command runs as root). Traffic goes only to 127.0.0.1 and ::1.
 
