@@ -109,7 +109,6 @@ fn allow_list_applies_to_new_transfers_only(io: &str) {
     // ... and the transfer in flight runs to its end, every byte in place.
     let total = step(usize::MAX);
     assert_eq!(total, 3_000_000);
-    drop(step);
     assert!(got == root.file("big.bin"), "the transfer in flight delivered the file");
     let finished = s.wait_records("transfer finished", 3, WAIT);
     assert!(finished.contains("client=127.0.0.2:") && finished.contains("outcome=ok"), "{finished}");
