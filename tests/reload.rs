@@ -6,6 +6,7 @@
 //!   why, and the policy in force keeps serving; the refusals and reloads are counted in the
 //!   metrics;
 //! - settings that need a restart are named in a warning, not silently ignored;
+//! - systemd's notify socket is told `RELOADING=1`, then `READY=1` once the reload is done;
 //! - a storm of 1,000 concurrent clients for 6 seconds with a reload every second,
 //!   alternating two files with other limits, completes with every transfer ok and every byte
 //!   verified (the load generator's own
@@ -185,6 +186,35 @@ fn settings_that_need_a_restart_are_named() {
     let r = reload(&s, &f, &text(&root, "auto", "max-blksize = 700"), "reloaded", 3);
     assert!(r.contains(" changed=none"), "{r}");
     assert_eq!(s.records("not applied until restart").len(), 1, "{}", s.log());
+}
+
+#[test]
+fn systemd_is_told_reloading_then_ready() {
+    let root = Root::new();
+    let f = ConfigFile::new(&text(&root, "auto", ""));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let notified = || {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let s = Served::start_env(&["--config", f.arg()], 1, &[("NOTIFY_SOCKET", &path)]).unwrap();
+    assert!(notified().starts_with("READY=1\n"));
+    s.signal(libc::SIGHUP);
+    let m = notified();
+    assert!(m.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{m:?}");
+    let m = notified();
+    assert!(m.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"), "{m:?}");
+    s.wait_records("reloaded", 1, WAIT);
+    // A refused reload ends as ready too: the server serves on.
+    f.write("max-blksize = = 1\n");
+    s.signal(libc::SIGHUP);
+    assert!(notified().starts_with("RELOADING=1\n"));
+    assert!(notified().starts_with("READY=1\n"));
+    s.wait_records("reload refused", 1, WAIT);
 }
 
 /// The load generator built beside this test binary (target/<profile>/loadgen).

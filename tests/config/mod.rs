@@ -62,10 +62,16 @@ impl Served {
     /// Starts the binary with `args` and waits for `listens` "listening on" lines; the exit code
     /// and standard error when it exits instead.
     pub fn start(args: &[&str], listens: usize) -> Result<Self, (Option<i32>, String)> {
+        Self::start_env(args, listens, &[])
+    }
+
+    /// [`start`](Self::start) with these environment variables set.
+    pub fn start_env(args: &[&str], listens: usize, env: &[(&str, &Path)]) -> Result<Self, (Option<i32>, String)> {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("stderr.log");
         let mut child = Command::new(bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
