@@ -6,6 +6,7 @@
 //!   why, and the policy in force keeps serving; the refusals and reloads are counted in the
 //!   metrics;
 //! - settings that need a restart are named in a warning, not silently ignored;
+//! - the log level and the stats interval change live;
 //! - systemd's notify socket is told `RELOADING=1`, then `READY=1` once the reload is done;
 //! - a storm of 1,000 concurrent clients for 6 seconds with a reload every second,
 //!   alternating two files with other limits, completes with every transfer ok and every byte
@@ -186,6 +187,27 @@ fn settings_that_need_a_restart_are_named() {
     let r = reload(&s, &f, &text(&root, "auto", "max-blksize = 700"), "reloaded", 3);
     assert!(r.contains(" changed=none"), "{r}");
     assert_eq!(s.records("not applied until restart").len(), 1, "{}", s.log());
+}
+
+#[test]
+fn log_level_and_stats_interval_apply_live() {
+    let root = Root::new();
+    let with = |extra: &str| config_text(root.path(), 2, extra);
+    let f = ConfigFile::new(&with("log-level = \"debug\"\nstats-interval = 0.1"));
+    let s = Served::start(&["--config", f.arg()], 1).unwrap_or_else(|e| panic!("refused: {e:?}"));
+    // Every 0.1 s: `counters` (info) and one `worker counters` (debug) per worker.
+    s.wait_records("worker counters", 4, WAIT);
+    let r = reload(&s, &f, &with("log-level = \"info\"\nstats-interval = 0.1"), "reloaded", 1);
+    assert!(r.contains(" changed=--log-level"), "{r}");
+    let (debug, info) = (s.records("worker counters").len(), s.records("counters").len());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.records("worker counters").len(), debug, "no debug record at info");
+    assert!(s.records("counters").len() >= info + 3, "counters every 0.1 s still: {}", s.log());
+    let r = reload(&s, &f, &with("log-level = \"info\""), "reloaded", 2);
+    assert!(r.contains(" changed=--stats-interval"), "{r}");
+    let info = s.records("counters").len();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.records("counters").len(), info, "no periodic counters once stats-interval is 0");
 }
 
 #[test]

@@ -187,7 +187,8 @@ fn one_line(e: &clap::Error) -> String {
 /// The man page of the server command (section 8), with the subcommands, the configuration
 /// file and the signals in sections of their own.
 pub(crate) fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let man = clap_mangen::Man::new(Cli::command()).section("8");
+    // The root may come from the file: no longer required by the flags alone.
+    let man = clap_mangen::Man::new(Cli::command().mut_arg("root", |a| a.required(false))).section("8");
     man.render_title(out)?;
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
