@@ -8,7 +8,8 @@
 //! - the files: the binary, both systemd units (the service's `ExecStart` naming the packaged
 //!   binary), the configuration, the man page (section 8, generated from the command line),
 //!   the copyright and changelog;
-//! - the binary unpacked with `dpkg-deb -x` serves a file to tftp-hpa's client on 127.0.0.1.
+//! - the binary unpacked with `dpkg-deb -x` accepts the packaged configuration file and, with it,
+//!   serves a file to tftp-hpa's client on 127.0.0.1.
 //!
 //! The package is never installed here. Needs cargo-deb, lintian, dpkg-deb and tftp-hpa, which
 //! the test command installs.
@@ -190,7 +191,16 @@ fn unpacked_binary_serves() {
         return;
     }
     let root = Root::new();
-    let s = Server::start_with(Command::new(p.file("/usr/bin/bootstorm")), root.path(), "auto", &[]);
+    let binary = p.file("/usr/bin/bootstorm");
+    // With the packaged configuration file, the flags standing in for its root and listen
+    // addresses (a flag wins over the file's key).
+    let config = p.file("/etc/bootstorm/bootstorm.toml");
+    let (ok, out) = run(
+        Command::new(&binary).arg("check").arg("--config").arg(&config).arg("--root").arg(root.path()),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "bootstorm check rejects the packaged configuration: {out}");
+    let s = Server::start_with(Command::new(&binary), root.path(), "auto", &["--config", config.to_str().unwrap()]);
     let dir = scratch();
     let out = dir.path().join("vmlinuz");
     let (_, log) = run(
