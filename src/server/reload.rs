@@ -36,6 +36,8 @@ pub struct Reloaded {
     /// flag (the field's path where no flag sets it; see
     /// [`ServePolicy::differences`](crate::config::ServePolicy::differences)). Empty when the
     /// policy is the one in force; the reload still made every worker forget its cached files.
+    /// (The upload settings are listed when they change, but change nothing while the server
+    /// runs without uploads: `--allow-write` is then in `not_applied`.)
     pub changed: Vec<&'static str>,
 }
 

@@ -15,7 +15,8 @@
 //! `open.rs` opens the file or begins the upload and negotiates, `emit.rs` encodes what leaves,
 //! `record.rs` turns a finished transfer into counters and its log line, `events.rs` handles
 //! timers, the stop, commits and failed sends, `kind.rs` puts reads and writes behind one
-//! interface; this file holds the entry points and the dispatch.
+//! interface, `policy.rs` takes a new serving policy (a reload) and keeps the retransmission
+//! settings transfers started with; this file holds the entry points and the dispatch.
 //!
 //! Architecture invariants:
 //! - Nothing here allocates per packet. Allocation happens per transfer (a socket, a slab slot

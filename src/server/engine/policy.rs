@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use tracing::debug;
+
 use super::Engine;
 use crate::config::ServePolicy;
 use crate::proto::{RetransmitConfig, Timestamp};
@@ -25,6 +27,7 @@ impl Engine {
     /// opens and maps it again, so that a file changed on disk in a way its `statx` identity
     /// does not show is served anew.
     pub(crate) fn set_policy(&mut self, policy: Arc<ServePolicy>, now: Timestamp) {
+        debug!(worker = self.worker, transfers = self.active, "serving policy replaced");
         if policy.source_limit() != self.policy.source_limit() {
             self.limiter = policy.source_limit().map(|rate| SourceLimiter::worker_share(rate, self.settings.workers));
         }
