@@ -86,8 +86,8 @@ pub struct WriteConfig {
     /// Uploads may land in the served tree (the directory is the root, inside it or above it);
     /// else the server refuses to start when it is.
     pub in_served_tree: bool,
-    /// With `in_served_tree` and [`WritePolicy::overwrite`]: uploads may replace files the
-    /// server serves.
+    /// With `in_served_tree` and [`WritePolicy::overwrite`](crate::fs::WritePolicy::overwrite):
+    /// uploads may replace files the server serves.
     pub overwrite_served_files: bool,
     /// Uploads are accepted with [`IoConfig::single_port`], where anyone who can forge an
     /// accepted address can upload blind.

@@ -7,8 +7,8 @@
 //! client address and port), the timer wheel, the queue of transfers with something to send,
 //! and the file cache. A backend feeds it datagrams, send errors and the passing of time, and
 //! carries out the sends and socket operations it asks for through [`Io`]. What it asks of the
-//! host besides is behind [`HostInfo`](host::HostInfo) (interface MTUs, broadcast addresses) and
-//! [`Resolve`](resolve::Resolve) (which file a request names).
+//! host besides is behind [`HostInfo`] (interface MTUs, broadcast addresses) and
+//! [`Resolve`] (which file a request names).
 //!
 //! The modules, one concern each: `admit.rs` decides whether a request may become a transfer
 //! (a value, from the policy and a few facts), `sources.rs` counts transfers per source,
@@ -165,7 +165,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine on the kernel's view of the host (see [`with_host`](Self::with_host)).
+    /// An engine on the kernel's view of the host (tests give it another with `with_host`).
     pub(crate) fn new(
         worker: usize,
         policy: Arc<ServePolicy>,
