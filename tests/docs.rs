@@ -279,9 +279,12 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A name found in a document, with the line it is on.
+type Found = (String, usize);
+
 /// The log records a document names, as written in the text log: each `msg="..."` or `msg=word`,
 /// and each `outcome=` and `reason=` value, with the line it is on.
-fn documented_records(doc: &str) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+fn documented_records(doc: &str) -> (Vec<Found>, Vec<Found>) {
     let mut messages = Vec::new();
     let mut values = Vec::new();
     for (index, line) in doc.lines().enumerate() {
