@@ -34,7 +34,8 @@ if [ "$build" = 1 ]; then
 fi
 
 # Where cargo put the binary: CARGO_TARGET_DIR or a configured target-dir included.
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 case "$profile" in
     dev) out="$target_dir/debug" ;;
     *) out="$target_dir/$profile" ;;
