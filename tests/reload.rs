@@ -286,7 +286,16 @@ fn a_storm_with_a_reload_every_second() {
     lg.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let mut err = String::new();
     lg.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "loadgen failed: {out} {err}");
+    let unusual = || {
+        let log = s.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("msg=\"transfer finished\"") && !l.contains("msg=reloaded"))
+            .take(40)
+            .collect();
+        lines.join("\n")
+    };
+    assert!(status.success(), "loadgen failed: {out} {err}\nthe server's other records:\n{}", unusual());
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     let ok = r["transfers_ok"].as_u64().unwrap();
     assert!(ok >= 1000 && r["transfers_failed"].as_u64() == Some(0), "{out}");
