@@ -5,9 +5,9 @@
 //! - the control area: `Depends` computed from the binary's libraries plus adduser, the
 //!   conffile `/etc/bootstorm/bootstorm.toml`, a postinst that creates the `tftp` user and
 //!   `/srv/tftp` and enables the units, maintainer scripts that parse;
-//! - the files: the binary, both systemd units (the service's `ExecStart` naming the packaged
-//!   binary), the configuration, the man page (section 8, generated from the command line),
-//!   the copyright and changelog;
+//! - the files: the binary, both systemd units (the service, with the package's drop-in, starting
+//!   the packaged binary with the packaged configuration file), the configuration, the man page
+//!   (section 8, generated from the command line), the copyright and changelog;
 //! - the binary unpacked with `dpkg-deb -x` accepts the packaged configuration file and, with it,
 //!   serves a file to tftp-hpa's client on 127.0.0.1.
 //!
@@ -161,14 +161,15 @@ fn files_are_where_debian_looks_for_them() {
         let shipped = std::fs::read_to_string(p.file(packaged)).unwrap();
         assert_eq!(shipped, std::fs::read_to_string(repo.join(source)).unwrap(), "{packaged} is not {source}");
     }
-    // The unit starts the binary the package installs.
-    let unit = std::fs::read_to_string(p.file("/usr/lib/systemd/system/bootstorm.service")).unwrap();
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("ExecStart in the unit");
-    assert!(p.file(exec).is_file(), "ExecStart={exec} is not in the package");
+    // The service starts the binary the package installs, with the packaged configuration file:
+    // the ExecStart= in force once the package's drop-ins are read (an empty one resets).
+    let exec = effective_exec_start(p);
+    let program = exec.split_whitespace().next().expect("a program in ExecStart=");
+    assert!(p.file(program).is_file(), "ExecStart={exec}: {program} is not in the package");
+    assert!(
+        exec.contains("--config /etc/bootstorm/bootstorm.toml"),
+        "ExecStart={exec} does not read /etc/bootstorm/bootstorm.toml"
+    );
 
     // The man page: section 8, generated from the command line, so it names every flag.
     let mut man = String::new();
@@ -181,6 +182,26 @@ fn files_are_where_debian_looks_for_them() {
     for flag in ["root", "listen", "single\\-port"] {
         assert!(man.contains(&format!("\\-\\-{flag}")), "man page without --{flag}");
     }
+}
+
+/// The service's command line as systemd reads it: the unit, then its drop-ins by name.
+fn effective_exec_start(p: &Unpacked) -> String {
+    let mut files = vec![p.file("/usr/lib/systemd/system/bootstorm.service")];
+    if let Ok(dir) = std::fs::read_dir(p.file("/usr/lib/systemd/system/bootstorm.service.d")) {
+        let mut dropins: Vec<PathBuf> = dir.map(|e| e.unwrap().path()).collect();
+        dropins.sort();
+        files.extend(dropins);
+    }
+    let mut exec = String::new();
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            if let Some(value) = line.strip_prefix("ExecStart=") {
+                exec = value.trim().to_string();
+            }
+        }
+    }
+    assert!(!exec.is_empty(), "no ExecStart= for bootstorm.service");
+    exec
 }
 
 #[test]
