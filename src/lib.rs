@@ -19,6 +19,7 @@ pub mod config;
 pub mod fs;
 pub mod net;
 pub mod proto;
+pub mod remap;
 pub mod ring;
 pub mod server;
 pub mod sys;
