@@ -21,8 +21,10 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 
 mod file;
+pub(crate) mod hpa;
 mod invocation;
 mod parse;
+pub(crate) mod process;
 
 pub(crate) use invocation::{Args, Invocation, LoadError, manpage};
 pub(crate) use parse::{parse_listen, parse_port_range, parse_size, parse_umask};
@@ -320,6 +322,12 @@ pub(crate) struct Cli {
     /// The group for --user. [default: the user's primary group]
     #[arg(long, value_name = "GROUP", requires = "user")]
     pub(crate) group: Option<String>,
+
+    /// Write the server's process id to this file once it listens (before privileges are
+    /// dropped: the directory need not be writable by --user), and remove the file at exit.
+    /// tftpd-hpa's -P. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pid_file: Option<PathBuf>,
 }
 
 /// `--refuse-option`: an option never granted.
@@ -379,6 +387,8 @@ pub(crate) struct Settings {
     pub(crate) file_classes: FileClasses,
     /// The user and group to drop to (`--user`, `--group`), not looked up yet.
     pub(crate) run_as: Option<(String, Option<String>)>,
+    /// Where to write the process id (`--pid-file`).
+    pub(crate) pid_file: Option<PathBuf>,
 }
 
 /// A command line the binary refuses: a flag value that means nothing, or a configuration
@@ -468,6 +478,7 @@ impl TryFrom<Cli> for Settings {
                     mode: 0o666 & !c.umask,
                     max_size: c.max_upload_size as u64,
                 },
+                lookup: config::LookupPolicy::default(),
             },
             write: c.allow_write.then_some(WriteConfig {
                 dir: c.upload_dir,
@@ -483,6 +494,7 @@ impl TryFrom<Cli> for Settings {
         }
         Ok(Self {
             run_as: c.user.map(|u| (u, c.group)),
+            pid_file: c.pid_file,
             metrics: c.metrics,
             file_classes,
             server,

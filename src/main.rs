@@ -3,6 +3,7 @@
 //! `bootstorm check` checks a configuration without serving; `bootstorm manpage` prints the man
 //! page.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use bootstorm::sys::privilege::{Identity, PrivilegeError};
 use sd_notify::NotifyState;
 use tracing::{debug, error, info, warn};
 
+use crate::cli::hpa::{self, HpaCommand};
+use crate::cli::process::{self, Detached, PidFile};
 use crate::cli::{Args, Invocation, LoadError, Settings};
 
 mod cli;
@@ -32,8 +35,29 @@ pub(crate) const VERSION: &str =
 
 fn main() -> ExitCode {
     small_pages_only();
-    match Invocation::parse_from(std::env::args_os()) {
-        Ok(Invocation::Serve(args)) => serve(args),
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // Started as `in.tftpd` or `bootstorm hpa`: tftpd-hpa's flags, turned into bootstorm's.
+    let (argv, detach) = match hpa::invoked(&argv) {
+        None => (argv, false),
+        Some(flags) => match hpa::parse(flags, process::is_root(), process::umask()) {
+            Ok(HpaCommand::Serve(h)) => (h.args, h.detach),
+            Ok(HpaCommand::Version) => {
+                println!("{}", hpa::version(VERSION, false));
+                return ExitCode::SUCCESS;
+            }
+            Ok(HpaCommand::Help) => {
+                print!("{}", hpa::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", hpa::PROGRAM);
+                // tftp-hpa's exit status for a command line it refuses (EX_USAGE).
+                return ExitCode::from(64);
+            }
+        },
+    };
+    match Invocation::parse_from(argv) {
+        Ok(Invocation::Serve(args)) => serve(args, detach),
         Ok(Invocation::Check(args)) => check(&args),
         Ok(Invocation::Manpage) => match cli::manpage(&mut std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -46,8 +70,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Serves with `args` until SIGINT or SIGTERM.
-fn serve(args: Args) -> ExitCode {
+/// Serves with `args` until SIGINT or SIGTERM; with `detach`, in the background once listening.
+fn serve(args: Args, detach: bool) -> ExitCode {
     // Before logging is set up, an error has only stderr; after, it is one `error` record (on
     // stderr too), never both.
     let settings = match args.settings() {
@@ -62,8 +86,16 @@ fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before any thread: the parent waits for the child to listen, and exits with its verdict.
+    let detached = match detach.then(process::detach).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bootstorm: cannot leave the foreground: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let log_level = logging::init(settings.log_level.as_deref(), settings.log_format);
-    match run(settings, &args, &log_level) {
+    match run(settings, &args, &log_level, detached) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -140,11 +172,16 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-fn run(settings: Settings, args: &Args, log_level: &logging::LogLevel) -> anyhow::Result<()> {
+fn run(
+    settings: Settings,
+    args: &Args,
+    log_level: &logging::LogLevel,
+    detached: Option<Detached>,
+) -> anyhow::Result<()> {
     // What is in force: what the binary itself applies (the log level, the stats interval), and
     // what a reload cannot change (kept to tell a change that waits for a restart).
     let mut current = settings.clone();
-    let Settings { server: cfg, metrics: metrics_addr, file_classes, run_as, .. } = settings;
+    let Settings { server: cfg, metrics: metrics_addr, file_classes, run_as, pid_file, .. } = settings;
     let (stop_set, set) = block_signals();
     // Before the workers start: they read the classes when a transfer ends.
     let _ = bootstorm::server::stats::set_file_classes(file_classes);
@@ -154,8 +191,18 @@ fn run(settings: Settings, args: &Args, log_level: &logging::LogLevel) -> anyhow
         None => None,
     };
     // Shared with the metrics thread until the stop, when the server is taken back to wait.
-    let server =
-        Arc::new(Server::start_then(cfg.clone(), || drop_root(run_as.as_ref(), &cfg)).context("cannot start")?);
+    // The pid file is written once the sockets are bound, before privileges are dropped.
+    let mut pid = None;
+    let server = Arc::new(
+        Server::start_then(cfg.clone(), || -> anyhow::Result<()> {
+            if let Some(path) = &pid_file {
+                pid =
+                    Some(PidFile::write(path).with_context(|| format!("--pid-file {}: cannot write", path.display()))?);
+            }
+            Ok(drop_root(run_as.as_ref(), &cfg)?)
+        })
+        .context("cannot start")?,
+    );
     let exporter = match metrics_addr {
         Some(addr) => Some(metrics::Exporter::start(addr, Arc::clone(&server), env!("BOOTSTORM_COMMIT"))?),
         None => None,
@@ -170,6 +217,9 @@ fn run(settings: Settings, args: &Args, log_level: &logging::LogLevel) -> anyhow
             writeln!(out, "metrics on {}", e.addr())?;
         }
         out.flush()?;
+    }
+    if let Some(d) = detached {
+        d.ready().context("cannot tell the parent process that the server listens")?;
     }
     log_starting(&cfg, &server);
     notify(&[NotifyState::Ready, NotifyState::Status(&serving_status(&server))]);
@@ -225,6 +275,9 @@ fn run(settings: Settings, args: &Args, log_level: &logging::LogLevel) -> anyhow
     }
     let report = waiter.join().map_err(|_| anyhow::anyhow!("waiter panicked"))??;
     log_counters(&report.workers, Some(&report.latencies));
+    if let Some(Err((path, e))) = pid.map(PidFile::remove) {
+        warn!(path = %path.display(), error = %e, "cannot remove the pid file");
+    }
     info!("stopped");
     Ok(())
 }
@@ -273,6 +326,7 @@ fn reload(server: &Server, args: &Args, current: &mut Settings, log_level: &logg
                 (new.file_classes != current.file_classes, "--metrics-file-class"),
                 (new.run_as.as_ref().map(|r| &r.0) != current.run_as.as_ref().map(|r| &r.0), "--user"),
                 (new.run_as.as_ref().map(|r| &r.1) != current.run_as.as_ref().map(|r| &r.1), "--group"),
+                (new.pid_file != current.pid_file, "--pid-file"),
             ];
             not_applied.extend(fixed.into_iter().filter_map(|(differs, flag)| differs.then_some(flag)));
             info!(config = %config, changed = %list(&changed), "reloaded");

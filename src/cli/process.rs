@@ -1,0 +1,110 @@
+//! The process around the server: leaving the foreground once serving (tftpd-hpa's `-l` without
+//! `-L`), and the pid file (`--pid-file`, tftpd-hpa's `-P`).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+
+/// The child's side of a detach: tells the waiting parent that the server listens.
+#[derive(Debug)]
+pub(crate) struct Detached {
+    ready: File,
+}
+
+/// Leaves the foreground: forks, and the parent waits until the child says it serves (then exits
+/// 0) or ends without saying so (then exits 1: the child wrote why on the standard error they
+/// share). Returns in the child, in a session of its own. Must run before any thread starts.
+pub(crate) fn detach() -> io::Result<Detached> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both descriptors are open and owned by nothing else.
+    let (read, write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (the caller's contract), so the child inherits no lock
+    // held by a thread that does not exist in it.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            drop(read);
+            // SAFETY: a plain system call; the child is not a process group leader, so it cannot fail.
+            unsafe { libc::setsid() };
+            Ok(Detached { ready: write })
+        }
+        _ => {
+            drop(write);
+            let mut byte = [0u8; 1];
+            let code = match (&read).read(&mut byte) {
+                Ok(1) => 0,
+                _ => 1,
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+impl Detached {
+    /// The server listens: the parent may exit 0. Standard input and output now read and write
+    /// nothing (whoever started the server may be waiting for the end of its output); the
+    /// standard error stays, for the log.
+    pub(crate) fn ready(mut self) -> io::Result<()> {
+        let null = File::options().read(true).write(true).open("/dev/null")?;
+        for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
+            // SAFETY: both descriptors are open; dup2 replaces the standard one atomically.
+            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        self.ready.write_all(b"1")
+    }
+}
+
+/// A pid file written by this process; removed by [`PidFile::remove`], or when dropped (an
+/// early exit), if it still names this process.
+#[derive(Debug)]
+pub(crate) struct PidFile {
+    /// `None` once removed.
+    path: Option<PathBuf>,
+}
+
+impl PidFile {
+    /// Writes this process's id and a newline to `path`, replacing what was there.
+    pub(crate) fn write(path: &Path) -> io::Result<Self> {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        Ok(Self { path: Some(path.to_path_buf()) })
+    }
+
+    /// Removes the file, if it still names this process; on failure, the path and the error.
+    pub(crate) fn remove(mut self) -> Result<(), (PathBuf, io::Error)> {
+        let Some(path) = self.path.take() else { return Ok(()) };
+        let mine =
+            std::fs::read_to_string(&path).is_ok_and(|s| s.trim().parse::<u32>().ok() == Some(std::process::id()));
+        if mine { std::fs::remove_file(&path).map_err(|e| (path, e)) } else { Ok(()) }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if self.path.is_some() {
+            let _ = Self { path: self.path.take() }.remove();
+        }
+    }
+}
+
+/// The umask the process was started with.
+pub(crate) fn umask() -> u32 {
+    // SAFETY: umask cannot fail; it is set back at once, before any thread exists to create a file
+    // in between (called while the command line is read).
+    let old = unsafe { libc::umask(0o022) };
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    old as u32
+}
+
+/// Whether the process runs as root (effective user id 0).
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
