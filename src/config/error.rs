@@ -130,6 +130,17 @@ pub enum ConfigError {
     /// A negative or not-a-number rate, or a burst below one.
     #[error("--rate-per-source must be >= 0 and --burst-per-source >= 1")]
     SourceRate,
+    /// A `--client-dir` template that names no client or could leave the root.
+    #[error("--client-dir {template:?}: {why} (a directory beneath --root with {{ip}}, {{hexip}} or {{mac}})")]
+    ClientDir {
+        /// The template as given.
+        template: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A `--strip-prefix` that names no directory, or climbs out of one.
+    #[error("--strip-prefix {0:?}: name a leading directory of requested names (e.g. /tftpboot/), without `..`")]
+    StripPrefix(String),
 }
 
 /// The networks, comma-separated.

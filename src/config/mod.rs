@@ -21,11 +21,13 @@ use crate::proto::options::{MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE};
 mod cidr;
 mod error;
 mod io;
+mod lookup;
 mod policy;
 
 pub use cidr::Cidr;
 pub use error::ConfigError;
 pub use io::{DEFAULT_MAX_TRANSFERS, IoBackend, IoConfig};
+pub use lookup::{ClientDir, LookupPolicy, MapFile, Piece, StripPrefix};
 pub use policy::{ServePolicy, SourceRate, retransmit};
 
 /// Bytes of DATA a read transfer may send, on the wire, before its client has acknowledged a

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Cidr;
+use super::{Cidr, LookupPolicy};
 use crate::fs::WritePolicy;
 use crate::proto::options::Limits;
 use crate::proto::{RetransmitConfig, RtoBounds};
@@ -35,6 +35,9 @@ pub struct ServePolicy {
     pub world_readable_only: bool,
     /// What uploads may do, when [`ServerConfig::write`](super::ServerConfig::write) accepts them.
     pub upload: WritePolicy,
+    /// How filenames become files: map file, name fixes, per-client views (all off by
+    /// default; see [`LookupPolicy`]).
+    pub lookup: LookupPolicy,
 }
 
 /// A token bucket for the new transfers of one source, over the whole server (each worker
@@ -73,6 +76,7 @@ impl Default for ServePolicy {
             log_requests: false,
             world_readable_only: true,
             upload: WritePolicy { create: false, overwrite: false, mode: 0o644, max_size: 1 << 30 },
+            lookup: LookupPolicy::default(),
         }
     }
 }
@@ -98,6 +102,7 @@ impl ServePolicy {
             log_requests,
             world_readable_only,
             upload,
+            lookup,
         } = self;
         let (rto, o_rto) = (&retransmit.rto, &other.retransmit.rto);
         let retries = retransmit.max_retries != other.retransmit.max_retries;
@@ -132,6 +137,7 @@ impl ServePolicy {
             (upload.max_size != other.upload.max_size, "--max-upload-size"),
         ]
         .into_iter()
+        .chain(lookup.differences(&other.lookup))
         .filter_map(|(differs, name)| differs.then_some(name))
         .collect()
     }

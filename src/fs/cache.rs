@@ -344,6 +344,21 @@ impl FileCache {
         Ok(version)
     }
 
+    /// The path beneath the root that `rel` names with ASCII case ignored, into `out` (see
+    /// [`Root::find_case_insensitive`]).
+    pub fn find_case_insensitive<'o>(&self, rel: &[u8], out: &'o mut [u8]) -> Result<&'o [u8], OpenError> {
+        self.root.find_case_insensitive(rel, out)
+    }
+
+    /// Whether `rel` names a file that would be served now (a regular file, world-readable
+    /// when only those are served), by one `statx` and without opening it: what a map file's
+    /// `E` rule asks of a name.
+    pub fn is_servable(&self, rel: &[u8]) -> bool {
+        FileId::stat_at(&self.root, rel).is_ok_and(|id| {
+            id.mode & libc::S_IFMT == libc::S_IFREG && (!self.world_readable_only || id.world_readable())
+        })
+    }
+
     /// Drops versions no transfer uses that have been idle for a while (or, with `all_idle`,
     /// every version no transfer uses), and the chunks of scratch no send holds.
     pub fn sweep(&mut self, now: Timestamp, all_idle: bool) {

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod netascii;
+mod nocase;
 pub mod path;
 pub mod root;
 pub mod scratch;

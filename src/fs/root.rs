@@ -164,6 +164,12 @@ impl Root {
         Ok(root)
     }
 
+    /// The component walk from now on, as on a kernel without `openat2`.
+    #[cfg(test)]
+    pub(super) fn disable_openat2_for_tests(&mut self) {
+        self.has_openat2 = false;
+    }
+
     /// Whether the kernel's `openat2` is in use (otherwise the component walk).
     pub fn uses_openat2(&self) -> bool {
         self.has_openat2
@@ -225,7 +231,7 @@ impl Root {
         Ok(file)
     }
 
-    fn openat2(&self, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    pub(super) fn openat2(&self, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
         let mut resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
         if !self.follow_symlinks {
             resolve |= libc::RESOLVE_NO_SYMLINKS;
@@ -241,7 +247,7 @@ impl Root {
     /// Fallback for kernels without openat2: one component at a time, never following a link.
     /// A component that is a symlink is refused as such (the kernel says only `ENOTDIR` or
     /// `ELOOP`; a second look at the failed component, on this refusal path only, tells).
-    fn walk(&self, rel: &[u8], flags: libc::c_int) -> Result<OwnedFd, OpenError> {
+    pub(super) fn walk(&self, rel: &[u8], flags: libc::c_int) -> Result<OwnedFd, OpenError> {
         let mut comps = rel.split(|&b| b == b'/').peekable();
         let mut dir: Option<OwnedFd> = None;
         while let Some(comp) = comps.next() {

@@ -8,6 +8,7 @@ pub mod activation;
 pub mod clock;
 pub mod cmsg;
 pub mod epoll;
+pub mod neigh;
 pub mod privilege;
 pub mod rlimit;
 pub mod send;

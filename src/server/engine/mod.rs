@@ -55,6 +55,7 @@ mod events;
 mod fold;
 mod host;
 mod kind;
+mod lookup;
 mod open;
 mod policy;
 mod record;
@@ -67,9 +68,10 @@ use emit::{local_end, transmit_read_run, transmit_write};
 use fold::Fold;
 use host::{HostInfo, KernelHost};
 use kind::Kind;
+use lookup::Macs;
 use policy::Retransmits;
 use record::PeerMessage;
-use resolve::{OneRoot, Resolve};
+use resolve::{Decided, OneRoot, Resolve};
 use sources::Sources;
 use table::Table;
 
@@ -120,6 +122,17 @@ pub(crate) struct Engine {
     capacity: usize,
     /// Scratch for a request's relative path.
     path: [u8; MAX_FILENAME_LEN],
+    /// Scratch for the path in a client's view, and for a name found with case ignored.
+    view: [u8; MAX_FILENAME_LEN],
+    found: [u8; MAX_FILENAME_LEN],
+    /// What decided the name of the request being prepared, and the length of its resolved
+    /// path in `path`, for its records.
+    decided: Decided,
+    resolved: usize,
+    /// The message of the map file rule that refused the request being prepared.
+    rule_message: Option<String>,
+    /// Hardware addresses of clients, for `{mac}` views.
+    macs: Macs,
     /// Scratch for control packets and DATA headers.
     head: [u8; MAX_HEAD],
     /// DATA packets gathered for one send (capacity [`MAX_RUN`], reused).
@@ -206,6 +219,12 @@ impl Engine {
             aborted: false,
             next_housekeeping: now + HOUSEKEEPING,
             path: [0; MAX_FILENAME_LEN],
+            view: [0; MAX_FILENAME_LEN],
+            found: [0; MAX_FILENAME_LEN],
+            decided: Decided::default(),
+            resolved: 0,
+            rule_message: None,
+            macs: Macs::default(),
             head: [0; MAX_HEAD],
             run: Vec::with_capacity(MAX_RUN),
         }
@@ -427,11 +446,16 @@ impl Engine {
             }
             Admission::Refuse { refusal, counter } => {
                 self.counters.add(counter, 1);
-                self.refuse(io, d.via, d.peer, d.local, refusal);
+                match self.rule_message.take() {
+                    // A map file rule's own message (tftp-hpa's `a` rule).
+                    Some(message) => self.reply(io, d.via, d.peer, d.local, refusal.code(), &message),
+                    None => self.refuse(io, d.via, d.peer, d.local, refusal),
+                }
                 self.record_no_transfer(now, d, Some(r), refusal.reason(), Some(refusal.code()));
             }
             Admission::Accept => {}
         }
+        self.decided = Decided::default();
     }
 
     /// Whether this worker is short of room for transfers: its table at least half full, or a

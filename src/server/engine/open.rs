@@ -7,8 +7,9 @@ use tracing::warn;
 use super::admit::{Admission, Refusal};
 use super::host;
 use super::kind::{Kind, WriteState};
+use super::lookup::{self, Unserved};
 use super::record::{Asked, Text};
-use super::resolve::Lookup;
+use super::resolve::{Decided, Lookup, Refused};
 use super::table::{NO_LOCAL, Transfer};
 use super::{Engine, transfer_bind_addr};
 use crate::fs::{OpenError, PathError, UploadError};
@@ -29,6 +30,8 @@ impl Engine {
         d: &Datagram<'_>,
         r: &Request<'_>,
     ) -> Result<(Kind, Negotiated), Admission> {
+        self.decided = Decided::default();
+        self.resolved = 0;
         match r.kind {
             RequestKind::Read => self.prepare_read(now, d, r),
             RequestKind::Write => self.prepare_write(now, d, r),
@@ -41,19 +44,18 @@ impl Engine {
         d: &Datagram<'_>,
         r: &Request<'_>,
     ) -> Result<(Kind, Negotiated), Admission> {
-        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip) };
-        let file = match self.resolver.resolve(&lookup, &mut self.path) {
-            Err(PathError::Empty) => Err(OpenError::NotFound),
-            Err(_) => Err(OpenError::Denied),
-            Ok(rel) => self.files.get(rel, now),
-        };
-        let file = file.map_err(|e| {
-            if let OpenError::Io(err) = &e {
-                // The OS error is for the operator; the `request refused` record follows.
-                warn!(worker = self.worker, client = %d.peer, file = %Text(r.filename), error = %err, "cannot open file");
+        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip), write: false };
+        let (file, _) = match self.find_file(&lookup, now) {
+            Ok(found) => found,
+            Err(Unserved::Rule(message)) => return Err(self.refuse_by_rule(message)),
+            Err(Unserved::Open(e)) => {
+                if let OpenError::Io(err) = &e {
+                    // The OS error is for the operator; the `request refused` record follows.
+                    warn!(worker = self.worker, client = %d.peer, file = %Text(r.filename), error = %err, "cannot open file");
+                }
+                return Err(Admission::refuse(refusal_of(&e)));
             }
-            Admission::refuse(refusal_of(&e))
-        })?;
+        };
         let netascii = r.mode == Mode::Netascii;
         let size = match netascii {
             true => file.netascii_len().map_err(|e| Admission::Refuse {
@@ -81,11 +83,31 @@ impl Engine {
         let policy = self.policy.upload;
         let neg = self.negotiate(r, None, d.local, now);
         let netascii = r.mode == Mode::Netascii;
-        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip) };
-        let started = match self.resolver.resolve(&lookup, &mut self.path) {
-            Err(PathError::Empty) => Err(UploadError::NotFound),
-            Err(_) => Err(UploadError::Denied),
-            Ok(rel) => uploads.begin(rel, &policy, neg.tsize, netascii).map(|u| (u, String::from_utf8_lossy(rel))),
+        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip), write: true };
+        // Writes are resolved as reads are, but never go to a client's view or a name found
+        // with case ignored: an upload lands where its name says.
+        let files = &self.files;
+        let mut decided = Decided::default();
+        let resolved = self.resolver.resolve(
+            &lookup,
+            &self.policy.lookup,
+            &mut |rel| files.is_servable(rel),
+            &mut decided,
+            &mut self.path,
+        );
+        lookup::count(&self.counters, &decided);
+        self.decided = decided;
+        let started = match resolved {
+            Err(Refused::Rule { message, .. }) => {
+                self.counters.add(Counter::NamesDenied, 1);
+                return Err(self.refuse_by_rule(message));
+            }
+            Err(Refused::Path(PathError::Empty)) => Err(UploadError::NotFound),
+            Err(Refused::Path(_)) => Err(UploadError::Denied),
+            Ok(rel) => {
+                self.resolved = rel.len();
+                uploads.begin(rel, &policy, neg.tsize, netascii).map(|u| (u, String::from_utf8_lossy(rel)))
+            }
         };
         match started {
             Ok((upload, name)) => {
@@ -127,7 +149,8 @@ impl Engine {
                 }
             }
         };
-        let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted });
+        let lookup = Some(self.decided).filter(Decided::is_some);
+        let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted, lookup });
         self.table.insert(
             idx,
             Transfer { peer: d.peer, via, local, queued: false, retransmit: self.retransmits.current(), kind, asked },
@@ -168,6 +191,15 @@ impl Engine {
         }
         self.locals.push(l);
         (self.locals.len() - 1) as u16
+    }
+}
+
+impl Engine {
+    /// The refusal of a request a map file rule refused: ERROR 2, with the rule's message
+    /// when it has one (kept for the reply, see [`Engine::on_request`]).
+    fn refuse_by_rule(&mut self, message: Option<String>) -> Admission {
+        self.rule_message = message;
+        Admission::refuse(Refusal::File(LocalFailure::Denied))
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::info;
 use super::Engine;
 use super::fold::{Folded, Reason};
 use super::kind::Kind;
+use super::resolve::Decided;
 use super::table::Transfer;
 use crate::proto::wire::{Options, Packet, Request};
 use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
@@ -30,6 +31,8 @@ pub(super) struct Asked {
     pub(super) local: Option<IpAddr>,
     /// The options as negotiated.
     pub(super) granted: Negotiated,
+    /// What decided the file served beside normalisation (a rule, a fix, a view), if anything.
+    pub(super) lookup: Option<Decided>,
 }
 
 /// The most bytes of a client's ERROR message kept for the record.
@@ -131,7 +134,11 @@ impl Engine {
             info!(worker, client = %d.peer, local, direction, file = %Text(file), mode, options, reason = reason.name(), "request ignored");
         } else {
             let code = code.map(|c| c.0);
-            info!(worker, client = %d.peer, local, direction, file = %Text(file), mode, options, reason = reason.name(), code, "request refused");
+            // The name as resolved, when something beside normalisation decided it.
+            let decided = Some(self.decided).filter(Decided::is_some);
+            let path = decided.map(|_| tracing::field::display(Text(&self.path[..self.resolved])));
+            let lookup = decided.map(tracing::field::display);
+            info!(worker, client = %d.peer, local, direction, file = %Text(file), mode, options, reason = reason.name(), code, path, lookup, "request refused");
         }
     }
 
@@ -261,6 +268,7 @@ fn record(
         local = t.asked.local.map(tracing::field::display),
         file = request.map(|r| tracing::field::display(Text(r.filename))),
         path = %t.kind.name(),
+        lookup = t.asked.lookup.map(tracing::field::display),
         direction = %t.kind.direction(),
         mode = %t.kind.mode(),
         options = request.map(|r| tracing::field::display(AskedOptions(r.options))),

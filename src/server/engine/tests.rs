@@ -801,5 +801,6 @@ fn the_host_is_asked_through_host_info_and_a_repeat_answers_as_the_first() {
     assert_eq!(r.counters.get(Counter::Ignored), 1);
 }
 
+mod names;
 mod records;
 mod reload;

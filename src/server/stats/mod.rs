@@ -68,13 +68,23 @@ pub enum Counter {
     ErrorsWithheld,
     /// Transfers whose client had shown nothing, ended to make room for a new request.
     Evicted,
+    /// Requests whose name a map file rule rewrote.
+    NamesRewritten,
+    /// Requests a map file rule refused (`a` rule, or the rewrite failed).
+    NamesDenied,
+    /// Requests served from the client's own directory (`--client-dir`).
+    ClientViews,
+    /// Requests served from a file found with case ignored (`--case-insensitive`).
+    CaseFixed,
+    /// Requests whose name lost a `--strip-prefix` or trailing garbage (`--trim-name-garbage`).
+    NamesFixed,
     /// Transfers in progress (a gauge).
     Active,
 }
 
 impl Counter {
     /// How many counters there are.
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 26;
 
     /// Every counter, in report order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -98,6 +108,11 @@ impl Counter {
         Self::SendErrors,
         Self::ErrorsWithheld,
         Self::Evicted,
+        Self::NamesRewritten,
+        Self::NamesDenied,
+        Self::ClientViews,
+        Self::CaseFixed,
+        Self::NamesFixed,
         Self::Active,
     ];
 
@@ -124,6 +139,11 @@ impl Counter {
             Self::SendErrors => "send_errors",
             Self::ErrorsWithheld => "errors_withheld",
             Self::Evicted => "evicted",
+            Self::NamesRewritten => "names_rewritten",
+            Self::NamesDenied => "names_denied",
+            Self::ClientViews => "client_views",
+            Self::CaseFixed => "case_fixed",
+            Self::NamesFixed => "names_fixed",
             Self::Active => "active",
         }
     }
@@ -151,6 +171,11 @@ impl Counter {
             Self::SendErrors => "Sends the kernel refused.",
             Self::ErrorsWithheld => "ERRORs not sent to malformed or foreign datagrams (over the budget).",
             Self::Evicted => "Transfers of silent clients ended to make room for a new request.",
+            Self::NamesRewritten => "Requests whose name a map file rule rewrote.",
+            Self::NamesDenied => "Requests a map file rule refused (an `a` rule, or a failed rewrite).",
+            Self::ClientViews => "Requests served from the client's own directory (--client-dir).",
+            Self::CaseFixed => "Requests served from a file found with case ignored (--case-insensitive).",
+            Self::NamesFixed => "Requests whose name lost a --strip-prefix or trailing garbage (--trim-name-garbage).",
             Self::Active => "Transfers in progress.",
         }
     }
