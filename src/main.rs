@@ -40,7 +40,12 @@ fn main() -> ExitCode {
     let (argv, detach) = match hpa::invoked(&argv) {
         None => (argv, false),
         Some(flags) => match hpa::parse(flags, process::is_root(), process::umask()) {
-            Ok(HpaCommand::Serve(h)) => (h.args, h.detach),
+            Ok(HpaCommand::Serve(h)) => {
+                if let Some(mask) = h.umask {
+                    process::set_umask(mask);
+                }
+                (h.args, h.detach)
+            }
             Ok(HpaCommand::Version) => {
                 println!("{}", hpa::version(VERSION, false));
                 return ExitCode::SUCCESS;

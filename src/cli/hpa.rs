@@ -42,6 +42,9 @@ pub(crate) struct Hpa {
     /// `-l` without `-L`: leave the foreground once serving (the parent exits 0 when the server
     /// listens, 1 when it cannot start), as tftp-hpa's `daemon()` after binding.
     pub(crate) detach: bool,
+    /// The process's umask for the files uploads create (tftp-hpa sets it: `-U`, else 0, else
+    /// with `-p` the one it was started with); `None`: left as it is.
+    pub(crate) umask: Option<u32>,
 }
 
 /// An `in.tftpd` command line bootstorm refuses: the flag, as given, and why.
@@ -167,8 +170,7 @@ fn lex(args: &[OsString]) -> Result<(Vec<Given>, Vec<OsString>), HpaError> {
             };
             flags.push(Given { long: full, written, value });
         } else if s.len() > 1 && s.starts_with('-') {
-            let mut chars = s[1..].char_indices();
-            while let Some((i, c)) = chars.next() {
+            for (i, c) in s[1..].char_indices() {
                 let Some(&(full, _, takes)) = FLAGS.iter().find(|f| f.1 == Some(c)) else {
                     return Err(refuse(format!("-{c}"), "not an in.tftpd flag"));
                 };
@@ -370,7 +372,8 @@ impl Options {
         if let Some(p) = self.pidfile {
             flag("--pid-file", Some(p));
         }
-        Ok(Hpa { args: out, detach: !self.foreground })
+        let umask = (self.create || self.umask.is_some()).then_some(umask);
+        Ok(Hpa { args: out, detach: !self.foreground, umask })
     }
 
     /// The addresses `-a` and `-4`/`-6` name: tftp-hpa's default is port 69 on every address.
@@ -381,7 +384,7 @@ impl Options {
         let given = if given.is_empty() { ":69" } else { given.strip_suffix(':').unwrap_or(given) };
         let addrs = parse_listen(given).map_err(|e| refuse(format!("{written} {given}"), e))?.0;
         let kept: Vec<SocketAddr> =
-            addrs.into_iter().filter(|a| !(self.ipv4 && a.is_ipv6()) && !(self.ipv6 && a.is_ipv4())).collect();
+            addrs.into_iter().filter(|a| if a.is_ipv4() { !self.ipv6 } else { !self.ipv4 }).collect();
         if kept.is_empty() {
             let family = if self.ipv4 { "-4" } else { "-6" };
             return Err(refuse(format!("{written} {given}"), format!("no address of the family {family} asks for")));

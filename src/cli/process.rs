@@ -72,7 +72,9 @@ pub(crate) struct PidFile {
 impl PidFile {
     /// Writes this process's id and a newline to `path`, replacing what was there.
     pub(crate) fn write(path: &Path) -> io::Result<Self> {
-        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = File::options().write(true).create(true).truncate(true).mode(0o644).open(path)?;
+        f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
         Ok(Self { path: Some(path.to_path_buf()) })
     }
 
@@ -91,6 +93,12 @@ impl Drop for PidFile {
             let _ = Self { path: self.path.take() }.remove();
         }
     }
+}
+
+/// Sets the process's umask (which the files uploads create are subject to).
+pub(crate) fn set_umask(mask: u32) {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) };
 }
 
 /// The umask the process was started with.
