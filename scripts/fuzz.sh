@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECS seconds (default 30) from its seed corpus (fuzz/seeds/, real
-# packets and transfer sequences) plus what earlier runs found (fuzz/corpus/, not committed).
+# packets, transfer sequences and map files) plus what earlier runs found (fuzz/corpus/, not
+# committed).
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain build them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 export RUSTC_BOOTSTRAP=1
-for t in decode read_transfer write_transfer client; do
+for t in decode read_transfer write_transfer client remap_parse remap_rewrite; do
     mkdir -p "fuzz/corpus/$t"
     echo "fuzzing $t for ${secs}s" >&2
     # Only the summary lines are shown; the status is cargo-fuzz's (a build failure, a crash or

@@ -124,18 +124,23 @@ impl Rule {
     }
 }
 
-/// Combinations of operations refused (tftp-hpa 5.3's list; those that tftp-hpa 5.2 accepted,
-/// `ra`, `as`, `ae` and `es`, keep its meaning: `a` wins over `r` and `s`, `e` over `s`).
-const REFUSED: [(fn(&Flags) -> bool, &str); 8] = [
-    (|f| f.rewrite && f.inverse, "r~"),
-    (|f| f.rewrite && f.jump, "rj"),
-    (|f| f.abort && f.jump, "aj"),
-    (|f| f.exit && f.jump, "ej"),
-    (|f| f.exit && f.has_file, "eE"),
-    (|f| f.has_file && f.jump, "Ej"),
-    (|f| f.has_file && f.abort, "aE"),
-    (|f| f.has_file && f.restart, "Es"),
-];
+/// The first combination of operations in `f` that is refused (tftp-hpa 5.3's list; those
+/// that tftp-hpa 5.2 accepted, `ra`, `as`, `ae` and `es`, keep its meaning: `a` wins over `r`
+/// and `s`, `e` over `s`).
+fn refused(f: &Flags) -> Option<&'static str> {
+    [
+        (f.rewrite && f.inverse, "r~"),
+        (f.rewrite && f.jump, "rj"),
+        (f.abort && f.jump, "aj"),
+        (f.exit && f.jump, "ej"),
+        (f.exit && f.has_file, "eE"),
+        (f.has_file && f.jump, "Ej"),
+        (f.has_file && f.abort, "aE"),
+        (f.has_file && f.restart, "Es"),
+    ]
+    .into_iter()
+    .find_map(|(bad, flags)| bad.then_some(flags))
+}
 
 /// Parses a whole map file.
 pub(crate) fn parse(text: &[u8]) -> Result<Vec<Rule>, RemapError> {
@@ -205,7 +210,7 @@ fn parse_line(mut rest: &[u8], line: usize) -> Result<Option<Rule>, RemapError> 
             _ => return Err(RemapError::UnknownFlag { line, flag: char::from(c) }),
         }
     }
-    if let Some((_, flags)) = REFUSED.iter().find(|(refused, _)| refused(&f)) {
+    if let Some(flags) = refused(&f) {
         return Err(RemapError::Combination { line, flags });
     }
     if !f.rewrite {
