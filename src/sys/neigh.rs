@@ -1,8 +1,9 @@
 //! The kernel's neighbour table: the hardware address of a client on the link, for per-client
 //! views by MAC (`--client-dir` with `{mac}`).
 //!
-//! IPv4 entries are read from `/proc/net/arp`, which shows the table of the network namespace
-//! of the reading process. Only complete entries count (flag `ATF_COM`): an incomplete one has
+//! IPv4 entries are read from `/proc/thread-self/net/arp`: the table of the network namespace
+//! of the reading thread (`/proc/net` is the process's first thread's, which differs when a
+//! thread was moved into another namespace), or `/proc/net/arp` before Linux 3.17. Only complete entries count (flag `ATF_COM`): an incomplete one has
 //! no address yet. A client behind a DHCP relay or a router is not on the link and has no entry.
 //! IPv6 neighbours (netlink `RTM_GETNEIGH`) are not read: an IPv6 client has no MAC view.
 
@@ -18,7 +19,7 @@ pub fn mac_of(ip: IpAddr) -> Option<[u8; 6]> {
         IpAddr::V4(v4) => v4,
         IpAddr::V6(v6) => v6.to_ipv4_mapped()?,
     };
-    let table = std::fs::read("/proc/net/arp").ok()?;
+    let table = std::fs::read("/proc/thread-self/net/arp").or_else(|_| std::fs::read("/proc/net/arp")).ok()?;
     find_in_arp_table(&table, v4)
 }
 

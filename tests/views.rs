@@ -1,0 +1,130 @@
+//! Per-client views on a real network: two namespaces joined by a veth pair, the server running
+//! in-process in one (its workers started from a thread moved into it), clients on several
+//! addresses in the other.
+//!
+//! Each client gets the file of its own directory where it has one and the shared file
+//! otherwise; `{mac}` views take the client's hardware address from the server namespace's
+//! neighbour table, which the kernel fills from the client's ARP request; a reload changes the
+//! views of new requests. Addresses come from 198.18.0.0/15 and live only inside the
+//! namespaces. Needs root (the test command runs as root).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bootstorm::config::{ClientDir, ServerConfig};
+use bootstorm::proto::RequestOptions;
+use bootstorm::proto::wire::Mode;
+use bootstorm::server::Server;
+use common::Raw;
+use common::netns::Netns;
+
+const SERVER: &str = "198.18.9.1";
+const MAC_A: &str = "52:54:00:ab:cd:01";
+
+/// The server's namespace and the clients', joined by `v0` (server, 198.18.9.1/24) and `v1`
+/// (clients, 198.18.9.2/24 and 198.18.9.3/24, hardware address [`MAC_A`]).
+struct Link {
+    server: Netns,
+    clients: Netns,
+}
+
+impl Link {
+    /// `None` where namespaces cannot be made (not root, no `ip`).
+    fn new() -> Option<Self> {
+        let ok = std::process::Command::new("ip").args(["netns", "list"]).output().is_ok_and(|o| o.status.success());
+        // SAFETY: geteuid has no preconditions.
+        if !ok || unsafe { libc::geteuid() } != 0 {
+            common::cannot_run("network namespaces need root and iproute2");
+            return None;
+        }
+        let l = Self { server: Netns::new("bsview-s"), clients: Netns::new("bsview-c") };
+        l.server.ip(&format!("link add v0 type veth peer name v1 netns {}", l.clients.name));
+        l.clients.ip(&format!("link set v1 address {MAC_A}"));
+        for (ns, dev) in [(&l.server, "v0"), (&l.clients, "v1")] {
+            ns.ip(&format!("link set {dev} addrgenmode none"));
+            ns.ip(&format!("link set {dev} up"));
+        }
+        l.server.ip(&format!("addr add {SERVER}/24 dev v0"));
+        l.clients.ip("addr add 198.18.9.2/24 dev v1");
+        l.clients.ip("addr add 198.18.9.3/24 dev v1");
+        Some(l)
+    }
+
+    /// The server for `cfg`, listening on 198.18.9.1:69 in the server namespace.
+    fn start(&self, mut cfg: ServerConfig) -> Server {
+        cfg.listen = vec![format!("{SERVER}:69").parse().unwrap()];
+        cfg.workers = 2;
+        cfg.pin = false;
+        cfg.grace = Duration::from_secs(1);
+        self.server.run(|| Server::start(cfg).expect("server starts"))
+    }
+
+    /// The bytes of `name` for the client on `from`, or the ERROR. The clients forget the
+    /// server's hardware address first, so that each request follows an ARP request from its
+    /// own address, as one from a machine that just booted does: that is how the server's
+    /// kernel learns the client's hardware address before the request arrives.
+    fn fetch(&self, from: &str, name: &str) -> Result<Vec<u8>, (u16, String)> {
+        self.clients.ip("neigh flush dev v1");
+        let server: SocketAddr = format!("{SERVER}:69").parse().unwrap();
+        self.clients.run(|| Raw::from(&format!("{from}:0"), server).fetch(name, Mode::Octet, RequestOptions::default()))
+    }
+}
+
+fn write(root: &Path, rel: &str, contents: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, contents).unwrap();
+}
+
+/// A tree of shared files with one override for 198.18.9.2 and one for 198.18.9.3.
+fn tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "pxelinux.cfg/default", b"shared menu");
+    write(root, "pxelinux.0", &[7; 3000]);
+    write(root, "clients/198.18.9.2/pxelinux.cfg/default", b"menu of .2");
+    write(root, "clients/198.18.9.3/pxelinux.cfg/default", b"menu of .3");
+    write(root, "clients/52-54-00-ab-cd-01/pxelinux.cfg/default", b"menu of 52-54-00-ab-cd-01");
+    dir
+}
+
+#[test]
+fn each_client_gets_its_override_and_both_get_the_shared_file() {
+    let Some(link) = Link::new() else { return };
+    let root = tree();
+    let mut cfg = ServerConfig { root: root.path().to_path_buf(), ..Default::default() };
+    cfg.serve.lookup.client_dir = Some(ClientDir::new("clients/{ip}").unwrap());
+    let server = link.start(cfg);
+    assert_eq!(link.fetch("198.18.9.2", "pxelinux.cfg/default").unwrap(), b"menu of .2");
+    assert_eq!(link.fetch("198.18.9.3", "pxelinux.cfg/default").unwrap(), b"menu of .3");
+    for client in ["198.18.9.2", "198.18.9.3"] {
+        assert_eq!(link.fetch(client, "pxelinux.0").unwrap(), [7; 3000], "the shared file for {client}");
+    }
+    assert_eq!(link.fetch("198.18.9.2", "pxelinux.cfg/01-52-54-00-ab-cd-01").unwrap_err().0, 1);
+    let views: u64 = server.counters().iter().map(|c| c.get(bootstorm::server::stats::Counter::ClientViews)).sum();
+    assert_eq!(views, 2);
+    server.stop();
+    server.wait().unwrap();
+}
+
+#[test]
+fn mac_views_read_the_neighbour_table_and_follow_a_reload() {
+    let Some(link) = Link::new() else { return };
+    let root = tree();
+    let cfg = ServerConfig { root: root.path().to_path_buf(), ..Default::default() };
+    let server = link.start(cfg.clone());
+    assert_eq!(link.fetch("198.18.9.2", "pxelinux.cfg/default").unwrap(), b"shared menu", "no views yet");
+    let mut by_mac = cfg;
+    by_mac.serve.lookup.client_dir = Some(ClientDir::new("clients/{mac}").unwrap());
+    let reloaded = server.reload(&by_mac).unwrap();
+    assert_eq!(reloaded.changed, ["--client-dir"], "{reloaded:?}");
+    // Both addresses are the same interface, so the same hardware address.
+    assert_eq!(link.fetch("198.18.9.2", "pxelinux.cfg/default").unwrap(), b"menu of 52-54-00-ab-cd-01");
+    assert_eq!(link.fetch("198.18.9.3", "pxelinux.cfg/default").unwrap(), b"menu of 52-54-00-ab-cd-01");
+    assert_eq!(link.fetch("198.18.9.3", "pxelinux.0").unwrap(), [7; 3000]);
+    server.stop();
+    server.wait().unwrap();
+}
