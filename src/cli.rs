@@ -10,12 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bootstorm::config::{
-    self, Cidr, ConfigError, DEFAULT_MAX_TRANSFERS, IoBackend, IoConfig, ServePolicy, ServerConfig, SourceRate,
-    WriteConfig,
+    self, Cidr, ClientDir, ConfigError, DEFAULT_MAX_TRANSFERS, IoBackend, IoConfig, LookupPolicy, MapFile, ServePolicy,
+    ServerConfig, SourceRate, StripPrefix, WriteConfig,
 };
 use bootstorm::fs::WritePolicy;
 use bootstorm::proto::RtoBounds;
 use bootstorm::proto::options::{Limits, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE, Refused};
+use bootstorm::remap::RemapError;
 use bootstorm::server::stats::{FileClassError, FileClasses};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
@@ -323,6 +324,37 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "GROUP", requires = "user")]
     pub(crate) group: Option<String>,
 
+    /// Rewrite each request's filename with tftp-hpa's map-file rules (docs/remap.md), run on
+    /// the name as the client sent it, before normalisation and containment: no rule can lead
+    /// outside --root. A file that does not parse is refused, naming its line; SIGHUP reads it
+    /// again. tftpd-hpa's -m. `bootstorm map-test FILE NAME...` shows what names become.
+    /// [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) map_file: Option<PathBuf>,
+
+    /// A name not found as spelled is looked for with ASCII case ignored, component by
+    /// component, and the file served as it is named on disk (PXELINUX.CFG/01-AA-BB-... finds
+    /// pxelinux.cfg/01-aa-bb-...).
+    #[arg(long)]
+    pub(crate) case_insensitive: bool,
+
+    /// Take this leading directory off names that start with it (after normalisation:
+    /// `/tftpboot/` makes /tftpboot/x and x the same file); repeat for several, the first that
+    /// matches is taken off. The root's own absolute path is always taken off.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) strip_prefix: Vec<String>,
+
+    /// Drop the bytes some NIC ROMs append after the name (0xFF, DEL, NUL) from its end.
+    #[arg(long)]
+    pub(crate) trim_name_garbage: bool,
+
+    /// Each client's own directory beneath the root, tried before the shared tree for reads: a
+    /// template with {ip} (dotted quad or IPv6 text), {hexip} (8 upper-case hex digits for
+    /// IPv4, as PXELINUX names its files) and {mac} (lower-case with dashes, from the kernel's
+    /// neighbour table: clients on the link only), e.g. clients/{mac}. [default: none]
+    #[arg(long, value_name = "TEMPLATE")]
+    pub(crate) client_dir: Option<String>,
+
     /// Write the server's process id to this file once it listens (before privileges are
     /// dropped: the directory need not be writable by --user), and remove the file at exit.
     /// tftpd-hpa's -P. [default: none]
@@ -407,6 +439,14 @@ pub(crate) enum CliError {
     /// A `--metrics-file-class` is refused.
     #[error("--metrics-file-class: {0}")]
     FileClass(#[from] FileClassError),
+    /// The `--map-file` cannot be read or does not parse.
+    #[error("--map-file {}: {source}", .path.display())]
+    MapFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: RemapError,
+    },
 }
 
 fn secs(v: f64, flag: &'static str) -> Result<Duration, CliError> {
@@ -427,6 +467,18 @@ impl TryFrom<Cli> for Settings {
         {
             return Err(ConfigError::UploadsOff.into());
         }
+        let lookup = LookupPolicy {
+            map_file: match &c.map_file {
+                Some(path) => {
+                    Some(MapFile::load(path).map_err(|source| CliError::MapFile { path: path.clone(), source })?)
+                }
+                None => None,
+            },
+            case_insensitive: c.case_insensitive,
+            strip_prefixes: c.strip_prefix.iter().map(|p| StripPrefix::new(p)).collect::<Result<_, _>>()?,
+            trim_garbage: c.trim_name_garbage,
+            client_dir: c.client_dir.as_deref().map(ClientDir::new).transpose()?,
+        };
         let defaults = ServerConfig::default();
         let rto = RtoBounds {
             initial: timeout,
@@ -472,13 +524,13 @@ impl TryFrom<Cli> for Settings {
                 rate_limit_always: c.rate_limit_always,
                 log_requests: c.log_requests,
                 world_readable_only: !c.serve_private_files,
+                lookup,
                 upload: WritePolicy {
                     create: c.create,
                     overwrite: c.overwrite,
                     mode: 0o666 & !c.umask,
                     max_size: c.max_upload_size as u64,
                 },
-                lookup: config::LookupPolicy::default(),
             },
             write: c.allow_write.then_some(WriteConfig {
                 dir: c.upload_dir,

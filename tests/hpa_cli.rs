@@ -377,6 +377,60 @@ fn the_stacks_command_lines_serve() {
     drop((s, h, l));
 }
 
+#[test]
+fn map_files_of_the_stacks() {
+    if !have_tftp() {
+        return;
+    }
+    let i = Install::new(false);
+    let root = i.root_arg();
+    // Ironic (configure-pxe.rst): `-v -v -v -v -v --map-file /tftpboot/map-file /tftpboot`,
+    // without -s: its rules make every name absolute beneath the directory.
+    let ironic = br"re ^(/tftpboot/) /tftpboot/\2
+re ^/tftpboot/ /tftpboot/
+re ^(^/) /tftpboot/\1
+re ^([^/]) /tftpboot/\1
+";
+    let map = i.root().join("map-file");
+    std::fs::write(&map, String::from_utf8_lossy(ironic).replace("/tftpboot", &root)).unwrap();
+    let map = map.to_str().unwrap();
+    let s = Foreground::start(
+        &i.program(),
+        &["-L", "-a", "127.0.0.1:0", "-u", "root", "-v", "-v", "-v", "-v", "-v", "--map-file", map, &root],
+        1,
+    )
+    .unwrap_or_else(|e| panic!("Ironic's line: {e:?}"));
+    assert_eq!(get(s.addrs[0], "pxelinux.0").as_deref(), Some(&i.file("pxelinux.0")[..]), "{}", s.log());
+    assert_eq!(get(s.addrs[0], &format!("{root}/pxelinux.cfg/default")).as_deref(), Some(&b"default local\n"[..]));
+    assert!(s.log().contains("lookup=rule:"), "the rule that decided is logged: {}", s.log());
+    drop(s);
+    // xCAT (AAsn.pm): -4 -v -l -s /tftpboot -m /etc/tftpmapfile4xcat.conf, one rule; and two of
+    // a hand-written file's: an alias and a refusal with its message.
+    let xcat = i.dir.path().join("tftpmapfile4xcat.conf");
+    std::fs::write(&xcat, "rg \\\\ /\nr ^alias$ pxelinux.cfg/default\na ^secret.* no\\ secrets\\ here\n").unwrap();
+    let s = Detached::start(
+        Command::new(i.program()).args([
+            "-4",
+            "-v",
+            "-l",
+            "-s",
+            &root,
+            "-m",
+            xcat.to_str().unwrap(),
+            "-a",
+            "127.0.0.1:0",
+        ]),
+        &root,
+        &i.dir.path().join("log"),
+    )
+    .unwrap_or_else(|e| panic!("xCAT's line: {e:?}"));
+    assert_eq!(get(s.addrs[0], "pxelinux.cfg\\default").as_deref(), Some(&b"default local\n"[..]));
+    assert_eq!(get(s.addrs[0], "alias").as_deref(), Some(&b"default local\n"[..]), "-m: the rule's alias");
+    let refused = Raw::new(s.addrs[0]).fetch("secret.bin", bootstorm::proto::wire::Mode::Octet, Default::default());
+    assert_eq!(refused, Err((2, "no secrets here".to_string())), "-m: the rule's refusal");
+    s.stop();
+}
+
 /// A foreground server on 127.0.0.1 with the directory and `args`.
 fn hpa(i: &Install, args: &[&str]) -> Foreground {
     let root = i.root_arg();

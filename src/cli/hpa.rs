@@ -117,6 +117,7 @@ Usage: in.tftpd [-c][-p][-s][-l][-L][-a address][-B blocksize][-u user][-U umask
 
 bootstorm reading tftp-hpa 5.2's command line; see `bootstorm --help` for its own flags.
 Not supported, refused: inetd mode (neither -l nor -L), several directories.
+Without -s, names are taken beneath the directory as with it.
 ";
 
 /// A flag as parsed: its long name, how it was written (for messages), its value.
@@ -315,13 +316,9 @@ impl Options {
                 return Err(refuse(list.join(" "), why));
             }
         };
-        if !self.secure {
-            return Err(refuse(
-                "(no -s)",
-                "without -s, names must be absolute and begin with the directory; bootstorm serves names \
-                 relative to one directory: give -s DIR",
-            ));
-        }
+        // Without -s, tftp-hpa takes absolute names beneath the directory (/srv/tftp/x): the
+        // server always takes the root's own path off a name, and with -s or without, a name is
+        // resolved beneath the directory (a relative name too, which tftp-hpa refuses without -s).
         let mut out: Vec<OsString> = vec!["bootstorm".into(), "--root".into(), dir];
         let mut flag = |f: &str, v: Option<String>| {
             out.push(f.into());
@@ -367,7 +364,7 @@ impl Options {
             flag("--port-range", Some(format!("{lo}:{hi}")));
         }
         if let Some(m) = self.map_file {
-            return Err(refuse(format!("-m {m}"), "map files are not supported yet"));
+            flag("--map-file", Some(m));
         }
         if let Some(p) = self.pidfile {
             flag("--pid-file", Some(p));

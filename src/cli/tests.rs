@@ -306,3 +306,35 @@ fn sizes() {
     assert_eq!(parse_size("100"), Ok(100));
     assert!(parse_size("x").is_err());
 }
+
+#[test]
+fn name_lookup_flags() {
+    let c = server(&[]);
+    assert!(!c.serve.lookup.is_active(), "off by default");
+    let c = server(&[
+        "--case-insensitive",
+        "--strip-prefix",
+        "/tftpboot/",
+        "--strip-prefix",
+        "boot",
+        "--trim-name-garbage",
+        "--client-dir",
+        "clients/{mac}",
+    ]);
+    let l = &c.serve.lookup;
+    assert!(l.case_insensitive && l.trim_garbage);
+    assert_eq!(l.strip_prefixes.iter().map(|p| p.as_bytes()).collect::<Vec<_>>(), [&b"tftpboot"[..], b"boot"]);
+    assert_eq!(l.client_dir.as_ref().map(|d| (d.template(), d.needs_mac())), Some(("clients/{mac}", true)));
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("map");
+    std::fs::write(&map, "rg \\\\ /\nr ^/tftpboot/ /\n").unwrap();
+    let c = server(&["--map-file", map.to_str().unwrap()]);
+    assert_eq!(c.serve.lookup.map_file.as_ref().map(|m| m.rules().len()), Some(2));
+    std::fs::write(&map, "r ^/tftpboot/ /\nx y z\n").unwrap();
+    let e = cfg(&["--map-file", map.to_str().unwrap()]).unwrap_err();
+    assert!(e.starts_with(&format!("--map-file {}: ", map.display())) && e.contains("line 2"), "{e}");
+    let e = cfg(&["--map-file", "/nonexistent/map"]).unwrap_err();
+    assert!(e.starts_with("--map-file /nonexistent/map: "), "{e}");
+    assert!(cfg(&["--client-dir", "clients"]).unwrap_err().contains("clients"));
+    assert!(cfg(&["--strip-prefix", "/../x"]).is_err());
+}

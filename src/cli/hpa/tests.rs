@@ -87,6 +87,8 @@ fn each_flag() {
     assert_eq!(w(&["-T", "250000"]), format!("{base} --timeout 0.25"));
     assert_eq!(w(&["-R", "4096:32767"]), format!("{base} --port-range 4096:32767"));
     assert_eq!(w(&["-P", "/run/tftpd.pid"]), format!("{base} --pid-file /run/tftpd.pid"));
+    assert_eq!(w(&["-m", "/etc/tftpd.map"]), format!("{base} --map-file /etc/tftpd.map"));
+    assert_eq!(w(&["--map-file=/m"]), format!("{base} --map-file /m"));
     // Standalone, the inetd idle timeout does nothing, as in tftp-hpa.
     assert_eq!(w(&["-t", "900"]), base);
 }
@@ -131,4 +133,6 @@ fn refused_by_name() {
     assert!(refused(&["-L", "-s"]).message.contains("directory"));
     assert!(refused(&["-L", "-s", "/a", "/b"]).message.contains("exactly one directory"));
     assert!(refused(&["-L", "/a", "/b"]).message.contains("one directory"));
+    // Without -s, one directory: served as with -s (the root's own path is taken off names).
+    assert_eq!(words(&serve(&["-L", "-4", "/a"])), "bootstorm --root /a --listen 0.0.0.0:69");
 }
