@@ -24,6 +24,7 @@ use clap::{Parser, ValueEnum};
 mod file;
 pub(crate) mod hpa;
 mod invocation;
+pub(crate) mod maptest;
 mod parse;
 pub(crate) mod process;
 

@@ -64,6 +64,13 @@ fn main() -> ExitCode {
     match Invocation::parse_from(argv) {
         Ok(Invocation::Serve(args)) => serve(args, detach),
         Ok(Invocation::Check(args)) => check(&args),
+        Ok(Invocation::MapTest(t)) => match cli::maptest::run(&t) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bootstorm map-test: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Invocation::Manpage) => match cli::manpage(&mut std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

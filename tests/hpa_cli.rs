@@ -431,6 +431,63 @@ re ^([^/]) /tftpboot/\1
     s.stop();
 }
 
+#[test]
+fn map_test_agrees_with_the_server() {
+    let i = Install::new(false);
+    let root = i.root_arg();
+    std::fs::write(i.root().join("127.0.0.1.conf"), b"by address\n").unwrap();
+    let map = i.dir.path().join("tftpd.map");
+    std::fs::write(
+        &map,
+        "rg \\\\ /\nre ^bootmgr\\.exe pxelinux.0\nr ^/?tftpboot/ /\nr ^alias$ pxelinux.cfg/default\n\
+         a ^secret.* no\\ secrets\nr ^byip$ \\i.conf\na ^plain\n",
+    )
+    .unwrap();
+    let names = [
+        "pxelinux.0",
+        "bootmgr.exe",
+        "\\pxelinux.cfg\\default",
+        "/tftpboot/pxelinux.0",
+        &format!("{root}/pxelinux.0"),
+        "alias",
+        "secret.bin",
+        "byip",
+        "plainfile",
+        "missing",
+        "a/../../x",
+    ];
+    let mut argv = vec!["--map-test", map.to_str().unwrap(), "--root", &root, "--client", "127.0.0.1"];
+    argv.extend(names);
+    let (code, out) = one_shot(&bin(), &argv);
+    assert_eq!(code, Some(0), "{out}");
+    let s = hpa(&i, &["-u", "root", "-m", map.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), names.len(), "{out}");
+    for (name, line) in names.iter().zip(lines) {
+        let (shown, became) = line.split_once(" -> ").unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(shown, name.replace('\\', "\\\\"), "{line}");
+        let served = Raw::new(s.addrs[0]).fetch(name, bootstorm::proto::wire::Mode::Octet, Default::default());
+        if let Some(refused) = became.strip_prefix("refused: ") {
+            let (code, message) = served.expect_err(line);
+            match refused.strip_prefix("ERROR 2 ") {
+                Some(rest) => {
+                    assert_eq!(code, 2, "{line}: {message}");
+                    if let Some(quoted) = rest.strip_prefix('"') {
+                        assert_eq!(message, quoted.split('"').next().unwrap(), "{line}");
+                    }
+                }
+                None => assert_ne!(code, 1, "{line}: refused, not just missing: {message}"),
+            }
+        } else {
+            let path = became.split(" (").next().unwrap();
+            match std::fs::read(i.root().join(path)) {
+                Ok(data) => assert_eq!(served.as_deref(), Ok(&data[..]), "{line}"),
+                Err(_) => assert_eq!(served.map_err(|e| e.0), Err(1), "{line}: no such file"),
+            }
+        }
+    }
+}
+
 /// A foreground server on 127.0.0.1 with the directory and `args`.
 fn hpa(i: &Install, args: &[&str]) -> Foreground {
     let root = i.root_arg();

@@ -11,15 +11,18 @@ use std::path::PathBuf;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
+use clap::{ArgMatches, Args as _, Command, CommandFactory, FromArgMatches};
 
 use super::file::{self, FileArgs, FileError};
+use super::maptest::MapTest;
 use super::{Cli, CliError, Settings};
 
 /// The `check` subcommand's name.
 const CHECK: &str = "check";
 /// The hidden subcommand that prints the man page.
 const MANPAGE: &str = "manpage";
+/// The subcommand that shows what names become (also `--map-test`).
+const MAP_TEST: &str = "map-test";
 
 /// What the binary was asked to do.
 #[derive(Debug)]
@@ -30,6 +33,8 @@ pub(crate) enum Invocation {
     Check(Args),
     /// Print the man page.
     Manpage,
+    /// Show what names become under a map file.
+    MapTest(MapTest),
 }
 
 /// The command line's server flags, kept as given, and the configuration file they name.
@@ -81,6 +86,15 @@ pub(crate) fn command() -> Command {
         .mut_arg("root", |a| a.required(false))
         .subcommand(check)
         .subcommand(Command::new(MANPAGE).about("Print the man page (roff, section 8)").hide(true))
+        .subcommand(
+            MapTest::augment_args(Command::new(MAP_TEST))
+                .long_flag(MAP_TEST)
+                .about(
+                    "Show what each name becomes under a map file and the name fixes, as the server resolves it \
+                     (names as arguments, or one per line on standard input)",
+                )
+                .max_term_width(100),
+        )
         .args_conflicts_with_subcommands(true)
         .subcommand_negates_reqs(true)
         .disable_help_subcommand(true)
@@ -103,6 +117,7 @@ impl Invocation {
         Ok(match matches.subcommand() {
             Some((CHECK, m)) => Self::Check(args(m, 2)),
             Some((MANPAGE, _)) => Self::Manpage,
+            Some((MAP_TEST, m)) => Self::MapTest(MapTest::from_arg_matches(m)?),
             _ => Self::Serve(args(&matches, 1)),
         })
     }
