@@ -164,6 +164,19 @@ impl Foreground {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it holds `needle` (the `starting` record follows the `listening on` lines),
+    /// or after 10 s.
+    fn log_with(&self, needle: &str) -> String {
+        let end = Instant::now() + 10 * SEC;
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > end {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM; the exit status and the log.
     fn stop(mut self) -> (Option<i32>, String) {
         // SAFETY: a signal to our own child, by its PID.
@@ -402,7 +415,8 @@ re ^([^/]) /tftpboot/\1
     .unwrap_or_else(|e| panic!("Ironic's line: {e:?}"));
     assert_eq!(get(s.addrs[0], "pxelinux.0").as_deref(), Some(&i.file("pxelinux.0")[..]), "{}", s.log());
     assert_eq!(get(s.addrs[0], &format!("{root}/pxelinux.cfg/default")).as_deref(), Some(&b"default local\n"[..]));
-    assert!(s.log().contains("lookup=rule:"), "the rule that decided is logged: {}", s.log());
+    let log = s.log_with("lookup=rule:");
+    assert!(log.contains("lookup=rule:"), "the rule that decided is logged: {log}");
     drop(s);
     // xCAT (AAsn.pm): -4 -v -l -s /tftpboot -m /etc/tftpmapfile4xcat.conf, one rule; and two of
     // a hand-written file's: an alias and a refusal with its message.
@@ -516,7 +530,8 @@ fn each_flag_does_what_tftp_hpa_does() {
     }
     // -T: the first retransmission timeout, in microseconds; -t does nothing when listening.
     let s = hpa(&i, &["-u", "root", "-T", "250000", "-t", "900"]);
-    assert!(s.log().contains(" timeout_ms=250 "), "-T: {}", s.log());
+    let log = s.log_with("msg=starting");
+    assert!(log.contains(" timeout_ms=250 "), "-T: {log}");
     // -p: files without o+r are served; by default they are not.
     let s = hpa(&i, &["-u", "root"]);
     assert!(
