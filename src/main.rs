@@ -37,14 +37,20 @@ fn main() -> ExitCode {
     small_pages_only();
     let argv: Vec<OsString> = std::env::args_os().collect();
     // Started as `in.tftpd` or `bootstorm hpa`: tftpd-hpa's flags, turned into bootstorm's.
-    let (argv, detach) = match hpa::invoked(&argv) {
-        None => (argv, false),
+    let (argv, launch) = match hpa::invoked(&argv) {
+        None => (argv, Launch::default()),
         Some(flags) => match hpa::parse(flags, process::is_root(), process::umask()) {
             Ok(HpaCommand::Serve(h)) => {
                 if let Some(mask) = h.umask {
                     process::set_umask(mask);
                 }
-                (h.args, h.detach)
+                if h.inetd.is_some() {
+                    if let Err(e) = process::socket_from_stdin() {
+                        eprintln!("{}: {e}", hpa::PROGRAM);
+                        return ExitCode::from(64);
+                    }
+                }
+                (h.args, Launch { detach: h.detach, idle_exit: h.inetd })
             }
             Ok(HpaCommand::Version) => {
                 println!("{}", hpa::version(VERSION, false));
@@ -62,7 +68,7 @@ fn main() -> ExitCode {
         },
     };
     match Invocation::parse_from(argv) {
-        Ok(Invocation::Serve(args)) => serve(args, detach),
+        Ok(Invocation::Serve(args)) => serve(args, launch),
         Ok(Invocation::Check(args)) => check(&args),
         Ok(Invocation::MapTest(t)) => match cli::maptest::run(&t) {
             Ok(()) => ExitCode::SUCCESS,
@@ -82,8 +88,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Serves with `args` until SIGINT or SIGTERM; with `detach`, in the background once listening.
-fn serve(args: Args, detach: bool) -> ExitCode {
+/// How the process runs around the server, beyond its settings (in.tftpd's modes).
+#[derive(Clone, Copy, Debug, Default)]
+struct Launch {
+    /// Leave the foreground once listening.
+    detach: bool,
+    /// Exit once no request has come for this long and no transfer is in progress (inetd mode).
+    idle_exit: Option<Duration>,
+}
+
+/// Serves with `args` until SIGINT or SIGTERM (or, with `launch.idle_exit`, until idle); with
+/// `launch.detach`, in the background once listening.
+fn serve(args: Args, launch: Launch) -> ExitCode {
     // Before logging is set up, an error has only stderr; after, it is one `error` record (on
     // stderr too), never both.
     let settings = match args.settings() {
@@ -99,7 +115,7 @@ fn serve(args: Args, detach: bool) -> ExitCode {
         }
     };
     // Before any thread: the parent waits for the child to listen, and exits with its verdict.
-    let detached = match detach.then(process::detach).transpose() {
+    let detached = match launch.detach.then(process::detach).transpose() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("bootstorm: cannot leave the foreground: {e}");
@@ -107,7 +123,7 @@ fn serve(args: Args, detach: bool) -> ExitCode {
         }
     };
     let log_level = logging::init(settings.log_level.as_deref(), settings.log_format);
-    match run(settings, &args, &log_level, detached) {
+    match run(settings, &args, &log_level, detached, launch.idle_exit) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -189,6 +205,7 @@ fn run(
     args: &Args,
     log_level: &logging::LogLevel,
     detached: Option<Detached>,
+    idle_exit: Option<Duration>,
 ) -> anyhow::Result<()> {
     // What is in force: what the binary itself applies (the log level, the stats interval), and
     // what a reload cannot change (kept to tell a change that waits for a restart).
@@ -238,9 +255,12 @@ fn run(
     // With WatchdogSec= in the unit, a sign of life twice per period.
     let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
     let mut last_stats = std::time::Instant::now();
+    // Inetd mode: the requests seen so far, and since when.
+    let mut idle = (requests(&server), std::time::Instant::now());
+    let idle_tick = idle_exit.map(|d| (d / 4).max(Duration::from_millis(100)));
     loop {
         let stats_every = current.stats_interval;
-        let tick = [stats_every, watchdog].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
+        let tick = [stats_every, watchdog, idle_tick].into_iter().flatten().min().unwrap_or(Duration::from_secs(3600));
         match wait_signal(&set, tick) {
             Some(libc::SIGHUP) => {
                 reload(&server, args, &mut current, log_level);
@@ -252,6 +272,15 @@ fn run(
                 break;
             }
             None => {
+                if let Some(limit) = idle_exit {
+                    let seen = requests(&server);
+                    if seen != idle.0 || in_flight(&server) > 0 {
+                        idle = (seen, std::time::Instant::now());
+                    } else if idle.1.elapsed() >= limit {
+                        info!(idle_secs = limit.as_secs_f64(), "no request for the idle timeout: exiting");
+                        break;
+                    }
+                }
                 if watchdog.is_some() {
                     notify(&[NotifyState::Watchdog, NotifyState::Status(&serving_status(&server))]);
                 }
@@ -361,6 +390,11 @@ fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!(error = %e, "cannot notify the service manager");
     }
+}
+
+/// Requests received over all workers.
+fn requests(server: &Server) -> u64 {
+    server.counters().iter().map(|w| w.get(Counter::Requests)).sum()
 }
 
 /// Transfers in progress over all workers.

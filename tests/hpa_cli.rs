@@ -502,6 +502,56 @@ fn map_test_agrees_with_the_server() {
     }
 }
 
+#[test]
+fn inetd_mode_serves_the_socket_on_standard_input_and_exits_when_idle() {
+    let i = Install::new(false);
+    let root = i.root_arg();
+    let map = i.root().join("map-file");
+    std::fs::write(&map, format!("r ^([^/]) {root}/\\1\n")).unwrap();
+    // inetd's part: the socket, bound, and a request already waiting on it when the server starts.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let c = Raw::new(addr);
+    c.rrq("pxelinux.cfg/default", &[]);
+    let log = i.dir.path().join("log");
+    let started = Instant::now();
+    // Ironic's xinetd `server_args`, with -t 1 for a short idle timeout.
+    let mut child = Command::new(i.program())
+        .args(["-v", "-v", "-v", "-v", "-v", "-t", "1", "-u", "root", "--map-file", map.to_str().unwrap(), &root])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (p, from) = c.expect(10 * SEC);
+    let log_now = || std::fs::read_to_string(&log).unwrap_or_default();
+    match Packet::decode(&p).unwrap() {
+        Packet::Data { block: 1, data } => assert_eq!(data, b"default local\n"),
+        other => panic!("expected DATA 1, got {other:?}: {}", log_now()),
+    }
+    c.ack(from, 1);
+    // A second request on the same socket, while it runs.
+    let again = Raw::new(addr).fetch("pxelinux.0", bootstorm::proto::wire::Mode::Octet, Default::default());
+    assert_eq!(again.as_deref(), Ok(&i.file("pxelinux.0")[..]), "{}", log_now());
+    // Idle for -t seconds: it exits 0, for inetd to start it again on the next request.
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > 20 * SEC {
+            let _ = child.kill();
+            panic!("still running after 20 s idle: {}", log_now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", log_now());
+    assert!(log_now().contains("no request for the idle timeout"), "{}", log_now());
+    // No socket on standard input: refused by name.
+    let (code, out) = one_shot(&i.program(), &["-s", &root]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("standard input is not a socket"), "{out}");
+}
+
 /// A foreground server on 127.0.0.1 with the directory and `args`.
 fn hpa(i: &Install, args: &[&str]) -> Foreground {
     let root = i.root_arg();

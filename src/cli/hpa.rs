@@ -13,6 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use super::parse::{parse_listen, parse_port_range, parse_umask};
 
@@ -45,6 +46,10 @@ pub(crate) struct Hpa {
     /// The process's umask for the files uploads create (tftp-hpa sets it: `-U`, else 0, else
     /// with `-p` the one it was started with); `None`: left as it is.
     pub(crate) umask: Option<u32>,
+    /// Neither `-l` nor `-L`: started by inetd (or systemd with `StandardInput=socket`), the
+    /// socket on standard input; exit once idle this long (`-t`, 900 s by default), to be
+    /// started again by the next request.
+    pub(crate) inetd: Option<Duration>,
 }
 
 /// An `in.tftpd` command line bootstorm refuses: the flag, as given, and why.
@@ -116,7 +121,8 @@ Usage: in.tftpd [-c][-p][-s][-l][-L][-a address][-B blocksize][-u user][-U umask
        [-P pidfile][-v][-4|-6] directory
 
 bootstorm reading tftp-hpa 5.2's command line; see `bootstorm --help` for its own flags.
-Not supported, refused: inetd mode (neither -l nor -L), several directories.
+Without -l or -L: inetd mode, the socket on standard input; exits after -t seconds idle.
+Not supported, refused: several directories.
 Without -s, names are taken beneath the directory as with it.
 ";
 
@@ -212,6 +218,7 @@ struct Options {
     umask: Option<u32>,
     refuse: Vec<&'static str>,
     retransmit_us: Option<u64>,
+    timeout: Option<u64>,
     port_range: Option<(u16, u16)>,
     map_file: Option<String>,
     pidfile: Option<String>,
@@ -269,8 +276,8 @@ pub(crate) fn parse(args: &[OsString], effective_root: bool, process_umask: u32)
                 };
                 o.refuse.extend(ours);
             }
-            // Standalone, tftp-hpa ignores the inetd idle timeout; it is checked as it does.
-            "timeout" => drop(number("not a number of seconds")?),
+            // Standalone, tftp-hpa ignores the inetd idle timeout.
+            "timeout" => o.timeout = Some(number("not a number of seconds")?),
             "retransmit" => {
                 let us = number("not a number of microseconds")?;
                 if !(10_000..=60_000_000).contains(&us) {
@@ -292,12 +299,11 @@ pub(crate) fn parse(args: &[OsString], effective_root: bool, process_umask: u32)
 
 impl Options {
     fn into_bootstorm(self, dirs: Vec<OsString>, effective_root: bool, process_umask: u32) -> Result<Hpa, HpaError> {
-        if !self.listen && !self.foreground {
+        let inetd = !self.listen && !self.foreground;
+        if inetd && self.address.is_some() {
             return Err(refuse(
-                "(no -l or -L)",
-                "inetd mode, the socket on standard input, is not supported: give -l (--listen) to detach once \
-                 serving, -L (--foreground) to stay in the foreground, or run bootstorm under systemd socket \
-                 activation",
+                "-a",
+                "applies with -l or -L: without them (inetd mode) the socket comes on standard input, bound by inetd",
             ));
         }
         if self.ipv4 && self.ipv6 {
@@ -324,8 +330,11 @@ impl Options {
             out.push(f.into());
             out.extend(v.map(OsString::from));
         };
-        for addr in self.listen_addrs()? {
-            flag("--listen", Some(addr.to_string()));
+        // In inetd mode the socket is the one passed; -4 and -6 have nothing to choose from.
+        if !inetd {
+            for addr in self.listen_addrs()? {
+                flag("--listen", Some(addr.to_string()));
+            }
         }
         if self.create {
             flag("--allow-write", None);
@@ -370,7 +379,8 @@ impl Options {
             flag("--pid-file", Some(p));
         }
         let umask = (self.create || self.umask.is_some()).then_some(umask);
-        Ok(Hpa { args: out, detach: !self.foreground, umask })
+        let inetd = inetd.then(|| Duration::from_secs(self.timeout.unwrap_or(900)));
+        Ok(Hpa { args: out, detach: self.listen && !self.foreground, umask, inetd })
     }
 
     /// The addresses `-a` and `-4`/`-6` name: tftp-hpa's default is port 69 on every address.

@@ -1,5 +1,6 @@
 //! The process around the server: leaving the foreground once serving (tftpd-hpa's `-l` without
-//! `-L`), and the pid file (`--pid-file`, tftpd-hpa's `-P`).
+//! `-L`), the socket inetd passes on standard input, and the pid file (`--pid-file`,
+//! tftpd-hpa's `-P`).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -59,6 +60,52 @@ impl Detached {
         }
         self.ready.write_all(b"1")
     }
+}
+
+/// Inetd mode: the socket inetd (or systemd's `StandardInput=socket`) passed on standard input
+/// becomes a socket passed as systemd's socket activation passes them (descriptor 3,
+/// `LISTEN_FDS=1`, `LISTEN_PID`), which the server takes at start; unchanged when the service
+/// manager passed its sockets that way already. Standard input, and standard output and error
+/// where they are the socket too (inetd passes it on all three), then read and write nothing.
+/// Must run before any thread starts.
+pub(crate) fn socket_from_stdin() -> io::Result<()> {
+    let is_socket = |fd: libc::c_int| {
+        // SAFETY: a zeroed stat is a valid value of the plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into `st`; a closed descriptor fails.
+        let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+        ok && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    };
+    let passed = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    if !passed {
+        if !is_socket(libc::STDIN_FILENO) {
+            return Err(io::Error::other(
+                "standard input is not a socket: without -l or -L, in.tftpd runs under inetd, which passes the \
+                 socket there; give -l or -L to listen by itself",
+            ));
+        }
+        // SAFETY: both descriptors are valid; descriptor 3 is where socket activation puts the first
+        // socket, replaced if open.
+        if unsafe { libc::dup2(libc::STDIN_FILENO, 3) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: no other thread exists yet to read the environment (the caller's contract).
+        unsafe {
+            std::env::set_var("LISTEN_PID", std::process::id().to_string());
+            std::env::set_var("LISTEN_FDS", "1");
+            std::env::remove_var("LISTEN_FDNAMES");
+        }
+    }
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        if fd == libc::STDIN_FILENO || is_socket(fd) {
+            // SAFETY: both descriptors are open; dup2 replaces the standard one atomically.
+            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A pid file written by this process; removed by [`PidFile::remove`], or when dropped (an

@@ -129,10 +129,21 @@ fn refused_by_name() {
     assert_eq!(flag(&["-L", "-4", "-6", "-s", "/d"]), "-6");
     assert_eq!(flag(&["-L", "-4", "-a", "[::1]:69", "-s", "/d"]), "-a [::1]:69");
     assert_eq!(flag(&["-L", "-a", "eth0:69", "-s", "/d"]).split(' ').next(), Some("-a"));
-    assert!(refused(&["-s", "/d"]).message.contains("inetd"));
+    assert_eq!(flag(&["-a", "127.0.0.1:69", "-s", "/d"]), "-a", "inetd mode has its socket");
     assert!(refused(&["-L", "-s"]).message.contains("directory"));
     assert!(refused(&["-L", "-s", "/a", "/b"]).message.contains("exactly one directory"));
     assert!(refused(&["-L", "/a", "/b"]).message.contains("one directory"));
     // Without -s, one directory: served as with -s (the root's own path is taken off names).
     assert_eq!(words(&serve(&["-L", "-4", "/a"])), "bootstorm --root /a --listen 0.0.0.0:69");
+}
+
+#[test]
+fn inetd_mode() {
+    // xinetd's `server_args` for Ironic: no -l or -L, the socket on standard input.
+    let h = serve(&["-v", "-v", "-v", "-v", "-v", "--map-file", "/tftpboot/map-file", "/tftpboot"]);
+    assert_eq!(h.inetd, Some(std::time::Duration::from_secs(900)));
+    assert!(!h.detach);
+    assert_eq!(words(&h), "bootstorm --root /tftpboot --log-requests --log-level debug --map-file /tftpboot/map-file");
+    assert_eq!(serve(&["-t", "5", "-4", "-s", "/d"]).inetd, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(serve(&["-L", "-t", "5", "-s", "/d"]).inetd, None);
 }
