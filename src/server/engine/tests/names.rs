@@ -183,21 +183,91 @@ fn lookup_costs() {
     ];
     assert_eq!(rules.lines().count(), 50);
     const N: u32 = 20_000;
+    // One case alone (`LOOKUP_COST_CASE=views`, say), to count its system calls with strace.
+    let only = std::env::var("LOOKUP_COST_CASE").ok();
     for (name, set) in cases {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let mut r = rig(set);
         std::fs::create_dir_all(r.dir.path().join("pxelinux.cfg")).unwrap();
         for i in 0..40 {
             write(&r, &format!("pxelinux.cfg/01-52-54-00-00-00-{i:02x}"), b"m");
         }
+        let what_only = std::env::var("LOOKUP_COST_WHAT").ok();
         for (what, file) in [("hit", &b"small"[..]), ("miss", &b"pxelinux.cfg/C000020A"[..])] {
-            let req = rrq(file);
+            if what_only.as_deref().is_some_and(|o| o != what) {
+                continue;
+            }
+            // Two spellings of the mode, so that no request is a repeat of the one before
+            // (a repeat is answered by its transfer, without a lookup).
+            let reqs = [rrq(file), [&b"\x00\x01"[..], file, b"\x00OCTET\x00"].concat()];
             let start = std::time::Instant::now();
-            for _ in 0..N {
-                r.request(A, &req);
+            for i in 0..N {
+                r.request(A, &reqs[i as usize % 2]);
                 r.io.take();
             }
+            assert!(r.counters.get(Counter::DuplicateRequests) == 0);
             let per = start.elapsed() / N;
             println!("{name:>26} {what}: {per:?} per request");
         }
     }
+}
+
+/// Records written at info while `f` runs, one line each.
+fn records(f: impl FnOnce()) -> Vec<String> {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Captured::default();
+    let w = out.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_writer(move || w.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    String::from_utf8_lossy(&out.0.lock().unwrap()).lines().map(str::to_owned).collect()
+}
+
+/// The records name the file as requested (`file`), as resolved (`path`) and what decided it
+/// (`lookup`); a name only normalised has no `lookup`.
+#[test]
+fn records_say_what_decided_the_name() {
+    let log = records(|| {
+        let mut r = rig(lookup(|l| {
+            l.map_file = map("# aliases\nr ^boot/ \n");
+            l.client_dir = Some(ClientDir::new("clients/{ip}").unwrap());
+        }));
+        write(&r, "clients/192.0.2.10/small", b"A's small");
+        for name in [&b"boot/small"[..], b"boot/missing", b"small", b"text"] {
+            let _ = first(&mut r, A, name);
+        }
+        // The last transfer ends with the stop.
+        r.engine.abort_now(r.now);
+        r.advance(Duration::from_millis(1));
+    });
+    let line = |needle: &str| log.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {log:#?}"));
+    let fields = |l: &str| l.split_whitespace().map(|w| w.replace('"', "")).collect::<Vec<_>>();
+    let served = fields(line("file=boot/small"));
+    assert!(
+        served.contains(&"path=clients/192.0.2.10/small".into()) && served.contains(&"lookup=rule:2+view".into()),
+        "{served:?}"
+    );
+    let missed = fields(line("file=boot/missing"));
+    assert!(missed.contains(&"path=missing".into()) && missed.contains(&"lookup=rule:2".into()), "{missed:?}");
+    let view_only = fields(line("file=small"));
+    assert!(view_only.contains(&"lookup=view".into()), "{view_only:?}");
+    let plain = fields(line("file=text"));
+    assert!(plain.iter().all(|f| !f.starts_with("lookup=")), "{plain:?}");
 }
