@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 (h.args, Launch { detach: h.detach, idle_exit: h.inetd })
             }
             Ok(HpaCommand::Version) => {
-                println!("{}", hpa::version(VERSION, false));
+                println!("{}", hpa::version(VERSION, true));
                 return ExitCode::SUCCESS;
             }
             Ok(HpaCommand::Help) => {

@@ -446,6 +446,22 @@ re ^([^/]) /tftpboot/\1
 }
 
 #[test]
+fn sighup_reads_the_map_file_again() {
+    let i = Install::new(false);
+    let map = i.dir.path().join("tftpd.map");
+    std::fs::write(&map, "r ^alias$ pxelinux.cfg/default\n").unwrap();
+    let s = hpa(&i, &["-u", "root", "-m", map.to_str().unwrap()]);
+    let fetch = |name: &str| Raw::new(s.addrs[0]).fetch(name, bootstorm::proto::wire::Mode::Octet, Default::default());
+    assert_eq!(fetch("alias").as_deref(), Ok(&b"default local\n"[..]));
+    std::fs::write(&map, "r ^alias$ pxelinux.0\n").unwrap();
+    // SAFETY: a signal to the server this test started, by its PID.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    let log = s.log_with("msg=reloaded");
+    assert!(log.contains("--map-file"), "the reload names the map file as changed: {log}");
+    assert_eq!(fetch("alias").as_deref(), Ok(&i.file("pxelinux.0")[..]), "{log}");
+}
+
+#[test]
 fn map_test_agrees_with_the_server() {
     let i = Install::new(false);
     let root = i.root_arg();

@@ -218,6 +218,12 @@ const MAN_EXTRA: &str = r#".SH COMMANDS
 .TP
 \fBbootstorm check\fR [\fB\-\-config\fR \fIFILE\fR] [\fIOPTIONS\fR]
 Read the configuration file and the flags given, check them as a start would (values, contradictions, the root a directory, the user and group known) without binding anything; print \fIFILE\fB: ok\fR and exit 0, or the error and exit 1.
+.TP
+\fBbootstorm map\-test\fR \fIFILE\fR [\fINAME\fR...] [\fB\-\-client\fR \fIADDR\fR] [\fB\-\-write\fR] [\fB\-\-root\fR \fIDIR\fR] [\fB\-\-strip\-prefix\fR \fIPREFIX\fR] [\fB\-\-trim\-name\-garbage\fR]
+Also \fBbootstorm \-\-map\-test\fR. Print what each name (the arguments, or one per line on standard input) becomes under the map file \fIFILE\fR and the name fixes, as the server resolves it: \fINAME\fB \-> \fIPATH\fR with the rule that decided, or \fBrefused:\fR and the ERROR the client gets.
+.TP
+\fBbootstorm hpa\fR \fIIN.TFTPD-OPTIONS\fR, or the binary started as \fBin.tftpd\fR
+Read tftp\-hpa 5.2's command line (\fB\-l\fR, \fB\-L\fR, \fB\-s\fR, \fB\-a\fR, \fB\-u\fR, \fB\-c\fR, \fB\-U\fR, \fB\-p\fR, \fB\-B\fR, \fB\-r\fR, \fB\-R\fR, \fB\-m\fR, \fB\-t\fR, \fB\-T\fR, \fB\-v\fR, \fB\-4\fR, \fB\-6\fR, \fB\-P\fR, \fB\-V\fR, and the directory) with its meaning, inetd mode (the socket on standard input) included; a flag that cannot be honoured is refused by name, with exit status 64.
 .SH CONFIGURATION FILE
 \fB\-\-config\fR \fIFILE\fR names a TOML file whose keys are the long flag names, with the values the flags take: \fBroot = "/srv/tftp"\fR, \fBmax\-blksize = 1468\fR, \fBallow = ["10.0.0.0/8"]\fR, \fBsingle\-port = true\fR. A flag given on the command line wins over the same key in the file. The packaged file is \fI/etc/bootstorm/bootstorm.toml\fR.
 .SH SIGNALS
