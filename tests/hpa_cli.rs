@@ -511,8 +511,16 @@ fn map_test_agrees_with_the_server() {
         } else {
             let path = became.split(" (").next().unwrap();
             match std::fs::read(i.root().join(path)) {
-                Ok(data) => assert_eq!(served.as_deref(), Ok(&data[..]), "{line}"),
-                Err(_) => assert_eq!(served.map_err(|e| e.0), Err(1), "{line}: no such file"),
+                Ok(data) => assert!(
+                    served.as_deref() == Ok(&data[..]),
+                    "{line}: the server gave {:?}",
+                    served.map(|d| format!("{} other bytes", d.len()))
+                ),
+                Err(_) => assert!(
+                    served.as_ref().is_err_and(|e| e.0 == 1),
+                    "{line}: no such file, but the server gave {:?}",
+                    served.map(|d| format!("{} bytes", d.len()))
+                ),
             }
         }
     }
