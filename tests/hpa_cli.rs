@@ -388,6 +388,17 @@ fn the_stacks_command_lines_serve() {
         .unwrap_or_else(|e| panic!("long flags: {e:?}"));
     assert_eq!(get(l.addrs[0], "pxelinux.cfg/default").as_deref(), Some(&b"default local\n"[..]));
     drop((s, h, l));
+    // -l: a server that cannot start says why before the command returns, which exits 1.
+    let missing = format!("{root}/missing");
+    let (code, out) = Detached::start(
+        Command::new(i.program()).args(["-l", "-u", "root", "-s", &missing, "-a", "127.0.0.1:0"]),
+        &missing,
+        &i.dir.path().join("log-missing"),
+    )
+    .map(|_| ())
+    .expect_err("started with a missing directory");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot open root"), "{out}");
 }
 
 #[test]
@@ -443,6 +454,29 @@ re ^([^/]) /tftpboot/\1
     let refused = Raw::new(s.addrs[0]).fetch("secret.bin", bootstorm::proto::wire::Mode::Octet, Default::default());
     assert_eq!(refused, Err((2, "no secrets here".to_string())), "-m: the rule's refusal");
     s.stop();
+    // Foreman (puppet-tftp's tftpd.map, TFTP_OPTIONS="--secure --map-file ..."): Windows names
+    // and the 0xFF some ROMs append.
+    std::fs::create_dir_all(i.root().join("boot")).unwrap();
+    std::fs::write(i.root().join("boot/bootmgr.exe"), bytes(3000, 11)).unwrap();
+    let foreman = i.dir.path().join("tftpd.map");
+    let rules: &[&[u8]] =
+        &[b"re ^bootmgr\\.exe boot/bootmgr.exe\nre ^\\\\Boot\\\\ boot/\nrg \\\\ /\nrg (.*)", b"\xff", b"$ \\1\n"];
+    std::fs::write(&foreman, rules.concat()).unwrap();
+    let s = Foreground::start(
+        &i.program(),
+        &["-L", "-u", "root", "--secure", "--map-file", foreman.to_str().unwrap(), &root, "-a", "127.0.0.1:0"],
+        1,
+    )
+    .unwrap_or_else(|e| panic!("Foreman's line: {e:?}"));
+    assert_eq!(get(s.addrs[0], "bootmgr.exe").as_deref(), Some(&i.file("boot/bootmgr.exe")[..]), "{}", s.log());
+    assert_eq!(get(s.addrs[0], "\\Boot\\bootmgr.exe").as_deref(), Some(&i.file("boot/bootmgr.exe")[..]));
+    let c = Raw::new(s.addrs[0]);
+    c.send(s.addrs[0], &[&[0, 1][..], b"pxelinux.cfg/default\xff\0octet\0"].concat());
+    let (p, _) = c.expect(5 * SEC);
+    match Packet::decode(&p).unwrap() {
+        Packet::Data { block: 1, data } => assert_eq!(data, b"default local\n", "the trailing 0xFF dropped"),
+        other => panic!("expected DATA 1, got {other:?}: {}", s.log()),
+    }
 }
 
 #[test]
