@@ -1,8 +1,10 @@
 //! tftp-hpa's command line (`in.tftpd`, version 5.2 as Debian ships it): when the binary is
 //! started as `in.tftpd` or as `bootstorm hpa`, its flags are read with their tftp-hpa meaning and
 //! turned into bootstorm's own flags, which then go through the same parse, checks, configuration
-//! file and reload as any bootstorm command line. A flag bootstorm cannot honour is refused by
-//! name, never ignored.
+//! file and reload as any bootstorm command line. What the process does around the server is
+//! returned beside them ([`Hpa`]): leave the foreground once listening (`-l`), serve the socket
+//! inetd passes on standard input and exit when idle (neither `-l` nor `-L`), the umask of
+//! created files. A flag bootstorm cannot honour is refused by name, never ignored.
 //!
 //! Parsing follows `getopt_long`: short flags may be grouped (`-vvvv`, `-ls`) and take their value
 //! attached or as the next word (`-B1468`, `-B 1468`); long flags take `--flag=value` or
