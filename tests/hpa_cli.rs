@@ -359,6 +359,70 @@ fn debians_init_script_starts_it_unchanged_and_it_serves() {
     s.stop();
 }
 
+/// `exec` (an `ExecStart=` value) with systemd's expansion of `env`: `${VAR}` within a word,
+/// `$VAR` alone split at whitespace.
+fn systemd_expand(exec: &str, env: &[(&str, String)]) -> Vec<String> {
+    let value = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    for word in exec.split_whitespace() {
+        match word.strip_prefix('$').filter(|w| !w.starts_with('{')) {
+            Some(name) => out.extend(value(name).split_whitespace().map(str::to_string)),
+            None => {
+                let mut w = word.to_string();
+                for (k, v) in env {
+                    w = w.replace(&format!("${{{k}}}"), v);
+                }
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_shipped_tftpd_hpa_unit_runs_it_with_debians_defaults() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/tftpd-hpa/tftpd-hpa.service")).unwrap();
+    assert!(unit.contains("EnvironmentFile=/etc/default/tftpd-hpa"), "{unit}");
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart=");
+    let i = Install::new(false);
+    // /etc/default/tftpd-hpa as Debian's package writes it, with options in tftpd-hpa's terms.
+    let env = [
+        ("TFTP_USERNAME", "nobody".to_string()),
+        ("TFTP_DIRECTORY", i.root_arg()),
+        ("TFTP_ADDRESS", "127.0.0.1:0".to_string()),
+        ("TFTP_OPTIONS", "--secure --blocksize 1468 -v".to_string()),
+    ];
+    let argv = systemd_expand(exec, &env);
+    assert_eq!(argv[0], "/usr/bin/bootstorm", "{argv:?}");
+    let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let s = Foreground::start(&bin(), &args, 1).unwrap_or_else(|e| panic!("{argv:?}: {e:?}"));
+    if have_tftp() {
+        assert_eq!(get(s.addrs[0], "pxelinux.0").as_deref(), Some(&i.file("pxelinux.0")[..]), "{}", s.log());
+    }
+    assert_eq!(opt(&oack(s.addrs[0], "pxelinux.0", &[("blksize", "8192")]).0, "blksize"), Some("1468"));
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(uid_of(s.pid()), 65534, "TFTP_USERNAME");
+    }
+    let (code, log) = s.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // The unit itself, where systemd-analyze is here.
+    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tftpd-hpa.service"),
+            unit.replace("/usr/bin/bootstorm", bin().to_str().unwrap()),
+        )
+        .unwrap();
+        let (code, out) = common::run_code(
+            Command::new("systemd-analyze").arg("verify").current_dir(dir.path()).arg("tftpd-hpa.service"),
+            30 * SEC,
+        );
+        assert_eq!((code, out.trim()), (Some(0), ""), "systemd-analyze verify");
+    }
+}
+
 #[test]
 fn the_stacks_command_lines_serve() {
     if !have_tftp() {
