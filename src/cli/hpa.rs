@@ -335,8 +335,9 @@ impl Options {
         // In inetd mode the socket is the one passed; -4 and -6 have nothing to choose from.
         // Every address on port 69 (Debian's TFTP_ADDRESS=":69") is bootstorm's default, which
         // also starts where IPv6 is turned off, as tftp-hpa does.
-        let default = matches!(self.address.as_deref().map(str::trim), None | Some("" | ":" | ":69"));
-        if !inetd && !(default && !self.ipv4 && !self.ipv6) {
+        let default =
+            matches!(self.address.as_deref().map(str::trim), None | Some("" | ":" | ":69")) && !self.ipv4 && !self.ipv6;
+        if !inetd && !default {
             for addr in self.listen_addrs()? {
                 flag("--listen", Some(addr.to_string()));
             }
