@@ -340,7 +340,7 @@ impl Hpa {
         let mut buf = [0u8; 1024];
         let n = wire::encode_request(RequestKind::Read, name, Mode::Octet, [], &mut buf).unwrap();
         sock.send_to(&buf[..n], self.addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let mut pkt = [0u8; 2048];
         let Ok((len, from)) = sock.recv_from(&mut pkt) else {
             return Answer::Silence;

@@ -15,6 +15,83 @@ pub(crate) type Captures = [Option<(usize, usize)>; SLOTS];
 /// No captures: what a rule that ran because its pattern did *not* match (`~`) sees.
 pub(crate) const NO_CAPTURES: Captures = [None; SLOTS];
 
+/// The most positions a pattern may expand to. glibc compiles `x+` as `xx*` and `x{n,m}` as
+/// `m` copies of `x`, so stacked or nested repetitions grow exponentially (`y++++…` or
+/// `((a{99}){99}){99}` take gigabytes to compile); patterns of real map files expand to a few
+/// dozen.
+pub(crate) const MAX_EXPANDED: u64 = 4096;
+
+/// An upper bound of the number of positions glibc builds for `pattern`: every character, bracket
+/// expression and escape one, each repetition multiplying what it repeats.
+fn expanded_size(pattern: &[u8]) -> u64 {
+    // The size of the enclosing groups' sequences so far, and of the current one.
+    let mut outer: Vec<u64> = Vec::new();
+    let mut seq: u64 = 0;
+    // The size of the last atom (what a repetition applies to).
+    let mut last: u64 = 0;
+    let mut i = 0;
+    while let Some(&c) = pattern.get(i) {
+        i += 1;
+        match c {
+            b'\\' => {
+                i += 1;
+                (seq, last) = (seq.saturating_add(1), 1);
+            }
+            b'[' => {
+                // `[]…]`, `[^]…]` and `[:class:]` inside: skip to the closing `]`.
+                i += usize::from(pattern.get(i) == Some(&b'^'));
+                i += usize::from(pattern.get(i) == Some(&b']'));
+                while let Some(&b) = pattern.get(i) {
+                    i += 1;
+                    match b {
+                        b']' => break,
+                        b'[' if matches!(pattern.get(i), Some(b':' | b'.' | b'=')) => {
+                            let close = pattern[i + 1..].windows(2).position(|w| w[1] == b']' && w[0] == pattern[i]);
+                            i += close.map_or(pattern.len(), |p| p + 3);
+                        }
+                        _ => {}
+                    }
+                }
+                (seq, last) = (seq.saturating_add(1), 1);
+            }
+            b'(' => {
+                outer.push(seq);
+                (seq, last) = (0, 0);
+            }
+            b')' => {
+                let group = seq.max(1);
+                seq = outer.pop().unwrap_or(0).saturating_add(group);
+                last = group;
+            }
+            b'|' => last = 0,
+            // `x*` and `x?` are not copied.
+            b'*' | b'?' => {}
+            b'+' => {
+                seq = seq.saturating_add(last);
+                last = last.saturating_mul(2);
+            }
+            b'{' => {
+                let close = pattern[i..].iter().position(|&b| b == b'}').map_or(pattern.len(), |p| i + p);
+                let bounds = &pattern[i..close];
+                let number = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<u64>().ok();
+                let copies = match bounds.iter().position(|&b| b == b',') {
+                    Some(comma) => {
+                        let n = number(&bounds[..comma]).unwrap_or(0);
+                        number(&bounds[comma + 1..]).unwrap_or(n.saturating_add(1))
+                    }
+                    None => number(bounds).unwrap_or(1),
+                }
+                .max(1);
+                i = close + 1;
+                seq = seq.saturating_add(last.saturating_mul(copies - 1));
+                last = last.saturating_mul(copies);
+            }
+            _ => (seq, last) = (seq.saturating_add(1), 1),
+        }
+    }
+    outer.into_iter().fold(seq, u64::saturating_add)
+}
+
 /// A compiled pattern.
 pub(crate) struct Regex {
     /// Boxed so that its address never changes between `regcomp` and `regfree`.
@@ -34,6 +111,9 @@ impl Regex {
     /// library's message.
     pub(crate) fn new(pattern: &[u8], icase: bool) -> Result<Regex, String> {
         let end = pattern.iter().position(|&b| b == 0).unwrap_or(pattern.len());
+        if expanded_size(&pattern[..end]) > MAX_EXPANDED {
+            return Err(format!("too large: its repetitions expand past {MAX_EXPANDED} positions"));
+        }
         let c = CString::new(&pattern[..end]).map_err(|e| e.to_string())?;
         let flags = libc::REG_EXTENDED | if icase { libc::REG_ICASE } else { 0 };
         let mut raw: Box<MaybeUninit<libc::regex_t>> = Box::new(MaybeUninit::uninit());

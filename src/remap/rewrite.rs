@@ -71,7 +71,8 @@ pub(crate) fn run(rules: &[Rule], name: &[u8], client: &Client, mut usable: impl
         let mut new = None;
         if f.rewrite {
             let (mut s, mut after) = substitute(&rule.text, &cur, 0, &caps, addr);
-            while f.global && s.len() <= MAX_NAME_LEN {
+            // `s` is a C string: the name and its NUL.
+            while f.global && s.len() <= MAX_NAME_LEN + 1 {
                 let start = if f.sed_global { after } else { 0 };
                 if f.sed_global && start >= s.len() - 1 {
                     break;
@@ -85,7 +86,7 @@ pub(crate) fn run(rules: &[Rule], name: &[u8], client: &Client, mut usable: impl
                 }
                 (s, after) = substitute(&rule.text, &s, start, &caps, addr);
             }
-            if s.len() > MAX_NAME_LEN || steps > MAX_STEPS {
+            if s.len() > MAX_NAME_LEN + 1 || steps > MAX_STEPS {
                 break Some((Stop::Failed, rule.line));
             }
             new = Some(s);

@@ -140,6 +140,15 @@ fn parse_errors_name_the_line() {
     assert_eq!(e("r # a b"), "map file line 1: no regular expression");
     assert!(e("r ( x").starts_with("map file line 1: bad regular expression: "), "{}", e("r ( x"));
     assert_eq!(e(": x"), "map file line 1: label without a name");
+    // Repetitions that glibc would expand into gigabytes are refused before it compiles them.
+    let big = ["r y++++++++++++++++++++++++++++++++++++++++ x", "r ((a{99}){99}){99} x", "r (a+)+(b{1,5000}) x"];
+    for m in big {
+        assert!(e(m).contains("too large"), "{m}: {}", e(m));
+    }
+    let fine = [r"r [[:alpha:]]{1,255}[]x-]+(\.[0-9a-f]{2}){6} x", r"r ^(([^/]*)/)*(.*)$ ", r"r \{+ x"];
+    for m in fine {
+        assert!(Rules::parse(m.as_bytes()).is_ok(), "{m}");
+    }
     // tftp-hpa 5.2's combinations keep its meaning: a before r, e before s.
     assert_eq!(map("ra x y", b"x"), "!y");
     assert_eq!(map("res x y\nr y z", b"x"), "y");
