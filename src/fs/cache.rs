@@ -39,6 +39,7 @@ use memmap2::{Advice, Mmap, MmapOptions};
 
 pub use super::netascii::NetasciiError;
 use super::netascii::NetasciiIndex;
+use super::nocase::Listings;
 use super::root::{OpenError, Root};
 use super::scratch::Scratch;
 use crate::proto::time::Timestamp;
@@ -282,6 +283,8 @@ pub struct FileCache {
     world_readable_only: bool,
     /// Where netascii blocks are translated (see [`Scratch`]).
     scratch: Rc<RefCell<Scratch>>,
+    /// Directories read by the case-insensitive search.
+    listings: Listings,
 }
 
 impl std::fmt::Debug for FileCache {
@@ -300,6 +303,7 @@ impl FileCache {
             max_entries: max_entries.max(1),
             world_readable_only: true,
             scratch: Default::default(),
+            listings: Listings::default(),
         }
     }
 
@@ -346,8 +350,8 @@ impl FileCache {
 
     /// The path beneath the root that `rel` names with ASCII case ignored, into `out` (see
     /// [`Root::find_case_insensitive`]).
-    pub fn find_case_insensitive<'o>(&self, rel: &[u8], out: &'o mut [u8]) -> Result<&'o [u8], OpenError> {
-        self.root.find_case_insensitive(rel, out)
+    pub fn find_case_insensitive<'o>(&mut self, rel: &[u8], out: &'o mut [u8]) -> Result<&'o [u8], OpenError> {
+        self.root.find_case_insensitive(rel, &mut self.listings, out)
     }
 
     /// Whether `rel` names a file that would be served now (a regular file, world-readable
@@ -375,6 +379,7 @@ impl FileCache {
     /// they hold, and their sends the chunks of scratch they hold.
     pub fn forget(&mut self, now: Timestamp) {
         self.entries.clear();
+        self.listings.clear();
         self.sweep(now, true);
     }
 
