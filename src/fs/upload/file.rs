@@ -145,7 +145,9 @@ impl Upload {
                 unsafe { libc::openat(p, c".".as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, mode) };
             if fd >= 0 {
                 // SAFETY: a new descriptor we own.
-                return Ok(Staged::Unnamed(File::from(unsafe { OwnedFd::from_raw_fd(fd) })));
+                let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                self.exact_mode(&file)?;
+                return Ok(Staged::Unnamed(file));
             }
             let e = io::Error::last_os_error();
             // The file system or the kernel has no O_TMPFILE: fall back to a named file.
@@ -164,7 +166,20 @@ impl Upload {
             )
         })?;
         // SAFETY: a new descriptor we own.
-        Ok(Staged::Named(File::from(unsafe { OwnedFd::from_raw_fd(fd) }), tmp))
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        if let Err(e) = self.exact_mode(&file) {
+            // SAFETY: `p` is our directory descriptor and `tmp` the NUL-terminated name just made.
+            unsafe { libc::unlinkat(p, tmp.as_ptr(), 0) };
+            return Err(e);
+        }
+        Ok(Staged::Named(file, tmp))
+    }
+
+    /// Gives a new file exactly the policy's mode: creation applies the process umask too (a
+    /// unit's `UMask=0022` would turn `--umask 002`'s 0664 into 0644).
+    fn exact_mode(&self, file: &File) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
     }
 
     /// Makes the upload durable and puts it in place: sync the file, give it the target's name

@@ -47,6 +47,26 @@ fn commit_replaces_atomically_and_leaves_no_temp() {
     assert_eq!(std::fs::metadata(d.path().join("cfg")).unwrap().permissions().mode() & 0o777, 0o644);
 }
 
+/// The mode of an upload is the policy's (`--umask`), whatever the process umask also says.
+#[test]
+fn uploads_get_the_policy_mode_whatever_the_process_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The usual umask of a service (systemd's UMask= default): it would strip group write.
+    // SAFETY: umask only swaps the process's file-creation mask.
+    unsafe { libc::umask(0o022) };
+    let d = tempfile::tempdir().unwrap();
+    let roots =
+        [(true, UploadRoot::open(d.path()).unwrap()), (false, UploadRoot::open(d.path()).unwrap().named_only())];
+    for ((unnamed, root), name) in roots.iter().zip([&b"a"[..], &b"b"[..]]) {
+        let policy = WritePolicy { mode: 0o664, ..ALL };
+        let mut u = root.begin(name, &policy, Some(1), false).unwrap();
+        u.write(b"x").unwrap();
+        u.commit().unwrap();
+        let path = d.path().join(std::str::from_utf8(name).unwrap());
+        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o664, "unnamed: {unnamed}");
+    }
+}
+
 #[test]
 fn nothing_exists_before_the_first_data() {
     let d = tempfile::tempdir().unwrap();
