@@ -3,7 +3,11 @@
 //! - decode of a real request (OVMF's) and of an ACK;
 //! - the read transfer's step for an ACK that opens a new window of 16 blocks (handle the ACK,
 //!   poll the 16 transmits);
-//! - building a DATA send: the 4-byte header and the slice of the file's mapping, as an iovec.
+//! - building a DATA send: the 4-byte header and the slice of the file's mapping, as an iovec;
+//! - what a request's name costs with lookup settings on (docs/names.md): a 50-rule map file
+//!   that leaves the name as it is and one that rewrites it, a `--client-dir` template
+//!   expanded, and the case-insensitive search through directories already read (with every
+//!   setting off the name is only normalised, as before).
 //!
 //! Before criterion runs, each operation is also run 100,000 times under a counting allocator
 //! and the allocations per operation are printed: the DATA path must show 0.
@@ -14,10 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bootstorm::config::ClientDir;
 use bootstorm::fs::{FileCache, Root};
 use bootstorm::proto::options::{Limits, negotiate};
 use bootstorm::proto::wire::{self, Mode, Packet, RequestKind};
 use bootstorm::proto::{ReadTransfer, RetransmitConfig, Timestamp, Transmit};
+use bootstorm::remap::{Client, Rules};
 use criterion::{Criterion, Throughput, criterion_group};
 
 struct Counting;
@@ -69,6 +75,18 @@ fn windowed_transfer() -> ReadTransfer {
     x.handle_packet(Timestamp::from_micros(10), &Packet::Ack { block: 0 }, &CFG);
     while x.poll_transmit(Timestamp::from_micros(10), &CFG).is_some() {}
     x
+}
+
+/// A map file of 50 rules, as fleets write them: 49 prefixes taken off or mapped, then every
+/// backslash made a slash.
+fn fifty_rules() -> Rules {
+    let text: String = (0..49)
+        .map(|i| format!("r ^/tftpboot/site{i}/ /images/site{i}/\n"))
+        .chain(["rg \\\\ /\n".to_string()])
+        .collect();
+    let rules = Rules::parse(text.as_bytes()).unwrap();
+    assert_eq!(rules.len(), 50);
+    rules
 }
 
 /// One window step: the ACK of the window's last block, then the next 16 blocks.
@@ -123,6 +141,46 @@ fn benches(c: &mut Criterion) {
         ];
         black_box(iov);
     });
+
+    let rules = fifty_rules();
+    let client = Client { addr: "198.18.0.2".parse().unwrap(), write: false };
+    per_op("50 rules, name unchanged", 10_000, || {
+        black_box(rules.rewrite(black_box(b"pxelinux.cfg/01-52-54-00-ab-cd-ef"), &client));
+    });
+    per_op("50 rules, name rewritten", 10_000, || {
+        black_box(rules.rewrite(black_box(b"\\Boot\\x64\\wdsmgfw.efi"), &client));
+    });
+    let view = ClientDir::new("clients/{hexip}/{mac}").unwrap();
+    let mut out = [0u8; 512];
+    per_op("client dir expanded", 100_000, || {
+        black_box(view.expand(client.addr, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]), &mut out));
+    });
+    std::fs::create_dir(dir.path().join("pxelinux.cfg")).unwrap();
+    for i in 0..40 {
+        std::fs::write(dir.path().join(format!("pxelinux.cfg/01-52-54-00-00-00-{i:02x}")), b"m").unwrap();
+    }
+    // A directory changed within 2 s is read again at each search: let it settle.
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut found = [0u8; 512];
+    per_op("case-insensitive miss, dirs kept", 10_000, || {
+        black_box(cache.find_case_insensitive(b"PXELINUX.CFG/C612", &mut found).is_err());
+    });
+
+    let mut g = c.benchmark_group("lookup");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("fifty_rules_unchanged", |b| {
+        b.iter(|| rules.rewrite(black_box(b"pxelinux.cfg/01-52-54-00-ab-cd-ef"), &client))
+    });
+    g.bench_function("fifty_rules_rewritten", |b| {
+        b.iter(|| rules.rewrite(black_box(b"\\Boot\\x64\\wdsmgfw.efi"), &client))
+    });
+    g.bench_function("client_dir_expanded", |b| {
+        b.iter(|| view.expand(client.addr, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]), &mut out).map(<[u8]>::len))
+    });
+    g.bench_function("case_insensitive_miss_dirs_kept", |b| {
+        b.iter(|| cache.find_case_insensitive(b"PXELINUX.CFG/C612", &mut found).is_err())
+    });
+    g.finish();
 
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(1));
