@@ -3,7 +3,8 @@
 # drive (tftp-hpa, atftp, curl, busybox) and what the PXE boot test needs (qemu, OVMF, iPXE ROMs,
 # PXELINUX, GRUB, dnsmasq, nftables, tcpdump), promtool (prometheus), kea-dhcp4 (the PXE guide's
 # Kea configuration is checked with it), lintian and cargo-deb (the Debian package is built and
-# checked), then checks formatting and lints and runs every test: codec, state machines, lossy-link simulation, engine, the real binary on both I/O
+# checked), libwrap0 (the real tftpd-hpa, unpacked from its package for the remap differential
+# test, links it), then checks formatting and lints and runs every test: codec, state machines, lossy-link simulation, engine, the real binary on both I/O
 # backends, and real boot firmware booting Linux from the server (tests/pxe/run.sh).
 # Run as root (network namespaces); CI does.
 set -euo pipefail
@@ -28,7 +29,7 @@ if [ "$missing" = 1 ]; then
     # dnsmasq-base is the dnsmasq binary without the system DNS service the dnsmasq package starts.
     $sudo apt-get install -y -qq tftp-hpa atftp curl busybox-static qemu-system-x86 ovmf ipxe-qemu \
         pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin cpio dnsmasq-base nftables tcpdump \
-        ethtool binutils file prometheus kea-dhcp4-server lintian >/dev/null
+        ethtool binutils file prometheus kea-dhcp4-server lintian libwrap0 >/dev/null
     # Installing Kea enables its DHCP service where systemd runs: the tests only need its binary.
     if [ -d /run/systemd/system ]; then $sudo systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true; fi
 fi
