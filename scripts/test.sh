@@ -20,6 +20,7 @@ for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/ipxe/qemu/pxe-e1000.rom /usr/l
 done
 # The PXE test packs busybox into its guest's initrd: it must be the static build.
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing=1
+dpkg-query -W -f='${Status}' libwrap0 2>/dev/null | grep -q 'ok installed' || missing=1
 if [ "$missing" = 1 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
