@@ -22,10 +22,12 @@ use common::Raw;
 use common::netns::Netns;
 
 const SERVER: &str = "198.18.9.1";
+const SERVER6: &str = "2001:db8:9::1";
 const MAC_A: &str = "52:54:00:ab:cd:01";
 
-/// The server's namespace and the clients', joined by `v0` (server, 198.18.9.1/24) and `v1`
-/// (clients, 198.18.9.2/24 and 198.18.9.3/24, hardware address [`MAC_A`]).
+/// The server's namespace and the clients', joined by `v0` (server, 198.18.9.1/24 and
+/// 2001:db8:9::1/64) and `v1` (clients, 198.18.9.2/24, 198.18.9.3/24 and 2001:db8:9::2/64,
+/// hardware address [`MAC_A`]).
 struct Link {
     server: Netns,
     clients: Netns,
@@ -50,25 +52,30 @@ impl Link {
         l.server.ip(&format!("addr add {SERVER}/24 dev v0"));
         l.clients.ip("addr add 198.18.9.2/24 dev v1");
         l.clients.ip("addr add 198.18.9.3/24 dev v1");
+        l.server.ip(&format!("addr add {SERVER6}/64 dev v0 nodad"));
+        l.clients.ip("addr add 2001:db8:9::2/64 dev v1 nodad");
         Some(l)
     }
 
-    /// The server for `cfg`, listening on 198.18.9.1:69 in the server namespace.
+    /// The server for `cfg`, listening on port 69 of its addresses in the server namespace.
     fn start(&self, mut cfg: ServerConfig) -> Server {
-        cfg.listen = vec![format!("{SERVER}:69").parse().unwrap()];
+        cfg.listen = vec![format!("{SERVER}:69").parse().unwrap(), format!("[{SERVER6}]:69").parse().unwrap()];
         cfg.workers = 2;
         cfg.pin = false;
         cfg.grace = Duration::from_secs(1);
         self.server.run(|| Server::start(cfg).expect("server starts"))
     }
 
-    /// The bytes of `name` for the client on `from`, or the ERROR. The clients forget the
-    /// server's hardware address first, so that each request follows an ARP request from its
-    /// own address, as one from a machine that just booted does: that is how the server's
-    /// kernel learns the client's hardware address before the request arrives.
+    /// The bytes of `name` for the client on `from` (`[…]` for IPv6), or the ERROR. The
+    /// clients forget the server's hardware address first, so that each request follows an ARP
+    /// request (IPv6: a neighbour solicitation) from its own address, as one from a machine
+    /// that just booted does: that is how the server's kernel learns the client's hardware
+    /// address before the request arrives.
     fn fetch(&self, from: &str, name: &str) -> Result<Vec<u8>, (u16, String)> {
-        self.clients.ip("neigh flush dev v1");
-        let server: SocketAddr = format!("{SERVER}:69").parse().unwrap();
+        self.clients.ip("-4 neigh flush dev v1");
+        self.clients.ip("-6 neigh flush dev v1");
+        let server = if from.starts_with('[') { format!("[{SERVER6}]:69") } else { format!("{SERVER}:69") };
+        let server: SocketAddr = server.parse().unwrap();
         self.clients.run(|| Raw::from(&format!("{from}:0"), server).fetch(name, Mode::Octet, RequestOptions::default()))
     }
 }
@@ -125,6 +132,8 @@ fn mac_views_read_the_neighbour_table_and_follow_a_reload() {
     assert_eq!(link.fetch("198.18.9.2", "pxelinux.cfg/default").unwrap(), b"menu of 52-54-00-ab-cd-01");
     assert_eq!(link.fetch("198.18.9.3", "pxelinux.cfg/default").unwrap(), b"menu of 52-54-00-ab-cd-01");
     assert_eq!(link.fetch("198.18.9.3", "pxelinux.0").unwrap(), [7; 3000]);
+    // IPv6: the hardware address from the IPv6 neighbour table.
+    assert_eq!(link.fetch("[2001:db8:9::2]", "pxelinux.cfg/default").unwrap(), b"menu of 52-54-00-ab-cd-01");
     server.stop();
     server.wait().unwrap();
 }

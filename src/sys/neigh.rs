@@ -3,11 +3,13 @@
 //!
 //! IPv4 entries are read from `/proc/thread-self/net/arp`: the table of the network namespace
 //! of the reading thread (`/proc/net` is the process's first thread's, which differs when a
-//! thread was moved into another namespace), or `/proc/net/arp` before Linux 3.17. Only complete entries count (flag `ATF_COM`): an incomplete one has
+//! thread was moved into another namespace), or `/proc/net/arp` before Linux 3.17. IPv6 entries
+//! are asked of the kernel over rtnetlink (`RTM_GETNEIGH`, a dump of the IPv6 table), from a
+//! socket of the asking thread's namespace. Only complete entries count (flag `ATF_COM`): an incomplete one has
 //! no address yet. A client behind a DHCP relay or a router is not on the link and has no entry.
-//! IPv6 neighbours (netlink `RTM_GETNEIGH`) are not read: an IPv6 client has no MAC view.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// `ATF_COM` of `<net/if_arp.h>`: the entry is complete.
 const ATF_COM: u32 = 0x02;
@@ -17,7 +19,10 @@ const ATF_COM: u32 = 0x02;
 pub fn mac_of(ip: IpAddr) -> Option<[u8; 6]> {
     let v4 = match ip {
         IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => v6.to_ipv4_mapped()?,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => return ipv6_neighbour(v6),
+        },
     };
     let table = std::fs::read("/proc/thread-self/net/arp").or_else(|_| std::fs::read("/proc/net/arp")).ok()?;
     find_in_arp_table(&table, v4)
@@ -38,6 +43,122 @@ fn find_in_arp_table(table: &[u8], ip: Ipv4Addr) -> Option<[u8; 6]> {
         }
         parse_mac(hw)
     })
+}
+
+/// `struct nlmsghdr`'s size, and the `struct ndmsg` after it.
+const NLMSG_HDR: usize = 16;
+const NDMSG: usize = 12;
+/// `RTM_NEWNEIGH`: one entry of the dump.
+const RTM_NEWNEIGH: u16 = 28;
+/// `NLMSG_ERROR` and `NLMSG_DONE`: the dump failed, or ended.
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// `NDA_DST` (the neighbour's address) and `NDA_LLADDR` (its hardware address).
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// `NUD_VALID`: the states in which an entry's hardware address is known.
+const NUD_VALID: u16 = 0x80 | 0x40 | 0x02 | 0x10 | 0x04 | 0x08;
+
+/// The hardware address of `ip` in the kernel's IPv6 neighbour table.
+fn ipv6_neighbour(ip: Ipv6Addr) -> Option<[u8; 6]> {
+    // SAFETY: plain syscall; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+    // SAFETY: `timeout` is a valid timeval for the call's duration, its size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    // A dump request for the IPv6 table: nlmsghdr, then ndmsg with only the family set.
+    let mut req = [0u8; NLMSG_HDR + NDMSG];
+    req[0..4].copy_from_slice(&((NLMSG_HDR + NDMSG) as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&libc::RTM_GETNEIGH.to_ne_bytes());
+    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[NLMSG_HDR] = libc::AF_INET6 as u8;
+    // SAFETY: `req` is valid for its length; an unbound netlink socket sends to the kernel.
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).ok().filter(|&n| n > 0)?;
+        match find_in_dump(&buf[..n], ip) {
+            Dump::Found(mac) => return Some(mac),
+            Dump::End => return None,
+            Dump::More => {}
+        }
+    }
+}
+
+/// What one datagram of a neighbour dump says about an address.
+#[derive(Debug, PartialEq, Eq)]
+enum Dump {
+    /// Its hardware address.
+    Found([u8; 6]),
+    /// The dump ended (or failed) without it.
+    End,
+    /// Not in this part; more follows.
+    More,
+}
+
+/// Looks for `ip` among the netlink messages in `buf`.
+fn find_in_dump(mut buf: &[u8], ip: Ipv6Addr) -> Dump {
+    while buf.len() >= NLMSG_HDR {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if len < NLMSG_HDR || len > buf.len() {
+            return Dump::End;
+        }
+        match kind {
+            NLMSG_DONE | NLMSG_ERROR => return Dump::End,
+            RTM_NEWNEIGH if len >= NLMSG_HDR + NDMSG => {
+                if let Some(mac) = neighbour_entry(&buf[NLMSG_HDR..len], ip) {
+                    return Dump::Found(mac);
+                }
+            }
+            _ => {}
+        }
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+    }
+    Dump::More
+}
+
+/// The hardware address in one `ndmsg` and its attributes, when the entry is `ip`'s and valid.
+fn neighbour_entry(msg: &[u8], ip: Ipv6Addr) -> Option<[u8; 6]> {
+    let state = u16::from_ne_bytes([msg[8], msg[9]]);
+    if i32::from(msg[0]) != libc::AF_INET6 || state & NUD_VALID == 0 {
+        return None;
+    }
+    let (mut dst, mut mac) = (None, None);
+    let mut attrs = &msg[NDMSG..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let data = &attrs[4..len];
+        match kind {
+            NDA_DST => dst = <[u8; 16]>::try_from(data).ok().map(Ipv6Addr::from),
+            NDA_LLADDR => mac = <[u8; 6]>::try_from(data).ok(),
+            _ => {}
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    (dst == Some(ip)).then_some(mac?).filter(|m| *m != [0; 6])
 }
 
 /// `aa:bb:cc:dd:ee:ff`; `None` for anything else (or the all-zero address).
@@ -70,6 +191,43 @@ mod tests {
         assert_eq!(at("198.18.0.4"), Some([0x52, 0x54, 0, 0, 0, 4]), "permanent");
         assert_eq!(at("198.18.0.9"), None);
         assert_eq!(parse_mac("52:54:00:ab:cd"), None);
-        assert_eq!(mac_of("2001:db8::1".parse().unwrap()), None, "no IPv6 neighbours");
+    }
+
+    /// One dump datagram: an entry of another address, a valid entry, then the end.
+    #[test]
+    fn ipv6_entries_from_a_neighbour_dump() {
+        fn entry(ip: &str, state: u16, mac: [u8; 6]) -> Vec<u8> {
+            let mut m = vec![0u8; NLMSG_HDR + NDMSG];
+            m[4..6].copy_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
+            m[NLMSG_HDR] = libc::AF_INET6 as u8;
+            m[NLMSG_HDR + 8..NLMSG_HDR + 10].copy_from_slice(&state.to_ne_bytes());
+            for (kind, data) in
+                [(NDA_DST, ip.parse::<Ipv6Addr>().unwrap().octets().to_vec()), (NDA_LLADDR, mac.to_vec())]
+            {
+                m.extend_from_slice(&(4 + data.len() as u16).to_ne_bytes());
+                m.extend_from_slice(&kind.to_ne_bytes());
+                m.extend_from_slice(&data);
+                while m.len() % 4 != 0 {
+                    m.push(0);
+                }
+            }
+            let len = m.len() as u32;
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            m
+        }
+        let mut dump = entry("2001:db8::3", 0x04, [2, 0, 0, 0, 0, 3]);
+        dump.extend(entry("2001:db8::4", 0x01, [2, 0, 0, 0, 0, 4]));
+        dump.extend(entry("2001:db8::2", 0x04, [2, 0, 0, 0, 0, 2]));
+        let at = |s: &str| find_in_dump(&dump, s.parse().unwrap());
+        assert_eq!(at("2001:db8::2"), Dump::Found([2, 0, 0, 0, 0, 2]));
+        assert_eq!(at("2001:db8::4"), Dump::More, "incomplete");
+        assert_eq!(at("2001:db8::9"), Dump::More);
+        let mut done = vec![0u8; NLMSG_HDR];
+        done[0..4].copy_from_slice(&(NLMSG_HDR as u32).to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        assert_eq!(find_in_dump(&done, "2001:db8::2".parse().unwrap()), Dump::End);
+        assert_eq!(find_in_dump(&[1, 2, 3], "2001:db8::2".parse().unwrap()), Dump::More);
+        // The host's own table is asked: nothing there for a documentation address.
+        assert_eq!(mac_of("2001:db8::1".parse().unwrap()), None);
     }
 }
