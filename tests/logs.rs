@@ -357,6 +357,50 @@ fn json_records_carry_their_fields_for_each_outcome() {
     assert!(refused.contains_key("client") && refused.contains_key("code"), "{refused:?}");
 }
 
+/// The name lookup in the records (docs/names.md): `path` as resolved and `lookup` saying what
+/// decided it, in both formats, on a served transfer and on a refused request; a name only
+/// normalised has no `lookup`.
+#[test]
+fn records_name_what_decided_the_file() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path().join("clients/127.0.0.21")).unwrap();
+    std::fs::write(root.path().join("clients/127.0.0.21/small.bin"), b"own").unwrap();
+    let map = root.path().join("names.map");
+    std::fs::write(&map, "r ^alias/ \n").unwrap();
+    for format in ["json", "text"] {
+        let args = ["--log-format", format, "--map-file", map.to_str().unwrap(), "--client-dir", "clients/{ip}"];
+        let s = Proc::start(root.path(), &args, &[]);
+        let c = Raw::from("127.0.0.21:0", s.addr);
+        assert_eq!(c.fetch("alias/small.bin", Mode::Octet, RequestOptions::default()).unwrap(), b"own");
+        assert_eq!(c.fetch("alias/missing", Mode::Octet, RequestOptions::default()).unwrap_err().0, 1);
+        assert_eq!(c.fetch("vmlinuz", Mode::Octet, RequestOptions::default()).unwrap().len(), 100_000);
+        std::thread::sleep(SEC / 2);
+        let log = s.stop();
+        // Every record as a map of strings, whichever the format.
+        let records: Vec<BTreeMap<String, String>> = match format {
+            "json" => json_records(&log)
+                .into_iter()
+                .map(|r| r.into_iter().map(|(k, v)| (k, v.as_str().map_or(v.to_string(), str::to_owned))).collect())
+                .collect(),
+            _ => text_records(&log).into_iter().map(|r| r.into_iter().collect()).collect(),
+        };
+        let of = |file: &str| {
+            records
+                .iter()
+                .find(|r| r.get("file").is_some_and(|f| f == file))
+                .unwrap_or_else(|| panic!("{format}: no record of {file}:\n{log}"))
+        };
+        let served = of("alias/small.bin");
+        assert_eq!(served["msg"], "transfer finished", "{served:?}");
+        assert_eq!((&*served["path"], &*served["lookup"]), ("clients/127.0.0.21/small.bin", "rule:1+view"));
+        let refused = of("alias/missing");
+        assert_eq!(refused["msg"], "request refused", "{refused:?}");
+        assert_eq!((&*refused["path"], &*refused["lookup"]), ("missing", "rule:1"));
+        let plain = of("vmlinuz");
+        assert!(plain.get("path").is_some_and(|p| p == "vmlinuz") && !plain.contains_key("lookup"), "{plain:?}");
+    }
+}
+
 /// The `counters` records of a text log, as maps.
 fn counters(log: &str) -> Vec<BTreeMap<String, String>> {
     text_records(log)
