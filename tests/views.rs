@@ -6,7 +6,8 @@
 //! otherwise; `{mac}` views take the client's hardware address from the server namespace's
 //! neighbour table, which the kernel fills from the client's ARP request; a reload changes the
 //! views of new requests. Addresses come from 198.18.0.0/15 and live only inside the
-//! namespaces. Needs root (the test command runs as root).
+//! namespaces. Needs root (the test command runs as root). And the binary on loopback: a map
+//! file changed on disk applies to new requests after SIGHUP.
 
 mod common;
 
@@ -18,8 +19,8 @@ use bootstorm::config::{ClientDir, ServerConfig};
 use bootstorm::proto::RequestOptions;
 use bootstorm::proto::wire::Mode;
 use bootstorm::server::Server;
-use common::Raw;
 use common::netns::Netns;
+use common::{Raw, Root};
 
 const SERVER: &str = "198.18.9.1";
 const SERVER6: &str = "2001:db8:9::1";
@@ -136,4 +137,27 @@ fn mac_views_read_the_neighbour_table_and_follow_a_reload() {
     assert_eq!(link.fetch("[2001:db8:9::2]", "pxelinux.cfg/default").unwrap(), b"menu of 52-54-00-ab-cd-01");
     server.stop();
     server.wait().unwrap();
+}
+
+/// The binary re-reads its map file on SIGHUP: new requests follow the file's new rules, and
+/// the reload names `--map-file` as changed.
+#[test]
+fn sighup_reads_a_changed_map_file_again() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path().join("clients/a")).unwrap();
+    std::fs::write(root.path().join("clients/a/menu"), b"menu a").unwrap();
+    std::fs::create_dir_all(root.path().join("clients/b")).unwrap();
+    std::fs::write(root.path().join("clients/b/menu"), b"menu b").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("names.map");
+    std::fs::write(&map, "r ^menu$ clients/a/menu\n").unwrap();
+    let s = common::Server::start(root.path(), "epoll", &["--map-file", map.to_str().unwrap()]);
+    let fetch = || Raw::new(s.v4).fetch("menu", Mode::Octet, RequestOptions::default());
+    assert_eq!(fetch().unwrap(), b"menu a");
+    std::fs::write(&map, "r ^menu$ clients/b/menu\n").unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(s.wait_log("changed=--map-file", Duration::from_secs(10)), "{}", s.log());
+    assert_eq!(fetch().unwrap(), b"menu b");
+    let (status, log) = s.stop();
+    assert!(status.success(), "{log}");
 }
