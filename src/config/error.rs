@@ -27,7 +27,7 @@ pub enum ConfigError {
     /// A zero initial retransmission timeout.
     #[error("--timeout must be above 0")]
     Timeout,
-    /// A first retransmission timeout above [`MAX_TIMEOUT`](super::MAX_TIMEOUT).
+    /// A first retransmission timeout above [`MAX_TIMEOUT`].
     #[error("{}", timeout_too_long(*.0))]
     TimeoutTooLong(Duration),
     /// Retransmission timeout bounds that are zero or inverted.
