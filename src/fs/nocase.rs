@@ -14,10 +14,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 
 use super::root::{OpenError, Root};
+use crate::proto::wire::MAX_FILENAME_LEN;
 
 /// Directories kept at most; beyond, the least recently read is dropped.
 const MAX_LISTINGS: usize = 256;
@@ -61,7 +62,11 @@ struct Listing {
 impl Listing {
     /// The entry spelled `name`, else the first equal to it with case ignored.
     fn find(&self, name: &[u8]) -> Option<&[u8]> {
-        let all = self.by_folded.get(&*name.to_ascii_lowercase())?;
+        let mut folded = [0u8; MAX_FILENAME_LEN];
+        let folded = folded.get_mut(..name.len())?;
+        folded.copy_from_slice(name);
+        folded.make_ascii_lowercase();
+        let all = self.by_folded.get(&*folded)?;
         all.iter().find(|n| ***n == *name).or(all.first()).map(|n| &**n)
     }
 }
@@ -119,11 +124,12 @@ impl Root {
     /// The listing of the directory at `dir` beneath the root: the one kept while the
     /// directory's identity stays, else read anew (and kept, when not too large).
     fn listing<'l>(&self, dir: &[u8], listings: &'l mut Listings) -> Result<Cow<'l, Listing>, OpenError> {
-        let c = cstr(dir)?;
-        let now = dir_id(self.as_raw_fd(), &c, 0);
+        let mut buf = [0u8; MAX_FILENAME_LEN + 1];
+        let c = cstr(dir, &mut buf)?;
+        let now = dir_id(self.as_raw_fd(), c, 0);
         let kept = now.is_some() && listings.dirs.get(dir).is_some_and(|l| Some(l.id) == now);
         if !kept {
-            let fd = self.open_dir(&c)?;
+            let fd = self.open_dir(c)?;
             let id = dir_id(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).ok_or(OpenError::NotFound)?;
             listings.reads += 1;
             let listing = read_listing(fd, id, listings.reads)?;
@@ -167,8 +173,14 @@ impl Root {
     }
 }
 
-fn cstr(b: &[u8]) -> Result<CString, OpenError> {
-    CString::new(b).map_err(|_| OpenError::Denied)
+/// `b` NUL-terminated in `buf`, without allocating.
+fn cstr<'b>(b: &[u8], buf: &'b mut [u8; MAX_FILENAME_LEN + 1]) -> Result<&'b CStr, OpenError> {
+    if b.len() >= buf.len() {
+        return Err(OpenError::NotFound);
+    }
+    buf[..b.len()].copy_from_slice(b);
+    buf[b.len()] = 0;
+    CStr::from_bytes_with_nul(&buf[..=b.len()]).map_err(|_| OpenError::Denied)
 }
 
 /// The identity of the directory at `path` relative to `base` (`flags`: `AT_EMPTY_PATH` for
