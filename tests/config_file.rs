@@ -10,20 +10,9 @@ mod config;
 
 use std::time::Duration;
 
-use bootstorm::proto::wire::{Mode, Packet};
+use bootstorm::proto::wire::Mode;
 use common::{Raw, Root};
-use config::{ConfigFile, Served, config_text, run};
-
-/// The blksize the server grants a request for 1400.
-fn granted_blksize(server: std::net::SocketAddr) -> String {
-    let c = Raw::new(server);
-    c.rrq("small.bin", &[("blksize", "1400")]);
-    let (p, _) = c.expect(Duration::from_secs(3));
-    match Packet::decode(&p).unwrap() {
-        Packet::Oack(opts) => String::from_utf8_lossy(opts.get("blksize").expect("blksize granted").1).into_owned(),
-        other => panic!("expected an OACK, got {other:?}"),
-    }
-}
+use config::{ConfigFile, Served, config_text, granted_blksize, run};
 
 #[test]
 fn a_file_alone_serves_and_flags_win() {

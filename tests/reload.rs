@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bootstorm::proto::wire::{Mode, Packet};
 use common::{Raw, Root, data_of};
-use config::{ConfigFile, Served, config_text};
+use config::{ConfigFile, Served, config_text, granted_blksize};
 
 both_backends!(allow_list_applies_to_new_transfers_only);
 
@@ -53,17 +53,6 @@ fn answered_from_127_0_0_2(server: SocketAddr) -> bool {
     let c = Raw::from("127.0.0.2:0", server);
     c.rrq("small.bin", &[]);
     c.recv(SILENCE).is_some()
-}
-
-/// The blksize the server grants a request for 1400.
-fn granted_blksize(server: SocketAddr) -> String {
-    let c = Raw::new(server);
-    c.rrq("small.bin", &[("blksize", "1400")]);
-    let (p, _) = c.expect(Duration::from_secs(3));
-    match Packet::decode(&p).unwrap() {
-        Packet::Oack(opts) => String::from_utf8_lossy(opts.get("blksize").expect("blksize granted").1).into_owned(),
-        other => panic!("expected an OACK, got {other:?}"),
-    }
 }
 
 fn allow_list_applies_to_new_transfers_only(io: &str) {

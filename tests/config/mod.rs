@@ -196,3 +196,15 @@ pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
     };
     (code, out.join().unwrap(), err.join().unwrap())
 }
+
+/// The blksize the server at `server` grants a request of `small.bin` for 1400.
+pub fn granted_blksize(server: SocketAddr) -> String {
+    use bootstorm::proto::wire::Packet;
+    let c = crate::common::Raw::new(server);
+    c.rrq("small.bin", &[("blksize", "1400")]);
+    let (p, _) = c.expect(Duration::from_secs(3));
+    match Packet::decode(&p).unwrap() {
+        Packet::Oack(opts) => String::from_utf8_lossy(opts.get("blksize").expect("blksize granted").1).into_owned(),
+        other => panic!("expected an OACK, got {other:?}"),
+    }
+}
