@@ -89,12 +89,12 @@ impl EpollIo {
 }
 
 impl Io for EpollIo {
-    fn open_transfer(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef> {
+    fn open_transfer(&mut self, local: SocketAddr, avoid: Option<u16>, token: Token) -> io::Result<(SockRef, u16)> {
         let scope = match local {
             SocketAddr::V6(a) => a.scope_id(),
             SocketAddr::V4(_) => 0,
         };
-        let sock = self.ports.bind(local.ip(), scope)?;
+        let (sock, port) = self.ports.bind(local.ip(), scope, avoid)?;
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -111,7 +111,7 @@ impl Io for EpollIo {
             self.close_transfer(SockRef(idx));
             return Err(e);
         }
-        Ok(SockRef(idx))
+        Ok((SockRef(idx), port))
     }
 
     fn close_transfer(&mut self, sock: SockRef) {

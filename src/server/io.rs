@@ -201,9 +201,10 @@ pub(crate) const MAX_UPLOAD_BLKSIZE: u16 = (RX_SIZE - 80) as u16;
 
 /// What a worker's logic needs from its I/O backend.
 pub(crate) trait Io {
-    /// Opens a transfer socket bound to `local` (port chosen by the backend's port picker) and
-    /// starts receiving on it; its datagrams come back with `token`.
-    fn open_transfer(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef>;
+    /// Opens a transfer socket bound to `local` (port chosen by the backend's port picker, never
+    /// `avoid`: the port of the same client's previous transfer) and starts receiving on it; its
+    /// datagrams come back with `token`. Returns the socket and its port.
+    fn open_transfer(&mut self, local: SocketAddr, avoid: Option<u16>, token: Token) -> io::Result<(SockRef, u16)>;
 
     /// Closes a transfer socket (once the backend no longer uses it).
     fn close_transfer(&mut self, sock: SockRef);

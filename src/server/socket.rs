@@ -148,32 +148,61 @@ impl PortPicker {
         Self { range, random: KernelRandom::new() }
     }
 
-    /// Binds a transfer socket to `ip` (with `scope` for IPv6 link-local) and a port.
-    pub(crate) fn bind(&mut self, ip: IpAddr, scope: u32) -> io::Result<UdpSocket> {
+    /// Binds a transfer socket to `ip` (with `scope` for IPv6 link-local) and a port other than
+    /// `avoid`. Returns the socket and its port.
+    ///
+    /// `avoid` is the port of the same client's previous transfer. A client keeps its port from
+    /// one transfer to the next (a PXE loader fetching file after file) and, as RFC 1350 asks,
+    /// ignores answers from the transfer ID it has just finished with (a late retransmission of
+    /// the previous transfer's last block must not be taken for the new transfer's first
+    /// answer). A new transfer given that same port again would never be heard: the client
+    /// drops every answer, repeats its request, and each repeat is answered from that port.
+    pub(crate) fn bind(&mut self, ip: IpAddr, scope: u32, avoid: Option<u16>) -> io::Result<(UdpSocket, u16)> {
         let domain = if ip.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
-        let s = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
-        if ip.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
+        let socket = || -> io::Result<Socket> {
+            let s = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+            if ip.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            Ok(s)
+        };
         let addr = |port| match ip {
             IpAddr::V4(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
             IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope)),
         };
+        let port_of = |s: &Socket| s.local_addr().ok().and_then(|a| a.as_socket()).map_or(0, |a| a.port());
+        let s = socket()?;
         let Some((lo, hi)) = self.range else {
             s.bind(&addr(0).into())?;
-            return Ok(s.into());
+            let port = port_of(&s);
+            if avoid != Some(port) {
+                return Ok((s.into(), port));
+            }
+            // The kernel drew the avoided port (it had just become free): draw again while it is
+            // still held here, so that the next draw cannot be it. With no other port free, it
+            // serves after all.
+            let again = socket()?;
+            return match again.bind(&addr(0).into()) {
+                Ok(()) => {
+                    let port = port_of(&again);
+                    Ok((again.into(), port))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok((s.into(), port)),
+                Err(e) => Err(e),
+            };
         };
         let span = u32::from(hi - lo) + 1;
         // Random draws first; a port in use costs another draw. Should they all hit ports in
         // use (a range nearly full), the whole range is walked from a random start, so that a
         // free port is found whenever there is one and exhaustion is reported only when real.
+        // The avoided port comes last of all: a range of one port still serves.
         let random = &mut self.random;
         let start = random.below(span);
         let draws = (0..RANDOM_TRIES.min(span)).map(|_| random.below(span));
-        for offset in draws.chain((0..span).map(|i| (start + i) % span)) {
-            let port = lo + offset as u16;
+        let ports = draws.chain((0..span).map(|i| (start + i) % span)).map(|offset| lo + offset as u16);
+        for port in ports.filter(|p| avoid != Some(*p)).chain(avoid.filter(|p| (lo..=hi).contains(p))) {
             match s.bind(&addr(port).into()) {
-                Ok(()) => return Ok(s.into()),
+                Ok(()) => return Ok((s.into(), port)),
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
                 Err(e) => return Err(e),
             }
@@ -341,12 +370,12 @@ mod tests {
         let (lo, hi) = (base, base + 1);
         let mut p = PortPicker::new(Some((lo, hi)));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let a = p.bind(ip, 0).unwrap();
-        let b = p.bind(ip, 0).unwrap();
+        let a = p.bind(ip, 0, None).unwrap().0;
+        let b = p.bind(ip, 0, None).unwrap().0;
         let ports = [a.local_addr().unwrap().port(), b.local_addr().unwrap().port()];
         assert!(ports.iter().all(|&x| (lo..=hi).contains(&x)), "{ports:?}");
         assert_ne!(ports[0], ports[1]);
-        assert_eq!(p.bind(ip, 0).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(p.bind(ip, 0, None).unwrap_err().kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
@@ -365,11 +394,42 @@ mod tests {
         for free in [lo + 100, hi, lo] {
             held.remove(usize::from(free - lo));
             let mut p = PortPicker::new(Some((lo, hi)));
-            let s = p.bind(ip, 0).unwrap();
+            let s = p.bind(ip, 0, None).unwrap().0;
             assert_eq!(s.local_addr().unwrap().port(), free);
-            assert_eq!(p.bind(ip, 0).unwrap_err().kind(), io::ErrorKind::AddrInUse, "exhausted");
+            assert_eq!(p.bind(ip, 0, None).unwrap_err().kind(), io::ErrorKind::AddrInUse, "exhausted");
             held.insert(usize::from(free - lo), s);
         }
+    }
+
+    #[test]
+    fn the_port_of_the_previous_transfer_is_avoided() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // The kernel's draw: whatever port it hands out, asked to avoid it, it gets another.
+        let mut p = PortPicker::new(None);
+        for _ in 0..20 {
+            let (s, port) = p.bind(ip, 0, None).unwrap();
+            assert_eq!(s.local_addr().unwrap().port(), port);
+            drop(s);
+            let (again, other) = p.bind(ip, 0, Some(port)).unwrap();
+            assert_ne!(other, port);
+            assert_eq!(again.local_addr().unwrap().port(), other);
+        }
+        // A range: never the avoided port while another is free; a range of one port still serves.
+        let (lo, _held) = (0..100)
+            .find_map(|_| {
+                let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let base = probe.local_addr().ok()?.port();
+                drop(probe);
+                let _next = UdpSocket::bind(("127.0.0.1", base.checked_add(1)?)).ok()?;
+                Some((base, ()))
+            })
+            .expect("two adjacent free ports");
+        let mut p = PortPicker::new(Some((lo, lo + 1)));
+        for _ in 0..20 {
+            assert_eq!(p.bind(ip, 0, Some(lo)).unwrap().1, lo + 1);
+        }
+        let mut one = PortPicker::new(Some((lo, lo)));
+        assert_eq!(one.bind(ip, 0, Some(lo)).unwrap().1, lo);
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub(super) struct FakeIo {
     /// Every run of DATA handed over as one send.
     pub(super) runs: Vec<Run>,
     pub(super) opened: Vec<SocketAddr>,
+    /// The port of each socket opened, by [`SockRef`]: like the kernel, the port most recently
+    /// freed, unless the engine asks to avoid it.
+    pub(super) ports: Vec<u16>,
     pub(super) closed: Vec<SockRef>,
     pub(super) full: bool,
 }
@@ -41,9 +44,19 @@ impl Run {
 }
 
 impl Io for FakeIo {
-    fn open_transfer(&mut self, local: SocketAddr, _token: Token) -> std::io::Result<SockRef> {
+    fn open_transfer(
+        &mut self,
+        local: SocketAddr,
+        avoid: Option<u16>,
+        _token: Token,
+    ) -> std::io::Result<(SockRef, u16)> {
         self.opened.push(local);
-        Ok(SockRef(self.opened.len() as u32 - 1))
+        let in_use =
+            |p: &u16| self.ports.iter().enumerate().any(|(i, q)| q == p && !self.closed.contains(&SockRef(i as u32)));
+        let freed = self.closed.iter().rev().map(|s| self.ports[s.0 as usize]);
+        let port = freed.chain(40_000..).find(|p| !in_use(p) && avoid != Some(*p)).unwrap_or(0);
+        self.ports.push(port);
+        Ok((SockRef(self.opened.len() as u32 - 1), port))
     }
 
     fn close_transfer(&mut self, sock: SockRef) {

@@ -13,7 +13,8 @@
 //! The modules, one concern each: `admit.rs` decides whether a request may become a transfer
 //! (a value, from the policy and a few facts), `sources.rs` counts transfers per source,
 //! `open.rs` opens the file or begins the upload and negotiates, `emit.rs` encodes what leaves,
-//! `record.rs` turns a finished transfer into counters and its log line, `events.rs` handles
+//! `record.rs` turns a finished transfer into counters and its log line, `tids.rs` keeps the
+//! port of each client's last transfer so that the next one gets another, `events.rs` handles
 //! timers, the stop, commits and failed sends, `kind.rs` puts reads and writes behind one
 //! interface, `policy.rs` takes a new serving policy (a reload) and keeps the retransmission
 //! settings transfers started with; this file holds the entry points and the dispatch.
@@ -62,6 +63,7 @@ mod record;
 mod resolve;
 mod sources;
 mod table;
+mod tids;
 
 use admit::{Admission, Facts, Refusal, admit, screen};
 use emit::{local_end, transmit_read_run, transmit_write};
@@ -74,6 +76,7 @@ use record::PeerMessage;
 use resolve::{Decided, OneRoot, Resolve};
 use sources::Sources;
 use table::Table;
+use tids::RecentTids;
 
 /// Timer wheel resolution.
 const TICK_US: u64 = 1_000;
@@ -99,6 +102,8 @@ pub(crate) struct Engine {
     table: Table,
     /// Transfers held per source, for the fair share under pressure.
     sources: Sources,
+    /// The port of each client's last transfer: its next one is given another.
+    tids: RecentTids,
     wheel: TimerWheel,
     due: Vec<u32>,
     ready: VecDeque<u32>,
@@ -210,6 +215,7 @@ impl Engine {
             table: Table::new(capacity),
             capacity,
             sources: Sources::new(capacity),
+            tids: RecentTids::new(),
             wheel: TimerWheel::new(TICK_US, now),
             due: Vec::new(),
             ready: VecDeque::new(),

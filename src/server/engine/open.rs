@@ -136,11 +136,13 @@ impl Engine {
     ) -> Option<u32> {
         let idx = self.table.reserve();
         let token = self.table.token(idx);
-        let (via, local) = if self.settings.single_port {
-            (Via::Listen(listen), self.intern_local(d.local))
+        let (via, local, port) = if self.settings.single_port {
+            (Via::Listen(listen), self.intern_local(d.local), 0)
         } else {
-            match io.open_transfer(transfer_bind_addr(&d.peer, d.local), token) {
-                Ok(sock) => (Via::Transfer(sock), NO_LOCAL),
+            // Never the port of the client's previous transfer (see `tids.rs`).
+            let avoid = self.tids.last(&d.peer);
+            match io.open_transfer(transfer_bind_addr(&d.peer, d.local), avoid, token) {
+                Ok((sock, port)) => (Via::Transfer(sock), NO_LOCAL, port),
                 Err(e) => {
                     self.table.release(idx);
                     self.open_failed = Some(now);
@@ -153,7 +155,16 @@ impl Engine {
         let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted, lookup });
         self.table.insert(
             idx,
-            Transfer { peer: d.peer, via, local, queued: false, retransmit: self.retransmits.current(), kind, asked },
+            Transfer {
+                peer: d.peer,
+                via,
+                local,
+                queued: false,
+                port,
+                retransmit: self.retransmits.current(),
+                kind,
+                asked,
+            },
         );
         self.active += 1;
         self.counters.set(Counter::Active, self.active as u64);

@@ -78,6 +78,7 @@ impl Engine {
         self.sources.count(t.peer.ip(), false);
         if let Via::Transfer(sock) = t.via {
             io.close_transfer(sock);
+            self.tids.remember(&t.peer, t.port);
         }
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);

@@ -25,6 +25,8 @@ pub(super) struct Transfer {
     pub(super) local: u16,
     /// In the ready queue.
     pub(super) queued: bool,
+    /// Its socket's port (its transfer ID), 0 when served from the listening port.
+    pub(super) port: u16,
     /// Index of its retransmission settings, those in force when it started, in
     /// `Engine::retransmits` (see `policy.rs`).
     pub(super) retransmit: u16,

@@ -534,6 +534,27 @@ fn same_request_after_last_block_starts_a_new_transfer() {
 }
 
 #[test]
+fn a_client_s_next_transfer_never_gets_the_port_of_its_previous_one() {
+    // The backend hands out the port freed last, as the kernel may. A client ignores answers
+    // from the transfer ID it has just finished with: on the same port again, its next
+    // transfer would never be heard, whatever it repeats.
+    let mut r = rig(|_| {});
+    let rrq = b"\x00\x01small\x00octet\x00";
+    r.request(CLIENT, rrq);
+    r.ack(CLIENT, 1);
+    r.ack(CLIENT, 2);
+    assert_eq!((r.io.closed.as_slice(), r.counters.get(Counter::Ok)), ([SockRef(0)].as_slice(), 1));
+    r.request(CLIENT, rrq);
+    assert_eq!(r.io.ports.len(), 2);
+    assert_ne!(r.io.ports[1], r.io.ports[0], "the same client's next transfer has another port");
+    // Another client may have the freed port: only the client that just used it is kept off.
+    r.ack(CLIENT, 1);
+    r.ack(CLIENT, 2);
+    r.request("192.0.2.11:2000", rrq);
+    assert_eq!(r.io.ports[2], r.io.ports[1], "another client takes the port freed last");
+}
+
+#[test]
 fn first_data_waits_for_room_and_is_never_empty() {
     // A plain request (DATA 1 first) while the backend has no room for DATA.
     let mut r = rig(|_| {});

@@ -199,8 +199,8 @@ impl UringIo {
 }
 
 impl Io for UringIo {
-    fn open_transfer(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef> {
-        self.open_sock(local, token)
+    fn open_transfer(&mut self, local: SocketAddr, avoid: Option<u16>, token: Token) -> io::Result<(SockRef, u16)> {
+        self.open_sock(local, avoid, token)
     }
 
     fn close_transfer(&mut self, sock: SockRef) {

@@ -147,8 +147,14 @@ impl UringIo {
         }
     }
 
-    /// Binds a transfer socket on `local` and arms its receive.
-    pub(super) fn open_sock(&mut self, local: SocketAddr, token: Token) -> io::Result<SockRef> {
+    /// Binds a transfer socket on `local` (on a port other than `avoid`) and arms its receive;
+    /// returns it and its port.
+    pub(super) fn open_sock(
+        &mut self,
+        local: SocketAddr,
+        avoid: Option<u16>,
+        token: Token,
+    ) -> io::Result<(SockRef, u16)> {
         if self.draining {
             return Err(io::Error::other("worker is stopping"));
         }
@@ -156,7 +162,7 @@ impl UringIo {
             SocketAddr::V6(a) => a.scope_id(),
             SocketAddr::V4(_) => 0,
         };
-        let sock = self.ports.bind(local.ip(), scope)?;
+        let (sock, port) = self.ports.bind(local.ip(), scope, avoid)?;
         let idx = match self.free_socks.pop() {
             Some(i) => i,
             None => {
@@ -170,7 +176,7 @@ impl UringIo {
         e.state = SockState::Open;
         let generation = e.generation;
         self.arm(Rearm::Transfer { idx, generation });
-        Ok(SockRef(idx))
+        Ok((SockRef(idx), port))
     }
 
     /// Closes a transfer socket: at once when no receive is armed, else once the cancelled

@@ -145,11 +145,17 @@ pub(super) struct Clocked<'a> {
 }
 
 impl Io for Clocked<'_> {
-    fn open_transfer(&mut self, local: SocketAddr, token: Token) -> std::io::Result<SockRef> {
+    fn open_transfer(
+        &mut self,
+        local: SocketAddr,
+        avoid: Option<u16>,
+        token: Token,
+    ) -> std::io::Result<(SockRef, u16)> {
         let ip = if local.ip().is_unspecified() { IpAddr::V4(SERVER_IP) } else { local.ip() };
         let port = 40_000 + self.io.socks.len() as u16;
+        assert_ne!(avoid, Some(port), "ports are never reused here");
         self.io.socks.push(Sock { addr: SocketAddr::new(ip, port), token, open: true });
-        Ok(SockRef(self.io.socks.len() as u32 - 1))
+        Ok((SockRef(self.io.socks.len() as u32 - 1), port))
     }
 
     fn close_transfer(&mut self, sock: SockRef) {
