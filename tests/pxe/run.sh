@@ -456,7 +456,8 @@ boot_all() {
         elapsed=$(awk -v a="$t0" -v b="$now" 'BEGIN {printf "%.1f", b - a}')
         local still=""
         for c in $pending; do
-            line=$(grep -a -o "BOOTSTORM-MARKER $c [0-9a-f]*" "$WORK/serial-$run-$c.log" 2>/dev/null | head -n 1 || true)
+            # The whole checksum: the serial log may hold half of the line when it is read.
+            line=$(grep -a -o -E "BOOTSTORM-MARKER $c [0-9a-f]{64}" "$WORK/serial-$run-$c.log" 2>/dev/null | head -n 1 || true)
             if [ -n "$line" ]; then
                 sum=${line##* }
                 T[$c]=$elapsed
@@ -464,7 +465,8 @@ boot_all() {
                 log "run $run: $c printed its marker at ${elapsed}s"
             elif ! kill -0 "${GUEST_PID[$c]}" 2>/dev/null; then
                 T[$c]=$elapsed
-                RESULT[$c]="guest exited without marker"
+                line=$(grep -a -o "BOOTSTORM-MARKER $c [0-9a-f]*" "$WORK/serial-$run-$c.log" 2>/dev/null | head -n 1 || true)
+                if [ -n "$line" ]; then RESULT[$c]="bad checksum ${line##* }"; else RESULT[$c]="guest exited without marker"; fi
             else
                 still+="$c "
             fi
