@@ -1,6 +1,7 @@
-//! What the binary was asked to do (serve, `check`, `manpage`), and the settings it runs with:
-//! the configuration file's arguments placed before the command line's, every key the command
-//! line gives left out of the file's (flags win), parsed by the same [`Cli`] definition.
+//! What the binary was asked to do (serve, `check`, `manpage`, `map-test`, `probe`), and the
+//! settings it runs with: the configuration file's arguments placed before the command line's,
+//! every key the command line gives left out of the file's (flags win), parsed by the same
+//! [`Cli`] definition.
 //!
 //! The command line is kept as given, so a reload (SIGHUP) reads the file again and merges it
 //! with the same flags.
@@ -15,6 +16,11 @@ use clap::{ArgMatches, Args as _, Command, CommandFactory, FromArgMatches};
 
 use super::file::{self, FileArgs, FileError};
 use super::maptest::MapTest;
+use probe::Probe;
+
+/// `bootstorm probe`: it needs no settings, so it runs as soon as it is parsed.
+#[path = "probe.rs"]
+mod probe;
 use super::{Cli, CliError, Settings};
 
 /// The `check` subcommand's name.
@@ -23,6 +29,8 @@ const CHECK: &str = "check";
 const MANPAGE: &str = "manpage";
 /// The subcommand that shows what names become (also `--map-test`).
 const MAP_TEST: &str = "map-test";
+/// The TFTP health check.
+const PROBE: &str = "probe";
 
 /// What the binary was asked to do.
 #[derive(Debug)]
@@ -95,6 +103,16 @@ pub(crate) fn command() -> Command {
                 )
                 .max_term_width(100),
         )
+        .subcommand(
+            Probe::augment_args(Command::new(PROBE))
+                .about("Download a file from a TFTP server, counting the bytes, as a health check")
+                .after_help(
+                    "Exit status: 0 when the whole file came (and tsize, when the server sent it, matches), 1 when \
+                     the probe failed (an ERROR from the server, no answer, a short file); the reason is printed \
+                     on standard error.",
+                )
+                .max_term_width(100),
+        )
         .args_conflicts_with_subcommands(true)
         .subcommand_negates_reqs(true)
         .disable_help_subcommand(true)
@@ -118,6 +136,7 @@ impl Invocation {
             Some((CHECK, m)) => Self::Check(args(m, 2)),
             Some((MANPAGE, _)) => Self::Manpage,
             Some((MAP_TEST, m)) => Self::MapTest(MapTest::from_arg_matches(m)?),
+            Some((PROBE, m)) => std::process::exit(probe::main(&Probe::from_arg_matches(m)?)),
             _ => Self::Serve(args(&matches, 1)),
         })
     }
@@ -213,7 +232,7 @@ pub(crate) fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     man.render_version_section(out)
 }
 
-/// The sections clap does not write: the `check` subcommand, the file, the signals.
+/// The sections clap does not write: the subcommands, the file, the signals.
 const MAN_EXTRA: &str = r#".SH COMMANDS
 .TP
 \fBbootstorm check\fR [\fB\-\-config\fR \fIFILE\fR] [\fIOPTIONS\fR]
@@ -224,6 +243,9 @@ Also \fBbootstorm \-\-map\-test\fR. Print what each name (the arguments, or one 
 .TP
 \fBbootstorm hpa\fR \fIIN.TFTPD-OPTIONS\fR, or the binary started as \fBin.tftpd\fR
 Read tftp\-hpa 5.2's command line (\fB\-l\fR, \fB\-L\fR, \fB\-s\fR, \fB\-a\fR, \fB\-u\fR, \fB\-c\fR, \fB\-U\fR, \fB\-p\fR, \fB\-B\fR, \fB\-r\fR, \fB\-R\fR, \fB\-m\fR, \fB\-t\fR, \fB\-T\fR, \fB\-v\fR, \fB\-4\fR, \fB\-6\fR, \fB\-P\fR, \fB\-V\fR, and the directory) with its meaning, inetd mode (the socket on standard input) included; a flag that cannot be honoured is refused by name, with exit status 64.
+.TP
+\fBbootstorm probe\fR \fIADDR\fR[\fB:\fIPORT\fR] \fIFILE\fR [\fB\-\-timeout\fR \fISECS\fR] [\fB\-\-min\-size\fR \fIBYTES\fR] [\fB\-\-blksize\fR \fIN\fR]
+Download \fIFILE\fR from the TFTP server at \fIADDR\fR (port 69 unless given) with a real read request (octet, blksize 1468 and tsize asked; \fB\-\-blksize 0\fR asks no options), counting the bytes and writing nothing. Print \fBok\fR, the address, the file, the bytes and the time, and exit 0; or print \fBprobe failed:\fR and the reason (the server's ERROR, no answer within \fB\-\-timeout\fR seconds (2), fewer bytes than tsize or \fB\-\-min\-size\fR) and exit 1.
 .SH CONFIGURATION FILE
 \fB\-\-config\fR \fIFILE\fR names a TOML file whose keys are the long flag names, with the values the flags take: \fBroot = "/srv/tftp"\fR, \fBmax\-blksize = 1468\fR, \fBallow = ["10.0.0.0/8"]\fR, \fBsingle\-port = true\fR. A flag given on the command line wins over the same key in the file. The packaged file is \fI/etc/bootstorm/bootstorm.toml\fR.
 .SH SIGNALS
