@@ -26,6 +26,7 @@ pub(crate) mod hpa;
 mod invocation;
 pub(crate) mod maptest;
 mod parse;
+pub(crate) mod probe;
 pub(crate) mod process;
 
 pub(crate) use invocation::{Args, Invocation, LoadError, manpage};

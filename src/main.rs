@@ -77,6 +77,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Ok(Invocation::Probe(p)) => cli::probe::main(&p),
         Ok(Invocation::Manpage) => match cli::manpage(&mut std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -16,11 +16,8 @@ use clap::{ArgMatches, Args as _, Command, CommandFactory, FromArgMatches};
 
 use super::file::{self, FileArgs, FileError};
 use super::maptest::MapTest;
-use probe::Probe;
+use super::probe::Probe;
 
-/// `bootstorm probe`: it needs no settings, so it runs as soon as it is parsed.
-#[path = "probe.rs"]
-mod probe;
 use super::{Cli, CliError, Settings};
 
 /// The `check` subcommand's name.
@@ -43,6 +40,8 @@ pub(crate) enum Invocation {
     Manpage,
     /// Show what names become under a map file.
     MapTest(MapTest),
+    /// Fetch a file from a server, as a health check.
+    Probe(Probe),
 }
 
 /// The command line's server flags, kept as given, and the configuration file they name.
@@ -136,7 +135,7 @@ impl Invocation {
             Some((CHECK, m)) => Self::Check(args(m, 2)),
             Some((MANPAGE, _)) => Self::Manpage,
             Some((MAP_TEST, m)) => Self::MapTest(MapTest::from_arg_matches(m)?),
-            Some((PROBE, m)) => std::process::exit(probe::main(&Probe::from_arg_matches(m)?)),
+            Some((PROBE, m)) => Self::Probe(Probe::from_arg_matches(m)?),
             _ => Self::Serve(args(&matches, 1)),
         })
     }

@@ -193,15 +193,15 @@ impl Success {
 }
 
 /// Runs the probe and prints its line; the process's exit status (0 ok, 1 failed).
-pub(crate) fn main(p: &Probe) -> i32 {
+pub(crate) fn main(p: &Probe) -> std::process::ExitCode {
     match run(p) {
         Ok(s) => {
             println!("{}", s.line(&p.file));
-            0
+            std::process::ExitCode::SUCCESS
         }
         Err(why) => {
             eprintln!("probe failed: {} {}: {why}", p.addr, p.file);
-            1
+            std::process::ExitCode::FAILURE
         }
     }
 }
