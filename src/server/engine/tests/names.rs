@@ -218,28 +218,7 @@ fn lookup_costs() {
 
 /// Records written at info while `f` runs, one line each.
 fn records(f: impl FnOnce()) -> Vec<String> {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Captured::default();
-    let w = out.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_writer(move || w.clone())
-        .finish();
-    tracing::subscriber::with_default(sub, f);
-    String::from_utf8_lossy(&out.0.lock().unwrap()).lines().map(str::to_owned).collect()
+    super::records::capture(f).1.lines()
 }
 
 /// The records name the file as requested (`file`), as resolved (`path`) and what decided it

@@ -7,7 +7,7 @@ use super::*;
 
 /// A writer into a shared buffer, for a subscriber under test.
 #[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+pub(super) struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -22,7 +22,7 @@ impl std::io::Write for Captured {
 impl Captured {
     /// The records written at info and above, one line each (tracing's default field format:
     /// `key=value`, strings of `%` fields unquoted).
-    fn lines(&self) -> Vec<String> {
+    pub(super) fn lines(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.0.lock().unwrap()).lines().map(str::to_owned).collect()
     }
 
@@ -33,7 +33,7 @@ impl Captured {
 }
 
 /// Runs `f` with records at info captured.
-fn capture<R>(f: impl FnOnce() -> R) -> (R, Captured) {
+pub(super) fn capture<R>(f: impl FnOnce() -> R) -> (R, Captured) {
     let out = Captured::default();
     let w = out.clone();
     let sub = tracing_subscriber::fmt()
