@@ -302,6 +302,9 @@ fn make_tree(root: &Path) {
     }
 }
 
+/// in.tftpd's exit status when it cannot bind its address (sysexits.h).
+const EX_OSERR: i32 = 71;
+
 /// tftp-hpa serving `root` with `map`, in the foreground on 127.0.0.1.
 struct Hpa {
     child: Child,
@@ -310,6 +313,20 @@ struct Hpa {
 
 impl Hpa {
     fn start(bin: &Path, root: &Path, map: &Path) -> Hpa {
+        // The port is picked by binding and closing a probe socket, and readiness is seen by
+        // binding it again, so another socket (one of those probes, a transfer of an earlier
+        // in.tftpd) can hold it at the instant in.tftpd binds: in.tftpd then exits with
+        // EX_OSERR, and a fresh port is tried.
+        for _ in 0..5 {
+            if let Some(hpa) = Hpa::try_start(bin, root, map) {
+                return hpa;
+            }
+        }
+        panic!("in.tftpd could not bind a free port five times: map {}", map.display());
+    }
+
+    /// `None` when in.tftpd could not bind the port it was given.
+    fn try_start(bin: &Path, root: &Path, map: &Path) -> Option<Hpa> {
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child = Command::new(bin)
@@ -329,12 +346,15 @@ impl Hpa {
         let deadline = Instant::now() + Duration::from_secs(5);
         while UdpSocket::bind(addr).is_ok() {
             if let Ok(Some(status)) = hpa.child.try_wait() {
+                if status.code() == Some(EX_OSERR) {
+                    return None;
+                }
                 panic!("in.tftpd exited at start ({status}): map {}", map.display());
             }
             assert!(Instant::now() < deadline, "in.tftpd does not listen on {addr}");
             std::thread::sleep(Duration::from_millis(10));
         }
-        hpa
+        Some(hpa)
     }
 
     /// The answer to a read request for `name` from `client`.
