@@ -10,7 +10,7 @@ mod plan;
 mod proc;
 mod stats;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,9 +162,16 @@ struct RunArgs {
     /// Hold each ACK this many milliseconds before sending it (keeps transfers open).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     hold: u64,
-    /// Spread clients over this many source addresses (127.1.0.1 and up; IPv4 loopback only).
+    /// Spread clients over this many source addresses: from --source-base, or without it
+    /// 127.1.0.1 and up (IPv4 loopback servers only).
     #[arg(long, value_name = "N", default_value_t = 1)]
     source_ips: u32,
+    /// First source address (IPv4 or IPv6, the server's family): client k binds to ADDR plus
+    /// (k mod --source-ips), whatever the server's address. Every address of the range must be
+    /// bindable: assigned, or in a local route (`ip route add local 198.18.128.0/20 dev lo`;
+    /// IPv6 also needs `sysctl net.ipv6.ip_nonlocal_bind=1`).
+    #[arg(long, value_name = "ADDR")]
+    source_base: Option<IpAddr>,
     /// Directory with local copies of the files: every byte received is compared.
     #[arg(long, value_name = "DIR")]
     verify: Option<PathBuf>,
@@ -288,6 +295,15 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
     if !a.rx_buffers.is_power_of_two() {
         bail!("--rx-buffers must be a power of two");
     }
+    let source_ips = a.source_ips.max(1);
+    if let Some(base) = a.source_base {
+        if base.is_ipv4() != server.is_ipv4() {
+            bail!("--source-base {base} and --server {server} are of different address families");
+        }
+        if plan::nth_address(base, u64::from(source_ips) - 1).is_none() {
+            bail!("--source-base {base} with --source-ips {source_ips} runs past the last address of its family");
+        }
+    }
     let mut files = Vec::new();
     for name in a.files {
         let expect = match &a.verify {
@@ -331,7 +347,8 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
         hold: Duration::from_millis(a.hold),
         arrivals,
         threads: a.threads,
-        source_ips: a.source_ips.max(1),
+        source_ips,
+        source_base: a.source_base,
         seed: a.seed,
         rx_buffers: if a.gro { a.rx_buffers.min(256) } else { a.rx_buffers },
         gro: a.gro,

@@ -1,7 +1,7 @@
 //! What to run: the server, the files, the options and the shape of the load, resolved from the
 //! command line once and shared read-only by every thread.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +63,11 @@ pub(crate) struct Plan {
     pub(crate) hold: Duration,
     pub(crate) arrivals: Arrivals,
     pub(crate) threads: usize,
+    /// Source addresses the clients are spread over.
     pub(crate) source_ips: u32,
+    /// The first of them (`--source-base`); `None`: 127.1.0.1 and up for an IPv4 loopback
+    /// server with `source_ips` > 1, else the family's any or loopback address.
+    pub(crate) source_base: Option<IpAddr>,
     pub(crate) seed: u64,
     pub(crate) rx_buffers: u16,
     /// Receive with UDP GRO: datagrams a server sent as one GSO send arrive as one buffer.
@@ -96,6 +100,23 @@ impl Plan {
         }
     }
 
+    /// The address client `global` binds to: the `global mod source_ips`-th address from
+    /// `source_base`, or without a base, as suits the server (several loopback addresses for an
+    /// IPv4 loopback server, else the unspecified address, or `::1` for an IPv6 server).
+    pub(crate) fn source_ip(&self, global: u64) -> IpAddr {
+        let k = global % u64::from(self.source_ips.max(1));
+        match (self.source_base, self.server.ip()) {
+            // In range: `plan` checked that the last address of the range exists.
+            (Some(base), _) => nth_address(base, k).unwrap_or(base),
+            (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            // Spread clients over 127.1.0.1 and up, so that the server sees many addresses.
+            (None, IpAddr::V4(server)) if self.source_ips > 1 && server.is_loopback() => {
+                IpAddr::V4(Ipv4Addr::from(0x7f01_0001u32 + k as u32))
+            }
+            (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+
     /// The filename of a miss: PXELINUX's search order for a client (MAC, then its IP address
     /// in hex shortened one digit at a time).
     pub(crate) fn miss_name(&self, client: u64, n: u32) -> String {
@@ -106,6 +127,17 @@ impl Plan {
         let hex = format!("{:08X}", 0x0a00_0000u32 | (client as u32 & 0x00ff_ffff));
         let keep = hex.len().saturating_sub(n as usize - 1).max(1);
         format!("pxelinux.cfg/{}", &hex[..keep])
+    }
+}
+
+/// The address `k` places after `base` in its family, or `None` past the family's last address.
+pub(crate) fn nth_address(base: IpAddr, k: u64) -> Option<IpAddr> {
+    match base {
+        IpAddr::V4(b) => {
+            let k = u32::try_from(k).ok()?;
+            u32::from(b).checked_add(k).map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+        }
+        IpAddr::V6(b) => u128::from(b).checked_add(u128::from(k)).map(|a| IpAddr::V6(Ipv6Addr::from(a))),
     }
 }
 
@@ -127,6 +159,7 @@ mod tests {
             arrivals: Arrivals::Closed { clients: 1, total: Some(1), duration: None },
             threads: 1,
             source_ips: 1,
+            source_base: None,
             seed: 1,
             rx_buffers: 64,
             gro: false,
@@ -154,5 +187,37 @@ mod tests {
         assert_eq!(p.miss_name(0x0102_0304, 0), "pxelinux.cfg/01-52-54-01-02-03-04");
         assert_eq!(p.miss_name(0x0102_0304, 1), "pxelinux.cfg/0A020304");
         assert_eq!(p.miss_name(0x0102_0304, 3), "pxelinux.cfg/0A0203");
+    }
+
+    #[test]
+    fn source_base_counts_up_in_either_family() {
+        let mut p = plan(Profile::Plain, 1, 0);
+        p.source_ips = 4;
+        p.source_base = Some("198.18.128.255".parse().unwrap());
+        let ips: Vec<String> = (0..5).map(|g| p.source_ip(g).to_string()).collect();
+        assert_eq!(ips, ["198.18.128.255", "198.18.129.0", "198.18.129.1", "198.18.129.2", "198.18.128.255"]);
+        p.source_base = Some("fd00::ffff".parse().unwrap());
+        assert_eq!(p.source_ip(1).to_string(), "fd00::1:0");
+        // Whatever the server: a base applies to a non-loopback server too.
+        p.server = "198.18.0.1:69".parse().unwrap();
+        p.source_base = Some("127.2.0.1".parse().unwrap());
+        assert_eq!(p.source_ip(3).to_string(), "127.2.0.4");
+    }
+
+    #[test]
+    fn source_range_past_the_family_is_none() {
+        assert_eq!(nth_address("255.255.255.254".parse().unwrap(), 1), Some("255.255.255.255".parse().unwrap()));
+        assert_eq!(nth_address("255.255.255.254".parse().unwrap(), 2), None);
+        assert_eq!(nth_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(), 1), None);
+    }
+
+    #[test]
+    fn without_a_base_loopback_spread_stays() {
+        let mut p = plan(Profile::Plain, 1, 0);
+        assert_eq!(p.source_ip(7).to_string(), "0.0.0.0");
+        p.source_ips = 3;
+        assert_eq!(p.source_ip(4).to_string(), "127.1.0.2");
+        p.server = "[::1]:69".parse().unwrap();
+        assert_eq!(p.source_ip(4).to_string(), "::1");
     }
 }

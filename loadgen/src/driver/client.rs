@@ -1,7 +1,7 @@
 //! The per-client slots: each client's socket, timer link and session, the step in progress
 //! and the dispatch over its state machine (a download or an upload).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 
 use bootstorm::proto::{ClientOutcome, ReadClient, Timestamp, WriteClient};
 use bootstorm::sys::sockopt;
@@ -116,18 +116,10 @@ impl Links for Clients {
     }
 }
 
-/// Client `global`'s socket: non-blocking, bound to an ephemeral port on a source address
-/// that suits the server's (several loopback addresses with `--source-ips`), with GRO if asked.
+/// Client `global`'s socket: non-blocking, bound to an ephemeral port on the source address
+/// [`Plan::source_ip`] gives it, with GRO if asked.
 pub(super) fn client_socket(plan: &Plan, global: u64) -> std::io::Result<UdpSocket> {
-    let ip = match plan.server.ip() {
-        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        IpAddr::V4(server) if plan.source_ips > 1 && server.is_loopback() => {
-            // Spread clients over 127.1.0.1 and up, so that the server sees many addresses.
-            IpAddr::V4(Ipv4Addr::from(0x7f01_0001u32 + (global % u64::from(plan.source_ips)) as u32))
-        }
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    };
-    let s = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    let s = UdpSocket::bind(SocketAddr::new(plan.source_ip(global), 0))?;
     s.set_nonblocking(true)?;
     if plan.gro {
         sockopt::enable_udp_gro(&s)?;

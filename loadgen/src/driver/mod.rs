@@ -142,7 +142,8 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
     let mut clients = Vec::with_capacity(count as usize);
     for i in 0..count {
         let global = i * plan.threads as u64 + thread as u64;
-        let sock = client_socket(plan, global).with_context(|| format!("client socket {global}"))?;
+        let sock = client_socket(plan, global)
+            .with_context(|| format!("client socket {global} on {} (is the address local?)", plan.source_ip(global)))?;
         let start_at = match plan.arrivals {
             Arrivals::Storm { total, ramp } => {
                 Some(Timestamp::from_micros(ramp.as_micros() as u64 * global / total.max(1)))

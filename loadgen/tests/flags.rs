@@ -1,0 +1,74 @@
+//! The load generator's scale-out flags against a scripted server: source addresses from a
+//! base (`--source-base`), restarts of failed transfers (`--session-retries`) and one port for
+//! every request of a client (`--reuse-port`), with what the report says of each.
+
+mod fake;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::process::Command;
+
+use fake::{Answer, FakeServer};
+
+/// A two-block file, so that its last DATA is block 2.
+fn two_blocks() -> Vec<u8> {
+    (0..700u32).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// Runs the load generator against `server` with `args` (verifying against `dir`); returns its
+/// exit status and its JSON report.
+fn loadgen(server: &FakeServer, dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--server", &server.addr.to_string(), "--verify", dir.to_str().unwrap(), "--json"])
+        .args(["--client-timeout", "200", "--retries", "2"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("loadgen {args:?}: {e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// A directory holding `files`, for `--verify`.
+fn dir_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in files {
+        std::fs::write(dir.path().join(name), data).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn source_base_spreads_clients_over_consecutive_addresses() {
+    let data = two_blocks();
+    let files = [("boot", &data[..])];
+    let dir = dir_with(&files);
+    let s = FakeServer::start(&files, |_| Answer::Serve);
+    let (code, r) = loadgen(
+        &s,
+        dir.path(),
+        &["--file", "boot", "--clients", "8", "--transfers", "8", "--source-base", "127.2.0.1", "--source-ips", "4"],
+    );
+    assert_eq!((code, r["transfers_ok"].as_u64()), (0, Some(8)), "{r}");
+    assert!(s.requests().iter().all(|q| q.file == "boot"));
+    let sources: BTreeSet<IpAddr> = s.requests().iter().map(|q| q.from.ip()).collect();
+    let want: BTreeSet<IpAddr> = (1..=4).map(|i| format!("127.2.0.{i}").parse().unwrap()).collect();
+    assert_eq!(sources, want);
+}
+
+#[test]
+fn source_base_refuses_a_range_past_the_family_or_of_the_other_family() {
+    for (base, n, server, why) in [
+        ("255.255.255.254", "3", "127.0.0.1:69", "runs past the last address"),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "3", "[::1]:69", "runs past the last address"),
+        ("::1", "1", "127.0.0.1:69", "different address families"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["--server", server, "--file", "f", "--source-base", base, "--source-ips", n])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{base} x {n}: {err}");
+    }
+}
