@@ -146,6 +146,15 @@ struct RunArgs {
     /// Client retransmissions before giving up.
     #[arg(long, default_value_t = 5)]
     retries: u8,
+    /// Restarts a session may make, as PXE firmware does: a transfer that fails (timeout after
+    /// --retries, an ERROR other than a configured miss's file-not-found, a protocol violation,
+    /// wrong or missing bytes) starts again, same file, from a new port on the same address,
+    /// after --retry-pause; the session fails when its restarts are spent.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    session_retries: u32,
+    /// Pause before a restart (--session-retries), milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    retry_pause: u64,
     /// Firmware pattern to follow.
     #[arg(long, value_enum, default_value_t = Profile::Plain)]
     profile: Profile,
@@ -350,6 +359,8 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
         source_ips,
         source_base: a.source_base,
         seed: a.seed,
+        session_retries: a.session_retries,
+        retry_pause: Duration::from_millis(a.retry_pause),
         rx_buffers: if a.gro { a.rx_buffers.min(256) } else { a.rx_buffers },
         gro: a.gro,
     })

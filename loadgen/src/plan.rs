@@ -69,6 +69,10 @@ pub(crate) struct Plan {
     /// server with `source_ips` > 1, else the family's any or loopback address.
     pub(crate) source_base: Option<IpAddr>,
     pub(crate) seed: u64,
+    /// Restarts of a failed step a session may make (`--session-retries`).
+    pub(crate) session_retries: u32,
+    /// Pause before a restart.
+    pub(crate) retry_pause: Duration,
     pub(crate) rx_buffers: u16,
     /// Receive with UDP GRO: datagrams a server sent as one GSO send arrive as one buffer.
     pub(crate) gro: bool,
@@ -161,6 +165,8 @@ mod tests {
             source_ips: 1,
             source_base: None,
             seed: 1,
+            session_retries: 0,
+            retry_pause: Duration::ZERO,
             rx_buffers: 64,
             gro: false,
         }

@@ -17,6 +17,11 @@ pub(crate) struct Stats {
     pub(crate) misses: u64,
     pub(crate) retransmits: u64,
     pub(crate) dropped: u64,
+    /// Failed steps started again (`--session-retries`), in all and by cause.
+    pub(crate) restarts: u64,
+    pub(crate) restart_causes: BTreeMap<String, u64>,
+    /// Sessions that completed after at least one restart.
+    pub(crate) recovered: u64,
     /// Request to final block, completed transfers, microseconds.
     pub(crate) transfer: Histogram<u64>,
     /// Request to first DATA, microseconds.
@@ -44,6 +49,9 @@ impl Stats {
             misses: 0,
             retransmits: 0,
             dropped: 0,
+            restarts: 0,
+            restart_causes: BTreeMap::new(),
+            recovered: 0,
             transfer: histogram(),
             first_block: histogram(),
             session: histogram(),
@@ -52,6 +60,11 @@ impl Stats {
 
     pub(crate) fn fail(&mut self, cause: String) {
         *self.failed.entry(cause).or_default() += 1;
+    }
+
+    pub(crate) fn restart(&mut self, cause: String) {
+        self.restarts += 1;
+        *self.restart_causes.entry(cause).or_default() += 1;
     }
 
     pub(crate) fn transfer_done(&mut self, bytes: u64, total: Duration, first: Option<Duration>) {
@@ -79,6 +92,11 @@ impl Stats {
         self.misses += o.misses;
         self.retransmits += o.retransmits;
         self.dropped += o.dropped;
+        self.restarts += o.restarts;
+        for (k, v) in &o.restart_causes {
+            *self.restart_causes.entry(k.clone()).or_default() += v;
+        }
+        self.recovered += o.recovered;
         let _ = self.transfer.add(&o.transfer);
         let _ = self.first_block.add(&o.first_block);
         let _ = self.session.add(&o.session);
@@ -114,8 +132,17 @@ impl Percentiles {
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     pub(crate) transfers_ok: u64,
+    /// Sessions that failed for good (their restarts spent).
     pub(crate) transfers_failed: u64,
+    /// The final failures by cause: "timeout", "server error N", "protocol: ...", "wrong data",
+    /// "short file", "expected a miss, got the file".
     pub(crate) failures: BTreeMap<String, u64>,
+    /// Failed steps started again from a new port (`--session-retries`).
+    pub(crate) retried_transfers: u64,
+    /// Their causes, named as in `failures`.
+    pub(crate) retry_causes: BTreeMap<String, u64>,
+    /// Sessions that completed after at least one restart.
+    pub(crate) sessions_recovered: u64,
     pub(crate) sessions: u64,
     pub(crate) probes: u64,
     pub(crate) misses: u64,
@@ -146,6 +173,9 @@ impl Report {
             transfers_ok: s.ok,
             transfers_failed: s.failed.values().sum(),
             failures: s.failed.clone(),
+            retried_transfers: s.restarts,
+            retry_causes: s.restart_causes.clone(),
+            sessions_recovered: s.recovered,
             sessions: s.sessions,
             probes: s.probes,
             misses: s.misses,
@@ -171,7 +201,7 @@ impl Report {
             format!("p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}", x.p50, x.p90, x.p99, x.p999, x.max)
         };
         let mut s = format!(
-            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\ntransfer ms: {}\nfirst block ms: {}\n",
+            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered)\ntransfer ms: {}\nfirst block ms: {}\n",
             self.transfers_ok,
             self.transfers_failed,
             if self.failures.is_empty() { String::new() } else { format!(" {:?}", self.failures) },
@@ -185,6 +215,9 @@ impl Report {
             self.transfers_per_s,
             self.retransmits,
             self.dropped_on_purpose,
+            self.retried_transfers,
+            if self.retry_causes.is_empty() { String::new() } else { format!(" {:?}", self.retry_causes) },
+            self.sessions_recovered,
             p(&self.transfer_ms),
             p(&self.first_block_ms),
         );

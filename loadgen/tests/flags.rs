@@ -72,3 +72,76 @@ fn source_base_refuses_a_range_past_the_family_or_of_the_other_family() {
         assert!(!out.status.success() && err.contains(why), "{base} x {n}: {err}");
     }
 }
+
+#[test]
+fn session_retries_restart_a_refused_transfer_from_a_new_port() {
+    let data = two_blocks();
+    let files = [("boot", &data[..])];
+    let dir = dir_with(&files);
+    // ERROR 0 to the first request, the file to the second.
+    let s = FakeServer::start(&files, |n| if n == 0 { Answer::Refuse(0) } else { Answer::Serve });
+    let (code, r) = loadgen(&s, dir.path(), &["--file", "boot", "--session-retries", "2", "--retry-pause", "50"]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["transfers_failed"].as_u64()), (0, Some(1), Some(0)), "{r}");
+    assert_eq!((r["retried_transfers"].as_u64(), r["sessions_recovered"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!(r["retry_causes"]["server error 0"].as_u64(), Some(1), "{r}");
+    assert!(r["failures"].as_object().unwrap().is_empty(), "{r}");
+    let q = s.requests();
+    assert_eq!(q.len(), 2);
+    assert!(q[0].from.ip() == q[1].from.ip() && q[0].from.port() != q[1].from.port(), "{q:?}");
+}
+
+#[test]
+fn session_retries_restart_after_a_timeout_and_fail_once_spent() {
+    let data = two_blocks();
+    let files = [("boot", &data[..])];
+    let dir = dir_with(&files);
+    // Silent to the first three requests (one attempt: the request and its two retransmissions),
+    // then serving.
+    let s = FakeServer::start(&files, |n| if n < 3 { Answer::Silent } else { Answer::Serve });
+    let (code, r) = loadgen(&s, dir.path(), &["--file", "boot", "--session-retries", "1", "--retry-pause", "0"]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["sessions_recovered"].as_u64()), (0, Some(1), Some(1)), "{r}");
+    assert_eq!(r["retry_causes"]["timeout"].as_u64(), Some(1), "{r}");
+
+    // Refused every time: two attempts, then one final failure (and only one).
+    let s = FakeServer::start(&files, |_| Answer::Refuse(2));
+    let (code, r) = loadgen(&s, dir.path(), &["--file", "boot", "--session-retries", "1", "--retry-pause", "0"]);
+    assert_eq!((code, r["transfers_failed"].as_u64(), r["retried_transfers"].as_u64()), (2, Some(1), Some(1)), "{r}");
+    assert_eq!(r["failures"]["server error 2"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["sessions_recovered"].as_u64(), Some(0), "{r}");
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn session_retries_never_restart_an_expected_miss() {
+    let data = two_blocks();
+    let files = [("boot", &data[..])];
+    let dir = dir_with(&files);
+    // The configuration misses' ERROR 1 still counts as misses, never as restarts.
+    let s = FakeServer::start(&files, |_| Answer::Serve);
+    let (code, r) = loadgen(
+        &s,
+        dir.path(),
+        &["--profile", "pxelinux", "--misses", "2", "--file", "boot", "--storm", "20", "--session-retries", "1"],
+    );
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["misses"].as_u64()), (0, Some(20), Some(40)), "{r}");
+    assert_eq!(r["retried_transfers"].as_u64(), Some(0), "{r}");
+}
+
+#[test]
+fn session_retries_recover_a_whole_refused_storm() {
+    let data = two_blocks();
+    let files = [("boot", &data[..])];
+    let dir = dir_with(&files);
+    // The storm's 50 first requests refused, the restarts (300 ms later) served.
+    let s = FakeServer::start(&files, |n| if n < 50 { Answer::Refuse(0) } else { Answer::Serve });
+    let (code, r) = loadgen(
+        &s,
+        dir.path(),
+        &["--file", "boot", "--storm", "50", "--threads", "2", "--session-retries", "1", "--retry-pause", "300"],
+    );
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["sessions_recovered"].as_u64()), (0, Some(50), Some(50)), "{r}");
+    assert_eq!(r["retried_transfers"].as_u64(), Some(50), "{r}");
+    assert!(r["makespan_s"].as_f64().unwrap() >= 0.3, "{r}");
+    let ports: BTreeSet<u16> = s.requests().iter().map(|q| q.from.port()).collect();
+    assert_eq!(ports.len(), 100);
+}

@@ -77,6 +77,10 @@ pub(super) struct Session {
     pub(super) step: usize,
     /// The current step, between its start and its end.
     pub(super) run: Option<StepRun>,
+    /// Failed steps started again so far (`--session-retries`).
+    pub(super) restarts: u32,
+    /// When the failed step starts again, during the pause before a restart.
+    pub(super) restart_at: Option<Timestamp>,
 }
 
 impl Session {
@@ -96,6 +100,9 @@ pub(super) struct Client {
     pub(super) link: TimerLink,
     /// Whether a multishot receive is armed on the socket.
     pub(super) armed: bool,
+    /// The socket's generation: it counts the client's moves to a new port, so that the
+    /// completions of a left socket's receive are told apart.
+    pub(super) generation: u32,
     /// Storm arrival time of this client's session.
     pub(super) start_at: Option<Timestamp>,
     /// The session in progress, if any.

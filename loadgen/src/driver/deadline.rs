@@ -1,6 +1,6 @@
 //! Deadlines: what a client's timer does when it fires. Before a session it is the client's
-//! storm arrival; during a step it sends a held ACK whose time has come and lets the state
-//! machine retransmit or give up.
+//! storm arrival; between a failed step and its restart, the end of the pause; during a step
+//! it sends a held ACK whose time has come and lets the state machine retransmit or give up.
 
 use std::os::fd::AsRawFd;
 
@@ -23,7 +23,10 @@ impl Driver<'_> {
             return;
         }
         let fd = c.sock.as_raw_fd();
-        let Some(run) = c.session.as_mut().and_then(|s| s.run.as_mut()) else { return };
+        let Some(run) = c.session.as_mut().and_then(|s| s.run.as_mut()) else {
+            self.restart_step(idx, now);
+            return;
+        };
         if let Some((b, at)) = run.held
             && at <= now
         {

@@ -26,6 +26,7 @@ mod ring;
 mod session;
 mod transmit;
 
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
@@ -116,6 +117,11 @@ struct Driver<'p> {
     rearm: Vec<u32>,
     /// Where requests and errors are encoded before they are copied into a send slot.
     scratch: [u8; SEND_BUF],
+    /// Sockets clients left for a new port, closed once what was queued on them has been
+    /// submitted (until then their descriptor numbers must not be reused).
+    retired: Vec<UdpSocket>,
+    /// Cancelled receives of left sockets whose last completion has not come yet.
+    retiring: usize,
 }
 
 /// Runs thread `thread` of the plan to the end and returns what it measured.
@@ -155,6 +161,7 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
             sock,
             link: TimerLink::default(),
             armed: false,
+            generation: 0,
             start_at,
             session: None,
             previous_tid: None,
@@ -178,6 +185,8 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
         pending_starts: 0,
         rearm: Vec::new(),
         scratch: [0; SEND_BUF],
+        retired: Vec::new(),
+        retiring: 0,
     };
     for i in 0..d.clients.0.len() as u32 {
         d.arm_recv(i);
@@ -223,6 +232,9 @@ impl Driver<'_> {
                 .map_or(Duration::from_millis(50), |t| t.saturating_since(now))
                 .min(Duration::from_millis(50));
             submit_and_wait(&self.ring, wait).context("io_uring_enter")?;
+            if self.ring.submission().is_empty() {
+                self.retired.clear();
+            }
             let now = self.shared.now();
             self.reap(bufs, &mut cqes, now);
             while let Some(i) = self.rearm.pop() {

@@ -14,6 +14,7 @@ use io_uring::types;
 
 use super::Driver;
 use super::client::StepClient;
+use super::session::Failure;
 use crate::plan::Step;
 
 impl Driver<'_> {
@@ -85,7 +86,7 @@ impl Driver<'_> {
             if let Some(expect) = &self.plan.files[f].expect {
                 let end = offset as usize + data.len();
                 if expect.get(offset as usize..end) != Some(data) {
-                    self.finish_step(idx, Err("corrupt data".into()), now);
+                    self.finish_step(idx, Err(Failure::WrongData), now);
                     return;
                 }
             }

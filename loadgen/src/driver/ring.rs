@@ -2,8 +2,10 @@
 //! what comes out (send completions free their slot; receive completions hand their buffer on
 //! and re-arm a receive that ended), and the drain at the end of the thread.
 //!
-//! A completion's user data says what it is: the kind in the high 32 bits, the client or
-//! send-slot index in the low 32.
+//! A completion's user data says what it is: the kind in the high 8 bits, for a receive the
+//! generation of the client's socket in the next 24 (a client that moves to a new port cancels
+//! the old socket's receive, whose last completions still come), and the client or send-slot
+//! index in the low 32.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -18,11 +20,26 @@ use bootstorm::sys::uring::Drain;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Driver;
+use super::client::client_socket;
 
 /// User-data kind of a client's multishot receive.
 const KIND_RECV: u64 = 1;
 /// User-data kind of a send from a slot.
 const KIND_SEND: u64 = 2;
+/// User-data kind of a cancel (its own completion says nothing).
+const KIND_CANCEL: u64 = 3;
+/// Socket generations wrap at 24 bits.
+pub(super) const GEN_MASK: u32 = 0xff_ffff;
+
+/// The user data of client `idx`'s receive on the socket of generation `generation`.
+fn recv_data(idx: u32, generation: u32) -> u64 {
+    (KIND_RECV << 56) | (u64::from(generation & GEN_MASK) << 32) | u64::from(idx)
+}
+
+/// What a completion's user data says: kind, generation, index.
+fn split(user_data: u64) -> (u64, u32, u32) {
+    (user_data >> 56, (user_data >> 32) as u32 & GEN_MASK, user_data as u32)
+}
 /// Send slots per thread.
 pub(super) const SEND_SLOTS: usize = 4096;
 /// Bytes a send slot copies (requests, ACKs, errors, DATA headers).
@@ -63,14 +80,35 @@ impl Driver<'_> {
         unsafe { bootstorm::sys::uring::push(&mut self.ring, sqe) };
     }
 
-    /// Arms client `idx`'s multishot receive into the provided-buffer ring.
+    /// Arms client `idx`'s multishot receive into the provided-buffer ring, unless one is armed.
     pub(super) fn arm_recv(&mut self, idx: u32) {
-        let fd = self.clients.0[idx as usize].sock.as_raw_fd();
-        self.clients.0[idx as usize].armed = true;
-        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.msg, 0)
-            .build()
-            .user_data((KIND_RECV << 32) | u64::from(idx));
+        let c = &mut self.clients.0[idx as usize];
+        if c.armed {
+            return;
+        }
+        c.armed = true;
+        let (fd, generation) = (c.sock.as_raw_fd(), c.generation);
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.msg, 0).build().user_data(recv_data(idx, generation));
         self.push(&sqe);
+    }
+
+    /// Moves client `idx` to a new socket (a new port, on the same source address): the old
+    /// socket's receive is cancelled and the socket closed once what was queued on it has gone
+    /// to the kernel; the new one gets its receive.
+    pub(super) fn new_port(&mut self, idx: u32) -> std::io::Result<()> {
+        let c = &mut self.clients.0[idx as usize];
+        let sock = client_socket(self.plan, c.global)?;
+        let old = std::mem::replace(&mut c.sock, sock);
+        let cancel = c.armed.then(|| recv_data(idx, c.generation));
+        c.generation = c.generation.wrapping_add(1) & GEN_MASK;
+        c.armed = false;
+        self.retired.push(old);
+        if let Some(target) = cancel {
+            self.retiring += 1;
+            self.push(&opcode::AsyncCancel::new(target).build().user_data(KIND_CANCEL << 56));
+        }
+        self.arm_recv(idx);
+        Ok(())
     }
 
     /// Sends `bytes` (copied) from socket `fd` to `to`.
@@ -106,7 +144,7 @@ impl Driver<'_> {
         slot.msg.msg_iov = slot.iov.as_mut_ptr();
         slot.msg.msg_iovlen = if bytes.is_empty() { 1 } else { 2 };
         let sqe =
-            opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data((KIND_SEND << 32) | u64::from(slot_idx));
+            opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data((KIND_SEND << 56) | u64::from(slot_idx));
         self.push(&sqe);
     }
 
@@ -121,24 +159,35 @@ impl Driver<'_> {
                 break;
             }
             for c in cqes.iter() {
-                let kind = c.user_data() >> 32;
-                let idx = c.user_data() as u32;
-                if kind == KIND_SEND {
-                    self.sends[idx as usize].keep = None;
-                    self.free_sends.push(idx);
-                    continue;
+                let (kind, generation, idx) = split(c.user_data());
+                match kind {
+                    KIND_SEND => {
+                        self.sends[idx as usize].keep = None;
+                        self.free_sends.push(idx);
+                        continue;
+                    }
+                    KIND_RECV => {}
+                    _ => continue,
                 }
+                let current = self.clients.0[idx as usize].generation == generation;
                 let res = c.result();
                 if res >= 0
                     && let Some(bid) = cqueue::buffer_select(c.flags())
                 {
-                    let buf = bufs.get(bid, res as usize);
-                    self.on_recv_buffer(idx, buf, now);
+                    if current {
+                        let buf = bufs.get(bid, res as usize);
+                        self.on_recv_buffer(idx, buf, now);
+                    }
                     bufs.push(bid);
                 }
                 if !cqueue::more(c.flags()) {
-                    self.clients.0[idx as usize].armed = false;
-                    self.rearm.push(idx);
+                    if current {
+                        self.clients.0[idx as usize].armed = false;
+                        self.rearm.push(idx);
+                    } else {
+                        // The cancelled receive of a socket the client left.
+                        self.retiring -= 1;
+                    }
                 }
             }
             bufs.publish();
@@ -149,28 +198,35 @@ impl Driver<'_> {
     /// operation is left, so that nothing the kernel may still write to is freed.
     pub(super) fn drain(&mut self, bufs: &mut BufRing) {
         for i in 0..self.clients.0.len() {
-            if self.clients.0[i].armed {
-                let sqe = opcode::AsyncCancel::new((KIND_RECV << 32) | i as u64).build().user_data(0);
+            let c = &self.clients.0[i];
+            if c.armed {
+                let sqe =
+                    opcode::AsyncCancel::new(recv_data(i as u32, c.generation)).build().user_data(KIND_CANCEL << 56);
                 self.push(&sqe);
             }
         }
         let drain = Drain::new(Duration::from_secs(2), Duration::from_millis(10));
         loop {
-            let busy = self.free_sends.len() < SEND_SLOTS || self.clients.0.iter().any(|c| c.armed);
+            let busy =
+                self.free_sends.len() < SEND_SLOTS || self.retiring > 0 || self.clients.0.iter().any(|c| c.armed);
             if !busy || !drain.wait(&self.ring) {
                 return;
             }
             let cqes: Vec<cqueue::Entry> = self.ring.completion().collect();
             for c in cqes {
-                let idx = c.user_data() as u32;
-                match c.user_data() >> 32 {
+                let (kind, generation, idx) = split(c.user_data());
+                match kind {
                     KIND_SEND => self.free_sends.push(idx),
                     KIND_RECV => {
                         if let Some(bid) = cqueue::buffer_select(c.flags()) {
                             bufs.push(bid);
                         }
                         if !cqueue::more(c.flags()) {
-                            self.clients.0[idx as usize].armed = false;
+                            if self.clients.0[idx as usize].generation == generation {
+                                self.clients.0[idx as usize].armed = false;
+                            } else {
+                                self.retiring -= 1;
+                            }
                         }
                     }
                     _ => {}

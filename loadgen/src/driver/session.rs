@@ -1,10 +1,12 @@
 //! The session and step lifecycle of a client: a session starts (if the budget allows), runs
 //! the plan's steps one after the other, and ends; a finished step is judged (complete, a miss
-//! as expected, or a failure with its cause) and counted.
+//! as expected, or a failure with its cause) and counted. A failed step is started again from a
+//! new port after a pause, as PXE firmware does, while the session has restarts left
+//! (`--session-retries`); the session fails when they are spent.
 
 use std::sync::atomic::Ordering;
 
-use bootstorm::proto::{ClientOutcome, ErrorCode, ReadClient, Timestamp, WriteClient};
+use bootstorm::proto::{ClientOutcome, ErrorCode, ReadClient, Timestamp, Violation, WriteClient};
 
 use super::Driver;
 use super::client::{Session, StepClient, StepRun};
@@ -25,7 +27,8 @@ impl Driver<'_> {
             return;
         }
         self.active += 1;
-        self.clients.0[idx as usize].session = Some(Session { number, started: now, step: 0, run: None });
+        self.clients.0[idx as usize].session =
+            Some(Session { number, started: now, step: 0, run: None, restarts: 0, restart_at: None });
         self.begin_step(idx, now);
     }
 
@@ -33,7 +36,12 @@ impl Driver<'_> {
     fn begin_step(&mut self, idx: u32, now: Timestamp) {
         let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
         match self.plan.step(sess.step) {
-            None => self.end_session(idx, now),
+            None => {
+                if sess.restarts > 0 {
+                    self.stats.recovered += 1;
+                }
+                self.end_session(idx, now)
+            }
             Some(step) => {
                 let options = self.plan.options_for(step);
                 let client = match (step, self.plan.upload) {
@@ -62,8 +70,33 @@ impl Driver<'_> {
         }
     }
 
-    /// Ends the current step: `Ok(outcome)` from the client state machine, or `Err(cause)`.
-    pub(super) fn finish_step(&mut self, idx: u32, result: Result<ClientOutcome, String>, now: Timestamp) {
+    /// Starts the failed step of client `idx`'s session again, from a new port, once its pause
+    /// is over (the client's timer fired with no step in progress).
+    pub(super) fn restart_step(&mut self, idx: u32, now: Timestamp) {
+        let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
+        match sess.restart_at {
+            Some(at) if at <= now => sess.restart_at = None,
+            Some(at) => {
+                self.wheel.arm(&mut self.clients, idx, at);
+                return;
+            }
+            None => return,
+        }
+        match self.new_port(idx) {
+            Ok(()) => self.begin_step(idx, now),
+            Err(_) => self.fail_session(idx, Failure::NoSocket, now),
+        }
+    }
+
+    /// Counts client `idx`'s session as failed for `why`, and ends it.
+    fn fail_session(&mut self, idx: u32, why: Failure, now: Timestamp) {
+        self.stats.fail(why.key());
+        self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        self.end_session(idx, now);
+    }
+
+    /// Ends the current step: `Ok(outcome)` from the client state machine, or `Err(why)`.
+    pub(super) fn finish_step(&mut self, idx: u32, result: Result<ClientOutcome, Failure>, now: Timestamp) {
         let client = &mut self.clients.0[idx as usize];
         let Some(sess) = client.session.as_mut() else { return };
         let Some(run) = sess.run.take() else { return };
@@ -80,7 +113,7 @@ impl Driver<'_> {
                     self.shared.bytes.fetch_add(size, Ordering::Relaxed);
                     None
                 } else if expect.is_some_and(|len| len != run.received) {
-                    Some(format!("short file ({} of {} bytes)", run.received, expect.unwrap_or(0)))
+                    Some(Failure::ShortFile)
                 } else {
                     let first = run.client.first_data().map(|t| t.saturating_since(run.started));
                     self.stats.transfer_done(run.received, now.saturating_since(run.started), first);
@@ -97,22 +130,66 @@ impl Driver<'_> {
                 self.stats.probes += 1;
                 None
             }
-            (Step::Miss(_), Ok(ClientOutcome::Complete)) => Some("expected a miss, got the file".into()),
-            (_, Ok(ClientOutcome::ServerError(code))) => Some(format!("server error {}", code.0)),
-            (_, Ok(ClientOutcome::TimedOut)) => Some("timeout".into()),
-            (_, Ok(ClientOutcome::ProtocolError(why))) => Some(format!("protocol: {why}")),
-            (_, Err(cause)) => Some(cause),
+            (Step::Miss(_), Ok(ClientOutcome::Complete)) => Some(Failure::MissServed),
+            (_, Ok(ClientOutcome::ServerError(code))) => Some(Failure::ServerError(code)),
+            (_, Ok(ClientOutcome::TimedOut)) => Some(Failure::TimedOut),
+            (_, Ok(ClientOutcome::ProtocolError(why))) => Some(Failure::Protocol(why)),
+            (_, Err(why)) => Some(why),
         };
-        match failure {
-            None => {
-                sess.step += 1;
-                self.begin_step(idx, now);
-            }
-            Some(cause) => {
-                self.stats.fail(cause);
-                self.shared.failed.fetch_add(1, Ordering::Relaxed);
-                self.end_session(idx, now);
-            }
+        let Some(why) = failure else {
+            sess.step += 1;
+            self.begin_step(idx, now);
+            return;
+        };
+        if !why.restartable() || sess.restarts >= self.plan.session_retries {
+            self.fail_session(idx, why, now);
+            return;
+        }
+        sess.restarts += 1;
+        let at = now + self.plan.retry_pause;
+        sess.restart_at = Some(at);
+        self.stats.restart(why.key());
+        self.wheel.cancel(&mut self.clients, idx);
+        self.wheel.arm(&mut self.clients, idx, at);
+    }
+}
+
+/// Why a step failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The server went silent (after the client's retransmissions).
+    TimedOut,
+    /// An ERROR answer, other than the file-not-found a configured miss expects.
+    ServerError(ErrorCode),
+    /// The server broke the protocol (the client answered with an ERROR).
+    Protocol(Violation),
+    /// DATA whose bytes differ from the file's (`--verify`).
+    WrongData,
+    /// The transfer ended before the file's last byte (`--verify`).
+    ShortFile,
+    /// A configuration-file miss was served a file: the server's tree, not the transfer, is
+    /// wrong, so it is not started again.
+    MissServed,
+    /// No new socket for a restart.
+    NoSocket,
+}
+
+impl Failure {
+    /// Whether a session's restart (`--session-retries`) may recover from it.
+    fn restartable(self) -> bool {
+        !matches!(self, Self::MissServed | Self::NoSocket)
+    }
+
+    /// How the report names it: the key of the `failures` and `restart_causes` counts.
+    fn key(self) -> String {
+        match self {
+            Self::TimedOut => "timeout".into(),
+            Self::ServerError(code) => format!("server error {}", code.0),
+            Self::Protocol(why) => format!("protocol: {why}"),
+            Self::WrongData => "wrong data".into(),
+            Self::ShortFile => "short file".into(),
+            Self::MissServed => "expected a miss, got the file".into(),
+            Self::NoSocket => "no socket for a restart".into(),
         }
     }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 /// What the server does with the n-th read request (counting from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[expect(dead_code, reason = "the scripts of later tests")]
 pub(crate) enum Answer {
     /// Send the file, 512-byte blocks, lock-step, from a new port.
     Serve,
