@@ -155,6 +155,20 @@ struct RunArgs {
     /// Pause before a restart (--session-retries), milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     retry_pause: u64,
+    /// Send every request of a client from one port, as some firmware does: every step of a
+    /// session and, closed loop, the client's next sessions (a restart, --session-retries, still
+    /// takes a new port, as firmware does after a failure). Without it each step has its own
+    /// port. A late packet of the previous transfer (a retransmitted last DATA, an ERROR 5
+    /// answering a duplicate ACK) can then arrive after the next request went out, and is not
+    /// hidden: the first answer to a request sets the transfer ID, whatever sent it; a
+    /// "wrong answer" (`wrong_answers` in the report) is an answer that provably belongs to
+    /// another transfer: DATA whose bytes differ from the file's (--verify compares every
+    /// byte), ERROR 5 as the first answer, or a first DATA other than block 1 (to a write
+    /// request: DATA, or ACK other than 0). A wrong answer is counted and its transfer fails
+    /// (restarted if --session-retries allows). Datagrams from a source other than the
+    /// transfer ID are ignored as RFC 1350 says, and counted as `stray_packets`.
+    #[arg(long)]
+    reuse_port: bool,
     /// Firmware pattern to follow.
     #[arg(long, value_enum, default_value_t = Profile::Plain)]
     profile: Profile,
@@ -361,6 +375,7 @@ fn plan(a: RunArgs) -> anyhow::Result<Plan> {
         seed: a.seed,
         session_retries: a.session_retries,
         retry_pause: Duration::from_millis(a.retry_pause),
+        reuse_port: a.reuse_port,
         rx_buffers: if a.gro { a.rx_buffers.min(256) } else { a.rx_buffers },
         gro: a.gro,
     })

@@ -73,6 +73,8 @@ pub(crate) struct Plan {
     pub(crate) session_retries: u32,
     /// Pause before a restart.
     pub(crate) retry_pause: Duration,
+    /// One port for every request of a client (`--reuse-port`), instead of one per step.
+    pub(crate) reuse_port: bool,
     pub(crate) rx_buffers: u16,
     /// Receive with UDP GRO: datagrams a server sent as one GSO send arrive as one buffer.
     pub(crate) gro: bool,
@@ -167,6 +169,7 @@ mod tests {
             seed: 1,
             session_retries: 0,
             retry_pause: Duration::ZERO,
+            reuse_port: false,
             rx_buffers: 64,
             gro: false,
         }

@@ -22,6 +22,10 @@ pub(crate) struct Stats {
     pub(crate) restart_causes: BTreeMap<String, u64>,
     /// Sessions that completed after at least one restart.
     pub(crate) recovered: u64,
+    /// Answers that provably belong to another transfer.
+    pub(crate) wrong_answers: u64,
+    /// Datagrams from a source other than the transfer's ID, or with no transfer running.
+    pub(crate) stray: u64,
     /// Request to final block, completed transfers, microseconds.
     pub(crate) transfer: Histogram<u64>,
     /// Request to first DATA, microseconds.
@@ -52,6 +56,8 @@ impl Stats {
             restarts: 0,
             restart_causes: BTreeMap::new(),
             recovered: 0,
+            wrong_answers: 0,
+            stray: 0,
             transfer: histogram(),
             first_block: histogram(),
             session: histogram(),
@@ -97,6 +103,8 @@ impl Stats {
             *self.restart_causes.entry(k.clone()).or_default() += v;
         }
         self.recovered += o.recovered;
+        self.wrong_answers += o.wrong_answers;
+        self.stray += o.stray;
         let _ = self.transfer.add(&o.transfer);
         let _ = self.first_block.add(&o.first_block);
         let _ = self.session.add(&o.session);
@@ -135,7 +143,8 @@ pub(crate) struct Report {
     /// Sessions that failed for good (their restarts spent).
     pub(crate) transfers_failed: u64,
     /// The final failures by cause: "timeout", "server error N", "protocol: ...", "wrong data",
-    /// "short file", "expected a miss, got the file".
+    /// "wrong answer: ERROR 5 first", "wrong answer: block out of place", "short file",
+    /// "expected a miss, got the file", "no socket".
     pub(crate) failures: BTreeMap<String, u64>,
     /// Failed steps started again from a new port (`--session-retries`).
     pub(crate) retried_transfers: u64,
@@ -143,6 +152,12 @@ pub(crate) struct Report {
     pub(crate) retry_causes: BTreeMap<String, u64>,
     /// Sessions that completed after at least one restart.
     pub(crate) sessions_recovered: u64,
+    /// Answers taken as (or rejected as not being) the answer to the current request that
+    /// provably belong to another transfer (see `--reuse-port`); each failed its transfer.
+    pub(crate) wrong_answers: u64,
+    /// Datagrams from a source other than the transfer's ID, or to a client with no transfer
+    /// running: ignored.
+    pub(crate) stray_packets: u64,
     pub(crate) sessions: u64,
     pub(crate) probes: u64,
     pub(crate) misses: u64,
@@ -176,6 +191,8 @@ impl Report {
             retried_transfers: s.restarts,
             retry_causes: s.restart_causes.clone(),
             sessions_recovered: s.recovered,
+            wrong_answers: s.wrong_answers,
+            stray_packets: s.stray,
             sessions: s.sessions,
             probes: s.probes,
             misses: s.misses,
@@ -201,7 +218,7 @@ impl Report {
             format!("p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}", x.p50, x.p90, x.p99, x.p999, x.max)
         };
         let mut s = format!(
-            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered)\ntransfer ms: {}\nfirst block ms: {}\n",
+            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered); wrong answers: {}, stray packets: {}\ntransfer ms: {}\nfirst block ms: {}\n",
             self.transfers_ok,
             self.transfers_failed,
             if self.failures.is_empty() { String::new() } else { format!(" {:?}", self.failures) },
@@ -218,6 +235,8 @@ impl Report {
             self.retried_transfers,
             if self.retry_causes.is_empty() { String::new() } else { format!(" {:?}", self.retry_causes) },
             self.sessions_recovered,
+            self.wrong_answers,
+            self.stray_packets,
             p(&self.transfer_ms),
             p(&self.first_block_ms),
         );

@@ -145,3 +145,69 @@ fn session_retries_recover_a_whole_refused_storm() {
     let ports: BTreeSet<u16> = s.requests().iter().map(|q| q.from.port()).collect();
     assert_eq!(ports.len(), 100);
 }
+
+/// Three files for the one-port tests: a one-block configuration file and two two-block files.
+fn three_files() -> [(&'static str, Vec<u8>); 3] {
+    let data = two_blocks();
+    [("cfg", data[..100].to_vec()), ("boot", data.clone()), ("kernel", data.iter().rev().copied().collect())]
+}
+
+/// Runs a session fetching `names` against a server that answers the second request with
+/// `stale` first; returns the exit status, the report and the requests the server saw.
+fn stale_run(names: [&str; 2], stale: Answer, extra: &[&str]) -> (i32, serde_json::Value, Vec<fake::Request>) {
+    let files = three_files();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, &d[..])).collect();
+    let dir = dir_with(&files);
+    let s = FakeServer::start(&files, move |n| if n == 1 { stale } else { Answer::Serve });
+    let mut args = vec!["--file", names[0], "--file", names[1], "--retry-pause", "100"];
+    args.extend_from_slice(extra);
+    let (code, r) = loadgen(&s, dir.path(), &args);
+    (code, r, s.requests())
+}
+
+#[test]
+fn reuse_port_counts_a_stale_last_data_as_a_wrong_answer() {
+    // One port: the previous transfer's block 2 comes first, and is taken and found wrong.
+    let (code, r, q) = stale_run(["boot", "kernel"], Answer::StaleData, &["--reuse-port", "--session-retries", "1"]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(2), Some(1)), "{r}");
+    assert_eq!(r["retry_causes"]["wrong answer: block out of place"].as_u64(), Some(1), "{r}");
+    assert_eq!((r["retried_transfers"].as_u64(), r["sessions_recovered"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!(q.len(), 3);
+    // Both files of the session from one port; the restart from another.
+    assert!(q[0].from == q[1].from && q[2].from.ip() == q[1].from.ip() && q[2].from != q[1].from, "{q:?}");
+
+    // Without restarts the session fails for it.
+    let (code, r, _) = stale_run(["boot", "kernel"], Answer::StaleData, &["--reuse-port"]);
+    assert_eq!((code, r["transfers_failed"].as_u64(), r["wrong_answers"].as_u64()), (2, Some(1), Some(1)), "{r}");
+    assert_eq!(r["failures"]["wrong answer: block out of place"].as_u64(), Some(1), "{r}");
+
+    // A port per step: the stale DATA goes to the previous step's port, closed by now.
+    let (code, r, q) = stale_run(["boot", "kernel"], Answer::StaleData, &[]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(2), Some(0)), "{r}");
+    assert!(q.len() == 2 && q[0].from.ip() == q[1].from.ip() && q[0].from != q[1].from, "{q:?}");
+}
+
+#[test]
+fn reuse_port_counts_a_first_error_5_and_wrong_bytes() {
+    let (code, r, _) =
+        stale_run(["boot", "kernel"], Answer::StaleError(5), &["--reuse-port", "--session-retries", "1"]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(2), Some(1)), "{r}");
+    assert_eq!(r["retry_causes"]["wrong answer: ERROR 5 first"].as_u64(), Some(1), "{r}");
+
+    // The previous file's only block is block 1, as the next file's first is: the bytes tell.
+    let (code, r, _) = stale_run(["cfg", "kernel"], Answer::StaleData, &["--reuse-port", "--session-retries", "1"]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(2), Some(1)), "{r}");
+    assert_eq!(r["retry_causes"]["wrong data"].as_u64(), Some(1), "{r}");
+}
+
+#[test]
+fn reuse_port_keeps_the_port_across_closed_loop_sessions() {
+    let data = two_blocks();
+    let files = [("boot", &data[..])];
+    let dir = dir_with(&files);
+    let s = FakeServer::start(&files, |_| Answer::Serve);
+    let (code, r) = loadgen(&s, dir.path(), &["--file", "boot", "--clients", "2", "--transfers", "6", "--reuse-port"]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(6), Some(0)), "{r}");
+    let ports: BTreeSet<u16> = s.requests().iter().map(|q| q.from.port()).collect();
+    assert_eq!(ports.len(), 2, "{:?}", s.requests());
+}

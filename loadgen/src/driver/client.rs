@@ -83,18 +83,12 @@ pub(super) struct Session {
     pub(super) restart_at: Option<Timestamp>,
 }
 
-impl Session {
-    /// Whether a step is in progress that has not yet heard from the server.
-    pub(super) fn awaits_tid(&self) -> bool {
-        self.run.as_ref().is_some_and(|r| r.tid.is_none())
-    }
-}
-
 /// One client: its socket and what it is doing.
 pub(super) struct Client {
     /// The client's number across all threads.
     pub(super) global: u64,
-    /// The client's own socket (its own port), used for every step and session.
+    /// The client's socket: a new one (a new port) for each step, or with `--reuse-port` one
+    /// for every step and session; a restart (`--session-retries`) always takes a new one.
     pub(super) sock: UdpSocket,
     /// The client's place in the timer wheel.
     pub(super) link: TimerLink,
@@ -107,11 +101,9 @@ pub(super) struct Client {
     pub(super) start_at: Option<Timestamp>,
     /// The session in progress, if any.
     pub(super) session: Option<Session>,
-    /// The server port of the client's previous transfer. The client reuses its own port for
-    /// every step and session, so a late retransmission of the previous transfer's last block
-    /// can arrive before the next transfer's first answer; it must not be taken for the new
-    /// transfer's ID.
-    pub(super) previous_tid: Option<SocketAddr>,
+    /// Whether the socket has carried a request: without `--reuse-port`, the next step moves
+    /// to a new port.
+    pub(super) carried: bool,
 }
 
 /// The thread's clients, by index; the timer wheel reaches their links through [`Links`].

@@ -14,7 +14,7 @@ use io_uring::types;
 
 use super::Driver;
 use super::client::StepClient;
-use super::session::Failure;
+use super::session::{Failure, WrongAnswer};
 use crate::plan::Step;
 
 impl Driver<'_> {
@@ -40,23 +40,31 @@ impl Driver<'_> {
         }
     }
 
-    /// Handles one datagram `payload` from `from` to client `idx`.
+    /// Handles one datagram `payload` from `from` to client `idx`. The first answer to a
+    /// request sets the transfer ID; datagrams from another source are strays (counted, else
+    /// ignored, as RFC 1350 says). A first answer that provably belongs to another transfer,
+    /// or DATA whose bytes differ from the file's, is a wrong answer: counted, and the step
+    /// fails.
     fn on_datagram(&mut self, idx: u32, from: SocketAddr, payload: &[u8], now: Timestamp) {
         let cfg = self.plan.client;
         let client = &mut self.clients.0[idx as usize];
         let fd = client.sock.as_raw_fd();
-        let previous = client.previous_tid;
-        let Some(sess) = client.session.as_mut() else { return };
-        // Answers from the listening port itself (refusals, --single-port) are always welcome.
-        if sess.awaits_tid() && previous == Some(from) && from != self.plan.server {
+        let Some(run) = client.session.as_mut().and_then(|s| s.run.as_mut()) else {
+            self.stats.stray += 1;
             return;
-        }
-        let Some(run) = sess.run.as_mut() else { return };
+        };
+        let first = run.tid.is_none();
         let tid = *run.tid.get_or_insert(from);
         if from != tid {
+            self.stats.stray += 1;
             return;
         }
         let Ok(p) = Packet::decode(payload) else { return };
+        if first && let Some(wrong) = wrong_first_answer(&p, self.plan.upload && matches!(run.step, Step::Fetch(_))) {
+            self.stats.wrong_answers += 1;
+            self.finish_step(idx, Err(Failure::WrongAnswer(wrong)), now);
+            return;
+        }
         match (run.step, p) {
             (Step::Probe(_), Packet::Oack(_) | Packet::Data { .. }) => {
                 // EDK2 reads the size from the OACK and aborts.
@@ -86,6 +94,7 @@ impl Driver<'_> {
             if let Some(expect) = &self.plan.files[f].expect {
                 let end = offset as usize + data.len();
                 if expect.get(offset as usize..end) != Some(data) {
+                    self.stats.wrong_answers += 1;
                     self.finish_step(idx, Err(Failure::WrongData), now);
                     return;
                 }
@@ -93,5 +102,18 @@ impl Driver<'_> {
             run.received += data.len() as u64;
         }
         self.pump(idx, now);
+    }
+}
+
+/// Whether `p`, the first answer to a request (a write request if `write`), provably belongs to
+/// another transfer: ERROR 5, which no request is answered with; a DATA other than block 1 to a
+/// read (a server that ignores the options starts at block 1, one that takes them sends an OACK
+/// first); a DATA, or an ACK other than ACK 0, to a write.
+fn wrong_first_answer(p: &Packet<'_>, write: bool) -> Option<WrongAnswer> {
+    match *p {
+        Packet::Error { code: ErrorCode::UNKNOWN_TID, .. } => Some(WrongAnswer::UnknownTid),
+        Packet::Data { block, .. } if write || block != 1 => Some(WrongAnswer::Misplaced),
+        Packet::Ack { block } if write && block != 0 => Some(WrongAnswer::Misplaced),
+        _ => None,
     }
 }

@@ -102,6 +102,7 @@ impl Driver<'_> {
         let cancel = c.armed.then(|| recv_data(idx, c.generation));
         c.generation = c.generation.wrapping_add(1) & GEN_MASK;
         c.armed = false;
+        c.carried = false;
         self.retired.push(old);
         if let Some(target) = cancel {
             self.retiring += 1;

@@ -32,10 +32,23 @@ impl Driver<'_> {
         self.begin_step(idx, now);
     }
 
-    /// Begins the session's current step, or ends the session when no step is left.
+    /// Begins the session's current step (from a new port unless `--reuse-port`), or ends the
+    /// session when no step is left.
     fn begin_step(&mut self, idx: u32, now: Timestamp) {
-        let Some(sess) = self.clients.0[idx as usize].session.as_mut() else { return };
-        match self.plan.step(sess.step) {
+        let Some(sess) = self.clients.0[idx as usize].session.as_ref() else { return };
+        let step = self.plan.step(sess.step);
+        if step.is_some()
+            && self.clients.0[idx as usize].carried
+            && !self.plan.reuse_port
+            && self.new_port(idx).is_err()
+        {
+            self.fail_session(idx, Failure::NoSocket, now);
+            return;
+        }
+        let c = &mut self.clients.0[idx as usize];
+        let Some(sess) = c.session.as_mut() else { return };
+        c.carried |= step.is_some();
+        match step {
             None => {
                 if sess.restarts > 0 {
                     self.stats.recovered += 1;
@@ -100,7 +113,6 @@ impl Driver<'_> {
         let client = &mut self.clients.0[idx as usize];
         let Some(sess) = client.session.as_mut() else { return };
         let Some(run) = sess.run.take() else { return };
-        client.previous_tid = run.tid.or(client.previous_tid);
         self.stats.retransmits += u64::from(run.client.retransmits());
         let failure = match (run.step, result) {
             (Step::Fetch(f), Ok(ClientOutcome::Complete)) => {
@@ -167,10 +179,12 @@ pub(super) enum Failure {
     WrongData,
     /// The transfer ended before the file's last byte (`--verify`).
     ShortFile,
+    /// An answer that provably belongs to another transfer (see `--reuse-port`).
+    WrongAnswer(WrongAnswer),
     /// A configuration-file miss was served a file: the server's tree, not the transfer, is
     /// wrong, so it is not started again.
     MissServed,
-    /// No new socket for a restart.
+    /// No new socket for the next step or a restart.
     NoSocket,
 }
 
@@ -187,9 +201,22 @@ impl Failure {
             Self::ServerError(code) => format!("server error {}", code.0),
             Self::Protocol(why) => format!("protocol: {why}"),
             Self::WrongData => "wrong data".into(),
+            Self::WrongAnswer(WrongAnswer::UnknownTid) => "wrong answer: ERROR 5 first".into(),
+            Self::WrongAnswer(WrongAnswer::Misplaced) => "wrong answer: block out of place".into(),
             Self::ShortFile => "short file".into(),
             Self::MissServed => "expected a miss, got the file".into(),
-            Self::NoSocket => "no socket for a restart".into(),
+            Self::NoSocket => "no socket".into(),
         }
     }
+}
+
+/// An answer to a request that provably belongs to another transfer, besides DATA whose bytes
+/// differ from the file's ([`Failure::WrongData`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WrongAnswer {
+    /// ERROR 5 (unknown transfer ID) as the first answer: a request is never answered so.
+    UnknownTid,
+    /// As the first answer, a DATA other than block 1 to a read request, or a DATA or an ACK
+    /// other than ACK 0 to a write request.
+    Misplaced,
 }

@@ -22,7 +22,10 @@ pub(crate) enum Answer {
     Silent,
     /// The previous transfer's last DATA again, from its port to its client; then, 50 ms
     /// later, serve this request.
-    StaleFirst,
+    StaleData,
+    /// ERROR with this code from the previous transfer's port to its client (as a server
+    /// answers a duplicate ACK of a finished transfer); then, 50 ms later, serve this request.
+    StaleError(u16),
 }
 
 /// A read request as the server saw it.
@@ -112,14 +115,18 @@ fn listen(sock: &UdpSocket, sh: &Arc<Shared>, script: &dyn Fn(usize) -> Answer) 
             (_, None) => {
                 let _ = sock.send_to(&error(1, "File not found"), from);
             }
-            (Answer::Serve | Answer::StaleFirst, Some(data)) => {
+            (Answer::Serve | Answer::StaleData | Answer::StaleError(_), Some(data)) => {
                 let sh = Arc::clone(sh);
                 transfers.push(std::thread::spawn(move || {
-                    if answer == Answer::StaleFirst {
-                        let last = sh.last.lock().unwrap().clone();
-                        if let Some((old, client, packet)) = last {
-                            let _ = old.send_to(&packet, client);
+                    let last = sh.last.lock().unwrap().clone();
+                    if let Some((old, client, packet)) = last {
+                        match answer {
+                            Answer::StaleData => drop(old.send_to(&packet, client)),
+                            Answer::StaleError(code) => drop(old.send_to(&error(code, "Unknown transfer ID"), client)),
+                            _ => {}
                         }
+                    }
+                    if answer != Answer::Serve {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     serve(&sh, from, &data);
