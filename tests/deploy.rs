@@ -364,3 +364,109 @@ fn the_probes_pass_against_a_server_run_as_the_workload_runs_it() {
         assert!(status.success(), "{kind}: {log}");
     }
 }
+
+/// Whether the tests may run processes as other users in network namespaces of their own, with
+/// the tools that needs; `cannot_run` otherwise.
+fn can_run_as_pod() -> bool {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        cannot_run("needs root (network namespaces, other users)");
+        return false;
+    }
+    for tool in ["unshare", "setpriv", "setcap", "timeout"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            cannot_run(&format!("{tool} missing"));
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs `program` with the workload's command line the way its security context has the
+/// runtime start it, in a network namespace of its own listening on 127.0.0.1:69 for two
+/// seconds: as the pod's uid and gid, the bounding set `bounding` (the capabilities added),
+/// `no_new_privs` (allowPrivilegeEscalation: false) and the pod's sysctls. `setpriv` stands in for
+/// the runtime: like runc, it sets the ids and the bounding set keeping the permitted
+/// capabilities, then execs the command. `shell` puts `sh -c` in between. Exit code and output.
+fn run_as_pod(w: &Workload, program: &Path, config: &Path, bounding: &str, shell: bool) -> (Option<i32>, String) {
+    let sc = &w.pod()["securityContext"];
+    let (uid, gid) = (sc["runAsUser"].as_u64().unwrap(), sc["runAsGroup"].as_u64().unwrap());
+    let mut setup = String::from("ip link set lo up");
+    for s in sc["sysctls"].as_array().into_iter().flatten() {
+        let (name, value) = (s["name"].as_str().unwrap(), s["value"].as_str().unwrap());
+        setup += &format!(" && echo {value} > /proc/sys/{}", name.replace('.', "/"));
+    }
+    let mut nnp = "";
+    if w.container["securityContext"]["allowPrivilegeEscalation"] == false {
+        nnp = "--no-new-privs";
+    }
+    let mut cmd = format!("{} --config {}", program.display(), config.display());
+    for f in w.flags() {
+        cmd += &format!(" {f}");
+    }
+    cmd += " --listen 127.0.0.1:69 --workers 1 --metrics 127.0.0.1:0";
+    if shell {
+        cmd = format!("sh -c '{cmd}'");
+    }
+    let script = format!(
+        "{setup} && exec timeout -s TERM 2 setpriv --reuid {uid} --regid {gid} --clear-groups --inh-caps=-all \
+         {nnp} --bounding-set=-all{bounding} {cmd}"
+    );
+    run_code(Command::new("unshare").args(["-n", "sh", "-c", &script]), Duration::from_secs(20))
+}
+
+#[test]
+fn the_security_settings_let_each_workload_bind_port_69_as_the_kernel_applies_them() {
+    let Some(py) = python() else { return };
+    if !can_run_as_pod() {
+        return;
+    }
+    let docs = all_documents(py);
+    // The image's binary: CAP_NET_BIND_SERVICE as a file capability (Containerfile); and the
+    // same without it. In a directory the pod's user may enter, as the root and the config.
+    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    for d in [dir.path(), root.path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let config = config_file(&docs, root.path(), dir.path());
+    let with_cap = dir.path().join("bootstorm");
+    let plain = dir.path().join("bootstorm-plain");
+    std::fs::copy(bin(), &with_cap).unwrap();
+    std::fs::copy(bin(), &plain).unwrap();
+    let (ok, out) =
+        common::run(Command::new("setcap").arg("cap_net_bind_service=+ep").arg(&with_cap), Duration::from_secs(10));
+    assert!(ok, "setcap: {out}");
+
+    for w in Workload::both(&docs) {
+        let kind = w.kind;
+        let added: String = strings(&w.container["securityContext"]["capabilities"]["add"])
+            .iter()
+            .map(|c| format!(",+{}", c.to_lowercase()))
+            .collect();
+        // As the manifest has it: the server binds port 69.
+        let (_, out) = run_as_pod(&w, &with_cap, &config, &added, false);
+        assert!(out.contains("listening on 127.0.0.1:69"), "{kind}:\n{out}");
+        // Without the added capability the kernel does not run the image's binary at all.
+        let (code, out) = run_as_pod(&w, &with_cap, &config, "", false);
+        assert!(code != Some(124) && out.contains("Operation not permitted"), "{kind}: {code:?}\n{out}");
+        match kind {
+            // On the node's network the file capability is what binds port 69: run through a
+            // shell, under no_new_privs, the binary does not get it.
+            "DaemonSet" => {
+                let (_, out) = run_as_pod(&w, &with_cap, &config, &added, true);
+                assert!(out.contains("port 69 needs root or CAP_NET_BIND_SERVICE"), "{kind}:\n{out}");
+            }
+            // In its own network namespace the sysctl binds it, even without the file capability.
+            _ => {
+                let (_, out) = run_as_pod(&w, &plain, &config, &added, false);
+                assert!(out.contains("listening on 127.0.0.1:69"), "{kind}:\n{out}");
+            }
+        }
+    }
+}
