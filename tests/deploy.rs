@@ -16,10 +16,17 @@
 //! - every liveness and readiness probe command, run as written against a real bootstorm started
 //!   with the workload's command line and the ConfigMap's file (the probe's `127.0.0.1:69`
 //!   moved to the test server's port), exits 0, and exits 1 once the probed file is gone; the
-//!   probe's own time limit fits in the probe's `timeoutSeconds`.
+//!   probe's own time limit fits in the probe's `timeoutSeconds`;
+//! - as root: each workload's command, run the way its security context has the runtime start it
+//!   (`setpriv` in a network namespace of the test's: the pod's uid and gid, the added
+//!   capabilities as the bounding set, `no_new_privs`, the pod's sysctls) with a copy of the
+//!   binary carrying the image's file capability, binds port 69; without the added capability
+//!   the kernel does not run the binary; the DaemonSet's through a shell cannot bind (the file
+//!   capability is lost under `no_new_privs`), the Deployment's binds by its sysctl alone.
 //!
 //! Needs python3 with the `kubernetes_validate` module (scripts/test.sh installs it; it brings
-//! PyYAML, which reads the manifests here). Traffic goes only to 127.0.0.1.
+//! PyYAML, which reads the manifests here), and for the last part root, `unshare`, `setpriv` and
+//! `setcap`. Traffic goes only to 127.0.0.1.
 
 mod common;
 
