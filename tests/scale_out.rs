@@ -18,6 +18,10 @@
 //!    port (as PXE firmware does) all boot. An instance withdrawn and then sent SIGTERM
 //!    finishes its transfers in flight and exits.
 //!
+//! The clients behave as PXE firmware does: each file from a new UDP port, every answer taken
+//! only from the address asked (the client namespace drops and counts the others), and in the
+//! failover set-ups a failed transfer started again from a new port.
+//!
 //! Every set-up prints one row of numbers (makespan, transfers ok and failed, transfers
 //! restarted, transfers per instance, datagrams from an address other than the VIP) on
 //! standard error: `cargo test --test scale_out -- --nocapture`.
@@ -62,7 +66,7 @@ fn ready() -> Option<tempfile::TempDir> {
     };
     let help = Command::new(loadgen).args(["run", "--help"]).output().map(|o| o.stdout).unwrap_or_default();
     let help = String::from_utf8_lossy(&help);
-    for flag in ["--source-base", "--session-retries"] {
+    for flag in ["--source-base", "--session-retries", "--reuse-port"] {
         if !help.contains(flag) {
             common::cannot_run(&format!("the load generator has no {flag}"));
             return None;

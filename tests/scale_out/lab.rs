@@ -399,11 +399,35 @@ impl Lab {
     pub(crate) fn withdraw(&mut self, k: usize) {
         self.members.retain(|&m| m != k);
         match self.balancer {
-            Balancer::Anycast { .. } => self.router.ip(&format!("nexthop del id {}", 10 + k)),
+            Balancer::Anycast { .. } => {
+                let before = self.buckets();
+                self.router.ip(&format!("nexthop del id {}", 10 + k));
+                let after = self.buckets();
+                let gone = 10 + k as u64;
+                assert_eq!(before.len(), after.len(), "the group keeps its buckets");
+                for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                    assert!(*a != gone, "bucket {i} still on the withdrawn nexthop");
+                    assert!(*b == gone || a == b, "bucket {i} moved from nexthop {b} to {a}: the others' flows moved");
+                }
+            }
             Balancer::Service { .. } => {
                 nft(&self.router, &format!("flush chain ip lb service\n{}", self.service_rule()));
             }
         }
+    }
+
+    /// The nexthop of each bucket of the resilient group, by bucket index.
+    fn buckets(&self) -> Vec<u64> {
+        let out = exec(&self.router, "ip", &["-j", "nexthop", "bucket", "show", "id", &GROUP.to_string()], "");
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let mut buckets: Vec<(u64, u64)> = list
+            .as_array()
+            .expect("a list of buckets")
+            .iter()
+            .map(|b| (b["bucket"]["index"].as_u64().unwrap(), b["bucket"]["nhid"].as_u64().unwrap()))
+            .collect();
+        buckets.sort_unstable();
+        buckets.into_iter().map(|(_, nh)| nh).collect()
     }
 
     /// Instance `k`.

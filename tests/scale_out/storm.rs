@@ -54,7 +54,7 @@ pub(crate) struct Storm {
 impl Storm {
     /// A thousand clients over two seconds, no restarts.
     pub(crate) const BASE: Self =
-        Self { clients: 1000, ramp: 2.0, timeout_ms: 1000, retries: 3, session_retries: 0, retry_pause_ms: 0 };
+        Self { clients: 1000, ramp: 2.0, timeout_ms: 1000, retries: 5, session_retries: 0, retry_pause_ms: 0 };
 
     /// Starts the load generator in `client` against the VIP, its files in `root`.
     pub(crate) fn start(self, client: &Netns, root: &Path) -> Running {
@@ -194,7 +194,7 @@ impl Report {
 }
 
 /// The table's heading.
-pub(crate) const HEADING: &str = "set-up                                        | ports             | makespan s |  ok  | failed | retried | recovered | per instance    | wrong source | server outcomes              | client failures";
+pub(crate) const HEADING: &str = "set-up                                             | ports             | makespan s |  ok  | failed | retried | recovered | per instance    | wrong source | server outcomes              | client failures";
 
 /// One row of the table.
 pub(crate) fn row(
@@ -209,7 +209,7 @@ pub(crate) fn row(
     let failures: Vec<String> = r.failures().iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let server: Vec<String> = server.iter().map(|(k, v)| format!("{k} {v}")).collect();
     format!(
-        "{setup:<45} | {ports:<17} | {:>10.2} | {:>4} | {:>6} | {:>7} | {:>9} | {:<15} | {:>12} | {:<28} | {}",
+        "{setup:<50} | {ports:<17} | {:>10.2} | {:>4} | {:>6} | {:>7} | {:>9} | {:<15} | {:>12} | {:<28} | {}",
         r.makespan(),
         r.ok(),
         r.failed(),
