@@ -395,7 +395,7 @@ fn can_run_as_pod() -> bool {
 }
 
 /// Runs `program` with the workload's command line the way its security context has the
-/// runtime start it, in a network namespace of its own listening on 127.0.0.1:69 for two
+/// runtime start it, in a network namespace of its own listening on 127.0.0.1:69 for three
 /// seconds: as the pod's uid and gid, the bounding set `bounding` (the capabilities added),
 /// `no_new_privs` (allowPrivilegeEscalation: false) and the pod's sysctls. `setpriv` stands in for
 /// the runtime: like runc, it sets the ids and the bounding set keeping the permitted
@@ -421,7 +421,7 @@ fn run_as_pod(w: &Workload, program: &Path, config: &Path, bounding: &str, shell
         cmd = format!("sh -c '{cmd}'");
     }
     let script = format!(
-        "{setup} && exec timeout -s TERM 2 setpriv --reuid {uid} --regid {gid} --clear-groups --inh-caps=-all \
+        "{setup} && exec timeout -s TERM 3 setpriv --reuid {uid} --regid {gid} --clear-groups --inh-caps=-all \
          {nnp} --bounding-set=-all{bounding} {cmd}"
     );
     run_code(Command::new("unshare").args(["-n", "sh", "-c", &script]), Duration::from_secs(20))
