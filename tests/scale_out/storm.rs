@@ -49,12 +49,22 @@ pub(crate) struct Storm {
     pub(crate) session_retries: u32,
     /// Pause before such a restart, milliseconds.
     pub(crate) retry_pause_ms: u64,
+    /// Every request of a client from one port (`--reuse-port`), as some firmware does, instead
+    /// of a new port for each file.
+    pub(crate) reuse_port: bool,
 }
 
 impl Storm {
     /// A thousand clients over two seconds, no restarts.
-    pub(crate) const BASE: Self =
-        Self { clients: 1000, ramp: 2.0, timeout_ms: 1000, retries: 5, session_retries: 0, retry_pause_ms: 0 };
+    pub(crate) const BASE: Self = Self {
+        clients: 1000,
+        ramp: 2.0,
+        timeout_ms: 1000,
+        retries: 5,
+        session_retries: 0,
+        retry_pause_ms: 0,
+        reuse_port: false,
+    };
 
     /// Starts the load generator in `client` against the VIP, its files in `root`.
     pub(crate) fn start(self, client: &Netns, root: &Path) -> Running {
@@ -70,6 +80,9 @@ impl Storm {
             .args(["--profile", "pxelinux", "--misses", "1", "--file", LOADER, "--file", KERNEL])
             .args(["--verify", root.to_str().unwrap()])
             .args(["--client-timeout", &self.timeout_ms.to_string(), "--retries", &self.retries.to_string()]);
+        if self.reuse_port {
+            cmd.arg("--reuse-port");
+        }
         if self.session_retries > 0 {
             cmd.args(["--session-retries", &self.session_retries.to_string()])
                 .args(["--retry-pause", &self.retry_pause_ms.to_string()]);
@@ -182,6 +195,14 @@ impl Report {
             .unwrap_or_default()
     }
 
+    /// Restarts by cause (what failed the attempt that was restarted).
+    pub(crate) fn retry_causes(&self) -> Vec<(String, u64)> {
+        self.json["retry_causes"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+            .unwrap_or_default()
+    }
+
     /// Failures whose cause contains `needle`.
     pub(crate) fn failures_with(&self, needle: &str) -> u64 {
         self.failures().iter().filter(|(k, _)| k.contains(needle)).map(|(_, v)| v).sum()
@@ -194,7 +215,7 @@ impl Report {
 }
 
 /// The table's heading.
-pub(crate) const HEADING: &str = "set-up                                             | ports             | makespan s |  ok  | failed | retried | recovered | per instance    | wrong source | server outcomes              | client failures";
+pub(crate) const HEADING: &str = "set-up                                             | ports             | makespan s |  ok  | failed | retried | recovered | per instance    | wrong source | server outcomes              | client failures and restarts";
 
 /// One row of the table.
 pub(crate) fn row(
@@ -206,7 +227,8 @@ pub(crate) fn row(
     server: &BTreeMap<String, usize>,
 ) -> String {
     let spread: Vec<String> = spread.iter().map(usize::to_string).collect();
-    let failures: Vec<String> = r.failures().iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let mut failures: Vec<String> = r.failures().iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    failures.extend(r.retry_causes().iter().map(|(k, v)| format!("restarted after {k}: {v}")));
     let server: Vec<String> = server.iter().map(|(k, v)| format!("{k} {v}")).collect();
     format!(
         "{setup:<50} | {ports:<17} | {:>10.2} | {:>4} | {:>6} | {:>7} | {:>9} | {:<15} | {:>12} | {:<28} | {}",
