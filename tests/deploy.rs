@@ -49,13 +49,18 @@ const CONFIG: &str = "/etc/bootstorm/bootstorm.toml";
 
 /// The Python interpreter with the validator, or `None` (after `cannot_run`) when it is missing.
 fn python() -> Option<&'static str> {
-    let (code, out) =
-        run_code(Command::new("python3").args(["-c", "import kubernetes_validate, yaml"]), Duration::from_secs(30));
-    if code == Some(0) {
-        Some("python3")
-    } else {
-        cannot_run(&format!("python3 with kubernetes-validate (pip install kubernetes-validate): {out}"));
-        None
+    let probe = Command::new("python3").args(["-c", "import kubernetes_validate, yaml"]).output();
+    match probe {
+        Ok(out) if out.status.success() => Some("python3"),
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string();
+            cannot_run(&format!("python3 without kubernetes-validate (pip install kubernetes-validate): {why}"));
+            None
+        }
+        Err(e) => {
+            cannot_run(&format!("no python3: {e}"));
+            None
+        }
     }
 }
 
