@@ -70,9 +70,11 @@ pub(crate) fn nft(ns: &Netns, script: &str) {
     exec(ns, "nft", &["-f", "-"], script);
 }
 
-/// `sysctl -w key=value` inside `ns`.
+/// Sets sysctl `key` (dotted) to `value` inside `ns`: /proc/sys/net is the namespace of the
+/// thread that opens it.
 pub(crate) fn sysctl(ns: &Netns, key: &str, value: &str) {
-    exec(ns, "sysctl", &["-qw", &format!("{key}={value}")], "");
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(|| std::fs::write(&path, value)).unwrap_or_else(|e| panic!("{path} = {value} in {}: {e}", ns.name));
 }
 
 /// How bootstorm hands out transfer ports.
