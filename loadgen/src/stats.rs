@@ -22,8 +22,10 @@ pub(crate) struct Stats {
     pub(crate) restart_causes: BTreeMap<String, u64>,
     /// Sessions that completed after at least one restart.
     pub(crate) recovered: u64,
-    /// Answers that provably belong to another transfer.
+    /// Answers that provably belong to another transfer, and of them those that came from the
+    /// client's previous transfer ID.
     pub(crate) wrong_answers: u64,
+    pub(crate) wrong_from_previous: u64,
     /// Datagrams from a source other than the transfer's ID, or with no transfer running.
     pub(crate) stray: u64,
     /// Request to final block, completed transfers, microseconds.
@@ -57,6 +59,7 @@ impl Stats {
             restart_causes: BTreeMap::new(),
             recovered: 0,
             wrong_answers: 0,
+            wrong_from_previous: 0,
             stray: 0,
             transfer: histogram(),
             first_block: histogram(),
@@ -71,6 +74,11 @@ impl Stats {
     pub(crate) fn restart(&mut self, cause: String) {
         self.restarts += 1;
         *self.restart_causes.entry(cause).or_default() += 1;
+    }
+
+    pub(crate) fn wrong_answer(&mut self, from_previous_tid: bool) {
+        self.wrong_answers += 1;
+        self.wrong_from_previous += u64::from(from_previous_tid);
     }
 
     pub(crate) fn transfer_done(&mut self, bytes: u64, total: Duration, first: Option<Duration>) {
@@ -104,6 +112,7 @@ impl Stats {
         }
         self.recovered += o.recovered;
         self.wrong_answers += o.wrong_answers;
+        self.wrong_from_previous += o.wrong_from_previous;
         self.stray += o.stray;
         let _ = self.transfer.add(&o.transfer);
         let _ = self.first_block.add(&o.first_block);
@@ -155,6 +164,9 @@ pub(crate) struct Report {
     /// Answers taken as (or rejected as not being) the answer to the current request that
     /// provably belong to another transfer (see `--reuse-port`); each failed its transfer.
     pub(crate) wrong_answers: u64,
+    /// Of the wrong answers, those sent from the client's previous transfer ID: a late packet of
+    /// that transfer (with a server on one port for all transfers, all of them are).
+    pub(crate) wrong_answers_from_previous_tid: u64,
     /// Datagrams from a source other than the transfer's ID, or to a client with no transfer
     /// running: ignored.
     pub(crate) stray_packets: u64,
@@ -192,6 +204,7 @@ impl Report {
             retry_causes: s.restart_causes.clone(),
             sessions_recovered: s.recovered,
             wrong_answers: s.wrong_answers,
+            wrong_answers_from_previous_tid: s.wrong_from_previous,
             stray_packets: s.stray,
             sessions: s.sessions,
             probes: s.probes,
@@ -218,7 +231,7 @@ impl Report {
             format!("p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}", x.p50, x.p90, x.p99, x.p999, x.max)
         };
         let mut s = format!(
-            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered); wrong answers: {}, stray packets: {}\ntransfer ms: {}\nfirst block ms: {}\n",
+            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered); wrong answers: {} ({} from the previous transfer ID), stray packets: {}\ntransfer ms: {}\nfirst block ms: {}\n",
             self.transfers_ok,
             self.transfers_failed,
             if self.failures.is_empty() { String::new() } else { format!(" {:?}", self.failures) },
@@ -236,6 +249,7 @@ impl Report {
             if self.retry_causes.is_empty() { String::new() } else { format!(" {:?}", self.retry_causes) },
             self.sessions_recovered,
             self.wrong_answers,
+            self.wrong_answers_from_previous_tid,
             self.stray_packets,
             p(&self.transfer_ms),
             p(&self.first_block_ms),

@@ -171,6 +171,7 @@ fn reuse_port_counts_a_stale_last_data_as_a_wrong_answer() {
     let (code, r, q) = stale_run(["boot", "kernel"], Answer::StaleData, &["--reuse-port", "--session-retries", "1"]);
     assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(2), Some(1)), "{r}");
     assert_eq!(r["retry_causes"]["wrong answer: block out of place"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["wrong_answers_from_previous_tid"].as_u64(), Some(1), "{r}");
     assert_eq!((r["retried_transfers"].as_u64(), r["sessions_recovered"].as_u64()), (Some(1), Some(1)), "{r}");
     assert_eq!(q.len(), 3);
     // Both files of the session from one port; the restart from another.

@@ -101,6 +101,8 @@ pub(super) struct Client {
     pub(super) start_at: Option<Timestamp>,
     /// The session in progress, if any.
     pub(super) session: Option<Session>,
+    /// The transfer ID of the client's previous step, to tell which wrong answers came from it.
+    pub(super) previous_tid: Option<SocketAddr>,
     /// Whether the socket has carried a request: without `--reuse-port`, the next step moves
     /// to a new port.
     pub(super) carried: bool,

@@ -164,6 +164,7 @@ pub(crate) fn run(plan: &Plan, shared: &Shared, thread: usize) -> anyhow::Result
             generation: 0,
             start_at,
             session: None,
+            previous_tid: None,
             carried: false,
         });
     }

@@ -49,6 +49,7 @@ impl Driver<'_> {
         let cfg = self.plan.client;
         let client = &mut self.clients.0[idx as usize];
         let fd = client.sock.as_raw_fd();
+        let from_previous = client.previous_tid == Some(from);
         let Some(run) = client.session.as_mut().and_then(|s| s.run.as_mut()) else {
             self.stats.stray += 1;
             return;
@@ -61,7 +62,7 @@ impl Driver<'_> {
         }
         let Ok(p) = Packet::decode(payload) else { return };
         if first && let Some(wrong) = wrong_first_answer(&p, self.plan.upload && matches!(run.step, Step::Fetch(_))) {
-            self.stats.wrong_answers += 1;
+            self.stats.wrong_answer(from_previous);
             self.finish_step(idx, Err(Failure::WrongAnswer(wrong)), now);
             return;
         }
@@ -94,7 +95,7 @@ impl Driver<'_> {
             if let Some(expect) = &self.plan.files[f].expect {
                 let end = offset as usize + data.len();
                 if expect.get(offset as usize..end) != Some(data) {
-                    self.stats.wrong_answers += 1;
+                    self.stats.wrong_answer(from_previous);
                     self.finish_step(idx, Err(Failure::WrongData), now);
                     return;
                 }

@@ -113,6 +113,7 @@ impl Driver<'_> {
         let client = &mut self.clients.0[idx as usize];
         let Some(sess) = client.session.as_mut() else { return };
         let Some(run) = sess.run.take() else { return };
+        client.previous_tid = run.tid.or(client.previous_tid);
         self.stats.retransmits += u64::from(run.client.retransmits());
         let failure = match (run.step, result) {
             (Step::Fetch(f), Ok(ClientOutcome::Complete)) => {

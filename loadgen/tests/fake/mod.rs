@@ -140,7 +140,7 @@ fn listen(sock: &UdpSocket, sh: &Arc<Shared>, script: &dyn Fn(usize) -> Answer) 
 }
 
 /// Sends `data` to `client` lock-step from a new port (each block up to 5 times, 200 ms apart),
-/// and records the last DATA once it is acknowledged.
+/// and records the last DATA as it is sent.
 fn serve(sh: &Shared, client: SocketAddr, data: &[u8]) {
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -150,6 +150,10 @@ fn serve(sh: &Shared, client: SocketAddr, data: &[u8]) {
         let chunk = &data[(b - 1) * 512..(b * 512).min(data.len())];
         let mut packet = vec![0, 3, (b >> 8) as u8, b as u8];
         packet.extend_from_slice(chunk);
+        if b == blocks {
+            // Recorded before the final ACK arrives: the client's next request may come first.
+            *sh.last.lock().unwrap() = Some((Arc::clone(&sock), client, packet.clone()));
+        }
         let acked = (0..5).any(|_| {
             let _ = sock.send_to(&packet, client);
             while let Ok((n, from)) = sock.recv_from(&mut buf) {
@@ -165,9 +169,6 @@ fn serve(sh: &Shared, client: SocketAddr, data: &[u8]) {
         });
         if !acked {
             return;
-        }
-        if b == blocks {
-            *sh.last.lock().unwrap() = Some((Arc::clone(&sock), client, packet));
         }
     }
 }
