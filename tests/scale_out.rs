@@ -8,8 +8,9 @@
 //!    transfer's new port, a flow the router hashes anew, mostly to an instance that has no
 //!    such transfer, and the transfer times out. That failure is asserted.
 //! 2. **A Kubernetes-style Service**: the router DNATs VIP:69 to the instances' own addresses
-//!    with nftables, round robin (`numgen inc`) or by client address and port (`jhash`), as
-//!    kube-proxy's nftables mode does. `--single-port` boots every client; the default mode
+//!    with nftables: round robin (`numgen inc`), at random (`numgen random`, what kube-proxy's
+//!    nftables mode writes) or by client address and port (`jhash`). Each picks an instance
+//!    for a new conntrack entry only. `--single-port` boots every client; the default mode
 //!    needs the TFTP conntrack helper attached to port 69 (which reverse-translates the replies
 //!    from new ports); without it the replies leave with the instance's own address, which the
 //!    clients do not take, and the storm fails. That failure is asserted.
@@ -187,7 +188,7 @@ fn nftables_service() {
     let _machine = storm::exclusive();
     heading("A Kubernetes-style Service: the router DNATs VIP:69 to the instances (nftables)");
     let storm = Storm::BASE;
-    for pick in [Pick::Numgen, Pick::Jhash] {
+    for pick in [Pick::Numgen, Pick::Random, Pick::Jhash] {
         let o = run(Balancer::Service { pick, helper: false }, Ports::Single, storm, root.path());
         assert_booted(&o, storm, &format!("{pick:?}, single-port"));
         let o = run(Balancer::Service { pick, helper: true }, Ports::PerTransfer, storm, root.path());

@@ -218,6 +218,8 @@ pub(crate) enum Balancer {
 pub(crate) enum Pick {
     /// `numgen inc mod N`: round robin.
     Numgen,
+    /// `numgen random mod N`: at random, what kube-proxy's nftables mode writes.
+    Random,
     /// `jhash ip saddr . udp sport mod N`: by the client's address and port.
     Jhash,
 }
@@ -233,6 +235,7 @@ impl Balancer {
                 "DNAT {}{}",
                 match pick {
                     Pick::Numgen => "numgen inc",
+                    Pick::Random => "numgen random",
                     Pick::Jhash => "jhash saddr.sport",
                 },
                 if helper { " + ct helper tftp" } else { "" }
@@ -355,7 +358,8 @@ impl Lab {
         self.router.ip(&format!("route add {VIP}/32 nhid {GROUP}"));
     }
 
-    /// The Service's rule for the current members, as kube-proxy writes it.
+    /// The Service's rule for the current members (kube-proxy writes a `vmap` of one chain per
+    /// endpoint; a `map` of addresses does the same in one rule).
     fn service_rule(&self) -> String {
         let Balancer::Service { pick, .. } = self.balancer else { unreachable!("not a Service") };
         let n = self.members.len();
@@ -363,6 +367,7 @@ impl Lab {
             self.members.iter().enumerate().map(|(i, &k)| format!("{i} : {}", instance_addr(k))).collect();
         let how = match pick {
             Pick::Numgen => format!("numgen inc mod {n}"),
+            Pick::Random => format!("numgen random mod {n}"),
             Pick::Jhash => format!("jhash ip saddr . udp sport mod {n}"),
         };
         format!("add rule ip lb service ip daddr {VIP} udp dport 69 dnat to {how} map {{ {} }}\n", map.join(", "))
