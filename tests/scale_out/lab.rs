@@ -3,10 +3,10 @@
 //! 198.18.0.0/15 and live only inside the namespaces:
 //!
 //! ```text
-//!   client ns                router ns                  instance ns k (k = 0, 1, 2)
-//!   c0 198.18.1.2  ─────────  rc 198.18.1.1
-//!   lo: local 198.18.128.0/20  rk 198.18.1{k}.1  ───────  e0 198.18.1{k}.2
-//!                                                        (lo: the VIP, for anycast)
+//!   client ns                  router ns                      instance ns k (k = 0, 1, 2)
+//!   c0 198.18.1.2  ───────────  rc 198.18.1.1
+//!   lo: local 198.18.128.0/20   rk 198.18.(10+k).1  ────────  e0 198.18.(10+k).2
+//!                                                             lo: the VIP (anycast only)
 //! ```
 //!
 //! The clients bind any address of 198.18.128.0/20 (a local route on the client's loopback),
@@ -162,7 +162,7 @@ impl Instance {
     pub(crate) fn outcomes(&self) -> Vec<String> {
         self.records()
             .iter()
-            .filter(|r| r["msg"] == "transfer finished")
+            .filter(|r| r.get("msg").is_some_and(|m| m == "transfer finished"))
             .map(|r| r.get("outcome").and_then(|o| o.as_str()).unwrap_or("?").to_string())
             .collect()
     }
@@ -246,8 +246,8 @@ impl Balancer {
 
 /// The namespaces and what runs in them. Field order is drop order: the instances go first.
 pub(crate) struct Lab {
-    /// The running instances, by index (`None` once one is stopped for good).
-    pub(crate) instances: Vec<Option<Instance>>,
+    /// The instances, by index (killed or stopped ones stay, with their logs).
+    pub(crate) instances: Vec<Instance>,
     /// The balancer in force.
     pub(crate) balancer: Balancer,
     /// The instances still behind the balancer.
@@ -287,7 +287,7 @@ impl Lab {
         for k in 0..INSTANCES {
             let log = lab.logs.path().join(format!("instance{k}.log"));
             let i = Instance::start(&lab.hosts[k], root, ports, grace_secs, log);
-            lab.instances.push(Some(i));
+            lab.instances.push(i);
         }
         lab
     }
@@ -439,18 +439,18 @@ impl Lab {
 
     /// Instance `k`.
     pub(crate) fn instance(&mut self, k: usize) -> &mut Instance {
-        self.instances[k].as_mut().expect("instance running")
+        &mut self.instances[k]
     }
 
     /// Transfers each instance served (its `transfer finished` records, whatever the outcome).
     pub(crate) fn spread(&self) -> Vec<usize> {
-        self.instances.iter().map(|i| i.as_ref().map_or(0, |i| i.outcomes().len())).collect()
+        self.instances.iter().map(|i| i.outcomes().len()).collect()
     }
 
     /// The outcomes of every instance's transfers, counted.
     pub(crate) fn outcomes(&self) -> std::collections::BTreeMap<String, usize> {
         let mut m = std::collections::BTreeMap::new();
-        for o in self.instances.iter().flatten().flat_map(Instance::outcomes) {
+        for o in self.instances.iter().flat_map(Instance::outcomes) {
             *m.entry(o).or_default() += 1;
         }
         m
