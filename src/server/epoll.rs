@@ -267,6 +267,46 @@ impl RxBatch {
     }
 }
 
+/// Receives from every socket in `events`, handing each datagram to the engine.
+fn handle_events(
+    events: &[libc::epoll_event],
+    rx: &mut RxBatch,
+    engine: &mut Engine,
+    io: &mut EpollIo,
+    control: &WorkerControl,
+    now: crate::proto::Timestamp,
+) {
+    for ev in events {
+        let data = ev.u64;
+        let idx = data as u32;
+        match data >> 56 {
+            KIND_WAKE => {
+                control.drain_wake();
+                turn::on_wake(engine, io, control, now);
+            }
+            KIND_LISTEN => {
+                if let Some(fd) = io.fd_of(Via::Listen(idx)) {
+                    rx.drain(fd, Via::Listen(idx), None, engine, io, now);
+                }
+            }
+            _ => {
+                let generation = ((data >> 32) & 0x00ff_ffff) as u32;
+                let Some(slot) = io.socks.get(idx as usize) else {
+                    continue;
+                };
+                if slot.generation != generation {
+                    continue;
+                }
+                let (Some(fd), token) = (slot.sock.as_ref().map(AsRawFd::as_raw_fd), slot.token) else {
+                    continue;
+                };
+                rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), engine, io, now);
+            }
+        }
+        turn::report_send_errors(engine, io, now);
+    }
+}
+
 /// Runs a worker on epoll until the engine has finished after a stop.
 pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
     let mut rx = RxBatch::new(RX_SIZE);
@@ -281,34 +321,17 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
             Err(e) => return Err(e),
         };
         let now = clock.now();
-        for ev in &events[..n] {
-            let data = ev.u64;
-            let idx = data as u32;
-            match data >> 56 {
-                KIND_WAKE => {
-                    control.drain_wake();
-                    turn::on_wake(engine, io, control, now);
-                }
-                KIND_LISTEN => {
-                    if let Some(fd) = io.fd_of(Via::Listen(idx)) {
-                        rx.drain(fd, Via::Listen(idx), None, engine, io, now);
-                    }
-                }
-                _ => {
-                    let generation = ((data >> 32) & 0x00ff_ffff) as u32;
-                    let Some(slot) = io.socks.get(idx as usize) else {
-                        continue;
-                    };
-                    if slot.generation != generation {
-                        continue;
-                    }
-                    let (Some(fd), token) = (slot.sock.as_ref().map(AsRawFd::as_raw_fd), slot.token) else {
-                        continue;
-                    };
-                    rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), engine, io, now);
-                }
-            }
-            turn::report_send_errors(engine, io, now);
+        handle_events(&events[..n], &mut rx, engine, io, control, now);
+        if engine.timer_due(now) {
+            // Receive before resend: take what arrived during this turn, so that a final ACK or
+            // a client's next request already here is never answered by a retransmission of the
+            // transfer it ends.
+            let n = match io.ep.wait(&mut events, 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(e),
+            };
+            handle_events(&events[..n], &mut rx, engine, io, control, now);
         }
         if turn::after_completions(engine, io, now) {
             return Ok(());

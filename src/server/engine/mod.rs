@@ -265,6 +265,13 @@ impl Engine {
         self.stop.is_some() && self.active == 0
     }
 
+    /// Whether a transfer's timer is due at `now`: the backend then receives once more before
+    /// [`on_timers`](Self::on_timers), so that a resend never answers an ACK or a new request
+    /// already waiting in a socket.
+    pub(crate) fn timer_due(&self, now: Timestamp) -> bool {
+        self.wheel.next_due().is_some_and(|t| t <= now)
+    }
+
     /// When the backend must call [`on_timers`](Self::on_timers) next, if ever.
     pub(crate) fn next_wakeup(&self) -> Option<Timestamp> {
         let grace = self.stop.filter(|_| !self.aborted);
@@ -371,6 +378,12 @@ impl Engine {
                         self.peer_message.clear();
                         return;
                     }
+                    // A duplicate of a transfer that has just ended: an ERROR 5 from this port
+                    // would reach a client already waiting for its next request's answer here.
+                    if self.tids.dallying(&d.peer, now) {
+                        self.counters.add(Counter::Late, 1);
+                        return;
+                    }
                 }
                 // DATA, ACK or OACK that belongs to no transfer of ours. Never answer an ERROR.
                 if !matches!(p, Packet::Error { .. }) {
@@ -380,7 +393,9 @@ impl Engine {
             }
             Err(e) => {
                 self.counters.add(Counter::Malformed, 1);
-                if self.settings.single_port && self.table.find_peer(&d.peer).is_some() {
+                if self.settings.single_port
+                    && (self.table.find_peer(&d.peer).is_some() || self.tids.dallying(&d.peer, now))
+                {
                     return;
                 }
                 let msg = e.map_or("request too long", |e| e.message());

@@ -78,8 +78,9 @@ impl Engine {
         self.sources.count(t.peer.ip(), false);
         if let Via::Transfer(sock) = t.via {
             io.close_transfer(sock);
-            self.tids.remember(&t.peer, t.port);
         }
+        let port = if matches!(t.via, Via::Transfer(_)) { t.port } else { 0 };
+        self.tids.remember(&t.peer, port, now);
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);
         let message = self.peer_message.get().filter(|_| outcome.by() == Some("client"));

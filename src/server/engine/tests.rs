@@ -318,6 +318,54 @@ fn single_port_mode() {
 }
 
 #[test]
+fn single_port_late_packets_of_an_ended_transfer_get_no_answer() {
+    let mut r = rig(|c| c.io.single_port = true);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    r.ack(CLIENT, 1);
+    r.io.take();
+    r.ack(CLIENT, 2);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
+    // A duplicate ACK the client sent before it had the final block: from this port an ERROR 5
+    // would be taken for the answer to the client's next request.
+    r.ack(CLIENT, 1);
+    r.ack(CLIENT, 2);
+    assert!(r.io.take().is_empty(), "nothing answers a late packet");
+    assert_eq!((r.counters.get(Counter::Late), r.counters.get(Counter::Foreign)), (2, 0));
+    // The client's next request from the same port is served as usual.
+    r.request(CLIENT, b"\x00\x01text\x00octet\x00");
+    assert_eq!(r.io.take().len(), 1);
+    r.ack(CLIENT, 1);
+    assert_eq!(r.counters.get(Counter::Ok), 2);
+    // After the dally a packet of no transfer is answered again.
+    r.advance(tids::DALLY);
+    r.ack(CLIENT, 1);
+    assert_eq!(error_of(&r.io.take()[0].3).0, 5);
+}
+
+#[test]
+fn single_port_next_request_ends_the_transfer_with_nothing_more_sent() {
+    let mut r = rig(|c| c.io.single_port = true);
+    r.request(CLIENT, b"\x00\x01small\x00octet\x00");
+    r.io.take();
+    r.ack(CLIENT, 1);
+    r.io.take();
+    // The final ACK was lost; the client asks for its next file from the same port.
+    r.request(CLIENT, b"\x00\x01text\x00octet\x00");
+    let sent = r.io.take();
+    assert_eq!(sent.len(), 1, "only the new transfer's first block: {sent:?}");
+    assert_eq!(&sent[0].3[..4], b"\x00\x03\x00\x01");
+    // The old transfer's timer never fires again: only the new one's resends follow.
+    for _ in 0..20 {
+        r.advance(Duration::from_millis(500));
+        for (_, _, _, p) in r.io.take() {
+            assert_eq!(&p[..4], b"\x00\x03\x00\x01", "a resend of the new transfer's block 1 only");
+            assert_eq!(p.len(), 4 + 3, "text is 3 bytes");
+        }
+    }
+}
+
+#[test]
 fn broadcast_requests_ignored() {
     let mut r = rig(|_| {});
     let d = Datagram {

@@ -50,6 +50,8 @@ pub enum Counter {
     DuplicateRequests,
     /// Packets from a wrong port answered with ERROR 5.
     Foreign,
+    /// Packets of a transfer that had just ended (single-port mode), dropped without an answer.
+    Late,
     /// Datagrams that did not decode.
     Malformed,
     /// Bytes acknowledged by clients.
@@ -84,7 +86,7 @@ pub enum Counter {
 
 impl Counter {
     /// How many counters there are.
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 27;
 
     /// Every counter, in report order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -99,6 +101,7 @@ impl Counter {
         Self::Busy,
         Self::DuplicateRequests,
         Self::Foreign,
+        Self::Late,
         Self::Malformed,
         Self::Bytes,
         Self::Uploaded,
@@ -130,6 +133,7 @@ impl Counter {
             Self::Busy => "busy",
             Self::DuplicateRequests => "duplicate_requests",
             Self::Foreign => "foreign",
+            Self::Late => "late",
             Self::Malformed => "malformed",
             Self::Bytes => "bytes",
             Self::Uploaded => "uploaded",
@@ -162,6 +166,7 @@ impl Counter {
             Self::Busy => "Requests refused because the worker was full.",
             Self::DuplicateRequests => "Repeated requests absorbed by an existing transfer.",
             Self::Foreign => "Packets from a wrong port, answered with ERROR 5.",
+            Self::Late => "Packets of a transfer that had just ended (single-port mode), dropped without an answer.",
             Self::Malformed => "Datagrams that did not decode.",
             Self::Bytes => "Bytes acknowledged by clients.",
             Self::Uploaded => "Bytes received in uploads.",

@@ -284,6 +284,32 @@ pub(crate) fn run(engine: &mut Engine, uring: &mut Uring, clock: &Clock, control
     result
 }
 
+/// Handles every completion posted so far, then re-arms the receives that ended.
+fn reap(
+    cqes: &mut Vec<cqueue::Entry>,
+    io: &mut UringIo,
+    rx: &mut Rx,
+    engine: &mut Engine,
+    now: Timestamp,
+    control: &WorkerControl,
+) {
+    loop {
+        cqes.clear();
+        cqes.extend(io.ring.completion().take(512));
+        if cqes.is_empty() {
+            break;
+        }
+        for c in cqes.iter() {
+            complete(c, io, rx, engine, now, control);
+        }
+        rx.bufs.publish();
+        turn::report_send_errors(engine, io, now);
+    }
+    while let Some(what) = io.rearm.pop() {
+        io.arm(what);
+    }
+}
+
 fn run_loop(
     engine: &mut Engine,
     io: &mut UringIo,
@@ -300,20 +326,14 @@ fn run_loop(
             return Err(io::Error::other("io_uring receives keep failing; restart with --io epoll"));
         }
         let now = clock.now();
-        loop {
-            cqes.clear();
-            cqes.extend(io.ring.completion().take(512));
-            if cqes.is_empty() {
-                break;
-            }
-            for c in &cqes {
-                complete(c, io, rx, engine, now, control);
-            }
-            rx.bufs.publish();
-            turn::report_send_errors(engine, io, now);
-        }
-        while let Some(what) = io.rearm.pop() {
-            io.arm(what);
+        reap(&mut cqes, io, rx, engine, now, control);
+        if engine.timer_due(now) {
+            // Receive before resend: a datagram that arrived during this turn is posted only
+            // when the ring is entered (DEFER_TASKRUN); enter without waiting and take it, so
+            // that a final ACK or a client's next request already here is never answered by a
+            // retransmission of the transfer it ends.
+            uring::submit_and_wait(&io.ring, Duration::ZERO)?;
+            reap(&mut cqes, io, rx, engine, now, control);
         }
         if turn::after_completions(engine, io, now) {
             return Ok(());
