@@ -29,8 +29,8 @@ import time
 # What the workloads measure. `better` is the direction of the metric; `ceiling` names the
 # raw-UDP ceiling (datagram size) a MB/s figure is compared with.
 
-SERVERS = ["bootstorm", "tftpd-hpa", "dnsmasq", "atftpd", "tftpd-rs"]
-MEM_SERVERS = ["bootstorm", "bootstorm-sp"] + SERVERS[1:]
+SERVERS = ["bootstorm", "bootstorm-sp", "tftpd-hpa", "dnsmasq", "atftpd", "tftpd-rs"]
+MEM_SERVERS = SERVERS
 SERVER_LABEL = {"bootstorm-sp": "bootstorm --single-port"}
 
 # (workload, metric key, label, better, ceiling datagram size or None, decimals)
@@ -516,10 +516,14 @@ def cmd_report(a):
     agg = {"ceilings": ceilings, "rows": [], "memory": [], "latency": []}
     neg = meta.get("negotiated", {})
     bs_args = meta.get("bootstorm_args") or ""
-    shown = [f"bootstorm {bs_args}" if s == "bootstorm" and bs_args else s for s in servers]
+    shown = [f"bootstorm {bs_args}" if s == "bootstorm" and bs_args else SERVER_LABEL.get(s, s) for s in servers]
+    # Single-port mode beside the default mode: > 1 means single-port is better.
+    sp_col = "bootstorm" in servers and "bootstorm-sp" in servers
     head = "| workload | metric | " + " | ".join(shown) + " | bootstorm vs best peer |"
+    if sp_col:
+        head += " single-port vs default |"
     lines.append(head)
-    lines.append("|" + "---|" * (len(servers) + 3))
+    lines.append("|" + "---|" * (len(servers) + 3 + sp_col))
     for wl, key, label, better, csize, dec in ROWS:
         if wl not in workloads:
             continue
@@ -540,11 +544,18 @@ def cmd_report(a):
         if wl.startswith("bulk-windowed") and key == "goodput_mbps" and ceil and cells["bootstorm"].median:
             rt += f"; bootstorm = {pct(cells['bootstorm'].median / ceil)} of raw UDP"
         title = WORKLOAD_TITLE[wl]
-        lines.append(f"| {title} | {label} ({'↑' if better == 'higher' else '↓'}) | "
-                     + " | ".join(texts) + f" | {rt} |")
+        row = (f"| {title} | {label} ({'↑' if better == 'higher' else '↓'}) | "
+               + " | ".join(texts) + f" | {rt} |")
+        sp_ratio = None
+        if sp_col:
+            d, sp = cells["bootstorm"].median, cells["bootstorm-sp"].median
+            if d and sp:
+                sp_ratio = sp / d if better == "higher" else d / sp
+            row += f" {sp_ratio:.2f} |" if sp_ratio is not None else " — |"
+        lines.append(row)
         agg["rows"].append({
             "workload": wl, "metric": key, "label": label, "better": better,
-            "ceiling_datagram": csize, "ratio": rj,
+            "ceiling_datagram": csize, "ratio": rj, "single_port_vs_default": sp_ratio,
             "cells": {s: {"median": cells[s].median, "min": cells[s].lo, "max": cells[s].hi,
                           "values": cells[s].values, "runs": cells[s].n,
                           "statuses": [r["status"] for r in cells[s].runs],
