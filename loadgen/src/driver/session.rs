@@ -195,7 +195,7 @@ impl Failure {
         !matches!(self, Self::MissServed | Self::NoSocket)
     }
 
-    /// How the report names it: the key of the `failures` and `restart_causes` counts.
+    /// How the report names it: the key of the `failures` and `retry_causes` counts.
     fn key(self) -> String {
         match self {
             Self::TimedOut => "timeout".into(),
