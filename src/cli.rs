@@ -157,6 +157,14 @@ pub(crate) struct Cli {
     #[arg(long, conflicts_with = "port_range")]
     pub(crate) single_port: bool,
 
+    /// With --single-port or --port-range, where a forger can predict the transfer ID: the
+    /// bytes of DATA a read sends before its client acknowledges a block, which also caps the
+    /// window and blksize granted (5000: windowsize 3 at blksize 1468; 24000: windowsize 16).
+    /// One forged request and ACK release about this much, and each further forged ACK one
+    /// more window: raise it only where no one can forge a client's address (docs/security.md).
+    #[arg(long, value_name = "BYTES", default_value_t = config::BLIND_BUDGET)]
+    pub(crate) blind_budget: u32,
+
     /// Transfers in progress over the whole server (as dnsmasq's --tftp-max), divided evenly
     /// among the workers; a request beyond its worker's share gets ERROR 0 "server busy". In the
     /// default mode each transfer holds a socket: the start warns when the descriptor limit
@@ -510,6 +518,7 @@ impl TryFrom<Cli> for Settings {
                 send_slots: c.send_slots,
                 single_port: c.single_port,
                 port_range: c.port_range,
+                blind_budget: c.blind_budget,
                 max_transfers: c.max_transfers,
             },
             serve: ServePolicy {

@@ -84,6 +84,15 @@ fn one_forged_ack_is_bounded_in_every_mode(io: &str) {
     );
     drop(s);
 
+    // A budget raised for windowed clients (`--blind-budget 24000`: windowsize 16 at blksize
+    // 1468): what one forged ACK 0 releases grows with it, and stays within it.
+    let s = Server::start(root.path(), io, &["--single-port", "--blind-budget", "24000", "--workers", "1"]);
+    let (got, sent) = attack(s.v4, &[s.v4.port()], 0);
+    let raised = got as f64 / sent as f64;
+    eprintln!("{io} --single-port --blind-budget 24000, RRQ + one forged ACK 0: {got} / {sent} bytes = {raised:.1}x");
+    assert!(raised > 2.0 * ratio && got <= 24_000 + 2 * 1_000, "budget 24000 released {got} bytes ({raised:.0}x)");
+    drop(s);
+
     // A port range: the attacker sprays its ACK 0 over every port of the range.
     let (lo, hi) = free_range();
     let range = format!("{lo}:{hi}");

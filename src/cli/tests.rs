@@ -60,6 +60,8 @@ fn flags() {
     assert_eq!(c.serve.retransmit.patience, Duration::from_secs(2));
     assert_eq!(c.serve.limits.max_blksize, 1468);
     assert_eq!(c.effective_policy().limits.max_window_bytes, Some(config::BLIND_BUDGET));
+    let more = server(&["--single-port", "--blind-budget", "24000"]);
+    assert_eq!(more.effective_policy().limits.max_window_bytes, Some(24000));
     assert_eq!(cfg(&["--stats-interval", "5"]).unwrap().stats_interval, Some(Duration::from_secs(5)));
 }
 
@@ -234,6 +236,10 @@ fn operator_mistakes() {
     // Contradictions.
     let e = cfg(&["--single-port", "--port-range", "30000:30010"]).unwrap_err();
     assert!(e.contains("--single-port") && e.contains("--port-range"), "{e}");
+    let e = cfg(&["--blind-budget", "24000"]).unwrap_err();
+    assert!(e.contains("--blind-budget applies only with --single-port or --port-range"), "{e}");
+    let e = cfg(&["--single-port", "--blind-budget", "100"]).unwrap_err();
+    assert!(e.contains("at least 516"), "{e}");
     let up = ["--allow-write", "--create", "--upload-dir", "/up"];
     let with = |extra: &[&'static str]| cfg(&[&up[..], extra].concat());
     let e = with(&["--allow", "10.0.0.0/8", "--allow-write-from", "192.168.1.0/24"]).unwrap_err();

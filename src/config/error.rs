@@ -70,6 +70,14 @@ pub enum ConfigError {
         "--single-port contradicts --port-range: transfers either share the listening port or take theirs from the range"
     )]
     SinglePortWithPortRange,
+    /// A blind budget other than the default where no forger can predict a transfer ID.
+    #[error(
+        "--blind-budget applies only with --single-port or --port-range (in the default mode each transfer's port is its secret)"
+    )]
+    BlindBudgetUnused,
+    /// A blind budget below one DATA of 512 bytes.
+    #[error("--blind-budget {0}: at least 516 bytes (one DATA of 512 bytes with its header)")]
+    BlindBudgetTooSmall(u32),
     /// Upload settings while uploads are refused.
     #[error(
         "--create, --overwrite, --upload-dir, --allow-write-from, --uploads-in-root, --overwrite-served-files and \

@@ -42,6 +42,11 @@ pub struct IoConfig {
     pub single_port: bool,
     /// Ports for transfers, inclusive; `None`: any free port the kernel picks.
     pub port_range: Option<(u16, u16)>,
+    /// With [`single_port`](Self::single_port) or [`port_range`](Self::port_range), where a
+    /// forger can predict the transfer ID: the bytes of DATA a read sends before its client
+    /// acknowledges a block, which also caps the window and blksize it is granted
+    /// ([`BLIND_BUDGET`](super::BLIND_BUDGET) by default; at least 516, one DATA of 512 bytes).
+    pub blind_budget: u32,
     /// Transfers in progress over the whole server (dnsmasq's `--tftp-max`), divided evenly
     /// among the workers at start (each holds at least one); a request beyond its worker's
     /// share gets ERROR 0 "server busy". Each transfer holds a socket in the default mode, so
@@ -60,16 +65,18 @@ impl Default for IoConfig {
             send_slots: 2048,
             single_port: false,
             port_range: None,
+            blind_budget: super::BLIND_BUDGET,
             max_transfers: DEFAULT_MAX_TRANSFERS,
         }
     }
 }
 
 impl IoConfig {
-    /// The blind budget for these port settings: [`BLIND_BUDGET`](super::BLIND_BUDGET) where a forger can predict
-    /// transfer IDs (one listening port, or ports from a range), else none.
-    pub fn blind_budget(&self) -> Option<u32> {
-        (self.single_port || self.port_range.is_some()).then_some(super::BLIND_BUDGET)
+    /// The blind budget in force with these port settings: [`blind_budget`](Self::blind_budget)
+    /// where a forger can predict transfer IDs (one listening port, or ports from a range),
+    /// else none.
+    pub fn blind_budget_in_force(&self) -> Option<u32> {
+        (self.single_port || self.port_range.is_some()).then_some(self.blind_budget)
     }
 }
 

@@ -37,6 +37,9 @@ pub use policy::{ServePolicy, SourceRate, retransmit};
 /// transfer, a forger must guess the port, and no budget applies.
 pub const BLIND_BUDGET: u32 = 5000;
 
+/// The smallest blind budget: one DATA of 512 bytes with its header.
+pub const MIN_BLIND_BUDGET: u32 = 516;
+
 /// The longest first retransmission timeout (`--timeout`) accepted. RFC 2349 lets a client ask
 /// for up to 255 s, but a server-side timeout that long keeps a dead client's transfer, its
 /// socket and its table slot for `retries` times as long: an hour or more. A value above it is
@@ -120,11 +123,11 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// The serving policy the workers run with: [`serve`](Self::serve), its window limit capped
-    /// by the blind budget the port settings call for ([`IoConfig::blind_budget`]).
+    /// by the blind budget the port settings call for ([`IoConfig::blind_budget_in_force`]).
     pub fn effective_policy(&self) -> ServePolicy {
         let mut policy = self.serve.clone();
         let limits = &mut policy.limits;
-        limits.max_window_bytes = match (limits.max_window_bytes, self.io.blind_budget()) {
+        limits.max_window_bytes = match (limits.max_window_bytes, self.io.blind_budget_in_force()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -165,6 +168,7 @@ impl ServerConfig {
             send_slots,
             single_port,
             port_range,
+            blind_budget,
             max_transfers,
         } = io;
         // The same for the upload settings (compared one by one below).
@@ -194,6 +198,7 @@ impl ServerConfig {
             (*send_slots != o.io.send_slots, "--send-slots"),
             (*single_port != o.io.single_port, "--single-port"),
             (*port_range != o.io.port_range, "--port-range"),
+            (*blind_budget != o.io.blind_budget, "--blind-budget"),
             (*max_transfers != o.io.max_transfers, "--max-transfers"),
             (write.is_some() != o.write.is_some(), "--allow-write"),
             (write.is_some() && o.write.is_some() && dir(write) != dir(&o.write), "--upload-dir"),
@@ -252,6 +257,12 @@ impl ServerConfig {
         }
         if self.listen.is_empty() {
             return Err(ConfigError::NoListen);
+        }
+        if self.io.blind_budget < MIN_BLIND_BUDGET {
+            return Err(ConfigError::BlindBudgetTooSmall(self.io.blind_budget));
+        }
+        if self.io.blind_budget != BLIND_BUDGET && !self.io.single_port && self.io.port_range.is_none() {
+            return Err(ConfigError::BlindBudgetUnused);
         }
         if let Some((lo, hi)) = self.io.port_range {
             if lo == 0 || lo > hi {

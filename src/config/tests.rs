@@ -246,7 +246,7 @@ fn uploads_and_their_risks() {
 #[test]
 fn fixed_differences_name_each_fixed_setting_by_its_flag() {
     let up = |c: &mut ServerConfig| uploads(c, Some("/srv/up"));
-    let changes: [(Change, &str); 22] = [
+    let changes: [(Change, &str); 23] = [
         (|c| c.root = "/srv/other".into(), "--root"),
         (|c| c.serve_whole_filesystem = true, "--serve-whole-filesystem"),
         (|c| c.listen = vec!["192.0.2.1:69".parse().unwrap()], "--listen"),
@@ -263,6 +263,7 @@ fn fixed_differences_name_each_fixed_setting_by_its_flag() {
         (|c| c.io.send_slots = 16, "--send-slots"),
         (|c| c.io.single_port = true, "--single-port"),
         (|c| c.io.port_range = Some((1000, 2000)), "--port-range"),
+        (|c| c.io.blind_budget = 24000, "--blind-budget"),
         (|c| c.io.max_transfers = 1, "--max-transfers"),
         (|c| uploads(c, Some("/srv/up")), "--allow-write"),
         (|c| c.write.as_mut().unwrap().dir = Some("/srv/up2".into()), "--upload-dir"),
@@ -273,7 +274,7 @@ fn fixed_differences_name_each_fixed_setting_by_its_flag() {
     for (i, (change, flag)) in changes.into_iter().enumerate() {
         // The upload settings are compared between two configurations with uploads.
         let mut from = base();
-        if i > 17 {
+        if i > 18 {
             up(&mut from);
         }
         let mut to = from.clone();
