@@ -160,13 +160,16 @@ struct RunArgs {
     /// takes a new port, as firmware does after a failure). Without it each step has its own
     /// port. A late packet of the previous transfer (a retransmitted last DATA, an ERROR 5
     /// answering a duplicate ACK) can then arrive after the next request went out, and is not
-    /// hidden: the first answer to a request sets the transfer ID, whatever sent it; a
-    /// "wrong answer" (`wrong_answers` in the report) is an answer that provably belongs to
-    /// another transfer: DATA whose bytes differ from the file's (--verify compares every
-    /// byte), ERROR 5 as the first answer, or a first DATA other than block 1 (to a write
-    /// request: DATA, or ACK other than 0). A wrong answer is counted and its transfer fails
-    /// (restarted if --session-retries allows). Datagrams from a source other than the
-    /// transfer ID are ignored as RFC 1350 says, and counted as `stray_packets`.
+    /// hidden. A packet no client takes for the first answer (a DATA other than block 1 to a
+    /// read; to a write, a DATA or an ACK other than 0) is ignored, as RFC 1350 clients ignore
+    /// a block they do not expect, and counted as `stale_packets`. Otherwise the first answer
+    /// to a request sets the transfer ID, whichever transfer sent it; a "wrong answer"
+    /// (`wrong_answers`) is one that provably belongs to another transfer: ERROR 5 as the
+    /// first answer, or DATA whose bytes differ from the file's (--verify compares every
+    /// byte). A wrong answer is counted and its transfer fails (restarted if
+    /// --session-retries allows). Only the server's address is answered from (the first answer
+    /// from another address is a stray, as firmware takes it); datagrams from a source other
+    /// than the transfer ID are ignored as RFC 1350 says; both are counted as `stray_packets`.
     #[arg(long)]
     reuse_port: bool,
     /// Firmware pattern to follow.

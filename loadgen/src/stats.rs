@@ -28,6 +28,10 @@ pub(crate) struct Stats {
     pub(crate) wrong_from_previous: u64,
     /// Datagrams from a source other than the transfer's ID, or with no transfer running.
     pub(crate) stray: u64,
+    /// Late packets of another transfer ignored before a request's first answer, and of them
+    /// those from the client's previous transfer ID.
+    pub(crate) stale: u64,
+    pub(crate) stale_from_previous: u64,
     /// Request to final block, completed transfers, microseconds.
     pub(crate) transfer: Histogram<u64>,
     /// Request to first DATA, microseconds.
@@ -61,6 +65,8 @@ impl Stats {
             wrong_answers: 0,
             wrong_from_previous: 0,
             stray: 0,
+            stale: 0,
+            stale_from_previous: 0,
             transfer: histogram(),
             first_block: histogram(),
             session: histogram(),
@@ -74,6 +80,11 @@ impl Stats {
     pub(crate) fn restart(&mut self, cause: String) {
         self.restarts += 1;
         *self.restart_causes.entry(cause).or_default() += 1;
+    }
+
+    pub(crate) fn stale(&mut self, from_previous_tid: bool) {
+        self.stale += 1;
+        self.stale_from_previous += u64::from(from_previous_tid);
     }
 
     pub(crate) fn wrong_answer(&mut self, from_previous_tid: bool) {
@@ -114,6 +125,8 @@ impl Stats {
         self.wrong_answers += o.wrong_answers;
         self.wrong_from_previous += o.wrong_from_previous;
         self.stray += o.stray;
+        self.stale += o.stale;
+        self.stale_from_previous += o.stale_from_previous;
         let _ = self.transfer.add(&o.transfer);
         let _ = self.first_block.add(&o.first_block);
         let _ = self.session.add(&o.session);
@@ -152,7 +165,7 @@ pub(crate) struct Report {
     /// Sessions that failed for good (their restarts spent).
     pub(crate) transfers_failed: u64,
     /// The final failures by cause: "timeout", "server error N", "protocol: ...", "wrong data",
-    /// "wrong answer: ERROR 5 first", "wrong answer: block out of place", "short file",
+    /// "wrong answer: ERROR 5 first", "short file",
     /// "expected a miss, got the file", "no socket".
     pub(crate) failures: BTreeMap<String, u64>,
     /// Failed steps started again from a new port (`--session-retries`).
@@ -161,8 +174,9 @@ pub(crate) struct Report {
     pub(crate) retry_causes: BTreeMap<String, u64>,
     /// Sessions that completed after at least one restart.
     pub(crate) sessions_recovered: u64,
-    /// Answers taken as (or rejected as not being) the answer to the current request that
-    /// provably belong to another transfer (see `--reuse-port`); each failed its transfer.
+    /// Answers taken for the answer to the current request that provably belong to another
+    /// transfer: ERROR 5 first, or DATA whose bytes differ (see `--reuse-port`); each failed
+    /// its transfer.
     pub(crate) wrong_answers: u64,
     /// Of the wrong answers, those sent from the client's previous transfer ID: a late packet of
     /// that transfer (with a server on one port for all transfers, all of them are).
@@ -170,6 +184,11 @@ pub(crate) struct Report {
     /// Datagrams from a source other than the transfer's ID, or to a client with no transfer
     /// running: ignored.
     pub(crate) stray_packets: u64,
+    /// Late packets of another transfer that arrived before a request's first answer and that
+    /// no client takes for it (a DATA other than block 1): ignored, as RFC 1350 clients do.
+    pub(crate) stale_packets: u64,
+    /// Of the stale packets, those from the client's previous transfer ID.
+    pub(crate) stale_packets_from_previous_tid: u64,
     pub(crate) sessions: u64,
     pub(crate) probes: u64,
     pub(crate) misses: u64,
@@ -206,6 +225,8 @@ impl Report {
             wrong_answers: s.wrong_answers,
             wrong_answers_from_previous_tid: s.wrong_from_previous,
             stray_packets: s.stray,
+            stale_packets: s.stale,
+            stale_packets_from_previous_tid: s.stale_from_previous,
             sessions: s.sessions,
             probes: s.probes,
             misses: s.misses,
@@ -231,7 +252,7 @@ impl Report {
             format!("p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}", x.p50, x.p90, x.p99, x.p999, x.max)
         };
         let mut s = format!(
-            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered); wrong answers: {} ({} from the previous transfer ID), stray packets: {}\ntransfer ms: {}\nfirst block ms: {}\n",
+            "transfers: {} ok, {} failed{}\nsessions: {} (probes {}, misses {})\nbytes: {} in {:.3} s (makespan {:.3} s): {:.1} MB/s, {:.0} transfers/s\nretransmits: {} (deliberately dropped DATA: {})\nrestarts: {}{} ({} sessions recovered); wrong answers: {} ({} from the previous transfer ID), stale packets ignored: {} ({} from the previous transfer ID), stray packets: {}\ntransfer ms: {}\nfirst block ms: {}\n",
             self.transfers_ok,
             self.transfers_failed,
             if self.failures.is_empty() { String::new() } else { format!(" {:?}", self.failures) },
@@ -250,6 +271,8 @@ impl Report {
             self.sessions_recovered,
             self.wrong_answers,
             self.wrong_answers_from_previous_tid,
+            self.stale_packets,
+            self.stale_packets_from_previous_tid,
             self.stray_packets,
             p(&self.transfer_ms),
             p(&self.first_block_ms),

@@ -41,10 +41,13 @@ impl Driver<'_> {
     }
 
     /// Handles one datagram `payload` from `from` to client `idx`. The first answer to a
-    /// request sets the transfer ID; datagrams from another source are strays (counted, else
-    /// ignored, as RFC 1350 says). A first answer that provably belongs to another transfer,
-    /// or DATA whose bytes differ from the file's, is a wrong answer: counted, and the step
-    /// fails.
+    /// request, from the server's address, sets the transfer ID; datagrams from another source
+    /// are strays (counted, else ignored, as RFC 1350 says, and as firmware takes answers only
+    /// from the address it asked). Before the first answer, a packet that provably belongs to
+    /// another transfer and that no client would take for an answer (a DATA other than block 1
+    /// to a read) is stale: counted and ignored, as an RFC 1350 client ignores a block it does
+    /// not expect. An ERROR 5 as the first answer, or DATA whose bytes differ from the file's,
+    /// is a wrong answer: counted, and the step fails.
     fn on_datagram(&mut self, idx: u32, from: SocketAddr, payload: &[u8], now: Timestamp) {
         let cfg = self.plan.client;
         let client = &mut self.clients.0[idx as usize];
@@ -55,15 +58,25 @@ impl Driver<'_> {
             return;
         };
         let first = run.tid.is_none();
+        if first && from.ip() != self.plan.server.ip() {
+            self.stats.stray += 1;
+            return;
+        }
+        let write = self.plan.upload && matches!(run.step, Step::Fetch(_));
+        if first && Packet::decode(payload).is_ok_and(|p| is_stale(&p, write)) {
+            self.stats.stale(from_previous);
+            return;
+        }
         let tid = *run.tid.get_or_insert(from);
         if from != tid {
             self.stats.stray += 1;
             return;
         }
         let Ok(p) = Packet::decode(payload) else { return };
-        if first && let Some(wrong) = wrong_first_answer(&p, self.plan.upload && matches!(run.step, Step::Fetch(_))) {
+        if first && matches!(p, Packet::Error { code: ErrorCode::UNKNOWN_TID, .. }) {
+            // No request is answered so: the answer to a packet of another transfer.
             self.stats.wrong_answer(from_previous);
-            self.finish_step(idx, Err(Failure::WrongAnswer(wrong)), now);
+            self.finish_step(idx, Err(Failure::WrongAnswer(WrongAnswer::UnknownTid)), now);
             return;
         }
         match (run.step, p) {
@@ -106,15 +119,14 @@ impl Driver<'_> {
     }
 }
 
-/// Whether `p`, the first answer to a request (a write request if `write`), provably belongs to
-/// another transfer: ERROR 5, which no request is answered with; a DATA other than block 1 to a
-/// read (a server that ignores the options starts at block 1, one that takes them sends an OACK
-/// first); a DATA, or an ACK other than ACK 0, to a write.
-fn wrong_first_answer(p: &Packet<'_>, write: bool) -> Option<WrongAnswer> {
+/// Whether `p`, arriving before the first answer to a request (a write request if `write`),
+/// is a late packet of another transfer that no client takes for the answer: a DATA other than
+/// block 1 to a read (a server that ignores the options starts at block 1, one that takes them
+/// sends an OACK first); a DATA, or an ACK other than ACK 0, to a write.
+fn is_stale(p: &Packet<'_>, write: bool) -> bool {
     match *p {
-        Packet::Error { code: ErrorCode::UNKNOWN_TID, .. } => Some(WrongAnswer::UnknownTid),
-        Packet::Data { block, .. } if write || block != 1 => Some(WrongAnswer::Misplaced),
-        Packet::Ack { block } if write && block != 0 => Some(WrongAnswer::Misplaced),
-        _ => None,
+        Packet::Data { block, .. } => write || block != 1,
+        Packet::Ack { block } => write && block != 0,
+        _ => false,
     }
 }

@@ -203,7 +203,6 @@ impl Failure {
             Self::Protocol(why) => format!("protocol: {why}"),
             Self::WrongData => "wrong data".into(),
             Self::WrongAnswer(WrongAnswer::UnknownTid) => "wrong answer: ERROR 5 first".into(),
-            Self::WrongAnswer(WrongAnswer::Misplaced) => "wrong answer: block out of place".into(),
             Self::ShortFile => "short file".into(),
             Self::MissServed => "expected a miss, got the file".into(),
             Self::NoSocket => "no socket".into(),
@@ -217,7 +216,4 @@ impl Failure {
 pub(super) enum WrongAnswer {
     /// ERROR 5 (unknown transfer ID) as the first answer: a request is never answered so.
     UnknownTid,
-    /// As the first answer, a DATA other than block 1 to a read request, or a DATA or an ACK
-    /// other than ACK 0 to a write request.
-    Misplaced,
 }
