@@ -23,6 +23,9 @@
 #   --bootstorm-args "FLAGS"
 #                      extra flags for every bootstorm instance (e.g. "--workers 1"), written
 #                      into the results' README
+#   --single-port-args "FLAGS"
+#                      extra flags for bootstorm-sp only, after --single-port (e.g.
+#                      "--blind-budget 24000"), written into the results' README
 #   --bootstorm-bin PATH
 #                      run this bootstorm binary instead of target/release/bootstorm (e.g. one
 #                      built from an older commit in another worktree); only loadgen is built.
@@ -66,7 +69,7 @@ usage() {
     exit 2
 }
 
-MODE=full RUNS="" OUT="" BUILD=1 SERVERS_ARG="" WORKLOADS_ARG="" BS_ARGS="" BS_BIN=""
+MODE=full RUNS="" OUT="" BUILD=1 SERVERS_ARG="" WORKLOADS_ARG="" BS_ARGS="" SP_ARGS="" BS_BIN=""
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) MODE=quick ;;
@@ -89,6 +92,10 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --bootstorm-args)
         BS_ARGS=${2?--bootstorm-args "FLAGS"}
+        shift
+        ;;
+    --single-port-args)
+        SP_ARGS=${2?--single-port-args "FLAGS"}
         shift
         ;;
     --bootstorm-bin)
@@ -398,7 +405,11 @@ start_server() {
     bootstorm | bootstorm-sp)
         local -a extra=()
         read -r -a extra <<<"$BS_ARGS"
-        [ "$key" = bootstorm-sp ] && extra+=(--single-port)
+        if [ "$key" = bootstorm-sp ]; then
+            local -a sp=()
+            read -r -a sp <<<"$SP_ARGS"
+            extra+=(--single-port "${sp[@]}")
+        fi
         (
             cg_enter "${procs[@]}"
             exec "$BS" --root "$ROOT" -l "127.0.0.1:$port" --log-level warn "${extra[@]}"
@@ -652,6 +663,7 @@ FINISHED=$(date -Is)
 WALL=$((SECONDS - T0))
 export META_DATE="$DATE" META_HOST="$HOST" META_MODE="$MODE" META_RUNS="$RUNS" \
     META_COMMAND="$COMMAND_LINE" META_STARTED="$STARTED" META_FINISHED="$FINISHED" META_BS_ARGS="$BS_ARGS" \
+    META_SP_ARGS="$SP_ARGS" \
     META_WALL="$WALL" META_NOFILE="$NOFILE" META_ROOT="$ROOT" META_WORK="$WORK" \
     META_GIT="$BUILT_FROM" \
     META_SERVERS="${SERVERS[*]}" META_WORKLOADS="${WORKLOADS[*]}" \
@@ -710,6 +722,7 @@ meta = {
     "runs": int(e["META_RUNS"]), "command": e["META_COMMAND"], "started": e["META_STARTED"],
     "finished": e["META_FINISHED"], "wall_s": float(e["META_WALL"]), "git": e["META_GIT"],
     "bootstorm_args": e["META_BS_ARGS"],
+    "single_port_args": e["META_SP_ARGS"],
     "root": e["META_ROOT"], "work": e["META_WORK"],
     "machine": {"nproc": os.cpu_count() and len(os.sched_getaffinity(0)), "cpu_model": cpu,
                 "kernel": " ".join(platform.uname()[i] for i in (0, 2, 3)), "mem_total": mem,

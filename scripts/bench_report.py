@@ -516,7 +516,10 @@ def cmd_report(a):
     agg = {"ceilings": ceilings, "rows": [], "memory": [], "latency": []}
     neg = meta.get("negotiated", {})
     bs_args = meta.get("bootstorm_args") or ""
-    shown = [f"bootstorm {bs_args}" if s == "bootstorm" and bs_args else SERVER_LABEL.get(s, s) for s in servers]
+    sp_args = meta.get("single_port_args") or ""
+    shown = [f"bootstorm {bs_args}" if s == "bootstorm" and bs_args
+             else f"bootstorm --single-port {sp_args}" if s == "bootstorm-sp" and sp_args
+             else SERVER_LABEL.get(s, s) for s in servers]
     # Single-port mode beside the default mode: > 1 means single-port is better.
     sp_col = "bootstorm" in servers and "bootstorm-sp" in servers
     head = "| workload | metric | " + " | ".join(shown) + " | bootstorm vs best peer |"
@@ -870,7 +873,9 @@ def cmd_report(a):
         f"(wall time {meta.get('wall_s', 0):.0f} s). Built from: "
         f"`{meta.get('git', '?')}`."
         + (f" bootstorm ran with `{meta['bootstorm_args']}` added to its command line."
-           if meta.get("bootstorm_args") else ""),
+           if meta.get("bootstorm_args") else "")
+        + (f" bootstorm-sp ran with `--single-port {meta['single_port_args']}`."
+           if meta.get("single_port_args") else ""),
         "",
         "## Machine",
         "",
