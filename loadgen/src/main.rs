@@ -1,11 +1,13 @@
 //! loadgen: drives thousands of concurrent TFTP transfers against any TFTP server, verifies every
 //! byte, and reports throughput and latency percentiles (human-readable, or `--json` for the
-//! benchmark harness). `loadgen ceiling` measures the machine's raw-UDP ceiling.
+//! benchmark harness). `loadgen ceiling` measures the machine's raw-UDP ceiling, and
+//! `loadgen ceiling --pingpong` its lockstep (one DATA, one ACK) ceiling.
 
 mod ceiling;
 mod driver;
 mod flood;
 mod load;
+mod pingpong;
 mod plan;
 mod proc;
 mod stats;
@@ -98,6 +100,16 @@ enum Cmd {
         /// server that sends windows as GSO sends to a receiver that takes them with GRO.
         #[arg(long, value_name = "N")]
         gso: Option<usize>,
+        /// Lockstep ping-pong instead: --flows flows, each with one datagram in flight, a
+        /// 4-byte request (an ACK) answered with one --size-byte datagram (a DATA: 1472 = a
+        /// 1468-byte block and its header) and that answered with the next request; each side
+        /// batches all its flows with recvmmsg/sendmmsg on one socket. Reports round trips/s
+        /// and the lockstep goodput (the block's bytes once per round trip).
+        #[arg(long, conflicts_with = "gso")]
+        pingpong: bool,
+        /// Flows of --pingpong (at most 4096).
+        #[arg(long, value_name = "N", default_value_t = 32, requires = "pingpong")]
+        flows: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -237,7 +249,25 @@ fn print_report<T: serde::Serialize>(json: bool, report: &T, human: impl FnOnce(
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::Ceiling { size, duration, gso, json }) => {
+        Some(Cmd::Ceiling { size, duration, pingpong: true, flows, json, .. }) => {
+            if flows == 0 || flows > pingpong::MAX_FLOWS || !(5..=65_507).contains(&size) {
+                bail!("--pingpong takes 1 to {} --flows and a --size of 5 to 65507", pingpong::MAX_FLOWS);
+            }
+            let p = pingpong::measure(flows, size, Duration::from_secs_f64(duration))?;
+            print_report(json, &p, |p| {
+                format!(
+                    "lockstep ping-pong ceiling: {:.0} round trips/s over {} flows ({} B request, {} B answer): {:.1} MB/s of {}-byte blocks{}",
+                    p.round_trips_per_s,
+                    p.flows,
+                    p.request_bytes,
+                    p.reply_bytes,
+                    p.mbps,
+                    p.block_bytes,
+                    if p.resent > 0 { format!(", {} requests sent again", p.resent) } else { String::new() }
+                )
+            })
+        }
+        Some(Cmd::Ceiling { size, duration, gso, json, .. }) => {
             let duration = Duration::from_secs_f64(duration);
             let c = match gso {
                 Some(n) => ceiling::measure_gso(size, n, duration)?,
