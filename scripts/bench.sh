@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark harness: the same loadgen workloads against bootstorm and four peer TFTP servers
 # (tftpd-hpa, dnsmasq, atftpd, tftpd-rs), all on 127.0.0.1, with the raw-UDP ceiling of the
-# machine measured in the same run. See docs/benchmarks.md.
+# machine and its lockstep ceiling (`loadgen ceiling --pingpong`: 32 flows, one 4-byte ACK
+# answered by one DATA) measured in the same run. See docs/benchmarks.md.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--servers LIST] [--workloads LIST] [--out DIR]
 #                    [--no-build] [--bootstorm-args "FLAGS"] [--bootstorm-bin PATH]
@@ -13,13 +14,14 @@
 #   --servers LIST     comma-separated subset of: bootstorm,bootstorm-sp,tftpd-hpa,dnsmasq,atftpd,
 #                      tftpd-rs (bootstorm-sp: bootstorm --single-port, every workload beside
 #                      the default mode; in the memory test it runs whenever bootstorm does)
-#   --workloads LIST   comma-separated subset of: small,small-1src,bulk-lockstep,bulk-windowed,
-#                      bulk-windowed-gro,storm-1k,storm-1k-1src,storm-10k,loss-1,loss-5,rollover,
-#                      memory. Each client has an address of its own (127.1.0.1 and up),
+#   --workloads LIST   comma-separated subset of: small,small-1src,bulk-lockstep,
+#                      bulk-lockstep-1src,bulk-windowed,bulk-windowed-gro,storm-1k,storm-1k-1src,
+#                      storm-10k,loss-1,loss-5,rollover,memory. Each client has an address of its own (127.1.0.1 and up),
 #                      except in the -1src ones: all clients on 127.0.0.1, as behind NAT
 #   --out DIR          results directory (default: docs/bench/<date>-<host>, with -quick
 #                      appended in quick mode; files there are replaced)
-#   --no-build         use the release binaries as they are (default: cargo build --release)
+#   --no-build         use the release binaries as they are (default: cargo build --release;
+#                      binaries in $CARGO_TARGET_DIR/release when it is set, else target/release)
 #   --bootstorm-args "FLAGS"
 #                      extra flags for every bootstorm instance (e.g. "--workers 1"), written
 #                      into the results' README
@@ -43,10 +45,13 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 ALL_SERVERS=(bootstorm bootstorm-sp tftpd-hpa dnsmasq atftpd tftpd-rs)
-ALL_WORKLOADS=(small small-1src bulk-lockstep bulk-windowed bulk-windowed-gro storm-1k storm-1k-1src storm-10k loss-1 loss-5 rollover memory)
+ALL_WORKLOADS=(small small-1src bulk-lockstep bulk-lockstep-1src bulk-windowed bulk-windowed-gro storm-1k storm-1k-1src storm-10k loss-1 loss-5 rollover memory)
 PEERS_DIR="$REPO/target/peers"
-BS="$REPO/target/release/bootstorm"
-LG="$REPO/target/release/loadgen"
+# The binaries where cargo builds them: $CARGO_TARGET_DIR (relative: to the repository) or target/.
+BIN_DIR="${CARGO_TARGET_DIR:-target}/release"
+[[ "$BIN_DIR" == /* ]] || BIN_DIR="$REPO/$BIN_DIR"
+BS="$BIN_DIR/bootstorm"
+LG="$BIN_DIR/loadgen"
 PY="$REPO/scripts/bench_report.py"
 # The command as typed: arguments quoted only where the shell needs it.
 quote_args() {
@@ -141,7 +146,7 @@ fi
 
 if [ "$MODE" = quick ]; then
     RUNS=${RUNS:-1}
-    CEIL_S=1          # seconds per raw-UDP ceiling measurement
+    CEIL_S=1          # seconds per ceiling measurement (raw UDP, GSO, ping-pong)
     SMALL_S=2         # small-file rate: closed loop for this long
     BULK_N=32         # bulk: transfers in all (32 clients)
     STORM_IMG=vmlinuz-512k
@@ -178,6 +183,7 @@ declare -A WL_ARGS=(
     [small]="--file small-64k.bin --clients 100 --duration $SMALL_S --source-ips 100"
     [small-1src]="--file small-64k.bin --clients 100 --duration $SMALL_S --source-ips 1"
     [bulk-lockstep]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --source-ips 32"
+    [bulk-lockstep-1src]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --source-ips 1"
     [bulk-windowed]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32"
     [bulk-windowed-gro]="--file bulk-8m.bin --clients 32 --transfers $BULK_N --blksize 1468 --windowsize 16 --source-ips 32 --gro"
     [storm-1k]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file $STORM_IMG --source-ips 1000"
@@ -626,7 +632,16 @@ for ((r = 1; r <= RUNS; r++)); do
             >>"$WORK/ceiling-gso1472.jsonl" 2>>"$WORK/logs/ceiling.log" ||
             say "warning: loadgen ceiling --gso failed"
     fi
+    # The lockstep ceiling: 32 flows (as the bulk workloads' 32 clients), each a 4-byte ACK
+    # answered by one DATA of a 1468-byte block (bulk, storms) or a 512-byte one (small files);
+    # the lockstep rows are also shown as a fraction of it.
+    for size in 1472 516; do
+        timeout 60 "$LG" ceiling --pingpong --flows 32 --size "$size" --duration "$CEIL_S" --json \
+            >>"$WORK/ceiling-pingpong$size.jsonl" 2>>"$WORK/logs/ceiling.log" ||
+            say "warning: loadgen ceiling --pingpong --size $size failed"
+    done
     say "raw-UDP ceiling: $(tail -n1 "$WORK/ceiling-1472.jsonl" 2>/dev/null | python3 -c 'import json, sys; print("%.0f MB/s at 1472 bytes" % json.load(sys.stdin)["mbps"])' 2>/dev/null || echo '?')"
+    say "ping-pong ceiling: $(tail -n1 "$WORK/ceiling-pingpong1472.jsonl" 2>/dev/null | python3 -c 'import json, sys; d = json.load(sys.stdin); print("%.0f round trips/s, %.0f MB/s of 1468-byte blocks" % (d["round_trips_per_s"], d["mbps"]))' 2>/dev/null || echo '?')"
     mapfile -t ORDER < <(rotate $((r - 1)) "${SERVERS[@]}")
     THROUGHPUT=()
     for wl in "${WORKLOADS[@]}"; do [ "$wl" = memory ] || THROUGHPUT+=("$wl"); done

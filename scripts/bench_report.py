@@ -27,7 +27,8 @@ import time
 
 # ----------------------------------------------------------------------------------------------
 # What the workloads measure. `better` is the direction of the metric; `ceiling` names the
-# raw-UDP ceiling (datagram size) a MB/s figure is compared with.
+# raw-UDP ceiling (datagram size) a MB/s figure is compared with. The lockstep rows
+# (PINGPONG_ROWS) are also compared with the ping-pong ceiling (`loadgen ceiling --pingpong`).
 
 SERVERS = ["bootstorm", "bootstorm-sp", "tftpd-hpa", "dnsmasq", "atftpd", "tftpd-rs"]
 MEM_SERVERS = SERVERS
@@ -39,6 +40,8 @@ ROWS = [
     ("small-1src", "transfers_per_s", "transfers/s", "higher", 516, 0),
     ("bulk-lockstep", "goodput_mbps", "MB/s", "higher", 1472, 1),
     ("bulk-lockstep", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
+    ("bulk-lockstep-1src", "goodput_mbps", "MB/s", "higher", 1472, 1),
+    ("bulk-lockstep-1src", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("bulk-windowed", "goodput_mbps", "MB/s", "higher", 1472, 1),
     ("bulk-windowed", "cpu_s_per_gib", "server CPU s/GiB", "lower", None, 2),
     ("bulk-windowed-gro", "goodput_mbps", "MB/s", "higher", "gso1472", 1),
@@ -50,6 +53,13 @@ ROWS = [
     ("loss-5", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
     ("rollover", "goodput_mbps", "MB/s", "higher", 516, 1),
 ]
+# Workloads whose transfers are lockstep (one DATA, one ACK per block), shown also as a
+# fraction of the ping-pong ceiling: blocks per second (the cell's median goodput / its block
+# size) / the ceiling's round trips per second, measured with 1468-byte blocks, or 512-byte
+# ones for blocks of 1024 bytes and less.
+PINGPONG_ROWS = {"small", "small-1src", "bulk-lockstep", "bulk-lockstep-1src", "storm-1k",
+                 "storm-1k-1src", "storm-10k"}
+PROFILE_BLKSIZE = {"uefi": 1468, "pxelinux": 1408, "grub": 1024}
 MEM_ROWS = [
     ("pss_per_transfer", "RSS (PSS) per transfer, bytes", "lower", 0),
     ("cg_per_transfer", "cgroup memory per transfer, bytes", "lower", 0),
@@ -58,6 +68,7 @@ WORKLOAD_TITLE = {
     "small": "small-file rate",
     "small-1src": "small-file rate, one address",
     "bulk-lockstep": "bulk lockstep",
+    "bulk-lockstep-1src": "bulk lockstep, one address",
     "bulk-windowed": "bulk windowed",
     "bulk-windowed-gro": "bulk windowed, receiver GRO",
     "storm-1k": "boot storm 1k",
@@ -72,6 +83,7 @@ LATENCY = [  # (workload, histogram, label)
     ("small", "transfer_ms", "small-file transfer"),
     ("small-1src", "transfer_ms", "small-file transfer, one address"),
     ("bulk-lockstep", "transfer_ms", "bulk lockstep transfer"),
+    ("bulk-lockstep-1src", "transfer_ms", "bulk lockstep transfer, one address"),
     ("bulk-windowed", "transfer_ms", "bulk windowed transfer"),
     ("storm-1k", "session_ms", "boot storm 1k session"),
     ("storm-1k-1src", "session_ms", "boot storm 1k session, one address"),
@@ -391,7 +403,7 @@ class Cell:
         self.clean = self.n > 0 and all(r["status"] == "ok" for r in runs)
         self.statuses = sorted({r["status"] for r in runs})
 
-    def text(self, dec, ceiling=None, unit=""):
+    def text(self, dec, ceiling=None, unit="", pingpong=None):
         if self.n == 0:
             return "not run"
         if self.median is None:
@@ -410,6 +422,8 @@ class Cell:
             t += f" ({fmt(self.lo, dec)}–{fmt(self.hi, dec)})"
         if ceiling and self.goodput is not None:
             t += f", {pct(self.goodput / ceiling)} ceil"
+        if pingpong and self.goodput is not None:
+            t += f", {pct(self.goodput / pingpong)} of ping-pong"
         notes = []
         if self.failed:
             k = f" in {len(self.failed)}/{self.n} runs" if self.n > 1 else ""
@@ -426,6 +440,22 @@ class Cell:
 
 def pct(x):
     return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.1f}%" if x >= 0.001 else "<0.1%"
+
+
+def block_size(args):
+    """The block size a loadgen argument string asks for (--blksize, else its profile's, else
+    512)."""
+    b = arg_value(args, "--blksize")
+    if b and b.isdigit():
+        return int(b)
+    return PROFILE_BLKSIZE.get(arg_value(args, "--profile") or "", 512)
+
+
+def pingpong_for(pingpong, blk):
+    """The goodput (MB/s) the ping-pong ceiling allows blocks of `blk` bytes: its round trips
+    per second, measured with 1468-byte blocks (512-byte ones for `blk` <= 1024), times `blk`."""
+    c = pingpong.get(516 if blk <= 1024 else 1472) or pingpong.get(1472)
+    return c["round_trips_per_s"] * blk / 1e6 if c else None
 
 
 def arg_value(args, flag):
@@ -500,10 +530,23 @@ def cmd_report(a):
                 runs.append(json.loads(line))
     ceilings = {}
     for size, vals in meta.get("ceilings", {}).items():
+        if size.startswith("pingpong"):
+            continue
         mb = [v["mbps"] for v in vals if v and v.get("mbps")]
         if mb:
             ceilings[int(size) if size.isdigit() else size] = {"median": statistics.median(mb), "min": min(mb), "max": max(mb),
                                    "runs": len(mb)}
+    # The lockstep ceiling: datagram size -> round trips/s and MB/s (median of rounds).
+    pingpong = {}
+    for key, vals in meta.get("ceilings", {}).items():
+        if not key.startswith("pingpong") or not key[8:].isdigit():
+            continue
+        rt = [v["round_trips_per_s"] for v in vals if v and v.get("round_trips_per_s")]
+        if rt:
+            pingpong[int(key[8:])] = {
+                "round_trips_per_s": statistics.median(rt), "min": min(rt), "max": max(rt),
+                "runs": len(rt), "mbps": statistics.median(v["mbps"] for v in vals if v),
+                "flows": vals[0].get("flows"), "block_bytes": vals[0].get("block_bytes")}
     servers = [s for s in SERVERS if s in meta["servers"]]
     workloads = meta["workloads"]  # id -> {args, ...} (only those run)
 
@@ -513,7 +556,7 @@ def cmd_report(a):
 
     # ---------------------------------------------------------------- main table
     lines = []
-    agg = {"ceilings": ceilings, "rows": [], "memory": [], "latency": []}
+    agg = {"ceilings": ceilings, "pingpong": pingpong, "rows": [], "memory": [], "latency": []}
     neg = meta.get("negotiated", {})
     bs_args = meta.get("bootstorm_args") or ""
     sp_args = meta.get("single_port_args") or ""
@@ -532,9 +575,12 @@ def cmd_report(a):
             continue
         cells = {s: Cell(by.get((s, wl), []), key) for s in servers}
         ceil = ceilings.get(csize, {}).get("median") if csize else None
+        pp = None
+        if wl in PINGPONG_ROWS and key != "cpu_s_per_gib":
+            pp = pingpong_for(pingpong, block_size(workloads[wl].get("args")))
         texts = []
         for s in servers:
-            t = cells[s].text(dec, ceil if key != "cpu_s_per_gib" else None)
+            t = cells[s].text(dec, ceil if key != "cpu_s_per_gib" else None, pingpong=pp)
             if wl.startswith("bulk-windowed") and key == "goodput_mbps":
                 ws = (neg.get(s) or {}).get("oack")
                 if s in neg:
@@ -559,6 +605,7 @@ def cmd_report(a):
         agg["rows"].append({
             "workload": wl, "metric": key, "label": label, "better": better,
             "ceiling_datagram": csize, "ratio": rj, "single_port_vs_default": sp_ratio,
+            "pingpong_mbps": pp,
             "cells": {s: {"median": cells[s].median, "min": cells[s].lo, "max": cells[s].hi,
                           "values": cells[s].values, "runs": cells[s].n,
                           "statuses": [r["status"] for r in cells[s].runs],
@@ -567,6 +614,8 @@ def cmd_report(a):
                           "fraction_of_ceiling": (cells[s].goodput / ceil)
                           if (ceil and cells[s].goodput is not None and key != "cpu_s_per_gib")
                           else None,
+                          "fraction_of_pingpong": (cells[s].goodput / pp)
+                          if (pp and cells[s].goodput is not None) else None,
                           "text": texts[i]} for i, s in enumerate(servers)},
         })
     table = "\n".join(lines)
@@ -711,6 +760,11 @@ def cmd_report(a):
         f"{c['median']:.0f} MB/s with {ceil_name(size)}"
         + (f" ({c['min']:.0f}–{c['max']:.0f}, {c['runs']} runs)" if c["runs"] > 1 else "")
         for size, c in sorted(ceilings.items(), key=lambda kv: str(kv[0]), reverse=True)) or "not measured"
+    pp_text = ", ".join(
+        f"{c['round_trips_per_s']:,.0f} round trips/s = {c['mbps']:.0f} MB/s of "
+        f"{c.get('block_bytes') or size - 4}-byte blocks"
+        + (f" ({c['min']:,.0f}–{c['max']:,.0f} round trips/s, {c['runs']} runs)" if c["runs"] > 1 else "")
+        for size, c in sorted(pingpong.items(), reverse=True)) or "not measured"
 
     neg_lines = []
     for s in servers:
@@ -750,7 +804,13 @@ def cmd_report(a):
         + (" (min–max in parentheses)" if runs_n and runs_n > 1 else "")
         + f"; raw-UDP ceiling: {ceil_text}. `% ceil`: the cell's payload MB/s (median) as a "
         "fraction of the ceiling for its datagram size (a single sender and receiver thread: "
-        "a multi-threaded server can exceed it). ↑ higher is better, ↓ lower is better. "
+        "a multi-threaded server can exceed it). "
+        f"Lockstep (ping-pong) ceiling, 32 flows each with one 4-byte ACK answered by one "
+        f"DATA: {pp_text}. `% of ping-pong`, on the lockstep rows: the cell's blocks per second "
+        "(median goodput / block size) as a fraction of the ping-pong's round trips per second "
+        "(measured with 512-byte blocks for blocks of 1024 bytes and less, else 1468); small "
+        "files and storms include their requests and first answers. "
+        "↑ higher is better, ↓ lower is better. "
         + ("Server CPU: from the server's own cgroup (every process and thread it has). "
            if meta.get("cgroup", {}).get("cpu_file") else
            "Server CPU: loadgen's reading of /proc/PID/stat (reaped children only). ")
@@ -838,16 +898,18 @@ def cmd_report(a):
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["workload", "metric", "server", "median", "min", "max", "runs", "statuses",
-                    "failed_max", "fraction_of_ceiling"])
+                    "failed_max", "fraction_of_ceiling", "fraction_of_pingpong"])
         for row in agg["rows"]:
             for s, c in row["cells"].items():
                 w.writerow([row["workload"], row["metric"], s, c["median"], c["min"], c["max"],
                             c["runs"], " ".join(c["statuses"]), c["failed_max"],
-                            "" if c["fraction_of_ceiling"] is None else c["fraction_of_ceiling"]])
+                            "" if c["fraction_of_ceiling"] is None else c["fraction_of_ceiling"],
+                            "" if c["fraction_of_pingpong"] is None else c["fraction_of_pingpong"]])
         for m in agg["memory"]:
             for key in ("pss_per_transfer", "cg_per_transfer"):
                 w.writerow(["memory", key, m["server"], m[key]["median"], m[key]["min"],
-                            m[key]["max"], len(m["statuses"]), " ".join(m["statuses"]), "", ""])
+                            m[key]["max"], len(m["statuses"]), " ".join(m["statuses"]), "", "",
+                            ""])
 
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"meta": meta, "aggregate": agg, "runs": runs}, f, indent=1)
@@ -1030,7 +1092,9 @@ def plot_svg(meta, agg, servers, ceilings):
             bars.append((s, c["median"], " ⚠" if failed and c["median"] is not None else "",
                          failed, False))
         ref = None
-        if row["ceiling_datagram"] and row["metric"] == "goodput_mbps":
+        if row.get("pingpong_mbps") and row["metric"] == "goodput_mbps":
+            ref = (row["pingpong_mbps"], f"ping-pong {row['pingpong_mbps']:.0f}")
+        elif row["ceiling_datagram"] and row["metric"] == "goodput_mbps":
             c = ceilings.get(row["ceiling_datagram"])
             # Only where the ceiling is within sight of the bars.
             vals = [b[1] for b in bars if b[1] is not None]
@@ -1074,7 +1138,8 @@ def plot_svg(meta, agg, servers, ceilings):
                  f'of {meta["runs"]} run(s)</text>')
     parts.append('<text x="10" y="36" font-size="10" fill="#444">hatched bar, ⚠: transfers '
                  'failed or the server crashed in some run; ×: no result; dashed line: raw-UDP '
-                 'ceiling of the machine, measured in the same run</text>')
+                 'ceiling of the machine (lockstep rows: the ping-pong ceiling), measured in the '
+                 'same run</text>')
     x = 10
     for s in MEM_SERVERS:
         name = SERVER_LABEL.get(s, s)
