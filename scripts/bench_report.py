@@ -809,7 +809,8 @@ def cmd_report(a):
         f"DATA: {pp_text}. `% of ping-pong`, on the lockstep rows: the cell's blocks per second "
         "(median goodput / block size) as a fraction of the ping-pong's round trips per second "
         "(measured with 512-byte blocks for blocks of 1024 bytes and less, else 1468); small "
-        "files and storms include their requests and first answers. "
+        "files and storms include their requests and first answers, and storms their arrival "
+        "ramp. "
         "↑ higher is better, ↓ lower is better. "
         + ("Server CPU: from the server's own cgroup (every process and thread it has). "
            if meta.get("cgroup", {}).get("cpu_file") else
