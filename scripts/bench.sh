@@ -16,8 +16,12 @@
 #                      the default mode; in the memory test it runs whenever bootstorm does)
 #   --workloads LIST   comma-separated subset of: small,small-1src,bulk-lockstep,
 #                      bulk-lockstep-1src,bulk-windowed,bulk-windowed-gro,storm-1k,storm-1k-1src,
-#                      storm-10k,loss-1,loss-5,rollover,memory. Each client has an address of its own (127.1.0.1 and up),
-#                      except in the -1src ones: all clients on 127.0.0.1, as behind NAT
+#                      storm-10k,storm-10k-reuse,loss-1,loss-5,rollover,memory. Each client has an
+#                      address of its own (127.1.0.1 and up), except in the -1src ones: all
+#                      clients on 127.0.0.1, as behind NAT. storm-10k-reuse: 10,000 clients on
+#                      1,000 addresses, each sending every request from one port (the case where
+#                      a late packet of a client's previous transfer could be taken for its next
+#                      answer; the failures table counts wrong answers)
 #   --out DIR          results directory (default: docs/bench/<date>-<host>, with -quick
 #                      appended in quick mode; files there are replaced)
 #   --no-build         use the release binaries as they are (default: cargo build --release;
@@ -45,7 +49,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 ALL_SERVERS=(bootstorm bootstorm-sp tftpd-hpa dnsmasq atftpd tftpd-rs)
-ALL_WORKLOADS=(small small-1src bulk-lockstep bulk-lockstep-1src bulk-windowed bulk-windowed-gro storm-1k storm-1k-1src storm-10k loss-1 loss-5 rollover memory)
+ALL_WORKLOADS=(small small-1src bulk-lockstep bulk-lockstep-1src bulk-windowed bulk-windowed-gro storm-1k storm-1k-1src storm-10k storm-10k-reuse loss-1 loss-5 rollover memory)
 PEERS_DIR="$REPO/target/peers"
 # The binaries where cargo builds them: $CARGO_TARGET_DIR (relative: to the repository) or target/.
 BIN_DIR="${CARGO_TARGET_DIR:-target}/release"
@@ -153,7 +157,9 @@ if [ "$MODE" = quick ]; then
     LOSS_CLIENTS=8 LOSS_FILE=loss-64k.bin
     MEM_CLIENTS=2000 MEM_RAMP=1 MEM_FILE=hold-1k.bin MEM_BLOCKS=3
     CELL_TIMEOUT=90   # seconds, any one loadgen run
-    [ -n "$WORKLOADS_ARG" ] || WORKLOADS=("${WORKLOADS[@]/storm-10k/}")
+    if [ -z "$WORKLOADS_ARG" ]; then
+        mapfile -t WORKLOADS < <(printf '%s\n' "${WORKLOADS[@]}" | grep -vx 'storm-10k\|storm-10k-reuse')
+    fi
 else
     RUNS=${RUNS:-3}
     CEIL_S=2
@@ -189,6 +195,7 @@ declare -A WL_ARGS=(
     [storm-1k]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file $STORM_IMG --source-ips 1000"
     [storm-1k-1src]="--storm 1000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 1"
     [storm-10k]="--storm 10000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 10000"
+    [storm-10k-reuse]="--storm 10000 --ramp 1 --profile pxelinux --misses 1 --file pxelinux.0 --file vmlinuz-1m --source-ips 1000 --reuse-port"
     [loss-1]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.01 --client-timeout 200 --retries 60 --source-ips $LOSS_CLIENTS"
     [loss-5]="--file $LOSS_FILE --clients $LOSS_CLIENTS --transfers $LOSS_CLIENTS --blksize 1468 --drop 0.05 --client-timeout 200 --retries 60 --source-ips $LOSS_CLIENTS"
     [rollover]="--file rollover-40m.bin"

@@ -49,6 +49,7 @@ ROWS = [
     ("storm-1k", "makespan_s", "makespan s", "lower", 1472, 2),
     ("storm-1k-1src", "makespan_s", "makespan s", "lower", 1472, 2),
     ("storm-10k", "makespan_s", "makespan s", "lower", 1472, 2),
+    ("storm-10k-reuse", "makespan_s", "makespan s", "lower", 1472, 2),
     ("loss-1", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
     ("loss-5", "goodput_mbps", "goodput MB/s", "higher", 1472, 2),
     ("rollover", "goodput_mbps", "MB/s", "higher", 516, 1),
@@ -58,7 +59,7 @@ ROWS = [
 # size) / the ceiling's round trips per second, measured with 1468-byte blocks, or 512-byte
 # ones for blocks of 1024 bytes and less.
 PINGPONG_ROWS = {"small", "small-1src", "bulk-lockstep", "bulk-lockstep-1src", "storm-1k",
-                 "storm-1k-1src", "storm-10k"}
+                 "storm-1k-1src", "storm-10k", "storm-10k-reuse"}
 PROFILE_BLKSIZE = {"uefi": 1468, "pxelinux": 1408, "grub": 1024}
 MEM_ROWS = [
     ("pss_per_transfer", "RSS (PSS) per transfer, bytes", "lower", 0),
@@ -74,6 +75,7 @@ WORKLOAD_TITLE = {
     "storm-1k": "boot storm 1k",
     "storm-1k-1src": "boot storm 1k × 1 MiB, one address",
     "storm-10k": "boot storm 10k",
+    "storm-10k-reuse": "boot storm 10k, one port per client",
     "loss-1": "1% loss",
     "loss-5": "5% loss",
     "rollover": "rollover",
@@ -729,6 +731,10 @@ def cmd_report(a):
                                                else f"{sil[0]:,}–{sil[1]:,}")
             if nf == 0:
                 t = "0 failed, 0 silent"
+                if "wrong_answers" in lg and "--reuse-port" in (worst.get("args") or ""):
+                    wrong = max(r["loadgen"].get("wrong_answers", 0) for r in res)
+                    stale = max(r["loadgen"].get("stale_packets", 0) for r in res)
+                    t += f", {wrong:,} wrong answers ({stale:,} stale blocks ignored)"
             else:
                 causes = ", ".join(f"{k} {v:,}" for k, v in (lg.get("failures") or {}).items())
                 t = f"⚠ {nf:,} failed ({causes}), {sil_t} silent"
