@@ -15,9 +15,10 @@
 //! same port, would take for that answer. For [`DALLY`] after a transfer ends its client's
 //! packets that start nothing are dropped instead.
 //!
-//! The entries are kept in a fixed table indexed by a keyed hash of the client's address and
-//! port (the same client always reaches the same worker): it never allocates, and a client whose
-//! entry another took is only as well off as without the table.
+//! The entries are kept in a fixed table of two-entry buckets indexed by a keyed hash of the
+//! client's address and port (the same client always reaches the same worker): a new entry takes
+//! the place of the client's own, else of the one that ended first. It never allocates, and a
+//! client whose entry two others took is only as well off as without the table.
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -64,30 +65,47 @@ impl RecentTids {
         Self { hasher: DefaultHashBuilder::default(), table: vec![Entry::default(); ENTRIES].into_boxed_slice() }
     }
 
-    fn entry(&self, client: &SocketAddr) -> (u64, usize) {
-        let hash = self.hasher.hash_one(client);
-        (hash, hash as usize & (ENTRIES - 1))
+    /// The keyed hash of `client` (never 0, which marks a free entry) and the index of the
+    /// first entry of its bucket.
+    fn bucket(&self, client: &SocketAddr) -> (u64, usize) {
+        let hash = self.hasher.hash_one(client).max(1);
+        (hash, (hash as usize & (ENTRIES / 2 - 1)) * 2)
+    }
+
+    /// `client`'s entry, if the table still holds it.
+    fn find(&self, client: &SocketAddr) -> Option<Entry> {
+        let (hash, i) = self.bucket(client);
+        self.table[i..i + 2].iter().copied().find(|e| e.hash == hash)
     }
 
     /// The port `client`'s last transfer was served from, if known and not the listening port.
     pub(super) fn last(&self, client: &SocketAddr) -> Option<u16> {
-        let (hash, i) = self.entry(client);
-        let e = self.table[i];
-        (e.hash == hash && e.port != 0).then_some(e.port)
+        self.find(client).map(|e| e.port).filter(|&p| p != 0)
     }
 
     /// Whether `client`'s last transfer was served from the listening port and ended less than
     /// [`DALLY`] before `now`.
     pub(super) fn dallying(&self, client: &SocketAddr, now: Timestamp) -> bool {
-        let (hash, i) = self.entry(client);
-        let e = self.table[i];
-        e.hash == hash && e.port == 0 && millis(now).wrapping_sub(e.ended_ms) < DALLY.as_millis() as u32
+        self.find(client)
+            .is_some_and(|e| e.port == 0 && millis(now).wrapping_sub(e.ended_ms) < DALLY.as_millis() as u32)
     }
 
     /// `client`'s transfer was served from `port` (0: the listening port) and ended at `now`.
     pub(super) fn remember(&mut self, client: &SocketAddr, port: u16, now: Timestamp) {
-        let (hash, i) = self.entry(client);
-        self.table[i] = Entry { hash, port, ended_ms: millis(now) };
+        let (hash, i) = self.bucket(client);
+        let now_ms = millis(now);
+        let [a, b] = [self.table[i], self.table[i + 1]];
+        // The client's own entry, else a free one, else the one that ended first.
+        let slot = if a.hash == hash || a.hash == 0 {
+            i
+        } else if b.hash == hash || b.hash == 0 {
+            i + 1
+        } else if now_ms.wrapping_sub(a.ended_ms) >= now_ms.wrapping_sub(b.ended_ms) {
+            i
+        } else {
+            i + 1
+        };
+        self.table[slot] = Entry { hash, port, ended_ms: now_ms };
     }
 }
 
@@ -106,6 +124,25 @@ mod tests {
         t.remember(&a, 40_001, Timestamp::ZERO);
         assert_eq!(t.last(&a), Some(40_001));
         assert!(!t.dallying(&a, Timestamp::ZERO), "a transfer on a port of its own leaves no dally");
+    }
+
+    #[test]
+    fn a_newer_entry_takes_the_place_of_the_one_that_ended_first() {
+        let mut t = RecentTids::new();
+        // Three clients of one bucket: find them by trying addresses.
+        let first: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let bucket = t.bucket(&first).1;
+        let mut same =
+            (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(c).1 == bucket);
+        let (second, third) = (same.next().unwrap(), same.next().unwrap());
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        t.remember(&first, 0, at(100));
+        t.remember(&second, 0, at(200));
+        assert!(t.dallying(&first, at(300)) && t.dallying(&second, at(300)), "two clients share a bucket");
+        t.remember(&first, 0, at(250));
+        t.remember(&third, 0, at(300));
+        assert!(!t.dallying(&second, at(300)), "the one that ended first gave way");
+        assert!(t.dallying(&first, at(300)) && t.dallying(&third, at(300)));
     }
 
     #[test]
