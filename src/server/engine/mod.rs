@@ -214,7 +214,7 @@ impl Engine {
             latencies: Latencies::new(),
             table: Table::new(capacity),
             capacity,
-            sources: Sources::new(capacity),
+            sources: Sources::new(),
             tids: RecentTids::new(),
             wheel: TimerWheel::new(TICK_US, now),
             due: Vec::new(),
