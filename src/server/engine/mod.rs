@@ -412,7 +412,7 @@ impl Engine {
             let t = self.table.get_mut(idx).expect("indexed slots are live");
             let retransmit = self.retransmits.get(t.retransmit);
             // The same bytes as the transfer's request: a repeat.
-            let repeat = (*t.asked.request == *d.payload).then(|| t.kind.handle_repeated_request(now, retransmit));
+            let repeat = (t.asked.request() == d.payload).then(|| t.kind.handle_repeated_request(now, retransmit));
             match repeat {
                 // The client repeated its request: the same transfer, never a second one.
                 Some(Repeat::ResendFirst | Repeat::Ignored) => {

@@ -152,7 +152,7 @@ impl Engine {
             }
         };
         let lookup = Some(self.decided).filter(Decided::is_some);
-        let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted, lookup });
+        let asked = Asked::new(d.payload, d.local.map(|l| l.ip), &granted, lookup);
         self.table.insert(
             idx,
             Transfer {

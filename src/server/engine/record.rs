@@ -16,23 +16,114 @@ use super::fold::{Folded, Reason};
 use super::kind::Kind;
 use super::resolve::Decided;
 use super::table::Transfer;
+use crate::proto::options::OackShape;
 use crate::proto::wire::{Options, Packet, Request};
 use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
 use crate::server::io::{Datagram, Io, Via};
 use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies};
 
-/// What a transfer keeps of its request for its record (boxed: one allocation per transfer,
-/// none per packet).
+/// What a transfer keeps of its request for its record, in one allocation (one per transfer,
+/// none per packet): a header of [`HEADER`] bytes (the address the request was sent to, the
+/// options as negotiated, what decided the file) and the request datagram itself, whose bytes
+/// give the file name and options in the client's spelling and tell a repeat from a new request.
 #[derive(Debug)]
-pub(super) struct Asked {
-    /// The request datagram, to give the file name and options in the client's spelling.
-    pub(super) request: Box<[u8]>,
+pub(super) struct Asked(Box<[u8]>);
+
+/// Header of [`Asked`]: the local address (a tag, 0, 4 or 6, and 16 bytes), the options granted
+/// (blksize 2, windowsize 2, timeout 2, tsize 9, the OACK's shape 2), the lookup (flags 1, rule 4).
+const HEADER: usize = 17 + 17 + 5;
+
+/// Bits of the lookup's flag byte in [`Asked`]'s header.
+const LOOKUP: u8 = 1;
+const RULE: u8 = 2;
+const TRIMMED: u8 = 4;
+const PREFIX: u8 = 8;
+const VIEW: u8 = 16;
+const CASE: u8 = 32;
+
+impl Asked {
+    /// Keeps `request` with the address it was sent to, the options granted and the lookup.
+    pub(super) fn new(request: &[u8], local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
+        let mut h = [0u8; HEADER];
+        match local {
+            None => {}
+            Some(IpAddr::V4(a)) => {
+                h[0] = 4;
+                h[1..5].copy_from_slice(&a.octets());
+            }
+            Some(IpAddr::V6(a)) => {
+                h[0] = 6;
+                h[1..17].copy_from_slice(&a.octets());
+            }
+        }
+        h[17..19].copy_from_slice(&granted.blksize.to_le_bytes());
+        h[19..21].copy_from_slice(&granted.windowsize.to_le_bytes());
+        if let Some(t) = granted.timeout {
+            h[21] = 1;
+            h[22] = t;
+        }
+        if let Some(t) = granted.tsize {
+            h[23] = 1;
+            h[24..32].copy_from_slice(&t.to_le_bytes());
+        }
+        h[32..34].copy_from_slice(&granted.shape().to_bits().to_le_bytes());
+        if let Some(d) = lookup {
+            let mut flags = LOOKUP;
+            for (on, bit) in [(d.trimmed, TRIMMED), (d.prefix, PREFIX), (d.view, VIEW), (d.case, CASE)] {
+                flags |= if on { bit } else { 0 };
+            }
+            if let Some(rule) = d.rule {
+                flags |= RULE;
+                h[35..39].copy_from_slice(&rule.to_le_bytes());
+            }
+            h[34] = flags;
+        }
+        let mut v = Vec::with_capacity(HEADER + request.len());
+        v.extend_from_slice(&h);
+        v.extend_from_slice(request);
+        Self(v.into_boxed_slice())
+    }
+
+    fn header(&self) -> &[u8; HEADER] {
+        self.0.first_chunk().expect("the header is always there")
+    }
+
+    /// The request datagram.
+    pub(super) fn request(&self) -> &[u8] {
+        &self.0[HEADER..]
+    }
+
     /// The address the request was sent to, when known.
-    pub(super) local: Option<IpAddr>,
+    pub(super) fn local(&self) -> Option<IpAddr> {
+        let h = self.header();
+        match h[0] {
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(&h[1..5]).ok()?)),
+            6 => Some(IpAddr::from(<[u8; 16]>::try_from(&h[1..17]).ok()?)),
+            _ => None,
+        }
+    }
+
     /// The options as negotiated.
-    pub(super) granted: Negotiated,
+    pub(super) fn granted(&self) -> Negotiated {
+        let h = self.header();
+        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+        let timeout = (h[21] != 0).then_some(h[22]);
+        let tsize = (h[23] != 0).then(|| u64::from_le_bytes(h[24..32].try_into().unwrap_or_default()));
+        Negotiated::with_shape(OackShape::from_bits(u16_at(32)), u16_at(17), u16_at(19), timeout, tsize)
+    }
+
     /// What decided the file served beside normalisation (a rule, a fix, a view), if anything.
-    pub(super) lookup: Option<Decided>,
+    pub(super) fn lookup(&self) -> Option<Decided> {
+        let h = self.header();
+        let flags = h[34];
+        (flags & LOOKUP != 0).then(|| Decided {
+            rule: (flags & RULE != 0).then(|| u32::from_le_bytes(h[35..39].try_into().unwrap_or_default())),
+            trimmed: flags & TRIMMED != 0,
+            prefix: flags & PREFIX != 0,
+            view: flags & VIEW != 0,
+            case: flags & CASE != 0,
+        })
+    }
 }
 
 /// The most bytes of a client's ERROR message kept for the record.
@@ -249,7 +340,7 @@ fn record(
     let write = matches!(t.kind, Kind::Write(_));
     c.finish(if write { Direction::Write } else { Direction::Read }, outcome_finish(outcome));
     let elapsed = t.kind.completed().unwrap_or(now).saturating_since(t.kind.started());
-    let request = match Packet::decode(&t.asked.request) {
+    let request = match Packet::decode(t.asked.request()) {
         Ok(Packet::Request(r)) => Some(r),
         _ => None,
     };
@@ -258,7 +349,7 @@ fn record(
         let class = stats::file_classes().classify(request.map_or(&b""[..], |r| r.filename));
         c.record_duration(class, elapsed);
     }
-    let g = &t.asked.granted;
+    let g = &t.asked.granted();
     let (blksize, windowsize) = match g.has_oack() {
         true => (g.blksize, g.windowsize),
         false => (Negotiated::PLAIN.blksize, Negotiated::PLAIN.windowsize),
@@ -267,10 +358,10 @@ fn record(
     info!(
         worker,
         client = %t.peer,
-        local = t.asked.local.map(tracing::field::display),
+        local = t.asked.local().map(tracing::field::display),
         file = request.map(|r| tracing::field::display(Text(r.filename))),
         path = %t.kind.name(),
-        lookup = t.asked.lookup.map(tracing::field::display),
+        lookup = t.asked.lookup().map(tracing::field::display),
         direction = %t.kind.direction(),
         mode = %t.kind.mode(),
         options = request.map(|r| tracing::field::display(AskedOptions(r.options))),
@@ -293,7 +384,7 @@ fn record(
 /// Samples the time from download `t`'s request to its client's first ACK, by file class, as
 /// that ACK arrives (`now`): whatever the transfer's end, so slow starts show even when they fail.
 pub(super) fn first_ack(c: &Counters, t: &Transfer, now: Timestamp) {
-    let file = match Packet::decode(&t.asked.request) {
+    let file = match Packet::decode(t.asked.request()) {
         Ok(Packet::Request(r)) => r.filename,
         _ => &b""[..],
     };
@@ -352,6 +443,24 @@ mod tests {
         assert_eq!(refusal_finish(Reason::NotFound), Finish::NotFound);
         assert_eq!(refusal_finish(Reason::Busy), Finish::Busy);
         assert_eq!(refusal_finish(Reason::Mode), Finish::Refused);
+    }
+
+    #[test]
+    fn what_a_transfer_keeps_of_its_request_reads_back_as_it_was() {
+        let request = b"\x00\x01f\x00octet\x00tsize\x000\x00";
+        let raw = b"\x00\x01f\x00octet\x00tsize\x000\x00BlkSize\x001468\x00windowsize\x004\x00timeout\x003\x00";
+        let Ok(Packet::Request(r)) = Packet::decode(raw) else { panic!() };
+        let limits = crate::proto::Limits::default();
+        let granted = crate::proto::negotiate(r.kind, r.mode, &r.options, Some(u64::MAX - 1), limits, None);
+        let rule = Decided { rule: Some(u32::MAX), trimmed: true, prefix: false, view: true, case: true };
+        let locals = [None, Some("192.0.2.7".parse().unwrap()), Some("2001:db8::7".parse().unwrap())];
+        for (local, lookup) in locals.into_iter().zip([None, Some(rule), Some(Decided { rule: None, ..rule })]) {
+            for (req, g) in [(&raw[..], granted), (&request[..], Negotiated::PLAIN)] {
+                let a = Asked::new(req, local, &g, lookup);
+                assert_eq!((a.request(), a.local(), a.granted(), a.lookup()), (req, local, g, lookup));
+            }
+        }
+        assert_eq!(Asked::new(b"", None, &Negotiated::PLAIN, None).request(), b"");
     }
 
     #[test]

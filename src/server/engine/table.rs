@@ -32,7 +32,7 @@ pub(super) struct Transfer {
     pub(super) retransmit: u16,
     pub(super) kind: Kind,
     /// What its record needs of the request; its bytes also tell a repeat from a new request.
-    pub(super) asked: Box<Asked>,
+    pub(super) asked: Asked,
 }
 
 #[derive(Debug, Default)]
