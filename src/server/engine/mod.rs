@@ -297,7 +297,7 @@ impl Engine {
     fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
         let Some(token) = d.token else { return };
         let Some(t) = self.table.live(token) else { return };
-        if d.peer != t.peer {
+        if table::Peer::from(d.peer) != t.client {
             //= https://www.rfc-editor.org/rfc/rfc1350#section-4
             //# If a source TID does not match, the packet should be discarded as erroneously sent
             //# from somewhere else. An error packet should be sent to the source of the incorrect
@@ -546,7 +546,7 @@ impl Engine {
                     }
                     Kind::Write(w) => {
                         let Some(tx) = w.xfer.poll_transmit() else { break };
-                        transmit_write(t.via, t.peer, from, tx, None, token, &mut self.head, io);
+                        transmit_write(t.via, t.peer(), from, tx, None, token, &mut self.head, io);
                     }
                 }
             }

@@ -10,7 +10,7 @@ use super::kind::{Kind, WriteState};
 use super::lookup::{self, Unserved};
 use super::record::{Asked, Text};
 use super::resolve::{Decided, Lookup, Refused};
-use super::table::{NO_LOCAL, Transfer};
+use super::table::{NO_LOCAL, Peer, Transfer};
 use super::{Engine, transfer_bind_addr};
 use crate::fs::{OpenError, PathError, UploadError};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
@@ -156,7 +156,7 @@ impl Engine {
         self.table.insert(
             idx,
             Transfer {
-                peer: d.peer,
+                client: Peer::from(d.peer),
                 via,
                 local,
                 queued: false,

@@ -166,12 +166,12 @@ impl Engine {
     pub(super) fn finish<I: Io>(&mut self, idx: u32, outcome: Outcome, now: Timestamp, io: &mut I) {
         self.wheel.cancel(&mut self.table.links(), idx);
         let Some(t) = self.table.remove(idx) else { return };
-        self.sources.count(t.peer.ip(), false);
+        self.sources.count(t.client.ip(), false);
         if let Via::Transfer(sock) = t.via {
             io.close_transfer(sock);
         }
         let port = if matches!(t.via, Via::Transfer(_)) { t.port } else { 0 };
-        self.tids.remember(&t.peer, port, now);
+        self.tids.remember(&t.peer(), port, now);
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);
         let message = self.peer_message.get().filter(|_| outcome.by() == Some("client"));
@@ -357,7 +357,7 @@ fn record(
     c.record_negotiated(blksize, windowsize);
     info!(
         worker,
-        client = %t.peer,
+        client = %t.peer(),
         local = t.asked.local().map(tracing::field::display),
         file = request.map(|r| tracing::field::display(Text(r.filename))),
         path = %t.kind.name(),
