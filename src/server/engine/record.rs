@@ -23,105 +23,150 @@ use crate::server::io::{Datagram, Io, Via};
 use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies};
 
 /// What a transfer keeps of its request for its record, in one allocation (one per transfer,
-/// none per packet): a header of [`HEADER`] bytes (the address the request was sent to, the
-/// options as negotiated, what decided the file) and the request datagram itself, whose bytes
-/// give the file name and options in the client's spelling and tell a repeat from a new request.
+/// none per packet): a header (the address the request was sent to, the options as negotiated,
+/// what decided the file; 12 to 37 bytes, 20 for an IPv4 request with tsize) and the request
+/// datagram itself, whose bytes give the file name and options in the client's spelling and
+/// tell a repeat from a new request.
+///
+/// The header: the local address's tag (0 none, 4, 6) and its 0, 4 or 16 bytes; a byte of
+/// [`Flags`]; blksize, windowsize and the OACK's shape, two bytes each; then, when their flag
+/// says so, the timeout (1 byte), tsize (8) and the map file rule's line (4).
 #[derive(Debug)]
 pub(super) struct Asked(Box<[u8]>);
 
-/// Header of [`Asked`]: the local address (a tag, 0, 4 or 6, and 16 bytes), the options granted
-/// (blksize 2, windowsize 2, timeout 2, tsize 9, the OACK's shape 2), the lookup (flags 1, rule 4).
-const HEADER: usize = 17 + 17 + 5;
+/// Bits of [`Asked`]'s flag byte.
+struct Flags;
 
-/// Bits of the lookup's flag byte in [`Asked`]'s header.
-const LOOKUP: u8 = 1;
-const RULE: u8 = 2;
-const TRIMMED: u8 = 4;
-const PREFIX: u8 = 8;
-const VIEW: u8 = 16;
-const CASE: u8 = 32;
+impl Flags {
+    const TIMEOUT: u8 = 1;
+    const TSIZE: u8 = 2;
+    const LOOKUP: u8 = 4;
+    const RULE: u8 = 8;
+    const TRIMMED: u8 = 16;
+    const PREFIX: u8 = 32;
+    const VIEW: u8 = 64;
+    const CASE: u8 = 128;
+}
+
+/// The longest header of [`Asked`].
+const HEADER_MAX: usize = 1 + 16 + 1 + 6 + 1 + 8 + 4;
 
 impl Asked {
     /// Keeps `request` with the address it was sent to, the options granted and the lookup.
     pub(super) fn new(request: &[u8], local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
-        let mut h = [0u8; HEADER];
+        let mut h = [0u8; HEADER_MAX];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            h[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        };
         match local {
-            None => {}
+            None => put(&[0]),
             Some(IpAddr::V4(a)) => {
-                h[0] = 4;
-                h[1..5].copy_from_slice(&a.octets());
+                put(&[4]);
+                put(&a.octets());
             }
             Some(IpAddr::V6(a)) => {
-                h[0] = 6;
-                h[1..17].copy_from_slice(&a.octets());
+                put(&[6]);
+                put(&a.octets());
             }
         }
-        h[17..19].copy_from_slice(&granted.blksize.to_le_bytes());
-        h[19..21].copy_from_slice(&granted.windowsize.to_le_bytes());
-        if let Some(t) = granted.timeout {
-            h[21] = 1;
-            h[22] = t;
+        let mut flags = 0;
+        for (on, bit) in [(granted.timeout.is_some(), Flags::TIMEOUT), (granted.tsize.is_some(), Flags::TSIZE)] {
+            flags |= if on { bit } else { 0 };
         }
-        if let Some(t) = granted.tsize {
-            h[23] = 1;
-            h[24..32].copy_from_slice(&t.to_le_bytes());
-        }
-        h[32..34].copy_from_slice(&granted.shape().to_bits().to_le_bytes());
         if let Some(d) = lookup {
-            let mut flags = LOOKUP;
-            for (on, bit) in [(d.trimmed, TRIMMED), (d.prefix, PREFIX), (d.view, VIEW), (d.case, CASE)] {
+            flags |= Flags::LOOKUP;
+            for (on, bit) in [
+                (d.rule.is_some(), Flags::RULE),
+                (d.trimmed, Flags::TRIMMED),
+                (d.prefix, Flags::PREFIX),
+                (d.view, Flags::VIEW),
+                (d.case, Flags::CASE),
+            ] {
                 flags |= if on { bit } else { 0 };
             }
-            if let Some(rule) = d.rule {
-                flags |= RULE;
-                h[35..39].copy_from_slice(&rule.to_le_bytes());
-            }
-            h[34] = flags;
         }
-        let mut v = Vec::with_capacity(HEADER + request.len());
-        v.extend_from_slice(&h);
+        put(&[flags]);
+        put(&granted.blksize.to_le_bytes());
+        put(&granted.windowsize.to_le_bytes());
+        put(&granted.shape().to_bits().to_le_bytes());
+        if let Some(t) = granted.timeout {
+            put(&[t]);
+        }
+        if let Some(t) = granted.tsize {
+            put(&t.to_le_bytes());
+        }
+        if let Some(rule) = lookup.and_then(|d| d.rule) {
+            put(&rule.to_le_bytes());
+        }
+        let mut v = Vec::with_capacity(n + request.len());
+        v.extend_from_slice(&h[..n]);
         v.extend_from_slice(request);
         Self(v.into_boxed_slice())
     }
 
-    fn header(&self) -> &[u8; HEADER] {
-        self.0.first_chunk().expect("the header is always there")
+    /// The header's fields: the local address, the flags, and where the flag byte is.
+    fn local_and_flags(&self) -> (Option<IpAddr>, u8, usize) {
+        let b = &self.0;
+        let (local, at) = match b[0] {
+            4 => (<[u8; 4]>::try_from(&b[1..5]).ok().map(IpAddr::from), 5),
+            6 => (<[u8; 16]>::try_from(&b[1..17]).ok().map(IpAddr::from), 17),
+            _ => (None, 1),
+        };
+        (local, b[at], at)
+    }
+
+    /// Where the optional fields start, and the length of the header.
+    fn layout(&self) -> (usize, usize) {
+        let (_, flags, at) = self.local_and_flags();
+        let optional = at + 1 + 6;
+        let mut len = optional;
+        for (bit, bytes) in [(Flags::TIMEOUT, 1), (Flags::TSIZE, 8), (Flags::RULE, 4)] {
+            len += if flags & bit != 0 { bytes } else { 0 };
+        }
+        (optional, len)
     }
 
     /// The request datagram.
     pub(super) fn request(&self) -> &[u8] {
-        &self.0[HEADER..]
+        &self.0[self.layout().1..]
     }
 
     /// The address the request was sent to, when known.
     pub(super) fn local(&self) -> Option<IpAddr> {
-        let h = self.header();
-        match h[0] {
-            4 => Some(IpAddr::from(<[u8; 4]>::try_from(&h[1..5]).ok()?)),
-            6 => Some(IpAddr::from(<[u8; 16]>::try_from(&h[1..17]).ok()?)),
-            _ => None,
-        }
+        self.local_and_flags().0
     }
 
     /// The options as negotiated.
     pub(super) fn granted(&self) -> Negotiated {
-        let h = self.header();
-        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
-        let timeout = (h[21] != 0).then_some(h[22]);
-        let tsize = (h[23] != 0).then(|| u64::from_le_bytes(h[24..32].try_into().unwrap_or_default()));
-        Negotiated::with_shape(OackShape::from_bits(u16_at(32)), u16_at(17), u16_at(19), timeout, tsize)
+        let (_, flags, at) = self.local_and_flags();
+        let b = &self.0;
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let mut i = self.layout().0;
+        let timeout = (flags & Flags::TIMEOUT != 0).then(|| {
+            i += 1;
+            b[i - 1]
+        });
+        let tsize = (flags & Flags::TSIZE != 0).then(|| {
+            i += 8;
+            u64::from_le_bytes(b[i - 8..i].try_into().unwrap_or_default())
+        });
+        Negotiated::with_shape(OackShape::from_bits(u16_at(at + 5)), u16_at(at + 1), u16_at(at + 3), timeout, tsize)
     }
 
     /// What decided the file served beside normalisation (a rule, a fix, a view), if anything.
     pub(super) fn lookup(&self) -> Option<Decided> {
-        let h = self.header();
-        let flags = h[34];
-        (flags & LOOKUP != 0).then(|| Decided {
-            rule: (flags & RULE != 0).then(|| u32::from_le_bytes(h[35..39].try_into().unwrap_or_default())),
-            trimmed: flags & TRIMMED != 0,
-            prefix: flags & PREFIX != 0,
-            view: flags & VIEW != 0,
-            case: flags & CASE != 0,
+        let (_, flags, _) = self.local_and_flags();
+        let b = &self.0;
+        let end = self.layout().1;
+        (flags & Flags::LOOKUP != 0).then(|| Decided {
+            rule: (flags & Flags::RULE != 0)
+                .then(|| u32::from_le_bytes(b[end - 4..end].try_into().unwrap_or_default())),
+            trimmed: flags & Flags::TRIMMED != 0,
+            prefix: flags & Flags::PREFIX != 0,
+            view: flags & Flags::VIEW != 0,
+            case: flags & Flags::CASE != 0,
         })
     }
 }
@@ -455,7 +500,12 @@ mod tests {
         let rule = Decided { rule: Some(u32::MAX), trimmed: true, prefix: false, view: true, case: true };
         let locals = [None, Some("192.0.2.7".parse().unwrap()), Some("2001:db8::7".parse().unwrap())];
         for (local, lookup) in locals.into_iter().zip([None, Some(rule), Some(Decided { rule: None, ..rule })]) {
-            for (req, g) in [(&raw[..], granted), (&request[..], Negotiated::PLAIN)] {
+            let tsize_only = match Packet::decode(request) {
+                Ok(Packet::Request(r)) => crate::proto::negotiate(r.kind, r.mode, &r.options, Some(7), limits, None),
+                _ => panic!(),
+            };
+            assert_eq!((tsize_only.tsize, tsize_only.timeout), (Some(7), None));
+            for (req, g) in [(&raw[..], granted), (&request[..], Negotiated::PLAIN), (&request[..], tsize_only)] {
                 let a = Asked::new(req, local, &g, lookup);
                 assert_eq!((a.request(), a.local(), a.granted(), a.lookup()), (req, local, g, lookup));
             }
