@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use tracing::info;
@@ -28,11 +29,13 @@ use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies
 /// datagram itself, whose bytes give the file name and options in the client's spelling and
 /// tell a repeat from a new request.
 ///
+/// Eight bytes in the transfer: a thin pointer to the allocation, whose first four bytes hold
+/// its length.
+///
 /// The header: the local address's tag (0 none, 4, 6) and its 0, 4 or 16 bytes; a byte of
 /// [`Flags`]; blksize, windowsize and the OACK's shape, two bytes each; then, when their flag
 /// says so, the timeout (1 byte), tsize (8) and the map file rule's line (4).
-#[derive(Debug)]
-pub(super) struct Asked(Box<[u8]>);
+pub(super) struct Asked(NonNull<u8>);
 
 /// Bits of [`Asked`]'s flag byte.
 struct Flags;
@@ -47,6 +50,9 @@ impl Flags {
     const VIEW: u8 = 64;
     const CASE: u8 = 128;
 }
+
+/// The bytes of [`Asked`]'s length.
+const LEN: usize = 4;
 
 /// The longest header of [`Asked`].
 const HEADER_MAX: usize = 1 + 16 + 1 + 6 + 1 + 8 + 4;
@@ -100,15 +106,35 @@ impl Asked {
         if let Some(rule) = lookup.and_then(|d| d.rule) {
             put(&rule.to_le_bytes());
         }
-        let mut v = Vec::with_capacity(n + request.len());
+        let len = LEN + n + request.len();
+        let mut v = Vec::with_capacity(len);
+        v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
         v.extend_from_slice(&h[..n]);
         v.extend_from_slice(request);
-        Self(v.into_boxed_slice())
+        // The length written first is the slice's: a datagram is far shorter than 4 GiB, and
+        // nothing longer is ever kept.
+        v.truncate(u32::MAX as usize);
+        Self(NonNull::from(Box::leak(v.into_boxed_slice())).cast::<u8>())
+    }
+
+    /// The whole allocation: its length, the header, the request.
+    fn all(&self) -> &[u8] {
+        // SAFETY: `self.0` is the start of the boxed slice leaked in `new`, alive until `drop`;
+        // its first LEN bytes are its length, written there in `new` (at most u32::MAX).
+        unsafe {
+            let len = u32::from_le_bytes(self.0.cast::<[u8; LEN]>().read()) as usize;
+            std::slice::from_raw_parts(self.0.as_ptr(), len)
+        }
+    }
+
+    /// The header and the request.
+    fn bytes(&self) -> &[u8] {
+        &self.all()[LEN..]
     }
 
     /// The header's fields: the local address, the flags, and where the flag byte is.
     fn local_and_flags(&self) -> (Option<IpAddr>, u8, usize) {
-        let b = &self.0;
+        let b = self.bytes();
         let (local, at) = match b[0] {
             4 => (<[u8; 4]>::try_from(&b[1..5]).ok().map(IpAddr::from), 5),
             6 => (<[u8; 16]>::try_from(&b[1..17]).ok().map(IpAddr::from), 17),
@@ -130,7 +156,7 @@ impl Asked {
 
     /// The request datagram.
     pub(super) fn request(&self) -> &[u8] {
-        &self.0[self.layout().1..]
+        &self.bytes()[self.layout().1..]
     }
 
     /// The address the request was sent to, when known.
@@ -141,7 +167,7 @@ impl Asked {
     /// The options as negotiated.
     pub(super) fn granted(&self) -> Negotiated {
         let (_, flags, at) = self.local_and_flags();
-        let b = &self.0;
+        let b = self.bytes();
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         let mut i = self.layout().0;
         let timeout = (flags & Flags::TIMEOUT != 0).then(|| {
@@ -158,7 +184,7 @@ impl Asked {
     /// What decided the file served beside normalisation (a rule, a fix, a view), if anything.
     pub(super) fn lookup(&self) -> Option<Decided> {
         let (_, flags, _) = self.local_and_flags();
-        let b = &self.0;
+        let b = self.bytes();
         let end = self.layout().1;
         (flags & Flags::LOOKUP != 0).then(|| Decided {
             rule: (flags & Flags::RULE != 0)
@@ -168,6 +194,21 @@ impl Asked {
             view: flags & Flags::VIEW != 0,
             case: flags & Flags::CASE != 0,
         })
+    }
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        let len = self.all().len();
+        // SAFETY: `self.0` and `len` are the pointer and length of the boxed slice leaked in
+        // `new`, given back once, here.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.0.as_ptr(), len)) });
+    }
+}
+
+impl fmt::Debug for Asked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Asked").field("request", &self.request()).finish_non_exhaustive()
     }
 }
 
