@@ -85,8 +85,8 @@ pub(super) fn transmit_read_run<I: Io>(
     run: &mut Vec<Segment>,
     io: &mut I,
 ) -> bool {
-    let (via, to) = (t.via, t.client.addr());
-    let Kind::Read { file, netascii, xfer } = &mut t.kind else { return false };
+    let (via, to, netascii) = (t.via, t.client.addr(), &t.netascii);
+    let Kind::Read { file, xfer } = &mut t.kind else { return false };
     run.clear();
     // netascii blocks are translated into scratch: the run's all lie in this chunk, which its
     // send keeps alive instead of the file.
@@ -178,7 +178,8 @@ fn transmit_read<I: Io>(
     head: &mut [u8; MAX_HEAD],
     io: &mut I,
 ) {
-    let Kind::Read { file, netascii, xfer } = &mut t.kind else { return };
+    let netascii = &t.netascii;
+    let Kind::Read { file, xfer } = &mut t.kind else { return };
     match tx {
         Transmit::Data { block, offset, len } => {
             // netascii: translated into a chunk of scratch, which the send keeps alive.

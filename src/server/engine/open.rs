@@ -69,7 +69,7 @@ impl Engine {
         if let Some(bytes) = self.policy.limits.max_window_bytes {
             xfer.limit_blind_sends(bytes);
         }
-        Ok((Kind::Read { file, netascii, xfer }, neg))
+        Ok((Kind::Read { file, xfer }, neg))
     }
 
     fn prepare_write(
@@ -112,7 +112,7 @@ impl Engine {
         match started {
             Ok((upload, name)) => {
                 let xfer = WriteTransfer::new(now, &neg, policy.max_size, self.retransmits.in_force());
-                let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
+                let state = WriteState { xfer, upload: Some(upload), name: name.into() };
                 Ok((Kind::Write(Box::new(state)), neg))
             }
             Err(e) => {
@@ -122,15 +122,16 @@ impl Engine {
         }
     }
 
-    /// Gives transfer `kind` of datagram `d` a slot and, unless serving from the listening
-    /// port, its own socket; returns its slot, or `None` when no socket could be opened (the
-    /// request is then answered "busy").
+    /// Gives transfer `kind` of datagram `d` (in netascii mode or not) a slot and, unless
+    /// serving from the listening port, its own socket; returns its slot, or `None` when no
+    /// socket could be opened (the request is then answered "busy").
     pub(super) fn start<I: Io>(
         &mut self,
         now: Timestamp,
         listen: u32,
         d: &Datagram<'_>,
         kind: Kind,
+        netascii: bool,
         granted: Negotiated,
         io: &mut I,
     ) -> Option<u32> {
@@ -157,6 +158,7 @@ impl Engine {
             idx,
             Transfer {
                 client: Peer::from(d.peer),
+                netascii,
                 via,
                 local,
                 queued: false,

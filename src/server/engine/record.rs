@@ -449,7 +449,7 @@ fn record(
         path = %t.kind.name(),
         lookup = t.asked.lookup().map(tracing::field::display),
         direction = %t.kind.direction(),
-        mode = %t.kind.mode(),
+        mode = %t.mode(),
         options = request.map(|r| tracing::field::display(AskedOptions(r.options))),
         blksize,
         windowsize,

@@ -62,6 +62,8 @@ pub(super) struct Transfer {
     pub(super) local: u16,
     /// In the ready queue.
     pub(super) queued: bool,
+    /// Its mode is netascii (a read translates the file, an upload its DATA).
+    pub(super) netascii: bool,
     /// Its socket's port (its transfer ID), 0 when served from the listening port.
     pub(super) port: u16,
     /// Index of its retransmission settings, those in force when it started, in
@@ -76,6 +78,11 @@ impl Transfer {
     /// Its client's address and port.
     pub(super) fn peer(&self) -> SocketAddr {
         self.client.addr()
+    }
+
+    /// Its mode, as the record names it.
+    pub(super) fn mode(&self) -> &'static str {
+        if self.netascii { "netascii" } else { "octet" }
     }
 }
 
