@@ -448,16 +448,14 @@ impl Engine {
                 Ok(_) if self.active >= self.capacity && !self.evict_unconfirmed(now, io) => {
                     Admission::refuse(Refusal::Busy)
                 }
-                Ok((kind, granted)) => {
-                    match self.start(now, listen, d, kind, r.mode == wire::Mode::Netascii, granted, io) {
-                        Some(idx) => {
-                            self.send_first(idx, now, &r.options, io);
-                            self.after_event(idx, now, io);
-                            return;
-                        }
-                        None => Admission::refuse(Refusal::Busy),
+                Ok((kind, granted)) => match self.start(now, listen, d, kind, granted, io) {
+                    Some(idx) => {
+                        self.send_first(idx, now, &r.options, io);
+                        self.after_event(idx, now, io);
+                        return;
                     }
-                }
+                    None => Admission::refuse(Refusal::Busy),
+                },
                 Err(refused) => refused,
             },
             other => other,

@@ -14,7 +14,7 @@ use super::table::{NO_LOCAL, Peer, Transfer};
 use super::{Engine, transfer_bind_addr};
 use crate::fs::{OpenError, PathError, UploadError};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
-use crate::proto::wire::{Mode, Request, RequestKind};
+use crate::proto::wire::{Mode, Packet, Request, RequestKind};
 use crate::proto::{LocalFailure, ReadTransfer, Timestamp, WriteTransfer};
 use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE, Via};
 use crate::server::socket::LocalEnd;
@@ -122,16 +122,15 @@ impl Engine {
         }
     }
 
-    /// Gives transfer `kind` of datagram `d` (in netascii mode or not) a slot and, unless
-    /// serving from the listening port, its own socket; returns its slot, or `None` when no
-    /// socket could be opened (the request is then answered "busy").
+    /// Gives transfer `kind` of datagram `d` a slot and, unless serving from the listening
+    /// port, its own socket; returns its slot, or `None` when no socket could be opened (the
+    /// request is then answered "busy").
     pub(super) fn start<I: Io>(
         &mut self,
         now: Timestamp,
         listen: u32,
         d: &Datagram<'_>,
         kind: Kind,
-        netascii: bool,
         granted: Negotiated,
         io: &mut I,
     ) -> Option<u32> {
@@ -153,6 +152,7 @@ impl Engine {
             }
         };
         let lookup = Some(self.decided).filter(Decided::is_some);
+        let netascii = matches!(Packet::decode(d.payload), Ok(Packet::Request(r)) if r.mode == Mode::Netascii);
         let asked = Asked::new(d.payload, d.local.map(|l| l.ip), &granted, lookup);
         self.table.insert(
             idx,

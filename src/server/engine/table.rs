@@ -238,6 +238,13 @@ impl Table {
     }
 }
 
+/// Whether `tok` names a transfer still held whose client has shown nothing yet.
+fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
+    slots.get(tok.slot() as usize).is_some_and(|s| {
+        s.generation == tok.generation() && s.transfer.as_ref().is_some_and(|t| t.kind.is_unconfirmed())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,11 +262,4 @@ mod tests {
         assert_ne!(Peer::from(v4), Peer::from("[::ffff:192.0.2.1]:69".parse::<SocketAddr>().unwrap()));
         assert_eq!(std::mem::size_of::<Peer>(), 24);
     }
-}
-
-/// Whether `tok` names a transfer still held whose client has shown nothing yet.
-fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
-    slots.get(tok.slot() as usize).is_some_and(|s| {
-        s.generation == tok.generation() && s.transfer.as_ref().is_some_and(|t| t.kind.is_unconfirmed())
-    })
 }
