@@ -1,6 +1,6 @@
 //! A hashed timer wheel for per-transfer deadlines (server transfers, load-generator clients): O(1) to arm and to cancel, and no allocation at
 //! all, because each bucket is an intrusive doubly-linked list threaded through the owner's
-//! slots ([`TimerLink`], 16 bytes per slot).
+//! slots ([`TimerLink`], 12 bytes per slot).
 //!
 //! Deadlines move on every ACK, so arming is lazy: moving a deadline later leaves the slot in its
 //! earlier bucket, and when that bucket comes up the owner looks at the real deadline and arms
@@ -12,28 +12,37 @@ use crate::proto::time::Timestamp;
 /// ones wait in the farthest bucket and are armed again from there.
 const BUCKETS: usize = 4096;
 const NIL: u32 = u32::MAX;
-const NOT_ARMED: u64 = u64::MAX;
+/// [`TimerLink::tick`]'s bit for "in a bucket"; the other 31 bits are the tick's low bits.
+const ARMED: u32 = 1 << 31;
+const TICK_BITS: u32 = ARMED - 1;
 
 /// A slot's place in the wheel.
 #[derive(Clone, Copy, Debug)]
 pub struct TimerLink {
     prev: u32,
     next: u32,
-    /// The tick of the bucket the slot is in, or NOT_ARMED.
-    tick: u64,
+    /// [`ARMED`] and the low 31 bits of the tick of the bucket the slot is in; 0 when in none.
+    /// A slot in the wheel is never due before the cursor nor a ring's length after it, so the
+    /// low bits name its tick exactly, however long the wheel runs (see [`TimerWheel::armed`]).
+    tick: u32,
 }
 
 impl Default for TimerLink {
     fn default() -> Self {
-        Self { prev: NIL, next: NIL, tick: NOT_ARMED }
+        Self { prev: NIL, next: NIL, tick: 0 }
     }
 }
 
 impl TimerLink {
     /// Whether the slot is in a bucket.
+    fn is_in(&self) -> bool {
+        self.tick & ARMED != 0
+    }
+
+    /// Whether the slot is in a bucket.
     #[cfg(test)]
     pub(crate) fn is_armed(&self) -> bool {
-        self.tick != NOT_ARMED
+        self.is_in()
     }
 }
 
@@ -69,16 +78,16 @@ impl TimerWheel {
         // Round up, so that a timer never fires early.
         let want = deadline.as_micros().div_ceil(self.tick_us);
         let tick = want.clamp(self.cursor, self.cursor + BUCKETS as u64 - 1);
-        let armed = links.link(idx).tick;
-        if armed != NOT_ARMED {
-            if armed <= tick {
+        let link = *links.link(idx);
+        if link.is_in() {
+            if self.armed(link) <= tick {
                 return;
             }
             self.cancel(links, idx);
         }
         let b = (tick % BUCKETS as u64) as usize;
         let head = self.heads[b];
-        *links.link(idx) = TimerLink { prev: NIL, next: head, tick };
+        *links.link(idx) = TimerLink { prev: NIL, next: head, tick: ARMED | (tick as u32 & TICK_BITS) };
         if head != NIL {
             links.link(head).prev = idx;
         }
@@ -86,13 +95,21 @@ impl TimerWheel {
         self.occupied[b / 64] |= 1 << (b % 64);
     }
 
+    /// The tick of the bucket `link` is in: the one at or after the cursor, less than a ring's
+    /// length away, with its low bits.
+    fn armed(&self, link: TimerLink) -> u64 {
+        let ahead = (link.tick & TICK_BITS).wrapping_sub(self.cursor as u32) & TICK_BITS;
+        self.cursor + u64::from(ahead)
+    }
+
     /// Takes slot `idx` out of the wheel, if it is in.
     pub fn cancel(&mut self, links: &mut impl Links, idx: u32) {
-        let TimerLink { prev, next, tick } = *links.link(idx);
-        if tick == NOT_ARMED {
+        let link @ TimerLink { prev, next, .. } = *links.link(idx);
+        if !link.is_in() {
             return;
         }
-        let b = (tick % BUCKETS as u64) as usize;
+        // 2^31 is a multiple of the ring's length: the low bits name the bucket.
+        let b = (link.tick & TICK_BITS) as usize % BUCKETS;
         if prev == NIL {
             self.heads[b] = next;
             if next == NIL {
@@ -199,9 +216,9 @@ mod tests {
         let (mut w, mut l, mut due) = setup(1, ms(0));
         w.arm(&mut l, 0, ms(10));
         w.arm(&mut l, 0, ms(50));
-        assert_eq!(l[0].tick, 10, "lazy: still in the 10 ms bucket");
+        assert_eq!(w.armed(l[0]), 10, "lazy: still in the 10 ms bucket");
         w.arm(&mut l, 0, ms(3));
-        assert_eq!(l[0].tick, 3);
+        assert_eq!(w.armed(l[0]), 3);
         w.expire(ms(20), &mut l, &mut due);
         assert_eq!(due, [0], "in one bucket only");
     }
@@ -227,11 +244,11 @@ mod tests {
     fn far_deadlines_wait_in_the_last_bucket() {
         let (mut w, mut l, mut due) = setup(1, ms(0));
         w.arm(&mut l, 0, ms(10_000));
-        assert_eq!(l[0].tick, BUCKETS as u64 - 1);
+        assert_eq!(w.armed(l[0]), BUCKETS as u64 - 1);
         w.expire(ms(5_000), &mut l, &mut due);
         assert_eq!(due, [0]);
         w.arm(&mut l, 0, ms(10_000));
-        assert_eq!(l[0].tick, 5_000 + BUCKETS as u64);
+        assert_eq!(w.armed(l[0]), 5_000 + BUCKETS as u64);
         due.clear();
         w.expire(ms(9_999), &mut l, &mut due);
         assert_eq!(due, [0]);
@@ -240,6 +257,47 @@ mod tests {
         w.expire(ms(10_000), &mut l, &mut due);
         assert_eq!(due, [0]);
         assert_eq!(w.next_due(), None);
+    }
+
+    /// Ticks past 2^31 and 2^32 (a link keeps 31 bits of its tick): a wheel that has run for
+    /// weeks arms, moves, cancels and fires as on its first day.
+    #[test]
+    fn ticks_past_the_bits_a_link_keeps() {
+        for start in [(1u64 << 31) - 50, (1 << 32) - 50, (1 << 40) + (1 << 31) - 3] {
+            let (mut w, mut l, mut due) = setup(4, ms(start));
+            w.arm(&mut l, 0, ms(start + 10));
+            w.arm(&mut l, 1, ms(start + 100));
+            w.arm(&mut l, 2, ms(start + 60_000));
+            w.arm(&mut l, 3, ms(start + 100));
+            assert_eq!(w.armed(l[2]), start + BUCKETS as u64 - 1);
+            // Later: stays; earlier: moves.
+            w.arm(&mut l, 1, ms(start + 200));
+            assert_eq!(w.armed(l[1]), start + 100);
+            w.arm(&mut l, 1, ms(start + 60));
+            assert_eq!(w.armed(l[1]), start + 60);
+            w.cancel(&mut l, 3);
+            assert!(!l[3].is_armed());
+            assert_eq!(w.next_due(), Some(ms(start + 10)));
+            w.expire(ms(start + 9), &mut l, &mut due);
+            assert!(due.is_empty(), "never early");
+            w.expire(ms(start + 10), &mut l, &mut due);
+            assert_eq!(due, [0]);
+            due.clear();
+            w.expire(ms(start + 100), &mut l, &mut due);
+            assert_eq!(due, [1]);
+            due.clear();
+            w.expire(ms(start + BUCKETS as u64 - 1), &mut l, &mut due);
+            assert_eq!(due, [2], "from the last bucket, to be armed again");
+            due.clear();
+            w.arm(&mut l, 2, ms(start + 60_000));
+            assert_eq!(w.armed(l[2]), start + 2 * BUCKETS as u64 - 1);
+            w.arm(&mut l, 0, ms(start + 5_000));
+            assert_eq!(w.armed(l[0]), start + 5_000);
+            w.expire(ms(start + 5_000), &mut l, &mut due);
+            assert_eq!(due, [0]);
+            w.cancel(&mut l, 2);
+            assert_eq!(w.next_due(), None);
+        }
     }
 
     #[test]

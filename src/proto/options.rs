@@ -165,6 +165,19 @@ pub struct OackShape {
     order: u8,
 }
 
+impl OackShape {
+    /// The shape in two bytes (options accepted, low byte; their order, high byte).
+    pub fn to_bits(self) -> u16 {
+        u16::from_le_bytes([self.acked, self.order])
+    }
+
+    /// The shape [`to_bits`](Self::to_bits) gave.
+    pub fn from_bits(bits: u16) -> Self {
+        let [acked, order] = bits.to_le_bytes();
+        Self { acked, order }
+    }
+}
+
 /// The options an OACK can carry, by their two-bit code in [`Negotiated`]'s order.
 const OPTION_BITS: [(&[u8], u8); 4] =
     [(b"blksize", BLKSIZE), (b"timeout", TIMEOUT), (b"tsize", TSIZE), (b"windowsize", WINDOWSIZE)];

@@ -23,14 +23,13 @@ pub struct RtoBounds {
     pub max: Duration,
 }
 
-/// Round-trip estimator of one transfer: microseconds, 16 bytes. The bounds are not stored
-/// (they are the same for thousands of transfers) but passed to each call.
+/// Round-trip estimator of one transfer: microseconds, 12 bytes. The bounds are not stored
+/// (they are the same for thousands of transfers) but passed to each call, and the timeout is
+/// computed from the estimate when asked for rather than kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RttEstimator {
     srtt: u32,
     rttvar: u32,
-    /// Current timeout before backoff.
-    rto: u32,
     backoff: u8,
     samples: Samples,
 }
@@ -62,9 +61,8 @@ fn micros(d: Duration) -> u32 {
 
 impl RttEstimator {
     /// A new estimator with no samples.
-    pub fn new(bounds: &RtoBounds) -> Self {
-        let (min, max) = bounds.micros();
-        Self { srtt: 0, rttvar: 0, rto: micros(bounds.initial).clamp(min, max), backoff: 0, samples: Samples::None }
+    pub fn new(_bounds: &RtoBounds) -> Self {
+        Self { srtt: 0, rttvar: 0, backoff: 0, samples: Samples::None }
     }
 
     /// Feeds one round-trip sample.
@@ -81,8 +79,7 @@ impl RttEstimator {
         }
     }
 
-    fn sample(&mut self, rtt: Duration, bounds: &RtoBounds, kind: Samples) {
-        let (min, max) = bounds.micros();
+    fn sample(&mut self, rtt: Duration, _bounds: &RtoBounds, kind: Samples) {
         let r = micros(rtt);
         //= https://www.rfc-editor.org/rfc/rfc6298#section-2
         //# RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
@@ -96,8 +93,20 @@ impl RttEstimator {
             self.rttvar = r / 2;
             self.samples = kind;
         }
-        let rto = u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)));
-        self.rto = u32::try_from(rto).unwrap_or(u32::MAX).clamp(min, max);
+    }
+
+    /// The timeout before backoff: the initial one without a sample, else RFC 6298's.
+    fn base_rto(&self, bounds: &RtoBounds) -> u32 {
+        let (min, max) = bounds.micros();
+        let rto = match self.samples {
+            Samples::None => u64::from(micros(bounds.initial)),
+            //= https://www.rfc-editor.org/rfc/rfc6298#section-2
+            //# RTO <- SRTT + max (G, K*RTTVAR)
+            Samples::Provisional | Samples::Smoothed => {
+                u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)))
+            }
+        };
+        u32::try_from(rto).unwrap_or(u32::MAX).clamp(min, max)
     }
 
     /// A retransmission timeout expired: double the timeout (up to the maximum).
@@ -113,7 +122,7 @@ impl RttEstimator {
     /// The timeout to use now, backoff included.
     pub fn rto(&self, bounds: &RtoBounds) -> Duration {
         let (_, max) = bounds.micros();
-        let t = u64::from(self.rto) << self.backoff;
+        let t = u64::from(self.base_rto(bounds)) << self.backoff;
         Duration::from_micros(t.min(u64::from(max)))
     }
 

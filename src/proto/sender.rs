@@ -91,7 +91,7 @@ pub enum TimeoutEffect {
     GiveUp,
 }
 
-/// Sender state of one transfer (72 bytes).
+/// Sender state of one transfer (64 bytes).
 #[derive(Clone, Debug)]
 pub struct WindowSender {
     size: u64,

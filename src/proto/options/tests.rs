@@ -120,6 +120,7 @@ fn oack_written_again_from_its_shape() {
     let n = negotiate(READ, Mode::Octet, &o, Some(77), Limits::default(), None);
     let again = Negotiated::with_shape(n.shape(), n.blksize, n.windowsize, n.timeout, n.tsize);
     assert_eq!(again, n);
+    assert_eq!(OackShape::from_bits(n.shape().to_bits()), n.shape());
     let mut buf = [0u8; 512];
     let len = again.encode_oack_again(&mut buf).unwrap();
     assert_eq!(&buf[..len], b"\x00\x06blksize\x001432\x00tsize\x0077\x00windowsize\x004\x00timeout\x003\x00");

@@ -200,3 +200,9 @@ fn first_exchanges_time_the_path_provisionally() {
     assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1)));
     assert_eq!(s.rtt().rto(&CFG.rto), CFG.rto.min);
 }
+
+#[test]
+fn sender_state_stays_small() {
+    assert!(std::mem::size_of::<WindowSender>() <= 64, "{}", std::mem::size_of::<WindowSender>());
+    assert_eq!(std::mem::size_of::<crate::proto::rtt::RttEstimator>(), 12);
+}

@@ -35,7 +35,7 @@ impl Engine {
             }
             Kind::Write(w) => {
                 if let Some(tx) = w.xfer.poll_transmit() {
-                    transmit_write(t.via, t.peer, from, tx, Some(requested), token, &mut self.head, io);
+                    transmit_write(t.via, t.client.addr(), from, tx, Some(requested), token, &mut self.head, io);
                 }
             }
         }
@@ -85,8 +85,8 @@ pub(super) fn transmit_read_run<I: Io>(
     run: &mut Vec<Segment>,
     io: &mut I,
 ) -> bool {
-    let (via, to) = (t.via, t.peer);
-    let Kind::Read { file, netascii, xfer } = &mut t.kind else { return false };
+    let (via, to, netascii) = (t.via, t.client.addr(), &t.netascii);
+    let Kind::Read { file, xfer } = &mut t.kind else { return false };
     run.clear();
     // netascii blocks are translated into scratch: the run's all lie in this chunk, which its
     // send keeps alive instead of the file.
@@ -178,7 +178,8 @@ fn transmit_read<I: Io>(
     head: &mut [u8; MAX_HEAD],
     io: &mut I,
 ) {
-    let Kind::Read { file, netascii, xfer } = &mut t.kind else { return };
+    let netascii = &t.netascii;
+    let Kind::Read { file, xfer } = &mut t.kind else { return };
     match tx {
         Transmit::Data { block, offset, len } => {
             // netascii: translated into a chunk of scratch, which the send keeps alive.
@@ -196,15 +197,22 @@ fn transmit_read<I: Io>(
             };
             let hdr = wire::data_header(block);
             let body = Some(Body { file: text.as_ref().unwrap_or(file), slice });
-            io.send(Outgoing { via: t.via, to: t.peer, from, head: &hdr, body, token: Some(token) });
+            io.send(Outgoing { via: t.via, to: t.client.addr(), from, head: &hdr, body, token: Some(token) });
         }
         Transmit::Error { code, message } => {
             let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
-            io.send(Outgoing { via: t.via, to: t.peer, from, head: &head[..n], body: None, token: None });
+            io.send(Outgoing { via: t.via, to: t.client.addr(), from, head: &head[..n], body: None, token: None });
         }
         Transmit::Oack(neg) => {
             let n = encode_oack(&neg, requested, head);
-            io.send(Outgoing { via: t.via, to: t.peer, from, head: &head[..n], body: None, token: Some(token) });
+            io.send(Outgoing {
+                via: t.via,
+                to: t.client.addr(),
+                from,
+                head: &head[..n],
+                body: None,
+                token: Some(token),
+            });
         }
     }
 }

@@ -59,7 +59,7 @@ impl Engine {
             let Some(t) = self.table.live(done.token) else { continue };
             let Kind::Write(w) = &mut t.kind else { continue };
             let result = done.result.as_ref().map(|_| ()).map_err(|e| {
-                warn!(worker, client = %t.peer, file = %w.name, error = %e, "upload not committed");
+                warn!(worker, client = %t.client.addr(), file = %w.name, error = %e, "upload not committed");
                 LocalFailure::from(e).into()
             });
             w.xfer.commit_result(now, result, self.retransmits.get(t.retransmit));
@@ -74,10 +74,10 @@ impl Engine {
         let Some(t) = self.table.live(token) else { return };
         if errno == libc::EFAULT {
             // The file shrank under its mapping: the kernel could not read the pages.
-            warn!(worker, client = %t.peer, file = %t.kind.name(), "file truncated while being served");
+            warn!(worker, client = %t.client.addr(), file = %t.kind.name(), "file truncated while being served");
             t.kind.fail(LocalFailure::FileChanged);
         } else {
-            debug!(worker, client = %t.peer, errno, "send failed");
+            debug!(worker, client = %t.client.addr(), errno, "send failed");
         }
         self.after_event(token.slot(), now, io);
     }

@@ -13,17 +13,13 @@ pub(super) struct WriteState {
     /// The upload (its file is made at the first DATA); `None` once handed to the commit thread.
     pub(super) upload: Option<Upload>,
     pub(super) name: Box<str>,
-    pub(super) netascii: bool,
 }
 
 /// A read or a write.
 #[derive(Debug)]
 pub(super) enum Kind {
-    Read {
-        file: Rc<FileVersion>,
-        netascii: bool,
-        xfer: ReadTransfer,
-    },
+    /// (Its mode is the transfer's: kept beside it, where the slot has room.)
+    Read { file: Rc<FileVersion>, xfer: ReadTransfer },
     /// Boxed: uploads are rare, and reads keep the slot small.
     Write(Box<WriteState>),
 }
@@ -137,14 +133,6 @@ impl Kind {
             Self::Read { file, .. } => file.name(),
             Self::Write(w) => &w.name,
         }
-    }
-
-    pub(super) fn mode(&self) -> &'static str {
-        let netascii = match self {
-            Self::Read { netascii, .. } => *netascii,
-            Self::Write(w) => w.netascii,
-        };
-        if netascii { "netascii" } else { "octet" }
     }
 
     pub(super) fn direction(&self) -> &'static str {

@@ -214,7 +214,7 @@ impl Engine {
             latencies: Latencies::new(),
             table: Table::new(capacity),
             capacity,
-            sources: Sources::new(capacity),
+            sources: Sources::new(),
             tids: RecentTids::new(),
             wheel: TimerWheel::new(TICK_US, now),
             due: Vec::new(),
@@ -297,7 +297,7 @@ impl Engine {
     fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
         let Some(token) = d.token else { return };
         let Some(t) = self.table.live(token) else { return };
-        if d.peer != t.peer {
+        if table::Peer::from(d.peer) != t.client {
             //= https://www.rfc-editor.org/rfc/rfc1350#section-4
             //# If a source TID does not match, the packet should be discarded as erroneously sent
             //# from somewhere else. An error packet should be sent to the source of the incorrect
@@ -412,7 +412,7 @@ impl Engine {
             let t = self.table.get_mut(idx).expect("indexed slots are live");
             let retransmit = self.retransmits.get(t.retransmit);
             // The same bytes as the transfer's request: a repeat.
-            let repeat = (*t.asked.request == *d.payload).then(|| t.kind.handle_repeated_request(now, retransmit));
+            let repeat = (t.asked.request() == d.payload).then(|| t.kind.handle_repeated_request(now, retransmit));
             match repeat {
                 // The client repeated its request: the same transfer, never a second one.
                 Some(Repeat::ResendFirst | Repeat::Ignored) => {
@@ -546,7 +546,7 @@ impl Engine {
                     }
                     Kind::Write(w) => {
                         let Some(tx) = w.xfer.poll_transmit() else { break };
-                        transmit_write(t.via, t.peer, from, tx, None, token, &mut self.head, io);
+                        transmit_write(t.via, t.peer(), from, tx, None, token, &mut self.head, io);
                     }
                 }
             }

@@ -10,11 +10,11 @@ use super::kind::{Kind, WriteState};
 use super::lookup::{self, Unserved};
 use super::record::{Asked, Text};
 use super::resolve::{Decided, Lookup, Refused};
-use super::table::{NO_LOCAL, Transfer};
+use super::table::{NO_LOCAL, Peer, Transfer};
 use super::{Engine, transfer_bind_addr};
 use crate::fs::{OpenError, PathError, UploadError};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
-use crate::proto::wire::{Mode, Request, RequestKind};
+use crate::proto::wire::{Mode, Packet, Request, RequestKind};
 use crate::proto::{LocalFailure, ReadTransfer, Timestamp, WriteTransfer};
 use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE, Via};
 use crate::server::socket::LocalEnd;
@@ -69,7 +69,7 @@ impl Engine {
         if let Some(bytes) = self.policy.limits.max_window_bytes {
             xfer.limit_blind_sends(bytes);
         }
-        Ok((Kind::Read { file, netascii, xfer }, neg))
+        Ok((Kind::Read { file, xfer }, neg))
     }
 
     fn prepare_write(
@@ -112,7 +112,7 @@ impl Engine {
         match started {
             Ok((upload, name)) => {
                 let xfer = WriteTransfer::new(now, &neg, policy.max_size, self.retransmits.in_force());
-                let state = WriteState { xfer, upload: Some(upload), name: name.into(), netascii };
+                let state = WriteState { xfer, upload: Some(upload), name: name.into() };
                 Ok((Kind::Write(Box::new(state)), neg))
             }
             Err(e) => {
@@ -152,11 +152,13 @@ impl Engine {
             }
         };
         let lookup = Some(self.decided).filter(Decided::is_some);
-        let asked = Box::new(Asked { request: d.payload.into(), local: d.local.map(|l| l.ip), granted, lookup });
+        let netascii = matches!(Packet::decode(d.payload), Ok(Packet::Request(r)) if r.mode == Mode::Netascii);
+        let asked = Asked::new(d.payload, d.local.map(|l| l.ip), &granted, lookup);
         self.table.insert(
             idx,
             Transfer {
-                peer: d.peer,
+                client: Peer::from(d.peer),
+                netascii,
                 via,
                 local,
                 queued: false,

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use tracing::info;
@@ -16,23 +17,199 @@ use super::fold::{Folded, Reason};
 use super::kind::Kind;
 use super::resolve::Decided;
 use super::table::Transfer;
+use crate::proto::options::OackShape;
 use crate::proto::wire::{Options, Packet, Request};
 use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
 use crate::server::io::{Datagram, Io, Via};
 use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies};
 
-/// What a transfer keeps of its request for its record (boxed: one allocation per transfer,
-/// none per packet).
-#[derive(Debug)]
-pub(super) struct Asked {
-    /// The request datagram, to give the file name and options in the client's spelling.
-    pub(super) request: Box<[u8]>,
+/// What a transfer keeps of its request for its record, in one allocation (one per transfer,
+/// none per packet): a header (the address the request was sent to, the options as negotiated,
+/// what decided the file; 12 to 37 bytes, 20 for an IPv4 request with tsize) and the request
+/// datagram itself, whose bytes give the file name and options in the client's spelling and
+/// tell a repeat from a new request.
+///
+/// Eight bytes in the transfer: a thin pointer to the allocation, whose first four bytes hold
+/// its length.
+///
+/// The header: the local address's tag (0 none, 4, 6) and its 0, 4 or 16 bytes; a byte of
+/// [`Flags`]; blksize, windowsize and the OACK's shape, two bytes each; then, when their flag
+/// says so, the timeout (1 byte), tsize (8) and the map file rule's line (4).
+pub(super) struct Asked(NonNull<u8>);
+
+/// Bits of [`Asked`]'s flag byte.
+struct Flags;
+
+impl Flags {
+    const TIMEOUT: u8 = 1;
+    const TSIZE: u8 = 2;
+    const LOOKUP: u8 = 4;
+    const RULE: u8 = 8;
+    const TRIMMED: u8 = 16;
+    const PREFIX: u8 = 32;
+    const VIEW: u8 = 64;
+    const CASE: u8 = 128;
+}
+
+/// The bytes of [`Asked`]'s length.
+const LEN: usize = 4;
+
+/// The longest header of [`Asked`].
+const HEADER_MAX: usize = 1 + 16 + 1 + 6 + 1 + 8 + 4;
+
+impl Asked {
+    /// Keeps `request` with the address it was sent to, the options granted and the lookup.
+    pub(super) fn new(request: &[u8], local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
+        let mut h = [0u8; HEADER_MAX];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            h[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        };
+        match local {
+            None => put(&[0]),
+            Some(IpAddr::V4(a)) => {
+                put(&[4]);
+                put(&a.octets());
+            }
+            Some(IpAddr::V6(a)) => {
+                put(&[6]);
+                put(&a.octets());
+            }
+        }
+        let mut flags = 0;
+        for (on, bit) in [(granted.timeout.is_some(), Flags::TIMEOUT), (granted.tsize.is_some(), Flags::TSIZE)] {
+            flags |= if on { bit } else { 0 };
+        }
+        if let Some(d) = lookup {
+            flags |= Flags::LOOKUP;
+            for (on, bit) in [
+                (d.rule.is_some(), Flags::RULE),
+                (d.trimmed, Flags::TRIMMED),
+                (d.prefix, Flags::PREFIX),
+                (d.view, Flags::VIEW),
+                (d.case, Flags::CASE),
+            ] {
+                flags |= if on { bit } else { 0 };
+            }
+        }
+        put(&[flags]);
+        put(&granted.blksize.to_le_bytes());
+        put(&granted.windowsize.to_le_bytes());
+        put(&granted.shape().to_bits().to_le_bytes());
+        if let Some(t) = granted.timeout {
+            put(&[t]);
+        }
+        if let Some(t) = granted.tsize {
+            put(&t.to_le_bytes());
+        }
+        if let Some(rule) = lookup.and_then(|d| d.rule) {
+            put(&rule.to_le_bytes());
+        }
+        let len = LEN + n + request.len();
+        let mut v = Vec::with_capacity(len);
+        v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+        v.extend_from_slice(&h[..n]);
+        v.extend_from_slice(request);
+        // The length written first is the slice's: a datagram is far shorter than 4 GiB, and
+        // nothing longer is ever kept.
+        v.truncate(u32::MAX as usize);
+        Self(NonNull::from(Box::leak(v.into_boxed_slice())).cast::<u8>())
+    }
+
+    /// The whole allocation: its length, the header, the request.
+    fn all(&self) -> &[u8] {
+        // SAFETY: `self.0` is the start of the boxed slice leaked in `new`, alive until `drop`;
+        // its first LEN bytes are its length, written there in `new` (at most u32::MAX).
+        unsafe {
+            let len = u32::from_le_bytes(self.0.cast::<[u8; LEN]>().read()) as usize;
+            std::slice::from_raw_parts(self.0.as_ptr(), len)
+        }
+    }
+
+    /// The header and the request.
+    fn bytes(&self) -> &[u8] {
+        &self.all()[LEN..]
+    }
+
+    /// The header's fields: the local address, the flags, and where the flag byte is.
+    fn local_and_flags(&self) -> (Option<IpAddr>, u8, usize) {
+        let b = self.bytes();
+        let (local, at) = match b[0] {
+            4 => (<[u8; 4]>::try_from(&b[1..5]).ok().map(IpAddr::from), 5),
+            6 => (<[u8; 16]>::try_from(&b[1..17]).ok().map(IpAddr::from), 17),
+            _ => (None, 1),
+        };
+        (local, b[at], at)
+    }
+
+    /// Where the optional fields start, and the length of the header.
+    fn layout(&self) -> (usize, usize) {
+        let (_, flags, at) = self.local_and_flags();
+        let optional = at + 1 + 6;
+        let mut len = optional;
+        for (bit, bytes) in [(Flags::TIMEOUT, 1), (Flags::TSIZE, 8), (Flags::RULE, 4)] {
+            len += if flags & bit != 0 { bytes } else { 0 };
+        }
+        (optional, len)
+    }
+
+    /// The request datagram.
+    pub(super) fn request(&self) -> &[u8] {
+        &self.bytes()[self.layout().1..]
+    }
+
     /// The address the request was sent to, when known.
-    pub(super) local: Option<IpAddr>,
+    pub(super) fn local(&self) -> Option<IpAddr> {
+        self.local_and_flags().0
+    }
+
     /// The options as negotiated.
-    pub(super) granted: Negotiated,
+    pub(super) fn granted(&self) -> Negotiated {
+        let (_, flags, at) = self.local_and_flags();
+        let b = self.bytes();
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let mut i = self.layout().0;
+        let timeout = (flags & Flags::TIMEOUT != 0).then(|| {
+            i += 1;
+            b[i - 1]
+        });
+        let tsize = (flags & Flags::TSIZE != 0).then(|| {
+            i += 8;
+            u64::from_le_bytes(b[i - 8..i].try_into().unwrap_or_default())
+        });
+        Negotiated::with_shape(OackShape::from_bits(u16_at(at + 5)), u16_at(at + 1), u16_at(at + 3), timeout, tsize)
+    }
+
     /// What decided the file served beside normalisation (a rule, a fix, a view), if anything.
-    pub(super) lookup: Option<Decided>,
+    pub(super) fn lookup(&self) -> Option<Decided> {
+        let (_, flags, _) = self.local_and_flags();
+        let b = self.bytes();
+        let end = self.layout().1;
+        (flags & Flags::LOOKUP != 0).then(|| Decided {
+            rule: (flags & Flags::RULE != 0)
+                .then(|| u32::from_le_bytes(b[end - 4..end].try_into().unwrap_or_default())),
+            trimmed: flags & Flags::TRIMMED != 0,
+            prefix: flags & Flags::PREFIX != 0,
+            view: flags & Flags::VIEW != 0,
+            case: flags & Flags::CASE != 0,
+        })
+    }
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        let len = self.all().len();
+        // SAFETY: `self.0` and `len` are the pointer and length of the boxed slice leaked in
+        // `new`, given back once, here.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.0.as_ptr(), len)) });
+    }
+}
+
+impl fmt::Debug for Asked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Asked").field("request", &self.request()).finish_non_exhaustive()
+    }
 }
 
 /// The most bytes of a client's ERROR message kept for the record.
@@ -75,12 +252,12 @@ impl Engine {
     pub(super) fn finish<I: Io>(&mut self, idx: u32, outcome: Outcome, now: Timestamp, io: &mut I) {
         self.wheel.cancel(&mut self.table.links(), idx);
         let Some(t) = self.table.remove(idx) else { return };
-        self.sources.count(t.peer.ip(), false);
+        self.sources.count(t.client.ip(), false);
         if let Via::Transfer(sock) = t.via {
             io.close_transfer(sock);
         }
         let port = if matches!(t.via, Via::Transfer(_)) { t.port } else { 0 };
-        self.tids.remember(&t.peer, port, now);
+        self.tids.remember(&t.peer(), port, now);
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);
         let message = self.peer_message.get().filter(|_| outcome.by() == Some("client"));
@@ -249,7 +426,7 @@ fn record(
     let write = matches!(t.kind, Kind::Write(_));
     c.finish(if write { Direction::Write } else { Direction::Read }, outcome_finish(outcome));
     let elapsed = t.kind.completed().unwrap_or(now).saturating_since(t.kind.started());
-    let request = match Packet::decode(&t.asked.request) {
+    let request = match Packet::decode(t.asked.request()) {
         Ok(Packet::Request(r)) => Some(r),
         _ => None,
     };
@@ -258,7 +435,7 @@ fn record(
         let class = stats::file_classes().classify(request.map_or(&b""[..], |r| r.filename));
         c.record_duration(class, elapsed);
     }
-    let g = &t.asked.granted;
+    let g = &t.asked.granted();
     let (blksize, windowsize) = match g.has_oack() {
         true => (g.blksize, g.windowsize),
         false => (Negotiated::PLAIN.blksize, Negotiated::PLAIN.windowsize),
@@ -266,13 +443,13 @@ fn record(
     c.record_negotiated(blksize, windowsize);
     info!(
         worker,
-        client = %t.peer,
-        local = t.asked.local.map(tracing::field::display),
+        client = %t.peer(),
+        local = t.asked.local().map(tracing::field::display),
         file = request.map(|r| tracing::field::display(Text(r.filename))),
         path = %t.kind.name(),
-        lookup = t.asked.lookup.map(tracing::field::display),
+        lookup = t.asked.lookup().map(tracing::field::display),
         direction = %t.kind.direction(),
-        mode = %t.kind.mode(),
+        mode = %t.mode(),
         options = request.map(|r| tracing::field::display(AskedOptions(r.options))),
         blksize,
         windowsize,
@@ -293,7 +470,7 @@ fn record(
 /// Samples the time from download `t`'s request to its client's first ACK, by file class, as
 /// that ACK arrives (`now`): whatever the transfer's end, so slow starts show even when they fail.
 pub(super) fn first_ack(c: &Counters, t: &Transfer, now: Timestamp) {
-    let file = match Packet::decode(&t.asked.request) {
+    let file = match Packet::decode(t.asked.request()) {
         Ok(Packet::Request(r)) => r.filename,
         _ => &b""[..],
     };
@@ -352,6 +529,29 @@ mod tests {
         assert_eq!(refusal_finish(Reason::NotFound), Finish::NotFound);
         assert_eq!(refusal_finish(Reason::Busy), Finish::Busy);
         assert_eq!(refusal_finish(Reason::Mode), Finish::Refused);
+    }
+
+    #[test]
+    fn what_a_transfer_keeps_of_its_request_reads_back_as_it_was() {
+        let request = b"\x00\x01f\x00octet\x00tsize\x000\x00";
+        let raw = b"\x00\x01f\x00octet\x00tsize\x000\x00BlkSize\x001468\x00windowsize\x004\x00timeout\x003\x00";
+        let Ok(Packet::Request(r)) = Packet::decode(raw) else { panic!() };
+        let limits = crate::proto::Limits::default();
+        let granted = crate::proto::negotiate(r.kind, r.mode, &r.options, Some(u64::MAX - 1), limits, None);
+        let rule = Decided { rule: Some(u32::MAX), trimmed: true, prefix: false, view: true, case: true };
+        let locals = [None, Some("192.0.2.7".parse().unwrap()), Some("2001:db8::7".parse().unwrap())];
+        for (local, lookup) in locals.into_iter().zip([None, Some(rule), Some(Decided { rule: None, ..rule })]) {
+            let tsize_only = match Packet::decode(request) {
+                Ok(Packet::Request(r)) => crate::proto::negotiate(r.kind, r.mode, &r.options, Some(7), limits, None),
+                _ => panic!(),
+            };
+            assert_eq!((tsize_only.tsize, tsize_only.timeout), (Some(7), None));
+            for (req, g) in [(&raw[..], granted), (&request[..], Negotiated::PLAIN), (&request[..], tsize_only)] {
+                let a = Asked::new(req, local, &g, lookup);
+                assert_eq!((a.request(), a.local(), a.granted(), a.lookup()), (req, local, g, lookup));
+            }
+        }
+        assert_eq!(Asked::new(b"", None, &Negotiated::PLAIN, None).request(), b"");
     }
 
     #[test]

@@ -10,14 +10,17 @@ use crate::server::limits::source_key;
 /// Transfers held per source. See the module documentation.
 #[derive(Debug)]
 pub(super) struct Sources {
-    held: HashTable<(u128, u32)>,
+    /// (source key, transfers held): 16 bytes a source.
+    held: HashTable<(u64, u32)>,
     hasher: DefaultHashBuilder,
 }
 
 impl Sources {
-    /// Room for `capacity` sources: never more sources than transfers.
-    pub(super) fn new(capacity: usize) -> Self {
-        Self { held: HashTable::with_capacity(capacity), hasher: DefaultHashBuilder::default() }
+    /// An empty count. The table grows with the sources seen rather than being sized for the
+    /// worker's limit up front: its slots are reached at random, so a table reserved for every
+    /// transfer a worker may hold is soon resident in full, whatever few are held.
+    pub(super) fn new() -> Self {
+        Self { held: HashTable::new(), hasher: DefaultHashBuilder::default() }
     }
 
     /// The most transfers one source may hold while a worker of `capacity` transfers is under
@@ -30,13 +33,13 @@ impl Sources {
 
     /// Transfers `ip`'s source holds.
     pub(super) fn held_by(&self, ip: IpAddr) -> usize {
-        let key = source_key(ip);
+        let key = key(ip);
         self.held.find(self.hasher.hash_one(key), |e| e.0 == key).map_or(0, |e| e.1 as usize)
     }
 
     /// Counts a transfer of `ip`'s source in (`started`) or out.
     pub(super) fn count(&mut self, ip: IpAddr, started: bool) {
-        let key = source_key(ip);
+        let key = key(ip);
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
         match self.held.find_entry(hash, |e| e.0 == key) {
@@ -49,13 +52,21 @@ impl Sources {
     }
 }
 
+/// [`source_key`] in eight bytes: an IPv4 address keeps its IPv4-mapped low half (the high half
+/// is zero), an IPv6 /64 its prefix (the low half is zero). Only a source in the reserved
+/// `0:ffff::/32` could meet an IPv4 address's key, and would share its count.
+fn key(ip: IpAddr) -> u64 {
+    let k = source_key(ip);
+    (k >> 64) as u64 | k as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_source_is_counted_in_and_out_and_shares_shrink_with_more_sources() {
-        let mut s = Sources::new(64);
+        let mut s = Sources::new();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
         assert_eq!(s.fair_share(64), 32);
         s.count(a, true);
@@ -67,5 +78,17 @@ mod tests {
         s.count(a, false);
         s.count(a, false);
         assert_eq!((s.held_by(a), s.fair_share(64)), (0, 32));
+    }
+
+    #[test]
+    fn keys_of_ipv4_addresses_and_ipv6_prefixes_stay_apart() {
+        let k = |s: &str| key(s.parse().unwrap());
+        assert_eq!(k("192.0.2.1"), k("::ffff:192.0.2.1"));
+        assert_ne!(k("192.0.2.1"), k("192.0.2.2"));
+        assert_ne!(k("2001:db8::1"), k("2001:db8:0:1::1"));
+        for v6 in ["::1", "2001:db8::1", "fe80::1", "::"] {
+            assert_ne!(k(v6), k("0.0.0.0"), "{v6}");
+            assert_ne!(k(v6), k("192.0.2.1"), "{v6}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -16,15 +16,54 @@ use crate::timer::{Links, TimerLink};
 /// `Transfer::local` meaning "none".
 pub(super) const NO_LOCAL: u16 = u16::MAX;
 
+/// A client's address and port in 24 bytes where a `SocketAddr` takes 32: the address as
+/// IPv6 (IPv4 mapped) with whether it was IPv4, the port and the IPv6 scope. The flow label
+/// is not kept: the kernel reports none unless asked to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Peer {
+    ip: [u8; 16],
+    scope_id: u32,
+    port: u16,
+    v4: bool,
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(a) => Self { ip: a.ip().to_ipv6_mapped().octets(), scope_id: 0, port: a.port(), v4: true },
+            SocketAddr::V6(a) => Self { ip: a.ip().octets(), scope_id: a.scope_id(), port: a.port(), v4: false },
+        }
+    }
+}
+
+impl Peer {
+    /// The address as the socket layer takes it.
+    pub(super) fn addr(self) -> SocketAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        match (self.v4, v6.to_ipv4_mapped()) {
+            (true, Some(v4)) => SocketAddr::V4(SocketAddrV4::new(v4, self.port)),
+            _ => SocketAddr::V6(SocketAddrV6::new(v6, self.port, 0, self.scope_id)),
+        }
+    }
+
+    /// The address without the port.
+    pub(super) fn ip(self) -> IpAddr {
+        self.addr().ip()
+    }
+}
+
 /// One transfer.
 #[derive(Debug)]
 pub(super) struct Transfer {
-    pub(super) peer: SocketAddr,
+    /// Its client (see [`Transfer::peer`]).
+    pub(super) client: Peer,
     pub(super) via: Via,
     /// Index in `Engine::locals` of the address to send from (single-port mode).
     pub(super) local: u16,
     /// In the ready queue.
     pub(super) queued: bool,
+    /// Its mode is netascii (a read translates the file, an upload its DATA).
+    pub(super) netascii: bool,
     /// Its socket's port (its transfer ID), 0 when served from the listening port.
     pub(super) port: u16,
     /// Index of its retransmission settings, those in force when it started, in
@@ -32,7 +71,19 @@ pub(super) struct Transfer {
     pub(super) retransmit: u16,
     pub(super) kind: Kind,
     /// What its record needs of the request; its bytes also tell a repeat from a new request.
-    pub(super) asked: Box<Asked>,
+    pub(super) asked: Asked,
+}
+
+impl Transfer {
+    /// Its client's address and port.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.client.addr()
+    }
+
+    /// Its mode, as the record names it.
+    pub(super) fn mode(&self) -> &'static str {
+        if self.netascii { "netascii" } else { "octet" }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -113,8 +164,9 @@ impl Table {
     /// The slot of the transfer with client `peer`.
     pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
         let slots = &self.slots;
+        let peer = Peer::from(*peer);
         self.peers
-            .find(self.hash(peer), |&i| slots[i as usize].transfer.as_ref().is_some_and(|t| t.peer == *peer))
+            .find(self.hash(&peer), |&i| slots[i as usize].transfer.as_ref().is_some_and(|t| t.client == peer))
             .copied()
     }
 
@@ -137,13 +189,13 @@ impl Table {
 
     /// Puts transfer `t` in reserved slot `idx`, indexed by its peer and queued as unconfirmed.
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
-        let peer = t.peer;
+        let peer = t.client;
         self.slots[idx as usize].transfer = Some(t);
         let slots = &self.slots;
         let hasher = &self.hasher;
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
         self.peers.insert_unique(self.hasher.hash_one(peer), idx, |&i| {
-            slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.peer))
+            slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client))
         });
         if self.unconfirmed.len() >= self.unconfirmed_max {
             let slots = &self.slots;
@@ -159,7 +211,7 @@ impl Table {
         let t = slot.transfer.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(idx);
-        if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.peer), |&i| i == idx) {
+        if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.client), |&i| i == idx) {
             e.remove();
         }
         Some(t)
@@ -191,4 +243,23 @@ fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
     slots.get(tok.slot() as usize).is_some_and(|s| {
         s.generation == tok.generation() && s.transfer.as_ref().is_some_and(|t| t.kind.is_unconfirmed())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_address_reads_back_as_it_came() {
+        for a in
+            ["192.0.2.1:69", "0.0.0.0:0", "[::ffff:192.0.2.1]:1", "[2001:db8::1]:65535", "[fe80::1%7]:2000", "[::]:5"]
+        {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(Peer::from(a).addr(), a);
+            assert_eq!(Peer::from(a).ip(), a.ip());
+        }
+        let v4: SocketAddr = "192.0.2.1:69".parse().unwrap();
+        assert_ne!(Peer::from(v4), Peer::from("[::ffff:192.0.2.1]:69".parse::<SocketAddr>().unwrap()));
+        assert_eq!(std::mem::size_of::<Peer>(), 24);
+    }
 }

@@ -556,12 +556,14 @@ fn peer_index_survives_growth() {
     }
 }
 
-/// Every active transfer costs one slot: keep it from growing unnoticed. (192: the pointer to
-/// what the transfer's record keeps of its request.)
+/// Every active transfer costs one slot: keep it from growing unnoticed. (160: the generation
+/// 4, the timer links 12, the client's address 24, the socket, its port and the mode 16, the
+/// file 8, the read state machine 88, the pointer to what the record keeps of the request 8.)
+/// tests/memory.rs measures what a held transfer costs in all.
 #[test]
 fn transfer_state_stays_small() {
-    assert!(std::mem::size_of::<Slot>() <= 192, "Slot is {} bytes", std::mem::size_of::<Slot>());
-    assert!(std::mem::size_of::<ReadTransfer>() <= 96);
+    assert!(std::mem::size_of::<Slot>() <= 160, "Slot is {} bytes", std::mem::size_of::<Slot>());
+    assert!(std::mem::size_of::<ReadTransfer>() <= 88, "{}", std::mem::size_of::<ReadTransfer>());
 }
 
 #[test]

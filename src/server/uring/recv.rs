@@ -31,13 +31,50 @@ pub(super) enum SockState {
     Closing,
 }
 
-/// A transfer socket and the state of its receive.
+/// A transfer socket and the state of its receive: 16 bytes, one per transfer.
 pub(super) struct SockEntry {
     sock: Option<UdpSocket>,
-    token: Token,
-    generation: u32,
-    state: SockState,
-    armed: bool,
+    /// The transfer it belongs to: [`Token`]'s two halves, at four-byte alignment.
+    token: [u32; 2],
+    /// The generation of its receives ([`GENERATION`] bits), [`ARMED`] and [`CLOSING`].
+    bits: u32,
+}
+
+/// The bits of [`SockEntry::bits`] that hold the generation (what `ud` keeps of it).
+const GENERATION: u32 = 0x0fff_ffff;
+/// A multishot receive is armed.
+const ARMED: u32 = 1 << 30;
+/// The socket is closing ([`SockState::Closing`]).
+const CLOSING: u32 = 1 << 31;
+
+impl SockEntry {
+    fn generation(&self) -> u32 {
+        self.bits & GENERATION
+    }
+
+    fn state(&self) -> SockState {
+        if self.bits & CLOSING != 0 { SockState::Closing } else { SockState::Open }
+    }
+
+    fn set_state(&mut self, state: SockState) {
+        self.bits = (self.bits & !CLOSING) | if state == SockState::Closing { CLOSING } else { 0 };
+    }
+
+    fn armed(&self) -> bool {
+        self.bits & ARMED != 0
+    }
+
+    fn set_armed(&mut self, armed: bool) {
+        self.bits = (self.bits & !ARMED) | if armed { ARMED } else { 0 };
+    }
+
+    fn token(&self) -> Token {
+        Token::new(self.token[0], self.token[1])
+    }
+
+    fn set_token(&mut self, token: Token) {
+        self.token = [token.slot(), token.generation()];
+    }
 }
 
 /// What a multishot receive that ended must be armed again for.
@@ -65,12 +102,12 @@ impl UringIo {
                 let Some(e) = self.socks.get_mut(idx as usize) else {
                     return;
                 };
-                let Some(s) = e.sock.as_ref() else { return };
-                if e.state != SockState::Open || e.generation != generation {
+                let Some(fd) = e.sock.as_ref().map(AsRawFd::as_raw_fd) else { return };
+                if e.state() != SockState::Open || e.generation() != generation {
                     return;
                 }
-                e.armed = true;
-                (s.as_raw_fd(), self.xfer_msg, ud(KIND_XFER, generation, idx))
+                e.set_armed(true);
+                (fd, self.xfer_msg, ud(KIND_XFER, generation, idx))
             }
         };
         let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), msg, BGID).build().user_data(data);
@@ -117,9 +154,9 @@ impl UringIo {
         }
         for i in 0..self.socks.len() {
             let e = &self.socks[i];
-            if e.armed && e.state == SockState::Open {
-                let t = ud(KIND_XFER, e.generation, i as u32);
-                self.socks[i].state = SockState::Closing;
+            if e.armed() && e.state() == SockState::Open {
+                let t = ud(KIND_XFER, e.generation(), i as u32);
+                self.socks[i].set_state(SockState::Closing);
                 self.cancel(t);
             }
         }
@@ -130,8 +167,8 @@ impl UringIo {
         let e = &mut self.socks[idx as usize];
         // A send queued but not yet submitted may still name this descriptor.
         self.to_close.extend(e.sock.take());
-        e.armed = false;
-        e.generation = e.generation.wrapping_add(1) & 0x0fff_ffff;
+        e.set_armed(false);
+        e.bits = (e.bits & !GENERATION) | (e.generation().wrapping_add(1) & GENERATION);
         self.free_socks.push(idx);
     }
 
@@ -141,7 +178,7 @@ impl UringIo {
             Via::Listen(i) => self.listens.get(i as usize)?.0.as_ref().map(AsRawFd::as_raw_fd),
             Via::Transfer(SockRef(i)) => {
                 let e = self.socks.get(i as usize)?;
-                (e.state == SockState::Open).then_some(())?;
+                (e.state() == SockState::Open).then_some(())?;
                 e.sock.as_ref().map(AsRawFd::as_raw_fd)
             }
         }
@@ -166,15 +203,15 @@ impl UringIo {
         let idx = match self.free_socks.pop() {
             Some(i) => i,
             None => {
-                self.socks.push(SockEntry { sock: None, token, generation: 0, state: SockState::Open, armed: false });
+                self.socks.push(SockEntry { sock: None, token: [token.slot(), token.generation()], bits: 0 });
                 (self.socks.len() - 1) as u32
             }
         };
         let e = &mut self.socks[idx as usize];
         e.sock = Some(sock);
-        e.token = token;
-        e.state = SockState::Open;
-        let generation = e.generation;
+        e.set_token(token);
+        e.set_state(SockState::Open);
+        let generation = e.generation();
         self.arm(Rearm::Transfer { idx, generation });
         Ok((SockRef(idx), port))
     }
@@ -185,12 +222,12 @@ impl UringIo {
         let Some(e) = self.socks.get_mut(sock.0 as usize) else {
             return;
         };
-        if e.state != SockState::Open || e.sock.is_none() {
+        if e.state() != SockState::Open || e.sock.is_none() {
             return;
         }
-        if e.armed {
-            e.state = SockState::Closing;
-            let target = ud(KIND_XFER, e.generation, sock.0);
+        if e.armed() {
+            e.set_state(SockState::Closing);
+            let target = ud(KIND_XFER, e.generation(), sock.0);
             self.cancel(target);
         } else {
             self.free_sock(sock.0);
@@ -222,8 +259,8 @@ pub(super) fn recv_completed(
         (Via::Listen(idx), None, &rx.listen_msg, live)
     } else {
         let e = io.socks.get(idx as usize);
-        let live = e.is_some_and(|e| e.generation == generation && e.state == SockState::Open);
-        (Via::Transfer(SockRef(idx)), e.map(|e| e.token), &rx.xfer_msg, live)
+        let live = e.is_some_and(|e| e.generation() == generation && e.state() == SockState::Open);
+        (Via::Transfer(SockRef(idx)), e.map(SockEntry::token), &rx.xfer_msg, live)
     };
     if res >= 0 {
         io.recv_failures = 0;
@@ -251,9 +288,9 @@ pub(super) fn recv_completed(
             }
         }
     } else if let Some(e) = io.socks.get_mut(idx as usize) {
-        if e.generation == generation {
-            e.armed = false;
-            match e.state {
+        if e.generation() == generation {
+            e.set_armed(false);
+            match e.state() {
                 SockState::Closing => io.free_sock(idx),
                 SockState::Open => io.rearm.push(Rearm::Transfer { idx, generation }),
             }
@@ -284,3 +321,5 @@ fn deliver(
     let d = Datagram { via, token, peer, local, payload: out.payload_data(), truncated: out.is_payload_truncated() };
     engine.on_datagram(now, &d, io);
 }
+
+const _: () = assert!(std::mem::size_of::<SockEntry>() == 16);
