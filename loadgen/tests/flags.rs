@@ -208,3 +208,12 @@ fn reuse_port_keeps_the_port_across_closed_loop_sessions() {
     let ports: BTreeSet<u16> = s.requests().iter().map(|q| q.from.port()).collect();
     assert_eq!(ports.len(), 2, "{:?}", s.requests());
 }
+
+#[test]
+fn a_first_answer_from_another_address_is_a_stray() {
+    // A DATA 1 of other bytes from 127.0.0.2 arrives first: firmware takes answers only from
+    // the address it asked, and so does the load generator.
+    let (code, r, _) = stale_run(["boot", "kernel"], Answer::FromElsewhere, &[]);
+    assert_eq!((code, r["transfers_ok"].as_u64(), r["wrong_answers"].as_u64()), (0, Some(2), Some(0)), "{r}");
+    assert_eq!(r["stray_packets"].as_u64(), Some(1), "{r}");
+}

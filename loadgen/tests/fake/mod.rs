@@ -26,6 +26,9 @@ pub(crate) enum Answer {
     /// ERROR with this code from the previous transfer's port to its client (as a server
     /// answers a duplicate ACK of a finished transfer); then, 50 ms later, serve this request.
     StaleError(u16),
+    /// A DATA 1 of other bytes from another address (127.0.0.2), as a reply a NAT failed to
+    /// translate; then, 50 ms later, serve this request.
+    FromElsewhere,
 }
 
 /// A read request as the server saw it.
@@ -115,9 +118,15 @@ fn listen(sock: &UdpSocket, sh: &Arc<Shared>, script: &dyn Fn(usize) -> Answer) 
             (_, None) => {
                 let _ = sock.send_to(&error(1, "File not found"), from);
             }
-            (Answer::Serve | Answer::StaleData | Answer::StaleError(_), Some(data)) => {
+            (Answer::Serve | Answer::StaleData | Answer::StaleError(_) | Answer::FromElsewhere, Some(data)) => {
                 let sh = Arc::clone(sh);
                 transfers.push(std::thread::spawn(move || {
+                    if answer == Answer::FromElsewhere {
+                        let elsewhere = UdpSocket::bind("127.0.0.2:0").unwrap();
+                        let mut packet = vec![0, 3, 0, 1];
+                        packet.extend(data.iter().take(512).map(|b| !b));
+                        let _ = elsewhere.send_to(&packet, from);
+                    }
                     let last = sh.last.lock().unwrap().clone();
                     if let Some((old, client, packet)) = last {
                         match answer {
