@@ -38,13 +38,6 @@ fn a_held_transfer_costs_at_most_the_budget_in_single_port_mode() {
     held_transfers(&["--single-port"]);
 }
 
-/// The load generator built beside this test binary (target/<profile>/loadgen).
-fn loadgen() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("loadgen");
-    p.is_file().then_some(p)
-}
-
 /// The server under test: `BOOTSTORM_BIN`, or the one built with this test.
 fn server_bin() -> String {
     std::env::var("BOOTSTORM_BIN").unwrap_or_else(|_| common::bin().to_string())
@@ -163,7 +156,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn held_transfers(extra: &[&str]) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(lg) = loadgen() else {
+    let Some(lg) = common::loadgen() else {
         common::cannot_run("the load generator is not built: cargo build -p bootstorm-loadgen");
         return;
     };

@@ -228,16 +228,9 @@ fn systemd_is_told_reloading_then_ready() {
     s.wait_records("reload refused", 1, WAIT);
 }
 
-/// The load generator built beside this test binary (target/<profile>/loadgen).
-fn loadgen() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("loadgen");
-    p.is_file().then_some(p)
-}
-
 #[test]
 fn a_storm_with_a_reload_every_second() {
-    let Some(loadgen) = loadgen() else {
+    let Some(loadgen) = common::loadgen() else {
         common::cannot_run("the load generator is not built: cargo build -p bootstorm-loadgen");
         return;
     };

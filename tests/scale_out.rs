@@ -61,7 +61,7 @@ fn ready() -> Option<tempfile::TempDir> {
             return None;
         }
     }
-    let Some(loadgen) = storm::loadgen() else {
+    let Some(loadgen) = common::loadgen() else {
         common::cannot_run("the load generator is not built: cargo build -p bootstorm-loadgen");
         return None;
     };

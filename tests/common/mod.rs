@@ -352,6 +352,13 @@ pub fn counter(log: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The load generator built beside this test binary (target/<profile>/loadgen).
+pub fn loadgen() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("loadgen");
+    p.is_file().then_some(p)
+}
+
 /// A scratch directory for client downloads.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

@@ -21,13 +21,6 @@ pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The load generator built beside this test binary (target/<profile>/loadgen).
-pub(crate) fn loadgen() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("loadgen");
-    p.is_file().then_some(p)
-}
-
 /// The boot loader every client fetches first (the size of pxelinux.0).
 pub(crate) const LOADER: &str = "pxelinux.0";
 /// The kernel every client fetches last.
@@ -68,7 +61,7 @@ impl Storm {
 
     /// Starts the load generator in `client` against the VIP, its files in `root`.
     pub(crate) fn start(self, client: &Netns, root: &Path) -> Running {
-        let loadgen = loadgen().expect("the load generator is built");
+        let loadgen = crate::common::loadgen().expect("the load generator is built");
         let dir = tempfile::tempdir().unwrap();
         let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
         let mut cmd = Command::new("ip");
