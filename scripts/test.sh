@@ -3,7 +3,7 @@
 # drive (tftp-hpa, atftp, curl, busybox) and what the PXE boot test needs (qemu, OVMF, iPXE ROMs,
 # PXELINUX, GRUB, dnsmasq, nftables, tcpdump), promtool (prometheus), kea-dhcp4 (the PXE guide's
 # Kea configuration is checked with it), lintian and cargo-deb (the Debian package is built and
-# checked), kubernetes-validate (the Kubernetes manifests), conntrack and setcap, libwrap0 (the real tftpd-hpa, unpacked from its package for the remap differential
+# checked), kubernetes-validate (the Kubernetes manifests), setcap (libcap2-bin), libwrap0 (the real tftpd-hpa, unpacked from its package for the remap differential
 # test, links it), then checks formatting and lints and runs every test: codec, state machines, lossy-link simulation, engine, the real binary on both I/O
 # backends, and real boot firmware booting Linux from the server (tests/pxe/run.sh).
 # Run as root (network namespaces); CI does.
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=0
-for c in tftp atftp curl busybox qemu-system-x86_64 grub-mknetdir cpio dnsmasq nft tcpdump ethtool objcopy promtool kea-dhcp4 lintian setcap conntrack; do
+for c in tftp atftp curl busybox qemu-system-x86_64 grub-mknetdir cpio dnsmasq nft tcpdump ethtool objcopy promtool kea-dhcp4 lintian setcap; do
     command -v "$c" >/dev/null 2>&1 || missing=1
 done
 for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/ipxe/qemu/pxe-e1000.rom /usr/lib/PXELINUX/pxelinux.0 \
@@ -30,7 +30,7 @@ if [ "$missing" = 1 ]; then
     # dnsmasq-base is the dnsmasq binary without the system DNS service the dnsmasq package starts.
     $sudo apt-get install -y -qq tftp-hpa atftp curl busybox-static qemu-system-x86 ovmf ipxe-qemu \
         pxelinux syslinux-common grub-pc-bin grub-efi-amd64-bin cpio dnsmasq-base nftables tcpdump \
-        ethtool binutils file prometheus kea-dhcp4-server lintian libwrap0 libcap2-bin conntrack python3-pip >/dev/null
+        ethtool binutils file prometheus kea-dhcp4-server lintian libwrap0 libcap2-bin python3-pip >/dev/null
     # Installing Kea enables its DHCP service where systemd runs: the tests only need its binary.
     if [ -d /run/systemd/system ]; then $sudo systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true; fi
 fi
