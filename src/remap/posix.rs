@@ -17,8 +17,8 @@ pub(crate) const NO_CAPTURES: Captures = [None; SLOTS];
 
 /// The most positions a pattern may expand to. glibc compiles `x+` as `xx*` and `x{n,m}` as
 /// `m` copies of `x`, so stacked or nested repetitions grow exponentially (`y++++…` or
-/// `((a{99}){99}){99}` take gigabytes to compile); patterns of real map files expand to a few
-/// dozen.
+/// `((a{99}){99}){99}` take gigabytes to compile, `(x|y)*****…` minutes); patterns of real map
+/// files expand to a few dozen.
 pub(crate) const MAX_EXPANDED: u64 = 4096;
 
 /// An upper bound of the number of positions glibc builds for `pattern`: every character, bracket
@@ -64,9 +64,10 @@ fn expanded_size(pattern: &[u8]) -> u64 {
                 last = group;
             }
             b'|' => last = 0,
-            // `x*` and `x?` are not copied.
-            b'*' | b'?' => {}
-            b'+' => {
+            // `x*` and `x?` are not copied, but glibc's compile time doubles with each one
+            // stacked on another (`(x|y)**…`: 12 stars take a second, 23 minutes), so each
+            // counts as much as what it repeats.
+            b'*' | b'?' | b'+' => {
                 seq = seq.saturating_add(last);
                 last = last.saturating_mul(2);
             }
