@@ -92,7 +92,7 @@ pub(crate) struct Cli {
     #[arg(short, long = "listen", value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub(crate) listen: Vec<ListenAddrs>,
 
-    /// Worker threads. [default: the CPUs this process may run on]
+    /// Worker threads. [default: half the CPUs this process may run on, at least 1]
     #[arg(short, long, value_name = "N")]
     pub(crate) workers: Option<usize>,
 

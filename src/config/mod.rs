@@ -65,7 +65,7 @@ pub struct ServerConfig {
     /// True by default, for the default `listen`; the command line turns it off when `--listen`
     /// is given, so that an address asked for is never dropped silently.
     pub ipv6_optional: bool,
-    /// Worker threads. Default: the CPUs this process may run on.
+    /// Worker threads. Default: [`default_workers`], half the CPUs this process may run on.
     pub workers: usize,
     /// Pin each worker to its own core.
     pub pin: bool,
@@ -99,6 +99,17 @@ pub struct WriteConfig {
     pub allow_single_port: bool,
 }
 
+/// The default number of workers on a machine where the process may run on `cpus` CPUs: half
+/// of them, at least one. A lockstep block costs the server's CPU mostly in the kernel (its
+/// send, and the receive processing of the client's ACK, which runs on whichever CPU took the
+/// packet), so a worker on every CPU leaves none for that work nor for the DHCP and HTTP servers
+/// beside it, and busy threads take turns on one CPU. Measured in `docs/operations.md` (Sizing).
+/// Workers are pinned to the first CPUs of the process's set, on SMT machines commonly one
+/// thread of each core.
+pub fn default_workers(cpus: usize) -> usize {
+    (cpus / 2).max(1)
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -109,7 +120,7 @@ impl Default for ServerConfig {
                 SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 69)),
             ],
             ipv6_optional: true,
-            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            workers: default_workers(std::thread::available_parallelism().map_or(1, usize::from)),
             pin: true,
             grace: Duration::from_secs(10),
             follow_symlinks: true,

@@ -41,6 +41,10 @@ fn defaults() {
     assert_eq!(c.validate(), Ok(()));
     assert_eq!(c.listen, ["0.0.0.0:69".parse::<SocketAddr>().unwrap(), "[::]:69".parse().unwrap()]);
     assert!(c.workers >= 1 && c.pin && c.follow_symlinks);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(c.workers, (cpus / 2).max(1), "half the CPUs: the kernel's share of each block needs the rest");
+    let halves: Vec<usize> = [1, 2, 3, 4, 16, 64].into_iter().map(crate::config::default_workers).collect();
+    assert_eq!(halves, [1, 1, 1, 2, 8, 32]);
     assert_eq!((c.serve.limits.max_blksize, c.serve.limits.max_windowsize), (65464, 64));
     assert_eq!(c.serve.retransmit, RetransmitConfig::default(), "the protocol's defaults");
     assert_eq!(c.io.recv_buffer, 8 << 20);
