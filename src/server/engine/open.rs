@@ -8,7 +8,7 @@ use super::admit::{Admission, Refusal};
 use super::host;
 use super::kind::{Kind, WriteState};
 use super::lookup::{self, Unserved};
-use super::record::{Asked, Text};
+use super::record::{AskedHeader, Text};
 use super::resolve::{Decided, Lookup, Refused};
 use super::table::{NO_LOCAL, Peer, Transfer};
 use super::{Engine, transfer_bind_addr};
@@ -153,7 +153,7 @@ impl Engine {
         };
         let lookup = Some(self.decided).filter(Decided::is_some);
         let netascii = matches!(Packet::decode(d.payload), Ok(Packet::Request(r)) if r.mode == Mode::Netascii);
-        let asked = Asked::new(d.payload, d.local.map(|l| l.ip), &granted, lookup);
+        let asked = self.table.asked(&AskedHeader::new(d.local.map(|l| l.ip), &granted, lookup), d.payload);
         self.table.insert(
             idx,
             Transfer {

@@ -23,18 +23,20 @@ use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
 use crate::server::io::{Datagram, Io, Via};
 use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies};
 
-/// What a transfer keeps of its request for its record, in one allocation (one per transfer,
-/// none per packet): a header (the address the request was sent to, the options as negotiated,
-/// what decided the file; 12 to 37 bytes, 20 for an IPv4 request with tsize) and the request
-/// datagram itself, whose bytes give the file name and options in the client's spelling and
-/// tell a repeat from a new request.
+/// What a transfer keeps of its request for its record, in one allocation shared by every
+/// transfer held for the same request (none per packet; see [`Table::asked`]): a header (the
+/// address the request was sent to, the options as negotiated, what decided the file; 12 to 37
+/// bytes, 20 for an IPv4 request with tsize) and the request datagram itself, whose bytes give
+/// the file name and options in the client's spelling and tell a repeat from a new request.
 ///
 /// Eight bytes in the transfer: a thin pointer to the allocation, whose first four bytes hold
-/// its length.
+/// its length and the next four how many hold it (a worker's transfers are on one thread).
 ///
 /// The header: the local address's tag (0 none, 4, 6) and its 0, 4 or 16 bytes; a byte of
 /// [`Flags`]; blksize, windowsize and the OACK's shape, two bytes each; then, when their flag
 /// says so, the timeout (1 byte), tsize (8) and the map file rule's line (4).
+///
+/// [`Table::asked`]: super::table::Table::asked
 pub(super) struct Asked(NonNull<u8>);
 
 /// Bits of [`Asked`]'s flag byte.
@@ -54,27 +56,32 @@ impl Flags {
 /// The bytes of [`Asked`]'s length.
 const LEN: usize = 4;
 
+/// The bytes of [`Asked`]'s count of holders.
+const HOLDERS: usize = 4;
+
 /// The longest header of [`Asked`].
 const HEADER_MAX: usize = 1 + 16 + 1 + 6 + 1 + 8 + 4;
 
-impl Asked {
-    /// Keeps `request` with the address it was sent to, the options granted and the lookup.
-    pub(super) fn new(request: &[u8], local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
-        let mut h = [0u8; HEADER_MAX];
-        let mut n = 0;
-        let mut put = |bytes: &[u8]| {
-            h[n..n + bytes.len()].copy_from_slice(bytes);
-            n += bytes.len();
-        };
+/// The header of an [`Asked`] being made, on the stack: what the request is looked up by
+/// before anything is allocated.
+pub(super) struct AskedHeader {
+    bytes: [u8; HEADER_MAX],
+    len: usize,
+}
+
+impl AskedHeader {
+    /// The header of a request sent to `local`, with the options granted and the lookup.
+    pub(super) fn new(local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
+        let mut h = Self { bytes: [0; HEADER_MAX], len: 0 };
         match local {
-            None => put(&[0]),
+            None => h.put(&[0]),
             Some(IpAddr::V4(a)) => {
-                put(&[4]);
-                put(&a.octets());
+                h.put(&[4]);
+                h.put(&a.octets());
             }
             Some(IpAddr::V6(a)) => {
-                put(&[6]);
-                put(&a.octets());
+                h.put(&[6]);
+                h.put(&a.octets());
             }
         }
         let mut flags = 0;
@@ -93,23 +100,48 @@ impl Asked {
                 flags |= if on { bit } else { 0 };
             }
         }
-        put(&[flags]);
-        put(&granted.blksize.to_le_bytes());
-        put(&granted.windowsize.to_le_bytes());
-        put(&granted.shape().to_bits().to_le_bytes());
+        h.put(&[flags]);
+        h.put(&granted.blksize.to_le_bytes());
+        h.put(&granted.windowsize.to_le_bytes());
+        h.put(&granted.shape().to_bits().to_le_bytes());
         if let Some(t) = granted.timeout {
-            put(&[t]);
+            h.put(&[t]);
         }
         if let Some(t) = granted.tsize {
-            put(&t.to_le_bytes());
+            h.put(&t.to_le_bytes());
         }
         if let Some(rule) = lookup.and_then(|d| d.rule) {
-            put(&rule.to_le_bytes());
+            h.put(&rule.to_le_bytes());
         }
-        let len = LEN + n + request.len();
+        h
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Its bytes.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Asked {
+    /// Keeps `request` with the address it was sent to, the options granted and the lookup, in
+    /// an allocation of its own.
+    #[cfg(test)]
+    pub(super) fn new(request: &[u8], local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
+        Self::with_header(&AskedHeader::new(local, granted, lookup), request)
+    }
+
+    /// Keeps `request` with `header`, in an allocation of its own, held once.
+    pub(super) fn with_header(header: &AskedHeader, request: &[u8]) -> Self {
+        let len = LEN + HOLDERS + header.len + request.len();
         let mut v = Vec::with_capacity(len);
         v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-        v.extend_from_slice(&h[..n]);
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v.extend_from_slice(header.bytes());
         v.extend_from_slice(request);
         // The length written first is the slice's: a datagram is far shorter than 4 GiB, and
         // nothing longer is ever kept.
@@ -117,10 +149,34 @@ impl Asked {
         Self(NonNull::from(Box::leak(v.into_boxed_slice())).cast::<u8>())
     }
 
-    /// The whole allocation: its length, the header, the request.
+    /// Whether this is what `header` and `request` would keep.
+    pub(super) fn is(&self, header: &AskedHeader, request: &[u8]) -> bool {
+        self.bytes().split_at_checked(header.len).is_some_and(|(h, r)| h == header.bytes() && r == request)
+    }
+
+    /// Whether `other` holds the same allocation.
+    pub(super) fn same(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+
+    /// How many hold the allocation.
+    pub(super) fn holders(&self) -> u32 {
+        // SAFETY: `self.0` is the start of the allocation made in `with_header`, alive while
+        // anyone holds it; its bytes LEN..LEN + HOLDERS are the count (unaligned: read as bytes).
+        unsafe { u32::from_le_bytes(self.0.add(LEN).cast::<[u8; HOLDERS]>().read()) }
+    }
+
+    fn set_holders(&self, n: u32) {
+        // SAFETY: as in `holders`. The allocation is only reached from the one thread that holds
+        // its `Asked`s (`Asked` is neither Send nor Sync), and no reference into its count
+        // bytes is ever made, so this write aliases nothing.
+        unsafe { self.0.add(LEN).cast::<[u8; HOLDERS]>().write(n.to_le_bytes()) }
+    }
+
+    /// The whole allocation: its length, its holders, the header, the request.
     fn all(&self) -> &[u8] {
-        // SAFETY: `self.0` is the start of the boxed slice leaked in `new`, alive until `drop`;
-        // its first LEN bytes are its length, written there in `new` (at most u32::MAX).
+        // SAFETY: `self.0` is the start of the boxed slice leaked in `with_header`, alive while
+        // anyone holds it; its first LEN bytes are its length, written there (at most u32::MAX).
         unsafe {
             let len = u32::from_le_bytes(self.0.cast::<[u8; LEN]>().read()) as usize;
             std::slice::from_raw_parts(self.0.as_ptr(), len)
@@ -129,7 +185,7 @@ impl Asked {
 
     /// The header and the request.
     fn bytes(&self) -> &[u8] {
-        &self.all()[LEN..]
+        &self.all()[LEN + HOLDERS..]
     }
 
     /// The header's fields: the local address, the flags, and where the flag byte is.
@@ -152,6 +208,11 @@ impl Asked {
             len += if flags & bit != 0 { bytes } else { 0 };
         }
         (optional, len)
+    }
+
+    /// The header.
+    pub(super) fn header(&self) -> &[u8] {
+        &self.bytes()[..self.layout().1]
     }
 
     /// The request datagram.
@@ -197,11 +258,35 @@ impl Asked {
     }
 }
 
+impl Clone for Asked {
+    /// Holds the same allocation once more.
+    fn clone(&self) -> Self {
+        match self.holders().checked_add(1) {
+            Some(n) => {
+                self.set_holders(n);
+                Self(self.0)
+            }
+            // Never with fewer than 2^32 transfers; a copy of its own keeps the count exact.
+            None => {
+                let (header, request) = self.bytes().split_at(self.header().len());
+                let mut h = AskedHeader { bytes: [0; HEADER_MAX], len: 0 };
+                h.put(header);
+                Self::with_header(&h, request)
+            }
+        }
+    }
+}
+
 impl Drop for Asked {
     fn drop(&mut self) {
+        let holders = self.holders();
+        if holders > 1 {
+            self.set_holders(holders - 1);
+            return;
+        }
         let len = self.all().len();
         // SAFETY: `self.0` and `len` are the pointer and length of the boxed slice leaked in
-        // `new`, given back once, here.
+        // `with_header`, given back once, here, by its last holder.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.0.as_ptr(), len)) });
     }
 }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::kind::Kind;
-use super::record::Asked;
+use super::record::{Asked, AskedHeader};
 use crate::server::io::{Token, Via};
 use crate::timer::{Links, TimerLink};
 
@@ -114,6 +114,9 @@ pub(super) struct Table {
     unconfirmed: VecDeque<Token>,
     /// When `unconfirmed` is compacted: it never grows past that.
     unconfirmed_max: usize,
+    /// What the transfers held keep of their requests, one allocation per distinct request
+    /// (in a storm, thousands of clients ask for the same file with the same options).
+    requests: HashTable<Asked>,
 }
 
 impl Table {
@@ -129,6 +132,22 @@ impl Table {
             hasher: DefaultHashBuilder::default(),
             unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
             unconfirmed_max,
+            requests: HashTable::new(),
+        }
+    }
+
+    /// What a transfer keeps of `request` for its record, with `header` (see [`Asked`]): shared
+    /// with the transfers held for the same request, and allocated only for the first of them.
+    pub(super) fn asked(&mut self, header: &AskedHeader, request: &[u8]) -> Asked {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one((header.bytes(), request));
+        match self.requests.find(hash, |a| a.is(header, request)) {
+            Some(a) => a.clone(),
+            None => {
+                let a = Asked::with_header(header, request);
+                self.requests.insert_unique(hash, a.clone(), |a| hasher.hash_one((a.header(), a.request())));
+                a
+            }
         }
     }
 
@@ -214,7 +233,20 @@ impl Table {
         if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.client), |&i| i == idx) {
             e.remove();
         }
+        // The last transfer of its request: its copy goes with it.
+        if t.asked.holders() == 2 {
+            let hash = self.hasher.hash_one((t.asked.header(), t.asked.request()));
+            if let Ok(e) = self.requests.find_entry(hash, |a| a.same(&t.asked)) {
+                e.remove();
+            }
+        }
         Some(t)
+    }
+
+    /// The requests kept for the transfers held, each once.
+    #[cfg(test)]
+    pub(super) fn requests_kept(&self) -> usize {
+        self.requests.len()
     }
 
     /// The slot of the oldest transfer whose client has shown nothing yet, taken off the queue.

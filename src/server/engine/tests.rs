@@ -556,6 +556,29 @@ fn peer_index_survives_growth() {
     }
 }
 
+#[test]
+fn transfers_of_one_request_share_its_copy_until_the_last_ends() {
+    let mut r = rig(|c| c.io.single_port = true);
+    let (rrq, other) = (b"\x00\x01small\x00octet\x00blksize\x00100\x00", b"\x00\x01small\x00octet\x00");
+    let peers = ["192.0.2.10:2000", "192.0.2.11:2000", "192.0.2.12:2000"];
+    for p in peers {
+        r.request(p, rrq);
+    }
+    r.request("192.0.2.13:2000", other);
+    r.io.take();
+    assert_eq!((r.engine.active, r.engine.table.requests_kept()), (4, 2));
+    // Each still tells its own repeat: answered again, no new transfer.
+    r.request(peers[1], rrq);
+    assert_eq!(r.io.take().len(), 1);
+    assert_eq!((r.engine.active, r.engine.counters.get(Counter::DuplicateRequests)), (4, 1));
+    // Refused by the client: each ends, and the copy goes with the last.
+    for (i, p) in peers.iter().enumerate() {
+        r.dgram(Via::Listen(0), None, p, b"\x00\x05\x00\x08no\x00");
+        assert_eq!(r.engine.table.requests_kept(), if i < 2 { 2 } else { 1 }, "{p}");
+    }
+    assert_eq!(r.engine.active, 1);
+}
+
 /// Every active transfer costs one slot: keep it from growing unnoticed. (160: the generation
 /// 4, the timer links 12, the client's address 24, the socket, its port and the mode 16, the
 /// file 8, the read state machine 88, the pointer to what the record keeps of the request 8.)
