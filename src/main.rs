@@ -6,7 +6,6 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -220,21 +219,17 @@ fn run(
         Some((user, group)) => Some(Identity::lookup(&user, group.as_deref())?),
         None => None,
     };
-    // Shared with the metrics thread until the stop, when the server is taken back to wait.
     // The pid file is written once the sockets are bound, before privileges are dropped.
     let mut pid = None;
-    let server = Arc::new(
-        Server::start_then(cfg.clone(), || -> anyhow::Result<()> {
-            if let Some(path) = &pid_file {
-                pid =
-                    Some(PidFile::write(path).with_context(|| format!("--pid-file {}: cannot write", path.display()))?);
-            }
-            Ok(drop_root(run_as.as_ref(), &cfg)?)
-        })
-        .context("cannot start")?,
-    );
+    let server = Server::start_then(cfg.clone(), || -> anyhow::Result<()> {
+        if let Some(path) = &pid_file {
+            pid = Some(PidFile::write(path).with_context(|| format!("--pid-file {}: cannot write", path.display()))?);
+        }
+        Ok(drop_root(run_as.as_ref(), &cfg)?)
+    })
+    .context("cannot start")?;
     let exporter = match metrics_addr {
-        Some(addr) => Some(metrics::Exporter::start(addr, Arc::clone(&server), env!("BOOTSTORM_COMMIT"))?),
+        Some(addr) => Some(metrics::Exporter::start(addr, &server, env!("BOOTSTORM_COMMIT"))?),
         None => None,
     };
     {
@@ -295,11 +290,6 @@ fn run(
     }
     let control = server.control();
     control.stop();
-    // Scrapes end with the serving: the server is needed back, whole, to wait for its workers.
-    if let Some(e) = exporter {
-        e.stop();
-    }
-    let server = Arc::into_inner(server).context("the server is still shared")?;
     // A second signal ends the transfers still running at once.
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let waiter = std::thread::spawn(move || {
@@ -316,6 +306,10 @@ fn run(
         }
     }
     let report = waiter.join().map_err(|_| anyhow::anyhow!("waiter panicked"))??;
+    // Scrapes go on through the grace period, so a drain can be watched to its end.
+    if let Some(e) = exporter {
+        e.stop();
+    }
     log_counters(&report.workers, Some(&report.latencies));
     if let Some(Err((path, e))) = pid.map(PidFile::remove) {
         warn!(path = %path.display(), error = %e, "cannot remove the pid file");

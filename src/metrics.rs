@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use bootstorm::server::Server;
 use bootstorm::server::stats::{
     self, BLKSIZE_BOUNDS, Counter, CounterSnapshot, DURATION_BOUNDS_US, Direction, FIRST_ACK_BOUNDS_US, Finish,
     HistogramSnapshot, WINDOWSIZE_BOUNDS,
 };
+use bootstorm::server::{CounterReader, Server};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -45,15 +45,21 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
-    /// Binds `addr` and starts answering scrapes of `server`.
-    pub(crate) fn start(addr: SocketAddr, server: Arc<Server>, commit: &'static str) -> anyhow::Result<Self> {
+    /// Binds `addr` and starts answering scrapes of `server`'s counters, which go on until
+    /// [`stop`](Self::stop), through the server's stop and grace period.
+    pub(crate) fn start(addr: SocketAddr, server: &Server, commit: &'static str) -> anyhow::Result<Self> {
         let http = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("--metrics {addr}: cannot listen"))?;
         let addr = http.server_addr().to_ip().context("--metrics: not an IP address")?;
         let http = Arc::new(http);
         let mut registry = Registry::with_prefix("bootstorm");
-        registry.register_collector(Box::new(Scrape { server, commit }));
+        registry.register_collector(Box::new(Scrape {
+            counters: server.counter_reader(),
+            backend: server.backend().to_string(),
+            gso: server.gso().to_string(),
+            commit,
+        }));
         let h = Arc::clone(&http);
         let thread = std::thread::Builder::new()
             .name("metrics".into())
@@ -105,7 +111,10 @@ fn header(content_type: &str) -> tiny_http::Header {
 
 /// What a scrape reads: the server's counters, each worker's, read at the scrape.
 struct Scrape {
-    server: Arc<Server>,
+    counters: CounterReader,
+    /// The `io_info` labels: the backend and whether GSO is in use.
+    backend: String,
+    gso: String,
     commit: &'static str,
 }
 
@@ -117,7 +126,7 @@ impl fmt::Debug for Scrape {
 
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
-        let workers = self.server.counters();
+        let workers = self.counters.read();
         let sum = |f: &dyn Fn(&CounterSnapshot) -> u64| workers.iter().map(f).sum::<u64>();
         for c in Counter::ALL {
             if c.is_gauge() {
@@ -204,15 +213,13 @@ impl Collector for Scrape {
             ConstCounter::new(RELOADS[i].load(Ordering::Relaxed)).encode(m.encode_family(&labels)?)?;
         }
 
-        let backend = self.server.backend().to_string();
-        let gso = self.server.gso().to_string();
         let mut m = enc.encode_descriptor(
             "io_info",
             "The I/O backend the workers run on and whether UDP GSO is in use (always 1).",
             None,
             MetricType::Gauge,
         )?;
-        let labels = [("backend", backend.as_str()), ("gso", gso.as_str())];
+        let labels = [("backend", self.backend.as_str()), ("gso", self.gso.as_str())];
         ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
         let mut m = enc.encode_descriptor(
             "build_info",

@@ -38,9 +38,15 @@ fn value(body: &str, series: &str) -> f64 {
 /// `pxe=pxelinux`, all on 127.0.0.1 ports the kernel picks; returns it and its TFTP and
 /// metrics addresses (read from its stdout).
 fn start_with_metrics(root: &Root) -> (std::process::Child, SocketAddr, SocketAddr) {
+    start_with_metrics_and(root, &[])
+}
+
+/// As [`start_with_metrics`], with `extra` flags.
+fn start_with_metrics_and(root: &Root, extra: &[&str]) -> (std::process::Child, SocketAddr, SocketAddr) {
     let mut child = Command::new(bin())
         .args(["--root", root.path().to_str().unwrap(), "-l", "127.0.0.1:0", "--workers", "2"])
         .args(["--metrics", "127.0.0.1:0", "--metrics-file-class", "pxe=pxelinux"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -120,6 +126,47 @@ fn scrape_counts_transfers_by_outcome_and_passes_promtool() {
 
     // SAFETY: kill(2) on the PID of the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// A drain is watched to its end: after SIGTERM the server takes no new request but finishes
+/// the transfer in progress during its grace period, and scrapes are answered all that time,
+/// showing the transfer still active and then finished.
+#[test]
+fn scrapes_are_answered_through_the_grace_period() {
+    let root = Root::new();
+    root.write("kernel", &common::bytes(512 * 4 + 10, 3));
+    let (mut child, tftp, http) = start_with_metrics_and(&root, &["--grace", "20"]);
+    let c = Raw::new(tftp);
+    c.rrq("kernel", &[]);
+    let (data, from) = c.expect(Duration::from_secs(5));
+    assert_eq!(common::data_of(&data).0, 1);
+
+    // SAFETY: kill(2) on the PID of the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    let active =
+        |body: &str| value(body, "bootstorm_active{worker=\"0\"}") + value(body, "bootstorm_active{worker=\"1\"}");
+    let (status, body) = scrape(http);
+    assert!(status.contains("200"), "a scrape during the grace period: {status}");
+    assert_eq!(active(&body), 1.0, "the transfer in progress");
+
+    // The client finishes; the last scrape before the exit sees it done.
+    let mut block = 1;
+    loop {
+        c.ack(from, block);
+        let (p, _) = c.expect(Duration::from_secs(5));
+        let (n, bytes) = common::data_of(&p);
+        assert_eq!(n, block + 1);
+        block = n;
+        if bytes.len() < 512 {
+            break;
+        }
+    }
+    let (status, body) = scrape(http);
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(value(&body, "bootstorm_requests_total"), 1.0);
+    c.ack(from, block);
     assert!(child.wait().unwrap().success());
 }
 

@@ -30,4 +30,4 @@ pub use probe::UringUnusable;
 pub use reload::Reloaded;
 pub use start::StartError;
 pub use worker::Backend;
-pub use worker::{Report, Server, ServerControl};
+pub use worker::{CounterReader, Report, Server, ServerControl};

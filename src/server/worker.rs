@@ -119,7 +119,13 @@ impl Server {
 
     /// Each worker's counters now.
     pub fn counters(&self) -> Vec<CounterSnapshot> {
-        self.workers.iter().map(|w| w.counters.values()).collect()
+        self.counter_reader().read()
+    }
+
+    /// A handle that reads the workers' counters from another thread for as long as it is kept,
+    /// through the grace period after a stop and after [`wait`](Self::wait) too.
+    pub fn counter_reader(&self) -> CounterReader {
+        CounterReader(self.workers.iter().map(|w| Arc::clone(&w.counters)).collect())
     }
 
     /// Waits for every worker to finish (after [`stop`](Self::stop) or [`abort`](Self::abort)).
@@ -145,6 +151,23 @@ impl Server {
             Some(e) => Err(e),
             None => Ok(Report { latencies, workers }),
         }
+    }
+}
+
+/// Reads each worker's counters (see [`Server::counter_reader`]).
+#[derive(Clone)]
+pub struct CounterReader(Vec<Arc<CachePadded<Counters>>>);
+
+impl CounterReader {
+    /// Each worker's counters now.
+    pub fn read(&self) -> Vec<CounterSnapshot> {
+        self.0.iter().map(|c| c.values()).collect()
+    }
+}
+
+impl std::fmt::Debug for CounterReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CounterReader").field("workers", &self.0.len()).finish()
     }
 }
 
