@@ -7,11 +7,25 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::server::limits::source_key;
 
+/// A source's key (see [`key`]) and the transfers it holds, in 12 bytes where `(u64, u32)` would
+/// take 16: the key as two 32-bit halves keeps the entry's alignment at 4.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    key: [u32; 2],
+    transfers: u32,
+}
+
+impl Held {
+    fn key(&self) -> u64 {
+        u64::from(self.key[0]) << 32 | u64::from(self.key[1])
+    }
+}
+
 /// Transfers held per source. See the module documentation.
 #[derive(Debug)]
 pub(super) struct Sources {
-    /// (source key, transfers held): 16 bytes a source.
-    held: HashTable<(u64, u32)>,
+    /// Transfers held per source: 12 bytes a source.
+    held: HashTable<Held>,
     hasher: DefaultHashBuilder,
 }
 
@@ -34,7 +48,7 @@ impl Sources {
     /// Transfers `ip`'s source holds.
     pub(super) fn held_by(&self, ip: IpAddr) -> usize {
         let key = key(ip);
-        self.held.find(self.hasher.hash_one(key), |e| e.0 == key).map_or(0, |e| e.1 as usize)
+        self.held.find(self.hasher.hash_one(key), |e| e.key() == key).map_or(0, |e| e.transfers as usize)
     }
 
     /// Counts a transfer of `ip`'s source in (`started`) or out.
@@ -42,11 +56,14 @@ impl Sources {
         let key = key(ip);
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
-        match self.held.find_entry(hash, |e| e.0 == key) {
-            Ok(mut e) if started => e.get_mut().1 += 1,
-            Ok(mut e) if e.get().1 > 1 => e.get_mut().1 -= 1,
+        match self.held.find_entry(hash, |e| e.key() == key) {
+            Ok(mut e) if started => e.get_mut().transfers += 1,
+            Ok(mut e) if e.get().transfers > 1 => e.get_mut().transfers -= 1,
             Ok(e) => drop(e.remove()),
-            Err(_) if started => drop(self.held.insert_unique(hash, (key, 1), |e| hasher.hash_one(e.0))),
+            Err(_) if started => {
+                let held = Held { key: [(key >> 32) as u32, key as u32], transfers: 1 };
+                drop(self.held.insert_unique(hash, held, |e| hasher.hash_one(e.key())));
+            }
             Err(_) => {}
         }
     }
@@ -78,6 +95,13 @@ mod tests {
         s.count(a, false);
         s.count(a, false);
         assert_eq!((s.held_by(a), s.fair_share(64)), (0, 32));
+    }
+
+    #[test]
+    fn a_source_takes_12_bytes() {
+        assert_eq!(std::mem::size_of::<Held>(), 12);
+        let k = key("2001:db8:1:2::1".parse().unwrap());
+        assert_eq!(Held { key: [(k >> 32) as u32, k as u32], transfers: 1 }.key(), k);
     }
 
     #[test]
