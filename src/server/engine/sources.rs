@@ -62,7 +62,7 @@ impl Sources {
             Ok(e) => drop(e.remove()),
             Err(_) if started => {
                 let held = Held { key: [(key >> 32) as u32, key as u32], transfers: 1 };
-                drop(self.held.insert_unique(hash, held, |e| hasher.hash_one(e.key())));
+                self.held.insert_unique(hash, held, |e| hasher.hash_one(e.key()));
             }
             Err(_) => {}
         }
