@@ -91,17 +91,19 @@ pub enum TimeoutEffect {
     GiveUp,
 }
 
-/// Sender state of one transfer (64 bytes).
+/// Sender state of one transfer (56 bytes). Its times other than the last progress are kept as
+/// 32-bit offsets from it (see [`Deadline`] and [`WindowSender::probe_sent`]).
 #[derive(Clone, Debug)]
 pub struct WindowSender {
     size: u64,
     /// Highest block acknowledged; 0 before any.
     acked: u64,
-    /// When the RTT probe block was sent.
-    probe_sent: Timestamp,
-    deadline: Timestamp,
-    /// Last progress (or start).
+    /// Last progress (or start): what the other times count from.
     idle_since: Timestamp,
+    /// When the RTT probe block (or the handshake) was sent, in microseconds after
+    /// `idle_since` (before it when negative).
+    probe_sent: i32,
+    deadline: Deadline,
     rtt: RttEstimator,
     blksize: u16,
     window: u16,
@@ -114,6 +116,43 @@ pub struct WindowSender {
     retries: u8,
 }
 
+/// A deadline as an offset from the last progress, in four bytes: up to 2^31 microseconds
+/// (35 minutes) exactly; beyond, in whole milliseconds rounded up (the server's timers tick in
+/// milliseconds), up to 24 days, which no setting reaches (the longest silence a transfer is
+/// allowed is 255 s times 255 retries, twice: 36 hours); [`Deadline::NEVER`] for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Deadline(u32);
+
+impl Deadline {
+    const NEVER: Self = Self(u32::MAX);
+    /// The high bit: the offset is in milliseconds.
+    const MILLIS: u32 = 1 << 31;
+
+    /// `at`, counted from `base`; a time before `base` counts as `base` (both are past).
+    fn new(base: Timestamp, at: Timestamp) -> Self {
+        if at == Timestamp::NEVER {
+            return Self::NEVER;
+        }
+        let micros = at.as_micros().saturating_sub(base.as_micros());
+        match u32::try_from(micros) {
+            Ok(us) if us < Self::MILLIS => Self(us),
+            _ => {
+                let ms = micros.div_ceil(1000).min(u64::from(u32::MAX - 1 - Self::MILLIS));
+                Self(Self::MILLIS | ms as u32)
+            }
+        }
+    }
+
+    /// The time it names, counted from `base`.
+    fn at(self, base: Timestamp) -> Timestamp {
+        match self.0 {
+            u32::MAX => Timestamp::NEVER,
+            v if v & Self::MILLIS != 0 => base + Duration::from_millis(u64::from(v & !Self::MILLIS)),
+            us => base + Duration::from_micros(u64::from(us)),
+        }
+    }
+}
+
 impl WindowSender {
     /// A sender of `size` bytes in blocks of `blksize`, `window` blocks at a time.
     /// `window` is clamped to 1..=32768 and `blksize` to at least 1.
@@ -121,9 +160,9 @@ impl WindowSender {
         Self {
             size,
             acked: 0,
-            probe_sent: now,
-            deadline: Timestamp::NEVER,
             idle_since: now,
+            probe_sent: 0,
+            deadline: Deadline::NEVER,
             rtt: RttEstimator::new(&cfg.rto),
             blksize: blksize.max(1),
             window: window.clamp(1, super::options::MAX_WINDOWSIZE),
@@ -132,6 +171,43 @@ impl WindowSender {
             probe_off: 0,
             retries: 0,
         }
+    }
+
+    /// Notes that the probe (or the handshake) was sent at `now`. A send more than 35 minutes
+    /// after the last progress cannot be kept as an offset: it gives no sample.
+    fn set_probe_sent(&mut self, now: Timestamp) {
+        let since = now.as_micros().saturating_sub(self.idle_since.as_micros());
+        match i32::try_from(since) {
+            Ok(us) => self.probe_sent = us,
+            Err(_) => {
+                self.probe_sent = i32::MIN;
+                self.probe_off = 0;
+            }
+        }
+    }
+
+    /// When the probe (or the handshake) was sent; `None` when that cannot be told.
+    fn probe_sent(&self) -> Option<Timestamp> {
+        let base = self.idle_since.as_micros();
+        let at = base.checked_add_signed(i64::from(self.probe_sent)).filter(|_| self.probe_sent != i32::MIN)?;
+        Some(Timestamp::from_micros(at))
+    }
+
+    /// Progress at `now`: the times are counted from it from now on.
+    fn progress(&mut self, now: Timestamp) {
+        let shift = now.as_micros().saturating_sub(self.idle_since.as_micros());
+        // A probe still in flight sent more than 35 minutes before `now` gives no sample.
+        self.probe_sent = i64::from(self.probe_sent)
+            .checked_sub_unsigned(shift)
+            .and_then(|v| i32::try_from(v).ok())
+            .filter(|_| self.probe_sent != i32::MIN)
+            .unwrap_or(i32::MIN);
+        if self.probe_sent == i32::MIN {
+            self.probe_off = 0;
+        }
+        let deadline = self.deadline();
+        self.idle_since = self.idle_since.max(now);
+        self.set_deadline(deadline);
     }
 
     /// Number of the final block: the first one shorter than blksize, empty when the size is a
@@ -164,10 +240,10 @@ impl WindowSender {
         } else {
             self.sent_off = self.next_off;
             self.probe_off = self.next_off;
-            self.probe_sent = now;
+            self.set_probe_sent(now);
         }
         self.next_off += 1;
-        self.deadline = self.next_deadline(now, cfg);
+        self.set_deadline(self.next_deadline(now, cfg));
         Some((block, resend))
     }
 
@@ -182,13 +258,13 @@ impl WindowSender {
             return AckEffect::Stale;
         }
         if self.probe_off != 0 && off >= self.probe_off {
-            let rtt = now.saturating_since(self.probe_sent);
-            if self.acked == 0 {
+            let rtt = self.probe_sent().map(|sent| now.saturating_since(sent));
+            match rtt {
                 // The first window (or first answer) was timed against the initial timeout: a
                 // lost ACK may have come again on the peer's timer, posing as a round trip.
-                self.rtt.on_provisional_sample(rtt, &cfg.rto);
-            } else {
-                self.rtt.on_sample(rtt, &cfg.rto);
+                Some(rtt) if self.acked == 0 => self.rtt.on_provisional_sample(rtt, &cfg.rto),
+                Some(rtt) => self.rtt.on_sample(rtt, &cfg.rto),
+                None => {}
             }
             self.probe_off = 0;
         } else if self.probe_off != 0 {
@@ -203,12 +279,12 @@ impl WindowSender {
         self.next_off = 1;
         self.retries = 0;
         self.rtt.on_progress();
-        self.idle_since = now;
+        self.progress(now);
         if self.acked == self.last_block() {
-            self.deadline = Timestamp::NEVER;
+            self.deadline = Deadline::NEVER;
             return AckEffect::Complete;
         }
-        self.deadline = self.next_deadline(now, cfg);
+        self.set_deadline(self.next_deadline(now, cfg));
         AckEffect::Progress
     }
 
@@ -226,18 +302,18 @@ impl WindowSender {
     /// Handles the retransmission timer: a retransmission while fewer than `max_retries` have
     /// been made since the last progress, then giving up once patience has passed too.
     pub fn on_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> TimeoutEffect {
-        if now < self.deadline {
+        if now < self.deadline() {
             return TimeoutEffect::NotDue;
         }
         let idle = now.saturating_since(self.idle_since);
         if idle >= cfg.max_silence || (self.retries >= cfg.max_retries && idle >= cfg.patience) {
-            self.deadline = Timestamp::NEVER;
+            self.deadline = Deadline::NEVER;
             return TimeoutEffect::GiveUp;
         }
         if self.retries >= cfg.max_retries {
             // The retries are spent but patience is not (the owner moved the deadline): wait
             // out the rest rather than send more than `max_retries`.
-            self.deadline = self.idle_since + cfg.patience.min(cfg.max_silence);
+            self.set_deadline(self.idle_since + cfg.patience.min(cfg.max_silence));
             return TimeoutEffect::NotDue;
         }
         self.retries += 1;
@@ -246,7 +322,7 @@ impl WindowSender {
         self.rtt.on_timeout();
         self.probe_off = 0;
         self.next_off = 1;
-        self.deadline = self.next_deadline(now, cfg);
+        self.set_deadline(self.next_deadline(now, cfg));
         TimeoutEffect::Retransmit
     }
 
@@ -265,15 +341,17 @@ impl WindowSender {
 
     /// Notes that a handshake packet (an OACK, acknowledged by ACK 0) was sent now.
     pub fn handshake_sent(&mut self, now: Timestamp) {
-        self.probe_sent = now;
+        self.set_probe_sent(now);
     }
 
     /// The handshake packet was acknowledged: a provisional RTT sample from its latest send (the
     /// ACK may be the peer's resend on its own timer, as the OACK's timer is the initial
     /// timeout), which the first DATA round trip replaces.
     pub fn handshake_acked(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
-        self.rtt.on_provisional_sample(now.saturating_since(self.probe_sent), &cfg.rto);
-        self.idle_since = now;
+        if let Some(sent) = self.probe_sent() {
+            self.rtt.on_provisional_sample(now.saturating_since(sent), &cfg.rto);
+        }
+        self.progress(now);
     }
 
     /// Times the block just sent again from now. For a first block repeated because the client
@@ -284,7 +362,7 @@ impl WindowSender {
     pub fn retime_last_sent(&mut self, now: Timestamp) {
         if self.next_off > 1 {
             self.probe_off = self.next_off - 1;
-            self.probe_sent = now;
+            self.set_probe_sent(now);
         }
     }
 
@@ -294,17 +372,17 @@ impl WindowSender {
         self.next_off = 1;
         self.sent_off = 0;
         self.probe_off = 0;
-        self.deadline = Timestamp::NEVER;
+        self.deadline = Deadline::NEVER;
     }
 
     /// Overrides the deadline.
     pub fn set_deadline(&mut self, deadline: Timestamp) {
-        self.deadline = deadline;
+        self.deadline = Deadline::new(self.idle_since, deadline);
     }
 
     /// The retransmission deadline ([`Timestamp::NEVER`] when nothing is outstanding).
     pub fn deadline(&self) -> Timestamp {
-        self.deadline
+        self.deadline.at(self.idle_since)
     }
 
     /// Highest block acknowledged.

@@ -202,7 +202,60 @@ fn first_exchanges_time_the_path_provisionally() {
 }
 
 #[test]
+fn deadlines_are_exact_to_35_minutes_after_progress_and_never_early_beyond() {
+    let base = Timestamp::from_micros(7_000_123);
+    for us in [0, 1, 999_999, (1 << 31) - 1] {
+        let at = Timestamp::from_micros(base.as_micros() + us);
+        assert_eq!(Deadline::new(base, at).at(base), at, "{us}");
+    }
+    // Beyond 2^31 microseconds: whole milliseconds, rounded up.
+    let at = Timestamp::from_micros(base.as_micros() + (1 << 31) + 1);
+    assert_eq!(Deadline::new(base, at).at(base), Timestamp::from_micros(base.as_micros() + 2_147_484_000));
+    let hours36 = base + Duration::from_secs(36 * 3600);
+    assert_eq!(Deadline::new(base, hours36).at(base), hours36);
+    assert_eq!(Deadline::new(base, Timestamp::NEVER).at(base), Timestamp::NEVER);
+    // A time already past counts as the base: due either way.
+    assert_eq!(Deadline::new(base, Timestamp::ZERO).at(base), base);
+    // The farthest that can be kept, 24 days, never reads as "never".
+    assert!(Deadline::new(base, base + Duration::from_secs(30 * 86_400)).at(base) < Timestamp::NEVER);
+}
+
+#[test]
+fn a_transfer_silent_for_hours_keeps_its_deadline() {
+    // A client timeout of 255 s and 255 retries: a wait of more than an hour is allowed.
+    let cfg = RetransmitConfig {
+        max_retries: 255,
+        patience: Duration::from_secs(255 * 255),
+        max_silence: Duration::from_secs(2 * 255 * 255),
+        ..CFG.with_client_timeout(Some(255))
+    };
+    let mut s = WindowSender::new(t(0), 4096, 512, 1, &cfg);
+    assert_eq!(drain(&mut s, t(0)), [(1, false)]);
+    s.set_deadline(t(0) + Duration::from_secs(3 * 3600));
+    assert_eq!(s.deadline(), t(3 * 3600 * 1000));
+    assert_eq!(s.on_timeout(t(3 * 3600 * 1000 - 1), &cfg), TimeoutEffect::NotDue);
+    assert_eq!(s.on_ack(t(2 * 3600 * 1000), 1, &cfg), AckEffect::Progress);
+    assert_eq!(s.deadline(), t(2 * 3600 * 1000 + 255_000), "the client's timeout, from the new progress");
+}
+
+#[test]
+fn a_probe_sent_before_progress_is_timed_exactly() {
+    let mut s = WindowSender::new(t(0), 4096, 512, 2, &CFG);
+    assert_eq!(drain(&mut s, t(0)), [(1, false), (2, false)]);
+    // ACK 1 is progress; block 2, the probe, was sent before it.
+    assert_eq!(s.on_ack(t(1000), 1, &CFG), AckEffect::Progress);
+    assert_eq!(s.on_ack(t(1005), 2, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), Some(Duration::from_millis(1005)));
+    // Sent more than 35 minutes before the progress: no sample rather than a wrong one.
+    let mut s = WindowSender::new(t(0), 4096, 512, 2, &CFG);
+    drain(&mut s, t(0));
+    assert_eq!(s.on_ack(t(36 * 60 * 1000), 1, &CFG), AckEffect::Progress);
+    assert_eq!(s.on_ack(t(36 * 60 * 1000 + 5), 2, &CFG), AckEffect::Progress);
+    assert_eq!(s.rtt().srtt(), None);
+}
+
+#[test]
 fn sender_state_stays_small() {
-    assert!(std::mem::size_of::<WindowSender>() <= 64, "{}", std::mem::size_of::<WindowSender>());
+    assert!(std::mem::size_of::<WindowSender>() <= 56, "{}", std::mem::size_of::<WindowSender>());
     assert_eq!(std::mem::size_of::<crate::proto::rtt::RttEstimator>(), 12);
 }
