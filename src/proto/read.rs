@@ -16,18 +16,25 @@
 //! 4. drops it once [`outcome`](ReadTransfer::outcome) is `Some`.
 //!
 //! # Policy
-//! - Until the client acknowledges something, the first answer (OACK or DATA 1) is resent on a
-//!   timer exactly once, after the initial timeout (or the client's negotiated `timeout`): a
-//!   lost ACK 0 or ACK 1 is recovered without waiting for the client, as RFC 1123 §4.2.3.2
-//!   expects of a sender, while a spoofed request costs its victim at most two datagrams. Clients
-//!   also repeat their request when the answer is lost; each repeat is answered once and arms the
-//!   one timed resend again. How long such a transfer waits is the server's choice, not the
-//!   request's: its timeout option can stretch the wait to at most twice the server's patience
-//!   (enough for one retransmission by a slow client).
+//! - Until the client acknowledges something, the first answer is resent on a timer: a lost
+//!   ACK 0 or ACK 1 is recovered without waiting for the client, as RFC 1123 §4.2.3.2 expects of
+//!   a sender (GRUB never repeats its ACK 0: without a resend it waits about a minute and fails
+//!   the file). An OACK is resent up to four times, the first after the initial timeout (or the
+//!   client's negotiated `timeout`, RFC 2349: never sooner), each wait twice the one before up to
+//!   the longest retransmission timeout, and none once the unconfirmed wait has run out (with the
+//!   defaults: at 1, 3 and 5 s, expiry at 6 s). A DATA 1 (no options) is resent exactly once: it
+//!   may be blksize bytes. A spoofed request so costs its victim at most five OACKs, each about
+//!   the size of the request, or two DATA 1. Clients also repeat their request when the answer
+//!   is lost; each repeat is answered once and starts the timed resends over. How long such a
+//!   transfer waits is the server's choice, not the request's: its timeout option can stretch the
+//!   wait to at most twice the server's patience (enough for one retransmission by a slow
+//!   client).
 //! - Duplicate ACKs never cause a resend; only the adaptive timeout does.
 //! - An ERROR 8 (or "User aborted") right after an OACK that carries tsize is the UEFI size
 //!   probe: a normal, quiet end. Any other ERROR right after the OACK is a rejection of it.
 //! - An ERROR 0 once the final block has been sent is PXELINUX closing the file: success.
+
+use std::time::Duration;
 
 use super::error::{ErrorCode, TransferError, Violation};
 use super::options::{DATAGRAM_OVERHEAD, Negotiated, OackShape};
@@ -76,25 +83,62 @@ enum Phase {
     Done(Outcome),
 }
 
-/// Where the first answer (OACK or DATA 1) stands while nothing is acknowledged: one byte.
+/// Where the first answer (OACK or DATA 1) stands while nothing is acknowledged, in one byte:
+/// [`First::UNSENT`], or whether it is due (the low bit) and how many timed resends of it have
+/// gone out since the client's latest request, the one due included (the other bits; at most
+/// [`OACK_TIMED_RESENDS`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum First {
-    /// Due, never sent yet.
-    Unsent,
-    /// Due again: the client repeated its request.
-    Repeat,
-    /// Sent; its one timed resend is armed (the sender's deadline).
-    Armed,
-    /// Due again: the timed resend.
-    Timed,
-    /// Sent, and nothing more is due on a timer.
-    Spent,
-}
+struct First(u8);
 
 impl First {
-    fn is_due(self) -> bool {
-        matches!(self, Self::Unsent | Self::Repeat | Self::Timed)
+    /// Due, never sent yet.
+    const UNSENT: Self = Self(u8::MAX);
+    /// Due again: the client repeated its request.
+    const REPEAT: Self = Self::due(0);
+
+    /// Due: the `n`th timed resend since the latest request, or for `n` = 0 the answer to it.
+    const fn due(n: u8) -> Self {
+        Self(n << 1 | 1)
     }
+
+    /// Sent, after `n` timed resends since the latest request; the next timed resend, if one is
+    /// left, is armed (the sender's deadline).
+    const fn sent(n: u8) -> Self {
+        Self(n << 1)
+    }
+
+    fn is_due(self) -> bool {
+        self.0 & 1 == 1
+    }
+
+    /// Timed resends since the latest request, the one due included.
+    fn resends(self) -> u8 {
+        if self == Self::UNSENT { 0 } else { self.0 >> 1 }
+    }
+
+    /// Whether what is due is a resend on the timer (its answer is ambiguous: Karn's rule).
+    fn is_timed(self) -> bool {
+        self.is_due() && self.resends() > 0
+    }
+}
+
+/// Most timed resends of an OACK per request of the client while nothing is acknowledged. GRUB
+/// never repeats its ACK 0: each lost one, or each lost OACK, costs a resend, and without one it
+/// waits about a minute and fails the file. An OACK is about the size of the request that drew
+/// it, so a forged request costs its victim at most five of them.
+const OACK_TIMED_RESENDS: u8 = 4;
+
+/// Most timed resends of a DATA 1 (a first answer without options) per request: one. It may be
+/// blksize bytes: more would make a forged request an amplifier.
+const DATA_TIMED_RESENDS: u8 = 1;
+
+/// How long after the first answer's `n`th timed resend (0: after the answer to a request) the
+/// next one is due: the initial timeout, or the client's negotiated one (RFC 2349: no resend
+/// sooner), doubled at each resend up to the longest retransmission timeout (or the client's, if
+/// longer). `base` is the server's configuration, `cfg` the transfer's.
+fn first_answer_wait(base: &RetransmitConfig, cfg: &RetransmitConfig, n: u8) -> Duration {
+    let first = cfg.rto.initial;
+    first.saturating_mul(1 << n.min(16)).min(base.rto.max.max(first))
 }
 
 /// How many more windows may go out on a timer while the client has acknowledged no DATA block
@@ -139,7 +183,7 @@ impl ReadTransfer {
             started: now,
             retransmits: 0,
             expires: expiry_units(now, expires),
-            first: First::Unsent,
+            first: First::UNSENT,
             client_timeout: negotiated.timeout.unwrap_or(0),
             oack_shape: negotiated.shape(),
         }
@@ -236,7 +280,7 @@ impl ReadTransfer {
         let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
         match self.phase {
             Phase::Unconfirmed { oack, .. } => {
-                self.first = First::Repeat;
+                self.first = First::REPEAT;
                 if !oack {
                     self.sender.rewind();
                 }
@@ -262,11 +306,15 @@ impl ReadTransfer {
             Phase::Unconfirmed { .. } if now >= self.expires() => {
                 self.phase = Phase::Done(Outcome::TimedOut);
             }
-            Phase::Unconfirmed { oack, .. } if self.first == First::Armed && now >= self.sender.deadline() => {
+            Phase::Unconfirmed { oack, .. }
+                if !self.first.is_due()
+                    && self.first.resends() < timed_resends(oack)
+                    && now >= self.sender.deadline() =>
+            {
                 //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.2
                 //# TFTP [...] MUST use an adaptive timeout.
-                // The first answer or the client's first ACK was lost: send it again, once.
-                self.first = First::Timed;
+                // The first answer or the client's first ACK was lost: send it again.
+                self.first = First::due(self.first.resends() + 1);
                 if !oack {
                     self.sender.rewind();
                 }
@@ -296,8 +344,8 @@ impl ReadTransfer {
     }
 
     /// The next packet to send, if any.
-    pub fn poll_transmit(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<Transmit> {
-        let cfg = self.cfg(cfg);
+    pub fn poll_transmit(&mut self, now: Timestamp, base: &RetransmitConfig) -> Option<Transmit> {
+        let cfg = self.cfg(base);
         match self.phase {
             Phase::Failing(error) => {
                 let code = ErrorCode::from(&error);
@@ -305,13 +353,13 @@ impl ReadTransfer {
                 Some(Transmit::Error { code, message: error.message() })
             }
             Phase::Unconfirmed { oack, .. } if self.first.is_due() => {
-                if self.first != First::Unsent {
+                if self.first != First::UNSENT {
                     self.retransmits += 1;
                 }
-                let timed = self.first == First::Timed;
+                let timed = self.first.is_timed();
                 let t = if oack {
-                    // An ACK 0 after a timer-driven resend may answer either copy: it is timed
-                    // from the copy the client asked for (Karn's rule), which errs long.
+                    // An ACK 0 after a timer-driven resend may answer any copy: it is timed from
+                    // the copy the client asked for (Karn's rule), which errs long.
                     if !timed {
                         self.sender.handshake_sent(now);
                     }
@@ -325,15 +373,16 @@ impl ReadTransfer {
                     }
                     t
                 };
-                // One timed resend per answer to a request, never one after a timed resend.
+                // A bounded number of timed resends per answer to a request, further and further
+                // apart, none once the unconfirmed wait has run out.
+                let n = self.first.resends();
+                self.first = First::sent(n);
                 let expires = self.expires();
-                if timed {
-                    self.first = First::Spent;
-                    self.sender.set_deadline(expires);
-                } else {
-                    self.first = First::Armed;
-                    self.sender.set_deadline((now + cfg.rto.initial).min(expires));
-                }
+                let next = match n < timed_resends(oack) {
+                    true => (now + first_answer_wait(base, &cfg, n)).min(expires),
+                    false => expires,
+                };
+                self.sender.set_deadline(next);
                 t
             }
             Phase::Sending { .. } => self.data(now, &cfg),
@@ -405,7 +454,12 @@ impl ReadTransfer {
 
 /// The unit of an unconfirmed transfer's expiry: it is kept in two bytes, rounded up, and at
 /// most 655 s after the transfer started (longer than any silence a request can buy).
-const EXPIRY_UNIT: std::time::Duration = std::time::Duration::from_millis(10);
+const EXPIRY_UNIT: Duration = Duration::from_millis(10);
+
+/// Most timed resends of the first answer per request: an OACK's or a DATA 1's.
+fn timed_resends(oack: bool) -> u8 {
+    if oack { OACK_TIMED_RESENDS } else { DATA_TIMED_RESENDS }
+}
 
 /// `to` in [`EXPIRY_UNIT`]s after `from`, rounded up, saturating.
 fn expiry_units(from: Timestamp, to: Timestamp) -> u16 {

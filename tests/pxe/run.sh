@@ -26,6 +26,9 @@
 # Run as root: tests/pxe/run.sh. Knobs (environment):
 #   PXE_RUNS="a b c d"     which runs, in order
 #   PXE_ACK0_DROP_MOD=4    run (d) drops a transfer's first ACK 0 with probability 1/N
+#   PXE_ACK0_DROPS=1       how many ACK 0s run (d) drops from a transfer it picks: 1 (its first),
+#                          2 (its first two: GRUB then needs the server's second timed OACK
+#                          resend), or "every" (each ACK 0 on its own with probability 1/N)
 #   PXE_CHAINS="..."       which chains (default: all five)
 #   PXE_BOOT_TIMEOUT=200   seconds a run may take before its guests are killed
 #   PXE_PAYLOAD_MIB=4      random payload packed into the initrd
@@ -55,6 +58,8 @@ NO_TRANSFER_ABORT=60
 CMDLINE="console=ttyS0 quiet panic=-1 no_timer_check"
 MAX_LOSS_RATIO=1.5
 ACK0_DROP_MOD=${PXE_ACK0_DROP_MOD:-4}
+ACK0_DROPS=${PXE_ACK0_DROPS:-1}
+case $ACK0_DROPS in 1 | 2 | every) ;; *) echo "PXE_ACK0_DROPS: 1, 2 or every, not '$ACK0_DROPS'" >&2; exit 2 ;; esac
 ACK0_DROPPED=""   # ACK 0 datagrams run (d) dropped, from its nft counter
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
@@ -295,6 +300,41 @@ setup_netns() {
     in_ns ip link set "$BR" up
 }
 
+# Run (d)'s nftables table. An ACK 0 from a guest to the server: UDP length 12 (8-byte header +
+# 4-byte TFTP packet), payload 00 04 00 00 (opcode 4 = ACK, block 0): the answer to an OACK.
+# PXE_ACK0_DROPS=1: the first ACK 0 of each transfer (client address and port, remembered in a
+# set) is dropped with probability 1/ACK0_DROP_MOD; every later ACK 0 of that transfer (the answer
+# to a resent OACK, or the client's own repeat) passes. 2: a transfer so picked loses its second
+# ACK 0 too (remembered in a second set), so GRUB, which never repeats one, needs the server's
+# second timed resend of the OACK. every: each ACK 0 is dropped with probability 1/ACK0_DROP_MOD,
+# whatever the transfer lost before (see docs/pxe-firmware.md for what that share means).
+# Counted before the drop; "ack0-dropped" counts the transfers' first drops.
+ack0_rules() {
+    local ack0="ip daddr $SERVER udp length 12 @th,64,32 0x00040000" tid="ip saddr . udp sport"
+    local sets="" rules
+    case $ACK0_DROPS in
+        1) rules="$ack0 $tid @answered counter accept comment \"ack0-later\"
+        $ack0 add @answered { $tid } numgen random mod $ACK0_DROP_MOD == 0 counter drop comment \"ack0-dropped\"" ;;
+        2) rules="$ack0 $tid @answered counter accept comment \"ack0-later\"
+        $ack0 $tid @hit add @answered { $tid } counter drop comment \"ack0-dropped-again\"
+        $ack0 numgen random mod $ACK0_DROP_MOD == 0 add @hit { $tid } counter drop comment \"ack0-dropped\"
+        $ack0 add @answered { $tid } counter accept comment \"ack0-first-passed\""
+            sets="set hit { type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; }" ;;
+        every) rules="$ack0 numgen random mod $ACK0_DROP_MOD == 0 counter drop comment \"ack0-dropped\"" ;;
+    esac
+    cat <<EOF
+table bridge pxeack0 {
+    set answered { type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; }
+    $sets
+    chain to_server {
+        type filter hook input priority 0; policy accept;
+        $ack0 counter comment "ack0-all"
+        $rules
+    }
+}
+EOF
+}
+
 # The bridge's address for a run: (a) plain (no broadcast address), (b) and (c) with `brd +`;
 # (c) also loads the loss rules.
 configure_run() {
@@ -326,26 +366,7 @@ EOF
             ;;
         d)
             in_ns ip addr add "$SERVER/24" brd + dev "$BR"
-            # ACK 0 from a guest to the server: UDP length 12 (8-byte header + 4-byte TFTP
-            # packet), payload 00 04 00 00 (opcode 4 = ACK, block 0): the answer to an OACK.
-            # The first ACK 0 of each transfer (client address and port, remembered in a set) is
-            # dropped with probability 1/ACK0_DROP_MOD; every later ACK 0 of that transfer (the
-            # answer to a resent OACK, or the client's own repeat) passes. The server resends
-            # its first answer once, so a rule that could also drop the second ACK 0 would stall
-            # GRUB on the fixed code too (see docs/pxe-firmware.md). Counted before the drop.
-            in_ns nft -f - <<EOF
-table bridge pxeack0 {
-    set answered {
-        type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s;
-    }
-    chain to_server {
-        type filter hook input priority 0; policy accept;
-        ip daddr $SERVER udp length 12 @th,64,32 0x00040000 counter comment "ack0-all"
-        ip daddr $SERVER udp length 12 @th,64,32 0x00040000 ip saddr . udp sport @answered counter accept comment "ack0-later"
-        ip daddr $SERVER udp length 12 @th,64,32 0x00040000 add @answered { ip saddr . udp sport } numgen random mod $ACK0_DROP_MOD == 0 counter drop comment "ack0-dropped"
-    }
-}
-EOF
+            in_ns nft -f - <<<"$(ack0_rules)"
             ;;
         *) die "unknown run $run" ;;
     esac
@@ -585,7 +606,13 @@ for run in $RUNS; do
         a) what="bridge address without broadcast (ip addr add $SERVER/24)" ;;
         b) what="bridge address with brd + (lossless; TFTP captured)" ;;
         c) what="brd +, 2% of TFTP frames dropped each way" ;;
-        d) what="brd +, lost first ACK: 1 in $ACK0_DROP_MOD transfers loses its first ACK 0" ;;
+        d)
+            case $ACK0_DROPS in
+                1) what="brd +, lost first ACK: 1 in $ACK0_DROP_MOD transfers loses its first ACK 0" ;;
+                2) what="brd +, lost first ACKs: 1 in $ACK0_DROP_MOD transfers loses its first two ACK 0s" ;;
+                every) what="brd +, lost ACKs: every ACK 0 dropped with probability 1/$ACK0_DROP_MOD" ;;
+            esac
+            ;;
         *) die "unknown run $run" ;;
     esac
     log "=== run $run: $what"

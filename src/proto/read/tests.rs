@@ -34,7 +34,11 @@ fn negotiated(options: &str, size: u64) -> Negotiated {
 }
 
 fn drain(x: &mut ReadTransfer, now: Timestamp) -> Vec<Transmit> {
-    std::iter::from_fn(|| x.poll_transmit(now, &CFG)).collect()
+    drain_with(x, now, &CFG)
+}
+
+fn drain_with(x: &mut ReadTransfer, now: Timestamp, cfg: &RetransmitConfig) -> Vec<Transmit> {
+    std::iter::from_fn(|| x.poll_transmit(now, cfg)).collect()
 }
 
 fn ack(x: &mut ReadTransfer, now: Timestamp, block: u16) {
@@ -148,10 +152,10 @@ fn pxelinux_close_after_final_block_is_success() {
 }
 
 #[test]
-fn first_answer_resent_once_on_a_timer_then_only_per_request() {
+fn first_answer_resent_on_a_timer_with_backoff_and_per_request() {
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
     assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
-    // The client is silent: one resend after the initial timeout (100 ms here), not before.
+    // The client is silent: a resend after the initial timeout (100 ms here), not before.
     assert_eq!(x.poll_timeout(), Some(t(100)));
     x.handle_timeout(t(99), &CFG);
     assert_eq!(drain(&mut x, t(99)), []);
@@ -160,34 +164,145 @@ fn first_answer_resent_once_on_a_timer_then_only_per_request() {
     assert_eq!(x.retransmits(), 1);
     let again = x.oack();
     assert_eq!((again.blksize, again.tsize, again.has_oack()), (1024, Some(5000), true));
-    // Then nothing more on a timer: at most two datagrams per request.
-    assert_eq!(x.poll_timeout(), Some(t(2000)), "next: the expiry");
-    for ms in [500, 1000, 1999] {
-        x.handle_timeout(t(ms), &CFG);
-        assert_eq!(drain(&mut x, t(ms)), []);
-    }
-    // The client repeats its request: one more OACK, and one more timed resend armed.
-    assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
-    assert_eq!(drain(&mut x, t(1500)), [Transmit::Oack(x.oack())]);
-    assert_eq!(x.retransmits(), 2);
-    ack(&mut x, t(1503), 0);
+    // The next one waits twice as long.
+    assert_eq!(x.poll_timeout(), Some(t(300)));
+    x.handle_timeout(t(299), &CFG);
+    assert_eq!(drain(&mut x, t(299)), []);
+    x.handle_timeout(t(300), &CFG);
+    assert_eq!(drain(&mut x, t(300)), [Transmit::Oack(x.oack())]);
+    assert_eq!(x.poll_timeout(), Some(t(700)));
+    // The client repeats its request: one more OACK, and the timed resends start over.
+    assert_eq!(x.handle_repeated_request(t(500), &CFG), Repeat::ResendFirst);
+    assert_eq!(drain(&mut x, t(500)), [Transmit::Oack(x.oack())]);
+    assert_eq!(x.retransmits(), 3);
+    assert_eq!(x.poll_timeout(), Some(t(600)), "the initial timeout again, from the repeat");
+    ack(&mut x, t(503), 0);
     assert_eq!(x.sender().rtt().srtt(), Some(Duration::from_millis(3)), "timed from the latest OACK");
-    assert_eq!(drain(&mut x, t(1503)), [data(1, 0, 1024)]);
+    assert_eq!(drain(&mut x, t(503)), [data(1, 0, 1024)]);
 
     let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &CFG);
     drain(&mut x, t(0));
     assert_eq!(x.handle_repeated_request(t(1500), &CFG), Repeat::ResendFirst);
     drain(&mut x, t(1500));
-    // The expiry restarted at the repeat; the timed resend comes first.
-    assert_eq!(x.poll_timeout(), Some(t(1600)));
-    x.handle_timeout(t(1600), &CFG);
-    assert_eq!(drain(&mut x, t(1600)), [Transmit::Oack(x.oack())]);
-    assert_eq!(x.poll_timeout(), Some(t(3500)));
-    x.handle_timeout(t(3499), &CFG);
-    assert_eq!(x.outcome(), None);
-    x.handle_timeout(t(3500), &CFG);
+    // The expiry restarted at the repeat (2 s of patience); the timed resends come before it.
+    let (sent, end) = silent_client(&mut x, &CFG);
+    assert_eq!(sent, [1600, 1800, 2200, 3000]);
+    assert_eq!(end, 3500);
     assert_eq!(x.outcome(), Some(Outcome::TimedOut));
     assert_eq!(drain(&mut x, t(3500)), [], "no ERROR to a silent, unconfirmed peer");
+}
+
+/// Lets the client stay silent until the transfer ends: the times (ms) of what went out on the
+/// timer, all of it the first answer, and when the transfer timed out.
+fn silent_client(x: &mut ReadTransfer, cfg: &RetransmitConfig) -> (Vec<u64>, u64) {
+    let first = x.oack();
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        let now = x.poll_timeout().expect("a silent transfer ends only by timing out");
+        x.handle_timeout(now, cfg);
+        for p in drain_with(x, now, cfg) {
+            match p {
+                Transmit::Oack(n) => assert_eq!(n, first),
+                Transmit::Data { block, offset, .. } => assert_eq!((block, offset), (1, 0)),
+                Transmit::Error { .. } => panic!("an ERROR to a silent client at {now:?}"),
+            }
+            sent.push(now.saturating_since(t(0)).as_millis() as u64);
+        }
+        if x.outcome().is_some() {
+            assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+            return (sent, now.saturating_since(t(0)).as_millis() as u64);
+        }
+    }
+    panic!("still going after 100 timers: {sent:?}");
+}
+
+#[test]
+fn oack_resent_with_backoff_up_to_the_bound_never_after_the_patience() {
+    // GRUB never repeats its ACK 0: each lost one (or lost OACK) is recovered only by the
+    // server's timer. Waits of 100, 200, 400, 800 ms, until the 2 s of patience run out.
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024 tsize 0", 5000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
+    assert_eq!(silent_client(&mut x, &CFG), (vec![100, 300, 700, 1500], 2000));
+    assert_eq!(x.retransmits(), 4);
+
+    // More patience: the bound, four timed resends per request, stops them.
+    let patient = RetransmitConfig { patience: Duration::from_secs(10), ..CFG };
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &patient);
+    drain_with(&mut x, t(0), &patient);
+    assert_eq!(silent_client(&mut x, &patient), (vec![100, 300, 700, 1500], 10_000));
+
+    // The waits stop doubling at the longest timeout (here 300 ms).
+    let capped = RetransmitConfig { rto: RtoBounds { max: Duration::from_millis(300), ..CFG.rto }, ..patient };
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &capped);
+    drain_with(&mut x, t(0), &capped);
+    assert_eq!(silent_client(&mut x, &capped), (vec![100, 300, 600, 900], 10_000));
+
+    // Less patience: nothing after it has run out.
+    let impatient = RetransmitConfig { patience: Duration::from_millis(1000), ..CFG };
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024", 5000), &impatient);
+    drain_with(&mut x, t(0), &impatient);
+    assert_eq!(silent_client(&mut x, &impatient), (vec![100, 300, 700], 1000));
+
+    // The defaults: 1, 3 and 5 s, given up at 6 s.
+    let defaults = RetransmitConfig::default();
+    let mut x = ReadTransfer::new(t(0), 5000, &negotiated("blksize 1024 tsize 0", 5000), &defaults);
+    drain_with(&mut x, t(0), &defaults);
+    assert_eq!(silent_client(&mut x, &defaults), (vec![1000, 3000, 5000], 6000));
+}
+
+#[test]
+fn oack_resends_stop_at_the_first_ack_0() {
+    let mut x = ReadTransfer::new(t(0), 50_000, &negotiated("blksize 1024 tsize 0", 50_000), &CFG);
+    assert_eq!(drain(&mut x, t(0)), [Transmit::Oack(x.oack())]);
+    for ms in [100, 300] {
+        x.handle_timeout(t(ms), &CFG);
+        assert_eq!(drain(&mut x, t(ms)), [Transmit::Oack(x.oack())]);
+    }
+    // The ACK 0 of the second resend arrives: DATA 1, and never an OACK again.
+    ack(&mut x, t(310), 0);
+    assert!(x.is_confirmed());
+    assert_eq!(drain(&mut x, t(310)), [data(1, 0, 1024)]);
+    let mut timed = 0;
+    while x.outcome().is_none() {
+        let now = x.poll_timeout().unwrap();
+        x.handle_timeout(now, &CFG);
+        for p in drain(&mut x, now) {
+            assert_eq!(p, data(1, 0, 1024), "only DATA 1 again once the ACK 0 came ({now:?})");
+            timed += 1;
+        }
+    }
+    assert_eq!(x.outcome(), Some(Outcome::TimedOut));
+    assert_eq!(timed, CFG.max_retries, "DATA 1 resent by the sender's own rule");
+    assert_eq!(x.retransmits(), 2 + u32::from(CFG.max_retries));
+}
+
+#[test]
+fn data_1_still_resent_only_once_to_a_silent_client() {
+    // Without options the first answer is DATA 1, up to blksize bytes: one timed resend per
+    // request, however patient the server, so a forged request costs its victim two datagrams.
+    for cfg in [CFG, RetransmitConfig { patience: Duration::from_secs(10), ..CFG }, RetransmitConfig::default()] {
+        let mut x = ReadTransfer::new(t(0), 5000, &negotiated("", 5000), &cfg);
+        assert_eq!(drain_with(&mut x, t(0), &cfg), [data(1, 0, 512)]);
+        let (sent, end) = silent_client(&mut x, &cfg);
+        assert_eq!(sent, [cfg.rto.initial.as_millis() as u64], "{cfg:?}");
+        assert_eq!(end, cfg.patience.as_millis() as u64, "{cfg:?}");
+    }
+}
+
+#[test]
+fn oack_resends_never_come_sooner_than_the_negotiated_timeout() {
+    // RFC 2349: a client that asks for timeout N is never sent to again sooner. With the
+    // defaults (initial 1 s, longest 2 s, 6 s of patience) the waits start at N and double up
+    // to 2 s or N, whichever is longer; a longer timeout also means fewer resends within 6 s.
+    let defaults = RetransmitConfig::default();
+    for (timeout, want) in [(1, vec![1000, 3000, 5000]), (2, vec![2000, 4000]), (3, vec![3000]), (4, vec![4000])] {
+        let n = negotiated(&format!("blksize 1024 timeout {timeout}"), 5000);
+        let mut x = ReadTransfer::new(t(0), 5000, &n, &defaults);
+        assert_eq!(drain_with(&mut x, t(0), &defaults), [Transmit::Oack(x.oack())]);
+        let (sent, end) = silent_client(&mut x, &defaults);
+        assert_eq!(sent, want, "timeout {timeout}");
+        assert_eq!(end, 6000.max(2000 * timeout), "timeout {timeout}");
+    }
 }
 
 #[test]
@@ -197,8 +312,8 @@ fn lost_ack_1_recovered_by_one_timed_resend_of_data_1() {
     x.handle_timeout(t(100), &CFG);
     assert_eq!(drain(&mut x, t(100)), [data(1, 0, 512)]);
     assert_eq!(x.retransmits(), 1);
-    x.handle_timeout(t(200), &CFG);
-    assert_eq!(drain(&mut x, t(200)), [], "only one timed resend");
+    x.handle_timeout(t(300), &CFG);
+    assert_eq!(drain(&mut x, t(300)), [], "only one timed resend");
     ack(&mut x, t(250), 1);
     assert_eq!(x.sender().rtt().srtt(), None, "a timer-driven resend gives no sample (Karn)");
     assert_eq!(drain(&mut x, t(250)), [data(2, 512, 512)]);

@@ -396,6 +396,48 @@ fn silent_unconfirmed_client_gets_one_timed_resend_then_expires() {
     assert_eq!(r.io.closed.len(), 1);
 }
 
+/// GRUB's request: options, so the first answer is an OACK.
+const GRUB_RRQ: &[u8] = b"\x00\x01small\x00octet\x00blksize\x001024\x00tsize\x000\x00";
+
+#[test]
+fn silent_client_gets_the_oack_again_with_backoff_then_expires() {
+    let mut r = rig(|_| {});
+    r.request(CLIENT, GRUB_RRQ);
+    let first = r.io.take();
+    assert_eq!(&first[0].3[..2], &[0, 6], "an OACK");
+    let mut at = Vec::new();
+    for step in 1..=70u64 {
+        r.advance(Duration::from_millis(100));
+        for (via, _, _, p) in r.io.take() {
+            assert_eq!((via, &p), (first[0].0, &first[0].3), "the same OACK from the same port");
+            at.push(step * 100);
+        }
+    }
+    assert_eq!(at, [1000, 3000, 5000], "resent after 1 s, 2 s and 2 s, then given up at 6 s");
+    assert_eq!(r.counters.get(Counter::Retransmits), 3);
+    assert_eq!(r.counters.get(Counter::Timeouts), 1);
+    assert_eq!(r.io.closed.len(), 1);
+}
+
+#[test]
+fn grub_gets_its_file_after_losing_two_ack_0s() {
+    // GRUB answers each OACK with one ACK 0 and never repeats it; the first two are lost.
+    let mut r = rig(|_| {});
+    r.request(CLIENT, GRUB_RRQ);
+    let oack = r.io.take();
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.io.take(), oack, "the OACK again after 1 s");
+    r.advance(Duration::from_millis(1999));
+    assert!(r.io.take().is_empty());
+    r.advance(Duration::from_millis(1));
+    assert_eq!(r.io.take(), oack, "and after 2 s more");
+    r.ack(CLIENT, 0);
+    let sent = r.io.take();
+    assert_eq!((&sent[0].3[..4], sent[0].3.len()), (&[0, 3, 0, 1][..], 4 + 1000), "DATA 1: the whole file");
+    r.ack(CLIENT, 1);
+    assert_eq!((r.counters.get(Counter::Ok), r.counters.get(Counter::Timeouts)), (1, 0));
+}
+
 #[test]
 fn confirmed_client_gets_retransmissions() {
     let mut r = rig(|_| {});
