@@ -3,17 +3,22 @@
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
+use super::table::{Mapped, Zeroed};
 use crate::server::limits::source_key;
 
 /// A source's key (see [`key`]) and the transfers it holds, in 12 bytes where `(u64, u32)` would
-/// take 16: the key as two 32-bit halves keeps the entry's alignment at 4.
-#[derive(Clone, Copy, Debug)]
+/// take 16: the key as two 32-bit halves keeps the entry's alignment at 4. No transfers: an
+/// empty bucket.
+#[derive(Clone, Copy, Debug, Default)]
 struct Held {
     key: [u32; 2],
     transfers: u32,
 }
+
+// SAFETY: three u32s; all zeros is an empty bucket.
+unsafe impl Zeroed for Held {}
 
 impl Held {
     fn key(&self) -> u64 {
@@ -21,20 +26,29 @@ impl Held {
     }
 }
 
+/// Buckets of a table that has not grown: a page's worth.
+const FIRST_BUCKETS: usize = 256;
+
 /// Transfers held per source. See the module documentation.
+///
+/// An open-addressing table with linear probing (a removal shifts back the entries after it, so
+/// there are no tombstones), at most three quarters full, that doubles as sources come: it grows
+/// with the sources seen rather than being sized for the worker's limit up front (its buckets
+/// are reached at random, so a table reserved for every transfer a worker may hold is soon
+/// resident in full, whatever few are held), and its buckets are mapped pages of their own (see
+/// [`Mapped`]), so that the copies a doubling leaves are given back.
 #[derive(Debug)]
 pub(super) struct Sources {
-    /// Transfers held per source: 12 bytes a source.
-    held: HashTable<Held>,
+    buckets: Mapped<Held>,
+    /// Sources holding transfers.
+    len: usize,
     hasher: DefaultHashBuilder,
 }
 
 impl Sources {
-    /// An empty count. The table grows with the sources seen rather than being sized for the
-    /// worker's limit up front: its slots are reached at random, so a table reserved for every
-    /// transfer a worker may hold is soon resident in full, whatever few are held.
+    /// An empty count.
     pub(super) fn new() -> Self {
-        Self { held: HashTable::new(), hasher: DefaultHashBuilder::default() }
+        Self { buckets: Mapped::new(FIRST_BUCKETS), len: 0, hasher: DefaultHashBuilder::default() }
     }
 
     /// The most transfers one source may hold while a worker of `capacity` transfers is under
@@ -42,29 +56,83 @@ impl Sources {
     /// less than a sixteenth of it (a rack of machines behind one NAT address still boots during
     /// a storm).
     pub(super) fn fair_share(&self, capacity: usize) -> usize {
-        (capacity / 2 / self.held.len().max(1)).max(capacity / 16).max(1)
+        (capacity / 2 / self.len.max(1)).max(capacity / 16).max(1)
     }
 
     /// Transfers `ip`'s source holds.
     pub(super) fn held_by(&self, ip: IpAddr) -> usize {
-        let key = key(ip);
-        self.held.find(self.hasher.hash_one(key), |e| e.key() == key).map_or(0, |e| e.transfers as usize)
+        self.find(key(ip)).map_or(0, |i| self.buckets[i].transfers as usize)
     }
 
     /// Counts a transfer of `ip`'s source in (`started`) or out.
     pub(super) fn count(&mut self, ip: IpAddr, started: bool) {
         let key = key(ip);
-        let hasher = &self.hasher;
-        let hash = hasher.hash_one(key);
-        match self.held.find_entry(hash, |e| e.key() == key) {
-            Ok(mut e) if started => e.get_mut().transfers += 1,
-            Ok(mut e) if e.get().transfers > 1 => e.get_mut().transfers -= 1,
-            Ok(e) => drop(e.remove()),
+        match self.find(key) {
+            Ok(i) if started => self.buckets[i].transfers += 1,
+            Ok(i) if self.buckets[i].transfers > 1 => self.buckets[i].transfers -= 1,
+            Ok(i) => self.remove(i),
             Err(_) if started => {
-                let held = Held { key: [(key >> 32) as u32, key as u32], transfers: 1 };
-                self.held.insert_unique(hash, held, |e| hasher.hash_one(e.key()));
+                if (self.len + 1) * 4 > self.buckets.len() * 3 {
+                    self.grow();
+                }
+                let Err(i) = self.find(key) else { return };
+                self.buckets[i] = Held { key: [(key >> 32) as u32, key as u32], transfers: 1 };
+                self.len += 1;
             }
             Err(_) => {}
+        }
+    }
+
+    /// The home bucket of `key`.
+    fn home(&self, key: u64) -> usize {
+        self.hasher.hash_one(key) as usize & (self.buckets.len() - 1)
+    }
+
+    /// The bucket holding `key`, or the empty bucket where it would go.
+    fn find(&self, key: u64) -> Result<usize, usize> {
+        let mask = self.buckets.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let e = self.buckets[i];
+            if e.transfers == 0 {
+                return Err(i);
+            }
+            if e.key() == key {
+                return Ok(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Empties bucket `i`, shifting back the entries after it that would no longer be found.
+    fn remove(&mut self, i: usize) {
+        let mask = self.buckets.len() - 1;
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.buckets[j];
+            if e.transfers == 0 {
+                break;
+            }
+            // `e` may fill the hole when its home is not in the stretch after the hole.
+            if (j.wrapping_sub(self.home(e.key())) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = e;
+                hole = j;
+            }
+        }
+        self.buckets[hole] = Held::default();
+        self.len -= 1;
+    }
+
+    /// Doubles the buckets.
+    fn grow(&mut self) {
+        let bigger = Mapped::new(self.buckets.len() * 2);
+        let old = std::mem::replace(&mut self.buckets, bigger);
+        for e in old.iter().filter(|e| e.transfers != 0) {
+            if let Err(i) = self.find(e.key()) {
+                self.buckets[i] = *e;
+            }
         }
     }
 }
@@ -95,6 +163,40 @@ mod tests {
         s.count(a, false);
         s.count(a, false);
         assert_eq!((s.held_by(a), s.fair_share(64)), (0, 32));
+    }
+
+    #[test]
+    fn counts_stay_right_through_growth_and_removals() {
+        let mut s = Sources::new();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0xc000_0000 + i));
+        let mut want = std::collections::HashMap::new();
+        // Thousands of sources (the table doubles several times), some with several transfers,
+        // then taken out in another order (removals shift entries back across wrap-arounds).
+        for i in 0..3000u32 {
+            for _ in 0..=(i % 3) {
+                s.count(ip(i), true);
+                *want.entry(i).or_insert(0) += 1;
+            }
+        }
+        assert!(s.buckets.len() >= 4096);
+        for i in (0..3000u32).filter(|i| i % 7 != 0).rev() {
+            s.count(ip(i), false);
+            *want.get_mut(&i).unwrap() -= 1;
+        }
+        for i in 0..3000u32 {
+            assert_eq!(s.held_by(ip(i)), want[&i], "{i}");
+        }
+        assert_eq!(s.len, want.values().filter(|&&n| n > 0).count());
+        for (i, n) in want {
+            for _ in 0..n {
+                s.count(ip(i), false);
+            }
+        }
+        assert_eq!(s.len, 0);
+        assert!(s.buckets.iter().all(|e| e.transfers == 0));
+        // Counting out a source that holds nothing changes nothing.
+        s.count(ip(1), false);
+        assert_eq!((s.len, s.held_by(ip(1))), (0, 0));
     }
 
     #[test]
