@@ -110,7 +110,7 @@ impl Links for SlotLinks<'_> {
 pub(super) struct Table {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    peers: HashTable<u32>,
+    peers: PeerIndex,
     hasher: DefaultHashBuilder,
     /// Transfers in the order they started, to find the oldest whose client has shown nothing
     /// (entries of transfers since confirmed or ended are skipped, and dropped now and then).
@@ -131,7 +131,7 @@ impl Table {
             // as slots are first used), and the table never moves or leaves old copies behind.
             slots: Vec::with_capacity(capacity),
             free: Vec::new(),
-            peers: HashTable::new(),
+            peers: PeerIndex::new(),
             hasher: DefaultHashBuilder::default(),
             unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
             unconfirmed_max,
@@ -185,11 +185,13 @@ impl Table {
 
     /// The slot of the transfer with client `peer`.
     pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
-        let slots = &self.slots;
         let peer = Peer::from(*peer);
-        self.peers
-            .find(self.hash(&peer), |&i| slots[i as usize].transfer.as_ref().is_some_and(|t| t.client == peer))
-            .copied()
+        self.peers.find(self.hash(&peer), |i| self.client(i) == Some(peer))
+    }
+
+    /// The client of the transfer in slot `idx`, if any.
+    fn client(&self, idx: u32) -> Option<Peer> {
+        self.slots[idx as usize].transfer.as_ref().map(|t| t.client)
     }
 
     /// A free slot for a new transfer (given back with [`release`](Self::release) when the
@@ -213,12 +215,10 @@ impl Table {
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
         let peer = t.client;
         self.slots[idx as usize].transfer = Some(t);
-        let slots = &self.slots;
-        let hasher = &self.hasher;
+        let (slots, hasher) = (&self.slots, &self.hasher);
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
-        self.peers.insert_unique(self.hasher.hash_one(peer), idx, |&i| {
-            slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client))
-        });
+        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client));
+        self.peers.insert(self.hasher.hash_one(peer), idx, rehash);
         if self.unconfirmed.len() >= self.unconfirmed_max {
             let slots = &self.slots;
             self.unconfirmed.retain(|tok| live_unconfirmed(slots, *tok));
@@ -233,9 +233,9 @@ impl Table {
         let t = slot.transfer.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(idx);
-        if let Ok(e) = self.peers.find_entry(self.hasher.hash_one(t.client), |&i| i == idx) {
-            e.remove();
-        }
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client));
+        self.peers.remove(self.hasher.hash_one(t.client), idx, rehash);
         // The last transfer of its request: its copy goes with it.
         if t.asked.holders() == 2 {
             let hash = self.hasher.hash_one((t.asked.header(), t.asked.request()));
@@ -270,6 +270,96 @@ impl Table {
     /// The slots' timer links, for the wheel.
     pub(super) fn links(&mut self) -> SlotLinks<'_> {
         SlotLinks(&mut self.slots)
+    }
+}
+
+/// Buckets of an index that has not grown: a page's worth.
+const FIRST_PEER_BUCKETS: usize = 1024;
+
+/// The index of transfers by client address: an open-addressing table of slot indices with
+/// linear probing (a removal shifts back the entries after it, so there are no tombstones), at
+/// most three quarters full, 4 bytes a bucket. It doubles as transfers come, in mapped pages of
+/// its own (see [`Mapped`]), so that the copies a doubling leaves are given back. The addresses
+/// are in the slots: the index keeps slot indices plus one (0: an empty bucket), and is handed
+/// the hash of a slot's address (`rehash`) when entries move.
+#[derive(Debug)]
+struct PeerIndex {
+    buckets: Mapped<u32>,
+    len: usize,
+}
+
+impl PeerIndex {
+    fn new() -> Self {
+        Self { buckets: Mapped::new(FIRST_PEER_BUCKETS), len: 0 }
+    }
+
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
+    }
+
+    /// The first slot in `hash`'s probe sequence that `is` accepts.
+    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            match self.buckets[i] {
+                0 => return None,
+                e if is(e - 1) => return Some(e - 1),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Indexes slot `idx`, whose address hashes to `hash`.
+    fn insert(&mut self, hash: u64, idx: u32, rehash: impl Fn(u32) -> u64) {
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            let bigger = Mapped::new(self.buckets.len() * 2);
+            let old = std::mem::replace(&mut self.buckets, bigger);
+            for &e in old.iter().filter(|&&e| e != 0) {
+                self.put(rehash(e - 1), e);
+            }
+        }
+        self.put(hash, idx + 1);
+        self.len += 1;
+    }
+
+    /// Puts entry `e` in the first empty bucket of `hash`'s probe sequence.
+    fn put(&mut self, hash: u64, e: u32) {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        while self.buckets[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.buckets[i] = e;
+    }
+
+    /// Takes slot `idx`, whose address hashed to `hash`, out of the index.
+    fn remove(&mut self, hash: u64, idx: u32, rehash: impl Fn(u32) -> u64) {
+        let mask = self.mask();
+        let mut hole = hash as usize & mask;
+        loop {
+            match self.buckets[hole] {
+                0 => return,
+                e if e == idx + 1 => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.buckets[j];
+            if e == 0 {
+                break;
+            }
+            // `e` may fill the hole when its home is not in the stretch after the hole.
+            let home = rehash(e - 1) as usize & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = e;
+                hole = j;
+            }
+        }
+        self.buckets[hole] = 0;
+        self.len -= 1;
     }
 }
 
@@ -359,6 +449,28 @@ impl<T: Zeroed> fmt::Debug for Mapped<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_index_finds_every_slot_through_growth_and_removals() {
+        // Hashes that collide in runs of five and land on the last buckets (probes wrap around).
+        let hash = |i: u32| u64::from(i / 5).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 0x3ff;
+        let mut index = PeerIndex::new();
+        for i in 0..5000 {
+            index.insert(hash(i), i, hash);
+        }
+        assert!(index.buckets.len() >= 8192);
+        let gone = |i: u32| i % 3 == 0 || (1000..1100).contains(&i);
+        for i in (0..5000).filter(|&i| gone(i)).rev() {
+            index.remove(hash(i), i, hash);
+        }
+        for i in 0..5000 {
+            assert_eq!(index.find(hash(i), |s| s == i), (!gone(i)).then_some(i), "{i}");
+        }
+        assert_eq!(index.len, (0..5000).filter(|&i| !gone(i)).count());
+        // Removing what is not there changes nothing.
+        index.remove(hash(3), 3, hash);
+        assert_eq!(index.len, (0..5000).filter(|&i| !gone(i)).count());
+    }
 
     #[test]
     fn a_mapped_table_starts_zeroed_and_keeps_what_is_written() {
