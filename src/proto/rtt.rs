@@ -52,6 +52,10 @@ impl RtoBounds {
     }
 }
 
+/// Doublings of the timeout kept across an acknowledgement of a resent block: a peer up to
+/// eight times slower than the estimate is still timed.
+const KEPT_BACKOFF: u8 = 3;
+
 /// Clock granularity term of RFC 6298 §2: the server's timers tick in milliseconds.
 const GRANULARITY_US: u32 = 1_000;
 
@@ -114,9 +118,18 @@ impl RttEstimator {
         self.backoff = self.backoff.saturating_add(1).min(31);
     }
 
-    /// The peer made progress: drop the backoff.
+    /// The peer acknowledged a block sent once (a valid sample): drop the backoff.
     pub fn on_progress(&mut self) {
         self.backoff = 0;
+    }
+
+    /// The peer acknowledged only what was sent more than once (no sample: Karn's algorithm).
+    /// The backoff stays, so that a peer slower than the estimate gets a block sent once and
+    /// answered, whose round trip then enters the estimate; but at most [`KEPT_BACKOFF`]
+    /// doublings of it, so that on a path losing many packets, where the estimate is right and
+    /// the resends were needed, the timeout stays well under the client's patience.
+    pub fn on_ambiguous_progress(&mut self) {
+        self.backoff = self.backoff.min(KEPT_BACKOFF);
     }
 
     /// The timeout to use now, backoff included.
@@ -193,5 +206,25 @@ mod tests {
         assert_eq!(r.rto(&B), Duration::from_secs(8));
         r.on_progress();
         assert_eq!(r.rto(&B), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_ack_of_a_resent_block_keeps_up_to_three_doublings() {
+        let mut r = RttEstimator::new(&B);
+        for _ in 0..20 {
+            r.on_sample(Duration::from_millis(1), &B);
+        }
+        assert_eq!(r.rto(&B), Duration::from_millis(10));
+        r.on_timeout();
+        r.on_ambiguous_progress();
+        assert_eq!(r.rto(&B), Duration::from_millis(20), "kept: no sample says the path is faster");
+        for _ in 0..4 {
+            r.on_timeout();
+        }
+        assert_eq!(r.rto(&B), Duration::from_millis(320));
+        r.on_ambiguous_progress();
+        assert_eq!(r.rto(&B), Duration::from_millis(80), "at most three doublings kept");
+        r.on_progress();
+        assert_eq!(r.rto(&B), Duration::from_millis(10), "a valid sample ends the backoff");
     }
 }

@@ -266,9 +266,21 @@ impl WindowSender {
                 Some(rtt) => self.rtt.on_sample(rtt, &cfg.rto),
                 None => {}
             }
+            //= https://www.rfc-editor.org/rfc/rfc6298#section-5
+            //# once a new RTT measurement is obtained (which can only happen when new data
+            //# has been sent and acknowledged), the computations outlined in Section 2 are
+            //# performed
+            // Karn's algorithm: only a block sent once, acknowledged, ends the backoff. An ACK
+            // of a resent block says nothing of the round trip; dropping the backoff on it put
+            // the timeout back under the round trip of a client slower than the floor, and
+            // every block went out twice (see `RttEstimator::on_ambiguous_progress`).
+            self.rtt.on_progress();
             self.probe_off = 0;
-        } else if self.probe_off != 0 {
-            self.probe_off -= off;
+        } else {
+            self.rtt.on_ambiguous_progress();
+            if self.probe_off != 0 {
+                self.probe_off -= off;
+            }
         }
         self.acked += u64::from(off);
         self.sent_off -= off;
@@ -278,7 +290,6 @@ impl WindowSender {
         // An ACK inside the window means the receiver saw a gap: go back to the block after it.
         self.next_off = 1;
         self.retries = 0;
-        self.rtt.on_progress();
         self.progress(now);
         if self.acked == self.last_block() {
             self.deadline = Deadline::NEVER;

@@ -259,3 +259,46 @@ fn sender_state_stays_small() {
     assert!(std::mem::size_of::<WindowSender>() <= 56, "{}", std::mem::size_of::<WindowSender>());
     assert_eq!(std::mem::size_of::<crate::proto::rtt::RttEstimator>(), 12);
 }
+
+/// A client slower than the adaptive timeout's floor (a starved or distant one: every ACK comes
+/// 25 ms after its block): the first block times out, and so may the next, but the backoff
+/// stays until a block sent once is acknowledged (Karn's algorithm, RFC 6298 §5.5–5.7), that
+/// block's round trip enters the estimate, and from then on the blocks go out once each. When
+/// every ACK dropped the backoff, the timeout fell back to the floor after each block and every
+/// block was sent twice for as long as the transfer lasted.
+#[test]
+fn a_client_slower_than_the_floor_gets_each_block_once_after_the_timeout_adapts() {
+    const DELAY: u64 = 25;
+    let cfg = RetransmitConfig { max_retries: 6, patience: Duration::from_secs(6), ..CFG };
+    let mut s = WindowSender::new(t(0), 512 * 200, 512, 1, &cfg);
+    // The first exchanges time the path provisionally: start with a measured 1 ms path, as
+    // on a LAN before the client slows down.
+    let mut now = t(0);
+    for _ in 0..5 {
+        assert_eq!(std::iter::from_fn(|| s.next_block(now, &cfg)).count(), 1);
+        now = now + Duration::from_millis(1);
+        s.on_ack(now, s.acked() as u16 + 1, &cfg);
+    }
+    // Now each block's ACK comes DELAY ms after the block's first send; a resend changes
+    // nothing (the client answers what it has).
+    let mut resends = 0;
+    let mut late = Vec::new();
+    for block in 6..=200u64 {
+        let sent_at = now;
+        let first: Vec<(u64, bool)> = std::iter::from_fn(|| s.next_block(now, &cfg)).collect();
+        assert_eq!(first, [(block, false)]);
+        let ack_at = sent_at + Duration::from_millis(DELAY);
+        while s.deadline() <= ack_at {
+            now = s.deadline();
+            assert_eq!(s.on_timeout(now, &cfg), TimeoutEffect::Retransmit);
+            let again: Vec<(u64, bool)> = std::iter::from_fn(|| s.next_block(now, &cfg)).collect();
+            assert_eq!(again, [(block, true)]);
+            resends += 1;
+            late.push(block);
+        }
+        now = ack_at;
+        assert!(matches!(s.on_ack(now, block as u16, &cfg), AckEffect::Progress | AckEffect::Complete));
+    }
+    assert!(resends <= 4, "{resends} resends, for blocks {late:?}");
+    assert!(late.iter().all(|&b| b < 12), "the timeout adapted within a few blocks: {late:?}");
+}
