@@ -156,9 +156,8 @@ impl Blind {
 pub struct ReadTransfer {
     sender: WindowSender,
     phase: Phase,
-    started: Timestamp,
     retransmits: u32,
-    /// When a transfer nobody has acknowledged is forgotten, in [`EXPIRY_UNIT`]s from `started`.
+    /// When a transfer nobody has acknowledged is forgotten, in [`EXPIRY_UNIT`]s from its start.
     expires: u16,
     first: First,
     /// The client's negotiated timeout in seconds (0 = none).
@@ -180,7 +179,6 @@ impl ReadTransfer {
         Self {
             sender,
             phase: Phase::Unconfirmed { oack, tsize: negotiated.tsize.is_some(), blind: Blind::ANY },
-            started: now,
             retransmits: 0,
             expires: expiry_units(now, expires),
             first: First::UNSENT,
@@ -217,7 +215,7 @@ impl ReadTransfer {
 
     /// When a transfer nobody has acknowledged is given up.
     fn expires(&self) -> Timestamp {
-        self.started + EXPIRY_UNIT * u32::from(self.expires)
+        self.sender.started() + EXPIRY_UNIT * u32::from(self.expires)
     }
 
     /// Handles a packet from the client (the owner has checked that it comes from the client's
@@ -285,7 +283,7 @@ impl ReadTransfer {
                     self.sender.rewind();
                 }
                 let expires = now + unconfirmed_wait(base, timeout);
-                self.expires = expiry_units(self.started, expires);
+                self.expires = expiry_units(self.sender.started(), expires);
                 self.sender.set_deadline(expires);
                 Repeat::ResendFirst
             }
@@ -433,7 +431,7 @@ impl ReadTransfer {
 
     /// When the transfer was created.
     pub fn started(&self) -> Timestamp {
-        self.started
+        self.sender.started()
     }
 
     /// Bytes the client has acknowledged.

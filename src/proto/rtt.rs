@@ -23,18 +23,20 @@ pub struct RtoBounds {
     pub max: Duration,
 }
 
-/// Round-trip estimator of one transfer: microseconds, 12 bytes. The bounds are not stored
-/// (they are the same for thousands of transfers) but passed to each call, and the timeout is
-/// computed from the estimate when asked for rather than kept.
+/// Round-trip estimator of one transfer: microseconds, 9 bytes (its two 32-bit values kept as
+/// bytes, so that it needs no alignment padding, and the backoff and what the estimate rests on
+/// share a byte). The bounds are not stored (they are the same for thousands of transfers) but
+/// passed to each call, and the timeout is computed from the estimate when asked for rather
+/// than kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RttEstimator {
-    srtt: u32,
-    rttvar: u32,
-    backoff: u8,
-    samples: Samples,
+    srtt: [u8; 4],
+    rttvar: [u8; 4],
+    /// The backoff (doublings, at most 31) in the low five bits, [`Samples`] above.
+    state: u8,
 }
 
-/// What the estimate rests on (one byte).
+/// What the estimate rests on (two bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Samples {
     /// No sample: the initial timeout.
@@ -56,6 +58,9 @@ impl RtoBounds {
 /// eight times slower than the estimate is still timed.
 const KEPT_BACKOFF: u8 = 3;
 
+/// The bits of [`RttEstimator::state`] that hold the backoff, and its most doublings.
+const BACKOFF: u8 = 31;
+
 /// Clock granularity term of RFC 6298 §2: the server's timers tick in milliseconds.
 const GRANULARITY_US: u32 = 1_000;
 
@@ -66,7 +71,35 @@ fn micros(d: Duration) -> u32 {
 impl RttEstimator {
     /// A new estimator with no samples.
     pub fn new(_bounds: &RtoBounds) -> Self {
-        Self { srtt: 0, rttvar: 0, backoff: 0, samples: Samples::None }
+        Self { srtt: [0; 4], rttvar: [0; 4], state: 0 }
+    }
+
+    fn srtt_us(&self) -> u32 {
+        u32::from_ne_bytes(self.srtt)
+    }
+
+    fn rttvar_us(&self) -> u32 {
+        u32::from_ne_bytes(self.rttvar)
+    }
+
+    fn backoff(&self) -> u8 {
+        self.state & BACKOFF
+    }
+
+    fn set_backoff(&mut self, backoff: u8) {
+        self.state = (self.state & !BACKOFF) | backoff.min(BACKOFF);
+    }
+
+    fn samples(&self) -> Samples {
+        match self.state >> 5 {
+            0 => Samples::None,
+            1 => Samples::Provisional,
+            _ => Samples::Smoothed,
+        }
+    }
+
+    fn set_samples(&mut self, samples: Samples) {
+        self.state = (self.state & BACKOFF) | (samples as u8) << 5;
     }
 
     /// Feeds one round-trip sample.
@@ -78,7 +111,7 @@ impl RttEstimator {
     /// trip (see the module's documentation): it sets the timeout until the next sample, which
     /// replaces it. Ignored once samples are being smoothed.
     pub fn on_provisional_sample(&mut self, rtt: Duration, bounds: &RtoBounds) {
-        if self.samples != Samples::Smoothed {
+        if self.samples() != Samples::Smoothed {
             self.sample(rtt, bounds, Samples::Provisional);
         }
     }
@@ -88,26 +121,27 @@ impl RttEstimator {
         //= https://www.rfc-editor.org/rfc/rfc6298#section-2
         //# RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
         //# SRTT <- (1 - alpha) * SRTT + alpha * R'
-        if self.samples == Samples::Smoothed {
-            let delta = self.srtt.abs_diff(r);
-            self.rttvar = ((3 * u64::from(self.rttvar) + u64::from(delta)) / 4) as u32;
-            self.srtt = ((7 * u64::from(self.srtt) + u64::from(r)) / 8) as u32;
+        if self.samples() == Samples::Smoothed {
+            let (srtt, rttvar) = (self.srtt_us(), self.rttvar_us());
+            let delta = srtt.abs_diff(r);
+            self.rttvar = (((3 * u64::from(rttvar) + u64::from(delta)) / 4) as u32).to_ne_bytes();
+            self.srtt = (((7 * u64::from(srtt) + u64::from(r)) / 8) as u32).to_ne_bytes();
         } else {
-            self.srtt = r;
-            self.rttvar = r / 2;
-            self.samples = kind;
+            self.srtt = r.to_ne_bytes();
+            self.rttvar = (r / 2).to_ne_bytes();
+            self.set_samples(kind);
         }
     }
 
     /// The timeout before backoff: the initial one without a sample, else RFC 6298's.
     fn base_rto(&self, bounds: &RtoBounds) -> u32 {
         let (min, max) = bounds.micros();
-        let rto = match self.samples {
+        let rto = match self.samples() {
             Samples::None => u64::from(micros(bounds.initial)),
             //= https://www.rfc-editor.org/rfc/rfc6298#section-2
             //# RTO <- SRTT + max (G, K*RTTVAR)
             Samples::Provisional | Samples::Smoothed => {
-                u64::from(self.srtt) + u64::from(GRANULARITY_US.max(self.rttvar.saturating_mul(4)))
+                u64::from(self.srtt_us()) + u64::from(GRANULARITY_US.max(self.rttvar_us().saturating_mul(4)))
             }
         };
         u32::try_from(rto).unwrap_or(u32::MAX).clamp(min, max)
@@ -115,12 +149,12 @@ impl RttEstimator {
 
     /// A retransmission timeout expired: double the timeout (up to the maximum).
     pub fn on_timeout(&mut self) {
-        self.backoff = self.backoff.saturating_add(1).min(31);
+        self.set_backoff(self.backoff().saturating_add(1));
     }
 
     /// The peer acknowledged a block sent once (a valid sample): drop the backoff.
     pub fn on_progress(&mut self) {
-        self.backoff = 0;
+        self.set_backoff(0);
     }
 
     /// The peer acknowledged only what was sent more than once (no sample: Karn's algorithm).
@@ -129,19 +163,19 @@ impl RttEstimator {
     /// doublings of it, so that on a path losing many packets, where the estimate is right and
     /// the resends were needed, the timeout stays well under the client's patience.
     pub fn on_ambiguous_progress(&mut self) {
-        self.backoff = self.backoff.min(KEPT_BACKOFF);
+        self.set_backoff(self.backoff().min(KEPT_BACKOFF));
     }
 
     /// The timeout to use now, backoff included.
     pub fn rto(&self, bounds: &RtoBounds) -> Duration {
         let (_, max) = bounds.micros();
-        let t = u64::from(self.base_rto(bounds)) << self.backoff;
+        let t = u64::from(self.base_rto(bounds)) << self.backoff();
         Duration::from_micros(t.min(u64::from(max)))
     }
 
     /// The smoothed round-trip time, if a sample was taken.
     pub fn srtt(&self) -> Option<Duration> {
-        (self.samples != Samples::None).then(|| Duration::from_micros(u64::from(self.srtt)))
+        (self.samples() != Samples::None).then(|| Duration::from_micros(u64::from(self.srtt_us())))
     }
 }
 

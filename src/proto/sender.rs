@@ -92,7 +92,10 @@ pub enum TimeoutEffect {
 }
 
 /// Sender state of one transfer (56 bytes). Its times other than the last progress are kept as
-/// 32-bit offsets from it (see [`Deadline`] and [`WindowSender::probe_sent`]).
+/// 32-bit offsets from it (see [`Offset`] and [`WindowSender::probe_sent`]).
+///
+/// It also keeps when the transfer started (for its owner's records and expiry): the sender is
+/// where that fits in a byte of padding's room.
 #[derive(Clone, Debug)]
 pub struct WindowSender {
     size: u64,
@@ -103,7 +106,9 @@ pub struct WindowSender {
     /// When the RTT probe block (or the handshake) was sent, in microseconds after
     /// `idle_since` (before it when negative).
     probe_sent: i32,
-    deadline: Deadline,
+    deadline: Offset,
+    /// When the transfer started: how long before `idle_since`.
+    started: Offset,
     rtt: RttEstimator,
     blksize: u16,
     window: u16,
@@ -116,14 +121,16 @@ pub struct WindowSender {
     retries: u8,
 }
 
-/// A deadline as an offset from the last progress, in four bytes: up to 2^31 microseconds
-/// (35 minutes) exactly; beyond, in whole milliseconds rounded up (the server's timers tick in
-/// milliseconds), up to 24 days, which no setting reaches (the longest silence a transfer is
-/// allowed is 255 s times 255 retries, twice: 36 hours); [`Deadline::NEVER`] for none.
+/// A time as an offset from the last progress, in four bytes (a deadline after it, the start
+/// before it): up to 2^31 microseconds (35 minutes) exactly; beyond, in whole milliseconds
+/// (a deadline rounded up: the server's timers tick in milliseconds), up to 24 days, which no
+/// deadline reaches (the longest silence a transfer is allowed is 255 s times 255 retries,
+/// twice: 36 hours) and a start further back reads as 24 days back; [`Offset::NEVER`] for no
+/// deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Deadline(u32);
+struct Offset(u32);
 
-impl Deadline {
+impl Offset {
     const NEVER: Self = Self(u32::MAX);
     /// The high bit: the offset is in milliseconds.
     const MILLIS: u32 = 1 << 31;
@@ -141,6 +148,15 @@ impl Deadline {
                 Self(Self::MILLIS | ms as u32)
             }
         }
+    }
+
+    /// The time it names before `base` (made as `Offset::new(it, base)`).
+    fn before(self, base: Timestamp) -> Timestamp {
+        let back = match self.0 {
+            v if v & Self::MILLIS != 0 => u64::from(v & !Self::MILLIS) * 1000,
+            us => u64::from(us),
+        };
+        Timestamp::from_micros(base.as_micros().saturating_sub(back))
     }
 
     /// The time it names, counted from `base`.
@@ -162,7 +178,8 @@ impl WindowSender {
             acked: 0,
             idle_since: now,
             probe_sent: 0,
-            deadline: Deadline::NEVER,
+            deadline: Offset::NEVER,
+            started: Offset(0),
             rtt: RttEstimator::new(&cfg.rto),
             blksize: blksize.max(1),
             window: window.clamp(1, super::options::MAX_WINDOWSIZE),
@@ -205,9 +222,15 @@ impl WindowSender {
         if self.probe_sent == i32::MIN {
             self.probe_off = 0;
         }
-        let deadline = self.deadline();
+        let (deadline, started) = (self.deadline(), self.started());
         self.idle_since = self.idle_since.max(now);
         self.set_deadline(deadline);
+        self.started = Offset::new(started, self.idle_since);
+    }
+
+    /// When the transfer started (when the sender was made).
+    pub fn started(&self) -> Timestamp {
+        self.started.before(self.idle_since)
     }
 
     /// Number of the final block: the first one shorter than blksize, empty when the size is a
@@ -292,7 +315,7 @@ impl WindowSender {
         self.retries = 0;
         self.progress(now);
         if self.acked == self.last_block() {
-            self.deadline = Deadline::NEVER;
+            self.deadline = Offset::NEVER;
             return AckEffect::Complete;
         }
         self.set_deadline(self.next_deadline(now, cfg));
@@ -318,7 +341,7 @@ impl WindowSender {
         }
         let idle = now.saturating_since(self.idle_since);
         if idle >= cfg.max_silence || (self.retries >= cfg.max_retries && idle >= cfg.patience) {
-            self.deadline = Deadline::NEVER;
+            self.deadline = Offset::NEVER;
             return TimeoutEffect::GiveUp;
         }
         if self.retries >= cfg.max_retries {
@@ -383,12 +406,12 @@ impl WindowSender {
         self.next_off = 1;
         self.sent_off = 0;
         self.probe_off = 0;
-        self.deadline = Deadline::NEVER;
+        self.deadline = Offset::NEVER;
     }
 
     /// Overrides the deadline.
     pub fn set_deadline(&mut self, deadline: Timestamp) {
-        self.deadline = Deadline::new(self.idle_since, deadline);
+        self.deadline = Offset::new(self.idle_since, deadline);
     }
 
     /// The retransmission deadline ([`Timestamp::NEVER`] when nothing is outstanding).

@@ -206,18 +206,18 @@ fn deadlines_are_exact_to_35_minutes_after_progress_and_never_early_beyond() {
     let base = Timestamp::from_micros(7_000_123);
     for us in [0, 1, 999_999, (1 << 31) - 1] {
         let at = Timestamp::from_micros(base.as_micros() + us);
-        assert_eq!(Deadline::new(base, at).at(base), at, "{us}");
+        assert_eq!(Offset::new(base, at).at(base), at, "{us}");
     }
     // Beyond 2^31 microseconds: whole milliseconds, rounded up.
     let at = Timestamp::from_micros(base.as_micros() + (1 << 31) + 1);
-    assert_eq!(Deadline::new(base, at).at(base), Timestamp::from_micros(base.as_micros() + 2_147_484_000));
+    assert_eq!(Offset::new(base, at).at(base), Timestamp::from_micros(base.as_micros() + 2_147_484_000));
     let hours36 = base + Duration::from_secs(36 * 3600);
-    assert_eq!(Deadline::new(base, hours36).at(base), hours36);
-    assert_eq!(Deadline::new(base, Timestamp::NEVER).at(base), Timestamp::NEVER);
+    assert_eq!(Offset::new(base, hours36).at(base), hours36);
+    assert_eq!(Offset::new(base, Timestamp::NEVER).at(base), Timestamp::NEVER);
     // A time already past counts as the base: due either way.
-    assert_eq!(Deadline::new(base, Timestamp::ZERO).at(base), base);
+    assert_eq!(Offset::new(base, Timestamp::ZERO).at(base), base);
     // The farthest that can be kept, 24 days, never reads as "never".
-    assert!(Deadline::new(base, base + Duration::from_secs(30 * 86_400)).at(base) < Timestamp::NEVER);
+    assert!(Offset::new(base, base + Duration::from_secs(30 * 86_400)).at(base) < Timestamp::NEVER);
 }
 
 #[test]
@@ -239,6 +239,21 @@ fn a_transfer_silent_for_hours_keeps_its_deadline() {
 }
 
 #[test]
+fn the_start_is_kept_through_progress() {
+    let start = Timestamp::from_micros(5_000_321);
+    let mut s = WindowSender::new(start, 512 * 100, 512, 1, &CFG);
+    for (block, at) in [(1u16, 7u64), (2, 60_000), (3, 34 * 60_000)] {
+        drain(&mut s, t(5000 + at - 1));
+        assert_eq!(s.on_ack(t(5000 + at), block, &CFG), AckEffect::Progress);
+        assert_eq!(s.started(), start, "exact while the last progress is within 35 minutes");
+    }
+    // Two hours in: whole milliseconds, never later than it was.
+    drain(&mut s, t(5000 + 7_200_000 - 1));
+    assert_eq!(s.on_ack(t(5000 + 7_200_000), 4, &CFG), AckEffect::Progress);
+    assert!(s.started() <= start && start.saturating_since(s.started()) < Duration::from_millis(1));
+}
+
+#[test]
 fn a_probe_sent_before_progress_is_timed_exactly() {
     let mut s = WindowSender::new(t(0), 4096, 512, 2, &CFG);
     assert_eq!(drain(&mut s, t(0)), [(1, false), (2, false)]);
@@ -257,7 +272,7 @@ fn a_probe_sent_before_progress_is_timed_exactly() {
 #[test]
 fn sender_state_stays_small() {
     assert!(std::mem::size_of::<WindowSender>() <= 56, "{}", std::mem::size_of::<WindowSender>());
-    assert_eq!(std::mem::size_of::<crate::proto::rtt::RttEstimator>(), 12);
+    assert_eq!(std::mem::size_of::<crate::proto::rtt::RttEstimator>(), 9);
 }
 
 /// A client slower than the adaptive timeout's floor (a starved or distant one: every ACK comes
