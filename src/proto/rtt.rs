@@ -1,6 +1,7 @@
 //! Adaptive retransmission timeout (RFC 1123 §4.2.3.2), computed as RFC 6298 does for TCP:
 //! a smoothed round-trip time and its variation, exponential backoff on each timeout, and
-//! Karn's rule (callers sample only blocks that were sent once).
+//! Karn's rule: callers sample only blocks that were sent once, and an acknowledgement of a
+//! resent block keeps the backoff (up to three doublings) until such a sample comes.
 //!
 //! One departure from RFC 6298: a sample may be *provisional*. The first exchanges of a transfer
 //! (the OACK and ACK 0, the first answer and its ACK) are timed against the initial timeout, one
