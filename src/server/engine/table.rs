@@ -1,6 +1,7 @@
 //! The table of transfers: a slab of slots with generations (a [`Token`] names one transfer, so
-//! a stale event is recognised), an index by client address and port, and the queue of
-//! transfers in the order they started, to find the oldest whose client has shown nothing.
+//! a stale event is recognised), an index by client address and port, the queue of transfers
+//! in the order they started, to find the oldest whose client has shown nothing, and the
+//! requests the transfers keep for their records, each once.
 
 use std::alloc::Layout;
 use std::collections::VecDeque;
@@ -154,8 +155,8 @@ impl Table {
         }
     }
 
-    /// The table's hash of `v` (for sources as well as peers).
-    pub(super) fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
+    /// The table's hash of `v`.
+    fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
         self.hasher.hash_one(v)
     }
 
