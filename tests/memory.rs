@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// counted: its slot in the table (144), its share of the one copy of the request that all
 /// transfers of the same request hold for their records, the index by client address, the count
 /// per source, the queue of unconfirmed transfers and, with a socket per transfer, the io_uring
-/// backend's socket entry (16). Measured: 198–223 (debug build) and 223 (release) with a socket
+/// backend's socket entry (16). Measured: 198–229 (debug build) and 223 (release) with a socket
 /// per transfer, 175–194 and 197 in single-port mode; a copy of the request per transfer, hash
 /// tables from the allocator and a 160-byte slot measured about 304 and 291, and the layout
 /// before that 437 and 720. The goal is 128.
