@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 /// backend's socket entry (16). Measured: 198–229 (debug build) and 223 (release) with a socket
 /// per transfer, 175–194 and 197 in single-port mode; a copy of the request per transfer, hash
 /// tables from the allocator and a 160-byte slot measured about 304 and 291, and the layout
-/// before that 437 and 720. The goal is 128.
-const BUDGET: u64 = 248;
+/// before that 437 and 720. The goal is 128; the budget leaves room for the 10–30 bytes the
+/// debug figure varies between runs on a busy machine.
+const BUDGET: u64 = 264;
 
 /// Transfers held at once.
 const HELD: u64 = 10_000;
