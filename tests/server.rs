@@ -38,6 +38,7 @@ both_backends!(
     single_port_mode,
     two_workers_share_load,
     graceful_stop_finishes_transfers,
+    stop_releases_the_listening_port_during_the_grace,
     grace_expiry_ends_transfers_with_error,
     truncated_file_does_not_crash,
     send_failure_past_the_send_slots_ends_the_transfer,
@@ -644,6 +645,35 @@ fn graceful_stop_finishes_transfers(io: &str) {
     assert_eq!(h.join().unwrap().unwrap(), root.file("mid.bin"), "the transfer in flight finished");
     assert!(t0.elapsed() < Duration::from_secs(15));
     assert!(log.contains("stopping") && log.contains("outcome=ok"), "{log}");
+}
+
+/// On SIGTERM the listening socket is closed at once (every receive armed on it ended), so the
+/// port is free for another instance while the transfers in flight finish in the grace period.
+fn stop_releases_the_listening_port_during_the_grace(io: &str) {
+    let root = Root::new();
+    root.write("mid.bin", &bytes(200_000, 7));
+    let s = Server::start(root.path(), io, &["--grace", "20"]);
+    let addr = s.v4;
+    // About 390 blocks at 12 ms each: the transfer outlasts the check below by seconds.
+    let h = std::thread::spawn(move || slow_fetch(addr, "mid.bin", Duration::from_millis(12)));
+    std::thread::sleep(Duration::from_millis(150));
+    s.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let rebound = loop {
+        match std::net::UdpSocket::bind(addr) {
+            Ok(sock) => break sock,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{io}: port {addr} still held 2 s after SIGTERM: {e}"),
+        }
+    };
+    drop(rebound);
+    assert!(!h.is_finished(), "{io}: the port must be free while the transfer still runs");
+    assert_eq!(h.join().unwrap().unwrap(), root.file("mid.bin"), "the transfer in flight finished");
+    let (st, log) = s.stop();
+    assert!(st.success(), "exit 0: {log}");
 }
 
 fn grace_expiry_ends_transfers_with_error(io: &str) {

@@ -90,7 +90,8 @@ pub(crate) struct UringIo {
     /// The receive templates inside the worker's boxed [`Rx`].
     listen_msg: *const libc::msghdr,
     xfer_msg: *const libc::msghdr,
-    listens: Vec<(Option<UdpSocket>, bool)>,
+    /// Each listening socket and how many multishot receives it has armed.
+    listens: Vec<(Option<UdpSocket>, u8)>,
     close_listens_on_stop: bool,
     socks: Vec<SockEntry>,
     free_socks: Vec<u32>,
@@ -157,7 +158,7 @@ impl Uring {
             ring,
             listen_msg: &rx.listen_msg,
             xfer_msg: &rx.xfer_msg,
-            listens: listens.into_iter().map(|s| (Some(s), false)).collect(),
+            listens: listens.into_iter().map(|s| (Some(s), 0)).collect(),
             close_listens_on_stop: !cfg.single_port,
             // Reserved for the worker's limit: address space only until used, and never moved.
             socks: Vec::with_capacity(if cfg.single_port { 0 } else { cfg.max_transfers }),
@@ -179,7 +180,9 @@ impl Uring {
             recv_failures: 0,
         };
         for i in 0..io.listens.len() as u32 {
-            io.arm(Rearm::Listen(i));
+            for _ in 0..recv::LISTEN_RECEIVES {
+                io.arm(Rearm::Listen(i));
+            }
         }
         io.arm_wake();
         Ok(Self { io, rx: ManuallyDrop::new(rx) })

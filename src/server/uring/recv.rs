@@ -77,6 +77,15 @@ impl SockEntry {
     }
 }
 
+/// Multishot receives armed at once on each listening socket. The kernel serves the receives
+/// armed on a ring in turn, a bounded number of datagrams each, so one receive on the listening
+/// socket gets as much as the receive of one transfer's socket: in a storm of thousands of
+/// transfers the requests waited in the listening socket's buffer for seconds (an 8 MiB buffer
+/// filled up, measured with `ss`), the clients repeated them and the repeats added to the load.
+/// With four, the 10,000-client storm of `docs/benchmarks.md` kept that buffer empty most of
+/// the time and the clients repeated a tenth as many requests.
+pub(super) const LISTEN_RECEIVES: u8 = 4;
+
 /// What a multishot receive that ended must be armed again for.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Rearm {
@@ -95,7 +104,7 @@ impl UringIo {
                 let Some((Some(s), armed)) = self.listens.get_mut(idx as usize) else {
                     return;
                 };
-                *armed = true;
+                *armed += 1;
                 (s.as_raw_fd(), self.listen_msg, ud(KIND_LISTEN, 0, idx))
             }
             Rearm::Transfer { idx, generation } => {
@@ -129,8 +138,16 @@ impl UringIo {
         self.push(&sqe);
     }
 
-    /// Closes the listening sockets (not in single-port mode): those with a receive armed once
-    /// it has ended.
+    /// Cancels every receive armed on listening socket `idx` (one cancel by `user_data` finds
+    /// only one of several, and a second may find the same one still being cancelled).
+    fn cancel_listen(&mut self, idx: usize) {
+        let target = types::CancelBuilder::user_data(ud(KIND_LISTEN, 0, idx as u32)).all();
+        let sqe = opcode::AsyncCancel2::new(target).build().user_data(ud(KIND_CANCEL, 0, 0));
+        self.push(&sqe);
+    }
+
+    /// Closes the listening sockets (not in single-port mode): those with receives armed once
+    /// the last has ended.
     pub(super) fn stop_listening(&mut self) {
         if !self.close_listens_on_stop || self.listens_closing {
             return;
@@ -138,8 +155,8 @@ impl UringIo {
         self.listens_closing = true;
         for i in 0..self.listens.len() {
             match self.listens[i] {
-                (Some(_), true) => self.cancel(ud(KIND_LISTEN, 0, i as u32)),
-                (Some(_), false) => self.to_close.extend(self.listens[i].0.take()),
+                (Some(_), 0) => self.to_close.extend(self.listens[i].0.take()),
+                (Some(_), _) => self.cancel_listen(i),
                 (None, _) => {}
             }
         }
@@ -148,8 +165,8 @@ impl UringIo {
     /// Cancels every receive (for the end of the loop).
     pub(super) fn cancel_all(&mut self) {
         for i in 0..self.listens.len() {
-            if self.listens[i].1 {
-                self.cancel(ud(KIND_LISTEN, 0, i as u32));
+            if self.listens[i].1 > 0 {
+                self.cancel_listen(i);
             }
         }
         for i in 0..self.socks.len() {
@@ -280,9 +297,12 @@ pub(super) fn recv_completed(
     }
     if kind == KIND_LISTEN {
         if let Some(l) = io.listens.get_mut(idx as usize) {
-            l.1 = false;
+            l.1 = l.1.saturating_sub(1);
             if res == -libc::ECANCELED || io.listens_closing {
-                io.to_close.extend(l.0.take());
+                // Closed once its last receive has ended: no operation names it any more.
+                if l.1 == 0 {
+                    io.to_close.extend(l.0.take());
+                }
             } else if l.0.is_some() {
                 io.rearm.push(Rearm::Listen(idx));
             }
