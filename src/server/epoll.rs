@@ -400,3 +400,62 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
 }
 
 const _: () = assert!(size_of::<RawAddr>() >= size_of::<libc::sockaddr_in6>());
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn receiver() -> UdpSocket {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        rx
+    }
+
+    /// An epoll backend in single-port mode listening on one loopback socket, and the socket
+    /// registered in place of its wake-up descriptor.
+    fn backend() -> (EpollIo, UdpSocket) {
+        let cfg = IoConfig { single_port: true, ..IoConfig::default() };
+        let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wake = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let io = EpollIo::new(&cfg, vec![listen], PortPicker::new(None), wake.as_raw_fd()).unwrap();
+        (io, wake)
+    }
+
+    fn out(via: Via, to: SocketAddr, head: &[u8]) -> Outgoing<'_> {
+        Outgoing { via, to, from: None, head, body: None, token: None }
+    }
+
+    #[test]
+    fn a_turn_of_sends_from_the_listening_socket_is_one_sendmmsg() {
+        let rx = receiver();
+        let to = rx.local_addr().unwrap();
+        let (mut io, _wake) = backend();
+        for i in 0..10u8 {
+            io.send(out(Via::Listen(0), to, &[i]));
+        }
+        assert_eq!(io.tx.calls(), 0, "queued until the end of the turn");
+        io.flush_sends();
+        assert_eq!(io.tx.calls(), 1);
+        let mut buf = [0u8; 8];
+        for i in 0..10u8 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], [i], "in the order sent");
+        }
+    }
+
+    #[test]
+    fn a_closing_transfer_socket_sends_what_it_queued_first() {
+        let rx = receiver();
+        let to = rx.local_addr().unwrap();
+        let (mut io, _wake) = backend();
+        let (sock, port) = io.open_transfer("127.0.0.1:0".parse().unwrap(), None, Token(1)).unwrap();
+        io.send(out(Via::Transfer(sock), to, b"last"));
+        io.close_transfer(sock);
+        let mut buf = [0u8; 8];
+        let (n, from) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&b"last"[..], port));
+    }
+}
