@@ -1,11 +1,19 @@
-//! The portable backend: readiness from epoll, `recvmmsg` batches, one `sendmsg` per datagram.
+//! The portable backend: readiness from epoll, `recvmmsg` batches, `sendmmsg` batches.
 //!
 //! Used where io_uring is unavailable (old kernels, container seccomp profiles,
 //! `kernel.io_uring_disabled`) or when chosen with `--io epoll`. It drives the same
-//! [`Engine`](super::engine::Engine) as the io_uring backend and sends DATA the same way: one
-//! `sendmsg` of `[header, slice of the mapping]`, no copy in user space; the DATA packets of a
-//! window go out as one `sendmsg` of `[header, slice]` pairs with a UDP segment size (GSO) where
-//! the kernel takes it.
+//! [`Engine`](super::engine::Engine) as the io_uring backend and sends DATA the same way:
+//! `[header, slice of the mapping]`, no copy of the file data in user space.
+//!
+//! The datagrams of a turn are queued ([`tx::TxQueue`]: the head copied into a slot, the file
+//! version held until the send) and handed to the kernel with one `sendmmsg` per socket that has
+//! some, each socket's in the order queued. In single-port mode every datagram leaves from the
+//! listening socket, so a turn's answers to a batch of ACKs go out in one call. The queue is
+//! flushed when it is full, before a socket with queued datagrams is closed or sends a GSO run
+//! (which goes out at once, as one `sendmsg` of `[header, slice]` pairs with a UDP segment size,
+//! where the kernel takes it), before the zero-timeout wait that takes what arrived before
+//! timers resend, and at the end of each turn, before the worker waits again; the failures of a
+//! flush are handed to the engine like those of an immediate send.
 
 use std::io;
 use std::mem::size_of;
@@ -22,6 +30,9 @@ use crate::config::IoConfig;
 use crate::sys::clock::Clock;
 use crate::sys::cmsg::{PKTINFO_SPACE, pktinfo};
 use crate::sys::epoll::{Epoll, NO_EVENT};
+use tx::TxQueue;
+
+mod tx;
 
 const KIND_LISTEN: u64 = 0;
 const KIND_TRANSFER: u64 = 1;
@@ -55,6 +66,8 @@ pub(crate) struct EpollIo {
     keep_listens: bool,
     /// Which runs of DATA go out as one send (UDP GSO).
     gso: GsoLimit,
+    /// The datagrams of this turn not yet sent.
+    tx: TxQueue,
 }
 
 impl EpollIo {
@@ -70,6 +83,7 @@ impl EpollIo {
             errors: SendErrors::default(),
             keep_listens: cfg.single_port,
             gso: GsoLimit::new(cfg.gso),
+            tx: TxQueue::new(),
         };
         for (i, l) in io.listens.iter().enumerate() {
             if let Some(l) = l {
@@ -84,6 +98,37 @@ impl EpollIo {
         match via {
             Via::Listen(i) => self.listens.get(i as usize)?.as_ref().map(AsRawFd::as_raw_fd),
             Via::Transfer(SockRef(i)) => self.socks.get(i as usize)?.sock.as_ref().map(AsRawFd::as_raw_fd),
+        }
+    }
+
+    /// Sends the queued datagrams, recording their failures for the engine.
+    fn flush_sends(&mut self) {
+        if !self.tx.is_empty() {
+            self.tx.flush(&mut self.errors);
+        }
+    }
+
+    /// Sends the queued datagrams if one of them leaves from `fd`.
+    fn flush_sends_of(&mut self, fd: RawFd) {
+        if self.tx.has(fd) {
+            self.tx.flush(&mut self.errors);
+        }
+    }
+
+    /// Ends a turn: sends the queue and hands the engine the failures, with the sends they lead
+    /// to, until the queue is empty.
+    fn end_turn(&mut self, engine: &mut Engine, now: crate::proto::Timestamp) {
+        loop {
+            self.flush_sends();
+            let mut failed = false;
+            while let Some((token, errno)) = self.errors.pop() {
+                engine.on_send_error(now, token, errno, self);
+                failed = true;
+            }
+            if !failed {
+                return;
+            }
+            engine.flush(now, self);
         }
     }
 }
@@ -115,6 +160,10 @@ impl Io for EpollIo {
     }
 
     fn close_transfer(&mut self, sock: SockRef) {
+        // Queued datagrams leave before their socket closes (its descriptor may be reused).
+        if let Some(fd) = self.fd_of(Via::Transfer(sock)) {
+            self.flush_sends_of(fd);
+        }
         let Some(slot) = self.socks.get_mut(sock.0 as usize) else {
             return;
         };
@@ -135,10 +184,14 @@ impl Io for EpollIo {
         let Some(fd) = self.fd_of(out.via) else {
             return;
         };
-        // Every failure goes to the engine, which decides: a full socket buffer loses the
-        // datagram like the network would, and the retransmission timer recovers it; a fault
-        // (`EFAULT`: the file shrank under its mapping) ends the transfer.
-        self.errors.record(out.token, sendmsg::send_now(fd, &out));
+        // Queued until the end of the turn, or sent now to make room. Every failure goes to
+        // the engine, which decides: a full socket buffer loses the datagram like the network
+        // would, and the retransmission timer recovers it; a fault (`EFAULT`: the file shrank
+        // under its mapping) ends the transfer.
+        if self.tx.is_full() {
+            self.flush_sends();
+        }
+        self.tx.push(fd, &out);
     }
 
     fn send_run(&mut self, run: DataRun<'_>) {
@@ -148,6 +201,8 @@ impl Io for EpollIo {
         let Some(fd) = self.fd_of(run.via) else {
             return;
         };
+        // The run goes at once: what the socket has queued goes first.
+        self.flush_sends_of(fd);
         if let Err(errno) = sendmsg::send_run_now(fd, &run) {
             if gso_refused(errno) {
                 self.gso.refused(run.segment_len(), errno);
@@ -165,6 +220,7 @@ impl LoopIo for EpollIo {
         if self.keep_listens {
             return;
         }
+        self.flush_sends();
         for i in 0..self.listens.len() {
             if let Some(s) = self.listens[i].take() {
                 self.ep.delete(s.as_raw_fd());
@@ -325,7 +381,9 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
         if engine.timer_due(now) {
             // Receive before resend: take what arrived during this turn, so that a final ACK or
             // a client's next request already here is never answered by a retransmission of the
-            // transfer it ends.
+            // transfer it ends. What this turn queued goes first: the answers it brings may be
+            // among what arrives.
+            io.flush_sends();
             let n = match io.ep.wait(&mut events, 0) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -334,9 +392,70 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
             handle_events(&events[..n], &mut rx, engine, io, control, now);
         }
         if turn::after_completions(engine, io, now) {
+            io.flush_sends();
             return Ok(());
         }
+        io.end_turn(engine, now);
     }
 }
 
 const _: () = assert!(size_of::<RawAddr>() >= size_of::<libc::sockaddr_in6>());
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn receiver() -> UdpSocket {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        rx
+    }
+
+    /// An epoll backend in single-port mode listening on one loopback socket, and the socket
+    /// registered in place of its wake-up descriptor.
+    fn backend() -> (EpollIo, UdpSocket) {
+        let cfg = IoConfig { single_port: true, ..IoConfig::default() };
+        let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wake = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let io = EpollIo::new(&cfg, vec![listen], PortPicker::new(None), wake.as_raw_fd()).unwrap();
+        (io, wake)
+    }
+
+    fn out(via: Via, to: SocketAddr, head: &[u8]) -> Outgoing<'_> {
+        Outgoing { via, to, from: None, head, body: None, token: None }
+    }
+
+    #[test]
+    fn a_turn_of_sends_from_the_listening_socket_is_one_sendmmsg() {
+        let rx = receiver();
+        let to = rx.local_addr().unwrap();
+        let (mut io, _wake) = backend();
+        for i in 0..10u8 {
+            io.send(out(Via::Listen(0), to, &[i]));
+        }
+        assert_eq!(io.tx.calls(), 0, "queued until the end of the turn");
+        io.flush_sends();
+        assert_eq!(io.tx.calls(), 1);
+        let mut buf = [0u8; 8];
+        for i in 0..10u8 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], [i], "in the order sent");
+        }
+    }
+
+    #[test]
+    fn a_closing_transfer_socket_sends_what_it_queued_first() {
+        let rx = receiver();
+        let to = rx.local_addr().unwrap();
+        let (mut io, _wake) = backend();
+        let (sock, port) = io.open_transfer("127.0.0.1:0".parse().unwrap(), None, Token(1)).unwrap();
+        io.send(out(Via::Transfer(sock), to, b"last"));
+        io.close_transfer(sock);
+        let mut buf = [0u8; 8];
+        let (n, from) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&b"last"[..], port));
+    }
+}
