@@ -22,6 +22,7 @@ both_backends!(
     full_disk_is_error_3_and_cleans_up,
     racing_uploads_leave_exactly_one,
     blind_upload_single_port,
+    the_largest_block_granted_fits_in_single_port_mode,
     blind_upload_default_mode_finds_the_transfer_gone,
     uploads_stay_out_of_the_served_tree,
     overwriting_served_files_needs_its_own_flag,
@@ -54,19 +55,21 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Uploads `data` as `name` packet by packet (lock-step, blksize 512); returns the server's
-/// final answer to the last block, or the first ERROR.
+/// Uploads `data` as `name` packet by packet (lock-step, in blocks of the blksize the server
+/// acknowledged, else 512); returns the server's final answer to the last block, or the first
+/// ERROR.
 fn raw_put(addr: SocketAddr, name: &str, data: &[u8], opts: &[(&str, &str)]) -> Result<(), (u16, String)> {
     let c = Raw::new(addr);
     c.request(RequestKind::Write, name, Mode::Octet, opts);
     let (p, tid) = c.expect(5 * SEC);
-    match Packet::decode(&p).unwrap() {
-        Packet::Ack { block: 0 } | Packet::Oack(_) => {}
+    let blksize = match Packet::decode(&p).unwrap() {
+        Packet::Ack { block: 0 } => 512,
+        Packet::Oack(o) => o.get("blksize").map_or(512, |(_, v)| std::str::from_utf8(v).unwrap().parse().unwrap()),
         Packet::Error { code, message } => return Err((code.0, String::from_utf8_lossy(message).into())),
         other => panic!("{other:?}"),
-    }
+    };
     let mut block = 1u16;
-    for chunk in data.chunks(512).chain(if data.len() % 512 == 0 { Some(&[][..]) } else { None }) {
+    for chunk in data.chunks(blksize).chain(if data.len() % blksize == 0 { Some(&[][..]) } else { None }) {
         let mut pkt = wire::data_header(block).to_vec();
         pkt.extend_from_slice(chunk);
         c.send(tid, &pkt);
@@ -382,6 +385,20 @@ fn blind_upload_single_port(io: &str) {
     );
     let _sock = blind_pair(s.v4, "pxelinux.cfg", b"default evil\n");
     assert!(becomes(&cfg, b"default evil\n", 15 * SEC), "{}", s.log());
+}
+
+/// The largest blksize granted to an upload must fit a receive buffer with everything a receive
+/// on the listening socket carries besides (io_uring: a header, the address and the packet
+/// info); in single-port mode every DATA comes through it.
+fn the_largest_block_granted_fits_in_single_port_mode(io: &str) {
+    let root = Root::new();
+    let up = tempfile::tempdir().unwrap();
+    let dir = up.path().to_str().unwrap();
+    let args = ["--single-port", "--allow-single-port-uploads", "--allow-write", "--create", "--upload-dir", dir];
+    let s = Server::start(root.path(), io, &args);
+    let data = bytes(20_000, 9);
+    raw_put(s.v4, "big-blocks.bin", &data, &[("blksize", "65464")]).unwrap();
+    assert_eq!(std::fs::read(up.path().join("big-blocks.bin")).unwrap(), data, "{}", s.log());
 }
 
 fn blind_upload_default_mode_finds_the_transfer_gone(io: &str) {

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use super::socket::LocalEnd;
 use crate::fs::FileVersion;
 use crate::fs::cache::RawSlice;
+use crate::sys::cmsg::PKTINFO_SPACE;
 
 /// Names a transfer: its slot in the engine's table and that slot's generation, so that a late
 /// completion for a finished transfer is recognised and dropped.
@@ -195,9 +196,14 @@ pub(crate) const MAX_HEAD: usize = 192;
 /// Size of each receive buffer. Requests, ACKs and ERRORs fit with room to spare.
 pub(crate) const RX_SIZE: usize = 2048;
 
-/// Largest blksize granted to uploads: a DATA packet and the backend's per-datagram header
-/// (address, lengths) must fit one receive buffer.
-pub(crate) const MAX_UPLOAD_BLKSIZE: u16 = (RX_SIZE - 80) as u16;
+/// What an io_uring multishot receive puts in a receive buffer before the datagram: its header
+/// (16 bytes), the source address (room for an IPv6 one) and, on a listening socket, the packet
+/// info. In single-port mode an upload's DATA comes through the listening socket.
+const RX_OVERHEAD: usize = 16 + crate::net::RAW_ADDR_LEN as usize + PKTINFO_SPACE;
+
+/// Largest blksize granted to uploads: a DATA packet (its 4-byte header and the block) and the
+/// backend's per-datagram overhead must fit one receive buffer.
+pub(crate) const MAX_UPLOAD_BLKSIZE: u16 = (RX_SIZE - RX_OVERHEAD - 4) as u16;
 
 /// What a worker's logic needs from its I/O backend.
 pub(crate) trait Io {
