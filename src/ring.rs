@@ -11,11 +11,14 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{IoUring, types};
 
+use crate::sys::pages::Mapped;
+
 /// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size` bytes that the
 /// kernel picks from for multishot receives.
 pub struct BufRing {
-    entries: *mut types::BufRingEntry,
-    entries_len: usize,
+    /// The ring's entries, page-aligned as the kernel requires; read by the kernel, written here
+    /// only through raw pointers past the published tail.
+    entries: Mapped<types::BufRingEntry>,
     bufs: Vec<u8>,
     size: usize,
     mask: u16,
@@ -39,33 +42,12 @@ impl BufRing {
     /// the group unregistered, whichever comes first.
     pub unsafe fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
         assert!(count.is_power_of_two(), "buffer count must be a power of two");
-        let entries_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: an anonymous private mapping; the result is checked. The kernel requires the
-        // ring entries to be page-aligned, which mmap guarantees.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                entries_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut br = Self {
-            entries: p.cast(),
-            entries_len,
-            bufs: resident_zeroed(usize::from(count) * size),
-            size,
-            mask: count - 1,
-            tail: 0,
-        };
+        let mut entries = Mapped::try_new(usize::from(count))?;
+        let base = entries.as_mut_ptr();
+        let mut br = Self { entries, bufs: resident_zeroed(usize::from(count) * size), size, mask: count - 1, tail: 0 };
         // SAFETY: the entries stay mapped until drop, which happens after the ring that uses them
         // has been dropped (the owner declares the ring first) or unregistered.
-        unsafe { ring.submitter().register_buf_ring_with_flags(p as u64, count, bgid, 0)? };
+        unsafe { ring.submitter().register_buf_ring_with_flags(base as u64, count, bgid, 0)? };
         for bid in 0..count {
             br.push(bid);
         }
@@ -78,7 +60,7 @@ impl BufRing {
         let idx = usize::from(self.tail & self.mask);
         // SAFETY: idx < count, inside the mapped entries; the kernel only reads entries between
         // its head and the published tail, and this one is past the published tail.
-        let e = unsafe { &mut *self.entries.add(idx) };
+        let e = unsafe { &mut *self.entries.as_mut_ptr().add(idx) };
         e.set_addr(self.bufs.as_ptr() as u64 + u64::from(bid) * self.size as u64);
         e.set_len(self.size as u32);
         e.set_bid(bid);
@@ -90,7 +72,7 @@ impl BufRing {
         // SAFETY: the tail field lives in the first entry of the mapped ring; the kernel reads it
         // with acquire semantics, so a release store orders the entry writes before it.
         unsafe {
-            let tail = types::BufRingEntry::tail(self.entries) as *const AtomicU16;
+            let tail = types::BufRingEntry::tail(self.entries.as_ptr()) as *const AtomicU16;
             (*tail).store(self.tail, Ordering::Release);
         }
     }
@@ -99,13 +81,6 @@ impl BufRing {
     pub fn get(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid) * self.size;
         &self.bufs[start..start + len.min(self.size)]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
-        unsafe { libc::munmap(self.entries.cast(), self.entries_len) };
     }
 }
 

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use hashbrown::DefaultHashBuilder;
 
-use super::table::{Mapped, Zeroed};
 use crate::server::limits::source_key;
+use crate::sys::pages::{Mapped, Zeroed};
 
 /// A source's key (see [`key`]) and the transfers it holds, in 12 bytes where `(u64, u32)` would
 /// take 16: the key as two 32-bit halves keeps the entry's alignment at 4. No transfers: an
@@ -17,7 +17,7 @@ struct Held {
     transfers: u32,
 }
 
-// SAFETY: three u32s; all zeros is an empty bucket.
+// SAFETY: three u32s, nothing to drop; all zeros is an empty bucket.
 unsafe impl Zeroed for Held {}
 
 impl Held {

@@ -3,18 +3,16 @@
 //! in the order they started, to find the oldest whose client has shown nothing, and the
 //! requests the transfers keep for their records, each once.
 
-use std::alloc::Layout;
 use std::collections::VecDeque;
-use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::ptr::NonNull;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::kind::Kind;
 use super::record::{Asked, AskedHeader};
 use crate::server::io::{Token, Via};
+use crate::sys::pages::Mapped;
 use crate::timer::{Links, TimerLink};
 
 /// `Transfer::local` meaning "none".
@@ -371,82 +369,6 @@ fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
     })
 }
 
-/// A type whose all-zero bytes are a valid value (the empty entry of a [`Mapped`] table).
-///
-/// # Safety
-/// Every bit pattern of zeros must be a valid value of the type.
-pub(super) unsafe trait Zeroed: Copy {}
-
-// SAFETY: zero is a u32.
-unsafe impl Zeroed for u32 {}
-
-/// A zeroed array in pages of its own, mapped from the system and unmapped when dropped: a
-/// table that grows by doubling leaves no old copy resident, where an allocator keeps what was
-/// freed for later (the workers allocate nothing per packet, so that later may never come).
-/// Pages become resident as they are first written.
-pub(super) struct Mapped<T: Zeroed> {
-    ptr: NonNull<T>,
-    len: usize,
-}
-
-impl<T: Zeroed> Mapped<T> {
-    /// `len` zeroed entries (at least one page's worth of bytes is mapped).
-    pub(super) fn new(len: usize) -> Self {
-        let bytes = Self::bytes(len);
-        // SAFETY: an anonymous private mapping, zero-filled by the kernel; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        let ptr = match NonNull::new(p.cast::<T>()) {
-            Some(ptr) if p != libc::MAP_FAILED => ptr,
-            // As a failed allocation of a Vec does: out of memory.
-            _ => std::alloc::handle_alloc_error(std::alloc::Layout::array::<T>(len).unwrap_or(Layout::new::<T>())),
-        };
-        Self { ptr, len }
-    }
-
-    fn bytes(len: usize) -> usize {
-        (len * std::mem::size_of::<T>()).max(1)
-    }
-}
-
-impl<T: Zeroed> std::ops::Deref for Mapped<T> {
-    type Target = [T];
-
-    fn deref(&self) -> &[T] {
-        // SAFETY: `ptr` is a page-aligned mapping (aligned for any entry) of at least `len`
-        // entries, all initialised (zero is a valid `T`), owned by `self` until drop.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Zeroed> std::ops::DerefMut for Mapped<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Zeroed> Drop for Mapped<T> {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, of this length, unmapped once, here.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::bytes(self.len)) };
-    }
-}
-
-impl<T: Zeroed> fmt::Debug for Mapped<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mapped").field("len", &self.len).finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,17 +393,6 @@ mod tests {
         // Removing what is not there changes nothing.
         index.remove(hash(3), 3, hash);
         assert_eq!(index.len, (0..5000).filter(|&i| !gone(i)).count());
-    }
-
-    #[test]
-    fn a_mapped_table_starts_zeroed_and_keeps_what_is_written() {
-        let mut m = Mapped::<u32>::new(5000);
-        assert_eq!(m.len(), 5000);
-        assert!(m.iter().all(|&v| v == 0));
-        m[4999] = 7;
-        m[0] = 1;
-        assert_eq!((m[0], m[4999], m[1]), (1, 7, 0));
-        let _one = Mapped::<u32>::new(0);
     }
 
     #[test]

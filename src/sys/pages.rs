@@ -1,0 +1,122 @@
+//! Zeroed arrays in pages of their own, mapped from the system ([`Mapped`]): for tables that
+//! grow by doubling and must leave no old copy resident, and for memory the kernel requires to
+//! be page-aligned (the entries of a provided-buffer ring).
+
+use std::alloc::Layout;
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+
+/// A type whose all-zero bytes are a valid value (the empty entry of a [`Mapped`] table) and
+/// that needs no drop (a mapping is unmapped without dropping its entries).
+///
+/// # Safety
+/// Every bit pattern of zeros must be a valid value of the type, and the type must have no drop
+/// glue.
+pub unsafe trait Zeroed {}
+
+// SAFETY: zero is a u32, which has nothing to drop.
+unsafe impl Zeroed for u32 {}
+
+// SAFETY: a plain C struct of integers (address, length, buffer ID, reserved): zero is valid,
+// nothing to drop.
+unsafe impl Zeroed for io_uring::types::BufRingEntry {}
+
+/// A zeroed array in pages of its own, mapped from the system and unmapped when dropped: a
+/// table that grows by doubling leaves no old copy resident, where an allocator keeps what was
+/// freed for later (the server's workers allocate nothing per packet, so that later may never
+/// come). Pages become resident as they are first written; the array starts page-aligned.
+pub struct Mapped<T: Zeroed> {
+    ptr: NonNull<T>,
+    len: usize,
+}
+
+impl<T: Zeroed> Mapped<T> {
+    /// `len` zeroed entries (at least one page's worth of bytes is mapped); out of memory ends
+    /// the process, as a failed allocation of a `Vec` does.
+    pub fn new(len: usize) -> Self {
+        Self::try_new(len)
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(Layout::array::<T>(len).unwrap_or(Layout::new::<T>())))
+    }
+
+    /// `len` zeroed entries, or the error of `mmap(2)`.
+    pub fn try_new(len: usize) -> io::Result<Self> {
+        let bytes = Self::bytes(len);
+        // SAFETY: an anonymous private mapping, zero-filled by the kernel; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match NonNull::new(p.cast::<T>()) {
+            Some(ptr) if p != libc::MAP_FAILED => Ok(Self { ptr, len }),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    fn bytes(len: usize) -> usize {
+        (len * std::mem::size_of::<T>()).max(1)
+    }
+
+    /// The first entry's address, for the kernel.
+    pub fn as_mut_ptr(&mut self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+
+    /// The first entry's address, for reads (and atomic stores) through raw pointers.
+    pub fn as_ptr(&self) -> *const T {
+        self.ptr.as_ptr()
+    }
+}
+
+impl<T: Zeroed> std::ops::Deref for Mapped<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` is a page-aligned mapping (aligned for any entry) of at least `len`
+        // entries, all initialised (zero is a valid `T`), owned by `self` until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroed> std::ops::DerefMut for Mapped<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroed> Drop for Mapped<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `try_new`, of this length, unmapped once, here.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::bytes(self.len)) };
+    }
+}
+
+impl<T: Zeroed> fmt::Debug for Mapped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapped").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_table_starts_zeroed_page_aligned_and_keeps_what_is_written() {
+        let mut m = Mapped::<u32>::new(5000);
+        assert_eq!(m.len(), 5000);
+        assert!(m.iter().all(|&v| v == 0));
+        assert_eq!(m.as_mut_ptr() as usize % 4096, 0);
+        m[4999] = 7;
+        m[0] = 1;
+        assert_eq!((m[0], m[4999], m[1]), (1, 7, 0));
+        let _one = Mapped::<u32>::new(0);
+    }
+}
