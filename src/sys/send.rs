@@ -1,5 +1,5 @@
-//! Synchronous `sendmsg(2)`: for sends that cannot wait for an io_uring slot, and for the epoll
-//! backend.
+//! Synchronous `sendmsg(2)` and `sendmmsg(2)`: for sends that cannot wait for an io_uring slot,
+//! and for the epoll backend.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +19,20 @@ pub const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 pub unsafe fn sendmsg_now(fd: RawFd, msg: &libc::msghdr) -> io::Result<usize> {
     // SAFETY: the caller vouches for the memory `msg` points at; the call is synchronous.
     let rc = unsafe { libc::sendmsg(fd, msg, SEND_FLAGS) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// Sends `msgs` on `fd` now with [`SEND_FLAGS`], in one `sendmmsg(2)`; returns how many
+/// messages left (fewer than `msgs.len()` when one fails after the first: the call reports the
+/// error of a failure at the first message only).
+///
+/// # Safety
+/// As for [`sendmsg_now`], for every message of `msgs`.
+pub unsafe fn sendmmsg_now(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let count = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: the caller vouches for the memory the messages point at; the kernel writes only
+    // each message's `msg_len`, inside `msgs`; the call is synchronous.
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count, SEND_FLAGS) };
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
@@ -64,6 +78,31 @@ mod tests {
         assert_eq!(&buf[..8], b"\0\x03\0\x01data");
         assert_eq!(rx.recv(&mut buf).unwrap(), 4);
         let err = send_to_now(-1, &to, b"x", &[], &[]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn one_call_sends_every_message_in_order() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let payloads: [&[u8]; 2] = [b"first", b"second"];
+        let mut iovs = payloads.map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() });
+        // SAFETY: plain data; all-zero is valid.
+        let mut msgs: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
+        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each message points at an iovec of a static payload, alive for the call.
+        assert_eq!(unsafe { sendmmsg_now(tx.as_raw_fd(), &mut msgs) }.unwrap(), 2);
+        let mut buf = [0u8; 16];
+        for p in payloads {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], p);
+        }
+        // SAFETY: as above; the descriptor is invalid, which the call reports.
+        let err = unsafe { sendmmsg_now(-1, &mut msgs) }.unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
 }

@@ -19,7 +19,7 @@ use crate::net::RawAddr;
 use crate::server::io::{MAX_HEAD, Outgoing, SendErrors, Token};
 use crate::server::sendmsg;
 use crate::sys::cmsg::PKTINFO_SPACE;
-use crate::sys::send::SEND_FLAGS;
+use crate::sys::send;
 
 /// Datagrams queued at most; a full queue is flushed before the next datagram is queued.
 pub(super) const TX_SLOTS: usize = 64;
@@ -178,13 +178,11 @@ impl TxQueue {
     }
 }
 
-/// `sendmmsg(2)` of `msgs` on `fd` with the flags of every synchronous send.
+/// [`send::sendmmsg_now`] of `msgs`, its error as an errno.
 fn sendmmsg_now(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Result<usize, i32> {
     // SAFETY: every message points into a slot of the queue (destination, iovecs, head, control
-    // data) or at a file slice whose mapping the slot's FileVersion keeps alive; the call is
-    // synchronous and `msgs.len()` is at most TX_SLOTS.
-    let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, SEND_FLAGS) };
-    usize::try_from(n).map_err(|_| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    // data) or at a file slice whose mapping the slot's FileVersion keeps alive.
+    unsafe { send::sendmmsg_now(fd, msgs) }.map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
 #[cfg(test)]
