@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,24 +85,12 @@ fn start(root: &std::path::Path, extra: &[&str]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn bootstorm");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let port = loop {
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    break a.parse::<std::net::SocketAddr>().unwrap().port();
-                }
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server did not start");
-            }
+    let lines = common::stdout_lines(&mut child);
+    let port = match common::listening(&mut child, &lines, 1, Duration::from_secs(10)) {
+        Ok(addrs) => addrs[0].port(),
+        Err(e) => {
+            let _ = child.kill();
+            panic!("the server did not start: {e:?}");
         }
     };
     Running { child, port }

@@ -77,6 +77,56 @@ impl Root {
     }
 }
 
+/// A spawned process's standard output, line by line, read on a thread of its own to the end
+/// (also once nobody listens any more: a server must never write into a pipe without a
+/// reader). `child` must have been spawned with its standard output piped.
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("standard output piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// How a wait for a server's listen addresses ended without them.
+#[derive(Debug)]
+pub enum NotListening {
+    /// The process exited first.
+    Exited(ExitStatus),
+    /// Nothing within the time allowed.
+    TimedOut,
+}
+
+/// The addresses of the first `count` `listening on` lines `child` prints (see
+/// [`stdout_lines`]), waiting at most `limit`.
+pub fn listening(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+    count: usize,
+    limit: Duration,
+) -> Result<Vec<SocketAddr>, NotListening> {
+    let end = Instant::now() + limit;
+    let mut addrs = Vec::new();
+    while addrs.len() < count {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(20)) {
+            if let Some(a) = line.strip_prefix("listening on ") {
+                addrs.push(a.parse().expect("an address after `listening on`"));
+            }
+            continue;
+        }
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            return Err(NotListening::Exited(status));
+        }
+        if Instant::now() > end {
+            return Err(NotListening::TimedOut);
+        }
+    }
+    Ok(addrs)
+}
+
 /// A running server process, stopped by PID.
 pub struct Server {
     child: Option<Child>,
@@ -106,29 +156,15 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().expect("spawn bootstorm");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end, also once nobody listens any more: a server with more listen
-            // addresses than the two awaited must never write into a pipe without a reader.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+        let lines = stdout_lines(&mut child);
+        let addrs = match listening(&mut child, &lines, 2, Duration::from_secs(10)) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not start ({e:?}): {}", std::fs::read_to_string(&log).unwrap_or_default());
             }
-        });
-        let mut addrs = Vec::new();
-        while addrs.len() < 2 {
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
-                        addrs.push(a.parse::<SocketAddr>().unwrap());
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
-                }
-            }
-        }
+        };
         Self { child: Some(child), v4: addrs[0], v6: addrs[1], log, _logdir: logdir }
     }
 

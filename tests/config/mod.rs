@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,31 +77,18 @@ impl Served {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn bootstorm");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut addrs = Vec::new();
-        let end = Instant::now() + Duration::from_secs(15);
-        while addrs.len() < listens {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    addrs.push(a.parse().unwrap());
-                }
-                continue;
-            }
-            if let Some(st) = child.try_wait().unwrap() {
+        let rx = crate::common::stdout_lines(&mut child);
+        let addrs = match crate::common::listening(&mut child, &rx, listens, Duration::from_secs(15)) {
+            Ok(addrs) => addrs,
+            Err(crate::common::NotListening::Exited(st)) => {
                 return Err((st.code(), std::fs::read_to_string(&log).unwrap_or_default()));
             }
-            if Instant::now() > end {
+            Err(crate::common::NotListening::TimedOut) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("bootstorm {args:?} neither served nor exited: {}", std::fs::read_to_string(&log).unwrap());
             }
-        }
+        };
         Ok(Self { child, addrs, stdout: rx, log, _logdir: logdir })
     }
 
