@@ -340,9 +340,19 @@ pub fn ack(block: u16) -> [u8; HEADER_LEN] {
     [0, Opcode::Ack as u8, b[0], b[1]]
 }
 
-/// Encodes an ERROR packet; returns its length.
+/// Encodes an ERROR packet; returns its length. A message too long for `out` is shortened to
+/// fit (at a character boundary when it is UTF-8): the error code is what a peer acts on, and an
+/// ERROR must still leave. Fails only when `out` cannot hold an empty message (5 bytes).
 pub fn encode_error(code: ErrorCode, message: &[u8], out: &mut [u8]) -> Result<usize, BufferTooSmall> {
-    Packet::Error { code, message }.encode(out)
+    let room = out.len().saturating_sub(HEADER_LEN + 1);
+    let mut len = message.len().min(room);
+    if len < message.len() && std::str::from_utf8(message).is_ok() {
+        // Back to the start of the character that would be cut (continuation bytes are 10xxxxxx).
+        while len > 0 && message[len] & 0xc0 == 0x80 {
+            len -= 1;
+        }
+    }
+    Packet::Error { code, message: &message[..len] }.encode(out)
 }
 
 /// Encodes a request with the given options; returns its length.

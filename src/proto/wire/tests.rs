@@ -168,9 +168,22 @@ fn oack_packets() {
 fn encode_into_small_buffer_fails() {
     let mut out = [0u8; 3];
     assert_eq!(Packet::Ack { block: 1 }.encode(&mut out), Err(BufferTooSmall));
-    let mut out = [0u8; 10];
-    assert_eq!(encode_error(ErrorCode::NOT_DEFINED, b"too long a message", &mut out), Err(BufferTooSmall));
+    assert_eq!(encode_error(ErrorCode::NOT_DEFINED, b"", &mut [0u8; 4]), Err(BufferTooSmall));
     assert!(OackWriter::new(&mut [0u8; 1]).is_err());
+}
+
+#[test]
+fn an_error_message_too_long_for_the_buffer_is_shortened_never_dropped() {
+    let mut out = [0u8; 10];
+    let n = encode_error(ErrorCode::NOT_DEFINED, b"too long a message", &mut out).unwrap();
+    assert_eq!(&out[..n], b"\x00\x05\x00\x00too l\x00");
+    // A character is not cut in half: "é" is two bytes and would straddle the end.
+    let n = encode_error(ErrorCode::ACCESS_VIOLATION, "abcdé".as_bytes(), &mut out).unwrap();
+    assert_eq!(&out[..n], b"\x00\x05\x00\x02abcd\x00");
+    // Not UTF-8: cut where the room ends.
+    let n = encode_error(ErrorCode::NOT_DEFINED, b"\xff\xfe\xfd\xfc\xfb\xfa", &mut out).unwrap();
+    assert_eq!(&out[..n], b"\x00\x05\x00\x00\xff\xfe\xfd\xfc\xfb\x00");
+    assert_eq!(encode_error(ErrorCode::NOT_DEFINED, b"x", &mut [0u8; 5]), Ok(5));
 }
 
 #[test]

@@ -13,6 +13,10 @@ use crate::proto::{ErrorCode, Negotiated, RetransmitConfig, Timestamp, Transmit,
 use crate::server::io::{Body, DataRun, Io, MAX_HEAD, MAX_RUN, MAX_RUN_BYTES, Outgoing, Segment, Token, Via};
 use crate::server::socket::LocalEnd;
 
+// Every ERROR fits the head: `wire::encode_error` shortens a message to the room there is and
+// fails only below an empty message's five bytes.
+const _: () = assert!(MAX_HEAD > wire::HEADER_LEN + 1);
+
 impl Engine {
     /// Sends transfer `idx`'s first answer (OACK, DATA 1 or ACK 0): at once for a new transfer or
     /// a repeated request, whose options (`requested`) give the OACK the client's spelling.
