@@ -1,12 +1,17 @@
 //! The kernel's neighbour table: the hardware address of a client on the link, for per-client
 //! views by MAC (`--client-dir` with `{mac}`).
 //!
-//! IPv4 entries are read from `/proc/thread-self/net/arp`: the table of the network namespace
-//! of the reading thread (`/proc/net` is the process's first thread's, which differs when a
-//! thread was moved into another namespace), or `/proc/net/arp` before Linux 3.17. IPv6 entries
-//! are asked of the kernel over rtnetlink (`RTM_GETNEIGH`, a dump of the IPv6 table), from a
-//! socket of the asking thread's namespace. Only complete entries count (flag `ATF_COM`): an incomplete one has
-//! no address yet. A client behind a DHCP relay or a router is not on the link and has no entry.
+//! The address is asked of the kernel over rtnetlink with the interface the request came in on
+//! (`RTM_GETNEIGH` for one entry, Linux 4.20+): one hash lookup in the kernel, however many
+//! machines the table holds (a fleet booting at once puts thousands there, and each new client
+//! asks). Without the interface, or from an older kernel, the whole table is read instead: IPv4
+//! from `/proc/thread-self/net/arp` (the table of the reading thread's network namespace;
+//! `/proc/net` is the process's first thread's, which differs when a thread was moved into
+//! another namespace), or `/proc/net/arp` before Linux 3.17; IPv6 as a dump (`RTM_GETNEIGH`
+//! with `NLM_F_DUMP`). Netlink sockets are opened in the asking thread's namespace. Only
+//! complete entries count (a valid state, flag `ATF_COM` in the text table): an incomplete one
+//! has no address yet. A client behind a DHCP relay or a router is not on the link and has no
+//! entry.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,9 +19,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// `ATF_COM` of `<net/if_arp.h>`: the entry is complete.
 const ATF_COM: u32 = 0x02;
 
-/// The hardware address of `ip` in the neighbour table, when it has a complete Ethernet entry.
-/// An IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) is looked up as IPv4.
-pub fn mac_of(ip: IpAddr) -> Option<[u8; 6]> {
+/// The hardware address of `ip`, seen on interface `ifindex` (0: unknown), in the neighbour
+/// table, when it has a complete Ethernet entry. An IPv4 client seen through an IPv6 socket
+/// (`::ffff:a.b.c.d`) is looked up as IPv4.
+pub fn mac_of(ip: IpAddr, ifindex: u32) -> Option<[u8; 6]> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ifindex != 0 {
+        if let Some(answer) = ask_for_entry(ip, ifindex) {
+            return answer;
+        }
+    }
     let v4 = match ip {
         IpAddr::V4(v4) => v4,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -59,8 +74,42 @@ const NDA_LLADDR: u16 = 2;
 /// `NUD_VALID`: the states in which an entry's hardware address is known.
 const NUD_VALID: u16 = 0x80 | 0x40 | 0x02 | 0x10 | 0x04 | 0x08;
 
-/// The hardware address of `ip` in the kernel's IPv6 neighbour table.
-fn ipv6_neighbour(ip: Ipv6Addr) -> Option<[u8; 6]> {
+/// `NDA_DST` of `ip`: its octets, 4 or 16.
+fn octets(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut o = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            o[..4].copy_from_slice(&v4.octets());
+            (o, 4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), 16),
+    }
+}
+
+/// A request for the neighbour table: `nlmsghdr` with `flags`, `ndmsg` of `ip`'s family on
+/// interface `ifindex`, then `NDA_DST` of `ip` when `with_dst`; returns the buffer and its length.
+fn neighbour_request(ip: IpAddr, ifindex: u32, flags: u16, with_dst: bool) -> ([u8; NLMSG_HDR + NDMSG + 20], usize) {
+    let mut req = [0u8; NLMSG_HDR + NDMSG + 20];
+    let (dst, dst_len) = octets(ip);
+    let len = NLMSG_HDR + NDMSG + if with_dst { 4 + dst_len } else { 0 };
+    req[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&libc::RTM_GETNEIGH.to_ne_bytes());
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[NLMSG_HDR] = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u8;
+    req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&ifindex.to_ne_bytes());
+    if with_dst {
+        let a = NLMSG_HDR + NDMSG;
+        req[a..a + 2].copy_from_slice(&((4 + dst_len) as u16).to_ne_bytes());
+        req[a + 2..a + 4].copy_from_slice(&NDA_DST.to_ne_bytes());
+        req[a + 4..a + 4 + dst_len].copy_from_slice(&dst[..dst_len]);
+    }
+    (req, len)
+}
+
+/// A route netlink socket of the calling thread's namespace that gives up on an answer after
+/// 200 ms, with `req` sent on it.
+fn netlink_asked(req: &[u8]) -> Option<OwnedFd> {
     // SAFETY: plain syscall; the result is checked and owned below.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if fd < 0 {
@@ -79,17 +128,49 @@ fn ipv6_neighbour(ip: Ipv6Addr) -> Option<[u8; 6]> {
             size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    // A dump request for the IPv6 table: nlmsghdr, then ndmsg with only the family set.
-    let mut req = [0u8; NLMSG_HDR + NDMSG];
-    req[0..4].copy_from_slice(&((NLMSG_HDR + NDMSG) as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&libc::RTM_GETNEIGH.to_ne_bytes());
-    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[NLMSG_HDR] = libc::AF_INET6 as u8;
     // SAFETY: `req` is valid for its length; an unbound netlink socket sends to the kernel.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return None;
     }
+    Some(sock)
+}
+
+/// Asks the kernel for the entry of `ip` on interface `ifindex`: `Some` with its answer (`None`
+/// inside when it has no complete entry), or `None` when it gave no answer (a kernel before
+/// 4.20 has no such request).
+fn ask_for_entry(ip: IpAddr, ifindex: u32) -> Option<Option<[u8; 6]>> {
+    let (req, len) = neighbour_request(ip, ifindex, libc::NLM_F_REQUEST as u16, true);
+    let sock = netlink_asked(&req[..len])?;
+    let mut buf = [0u8; 1024];
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = usize::try_from(n).ok()?;
+    entry_answer(&buf[..n], ip)
+}
+
+/// What the answer to a request for one entry says of `ip` (see [`ask_for_entry`]).
+fn entry_answer(msg: &[u8], ip: IpAddr) -> Option<Option<[u8; 6]>> {
+    if msg.len() < NLMSG_HDR {
+        return None;
+    }
+    let len = (u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize).min(msg.len());
+    match u16::from_ne_bytes([msg[4], msg[5]]) {
+        RTM_NEWNEIGH if len >= NLMSG_HDR + NDMSG => Some(neighbour_entry(&msg[NLMSG_HDR..len], ip)),
+        // The error code after the header: no entry is an answer; anything else (an older
+        // kernel's EOPNOTSUPP, EINVAL) is none.
+        NLMSG_ERROR if len >= NLMSG_HDR + 4 => {
+            let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
+            (code == -libc::ENOENT).then_some(None)
+        }
+        _ => None,
+    }
+}
+
+/// The hardware address of `ip` in the kernel's IPv6 neighbour table, read whole.
+fn ipv6_neighbour(ip: Ipv6Addr) -> Option<[u8; 6]> {
+    // A dump request for the IPv6 table: nlmsghdr, then ndmsg with only the family set.
+    let (req, len) = neighbour_request(IpAddr::V6(ip), 0, (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16, false);
+    let sock = netlink_asked(&req[..len])?;
     let mut buf = vec![0u8; 32 << 10];
     loop {
         // SAFETY: `buf` is valid for writes of its length.
@@ -125,7 +206,7 @@ fn find_in_dump(mut buf: &[u8], ip: Ipv6Addr) -> Dump {
         match kind {
             NLMSG_DONE | NLMSG_ERROR => return Dump::End,
             RTM_NEWNEIGH if len >= NLMSG_HDR + NDMSG => {
-                if let Some(mac) = neighbour_entry(&buf[NLMSG_HDR..len], ip) {
+                if let Some(mac) = neighbour_entry(&buf[NLMSG_HDR..len], IpAddr::V6(ip)) {
                     return Dump::Found(mac);
                 }
             }
@@ -137,9 +218,10 @@ fn find_in_dump(mut buf: &[u8], ip: Ipv6Addr) -> Dump {
 }
 
 /// The hardware address in one `ndmsg` and its attributes, when the entry is `ip`'s and valid.
-fn neighbour_entry(msg: &[u8], ip: Ipv6Addr) -> Option<[u8; 6]> {
+fn neighbour_entry(msg: &[u8], ip: IpAddr) -> Option<[u8; 6]> {
     let state = u16::from_ne_bytes([msg[8], msg[9]]);
-    if i32::from(msg[0]) != libc::AF_INET6 || state & NUD_VALID == 0 {
+    let family = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    if i32::from(msg[0]) != family || state & NUD_VALID == 0 {
         return None;
     }
     let (mut dst, mut mac) = (None, None);
@@ -152,7 +234,12 @@ fn neighbour_entry(msg: &[u8], ip: Ipv6Addr) -> Option<[u8; 6]> {
         }
         let data = &attrs[4..len];
         match kind {
-            NDA_DST => dst = <[u8; 16]>::try_from(data).ok().map(Ipv6Addr::from),
+            NDA_DST => {
+                dst = match data.len() {
+                    4 => <[u8; 4]>::try_from(data).ok().map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+                    _ => <[u8; 16]>::try_from(data).ok().map(|o| IpAddr::V6(Ipv6Addr::from(o))),
+                }
+            }
             NDA_LLADDR => mac = <[u8; 6]>::try_from(data).ok(),
             _ => {}
         }
@@ -228,6 +315,60 @@ mod tests {
         assert_eq!(find_in_dump(&done, "2001:db8::2".parse().unwrap()), Dump::End);
         assert_eq!(find_in_dump(&[1, 2, 3], "2001:db8::2".parse().unwrap()), Dump::More);
         // The host's own table is asked: nothing there for a documentation address.
-        assert_eq!(mac_of("2001:db8::1".parse().unwrap()), None);
+        assert_eq!(mac_of("2001:db8::1".parse().unwrap(), 0), None);
+    }
+
+    /// The kernel's answers to a request for one entry: the entry, or an error.
+    #[test]
+    fn one_entry_asked_of_the_kernel() {
+        fn answer(kind: u16, body: &[u8]) -> Vec<u8> {
+            let mut m = vec![0u8; NLMSG_HDR];
+            m[4..6].copy_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(body);
+            let len = m.len() as u32;
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            m
+        }
+        fn entry(family: i32, state: u16, dst: &[u8], mac: [u8; 6]) -> Vec<u8> {
+            let mut m = vec![0u8; NDMSG];
+            m[0] = family as u8;
+            m[8..10].copy_from_slice(&state.to_ne_bytes());
+            for (kind, data) in [(NDA_DST, dst), (NDA_LLADDR, &mac[..])] {
+                m.extend_from_slice(&(4 + data.len() as u16).to_ne_bytes());
+                m.extend_from_slice(&kind.to_ne_bytes());
+                m.extend_from_slice(data);
+                while m.len() % 4 != 0 {
+                    m.push(0);
+                }
+            }
+            m
+        }
+        let v4: IpAddr = "198.18.0.2".parse().unwrap();
+        let stale = entry(libc::AF_INET, 0x04, &[198, 18, 0, 2], [2, 0, 0, 0, 0, 2]);
+        assert_eq!(entry_answer(&answer(RTM_NEWNEIGH, &stale), v4), Some(Some([2, 0, 0, 0, 0, 2])));
+        let incomplete = entry(libc::AF_INET, 0x01, &[198, 18, 0, 2], [0; 6]);
+        assert_eq!(entry_answer(&answer(RTM_NEWNEIGH, &incomplete), v4), Some(None));
+        let v6: IpAddr = "fe80::2".parse().unwrap();
+        let reachable = entry(libc::AF_INET6, 0x02, &v6_octets("fe80::2"), [2, 0, 0, 0, 0, 6]);
+        assert_eq!(entry_answer(&answer(RTM_NEWNEIGH, &reachable), v6), Some(Some([2, 0, 0, 0, 0, 6])));
+        assert_eq!(entry_answer(&answer(RTM_NEWNEIGH, &reachable), v4), Some(None), "another address");
+        let error = |errno: i32| answer(NLMSG_ERROR, &[(-errno).to_ne_bytes().as_slice(), &[0; 16]].concat());
+        assert_eq!(entry_answer(&error(libc::ENOENT), v4), Some(None), "no entry: an answer");
+        assert_eq!(entry_answer(&error(libc::EOPNOTSUPP), v4), None, "an older kernel: no answer");
+        assert_eq!(entry_answer(&[0; 3], v4), None);
+        // The request carries the family, the interface and the address.
+        let (req, len) = neighbour_request(v4, 7, libc::NLM_F_REQUEST as u16, true);
+        assert_eq!(len, NLMSG_HDR + NDMSG + 8);
+        assert_eq!(req[NLMSG_HDR], libc::AF_INET as u8);
+        assert_eq!(req[NLMSG_HDR + 4..NLMSG_HDR + 8], 7u32.to_ne_bytes());
+        assert_eq!(req[NLMSG_HDR + NDMSG + 4..len], [198, 18, 0, 2]);
+        // This kernel answers: loopback keeps no neighbours, so "none" (Linux 4.20+).
+        // SAFETY: a NUL-terminated name.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert_eq!(ask_for_entry("127.0.0.2".parse().unwrap(), lo), Some(None));
+    }
+
+    fn v6_octets(s: &str) -> [u8; 16] {
+        s.parse::<Ipv6Addr>().unwrap().octets()
     }
 }

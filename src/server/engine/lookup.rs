@@ -31,8 +31,9 @@ const MAC_ENTRIES: usize = 256;
 /// second, and each needs its MAC for a `{mac}` view. Only addresses found are kept.
 pub(super) struct Macs {
     entries: Vec<(IpAddr, [u8; 6], Timestamp)>,
-    /// Where addresses come from: the kernel's table (tests give another).
-    source: fn(IpAddr) -> Option<[u8; 6]>,
+    /// Where addresses come from: the kernel's table, asked for an address on an interface
+    /// (tests give another).
+    source: fn(IpAddr, u32) -> Option<[u8; 6]>,
 }
 
 impl Default for Macs {
@@ -48,12 +49,13 @@ impl std::fmt::Debug for Macs {
 }
 
 impl Macs {
-    /// The hardware address of `ip`, if the neighbour table has one.
-    fn get(&mut self, ip: IpAddr, now: Timestamp) -> Option<[u8; 6]> {
+    /// The hardware address of `ip`, seen on interface `ifindex` (0: unknown), if the neighbour
+    /// table has one.
+    fn get(&mut self, ip: IpAddr, ifindex: u32, now: Timestamp) -> Option<[u8; 6]> {
         if let Some(e) = self.entries.iter().find(|e| e.0 == ip && now.saturating_since(e.2) < MAC_TTL) {
             return Some(e.1);
         }
-        let mac = (self.source)(ip)?;
+        let mac = (self.source)(ip, ifindex)?;
         self.entries.retain(|e| e.0 != ip && now.saturating_since(e.2) < MAC_TTL);
         if self.entries.len() >= MAC_ENTRIES {
             self.entries.remove(0);
@@ -64,7 +66,7 @@ impl Macs {
 
     /// Addresses from `source` instead of the kernel.
     #[cfg(test)]
-    pub(super) fn set_source(&mut self, source: fn(IpAddr) -> Option<[u8; 6]>) {
+    pub(super) fn set_source(&mut self, source: fn(IpAddr, u32) -> Option<[u8; 6]>) {
         self.source = source;
         self.entries.clear();
     }
@@ -110,7 +112,8 @@ impl Engine {
         }
         let view = match &names.client_dir {
             Some(dir) => {
-                let mac = dir.needs_mac().then(|| self.macs.get(lookup.peer.ip(), now)).flatten();
+                let ifindex = lookup.local.map_or(0, |l| l.ifindex);
+                let mac = dir.needs_mac().then(|| self.macs.get(lookup.peer.ip(), ifindex, now)).flatten();
                 view_path(dir, lookup.peer.ip(), mac, rel, &mut self.view)
             }
             None => None,
@@ -215,7 +218,7 @@ mod tests {
     fn found_addresses_are_kept_for_a_while() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static CALLS: AtomicUsize = AtomicUsize::new(0);
-        fn source(ip: IpAddr) -> Option<[u8; 6]> {
+        fn source(ip: IpAddr, _ifindex: u32) -> Option<[u8; 6]> {
             CALLS.fetch_add(1, Ordering::Relaxed);
             (ip.to_string() == "198.18.0.2").then_some([2, 0, 0, 0, 0, 2])
         }
@@ -223,12 +226,12 @@ mod tests {
         m.set_source(source);
         let t0 = Timestamp::from_micros(1_000_000);
         let ip: IpAddr = "198.18.0.2".parse().unwrap();
-        assert_eq!(m.get(ip, t0), Some([2, 0, 0, 0, 0, 2]));
-        assert_eq!(m.get(ip, t0 + std::time::Duration::from_secs(1)), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(m.get(ip, 2, t0), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(m.get(ip, 2, t0 + std::time::Duration::from_secs(1)), Some([2, 0, 0, 0, 0, 2]));
         assert_eq!(CALLS.load(Ordering::Relaxed), 1);
-        assert_eq!(m.get(ip, t0 + MAC_TTL), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(m.get(ip, 2, t0 + MAC_TTL), Some([2, 0, 0, 0, 0, 2]));
         assert_eq!(CALLS.load(Ordering::Relaxed), 2, "read again once old");
-        assert_eq!(m.get("198.18.0.3".parse().unwrap(), t0), None);
+        assert_eq!(m.get("198.18.0.3".parse().unwrap(), 2, t0), None);
         assert_eq!(m.entries.len(), 1, "misses are not kept");
     }
 }

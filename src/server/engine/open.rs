@@ -44,7 +44,7 @@ impl Engine {
         d: &Datagram<'_>,
         r: &Request<'_>,
     ) -> Result<(Kind, Negotiated), Admission> {
-        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip), write: false };
+        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local, write: false };
         let (file, _) = match self.find_file(&lookup, now) {
             Ok(found) => found,
             Err(Unserved::Rule(message)) => return Err(self.refuse_by_rule(message)),
@@ -83,7 +83,7 @@ impl Engine {
         let policy = self.policy.upload;
         let neg = self.negotiate(r, None, d.local, now);
         let netascii = r.mode == Mode::Netascii;
-        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local.map(|l| l.ip), write: true };
+        let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local, write: true };
         // Writes are resolved as reads are, but never go to a client's view or a name found
         // with case ignored: an upload lands where its name says.
         let files = &self.files;

@@ -7,7 +7,7 @@
 //! normalised, as it always was, without allocating.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -15,6 +15,7 @@ use crate::config::LookupPolicy;
 use crate::fs::{PathError, Root, normalize};
 use crate::proto::wire::MAX_FILENAME_LEN;
 use crate::remap::{Client, Rewrite};
+use crate::server::socket::LocalEnd;
 
 /// A request's filename and where it came from.
 #[derive(Clone, Copy, Debug)]
@@ -23,9 +24,8 @@ pub(crate) struct Lookup<'a> {
     pub(crate) filename: &'a [u8],
     /// The client.
     pub(crate) peer: SocketAddr,
-    /// The address the request was sent to, when known.
-    #[allow(dead_code, reason = "for resolvers that tell listening addresses apart")]
-    pub(crate) local: Option<IpAddr>,
+    /// The address the request was sent to and the interface it came in on, when known.
+    pub(crate) local: Option<LocalEnd>,
     /// A write request (a map file's `P` rules apply, `G` rules do not).
     pub(crate) write: bool,
 }

@@ -63,7 +63,7 @@ fn each_client_sees_its_directory_over_the_shared_tree() {
 #[test]
 fn views_by_hex_address_and_by_mac() {
     let mut r = rig(lookup(|l| l.client_dir = Some(ClientDir::new("{hexip}/{mac}").unwrap())));
-    r.engine.macs.set_source(|ip| (ip.to_string() == "192.0.2.10").then_some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+    r.engine.macs.set_source(|ip, _| (ip.to_string() == "192.0.2.10").then_some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
     write(&r, "C000020A/52-54-00-ab-cd-ef/small", b"A's own");
     assert_eq!(first(&mut r, A, b"small").unwrap(), b"A's own");
     assert_eq!(first(&mut r, B, b"small").unwrap().len(), 512, "no MAC: no view");
