@@ -22,13 +22,13 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::control::WorkerControl;
 use super::engine::Engine;
-use super::io::{DataRun, Datagram, GsoLimit, Io, Outgoing, RX_SIZE, SendErrors, SockRef, Token, Via};
+use super::io::{DataRun, GsoLimit, Io, Outgoing, RX_SIZE, SendErrors, SockRef, Token, Via};
+use super::rx_batch::RxBatch;
 use super::sendmsg;
-use super::socket::{PortPicker, RAW_ADDR_LEN, RawAddr, decode_sockaddr, gso_refused};
+use super::socket::{PortPicker, RawAddr, gso_refused};
 use super::turn::{self, LoopIo};
 use crate::config::IoConfig;
 use crate::sys::clock::Clock;
-use crate::sys::cmsg::{PKTINFO_SPACE, pktinfo};
 use crate::sys::epoll::{Epoll, NO_EVENT};
 use tx::TxQueue;
 
@@ -37,8 +37,6 @@ mod tx;
 const KIND_LISTEN: u64 = 0;
 const KIND_TRANSFER: u64 = 1;
 const KIND_WAKE: u64 = 2;
-/// Datagrams per `recvmmsg`.
-const BATCH: usize = 32;
 /// Datagrams taken from one socket per readiness event before moving on (fairness).
 const BUDGET: usize = 256;
 
@@ -233,96 +231,6 @@ impl LoopIo for EpollIo {
     }
 }
 
-/// Receive buffers for one `recvmmsg` batch, allocated once per worker.
-struct RxBatch {
-    bufs: Vec<u8>,
-    size: usize,
-    names: [RawAddr; BATCH],
-    cmsgs: [[u8; PKTINFO_SPACE]; BATCH],
-    iovs: [libc::iovec; BATCH],
-    msgs: [libc::mmsghdr; BATCH],
-}
-
-impl RxBatch {
-    fn new(size: usize) -> Box<Self> {
-        Box::new(Self {
-            bufs: vec![0; size * BATCH],
-            size,
-            names: [RawAddr::zeroed(); BATCH],
-            cmsgs: [[0; PKTINFO_SPACE]; BATCH],
-            iovs: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH],
-            // SAFETY: mmsghdr is plain data; all-zero is valid.
-            msgs: unsafe { std::mem::zeroed() },
-        })
-    }
-
-    /// Receives from `fd` until it is empty or the budget is spent, handing each datagram to the
-    /// engine.
-    fn drain(
-        &mut self,
-        fd: RawFd,
-        via: Via,
-        token: Option<Token>,
-        engine: &mut Engine,
-        io: &mut EpollIo,
-        now: crate::proto::Timestamp,
-    ) {
-        let mut taken = 0;
-        while taken < BUDGET {
-            for i in 0..BATCH {
-                self.iovs[i] =
-                    libc::iovec { iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(), iov_len: self.size };
-                let m = &mut self.msgs[i].msg_hdr;
-                m.msg_name = (&mut self.names[i] as *mut RawAddr).cast();
-                m.msg_namelen = RAW_ADDR_LEN;
-                m.msg_iov = &mut self.iovs[i];
-                m.msg_iovlen = 1;
-                m.msg_control = self.cmsgs[i].as_mut_ptr().cast();
-                m.msg_controllen = PKTINFO_SPACE;
-                m.msg_flags = 0;
-            }
-            // SAFETY: every mmsghdr points into buffers owned by `self`, valid for the call.
-            let n = unsafe {
-                libc::recvmmsg(fd, self.msgs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
-            };
-            if n <= 0 {
-                return;
-            }
-            for i in 0..n as usize {
-                let h = &self.msgs[i].msg_hdr;
-                // SAFETY: the kernel wrote `msg_namelen` bytes of address into names[i]; clamped to its size.
-                let name = unsafe {
-                    std::slice::from_raw_parts(
-                        (&self.names[i] as *const RawAddr).cast::<u8>(),
-                        (h.msg_namelen as usize).min(RAW_ADDR_LEN as usize),
-                    )
-                };
-                let Some(peer) = decode_sockaddr(name) else {
-                    continue;
-                };
-                let local = match via {
-                    Via::Listen(_) => pktinfo(&self.cmsgs[i][..h.msg_controllen.min(PKTINFO_SPACE)]),
-                    Via::Transfer(_) => None,
-                };
-                let len = (self.msgs[i].msg_len as usize).min(self.size);
-                let d = Datagram {
-                    via,
-                    token,
-                    peer,
-                    local,
-                    payload: &self.bufs[i * self.size..i * self.size + len],
-                    truncated: h.msg_flags & libc::MSG_TRUNC != 0,
-                };
-                engine.on_datagram(now, &d, io);
-            }
-            taken += n as usize;
-            if (n as usize) < BATCH {
-                return;
-            }
-        }
-    }
-}
-
 /// Receives from every socket in `events`, handing each datagram to the engine.
 fn handle_events(
     events: &[libc::epoll_event],
@@ -342,7 +250,7 @@ fn handle_events(
             }
             KIND_LISTEN => {
                 if let Some(fd) = io.fd_of(Via::Listen(idx)) {
-                    rx.drain(fd, Via::Listen(idx), None, engine, io, now);
+                    rx.drain(fd, Via::Listen(idx), None, BUDGET, engine, io, now);
                 }
             }
             _ => {
@@ -356,7 +264,7 @@ fn handle_events(
                 let (Some(fd), token) = (slot.sock.as_ref().map(AsRawFd::as_raw_fd), slot.token) else {
                     continue;
                 };
-                rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), engine, io, now);
+                rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), BUDGET, engine, io, now);
             }
         }
         turn::report_send_errors(engine, io, now);

@@ -19,6 +19,7 @@ pub(crate) mod limits;
 pub(crate) mod probe;
 pub(crate) mod reload;
 pub(crate) mod reply_budget;
+pub(crate) mod rx_batch;
 pub(crate) mod sendmsg;
 pub(crate) mod socket;
 pub(crate) mod start;

@@ -38,6 +38,7 @@ use self::send::{RunSlot, SendSlot};
 use super::control::WorkerControl;
 use super::engine::Engine;
 use super::io::{DataRun, GsoLimit, Io, Outgoing, RX_SIZE, SendErrors, SockRef, Token};
+use super::rx_batch::RxBatch;
 use super::socket::{PortPicker, RAW_ADDR_LEN};
 use super::turn::{self, LoopIo};
 use crate::config::IoConfig;
@@ -119,6 +120,11 @@ pub(crate) struct UringIo {
     draining: bool,
     /// Receives ended by an error other than running out of buffers, in a row.
     recv_failures: u32,
+    /// Listening sockets drained with `recvmmsg` at the end of a turn in which they received
+    /// (not in single-port mode: see [`recv::LISTEN_DRAIN`]).
+    drain_listens: bool,
+    /// The listening sockets that received in this turn, each once.
+    listens_heard: Vec<u32>,
 }
 
 impl Drop for UringIo {
@@ -153,7 +159,7 @@ impl Uring {
         xfer_msg.msg_namelen = RAW_ADDR_LEN;
         let sends = send::send_slots(cfg.send_slots);
         let runs = send::run_slots(gso);
-        let rx = Box::new(Rx { bufs, listen_msg, xfer_msg });
+        let rx = Box::new(Rx { bufs, listen_msg, xfer_msg, batch: RxBatch::new(RX_SIZE) });
         let mut io = UringIo {
             ring,
             listen_msg: &rx.listen_msg,
@@ -178,6 +184,8 @@ impl Uring {
             listens_closing: false,
             draining: false,
             recv_failures: 0,
+            drain_listens: !cfg.single_port,
+            listens_heard: Vec::new(),
         };
         for i in 0..io.listens.len() as u32 {
             for _ in 0..recv::LISTEN_RECEIVES {
@@ -308,6 +316,7 @@ fn reap(
         rx.bufs.publish();
         turn::report_send_errors(engine, io, now);
     }
+    recv::drain_listens(io, rx, engine, now);
     while let Some(what) = io.rearm.pop() {
         io.arm(what);
     }

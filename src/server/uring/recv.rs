@@ -13,7 +13,9 @@ use crate::proto::Timestamp;
 use crate::ring::BufRing;
 use crate::server::engine::Engine;
 use crate::server::io::{Datagram, SockRef, Token, Via};
+use crate::server::rx_batch::RxBatch;
 use crate::server::socket::decode_sockaddr;
+use crate::server::turn;
 use crate::sys::cmsg::pktinfo;
 
 /// Receive-side state the loop reads while the engine holds the [`UringIo`].
@@ -23,6 +25,8 @@ pub(super) struct Rx {
     /// reads them at submission; they also tell [`types::RecvMsgOut::parse`] the layout.
     pub(super) listen_msg: libc::msghdr,
     pub(super) xfer_msg: libc::msghdr,
+    /// Buffers for draining a listening socket (see [`LISTEN_DRAIN`]).
+    pub(super) batch: Box<RxBatch>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +89,16 @@ impl SockEntry {
 /// With four, the 10,000-client storm of `docs/benchmarks.md` kept that buffer empty most of
 /// the time and the clients repeated a tenth as many requests.
 pub(super) const LISTEN_RECEIVES: u8 = 4;
+
+/// Datagrams a turn takes from a listening socket with `recvmmsg` after its completions, when
+/// the socket received in that turn. The kernel serves the multishot receives of a ring in turn,
+/// so with thousands of transfer sockets the requests got their answers seconds late even with
+/// four receives on the listening socket (the 10,000-client storm of `docs/benchmarks.md`:
+/// first answers at 1 s median, 4.9 s at worst, where single-port mode, whose every datagram
+/// comes through the listening socket, answered within 150 ms), and clients repeated them. A
+/// turn that heard a request now also takes what else is queued there, up to this many. Not in
+/// single-port mode, where the listening socket's receives are all there is.
+pub(super) const LISTEN_DRAIN: usize = 256;
 
 /// What a multishot receive that ended must be armed again for.
 #[derive(Clone, Copy, Debug)]
@@ -288,6 +302,9 @@ pub(super) fn recv_completed(
         if let Some(bid) = cqueue::buffer_select(flags) {
             if live {
                 deliver(rx.bufs.get(bid, res as usize), msg, via, token, io, engine, now);
+                if kind == KIND_LISTEN && io.drain_listens && !io.listens_heard.contains(&idx) {
+                    io.listens_heard.push(idx);
+                }
             }
             rx.bufs.push(bid);
         }
@@ -315,6 +332,20 @@ pub(super) fn recv_completed(
                 SockState::Open => io.rearm.push(Rearm::Transfer { idx, generation }),
             }
         }
+    }
+}
+
+/// Drains each listening socket that received in this turn (see [`LISTEN_DRAIN`]).
+pub(super) fn drain_listens(io: &mut UringIo, rx: &mut Rx, engine: &mut Engine, now: Timestamp) {
+    while let Some(idx) = io.listens_heard.pop() {
+        let Some(fd) = io.listens.get(idx as usize).and_then(|l| l.0.as_ref()).map(AsRawFd::as_raw_fd) else {
+            continue;
+        };
+        if io.listens_closing {
+            continue;
+        }
+        rx.batch.drain(fd, Via::Listen(idx), None, LISTEN_DRAIN, engine, io, now);
+        turn::report_send_errors(engine, io, now);
     }
 }
 
