@@ -271,6 +271,16 @@ fn handle_events(
     }
 }
 
+/// Receives what waits on each listening socket, up to [`BUDGET`] datagrams each.
+fn drain_listens(rx: &mut RxBatch, engine: &mut Engine, io: &mut EpollIo, now: crate::proto::Timestamp) {
+    for idx in 0..io.listens.len() as u32 {
+        if let Some(fd) = io.fd_of(Via::Listen(idx)) {
+            rx.drain(fd, Via::Listen(idx), None, BUDGET, engine, io, now);
+        }
+    }
+    turn::report_send_errors(engine, io, now);
+}
+
 /// Runs a worker on epoll until the engine has finished after a stop.
 pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
     let mut rx = RxBatch::new(RX_SIZE);
@@ -286,6 +296,13 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
         };
         let now = clock.now();
         handle_events(&events[..n], &mut rx, engine, io, control, now);
+        if n == events.len() && !io.keep_listens {
+            // More sockets were ready than one wait returns, and the kernel hands them out in
+            // turn: with thousands of transfer sockets receiving, the listening socket's turn
+            // came seldom (a 10,000-client storm's first answers took up to a second). Its
+            // requests are taken now as well.
+            drain_listens(&mut rx, engine, io, now);
+        }
         if engine.timer_due(now) {
             // Receive before resend: take what arrived during this turn, so that a final ACK or
             // a client's next request already here is never answered by a retransmission of the
