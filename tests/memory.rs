@@ -10,9 +10,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes of resident memory one held transfer may cost, everything the server keeps for it
 /// counted: its slot in the table (144), its share of the one copy of the request that all
@@ -41,61 +39,6 @@ fn a_held_transfer_costs_at_most_the_budget_in_single_port_mode() {
     held_transfers(&["--single-port"]);
 }
 
-/// The server under test: `BOOTSTORM_BIN`, or the one built with this test.
-fn server_bin() -> String {
-    std::env::var("BOOTSTORM_BIN").unwrap_or_else(|_| common::bin().to_string())
-}
-
-/// Raises the soft limit on open files to the hard limit (the server and the load generator
-/// inherit it): the default mode holds a socket per transfer, the load generator one per
-/// client. Returns the limit now in force.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid rlimit for the kernel to fill and then read.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
-}
-
-/// A running server, killed when dropped.
-struct Running {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(root: &std::path::Path, extra: &[&str]) -> Running {
-    let mut child = Command::new(server_bin())
-        .args(["--root", root.to_str().unwrap(), "-l", "127.0.0.1:0", "--workers", "2"])
-        .args(["--log-level", "warn"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn bootstorm");
-    let lines = common::stdout_lines(&mut child);
-    let port = match common::listening(&mut child, &lines, 1, Duration::from_secs(10)) {
-        Ok(addrs) => addrs[0].port(),
-        Err(e) => {
-            let _ = child.kill();
-            panic!("the server did not start: {e:?}");
-        }
-    };
-    Running { child, port }
-}
-
 /// The process's proportional set size, bytes.
 fn pss(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
@@ -104,42 +47,18 @@ fn pss(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// Runs the load generator to its end with `args`; its JSON report.
+/// Runs the load generator to its end against the server on `port` with `args` (each client
+/// reading the 4 KiB file in blocks of 512, lockstep), checking every byte against `root`.
 fn run_loadgen(
     lg: &std::path::Path,
     port: u16,
     root: &std::path::Path,
     args: &[&str],
-    mut tick: impl FnMut(),
+    tick: impl FnMut(),
 ) -> serde_json::Value {
-    let server = format!("127.0.0.1:{port}");
-    let mut child = Command::new(lg)
-        .args(["run", "--server", &server, "--verify", root.to_str().unwrap(), "--json"])
-        .args(["--file", "hold-4k.bin", "--blksize", "512", "--windowsize", "1"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the load generator did not end within 120 s");
-        }
-        tick();
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "loadgen failed: {out} {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("loadgen's report: {e}: {out}"))
+    let mut all = vec!["--file", "hold-4k.bin", "--blksize", "512", "--windowsize", "1"];
+    all.extend_from_slice(args);
+    common::loadgen_report(lg, port, root, &all, tick)
 }
 
 /// One storm at a time: two would share the CPUs and the open-files limit.
@@ -152,14 +71,16 @@ fn held_transfers(extra: &[&str]) {
         return;
     };
     // The server's transfer sockets and the load generator's client sockets, and some room.
-    let nofile = raise_nofile();
+    let nofile = common::raise_nofile();
     if nofile < HELD + 1000 {
         common::cannot_run(&format!("the open-files limit is {nofile}: {} needed", HELD + 1000));
         return;
     }
     let root = common::scratch();
     std::fs::write(root.path().join("hold-4k.bin"), common::bytes(FILE_SIZE, 3)).unwrap();
-    let s = start(root.path(), extra);
+    let mut args = vec!["--workers", "2"];
+    args.extend_from_slice(extra);
+    let s = common::Quiet::start(root.path(), &args);
     let pid = s.child.id();
 
     // Warm-up: the file opened and mapped, the first transfers' tables grown.

@@ -395,6 +395,99 @@ pub fn loadgen() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// The server under test for the storm tests: `BOOTSTORM_BIN` (another build, to see a test
+/// fail on it), or the one built with the tests.
+pub fn server_bin() -> String {
+    std::env::var("BOOTSTORM_BIN").unwrap_or_else(|_| bin().to_string())
+}
+
+/// Raises the soft limit on open files to the hard limit (the server and the load generator
+/// inherit it): the default mode holds a socket per transfer, the load generator one per
+/// client. Returns the limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid rlimit for the kernel to fill and then read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+/// A server ([`server_bin`]) on 127.0.0.1 logging warnings only, as a storm needs (a record per
+/// transfer at `debug` would be thousands of lines a second); killed when dropped.
+pub struct Quiet {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Quiet {
+    /// Starts it on a kernel-chosen port with `extra`.
+    pub fn start(root: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(server_bin())
+            .args(["--root", root.to_str().unwrap(), "-l", "127.0.0.1:0"])
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn bootstorm");
+        let lines = stdout_lines(&mut child);
+        let port = match listening(&mut child, &lines, 1, Duration::from_secs(10)) {
+            Ok(addrs) => addrs[0].port(),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the server did not start: {e:?}");
+            }
+        };
+        Self { child, port }
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the load generator `lg` to its end against the server on `port` with `args`, every
+/// byte checked against `root`, calling `tick` every 100 ms meanwhile; its JSON report. Fails
+/// after 120 s.
+pub fn loadgen_report(lg: &Path, port: u16, root: &Path, args: &[&str], mut tick: impl FnMut()) -> serde_json::Value {
+    let server = format!("127.0.0.1:{port}");
+    let mut child = Command::new(lg)
+        .args(["run", "--server", &server, "--verify", root.to_str().unwrap(), "--json"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the load generator did not end within 120 s");
+        }
+        tick();
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "loadgen failed: {out} {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("loadgen's report: {e}: {out}"))
+}
+
 /// A scratch directory for client downloads.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
