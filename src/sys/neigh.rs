@@ -34,10 +34,7 @@ pub fn mac_of(ip: IpAddr, ifindex: u32) -> Option<[u8; 6]> {
     }
     let v4 = match ip {
         IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4,
-            None => return ipv6_neighbour(v6),
-        },
+        IpAddr::V6(v6) => return ipv6_neighbour(v6),
     };
     let table = std::fs::read("/proc/thread-self/net/arp").or_else(|_| std::fs::read("/proc/net/arp")).ok()?;
     find_in_arp_table(&table, v4)

@@ -338,12 +338,9 @@ pub(super) fn recv_completed(
 /// Drains each listening socket that received in this turn (see [`LISTEN_DRAIN`]).
 pub(super) fn drain_listens(io: &mut UringIo, rx: &mut Rx, engine: &mut Engine, now: Timestamp) {
     while let Some(idx) = io.listens_heard.pop() {
-        let Some(fd) = io.listens.get(idx as usize).and_then(|l| l.0.as_ref()).map(AsRawFd::as_raw_fd) else {
+        let Some(fd) = io.fd_of(Via::Listen(idx)).filter(|_| !io.listens_closing) else {
             continue;
         };
-        if io.listens_closing {
-            continue;
-        }
         rx.batch.drain(fd, Via::Listen(idx), None, LISTEN_DRAIN, engine, io, now);
         turn::report_send_errors(engine, io, now);
     }
