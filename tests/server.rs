@@ -34,6 +34,7 @@ both_backends!(
     retransmission_after_adaptive_timeout,
     first_answer_resent_once_before_first_ack,
     repeated_request_is_the_same_transfer,
+    a_copy_that_waited_in_the_queue_gets_no_answer,
     foreign_port_gets_error_5,
     single_port_mode,
     two_workers_share_load,
@@ -495,8 +496,9 @@ fn repeated_request_is_the_same_transfer(io: &str) {
     let s = Server::start(root.path(), io, &[]);
     let c = Raw::new(s.v4);
     c.rrq("small.bin", &[("tsize", "0")]);
-    c.rrq("small.bin", &[("tsize", "0")]);
     let (a, tid_a) = c.expect(2 * SEC);
+    // The client did not see the OACK (lost, say) and asks again.
+    c.rrq("small.bin", &[("tsize", "0")]);
     let (b, tid_b) = c.expect(2 * SEC);
     assert_eq!(a, b);
     assert_eq!(tid_a, tid_b, "both answers from one transfer");
@@ -515,6 +517,74 @@ fn repeated_request_is_the_same_transfer(io: &str) {
     let (_, log) = s.stop();
     assert_eq!(counter(&log, "duplicate_requests"), 1, "{log}");
     assert_eq!(log.matches("transfer finished").count(), 1, "{log}");
+}
+
+/// A client repeats a request the server has not read yet (stopped here with SIGSTOP; in the
+/// field, a storm or a CPU taken by something else): the repeat waits in the listening socket's
+/// queue behind the original and is a copy of it, which the kernel's arrival time tells. It
+/// gets no second answer: a second DATA 1, or a second ERROR that a client keeping its port
+/// would take for the answer to its next request.
+fn a_copy_that_waited_in_the_queue_gets_no_answer(io: &str) {
+    let root = Root::new();
+    for extra in [&[][..], &["--single-port"][..]] {
+        let s = Server::start(root.path(), io, extra);
+        let (reader, misser) = (Raw::new(s.v4), Raw::new(s.v4));
+        s.signal(libc::SIGSTOP);
+        wait_stopped(s.pid());
+        for c in [&reader, &misser] {
+            c.rrq(if std::ptr::eq(c, &reader) { "small.bin" } else { "missing.bin" }, &[]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        reader.rrq("small.bin", &[]);
+        misser.rrq("missing.bin", &[]);
+        std::thread::sleep(Duration::from_millis(50));
+        s.signal(libc::SIGCONT);
+        let (mut got, mut firsts, mut next) = (Vec::new(), 0, 1u16);
+        loop {
+            let (p, tid) = reader.expect(2 * SEC);
+            let (block, data) = data_of(&p);
+            firsts += usize::from(block == 1);
+            if block == next {
+                got.extend_from_slice(&data);
+                next += 1;
+            }
+            reader.ack(tid, block);
+            if block + 1 == next && data.len() < 512 {
+                break;
+            }
+        }
+        while let Some((p, _)) = reader.recv(Duration::from_millis(300)) {
+            firsts += usize::from(data_of(&p).0 == 1);
+        }
+        assert_eq!(got, root.file("small.bin"), "{extra:?}");
+        assert_eq!(firsts, 1, "one DATA 1 ({extra:?})");
+        let (p, _) = misser.expect(2 * SEC);
+        assert_eq!(error_of(&p).0, 1);
+        assert!(misser.recv(Duration::from_millis(300)).is_none(), "one ERROR 1 ({extra:?})");
+        let (_, log) = s.stop();
+        assert_eq!(counter(&log, "duplicate_requests"), 2, "{extra:?} {log}");
+        assert_eq!(log.matches("transfer finished").count(), 1, "{log}");
+    }
+}
+
+/// Waits until every thread of process `pid` is stopped (a SIGSTOP is delivered to each thread
+/// as it next runs).
+fn wait_stopped(pid: i32) {
+    let end = Instant::now() + 5 * SEC;
+    let stopped = || -> Option<bool> {
+        let mut all = true;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            all &= state == 'T' || state == 't';
+        }
+        Some(all)
+    };
+    while stopped() != Some(true) {
+        assert!(Instant::now() < end, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn foreign_port_gets_error_5(io: &str) {

@@ -283,7 +283,7 @@ fn drain_listens(rx: &mut RxBatch, engine: &mut Engine, io: &mut EpollIo, now: c
 
 /// Runs a worker on epoll until the engine has finished after a stop.
 pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
-    let mut rx = RxBatch::new(RX_SIZE);
+    let mut rx = RxBatch::new(RX_SIZE, *clock);
     let mut events = [NO_EVENT; 256];
     loop {
         // In whole milliseconds, rounded up: a deadline is never woken for early.

@@ -13,7 +13,8 @@ use std::rc::Rc;
 use super::socket::LocalEnd;
 use crate::fs::FileVersion;
 use crate::fs::cache::RawSlice;
-use crate::sys::cmsg::PKTINFO_SPACE;
+use crate::proto::Timestamp;
+use crate::sys::cmsg::RECV_CONTROL_SPACE;
 
 /// Names a transfer: its slot in the engine's table and that slot's generation, so that a late
 /// completion for a finished transfer is recognised and dropped.
@@ -56,6 +57,9 @@ pub(crate) struct Datagram<'a> {
     pub(crate) peer: SocketAddr,
     /// Where the request was sent to (listening sockets only).
     pub(crate) local: Option<LocalEnd>,
+    /// When the kernel received it (listening sockets only, where the kernel stamps it): a
+    /// request that waited in the socket's queue arrived before it is read.
+    pub(crate) arrived: Option<Timestamp>,
     pub(crate) payload: &'a [u8],
     /// The datagram was longer than the receive buffer.
     pub(crate) truncated: bool,
@@ -198,8 +202,9 @@ pub(crate) const RX_SIZE: usize = 2048;
 
 /// What an io_uring multishot receive puts in a receive buffer before the datagram: its header
 /// (16 bytes), the source address (room for an IPv6 one) and, on a listening socket, the packet
-/// info. In single-port mode an upload's DATA comes through the listening socket.
-const RX_OVERHEAD: usize = 16 + crate::net::RAW_ADDR_LEN as usize + PKTINFO_SPACE;
+/// info and the arrival time. In single-port mode an upload's DATA comes through the listening
+/// socket.
+const RX_OVERHEAD: usize = 16 + crate::net::RAW_ADDR_LEN as usize + RECV_CONTROL_SPACE;
 
 /// Largest blksize granted to uploads: a DATA packet (its 4-byte header and the block) and the
 /// backend's per-datagram overhead must fit one receive buffer.

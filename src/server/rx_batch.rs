@@ -10,7 +10,8 @@ use super::engine::Engine;
 use super::io::{Datagram, Io, Token, Via};
 use super::socket::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
 use crate::proto::Timestamp;
-use crate::sys::cmsg::{PKTINFO_SPACE, pktinfo};
+use crate::sys::clock::{Arrivals, Clock};
+use crate::sys::cmsg::{RECV_CONTROL_SPACE, Received, received};
 
 /// Datagrams per `recvmmsg`.
 pub(crate) const BATCH: usize = 32;
@@ -20,19 +21,23 @@ pub(crate) struct RxBatch {
     bufs: Vec<u8>,
     size: usize,
     names: [RawAddr; BATCH],
-    cmsgs: [[u8; PKTINFO_SPACE]; BATCH],
+    cmsgs: [[u8; RECV_CONTROL_SPACE]; BATCH],
+    /// The arrival times of requests, brought onto the worker's clock.
+    pub(crate) arrivals: Arrivals,
     iovs: [libc::iovec; BATCH],
     msgs: [libc::mmsghdr; BATCH],
 }
 
 impl RxBatch {
-    /// Buffers for [`BATCH`] datagrams of up to `size` bytes.
-    pub(crate) fn new(size: usize) -> Box<Self> {
+    /// Buffers for [`BATCH`] datagrams of up to `size` bytes, for a worker whose clock is
+    /// `clock`.
+    pub(crate) fn new(size: usize, clock: Clock) -> Box<Self> {
         Box::new(Self {
             bufs: vec![0; size * BATCH],
             size,
             names: [RawAddr::zeroed(); BATCH],
-            cmsgs: [[0; PKTINFO_SPACE]; BATCH],
+            cmsgs: [[0; RECV_CONTROL_SPACE]; BATCH],
+            arrivals: Arrivals::new(clock),
             iovs: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH],
             // SAFETY: mmsghdr is plain data; all-zero is valid.
             msgs: unsafe { std::mem::zeroed() },
@@ -63,7 +68,7 @@ impl RxBatch {
                 m.msg_iov = &mut self.iovs[i];
                 m.msg_iovlen = 1;
                 m.msg_control = self.cmsgs[i].as_mut_ptr().cast();
-                m.msg_controllen = PKTINFO_SPACE;
+                m.msg_controllen = RECV_CONTROL_SPACE;
                 m.msg_flags = 0;
             }
             // SAFETY: every mmsghdr points into buffers owned by `self`, valid for the call.
@@ -85,16 +90,17 @@ impl RxBatch {
                 let Some(peer) = decode_sockaddr(name) else {
                     continue;
                 };
-                let local = match via {
-                    Via::Listen(_) => pktinfo(&self.cmsgs[i][..h.msg_controllen.min(PKTINFO_SPACE)]),
-                    Via::Transfer(_) => None,
+                let got = match via {
+                    Via::Listen(_) => received(&self.cmsgs[i][..h.msg_controllen.min(RECV_CONTROL_SPACE)]),
+                    Via::Transfer(_) => Received::default(),
                 };
                 let len = (self.msgs[i].msg_len as usize).min(self.size);
                 let d = Datagram {
                     via,
                     token,
                     peer,
-                    local,
+                    local: got.local,
+                    arrived: got.arrival.map(|stamp| self.arrivals.arrived(now, stamp)),
                     payload: &self.bufs[i * self.size..i * self.size + len],
                     truncated: h.msg_flags & libc::MSG_TRUNC != 0,
                 };

@@ -231,7 +231,7 @@ pub(super) fn worker_main(
             }
             Err(e) => Err(e),
         },
-        Backend::Uring => match uring::Uring::new(&io, listens, ports, control.wake_fd()) {
+        Backend::Uring => match uring::Uring::new(&io, listens, ports, control.wake_fd(), clock) {
             Ok(mut u) => {
                 let _ = ready.send(Ok(()));
                 let _ = go.recv();

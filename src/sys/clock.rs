@@ -1,6 +1,7 @@
-//! The monotonic clock fed to the protocol state machines: microseconds since a start instant.
+//! The monotonic clock fed to the protocol state machines: microseconds since a start instant;
+//! and the arrival times the kernel stamps on received datagrams, brought onto it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::proto::Timestamp;
 
@@ -32,9 +33,59 @@ impl Default for Clock {
     }
 }
 
+/// Brings the kernel's arrival times of datagrams (`SO_TIMESTAMPNS`: the real-time clock) onto
+/// a monotonic [`Clock`]: both clocks are read together once per loop turn (per `now`), and an
+/// arrival is as long before the monotonic reading as it is before the real-time one. A step of
+/// the real-time clock moves the arrivals of that turn with it; one in the future reads as the
+/// monotonic reading.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrivals {
+    clock: Clock,
+    /// The `now` of the last reading, and both clocks then.
+    read_at: Option<(Timestamp, Timestamp, Duration)>,
+}
+
+impl Arrivals {
+    /// Arrival times on `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Self { clock, read_at: None }
+    }
+
+    /// When a datagram the kernel stamped `stamp` (since the epoch) arrived, on the clock, in
+    /// the loop turn of `now`.
+    pub fn arrived(&mut self, now: Timestamp, stamp: Duration) -> Timestamp {
+        let (mono, wall) = match self.read_at {
+            Some((at, mono, wall)) if at == now => (mono, wall),
+            _ => {
+                let mono = self.clock.now();
+                let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                self.read_at = Some((now, mono, wall));
+                (mono, wall)
+            }
+        };
+        let age = u64::try_from(wall.saturating_sub(stamp).as_micros()).unwrap_or(u64::MAX);
+        Timestamp::from_micros(mono.as_micros().saturating_sub(age))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_arrival_is_as_far_before_the_clock_as_before_the_wall_clock() {
+        let clock = Clock::new();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut a = Arrivals::new(clock);
+        let now = clock.now();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let got = a.arrived(now, wall - Duration::from_millis(300));
+        let age = clock.now().saturating_since(got);
+        assert!(age >= Duration::from_millis(300) && age < Duration::from_millis(400), "{age:?}");
+        assert!(a.arrived(now, wall + Duration::from_secs(5)) >= now, "one in the future reads as the reading");
+        let later = Timestamp::from_micros(now.as_micros() + 1);
+        assert_eq!(a.arrived(later, Duration::ZERO), Timestamp::ZERO, "never before the clock's zero");
+    }
 
     #[test]
     fn time_moves_forward_from_zero() {

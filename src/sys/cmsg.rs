@@ -10,6 +10,7 @@
 use std::mem::{align_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ptr;
+use std::time::Duration;
 
 /// The local end of a received datagram: the address the peer sent it to and the interface it
 /// came in on (from `IP_PKTINFO` / `IPV6_PKTINFO`).
@@ -24,6 +25,10 @@ pub struct LocalEnd {
 /// Room for one packet-info message of either family followed by one UDP segment-size message:
 /// the most control data a send here carries, and enough for a receive's packet info.
 pub const PKTINFO_SPACE: usize = 64;
+
+/// Room for what a listening socket's receive reports: the packet info of either family and the
+/// kernel's receive time (`SO_TIMESTAMPNS`), in the order the kernel writes them.
+pub const RECV_CONTROL_SPACE: usize = space(size_of::<libc::in6_pktinfo>()) + space(size_of::<libc::timespec>());
 
 /// Room for the segment size a UDP GRO receive reports.
 pub const GRO_SPACE: usize = space(size_of::<libc::c_int>());
@@ -49,6 +54,7 @@ const _: () = assert!(size_of::<libc::in_pktinfo>() == 12 && align_of::<libc::in
 const _: () = assert!(size_of::<libc::in6_pktinfo>() == 20 && align_of::<libc::in6_pktinfo>() == 4);
 const _: () = assert!(space(size_of::<libc::in6_pktinfo>()) + space(size_of::<u16>()) <= PKTINFO_SPACE);
 const _: () = assert!(space(size_of::<libc::in_pktinfo>()) + space(size_of::<u16>()) <= PKTINFO_SPACE);
+const _: () = assert!(size_of::<libc::timespec>() == 16 && libc::SCM_TIMESTAMPNS == libc::SO_TIMESTAMPNS);
 
 /// One control message, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +63,8 @@ pub enum ControlMessage<'a> {
     PacketInfo(LocalEnd),
     /// `UDP_GRO`: the datagrams of the receive are all this long but the last.
     GroSegment(usize),
+    /// `SCM_TIMESTAMPNS`: when the datagram arrived, on the real-time clock (since the epoch).
+    Arrival(Duration),
     /// Any other message, or a known one too short to decode.
     Other {
         /// `cmsg_level`.
@@ -126,8 +134,37 @@ fn decode(level: libc::c_int, kind: libc::c_int, data: &[u8]) -> ControlMessage<
             };
             ControlMessage::GroSegment(seg)
         }
+        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if data.len() >= size_of::<libc::timespec>() => {
+            // SAFETY: enough bytes for a timespec, plain data, read unaligned.
+            let ts: libc::timespec = unsafe { ptr::read_unaligned(data.as_ptr().cast()) };
+            let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+            let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0).min(999_999_999);
+            ControlMessage::Arrival(Duration::new(secs, nanos))
+        }
         _ => ControlMessage::Other { level, kind, data },
     }
+}
+
+/// What a listening socket's receive reports besides the datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Where the datagram was sent to, and through which interface.
+    pub local: Option<LocalEnd>,
+    /// When it arrived, on the real-time clock (since the epoch).
+    pub arrival: Option<Duration>,
+}
+
+/// The packet info and the arrival time in received control data, each if present.
+pub fn received(control: &[u8]) -> Received {
+    let mut got = Received::default();
+    for m in ControlMessages::new(control) {
+        match m {
+            ControlMessage::PacketInfo(local) => got.local = Some(local),
+            ControlMessage::Arrival(at) => got.arrival = Some(at),
+            _ => {}
+        }
+    }
+    got
 }
 
 /// The packet info in received control data, if any.
@@ -296,6 +333,31 @@ mod tests {
         let (_, clen) = recv_with_control(&rx, &mut buf, &mut control);
         let got = pktinfo(&control[..clen]).unwrap();
         assert_eq!(got, LocalEnd { ip: "::1".parse().unwrap(), ifindex: loopback_index() });
+    }
+
+    #[test]
+    fn received_control_has_the_destination_and_the_arrival_time() {
+        for (rx, ipv6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
+            let rx = UdpSocket::bind(rx).unwrap();
+            sockopt::enable_pktinfo(&rx, ipv6).unwrap();
+            sockopt::enable_arrival_times(&rx).unwrap();
+            // The first socket to ask turns the kernel's receive stamps on a moment later
+            // (deferred work); until then a datagram is stamped when it is read.
+            std::thread::sleep(Duration::from_millis(100));
+            let tx = UdpSocket::bind(if ipv6 { "[::1]:0" } else { "127.0.0.1:0" }).unwrap();
+            let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            let (mut buf, mut control) = ([0u8; 64], [0u8; RECV_CONTROL_SPACE]);
+            let (_, clen) = recv_with_control(&rx, &mut buf, &mut control);
+            let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            let got = received(&control[..clen]);
+            assert_eq!(got.local.map(|l| l.ip), Some(rx.local_addr().unwrap().ip()), "{got:?}");
+            let at = got.arrival.expect("an arrival time");
+            // The time the datagram arrived, not the time it was read 30 ms later.
+            assert!(at >= before && at + Duration::from_millis(25) <= after, "{before:?} {at:?} {after:?}");
+        }
+        assert_eq!(received(&[0u8; 8]), Received::default());
     }
 
     #[test]

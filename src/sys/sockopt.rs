@@ -32,6 +32,12 @@ pub fn enable_pktinfo(sock: &impl AsFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
+/// Turns on `SO_TIMESTAMPNS`: each datagram received comes with the time it arrived (the
+/// real-time clock), read as [`crate::sys::cmsg::ControlMessage::Arrival`].
+pub fn enable_arrival_times(sock: &impl AsFd) -> io::Result<()> {
+    set_int(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
 /// Sets the receive buffer to `bytes` past the `rmem_max` ceiling (`SO_RCVBUFFORCE`, which
 /// needs `CAP_NET_ADMIN`).
 pub fn force_recv_buffer(sock: &impl AsFd, bytes: usize) -> io::Result<()> {

@@ -404,10 +404,16 @@ impl Engine {
         }
     }
 
-    /// A request: a repeat is answered by its transfer (never a second one); anything else
-    /// passes admission, then the file, then the room in the table.
+    /// A request: a copy of one already answered is dropped, a repeat is answered by its
+    /// transfer (never a second one); anything else passes admission, then the file, then the
+    /// room in the table.
     fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
         self.counters.add(Counter::Requests, 1);
+        if self.is_copy(now, d) {
+            // Sent before the answer to it could reach the client: nothing to start or resend.
+            self.counters.add(Counter::DuplicateRequests, 1);
+            return;
+        }
         if let Some(idx) = self.table.find_peer(&d.peer) {
             let t = self.table.get_mut(idx).expect("indexed slots are live");
             let retransmit = self.retransmits.get(t.retransmit);
@@ -472,11 +478,25 @@ impl Engine {
                     Some(message) => self.reply(io, d.via, d.peer, d.local, refusal.code(), &message),
                     None => self.refuse(io, d.via, d.peer, d.local, refusal),
                 }
+                self.tids.refused(&d.peer, d.payload, now);
                 self.record_no_transfer(now, d, Some(r), refusal.reason(), Some(refusal.code()));
             }
             Admission::Accept => {}
         }
         self.decided = Decided::default();
+    }
+
+    /// Whether request `d` arrived before the answer to the client's last request, the same as
+    /// it, was sent: a copy the client sent before it could see that answer, which waited in
+    /// the listening socket's queue (see `tids.rs`). That answer's transfer may be running or
+    /// over, or the request may have been refused. A client with a transfer running for
+    /// another request has moved on: its request is new.
+    fn is_copy(&self, now: Timestamp, d: &Datagram<'_>) -> bool {
+        let Some(arrived) = d.arrived else { return false };
+        match self.table.find_peer(&d.peer).and_then(|idx| self.table.get(idx)) {
+            Some(t) => t.asked.request() == d.payload && arrived < t.kind.started(),
+            None => self.tids.is_copy(&d.peer, d.payload, arrived, now),
+        }
     }
 
     /// Whether this worker is short of room for transfers: its table at least half full, or a

@@ -342,7 +342,7 @@ impl Engine {
             io.close_transfer(sock);
         }
         let port = if matches!(t.via, Via::Transfer(_)) { t.port } else { 0 };
-        self.tids.remember(&t.peer(), port, now);
+        self.tids.remember(&t.peer(), port, t.asked.request(), t.kind.started(), now);
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);
         let message = self.peer_message.get().filter(|_| outcome.by() == Some("client"));

@@ -182,6 +182,11 @@ impl Table {
         self.slots.get_mut(idx as usize)?.transfer.as_mut()
     }
 
+    /// The transfer in slot `idx`, if any.
+    pub(super) fn get(&self, idx: u32) -> Option<&Transfer> {
+        self.slots.get(idx as usize)?.transfer.as_ref()
+    }
+
     /// The slot of the transfer with client `peer`.
     pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
         let peer = Peer::from(*peer);

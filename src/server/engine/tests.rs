@@ -72,12 +72,26 @@ fn uploads_in_root(c: &mut ServerConfig, create: bool, overwrite: bool) {
 
 impl Rig {
     fn dgram(&mut self, via: Via, token: Option<Token>, peer: &str, payload: &[u8]) {
+        let arrived = matches!(via, Via::Listen(_)).then_some(self.now);
+        self.dgram_arrived(via, token, peer, payload, arrived);
+    }
+
+    /// A datagram the kernel received at `arrived` (a listening socket's), read now.
+    fn dgram_arrived(
+        &mut self,
+        via: Via,
+        token: Option<Token>,
+        peer: &str,
+        payload: &[u8],
+        arrived: Option<Timestamp>,
+    ) {
         let local = LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 };
         let d = Datagram {
             via,
             token,
             peer: peer.parse().unwrap(),
             local: matches!(via, Via::Listen(_)).then_some(local),
+            arrived,
             payload,
             truncated: false,
         };
@@ -203,6 +217,99 @@ fn repeated_request_is_one_transfer() {
     r.request(CLIENT, b"\x00\x01text\x00octet\x00");
     assert_eq!(r.io.opened.len(), 2);
     assert_eq!(r.counters.get(Counter::Errors), 1);
+}
+
+/// A request that waited in the listening socket's queue since `arrived_ms`, read now.
+fn request_from_queue(r: &mut Rig, payload: &[u8], arrived_ms: u64) {
+    r.dgram_arrived(Via::Listen(0), None, CLIENT, payload, Some(Timestamp::from_micros(arrived_ms * 1000)));
+}
+
+/// Moves the rig's clock to `ms`.
+fn at_ms(r: &mut Rig, ms: u64) {
+    let to = Timestamp::from_micros(ms * 1000);
+    r.advance(to.saturating_since(r.now));
+}
+
+const SMALL_RRQ: &[u8] = b"\x00\x01small\x00octet\x00";
+
+#[test]
+fn a_copy_read_before_the_first_answer_is_acknowledged_resends_nothing() {
+    let rrq = SMALL_RRQ;
+    // The client asked at 9.0 s and again at 9.5 s (no answer yet); the server reads both at
+    // 10.0 s. The copy says nothing about the answer, which left after it arrived.
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    request_from_queue(&mut r, rrq, 9_000);
+    request_from_queue(&mut r, rrq, 9_500);
+    assert_eq!(r.io.take().len(), 1, "one DATA 1, not resent for the copy");
+    assert_eq!(r.counters.get(Counter::DuplicateRequests), 1);
+    // A repeat that arrived after the answer left is the client's: the answer goes again.
+    at_ms(&mut r, 10_100);
+    r.request(CLIENT, rrq);
+    assert_eq!(r.io.take().len(), 1, "DATA 1 again");
+}
+
+#[test]
+fn a_copy_read_once_the_transfer_is_over_starts_nothing() {
+    let rrq = SMALL_RRQ;
+    // The transfer is on its final block when a copy is read: no second transfer.
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    request_from_queue(&mut r, rrq, 9_000);
+    r.ack(CLIENT, 1);
+    r.io.take();
+    request_from_queue(&mut r, rrq, 9_500);
+    assert!(r.io.take().is_empty(), "nothing for the copy");
+    assert_eq!(r.io.opened.len(), 1, "no second transfer");
+    r.ack(CLIENT, 2);
+    assert_eq!(r.counters.get(Counter::Ok), 1, "the transfer completes");
+
+    // The transfer is over when a copy is read: it starts nothing (a client that keeps its
+    // port would take its DATA 1 for its next file's); the same request sent afterwards does.
+    at_ms(&mut r, 10_050);
+    request_from_queue(&mut r, rrq, 9_600);
+    assert!(r.io.take().is_empty(), "nothing for the copy");
+    assert_eq!((r.io.opened.len(), r.engine.active), (1, 0), "no second transfer");
+    request_from_queue(&mut r, rrq, 10_040);
+    assert_eq!(r.io.take().len(), 1, "asked again after the transfer: served");
+    assert_eq!(r.io.opened.len(), 2);
+    assert_eq!(r.counters.get(Counter::DuplicateRequests), 2);
+}
+
+#[test]
+fn a_copy_of_a_refused_request_gets_no_second_error() {
+    // A refusal: its copy gets no second ERROR (which the client, asking for its next file from
+    // the same port, would take for that file's answer).
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    let miss = b"\x00\x01missing\x00octet\x00";
+    request_from_queue(&mut r, miss, 9_000);
+    assert_eq!(error_of(&r.io.take()[0].3).0, 1);
+    request_from_queue(&mut r, miss, 9_500);
+    assert!(r.io.take().is_empty(), "no second ERROR for the copy");
+    at_ms(&mut r, 10_100);
+    r.request(CLIENT, miss);
+    assert_eq!(error_of(&r.io.take()[0].3).0, 1, "asked again: answered again");
+}
+
+#[test]
+fn requests_that_are_no_copies_are_served() {
+    // A client that asks for another file and then for the first again, all before any answer
+    // (no real client does; a test may): each request is new, for the client moved on.
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    request_from_queue(&mut r, SMALL_RRQ, 9_000);
+    request_from_queue(&mut r, b"\x00\x01text\x00octet\x00", 9_100);
+    request_from_queue(&mut r, SMALL_RRQ, 9_200);
+    assert_eq!((r.io.opened.len(), r.engine.active), (3, 1), "three transfers, the last one running");
+
+    // Without arrival times (a kernel that gives none) every request is read as it comes.
+    let miss = b"\x00\x01missing\x00octet\x00";
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    r.dgram_arrived(Via::Listen(0), None, CLIENT, miss, None);
+    r.dgram_arrived(Via::Listen(0), None, CLIENT, miss, None);
+    assert_eq!(r.io.take().len(), 2);
 }
 
 #[test]
@@ -373,6 +480,7 @@ fn broadcast_requests_ignored() {
         token: None,
         peer: CLIENT.parse().unwrap(),
         local: Some(LocalEnd { ip: "255.255.255.255".parse().unwrap(), ifindex: 0 }),
+        arrived: None,
         payload: b"\x00\x01small\x00octet\x00",
         truncated: false,
     };
@@ -871,7 +979,15 @@ fn an_engine_from_the_default_configuration_serves_a_read() {
     let local = LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 };
     let peer: SocketAddr = CLIENT.parse().unwrap();
     let rrq = b"\x00\x01pxelinux.0\x00octet\x00";
-    let d = Datagram { via: Via::Listen(0), token: None, peer, local: Some(local), payload: rrq, truncated: false };
+    let d = Datagram {
+        via: Via::Listen(0),
+        token: None,
+        peer,
+        local: Some(local),
+        arrived: None,
+        payload: rrq,
+        truncated: false,
+    };
     engine.on_datagram(Timestamp::ZERO, &d, &mut io);
     engine.flush(Timestamp::ZERO, &mut io);
     let sent = io.take();
@@ -884,6 +1000,7 @@ fn an_engine_from_the_default_configuration_serves_a_read() {
         token: Some(token),
         peer,
         local: None,
+        arrived: None,
         payload: &ack,
         truncated: false,
     };
@@ -929,6 +1046,7 @@ fn the_host_is_asked_through_host_info_and_a_repeat_answers_as_the_first() {
         token: None,
         peer: "192.0.2.11:2000".parse().unwrap(),
         local: Some(LocalEnd { ip: "192.0.2.255".parse().unwrap(), ifindex: 0 }),
+        arrived: None,
         payload: b"\x00\x01small\x00octet\x00",
         truncated: false,
     };

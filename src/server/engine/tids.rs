@@ -1,6 +1,8 @@
 //! What each client's last transfer leaves behind for a short while: the transfer ID (the
-//! server's port) it was served from, so that the client's next transfer is given another one,
-//! and when it ended, so that its late packets in single-port mode get no answer.
+//! server's port) it was served from, so that the client's next transfer is given another one;
+//! when it ended, so that its late packets in single-port mode get no answer; and the request
+//! last answered and when, so that a copy of it that waited in the listening socket's queue
+//! starts nothing.
 //!
 //! A client keeps its address and port from one transfer to the next (a PXE loader fetching
 //! file after file) and ignores answers from the transfer ID it has just finished with, as
@@ -14,6 +16,17 @@
 //! transfer ID", which the client, already waiting for the answer to its next request from the
 //! same port, would take for that answer. For [`DALLY`] after a transfer ends its client's
 //! packets that start nothing are dropped instead.
+//!
+//! A client repeats a request it has no answer to yet; when the server is slow to read its
+//! listening socket (a storm, a CPU taken by something else), the repeat waits in the queue
+//! behind the original, and may be read after the transfer that answered the original has
+//! ended, or after the request was refused. Started again, that transfer's first DATA (or the
+//! refusal's ERROR) would reach a client that keeps its port from one request to the next and
+//! is now waiting for the answer to its next request: it would take it for that answer (the
+//! wrong file's data, "file not found" for a file that exists). The kernel stamps each
+//! datagram of a listening socket with the time it arrived; a request that arrived before the
+//! answer to the same request from the same address and port left was sent before the client
+//! could have seen that answer, so it is a copy of the request answered, never a new one.
 //!
 //! The entries are kept in a fixed table of two-entry buckets indexed by a keyed hash of the
 //! client's address and port (the same client always reaches the same worker): a new entry takes
@@ -36,16 +49,27 @@ const ENTRIES: usize = 4096;
 /// client moved on, shorter than a health checker takes to move a failed instance's clients.
 pub(super) const DALLY: Duration = Duration::from_secs(2);
 
-/// One client's last transfer.
+/// One client's last transfer, and the request it was last answered for.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// The keyed hash of the client's address and port (0 with `port` 0: a free entry).
+    /// The keyed hash of the client's address and port (0: a free entry).
     hash: u64,
     /// The transfer's port; 0 for the listening port (single-port mode).
     port: u16,
-    /// When it ended: milliseconds since the origin, modulo 2^32.
+    /// The client had a transfer (`port` and `ended_ms` are its); else only a refusal.
+    transfer: bool,
+    /// When it ended (or the refusal was sent): milliseconds since the origin, modulo 2^32.
     ended_ms: u32,
+    /// The keyed hash of the request last answered (0: none).
+    request: u32,
+    /// When that answer was sent (its transfer started): milliseconds since the origin,
+    /// modulo 2^32.
+    answered_ms: u32,
 }
+
+/// How long a copy of a request can have waited in a listening socket's queue: older arrival
+/// times are not compared (they would be a clock's error).
+const COPY_HORIZON: Duration = Duration::from_secs(60);
 
 /// Each client's last transfer. See the module documentation.
 #[derive(Debug)]
@@ -72,6 +96,11 @@ impl RecentTids {
         (hash, (hash as usize & (ENTRIES / 2 - 1)) * 2)
     }
 
+    /// The keyed hash of a request's bytes (never 0, which marks none).
+    fn request_hash(&self, request: &[u8]) -> u32 {
+        (self.hasher.hash_one(request) as u32).max(1)
+    }
+
     /// `client`'s entry, if the table still holds it.
     fn find(&self, client: &SocketAddr) -> Option<Entry> {
         let (hash, i) = self.bucket(client);
@@ -80,22 +109,64 @@ impl RecentTids {
 
     /// The port `client`'s last transfer was served from, if known and not the listening port.
     pub(super) fn last(&self, client: &SocketAddr) -> Option<u16> {
-        self.find(client).map(|e| e.port).filter(|&p| p != 0)
+        self.find(client).filter(|e| e.transfer).map(|e| e.port).filter(|&p| p != 0)
     }
 
     /// Whether `client`'s last transfer was served from the listening port and ended less than
     /// [`DALLY`] before `now`.
     pub(super) fn dallying(&self, client: &SocketAddr, now: Timestamp) -> bool {
-        self.find(client)
-            .is_some_and(|e| e.port == 0 && millis(now).wrapping_sub(e.ended_ms) < DALLY.as_millis() as u32)
+        self.find(client).is_some_and(|e| {
+            e.transfer && e.port == 0 && millis(now).wrapping_sub(e.ended_ms) < DALLY.as_millis() as u32
+        })
     }
 
-    /// `client`'s transfer was served from `port` (0: the listening port) and ended at `now`.
-    pub(super) fn remember(&mut self, client: &SocketAddr, port: u16, now: Timestamp) {
+    /// Whether `request` from `client`, which arrived at `arrived`, is a copy of the request
+    /// `client` was last answered for that arrived before that answer was sent (see the module
+    /// documentation).
+    pub(super) fn is_copy(&self, client: &SocketAddr, request: &[u8], arrived: Timestamp, now: Timestamp) -> bool {
+        if now.saturating_since(arrived) > COPY_HORIZON {
+            return false;
+        }
+        self.find(client).is_some_and(|e| {
+            e.request == self.request_hash(request) && (e.answered_ms.wrapping_sub(millis(arrived)) as i32) > 0
+        })
+    }
+
+    /// `client`'s transfer was served from `port` (0: the listening port), started at
+    /// `started` for `request`, and ended at `now`.
+    pub(super) fn remember(
+        &mut self,
+        client: &SocketAddr,
+        port: u16,
+        request: &[u8],
+        started: Timestamp,
+        now: Timestamp,
+    ) {
+        let request = self.request_hash(request);
+        let slot = self.slot_for(client, now);
+        self.table[slot.0] =
+            Entry { hash: slot.1, port, transfer: true, ended_ms: millis(now), request, answered_ms: millis(started) };
+    }
+
+    /// `client`'s `request` was refused at `now` (an ERROR was sent, no transfer started). Its
+    /// last transfer's port and end, if the table has them, are kept.
+    pub(super) fn refused(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
+        let request = self.request_hash(request);
+        let (slot, hash) = self.slot_for(client, now);
+        let e = &mut self.table[slot];
+        if e.hash != hash || !e.transfer {
+            *e = Entry { hash, ended_ms: millis(now), ..Entry::default() };
+        }
+        e.request = request;
+        e.answered_ms = millis(now);
+    }
+
+    /// The entry for `client`: its own, else a free one, else the one that ended first; and
+    /// `client`'s hash.
+    fn slot_for(&self, client: &SocketAddr, now: Timestamp) -> (usize, u64) {
         let (hash, i) = self.bucket(client);
         let now_ms = millis(now);
         let [a, b] = [self.table[i], self.table[i + 1]];
-        // The client's own entry, else a free one, else the one that ended first.
         let slot = if a.hash == hash || a.hash == 0 {
             i
         } else if b.hash == hash || b.hash == 0 {
@@ -105,7 +176,7 @@ impl RecentTids {
         } else {
             i + 1
         };
-        self.table[slot] = Entry { hash, port, ended_ms: now_ms };
+        (slot, hash)
     }
 }
 
@@ -113,15 +184,17 @@ impl RecentTids {
 mod tests {
     use super::*;
 
+    const RRQ: &[u8] = b"\x00\x01pxelinux.0\x00octet\x00";
+
     #[test]
     fn a_client_s_last_port_is_kept_until_its_next_transfer_ends() {
         let mut t = RecentTids::new();
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let b: SocketAddr = "192.0.2.10:2001".parse().unwrap();
         assert_eq!(t.last(&a), None);
-        t.remember(&a, 40_000, Timestamp::ZERO);
+        t.remember(&a, 40_000, RRQ, Timestamp::ZERO, Timestamp::ZERO);
         assert_eq!((t.last(&a), t.last(&b)), (Some(40_000), None), "by address and port");
-        t.remember(&a, 40_001, Timestamp::ZERO);
+        t.remember(&a, 40_001, RRQ, Timestamp::ZERO, Timestamp::ZERO);
         assert_eq!(t.last(&a), Some(40_001));
         assert!(!t.dallying(&a, Timestamp::ZERO), "a transfer on a port of its own leaves no dally");
     }
@@ -136,11 +209,11 @@ mod tests {
             (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(c).1 == bucket);
         let (second, third) = (same.next().unwrap(), same.next().unwrap());
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
-        t.remember(&first, 0, at(100));
-        t.remember(&second, 0, at(200));
+        t.remember(&first, 0, RRQ, at(100), at(100));
+        t.remember(&second, 0, RRQ, at(200), at(200));
         assert!(t.dallying(&first, at(300)) && t.dallying(&second, at(300)), "two clients share a bucket");
-        t.remember(&first, 0, at(250));
-        t.remember(&third, 0, at(300));
+        t.remember(&first, 0, RRQ, at(250), at(250));
+        t.remember(&third, 0, RRQ, at(300), at(300));
         assert!(!t.dallying(&second, at(300)), "the one that ended first gave way");
         assert!(t.dallying(&first, at(300)) && t.dallying(&third, at(300)));
     }
@@ -151,10 +224,42 @@ mod tests {
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let b: SocketAddr = "192.0.2.11:2000".parse().unwrap();
         let ended = Timestamp::from_micros(5_000_000);
-        t.remember(&a, 0, ended);
+        t.remember(&a, 0, RRQ, ended, ended);
         assert_eq!(t.last(&a), None, "the listening port is no port to avoid");
         assert!(t.dallying(&a, ended + Duration::from_millis(1999)));
         assert!(!t.dallying(&a, ended + DALLY));
         assert!(!t.dallying(&b, ended), "by address and port");
+    }
+
+    #[test]
+    fn a_copy_that_arrived_before_the_answer_is_known_for_one() {
+        let mut t = RecentTids::new();
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        assert!(!t.is_copy(&a, RRQ, at(0), at(10)), "nothing answered yet");
+        // Answered (its transfer started) at 1,000 ms, ended at 1,200.
+        t.remember(&a, 40_000, RRQ, at(1000), at(1200));
+        assert!(t.is_copy(&a, RRQ, at(999), at(1300)), "sent before the answer could be seen");
+        assert!(!t.is_copy(&a, RRQ, at(1000), at(1300)), "arrived once the answer had left");
+        assert!(!t.is_copy(&a, RRQ, at(1250), at(1300)), "asked again after the transfer: a new request");
+        assert!(!t.is_copy(&a, b"\x00\x01other\x00octet\x00", at(999), at(1300)), "another request");
+        assert!(!t.is_copy(&"192.0.2.10:2001".parse().unwrap(), RRQ, at(999), at(1300)), "another port");
+        assert!(!t.is_copy(&a, RRQ, at(999), at(999) + COPY_HORIZON + Duration::from_millis(1)), "too old");
+    }
+
+    #[test]
+    fn a_refusal_is_an_answer_and_keeps_the_last_transfer_s_port() {
+        let mut t = RecentTids::new();
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let miss = b"\x00\x01pxelinux.cfg/01-aa\x00octet\x00";
+        t.refused(&a, miss, at(500));
+        assert_eq!(t.last(&a), None, "a refusal is no transfer");
+        assert!(!t.dallying(&a, at(600)), "and leaves no dally");
+        assert!(t.is_copy(&a, miss, at(400), at(700)));
+        t.remember(&a, 40_000, RRQ, at(1000), at(1200));
+        t.refused(&a, miss, at(1300));
+        assert_eq!(t.last(&a), Some(40_000), "the transfer's port is kept");
+        assert!(t.is_copy(&a, miss, at(1299), at(1400)) && !t.is_copy(&a, RRQ, at(999), at(1400)), "the last answer");
     }
 }

@@ -164,7 +164,9 @@ impl Counter {
             Self::NotFound => "Requests for files that do not exist.",
             Self::Refused => "Requests refused (access, mode, writes).",
             Self::Busy => "Requests refused because the worker was full.",
-            Self::DuplicateRequests => "Repeated requests absorbed by an existing transfer.",
+            Self::DuplicateRequests => {
+                "Repeated requests absorbed by an existing transfer, and copies of a request already answered that waited in the queue (dropped)."
+            }
             Self::Foreign => "Packets from a wrong port, answered with ERROR 5.",
             Self::Late => "Packets of a transfer that had just ended (single-port mode), dropped without an answer.",
             Self::Malformed => "Datagrams that did not decode.",

@@ -45,7 +45,7 @@ use crate::config::IoConfig;
 use crate::proto::Timestamp;
 use crate::ring::BufRing;
 use crate::sys::clock::Clock;
-use crate::sys::cmsg::PKTINFO_SPACE;
+use crate::sys::cmsg::RECV_CONTROL_SPACE;
 use crate::sys::uring::{self, Drain};
 
 mod recv;
@@ -142,7 +142,13 @@ impl Drop for UringIo {
 
 impl Uring {
     /// Sets up the ring, the buffer ring and the send slots, and arms the receives.
-    pub(crate) fn new(cfg: &IoConfig, listens: Vec<UdpSocket>, ports: PortPicker, wake_fd: RawFd) -> io::Result<Self> {
+    pub(crate) fn new(
+        cfg: &IoConfig,
+        listens: Vec<UdpSocket>,
+        ports: PortPicker,
+        wake_fd: RawFd,
+        clock: Clock,
+    ) -> io::Result<Self> {
         let gso = cfg.gso;
         let ring = uring::build_ring(cfg.ring_entries)?;
         let count = u16::try_from(cfg.rx_buffers).map_err(|_| io::Error::other("--rx-buffers too large"))?;
@@ -153,13 +159,13 @@ impl Uring {
         // SAFETY: msghdr is plain data; all-zero is valid.
         let mut listen_msg: libc::msghdr = unsafe { std::mem::zeroed() };
         listen_msg.msg_namelen = RAW_ADDR_LEN;
-        listen_msg.msg_controllen = PKTINFO_SPACE;
+        listen_msg.msg_controllen = RECV_CONTROL_SPACE;
         // SAFETY: as above.
         let mut xfer_msg: libc::msghdr = unsafe { std::mem::zeroed() };
         xfer_msg.msg_namelen = RAW_ADDR_LEN;
         let sends = send::send_slots(cfg.send_slots);
         let runs = send::run_slots(gso);
-        let rx = Box::new(Rx { bufs, listen_msg, xfer_msg, batch: RxBatch::new(RX_SIZE) });
+        let rx = Box::new(Rx { bufs, listen_msg, xfer_msg, batch: RxBatch::new(RX_SIZE, clock) });
         let mut io = UringIo {
             ring,
             listen_msg: &rx.listen_msg,

@@ -16,7 +16,8 @@ use crate::server::io::{Datagram, SockRef, Token, Via};
 use crate::server::rx_batch::RxBatch;
 use crate::server::socket::decode_sockaddr;
 use crate::server::turn;
-use crate::sys::cmsg::pktinfo;
+use crate::sys::clock::Arrivals;
+use crate::sys::cmsg::received;
 
 /// Receive-side state the loop reads while the engine holds the [`UringIo`].
 pub(super) struct Rx {
@@ -25,7 +26,8 @@ pub(super) struct Rx {
     /// reads them at submission; they also tell [`types::RecvMsgOut::parse`] the layout.
     pub(super) listen_msg: libc::msghdr,
     pub(super) xfer_msg: libc::msghdr,
-    /// Buffers for draining a listening socket (see [`LISTEN_DRAIN`]).
+    /// Buffers for draining a listening socket (see [`LISTEN_DRAIN`]), and the arrival times
+    /// of requests.
     pub(super) batch: Box<RxBatch>,
 }
 
@@ -301,7 +303,8 @@ pub(super) fn recv_completed(
     if res >= 0 {
         if let Some(bid) = cqueue::buffer_select(flags) {
             if live {
-                deliver(rx.bufs.get(bid, res as usize), msg, via, token, io, engine, now);
+                let buf = rx.bufs.get(bid, res as usize);
+                deliver(buf, msg, &mut rx.batch.arrivals, via, token, io, engine, now);
                 if kind == KIND_LISTEN && io.drain_listens && !io.listens_heard.contains(&idx) {
                     io.listens_heard.push(idx);
                 }
@@ -346,9 +349,11 @@ pub(super) fn drain_listens(io: &mut UringIo, rx: &mut Rx, engine: &mut Engine, 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     buf: &[u8],
     msg: &libc::msghdr,
+    arrivals: &mut Arrivals,
     via: Via,
     token: Option<Token>,
     io: &mut UringIo,
@@ -362,11 +367,19 @@ fn deliver(
     let Some(peer) = decode_sockaddr(&name[..name.len().min(out.incoming_name_len() as usize)]) else {
         return;
     };
-    let local = match via {
-        Via::Listen(_) => pktinfo(out.control_data()),
-        Via::Transfer(_) => None,
+    let got = match via {
+        Via::Listen(_) => received(out.control_data()),
+        Via::Transfer(_) => Default::default(),
     };
-    let d = Datagram { via, token, peer, local, payload: out.payload_data(), truncated: out.is_payload_truncated() };
+    let d = Datagram {
+        via,
+        token,
+        peer,
+        local: got.local,
+        arrived: got.arrival.map(|stamp| arrivals.arrived(now, stamp)),
+        payload: out.payload_data(),
+        truncated: out.is_payload_truncated(),
+    };
     engine.on_datagram(now, &d, io);
 }
 

@@ -238,7 +238,9 @@ impl Sim {
             };
             (Via::Transfer(SockRef(i as u32)), Some(self.io.socks[i].token), None)
         };
-        let d = Datagram { via, token, peer: from, local, payload: bytes, truncated: false };
+        // Delivered as it arrives: a listening socket's datagram arrived now.
+        let arrived = local.map(|_| self.now);
+        let d = Datagram { via, token, peer: from, local, arrived, payload: bytes, truncated: false };
         let now = self.now;
         self.engine.on_datagram(now, &d, &mut Clocked { io: &mut self.io, now });
         self.flush();
