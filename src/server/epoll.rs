@@ -287,7 +287,10 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
     let mut events = [NO_EVENT; 256];
     loop {
         // In whole milliseconds, rounded up: a deadline is never woken for early.
-        let wait = turn::next_wait(engine, clock.now());
+        let before = clock.now();
+        // The last turn's sends have left (`end_turn`).
+        engine.answers_sent(before);
+        let wait = turn::next_wait(engine, before);
         let timeout = wait.as_micros().div_ceil(1000) as i32;
         let n = match io.ep.wait(&mut events, timeout) {
             Ok(n) => n,

@@ -215,7 +215,7 @@ impl Engine {
             table: Table::new(capacity),
             capacity,
             sources: Sources::new(),
-            tids: RecentTids::new(),
+            tids: RecentTids::new(capacity),
             wheel: TimerWheel::new(TICK_US, now),
             due: Vec::new(),
             ready: VecDeque::new(),
@@ -457,6 +457,7 @@ impl Engine {
                 Ok((kind, granted)) => match self.start(now, listen, d, kind, granted, io) {
                     Some(idx) => {
                         self.send_first(idx, now, &r.options, io);
+                        self.tids.answered(&d.peer, d.payload, now);
                         self.after_event(idx, now, io);
                         return;
                     }
@@ -478,7 +479,7 @@ impl Engine {
                     Some(message) => self.reply(io, d.via, d.peer, d.local, refusal.code(), &message),
                     None => self.refuse(io, d.via, d.peer, d.local, refusal),
                 }
-                self.tids.refused(&d.peer, d.payload, now);
+                self.tids.answered(&d.peer, d.payload, now);
                 self.record_no_transfer(now, d, Some(r), refusal.reason(), Some(refusal.code()));
             }
             Admission::Accept => {}
@@ -493,9 +494,10 @@ impl Engine {
     /// another request has moved on: its request is new.
     fn is_copy(&self, now: Timestamp, d: &Datagram<'_>) -> bool {
         let Some(arrived) = d.arrived else { return false };
+        let copy = || self.tids.is_copy(&d.peer, d.payload, arrived, now);
         match self.table.find_peer(&d.peer).and_then(|idx| self.table.get(idx)) {
-            Some(t) => t.asked.request() == d.payload && arrived < t.kind.started(),
-            None => self.tids.is_copy(&d.peer, d.payload, arrived, now),
+            Some(t) => t.asked.request() == d.payload && (arrived < t.kind.started() || copy()),
+            None => copy(),
         }
     }
 
@@ -544,6 +546,14 @@ impl Engine {
             Some(deadline) => self.wheel.arm(&mut self.table.links(), idx, deadline),
             None => self.wheel.cancel(&mut self.table.links(), idx),
         }
+    }
+
+    /// The answers of this loop turn were handed to the kernel at `at` (the backend calls this
+    /// as its wait begins, which is when it submits or after it has sent them): the time each
+    /// request answered in the turn was answered, against which a copy of it is told (see
+    /// `tids.rs`).
+    pub(crate) fn answers_sent(&mut self, at: Timestamp) {
+        self.tids.answers_sent(at);
     }
 
     /// Sends what queued transfers have to send, as far as the backend has room.

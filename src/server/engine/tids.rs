@@ -28,10 +28,14 @@
 //! answer to the same request from the same address and port left was sent before the client
 //! could have seen that answer, so it is a copy of the request answered, never a new one.
 //!
-//! The entries are kept in a fixed table of two-entry buckets indexed by a keyed hash of the
+//! The entries are kept in a fixed table of four-entry buckets indexed by a keyed hash of the
 //! client's address and port (the same client always reaches the same worker): a new entry takes
-//! the place of the client's own, else of the one that ended first. It never allocates, and a
-//! client whose entry two others took is only as well off as without the table.
+//! the place of the client's own, else of the one that ended first. It has twice as many
+//! entries as the worker may hold transfers (at least [`MIN_ENTRIES`]), so that in a storm of
+//! that many clients all but about one in a hundred keep their entry for as long as a copy can
+//! wait; it is
+//! mapped zeroed, and its pages become resident as clients are seen (24 bytes an entry). It never allocates, and a client whose entry
+//! others took is only as well off as without the table.
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -40,9 +44,13 @@ use std::time::Duration;
 use hashbrown::DefaultHashBuilder;
 
 use crate::proto::Timestamp;
+use crate::sys::pages::{Mapped, Zeroed};
 
-/// Entries in the table (a power of two).
-const ENTRIES: usize = 4096;
+/// The fewest entries in the table.
+const MIN_ENTRIES: usize = 4096;
+
+/// Entries in a bucket.
+const WAYS: usize = 4;
 
 /// How long after a single-port transfer ends its client's late packets are dropped rather
 /// than answered: longer than any queueing or reordering delay of a packet sent before the
@@ -67,6 +75,9 @@ struct Entry {
     answered_ms: u32,
 }
 
+// SAFETY: integers and a bool: all-zero is a valid (free) entry; nothing to drop.
+unsafe impl Zeroed for Entry {}
+
 /// How long a copy of a request can have waited in a listening socket's queue: older arrival
 /// times are not compared (they would be a clock's error).
 const COPY_HORIZON: Duration = Duration::from_secs(60);
@@ -75,7 +86,11 @@ const COPY_HORIZON: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(super) struct RecentTids {
     hasher: DefaultHashBuilder,
-    table: Box<[Entry]>,
+    /// A power of two of entries.
+    table: Mapped<Entry>,
+    /// The entries whose answer was given in this loop turn: it leaves when the turn's sends
+    /// are handed to the kernel, and its time is set then ([`RecentTids::answers_sent`]).
+    answered_this_turn: Vec<(u32, u64)>,
 }
 
 /// `now` in milliseconds modulo 2^32 (the time differences taken are far shorter).
@@ -84,16 +99,21 @@ fn millis(now: Timestamp) -> u32 {
 }
 
 impl RecentTids {
-    /// An empty table.
-    pub(super) fn new() -> Self {
-        Self { hasher: DefaultHashBuilder::default(), table: vec![Entry::default(); ENTRIES].into_boxed_slice() }
+    /// An empty table for a worker that may hold `capacity` transfers.
+    pub(super) fn new(capacity: usize) -> Self {
+        let entries = capacity.saturating_mul(2).max(MIN_ENTRIES).next_power_of_two();
+        Self {
+            hasher: DefaultHashBuilder::default(),
+            table: Mapped::new(entries),
+            answered_this_turn: Vec::with_capacity(256),
+        }
     }
 
     /// The keyed hash of `client` (never 0, which marks a free entry) and the index of the
     /// first entry of its bucket.
     fn bucket(&self, client: &SocketAddr) -> (u64, usize) {
         let hash = self.hasher.hash_one(client).max(1);
-        (hash, (hash as usize & (ENTRIES / 2 - 1)) * 2)
+        (hash, (hash as usize & (self.table.len() / WAYS - 1)) * WAYS)
     }
 
     /// The keyed hash of a request's bytes (never 0, which marks none).
@@ -104,7 +124,7 @@ impl RecentTids {
     /// `client`'s entry, if the table still holds it.
     fn find(&self, client: &SocketAddr) -> Option<Entry> {
         let (hash, i) = self.bucket(client);
-        self.table[i..i + 2].iter().copied().find(|e| e.hash == hash)
+        self.table[i..i + WAYS].iter().copied().find(|e| e.hash == hash)
     }
 
     /// The port `client`'s last transfer was served from, if known and not the listening port.
@@ -133,7 +153,8 @@ impl RecentTids {
     }
 
     /// `client`'s transfer was served from `port` (0: the listening port), started at
-    /// `started` for `request`, and ended at `now`.
+    /// `started` for `request`, and ended at `now`. When its first answer left is kept from
+    /// [`RecentTids::answered`] (else its start stands for it).
     pub(super) fn remember(
         &mut self,
         client: &SocketAddr,
@@ -143,14 +164,16 @@ impl RecentTids {
         now: Timestamp,
     ) {
         let request = self.request_hash(request);
-        let slot = self.slot_for(client, now);
-        self.table[slot.0] =
-            Entry { hash: slot.1, port, transfer: true, ended_ms: millis(now), request, answered_ms: millis(started) };
+        let (slot, hash) = self.slot_for(client, now);
+        let e = &mut self.table[slot];
+        let answered_ms = if e.hash == hash && e.request == request { e.answered_ms } else { millis(started) };
+        *e = Entry { hash, port, transfer: true, ended_ms: millis(now), request, answered_ms };
     }
 
-    /// `client`'s `request` was refused at `now` (an ERROR was sent, no transfer started). Its
-    /// last transfer's port and end, if the table has them, are kept.
-    pub(super) fn refused(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
+    /// `client`'s `request` is answered in this loop turn (its transfer's first answer, or the
+    /// ERROR of a refusal); when the answer left is set by [`RecentTids::answers_sent`]. The
+    /// port and end of the client's last transfer, if the table has them, are kept.
+    pub(super) fn answered(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
         let request = self.request_hash(request);
         let (slot, hash) = self.slot_for(client, now);
         let e = &mut self.table[slot];
@@ -159,6 +182,18 @@ impl RecentTids {
         }
         e.request = request;
         e.answered_ms = millis(now);
+        self.answered_this_turn.push((slot as u32, hash));
+    }
+
+    /// The answers of this loop turn were handed to the kernel at `at`.
+    pub(super) fn answers_sent(&mut self, at: Timestamp) {
+        for &(slot, hash) in &self.answered_this_turn {
+            let e = &mut self.table[slot as usize];
+            if e.hash == hash {
+                e.answered_ms = millis(at);
+            }
+        }
+        self.answered_this_turn.clear();
     }
 
     /// The entry for `client`: its own, else a free one, else the one that ended first; and
@@ -166,17 +201,10 @@ impl RecentTids {
     fn slot_for(&self, client: &SocketAddr, now: Timestamp) -> (usize, u64) {
         let (hash, i) = self.bucket(client);
         let now_ms = millis(now);
-        let [a, b] = [self.table[i], self.table[i + 1]];
-        let slot = if a.hash == hash || a.hash == 0 {
-            i
-        } else if b.hash == hash || b.hash == 0 {
-            i + 1
-        } else if now_ms.wrapping_sub(a.ended_ms) >= now_ms.wrapping_sub(b.ended_ms) {
-            i
-        } else {
-            i + 1
-        };
-        (slot, hash)
+        let bucket = &self.table[i..i + WAYS];
+        let own = bucket.iter().position(|e| e.hash == hash).or_else(|| bucket.iter().position(|e| e.hash == 0));
+        let oldest = || (0..WAYS).max_by_key(|&k| now_ms.wrapping_sub(bucket[k].ended_ms)).unwrap_or(0);
+        (i + own.unwrap_or_else(oldest), hash)
     }
 }
 
@@ -188,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_client_s_last_port_is_kept_until_its_next_transfer_ends() {
-        let mut t = RecentTids::new();
+        let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let b: SocketAddr = "192.0.2.10:2001".parse().unwrap();
         assert_eq!(t.last(&a), None);
@@ -201,26 +229,30 @@ mod tests {
 
     #[test]
     fn a_newer_entry_takes_the_place_of_the_one_that_ended_first() {
-        let mut t = RecentTids::new();
-        // Three clients of one bucket: find them by trying addresses.
+        let mut t = RecentTids::new(0);
+        // A bucket's worth of clients and one more: find them by trying addresses.
         let first: SocketAddr = "192.0.2.1:1000".parse().unwrap();
         let bucket = t.bucket(&first).1;
-        let mut same =
-            (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(c).1 == bucket);
-        let (second, third) = (same.next().unwrap(), same.next().unwrap());
+        let same = (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(c).1 == bucket);
+        let others: Vec<SocketAddr> = same.take(WAYS).collect();
+        let (second, rest, last) = (others[0], &others[1..WAYS - 1], others[WAYS - 1]);
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         t.remember(&first, 0, RRQ, at(100), at(100));
         t.remember(&second, 0, RRQ, at(200), at(200));
-        assert!(t.dallying(&first, at(300)) && t.dallying(&second, at(300)), "two clients share a bucket");
+        for c in rest {
+            t.remember(c, 0, RRQ, at(220), at(220));
+        }
+        let all = |t: &RecentTids| rest.iter().all(|c| t.dallying(c, at(300)));
+        assert!(t.dallying(&first, at(300)) && t.dallying(&second, at(300)) && all(&t), "they share a bucket");
         t.remember(&first, 0, RRQ, at(250), at(250));
-        t.remember(&third, 0, RRQ, at(300), at(300));
+        t.remember(&last, 0, RRQ, at(300), at(300));
         assert!(!t.dallying(&second, at(300)), "the one that ended first gave way");
-        assert!(t.dallying(&first, at(300)) && t.dallying(&third, at(300)));
+        assert!(t.dallying(&first, at(300)) && t.dallying(&last, at(300)) && all(&t));
     }
 
     #[test]
     fn a_single_port_transfer_dallies_for_a_while() {
-        let mut t = RecentTids::new();
+        let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let b: SocketAddr = "192.0.2.11:2000".parse().unwrap();
         let ended = Timestamp::from_micros(5_000_000);
@@ -233,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_copy_that_arrived_before_the_answer_is_known_for_one() {
-        let mut t = RecentTids::new();
+        let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         assert!(!t.is_copy(&a, RRQ, at(0), at(10)), "nothing answered yet");
@@ -249,17 +281,50 @@ mod tests {
 
     #[test]
     fn a_refusal_is_an_answer_and_keeps_the_last_transfer_s_port() {
-        let mut t = RecentTids::new();
+        let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         let miss = b"\x00\x01pxelinux.cfg/01-aa\x00octet\x00";
-        t.refused(&a, miss, at(500));
+        t.answered(&a, miss, at(500));
         assert_eq!(t.last(&a), None, "a refusal is no transfer");
         assert!(!t.dallying(&a, at(600)), "and leaves no dally");
         assert!(t.is_copy(&a, miss, at(400), at(700)));
         t.remember(&a, 40_000, RRQ, at(1000), at(1200));
-        t.refused(&a, miss, at(1300));
+        t.answered(&a, miss, at(1300));
         assert_eq!(t.last(&a), Some(40_000), "the transfer's port is kept");
         assert!(t.is_copy(&a, miss, at(1299), at(1400)) && !t.is_copy(&a, RRQ, at(999), at(1400)), "the last answer");
+    }
+
+    #[test]
+    fn a_storm_of_clients_keeps_its_entries() {
+        // 10,000 clients refused within a second by a worker that may hold as many transfers:
+        // a copy from nearly every one is still known as one.
+        let clients = 10_000u32;
+        let mut t = RecentTids::new(clients as usize);
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let client = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 2000));
+        for i in 0..clients {
+            t.answered(&client(i), RRQ, at(1000 + u64::from(i) / 10));
+        }
+        let known = (0..clients).filter(|&i| t.is_copy(&client(i), RRQ, at(999), at(2500))).count();
+        assert!(known as u32 >= clients * 97 / 100, "{known} of {clients} known");
+    }
+
+    #[test]
+    fn an_answer_is_timed_when_it_leaves() {
+        // The turn that answered began at 1,000 ms; its sends left at 1,080 (a long turn: a
+        // storm's, or a CPU quota's pause). A copy that arrived meanwhile is one.
+        let mut t = RecentTids::new(0);
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        t.answered(&a, RRQ, at(1000));
+        t.answers_sent(at(1080));
+        assert!(t.is_copy(&a, RRQ, at(1050), at(1100)), "arrived before the answer left");
+        assert!(!t.is_copy(&a, RRQ, at(1080), at(1100)), "arrived once it had left");
+        // Its transfer ends: the time its first answer left is kept.
+        t.remember(&a, 40_000, RRQ, at(1000), at(1500));
+        assert!(t.is_copy(&a, RRQ, at(1050), at(1600)));
+        t.answers_sent(at(1700));
+        assert!(!t.is_copy(&a, RRQ, at(1090), at(1800)), "only the turn's own answers are timed");
     }
 }

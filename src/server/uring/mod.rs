@@ -337,7 +337,10 @@ fn run_loop(
 ) -> io::Result<()> {
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(512);
     loop {
-        uring::submit_and_wait(&io.ring, turn::next_wait(engine, clock.now()))?;
+        let before = clock.now();
+        // The turn's sends leave with this submission.
+        engine.answers_sent(before);
+        uring::submit_and_wait(&io.ring, turn::next_wait(engine, before))?;
         // Every submission that could name these descriptors has been made.
         io.to_close.clear();
         if io.recv_failures > 10_000 {
