@@ -285,11 +285,12 @@ fn drain_listens(rx: &mut RxBatch, engine: &mut Engine, io: &mut EpollIo, now: c
 pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control: &WorkerControl) -> io::Result<()> {
     let mut rx = RxBatch::new(RX_SIZE, *clock);
     let mut events = [NO_EVENT; 256];
+    let mut began = clock.now();
     loop {
         // In whole milliseconds, rounded up: a deadline is never woken for early.
         let before = clock.now();
         // The last turn's sends have left (`end_turn`).
-        engine.answers_sent(before);
+        engine.answers_sent(began, before);
         let wait = turn::next_wait(engine, before);
         let timeout = wait.as_micros().div_ceil(1000) as i32;
         let n = match io.ep.wait(&mut events, timeout) {
@@ -298,6 +299,7 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
             Err(e) => return Err(e),
         };
         let now = clock.now();
+        began = now;
         handle_events(&events[..n], &mut rx, engine, io, control, now);
         if n == events.len() && !io.keep_listens {
             // More sockets were ready than one wait returns, and the kernel hands them out in

@@ -457,7 +457,6 @@ impl Engine {
                 Ok((kind, granted)) => match self.start(now, listen, d, kind, granted, io) {
                     Some(idx) => {
                         self.send_first(idx, now, &r.options, io);
-                        self.tids.answered(&d.peer, d.payload, now);
                         self.after_event(idx, now, io);
                         return;
                     }
@@ -479,7 +478,7 @@ impl Engine {
                     Some(message) => self.reply(io, d.via, d.peer, d.local, refusal.code(), &message),
                     None => self.refuse(io, d.via, d.peer, d.local, refusal),
                 }
-                self.tids.answered(&d.peer, d.payload, now);
+                self.tids.refused(&d.peer, d.payload, now);
                 self.record_no_transfer(now, d, Some(r), refusal.reason(), Some(refusal.code()));
             }
             Admission::Accept => {}
@@ -494,10 +493,9 @@ impl Engine {
     /// another request has moved on: its request is new.
     fn is_copy(&self, now: Timestamp, d: &Datagram<'_>) -> bool {
         let Some(arrived) = d.arrived else { return false };
-        let copy = || self.tids.is_copy(&d.peer, d.payload, arrived, now);
         match self.table.find_peer(&d.peer).and_then(|idx| self.table.get(idx)) {
-            Some(t) => t.asked.request() == d.payload && (arrived < t.kind.started() || copy()),
-            None => copy(),
+            Some(t) => t.asked.request() == d.payload && self.tids.before_start(arrived, t.kind.started()),
+            None => self.tids.is_copy(&d.peer, d.payload, arrived, now),
         }
     }
 
@@ -548,12 +546,12 @@ impl Engine {
         }
     }
 
-    /// The answers of this loop turn were handed to the kernel at `at` (the backend calls this
-    /// as its wait begins, which is when it submits or after it has sent them): the time each
-    /// request answered in the turn was answered, against which a copy of it is told (see
-    /// `tids.rs`).
-    pub(crate) fn answers_sent(&mut self, at: Timestamp) {
-        self.tids.answers_sent(at);
+    /// The answers of the loop turn that began at `began` were handed to the kernel at `sent`
+    /// (the backend calls this as its wait begins, which is when it submits them or after it
+    /// has sent them): when each request answered in the turn was answered, against which a
+    /// copy of it is told (see `tids.rs`).
+    pub(crate) fn answers_sent(&mut self, began: Timestamp, sent: Timestamp) {
+        self.tids.answers_sent(began, sent);
     }
 
     /// Sends what queued transfers have to send, as far as the backend has room.

@@ -97,7 +97,7 @@ impl Rig {
         };
         self.engine.on_datagram(self.now, &d, &mut self.io);
         self.engine.flush(self.now, &mut self.io);
-        self.engine.answers_sent(self.now);
+        self.engine.answers_sent(self.now, self.now);
     }
 
     fn request(&mut self, peer: &str, payload: &[u8]) {

@@ -37,6 +37,7 @@
 //! mapped zeroed, and its pages become resident as clients are seen (24 bytes an entry). It never allocates, and a client whose entry
 //! others took is only as well off as without the table.
 
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,9 +89,50 @@ pub(super) struct RecentTids {
     hasher: DefaultHashBuilder,
     /// A power of two of entries.
     table: Mapped<Entry>,
-    /// The entries whose answer was given in this loop turn: it leaves when the turn's sends
-    /// are handed to the kernel, and its time is set then ([`RecentTids::answers_sent`]).
-    answered_this_turn: Vec<(u32, u64)>,
+    /// When the answers of each long loop turn left, by when the turn began.
+    long_turns: LongTurns,
+}
+
+/// The loop turns of the last [`COPY_HORIZON`] whose sends left at least a millisecond after
+/// they began (a storm's turns, or a turn a CPU quota paused): an answer is given in a turn,
+/// timed by the turn's beginning, but leaves with the turn's sends. A turn shorter than that
+/// is not kept: its answers left when it began, to the millisecond.
+#[derive(Debug)]
+struct LongTurns {
+    /// (began, sends left), in milliseconds since the origin modulo 2^32, oldest first.
+    turns: VecDeque<(u32, u32)>,
+}
+
+/// The most long turns kept (8 bytes each).
+const LONG_TURNS: usize = 8192;
+
+impl LongTurns {
+    fn new() -> Self {
+        Self { turns: VecDeque::with_capacity(LONG_TURNS) }
+    }
+
+    /// The turn that began at `began` sent its answers at `sent`.
+    fn record(&mut self, began: Timestamp, sent: Timestamp) {
+        let (began, sent_ms) = (millis(began), millis(sent));
+        while self.turns.front().is_some_and(|&(b, _)| sent_ms.wrapping_sub(b) > COPY_HORIZON.as_millis() as u32) {
+            self.turns.pop_front();
+        }
+        if sent_ms != began {
+            if self.turns.len() == LONG_TURNS {
+                self.turns.pop_front();
+            }
+            self.turns.push_back((began, sent_ms));
+        }
+    }
+
+    /// When the answers given in the turn that began at `began_ms` left.
+    fn left(&self, began_ms: u32) -> u32 {
+        // Kept in order of beginning; a wrap of the millisecond count cannot fall within the
+        // horizon's entries more than once, so search the newest half that does not straddle it.
+        let newest = self.turns.back().map_or(began_ms, |&(b, _)| b);
+        let age = newest.wrapping_sub(began_ms);
+        self.turns.binary_search_by(|&(b, _)| age.cmp(&newest.wrapping_sub(b))).map_or(began_ms, |i| self.turns[i].1)
+    }
 }
 
 /// `now` in milliseconds modulo 2^32 (the time differences taken are far shorter).
@@ -102,11 +144,7 @@ impl RecentTids {
     /// An empty table for a worker that may hold `capacity` transfers.
     pub(super) fn new(capacity: usize) -> Self {
         let entries = capacity.saturating_mul(2).max(MIN_ENTRIES).next_power_of_two();
-        Self {
-            hasher: DefaultHashBuilder::default(),
-            table: Mapped::new(entries),
-            answered_this_turn: Vec::with_capacity(256),
-        }
+        Self { hasher: DefaultHashBuilder::default(), table: Mapped::new(entries), long_turns: LongTurns::new() }
     }
 
     /// The keyed hash of `client` (never 0, which marks a free entry) and the index of the
@@ -147,14 +185,24 @@ impl RecentTids {
         if now.saturating_since(arrived) > COPY_HORIZON {
             return false;
         }
-        self.find(client).is_some_and(|e| {
-            e.request == self.request_hash(request) && (e.answered_ms.wrapping_sub(millis(arrived)) as i32) > 0
-        })
+        self.find(client)
+            .is_some_and(|e| e.request == self.request_hash(request) && self.before(arrived, e.answered_ms))
+    }
+
+    /// Whether `arrived` is before the answer given in the turn that began at `answered_ms`
+    /// left.
+    fn before(&self, arrived: Timestamp, answered_ms: u32) -> bool {
+        (self.long_turns.left(answered_ms).wrapping_sub(millis(arrived)) as i32) > 0
+    }
+
+    /// Whether `arrived` is before the first answer of a transfer that started at `started`
+    /// left.
+    pub(super) fn before_start(&self, arrived: Timestamp, started: Timestamp) -> bool {
+        arrived < started || self.before(arrived, millis(started))
     }
 
     /// `client`'s transfer was served from `port` (0: the listening port), started at
-    /// `started` for `request`, and ended at `now`. When its first answer left is kept from
-    /// [`RecentTids::answered`] (else its start stands for it).
+    /// `started` for `request`, and ended at `now`.
     pub(super) fn remember(
         &mut self,
         client: &SocketAddr,
@@ -165,15 +213,14 @@ impl RecentTids {
     ) {
         let request = self.request_hash(request);
         let (slot, hash) = self.slot_for(client, now);
-        let e = &mut self.table[slot];
-        let answered_ms = if e.hash == hash && e.request == request { e.answered_ms } else { millis(started) };
-        *e = Entry { hash, port, transfer: true, ended_ms: millis(now), request, answered_ms };
+        self.table[slot] =
+            Entry { hash, port, transfer: true, ended_ms: millis(now), request, answered_ms: millis(started) };
     }
 
-    /// `client`'s `request` is answered in this loop turn (its transfer's first answer, or the
-    /// ERROR of a refusal); when the answer left is set by [`RecentTids::answers_sent`]. The
-    /// port and end of the client's last transfer, if the table has them, are kept.
-    pub(super) fn answered(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
+    /// `client`'s `request` was refused in the loop turn that began at `now` (an ERROR was
+    /// sent, no transfer started). The port and end of the client's last transfer, if the table
+    /// has them, are kept.
+    pub(super) fn refused(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
         let request = self.request_hash(request);
         let (slot, hash) = self.slot_for(client, now);
         let e = &mut self.table[slot];
@@ -182,18 +229,11 @@ impl RecentTids {
         }
         e.request = request;
         e.answered_ms = millis(now);
-        self.answered_this_turn.push((slot as u32, hash));
     }
 
-    /// The answers of this loop turn were handed to the kernel at `at`.
-    pub(super) fn answers_sent(&mut self, at: Timestamp) {
-        for &(slot, hash) in &self.answered_this_turn {
-            let e = &mut self.table[slot as usize];
-            if e.hash == hash {
-                e.answered_ms = millis(at);
-            }
-        }
-        self.answered_this_turn.clear();
+    /// The sends of the loop turn that began at `began` were handed to the kernel at `sent`.
+    pub(super) fn answers_sent(&mut self, began: Timestamp, sent: Timestamp) {
+        self.long_turns.record(began, sent);
     }
 
     /// The entry for `client`: its own, else a free one, else the one that ended first; and
@@ -285,12 +325,12 @@ mod tests {
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         let miss = b"\x00\x01pxelinux.cfg/01-aa\x00octet\x00";
-        t.answered(&a, miss, at(500));
+        t.refused(&a, miss, at(500));
         assert_eq!(t.last(&a), None, "a refusal is no transfer");
         assert!(!t.dallying(&a, at(600)), "and leaves no dally");
         assert!(t.is_copy(&a, miss, at(400), at(700)));
         t.remember(&a, 40_000, RRQ, at(1000), at(1200));
-        t.answered(&a, miss, at(1300));
+        t.refused(&a, miss, at(1300));
         assert_eq!(t.last(&a), Some(40_000), "the transfer's port is kept");
         assert!(t.is_copy(&a, miss, at(1299), at(1400)) && !t.is_copy(&a, RRQ, at(999), at(1400)), "the last answer");
     }
@@ -304,7 +344,7 @@ mod tests {
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         let client = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 2000));
         for i in 0..clients {
-            t.answered(&client(i), RRQ, at(1000 + u64::from(i) / 10));
+            t.refused(&client(i), RRQ, at(1000 + u64::from(i) / 10));
         }
         let known = (0..clients).filter(|&i| t.is_copy(&client(i), RRQ, at(999), at(2500))).count();
         assert!(known as u32 >= clients * 97 / 100, "{known} of {clients} known");
@@ -317,14 +357,27 @@ mod tests {
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
-        t.answered(&a, RRQ, at(1000));
-        t.answers_sent(at(1080));
+        t.answers_sent(at(990), at(990));
+        t.refused(&a, RRQ, at(1000));
+        t.answers_sent(at(1000), at(1080));
         assert!(t.is_copy(&a, RRQ, at(1050), at(1100)), "arrived before the answer left");
         assert!(!t.is_copy(&a, RRQ, at(1080), at(1100)), "arrived once it had left");
-        // Its transfer ends: the time its first answer left is kept.
+        // A transfer that started in that turn, and has ended since.
+        t.answers_sent(at(1080), at(1080));
+        assert!(t.before_start(at(1050), at(1000)) && !t.before_start(at(1080), at(1000)));
         t.remember(&a, 40_000, RRQ, at(1000), at(1500));
         assert!(t.is_copy(&a, RRQ, at(1050), at(1600)));
-        t.answers_sent(at(1700));
-        assert!(!t.is_copy(&a, RRQ, at(1090), at(1800)), "only the turn's own answers are timed");
+        // A short turn is not kept; its answers left when it began.
+        t.refused(&a, RRQ, at(1700));
+        t.answers_sent(at(1700), at(1700));
+        assert!(!t.is_copy(&a, RRQ, at(1700), at(1800)) && t.is_copy(&a, RRQ, at(1699), at(1800)));
+        // Many long turns: each is found, and those past the horizon are forgotten.
+        for k in 0..5_000u64 {
+            t.answers_sent(at(2000 + 10 * k), at(2000 + 10 * k + 5));
+        }
+        assert!(t.before_start(at(2000 + 10 * 1234 + 4), at(2000 + 10 * 1234)));
+        assert!(!t.before_start(at(2000 + 10 * 1234 + 5), at(2000 + 10 * 1234)));
+        t.answers_sent(at(120_000), at(120_001));
+        assert_eq!(t.long_turns.turns.len(), 1, "older than the horizon: forgotten");
     }
 }

@@ -336,10 +336,11 @@ fn run_loop(
     control: &WorkerControl,
 ) -> io::Result<()> {
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(512);
+    let mut began = clock.now();
     loop {
         let before = clock.now();
         // The turn's sends leave with this submission.
-        engine.answers_sent(before);
+        engine.answers_sent(began, before);
         uring::submit_and_wait(&io.ring, turn::next_wait(engine, before))?;
         // Every submission that could name these descriptors has been made.
         io.to_close.clear();
@@ -347,6 +348,7 @@ fn run_loop(
             return Err(io::Error::other("io_uring receives keep failing; restart with --io epoll"));
         }
         let now = clock.now();
+        began = now;
         reap(&mut cqes, io, rx, engine, now, control);
         if engine.timer_due(now) {
             // Receive before resend: a datagram that arrived during this turn is posted only

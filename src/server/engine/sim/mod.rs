@@ -212,7 +212,7 @@ impl Sim {
             self.io.room = self.io.room_cap;
             self.engine.flush(now, &mut Clocked { io: &mut self.io, now });
             if self.io.room > 0 {
-                self.engine.answers_sent(now);
+                self.engine.answers_sent(now, now);
                 return;
             }
         }
