@@ -286,11 +286,14 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
     let mut rx = RxBatch::new(RX_SIZE, *clock);
     let mut events = [NO_EVENT; 256];
     let mut began = clock.now();
+    // When the last turn's queued sends went to the kernel (`end_turn`).
+    let mut sent = began;
     loop {
         // In whole milliseconds, rounded up: a deadline is never woken for early.
         let before = clock.now();
-        // The last turn's sends have left (`end_turn`).
-        engine.answers_sent(began, before);
+        engine.answers_sent(began, sent);
+        // A wait cut short by a signal starts no turn: the next records none.
+        (began, sent) = (before, before);
         let wait = turn::next_wait(engine, before);
         let timeout = wait.as_micros().div_ceil(1000) as i32;
         let n = match io.ep.wait(&mut events, timeout) {
@@ -325,6 +328,7 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
             io.flush_sends();
             return Ok(());
         }
+        sent = clock.now();
         io.end_turn(engine, now);
     }
 }

@@ -33,7 +33,9 @@ pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<
         sockopt::enable_freebind(&s, addr.is_ipv6())?;
     }
     sockopt::enable_pktinfo(&s, addr.is_ipv6())?;
-    sockopt::enable_arrival_times(&s)?;
+    // Without arrival times (a sandbox that refuses the option) requests are taken as they
+    // come: copies of answered ones are not told apart.
+    let _ = sockopt::enable_arrival_times(&s);
     if sockopt::force_recv_buffer(&s, recv_buffer).is_err() {
         s.set_recv_buffer_size(recv_buffer)?;
     }

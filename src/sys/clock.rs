@@ -34,9 +34,10 @@ impl Default for Clock {
 }
 
 /// Brings the kernel's arrival times of datagrams (`SO_TIMESTAMPNS`: the real-time clock) onto
-/// a monotonic [`Clock`]: both clocks are read together once per loop turn (per `now`), and an
-/// arrival is as long before the monotonic reading as it is before the real-time one. A step of
-/// the real-time clock moves the arrivals of that turn with it; one in the future reads as the
+/// a monotonic [`Clock`]: both clocks are read one after the other at the first arrival of each
+/// loop turn (per `now`), and an arrival is as long before the monotonic reading as it is
+/// before the real-time one. A step of the real-time clock between an arrival and the reading
+/// moves that arrival with it (forward: it looks older); one in the future reads as the
 /// monotonic reading.
 #[derive(Clone, Copy, Debug)]
 pub struct Arrivals {
@@ -57,8 +58,10 @@ impl Arrivals {
         let (mono, wall) = match self.read_at {
             Some((at, mono, wall)) if at == now => (mono, wall),
             _ => {
-                let mono = self.clock.now();
+                // The real-time clock first: a pause between the two readings makes arrivals
+                // look later, never earlier (a request is then never taken for an older copy).
                 let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let mono = self.clock.now();
                 self.read_at = Some((now, mono, wall));
                 (mono, wall)
             }

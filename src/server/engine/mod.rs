@@ -546,10 +546,10 @@ impl Engine {
         }
     }
 
-    /// The answers of the loop turn that began at `began` were handed to the kernel at `sent`
-    /// (the backend calls this as its wait begins, which is when it submits them or after it
-    /// has sent them): when each request answered in the turn was answered, against which a
-    /// copy of it is told (see `tids.rs`).
+    /// The answers of the loop turn that began at `began` went to the kernel at `sent` (the
+    /// backend calls this as its wait begins, which is when its queued sends go, or went): when
+    /// each request answered in the turn was answered, against which a copy of it is told (see
+    /// `tids.rs`).
     pub(crate) fn answers_sent(&mut self, began: Timestamp, sent: Timestamp) {
         self.tids.answers_sent(began, sent);
     }

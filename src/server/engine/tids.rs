@@ -28,79 +28,122 @@
 //! answer to the same request from the same address and port left was sent before the client
 //! could have seen that answer, so it is a copy of the request answered, never a new one.
 //!
-//! The entries are kept in a fixed table of four-entry buckets indexed by a keyed hash of the
-//! client's address and port (the same client always reaches the same worker): a new entry takes
-//! the place of the client's own, else of the one that ended first. It has twice as many
-//! entries as the worker may hold transfers (at least [`MIN_ENTRIES`]), so that in a storm of
-//! that many clients all but about one in a hundred keep their entry for as long as a copy can
-//! wait; it is
-//! mapped zeroed, and its pages become resident as clients are seen (24 bytes an entry). It never allocates, and a client whose entry
-//! others took is only as well off as without the table.
+//! The entries are kept in a table of sixteen-entry buckets indexed by a keyed hash of the
+//! client's address and port (the same client always reaches the same worker): a new entry
+//! takes the place of the client's own, else of a free one, else of the one that ended first.
+//! When that one is younger than [`RECENT`] and two thirds of the table are taken by entries
+//! that young, the table doubles first (the entries move by the hash they keep), up to twice as
+//! many entries as the worker may hold transfers: in a storm of that many clients all but about
+//! one in a hundred keep their entry for as long as a copy can wait, while a quiet server keeps
+//! the first [`MIN_ENTRIES`] (16 bytes each, in pages mapped zeroed; a doubling unmaps the old
+//! ones). It allocates only when it doubles, and a client whose entry others took is only as
+//! well off as without the table.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hashbrown::DefaultHashBuilder;
-
 use crate::proto::Timestamp;
 use crate::sys::pages::{Mapped, Zeroed};
 
-/// The fewest entries in the table.
+/// The entries the table starts with.
 const MIN_ENTRIES: usize = 4096;
 
 /// Entries in a bucket.
-const WAYS: usize = 4;
+const WAYS: usize = 16;
 
 /// How long after a single-port transfer ends its client's late packets are dropped rather
 /// than answered: longer than any queueing or reordering delay of a packet sent before the
 /// client moved on, shorter than a health checker takes to move a failed instance's clients.
 pub(super) const DALLY: Duration = Duration::from_secs(2);
 
-/// One client's last transfer, and the request it was last answered for.
+/// How long a copy of a request can have waited in a listening socket's queue: older arrival
+/// times and answers are not compared (they would be a clock's error).
+const COPY_HORIZON: Duration = Duration::from_secs(60);
+
+/// An entry younger than this is not given up for another client's while the table may still
+/// double.
+const RECENT: Duration = COPY_HORIZON;
+
+/// One client's last transfer, and the request it was last answered for: 16 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// The keyed hash of the client's address and port (0: a free entry).
-    hash: u64,
+    /// The low half of the keyed hash of the client's address and port, never 0 (0: a free
+    /// entry); its low bits are the entry's bucket.
+    tag: u32,
     /// The transfer's port; 0 for the listening port (single-port mode).
     port: u16,
-    /// The client had a transfer (`port` and `ended_ms` are its); else only a refusal.
-    transfer: bool,
-    /// When it ended (or the refusal was sent): milliseconds since the origin, modulo 2^32.
-    ended_ms: u32,
-    /// The keyed hash of the request last answered (0: none).
-    request: u32,
-    /// When that answer was sent (its transfer started): milliseconds since the origin,
-    /// modulo 2^32.
+    /// The keyed hash of the request last answered, 16 bits of it (0: none).
+    request: u16,
+    /// When it ended (or the refusal was sent), in milliseconds modulo 2^31; the top bit says
+    /// that the client had a transfer (`port` is its), else only a refusal.
+    ended: u32,
+    /// When the loop turn that gave that answer began (its transfer started): milliseconds
+    /// since the origin, modulo 2^32.
     answered_ms: u32,
 }
 
-// SAFETY: integers and a bool: all-zero is a valid (free) entry; nothing to drop.
+// SAFETY: integers: all-zero is a valid (free) entry; nothing to drop.
 unsafe impl Zeroed for Entry {}
 
-/// How long a copy of a request can have waited in a listening socket's queue: older arrival
-/// times are not compared (they would be a clock's error).
-const COPY_HORIZON: Duration = Duration::from_secs(60);
+/// [`Entry::ended`]'s flag.
+const TRANSFER: u32 = 1 << 31;
+
+impl Entry {
+    fn transfer(self) -> bool {
+        self.ended & TRANSFER != 0
+    }
+
+    /// Milliseconds since it ended, modulo 2^31.
+    fn ended_ago(self, now: Timestamp) -> u32 {
+        millis(now).wrapping_sub(self.ended) & !TRANSFER
+    }
+
+    /// Milliseconds since the turn that gave its answer began.
+    fn answered_ago(self, now: Timestamp) -> u32 {
+        millis(now).wrapping_sub(self.answered_ms)
+    }
+
+    /// Milliseconds since it was last of use: its transfer's end, or a later refusal.
+    fn idle(self, now: Timestamp) -> u32 {
+        self.ended_ago(now).min(self.answered_ago(now))
+    }
+}
 
 /// Each client's last transfer. See the module documentation.
 #[derive(Debug)]
 pub(super) struct RecentTids {
-    hasher: DefaultHashBuilder,
+    /// SipHash, keyed at random: a client's bucket must not be guessable, and the fast hash of
+    /// the other tables spread a storm's clients (addresses that differ in a few bits) unevenly
+    /// over the buckets with some keys (a table a third full losing a quarter of them).
+    hasher: RandomState,
     /// A power of two of entries.
     table: Mapped<Entry>,
+    /// The most entries it may have.
+    max_entries: usize,
+    /// Entries taken.
+    used: usize,
     /// When the answers of each long loop turn left, by when the turn began.
     long_turns: LongTurns,
 }
 
 /// The loop turns of the last [`COPY_HORIZON`] whose sends left at least a millisecond after
 /// they began (a storm's turns, or a turn a CPU quota paused): an answer is given in a turn,
-/// timed by the turn's beginning, but leaves with the turn's sends. A turn shorter than that
-/// is not kept: its answers left when it began, to the millisecond.
+/// timed by the turn's beginning, but leaves with the turn's sends at its end. A turn shorter
+/// than that is not kept: its answers left when it began, to the millisecond. A few of a long
+/// turn's sends leave before its end (the submission queue full, a resend due, every send slot
+/// taken), and their answers are timed as leaving at the end: a client that got such an answer
+/// and sent the same request again before the turn ended (only after an ERROR, asking again at
+/// once) has that request taken for a copy, and asks again after its timeout. Dropping a new
+/// request once costs that client a timeout; answering a copy can cost it its boot.
 #[derive(Debug)]
 struct LongTurns {
     /// (began, sends left), in milliseconds since the origin modulo 2^32, oldest first.
     turns: VecDeque<(u32, u32)>,
+    /// When the last turn recorded, long or not, began.
+    last_began: Option<u32>,
 }
 
 /// The most long turns kept (8 bytes each).
@@ -108,7 +151,7 @@ const LONG_TURNS: usize = 8192;
 
 impl LongTurns {
     fn new() -> Self {
-        Self { turns: VecDeque::with_capacity(LONG_TURNS) }
+        Self { turns: VecDeque::with_capacity(LONG_TURNS), last_began: None }
     }
 
     /// The turn that began at `began` sent its answers at `sent`.
@@ -117,18 +160,21 @@ impl LongTurns {
         while self.turns.front().is_some_and(|&(b, _)| sent_ms.wrapping_sub(b) > COPY_HORIZON.as_millis() as u32) {
             self.turns.pop_front();
         }
-        if sent_ms != began {
+        // A turn that began in the same millisecond as the one before shares its key: the
+        // answers of the earlier (which left at once) would be timed by the later's sends.
+        if sent_ms != began && self.last_began != Some(began) {
             if self.turns.len() == LONG_TURNS {
                 self.turns.pop_front();
             }
             self.turns.push_back((began, sent_ms));
         }
+        self.last_began = Some(began);
     }
 
     /// When the answers given in the turn that began at `began_ms` left.
     fn left(&self, began_ms: u32) -> u32 {
-        // Kept in order of beginning; a wrap of the millisecond count cannot fall within the
-        // horizon's entries more than once, so search the newest half that does not straddle it.
+        // In order of beginning, within the horizon: ages from the newest grow toward the
+        // front, and no millisecond count wraps between them.
         let newest = self.turns.back().map_or(began_ms, |&(b, _)| b);
         let age = newest.wrapping_sub(began_ms);
         self.turns.binary_search_by(|&(b, _)| age.cmp(&newest.wrapping_sub(b))).map_or(began_ms, |i| self.turns[i].1)
@@ -143,50 +189,61 @@ fn millis(now: Timestamp) -> u32 {
 impl RecentTids {
     /// An empty table for a worker that may hold `capacity` transfers.
     pub(super) fn new(capacity: usize) -> Self {
-        let entries = capacity.saturating_mul(2).max(MIN_ENTRIES).next_power_of_two();
-        Self { hasher: DefaultHashBuilder::default(), table: Mapped::new(entries), long_turns: LongTurns::new() }
+        Self {
+            hasher: RandomState::new(),
+            table: Mapped::new(MIN_ENTRIES),
+            max_entries: capacity.saturating_mul(2).max(MIN_ENTRIES).next_power_of_two(),
+            used: 0,
+            long_turns: LongTurns::new(),
+        }
     }
 
-    /// The keyed hash of `client` (never 0, which marks a free entry) and the index of the
-    /// first entry of its bucket.
-    fn bucket(&self, client: &SocketAddr) -> (u64, usize) {
-        let hash = self.hasher.hash_one(client).max(1);
-        (hash, (hash as usize & (self.table.len() / WAYS - 1)) * WAYS)
+    /// The tag of `client` (never 0, which marks a free entry).
+    fn tag(&self, client: &SocketAddr) -> u32 {
+        (self.hasher.hash_one(client) as u32).max(1)
     }
 
-    /// The keyed hash of a request's bytes (never 0, which marks none).
-    fn request_hash(&self, request: &[u8]) -> u32 {
-        (self.hasher.hash_one(request) as u32).max(1)
+    /// The first entry of the bucket of `tag`.
+    fn bucket(&self, tag: u32) -> usize {
+        (tag as usize & (self.table.len() / WAYS - 1)) * WAYS
+    }
+
+    /// The keyed hash of a request's bytes, 16 bits of it (never 0, which marks none).
+    fn request_hash(&self, request: &[u8]) -> u16 {
+        (self.hasher.hash_one(request) as u16).max(1)
     }
 
     /// `client`'s entry, if the table still holds it.
     fn find(&self, client: &SocketAddr) -> Option<Entry> {
-        let (hash, i) = self.bucket(client);
-        self.table[i..i + WAYS].iter().copied().find(|e| e.hash == hash)
+        let tag = self.tag(client);
+        let i = self.bucket(tag);
+        self.table[i..i + WAYS].iter().copied().find(|e| e.tag == tag)
     }
 
     /// The port `client`'s last transfer was served from, if known and not the listening port.
     pub(super) fn last(&self, client: &SocketAddr) -> Option<u16> {
-        self.find(client).filter(|e| e.transfer).map(|e| e.port).filter(|&p| p != 0)
+        self.find(client).filter(|e| e.transfer()).map(|e| e.port).filter(|&p| p != 0)
     }
 
     /// Whether `client`'s last transfer was served from the listening port and ended less than
     /// [`DALLY`] before `now`.
     pub(super) fn dallying(&self, client: &SocketAddr, now: Timestamp) -> bool {
-        self.find(client).is_some_and(|e| {
-            e.transfer && e.port == 0 && millis(now).wrapping_sub(e.ended_ms) < DALLY.as_millis() as u32
-        })
+        self.find(client).is_some_and(|e| e.transfer() && e.port == 0 && e.ended_ago(now) < DALLY.as_millis() as u32)
     }
 
     /// Whether `request` from `client`, which arrived at `arrived`, is a copy of the request
     /// `client` was last answered for that arrived before that answer was sent (see the module
     /// documentation).
     pub(super) fn is_copy(&self, client: &SocketAddr, request: &[u8], arrived: Timestamp, now: Timestamp) -> bool {
+        let horizon = COPY_HORIZON.as_millis() as u32;
         if now.saturating_since(arrived) > COPY_HORIZON {
             return false;
         }
-        self.find(client)
-            .is_some_and(|e| e.request == self.request_hash(request) && self.before(arrived, e.answered_ms))
+        self.find(client).is_some_and(|e| {
+            e.request == self.request_hash(request)
+                && e.answered_ago(now) <= horizon
+                && self.before(arrived, e.answered_ms)
+        })
     }
 
     /// Whether `arrived` is before the answer given in the turn that began at `answered_ms`
@@ -212,9 +269,9 @@ impl RecentTids {
         now: Timestamp,
     ) {
         let request = self.request_hash(request);
-        let (slot, hash) = self.slot_for(client, now);
-        self.table[slot] =
-            Entry { hash, port, transfer: true, ended_ms: millis(now), request, answered_ms: millis(started) };
+        let (slot, tag) = self.slot_for(client, now);
+        let ended = (millis(now) & !TRANSFER) | TRANSFER;
+        self.table[slot] = Entry { tag, port, request, ended, answered_ms: millis(started) };
     }
 
     /// `client`'s `request` was refused in the loop turn that began at `now` (an ERROR was
@@ -222,10 +279,10 @@ impl RecentTids {
     /// has them, are kept.
     pub(super) fn refused(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
         let request = self.request_hash(request);
-        let (slot, hash) = self.slot_for(client, now);
+        let (slot, tag) = self.slot_for(client, now);
         let e = &mut self.table[slot];
-        if e.hash != hash || !e.transfer {
-            *e = Entry { hash, ended_ms: millis(now), ..Entry::default() };
+        if e.tag != tag || !e.transfer() {
+            *e = Entry { tag, ended: millis(now) & !TRANSFER, ..Entry::default() };
         }
         e.request = request;
         e.answered_ms = millis(now);
@@ -236,15 +293,54 @@ impl RecentTids {
         self.long_turns.record(began, sent);
     }
 
-    /// The entry for `client`: its own, else a free one, else the one that ended first; and
-    /// `client`'s hash.
-    fn slot_for(&self, client: &SocketAddr, now: Timestamp) -> (usize, u64) {
-        let (hash, i) = self.bucket(client);
-        let now_ms = millis(now);
-        let bucket = &self.table[i..i + WAYS];
-        let own = bucket.iter().position(|e| e.hash == hash).or_else(|| bucket.iter().position(|e| e.hash == 0));
-        let oldest = || (0..WAYS).max_by_key(|&k| now_ms.wrapping_sub(bucket[k].ended_ms)).unwrap_or(0);
-        (i + own.unwrap_or_else(oldest), hash)
+    /// The entry for `client`: its own, else a free one, else the one that ended first (the
+    /// table doubles first when that one is recent and it may); and `client`'s tag.
+    fn slot_for(&mut self, client: &SocketAddr, now: Timestamp) -> (usize, u32) {
+        let tag = self.tag(client);
+        loop {
+            let i = self.bucket(tag);
+            let bucket = &self.table[i..i + WAYS];
+            if let Some(k) = bucket.iter().position(|e| e.tag == tag) {
+                return (i + k, tag);
+            }
+            if let Some(k) = bucket.iter().position(|e| e.tag == 0) {
+                self.used += 1;
+                return (i + k, tag);
+            }
+            let oldest = (0..WAYS).max_by_key(|&k| bucket[k].idle(now)).unwrap_or(0);
+            let stay = 3 * self.used < 2 * self.table.len() || self.table.len() >= self.max_entries;
+            if stay || bucket[oldest].idle(now) >= RECENT.as_millis() as u32 {
+                return (i + oldest, tag);
+            }
+            if !self.sweep(now) {
+                self.double(now);
+            }
+        }
+    }
+
+    /// Frees the entries not of use for [`RECENT`]; returns whether less than half the table is
+    /// taken after that (so that a sixth of it fills before the next sweep: a sweep walks the
+    /// whole table).
+    fn sweep(&mut self, now: Timestamp) -> bool {
+        for e in self.table.iter_mut().filter(|e| e.tag != 0 && e.idle(now) >= RECENT.as_millis() as u32) {
+            *e = Entry::default();
+            self.used -= 1;
+        }
+        2 * self.used < self.table.len()
+    }
+
+    /// Twice the entries; those younger than [`RECENT`] move to their bucket by their tag.
+    fn double(&mut self, now: Timestamp) {
+        let bigger = Mapped::new(self.table.len() * 2);
+        let old = std::mem::replace(&mut self.table, bigger);
+        self.used = 0;
+        for e in old.iter().filter(|e| e.tag != 0 && e.idle(now) < RECENT.as_millis() as u32) {
+            let i = self.bucket(e.tag);
+            if let Some(free) = self.table[i..i + WAYS].iter().position(|f| f.tag == 0) {
+                self.table[i + free] = *e;
+                self.used += 1;
+            }
+        }
     }
 }
 
@@ -269,11 +365,13 @@ mod tests {
 
     #[test]
     fn a_newer_entry_takes_the_place_of_the_one_that_ended_first() {
+        // A table that may not grow.
         let mut t = RecentTids::new(0);
         // A bucket's worth of clients and one more: find them by trying addresses.
         let first: SocketAddr = "192.0.2.1:1000".parse().unwrap();
-        let bucket = t.bucket(&first).1;
-        let same = (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(c).1 == bucket);
+        let bucket = t.bucket(t.tag(&first));
+        let same =
+            (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(t.tag(c)) == bucket);
         let others: Vec<SocketAddr> = same.take(WAYS).collect();
         let (second, rest, last) = (others[0], &others[1..WAYS - 1], others[WAYS - 1]);
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
@@ -379,5 +477,45 @@ mod tests {
         assert!(!t.before_start(at(2000 + 10 * 1234 + 5), at(2000 + 10 * 1234)));
         t.answers_sent(at(120_000), at(120_001));
         assert_eq!(t.long_turns.turns.len(), 1, "older than the horizon: forgotten");
+    }
+
+    #[test]
+    fn the_table_doubles_for_recent_clients_and_keeps_them() {
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let client = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 2000));
+        // A few clients: the first entries are enough.
+        let mut t = RecentTids::new(100_000);
+        for i in 0..1000 {
+            t.remember(&client(i), 40_000, RRQ, at(0), at(1));
+        }
+        assert_eq!(t.table.len(), MIN_ENTRIES);
+        // Many at once: it doubles, and every client keeps its entry through each doubling.
+        for i in 1000..20_000 {
+            t.remember(&client(i), 40_000 + (i % 1000) as u16, RRQ, at(0), at(1));
+        }
+        assert!(t.table.len() > MIN_ENTRIES && t.table.len() <= 65_536, "{}", t.table.len());
+        let kept = (0..20_000).filter(|&i| t.last(&client(i)).is_some()).count();
+        assert!(kept >= 19_500, "{kept} of 20,000 kept");
+        assert_eq!(t.last(&client(1234)), Some(40_234));
+        // Clients long gone make room rather than more doubling.
+        let len = t.table.len();
+        let later = at(1 + RECENT.as_millis() as u64);
+        for i in 20_000..40_000 {
+            t.remember(&client(i), 40_000, RRQ, later, later);
+        }
+        assert_eq!(t.table.len(), len, "no doubling for entries older than RECENT");
+    }
+
+    #[test]
+    fn an_answer_a_month_old_makes_no_copy() {
+        // Millisecond counts wrap: without a limit on the answer's age, a request a month later
+        // would compare as arriving before it.
+        let mut t = RecentTids::new(0);
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        t.refused(&a, RRQ, at(1000));
+        let month = at(1000 + 30 * 86_400_000);
+        assert!(!t.is_copy(&a, RRQ, month, month));
+        assert!(t.is_copy(&a, RRQ, at(999), at(2000)));
     }
 }

@@ -132,7 +132,9 @@ fn adopt_listen_socket(s: Socket, ipv6: bool, recv_buffer: usize) -> io::Result<
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;
     sockopt::enable_pktinfo(&s, ipv6)?;
-    sockopt::enable_arrival_times(&s)?;
+    // Without arrival times (a sandbox that refuses the option) requests are taken as they
+    // come: copies of answered ones are not told apart.
+    let _ = sockopt::enable_arrival_times(&s);
     let had = sockopt::recv_buffer_granted(&s)?;
     if had < recv_buffer && sockopt::force_recv_buffer(&s, recv_buffer).is_err() {
         // Without the privilege the kernel caps the size at `rmem_max`, which may be below what

@@ -339,7 +339,8 @@ fn run_loop(
     let mut began = clock.now();
     loop {
         let before = clock.now();
-        // The turn's sends leave with this submission.
+        // The turn's sends leave with this submission (those that left earlier in the turn, the
+        // queue being full or a resend due, are timed as leaving now too: see `tids.rs`).
         engine.answers_sent(began, before);
         uring::submit_and_wait(&io.ring, turn::next_wait(engine, before))?;
         // Every submission that could name these descriptors has been made.
