@@ -278,6 +278,39 @@ fn a_copy_read_once_the_transfer_is_over_starts_nothing() {
 }
 
 #[test]
+fn a_copy_that_arrived_while_the_turn_answering_it_went_on_starts_nothing() {
+    // A long loop turn (a CPU quota paused it): it began at 10,000 ms, started the transfer,
+    // and its sends left at 10,080. The client's repeat arrived at 10,050, before the answer
+    // left: a copy, even once the transfer is over.
+    let ms = |ms: u64| Timestamp::from_micros(ms * 1000);
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    let d = Datagram {
+        via: Via::Listen(0),
+        token: None,
+        peer: CLIENT.parse().unwrap(),
+        local: Some(LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 }),
+        arrived: Some(ms(9_000)),
+        payload: SMALL_RRQ,
+        truncated: false,
+    };
+    r.engine.on_datagram(r.now, &d, &mut r.io);
+    r.engine.flush(r.now, &mut r.io);
+    r.engine.answers_sent(r.now, ms(10_080));
+    assert_eq!(r.io.take().len(), 1);
+    at_ms(&mut r, 10_200);
+    r.ack(CLIENT, 1);
+    r.ack(CLIENT, 2);
+    assert_eq!((r.counters.get(Counter::Ok), r.engine.active), (1, 0));
+    r.io.take();
+    request_from_queue(&mut r, SMALL_RRQ, 10_050);
+    assert!(r.io.take().is_empty(), "nothing for the copy");
+    assert_eq!(r.io.opened.len(), 1, "no second transfer");
+    request_from_queue(&mut r, SMALL_RRQ, 10_081);
+    assert_eq!(r.io.opened.len(), 2, "arrived after the answer left: a new request");
+}
+
+#[test]
 fn a_copy_of_a_refused_request_gets_no_second_error() {
     // A refusal: its copy gets no second ERROR (which the client, asking for its next file from
     // the same port, would take for that file's answer).
