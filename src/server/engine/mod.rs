@@ -551,7 +551,9 @@ impl Engine {
     /// each request answered in the turn was answered, against which a copy of it is told (see
     /// `tids.rs`).
     pub(crate) fn answers_sent(&mut self, began: Timestamp, sent: Timestamp) {
-        self.tids.answers_sent(began, sent);
+        // With sends left waiting for room (every send slot taken), a first answer given in
+        // this turn may leave in a later one: its turn is timed when the queue has emptied.
+        self.tids.answers_sent(began, sent, !self.ready.is_empty());
     }
 
     /// Sends what queued transfers have to send, as far as the backend has room.

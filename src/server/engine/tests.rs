@@ -311,6 +311,27 @@ fn a_copy_that_arrived_while_the_turn_answering_it_went_on_starts_nothing() {
 }
 
 #[test]
+fn a_first_answer_that_waited_for_room_times_its_copies_when_it_goes() {
+    // Every send slot is taken when the request is read at 10,000 ms: DATA 1 waits, and leaves
+    // only in a turn that ends at 10,300. A repeat that arrived at 10,200 is still a copy.
+    let mut r = rig(|_| {});
+    at_ms(&mut r, 10_000);
+    r.io.full = true;
+    request_from_queue(&mut r, SMALL_RRQ, 9_000);
+    assert!(r.io.take().is_empty(), "no room: DATA 1 waits");
+    r.io.full = false;
+    at_ms(&mut r, 10_250);
+    r.engine.answers_sent(r.now, Timestamp::from_micros(10_300_000));
+    assert_eq!(r.io.take().len(), 1, "DATA 1 goes");
+    at_ms(&mut r, 10_400);
+    r.ack(CLIENT, 1);
+    r.ack(CLIENT, 2);
+    assert_eq!(r.engine.active, 0);
+    request_from_queue(&mut r, SMALL_RRQ, 10_200);
+    assert_eq!(r.io.opened.len(), 1, "a copy: no second transfer");
+}
+
+#[test]
 fn a_copy_of_a_refused_request_gets_no_second_error() {
     // A refusal: its copy gets no second ERROR (which the client, asking for its next file from
     // the same port, would take for that file's answer).

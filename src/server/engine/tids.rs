@@ -137,13 +137,19 @@ pub(super) struct RecentTids {
 /// taken), and their answers are timed as leaving at the end: a client that got such an answer
 /// and sent the same request again before the turn ended (only after an ERROR, asking again at
 /// once) has that request taken for a copy, and asks again after its timeout. Dropping a new
-/// request once costs that client a timeout; answering a copy can cost it its boot.
+/// request once costs that client a timeout; answering a copy can cost it its boot. A turn that
+/// left sends waiting for room (every send slot taken) is timed by the first later turn that
+/// leaves none waiting. At most [`LONG_TURNS`] are kept (a turn past that is timed by its
+/// beginning, so its copies may be missed).
 #[derive(Debug)]
 struct LongTurns {
     /// (began, sends left), in milliseconds since the origin modulo 2^32, oldest first.
     turns: VecDeque<(u32, u32)>,
     /// When the last turn recorded, long or not, began.
     last_began: Option<u32>,
+    /// Turns whose sends are not all gone yet (when each began), oldest first; at most
+    /// [`LONG_TURNS`].
+    waiting: Vec<u32>,
 }
 
 /// The most long turns kept (8 bytes each).
@@ -151,12 +157,28 @@ const LONG_TURNS: usize = 8192;
 
 impl LongTurns {
     fn new() -> Self {
-        Self { turns: VecDeque::with_capacity(LONG_TURNS), last_began: None }
+        Self { turns: VecDeque::with_capacity(LONG_TURNS), last_began: None, waiting: Vec::new() }
     }
 
-    /// The turn that began at `began` sent its answers at `sent`.
-    fn record(&mut self, began: Timestamp, sent: Timestamp) {
-        let (began, sent_ms) = (millis(began), millis(sent));
+    /// The turn that began at `began` sent its answers at `sent`, but for some still `waiting`
+    /// for room; those of the turns before it that were waiting have gone too unless it says so.
+    fn record(&mut self, began: Timestamp, sent: Timestamp, waiting: bool) {
+        if waiting {
+            if self.waiting.len() < LONG_TURNS {
+                self.waiting.push(millis(began));
+            }
+            return;
+        }
+        for k in 0..self.waiting.len() {
+            let earlier = self.waiting[k];
+            self.record_ms(earlier, millis(sent));
+        }
+        self.waiting.clear();
+        self.record_ms(millis(began), millis(sent));
+    }
+
+    /// The turn that began at `began` (ms) sent its answers at `sent_ms`.
+    fn record_ms(&mut self, began: u32, sent_ms: u32) {
         while self.turns.front().is_some_and(|&(b, _)| sent_ms.wrapping_sub(b) > COPY_HORIZON.as_millis() as u32) {
             self.turns.pop_front();
         }
@@ -288,9 +310,11 @@ impl RecentTids {
         e.answered_ms = millis(now);
     }
 
-    /// The sends of the loop turn that began at `began` were handed to the kernel at `sent`.
-    pub(super) fn answers_sent(&mut self, began: Timestamp, sent: Timestamp) {
-        self.long_turns.record(began, sent);
+    /// The sends of the loop turn that began at `began` were handed to the kernel at `sent`;
+    /// with `waiting`, some are still waiting for room and leave in a later turn (the answers
+    /// of this turn are then timed by the first turn that leaves none waiting).
+    pub(super) fn answers_sent(&mut self, began: Timestamp, sent: Timestamp, waiting: bool) {
+        self.long_turns.record(began, sent, waiting);
     }
 
     /// The entry for `client`: its own, else a free one, else the one that ended first (the
@@ -455,27 +479,27 @@ mod tests {
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         let at = |ms: u64| Timestamp::from_micros(ms * 1000);
-        t.answers_sent(at(990), at(990));
+        t.answers_sent(at(990), at(990), false);
         t.refused(&a, RRQ, at(1000));
-        t.answers_sent(at(1000), at(1080));
+        t.answers_sent(at(1000), at(1080), false);
         assert!(t.is_copy(&a, RRQ, at(1050), at(1100)), "arrived before the answer left");
         assert!(!t.is_copy(&a, RRQ, at(1080), at(1100)), "arrived once it had left");
         // A transfer that started in that turn, and has ended since.
-        t.answers_sent(at(1080), at(1080));
+        t.answers_sent(at(1080), at(1080), false);
         assert!(t.before_start(at(1050), at(1000)) && !t.before_start(at(1080), at(1000)));
         t.remember(&a, 40_000, RRQ, at(1000), at(1500));
         assert!(t.is_copy(&a, RRQ, at(1050), at(1600)));
         // A short turn is not kept; its answers left when it began.
         t.refused(&a, RRQ, at(1700));
-        t.answers_sent(at(1700), at(1700));
+        t.answers_sent(at(1700), at(1700), false);
         assert!(!t.is_copy(&a, RRQ, at(1700), at(1800)) && t.is_copy(&a, RRQ, at(1699), at(1800)));
         // Many long turns: each is found, and those past the horizon are forgotten.
         for k in 0..5_000u64 {
-            t.answers_sent(at(2000 + 10 * k), at(2000 + 10 * k + 5));
+            t.answers_sent(at(2000 + 10 * k), at(2000 + 10 * k + 5), false);
         }
         assert!(t.before_start(at(2000 + 10 * 1234 + 4), at(2000 + 10 * 1234)));
         assert!(!t.before_start(at(2000 + 10 * 1234 + 5), at(2000 + 10 * 1234)));
-        t.answers_sent(at(120_000), at(120_001));
+        t.answers_sent(at(120_000), at(120_001), false);
         assert_eq!(t.long_turns.turns.len(), 1, "older than the horizon: forgotten");
     }
 
@@ -517,5 +541,23 @@ mod tests {
         let month = at(1000 + 30 * 86_400_000);
         assert!(!t.is_copy(&a, RRQ, month, month));
         assert!(t.is_copy(&a, RRQ, at(999), at(2000)));
+    }
+
+    #[test]
+    fn answers_left_waiting_for_room_are_timed_when_they_go() {
+        // The turn that began at 1,000 ms left some sends waiting for room (every send slot
+        // taken); they went in the turn that ended at 1,300 with none left waiting.
+        let mut t = RecentTids::new(0);
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
+        t.answers_sent(at(990), at(990), false);
+        t.answers_sent(at(1000), at(1001), true);
+        t.answers_sent(at(1100), at(1150), true);
+        assert!(!t.before_start(at(1200), at(1000)), "not yet known: timed by the turn's beginning");
+        t.answers_sent(at(1200), at(1300), false);
+        assert!(t.before_start(at(1250), at(1000)) && t.before_start(at(1250), at(1100)));
+        assert!(!t.before_start(at(1300), at(1000)));
+        t.remember(&a, 40_000, RRQ, at(1000), at(1400));
+        assert!(t.is_copy(&a, RRQ, at(1299), at(1500)));
     }
 }
