@@ -11,7 +11,7 @@ use super::io::{Datagram, Io, Token, Via};
 use super::socket::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
 use crate::proto::Timestamp;
 use crate::sys::clock::{Arrivals, Clock};
-use crate::sys::cmsg::{RECV_CONTROL_SPACE, Received, received};
+use crate::sys::cmsg::{LocalEnd, RECV_CONTROL_SPACE, received};
 
 /// Datagrams per `recvmmsg`.
 pub(crate) const BATCH: usize = 32;
@@ -90,17 +90,15 @@ impl RxBatch {
                 let Some(peer) = decode_sockaddr(name) else {
                     continue;
                 };
-                let got = match via {
-                    Via::Listen(_) => received(&self.cmsgs[i][..h.msg_controllen.min(RECV_CONTROL_SPACE)]),
-                    Via::Transfer(_) => Received::default(),
-                };
+                let control = &self.cmsgs[i][..h.msg_controllen.min(RECV_CONTROL_SPACE)];
+                let (local, arrived) = listen_control(via, control, &mut self.arrivals, now);
                 let len = (self.msgs[i].msg_len as usize).min(self.size);
                 let d = Datagram {
                     via,
                     token,
                     peer,
-                    local: got.local,
-                    arrived: got.arrival.map(|stamp| self.arrivals.arrived(now, stamp)),
+                    local,
+                    arrived,
                     payload: &self.bufs[i * self.size..i * self.size + len],
                     truncated: h.msg_flags & libc::MSG_TRUNC != 0,
                 };
@@ -112,5 +110,23 @@ impl RxBatch {
             }
         }
         taken
+    }
+}
+
+/// What a receive on `via` reports beside the datagram: on a listening socket, where the
+/// datagram was sent to and when it arrived (on the worker's clock, in the loop turn of `now`);
+/// on a transfer socket, nothing.
+pub(crate) fn listen_control(
+    via: Via,
+    control: &[u8],
+    arrivals: &mut Arrivals,
+    now: Timestamp,
+) -> (Option<LocalEnd>, Option<Timestamp>) {
+    match via {
+        Via::Listen(_) => {
+            let got = received(control);
+            (got.local, got.arrival.map(|stamp| arrivals.arrived(now, stamp)))
+        }
+        Via::Transfer(_) => (None, None),
     }
 }

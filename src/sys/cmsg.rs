@@ -167,14 +167,6 @@ pub fn received(control: &[u8]) -> Received {
     got
 }
 
-/// The packet info in received control data, if any.
-pub fn pktinfo(control: &[u8]) -> Option<LocalEnd> {
-    ControlMessages::new(control).find_map(|m| match m {
-        ControlMessage::PacketInfo(local) => Some(local),
-        _ => None,
-    })
-}
-
 /// The segment size of a UDP GRO receive, if its control data has one above 0: the datagrams
 /// the buffer holds are all that long but the last.
 pub fn gro_segment(control: &[u8]) -> Option<usize> {
@@ -268,13 +260,13 @@ mod tests {
             let mut buf = [0u8; PKTINFO_SPACE];
             let n = write_pktinfo(&l, &mut buf);
             assert_eq!(n, space(20));
-            let got = pktinfo(&buf[..n]).unwrap();
+            let got = received(&buf[..n]).local.unwrap();
             assert_eq!(got.ip, l.ip);
             // The scope goes out only with a link-local source.
             assert_eq!(got.ifindex, if ip == "::1" { 0 } else { 3 });
         }
-        assert_eq!(pktinfo(&[0u8; 8]), None);
-        assert_eq!(pktinfo(&[0xffu8; 40]), None);
+        assert_eq!(received(&[0u8; 8]).local, None);
+        assert_eq!(received(&[0xffu8; 40]).local, None);
     }
 
     #[test]
@@ -287,7 +279,7 @@ mod tests {
         // Receiving reads the packet's destination from ipi_addr (bytes 8..12).
         buf[HDR..HDR + 4].copy_from_slice(&7u32.to_ne_bytes());
         buf[HDR + 8..HDR + 12].copy_from_slice(&[10, 0, 0, 1]);
-        let got = pktinfo(&buf[..n]).unwrap();
+        let got = received(&buf[..n]).local.unwrap();
         assert_eq!((got.ip, got.ifindex), ("10.0.0.1".parse().unwrap(), 7));
     }
 
@@ -319,7 +311,7 @@ mod tests {
         let (mut buf, mut control) = ([0u8; 64], [0u8; PKTINFO_SPACE]);
         let (len, clen) = recv_with_control(&rx, &mut buf, &mut control);
         assert_eq!(&buf[..len], b"hello");
-        let got = pktinfo(&control[..clen]).unwrap();
+        let got = received(&control[..clen]).local.unwrap();
         assert_eq!(got, LocalEnd { ip: "127.0.0.1".parse().unwrap(), ifindex: loopback_index() });
     }
 
@@ -331,7 +323,7 @@ mod tests {
         tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
         let (mut buf, mut control) = ([0u8; 64], [0u8; PKTINFO_SPACE]);
         let (_, clen) = recv_with_control(&rx, &mut buf, &mut control);
-        let got = pktinfo(&control[..clen]).unwrap();
+        let got = received(&control[..clen]).local.unwrap();
         assert_eq!(got, LocalEnd { ip: "::1".parse().unwrap(), ifindex: loopback_index() });
     }
 

@@ -409,12 +409,13 @@ impl Engine {
     /// room in the table.
     fn on_request<I: Io>(&mut self, now: Timestamp, listen: u32, d: &Datagram<'_>, r: &Request<'_>, io: &mut I) {
         self.counters.add(Counter::Requests, 1);
-        if self.is_copy(now, d) {
+        let live = self.table.find_peer(&d.peer);
+        if self.is_copy(now, d, live) {
             // Sent before the answer to it could reach the client: nothing to start or resend.
             self.counters.add(Counter::DuplicateRequests, 1);
             return;
         }
-        if let Some(idx) = self.table.find_peer(&d.peer) {
+        if let Some(idx) = live {
             let t = self.table.get_mut(idx).expect("indexed slots are live");
             let retransmit = self.retransmits.get(t.retransmit);
             // The same bytes as the transfer's request: a repeat.
@@ -490,10 +491,11 @@ impl Engine {
     /// it, was sent: a copy the client sent before it could see that answer, which waited in
     /// the listening socket's queue (see `tids.rs`). That answer's transfer may be running or
     /// over, or the request may have been refused. A client with a transfer running for
-    /// another request has moved on: its request is new.
-    fn is_copy(&self, now: Timestamp, d: &Datagram<'_>) -> bool {
+    /// another request has moved on: its request is new. `live` is the slot of the client's
+    /// transfer, if it has one.
+    fn is_copy(&self, now: Timestamp, d: &Datagram<'_>, live: Option<u32>) -> bool {
         let Some(arrived) = d.arrived else { return false };
-        match self.table.find_peer(&d.peer).and_then(|idx| self.table.get(idx)) {
+        match live.and_then(|idx| self.table.get(idx)) {
             Some(t) => t.asked.request() == d.payload && self.tids.before_start(arrived, t.kind.started()),
             None => self.tids.is_copy(&d.peer, d.payload, arrived, now),
         }

@@ -110,6 +110,11 @@ impl Entry {
     fn idle(self, now: Timestamp) -> u32 {
         self.ended_ago(now).min(self.answered_ago(now))
     }
+
+    /// Not of use for [`RECENT`]: it may give way without the table doubling.
+    fn stale(self, now: Timestamp) -> bool {
+        self.idle(now) >= RECENT.as_millis() as u32
+    }
 }
 
 /// Each client's last transfer. See the module documentation.
@@ -333,7 +338,7 @@ impl RecentTids {
             }
             let oldest = (0..WAYS).max_by_key(|&k| bucket[k].idle(now)).unwrap_or(0);
             let stay = 3 * self.used < 2 * self.table.len() || self.table.len() >= self.max_entries;
-            if stay || bucket[oldest].idle(now) >= RECENT.as_millis() as u32 {
+            if stay || bucket[oldest].stale(now) {
                 return (i + oldest, tag);
             }
             if !self.sweep(now) {
@@ -346,7 +351,7 @@ impl RecentTids {
     /// taken after that (so that a sixth of it fills before the next sweep: a sweep walks the
     /// whole table).
     fn sweep(&mut self, now: Timestamp) -> bool {
-        for e in self.table.iter_mut().filter(|e| e.tag != 0 && e.idle(now) >= RECENT.as_millis() as u32) {
+        for e in self.table.iter_mut().filter(|e| e.tag != 0 && e.stale(now)) {
             *e = Entry::default();
             self.used -= 1;
         }
@@ -358,7 +363,7 @@ impl RecentTids {
         let bigger = Mapped::new(self.table.len() * 2);
         let old = std::mem::replace(&mut self.table, bigger);
         self.used = 0;
-        for e in old.iter().filter(|e| e.tag != 0 && e.idle(now) < RECENT.as_millis() as u32) {
+        for e in old.iter().filter(|e| e.tag != 0 && !e.stale(now)) {
             let i = self.bucket(e.tag);
             if let Some(free) = self.table[i..i + WAYS].iter().position(|f| f.tag == 0) {
                 self.table[i + free] = *e;

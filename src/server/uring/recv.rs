@@ -13,11 +13,10 @@ use crate::proto::Timestamp;
 use crate::ring::BufRing;
 use crate::server::engine::Engine;
 use crate::server::io::{Datagram, SockRef, Token, Via};
-use crate::server::rx_batch::RxBatch;
+use crate::server::rx_batch::{RxBatch, listen_control};
 use crate::server::socket::decode_sockaddr;
 use crate::server::turn;
 use crate::sys::clock::Arrivals;
-use crate::sys::cmsg::received;
 
 /// Receive-side state the loop reads while the engine holds the [`UringIo`].
 pub(super) struct Rx {
@@ -367,16 +366,13 @@ fn deliver(
     let Some(peer) = decode_sockaddr(&name[..name.len().min(out.incoming_name_len() as usize)]) else {
         return;
     };
-    let got = match via {
-        Via::Listen(_) => received(out.control_data()),
-        Via::Transfer(_) => Default::default(),
-    };
+    let (local, arrived) = listen_control(via, out.control_data(), arrivals, now);
     let d = Datagram {
         via,
         token,
         peer,
-        local: got.local,
-        arrived: got.arrival.map(|stamp| arrivals.arrived(now, stamp)),
+        local,
+        arrived,
         payload: out.payload_data(),
         truncated: out.is_payload_truncated(),
     };
