@@ -23,8 +23,8 @@ impl Engine {
     pub(super) fn send_first<I: Io>(&mut self, idx: u32, now: Timestamp, requested: &Options<'_>, io: &mut I) {
         let token = self.table.token(idx);
         let Some(t) = self.table.get_mut(idx) else { return };
-        let retransmit = self.retransmits.get(t.retransmit);
-        let from = local_end(&self.locals, t.local);
+        let retransmit = self.retransmits.get(t.route.retransmit());
+        let from = local_end(&self.locals, t.route.local());
         match &mut t.kind {
             Kind::Read { xfer, .. } => {
                 // A first DATA waits for room like any DATA: the transfer is queued by
@@ -39,7 +39,16 @@ impl Engine {
             }
             Kind::Write(w) => {
                 if let Some(tx) = w.xfer.poll_transmit() {
-                    transmit_write(t.via, t.client.addr(), from, tx, Some(requested), token, &mut self.head, io);
+                    transmit_write(
+                        t.route.via(),
+                        t.client.addr(),
+                        from,
+                        tx,
+                        Some(requested),
+                        token,
+                        &mut self.head,
+                        io,
+                    );
                 }
             }
         }
@@ -89,7 +98,7 @@ pub(super) fn transmit_read_run<I: Io>(
     run: &mut Vec<Segment>,
     io: &mut I,
 ) -> bool {
-    let (via, to, netascii) = (t.via, t.client.addr(), &t.netascii);
+    let (via, to, netascii) = (t.route.via(), t.client.addr(), t.route.netascii());
     let Kind::Read { file, xfer } = &mut t.kind else { return false };
     run.clear();
     // netascii blocks are translated into scratch: the run's all lie in this chunk, which its
@@ -108,7 +117,7 @@ pub(super) fn transmit_read_run<I: Io>(
         let Some(tx) = xfer.poll_transmit(now, retransmit) else { break };
         match tx {
             Transmit::Data { block, offset, len } => {
-                let slice = if *netascii {
+                let slice = if netascii {
                     match file.netascii_block(offset, len) {
                         Ok(Some((chunk, slice))) => {
                             if text.as_ref().is_some_and(|c| !Rc::ptr_eq(c, &chunk)) && !run.is_empty() {
@@ -182,12 +191,12 @@ fn transmit_read<I: Io>(
     head: &mut [u8; MAX_HEAD],
     io: &mut I,
 ) {
-    let netascii = &t.netascii;
+    let netascii = t.route.netascii();
     let Kind::Read { file, xfer } = &mut t.kind else { return };
     match tx {
         Transmit::Data { block, offset, len } => {
             // netascii: translated into a chunk of scratch, which the send keeps alive.
-            let (text, slice) = match *netascii {
+            let (text, slice) = match netascii {
                 true => match file.netascii_block(offset, len) {
                     Ok(Some((chunk, slice))) => (Some(chunk), Some(slice)),
                     Ok(None) => return, // no scratch free: resent on the timer
@@ -201,16 +210,23 @@ fn transmit_read<I: Io>(
             };
             let hdr = wire::data_header(block);
             let body = Some(Body { file: text.as_ref().unwrap_or(file), slice });
-            io.send(Outgoing { via: t.via, to: t.client.addr(), from, head: &hdr, body, token: Some(token) });
+            io.send(Outgoing { via: t.route.via(), to: t.client.addr(), from, head: &hdr, body, token: Some(token) });
         }
         Transmit::Error { code, message } => {
             let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
-            io.send(Outgoing { via: t.via, to: t.client.addr(), from, head: &head[..n], body: None, token: None });
+            io.send(Outgoing {
+                via: t.route.via(),
+                to: t.client.addr(),
+                from,
+                head: &head[..n],
+                body: None,
+                token: None,
+            });
         }
         Transmit::Oack(neg) => {
             let n = encode_oack(&neg, requested, head);
             io.send(Outgoing {
-                via: t.via,
+                via: t.route.via(),
                 to: t.client.addr(),
                 from,
                 head: &head[..n],

@@ -17,7 +17,7 @@ impl Engine {
         for i in 0..self.due.len() {
             let idx = self.due[i];
             let Some(t) = self.table.get_mut(idx) else { continue };
-            t.kind.handle_timeout(now, self.retransmits.get(t.retransmit));
+            t.kind.handle_timeout(now, self.retransmits.get(t.route.retransmit()));
             self.after_event(idx, now, io);
         }
         self.poll_commits(now, io);
@@ -62,7 +62,7 @@ impl Engine {
                 warn!(worker, client = %t.client.addr(), file = %w.name, error = %e, "upload not committed");
                 LocalFailure::from(e).into()
             });
-            w.xfer.commit_result(now, result, self.retransmits.get(t.retransmit));
+            w.xfer.commit_result(now, result, self.retransmits.get(t.route.retransmit()));
             self.after_event(done.token.slot(), now, io);
         }
     }

@@ -58,6 +58,7 @@ mod host;
 mod kind;
 mod lookup;
 mod open;
+mod peer;
 mod policy;
 mod record;
 mod resolve;
@@ -297,7 +298,7 @@ impl Engine {
     fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
         let Some(token) = d.token else { return };
         let Some(t) = self.table.live(token) else { return };
-        if table::Peer::from(d.peer) != t.client {
+        if !t.client.is(&d.peer) {
             //= https://www.rfc-editor.org/rfc/rfc1350#section-4
             //# If a source TID does not match, the packet should be discarded as erroneously sent
             //# from somewhere else. An error packet should be sent to the source of the incorrect
@@ -325,7 +326,7 @@ impl Engine {
         }
         let token = self.token(idx);
         let Some(t) = self.table.get_mut(idx) else { return };
-        let retransmit = self.retransmits.get(t.retransmit);
+        let retransmit = self.retransmits.get(t.route.retransmit());
         match &mut t.kind {
             Kind::Read { xfer, .. } => {
                 // The first ACK (ACK 0 of an OACK, ACK 1 in lockstep) is what confirms a read.
@@ -417,7 +418,7 @@ impl Engine {
         }
         if let Some(idx) = live {
             let t = self.table.get_mut(idx).expect("indexed slots are live");
-            let retransmit = self.retransmits.get(t.retransmit);
+            let retransmit = self.retransmits.get(t.route.retransmit());
             // The same bytes as the transfer's request: a repeat.
             let repeat = (t.asked.request() == d.payload).then(|| t.kind.handle_repeated_request(now, retransmit));
             match repeat {
@@ -538,8 +539,8 @@ impl Engine {
             self.finish(idx, outcome, now, io);
             return;
         }
-        if t.kind.wants_transmit() && !t.queued {
-            t.queued = true;
+        if t.kind.wants_transmit() && !t.route.queued() {
+            t.route.set_queued(true);
             self.ready.push_back(idx);
         }
         match t.kind.poll_timeout() {
@@ -563,8 +564,8 @@ impl Engine {
         while let Some(idx) = self.ready.pop_front() {
             let token = self.table.token(idx);
             let Some(t) = self.table.get_mut(idx) else { continue };
-            let retransmit = self.retransmits.get(t.retransmit);
-            let from = local_end(&self.locals, t.local);
+            let retransmit = self.retransmits.get(t.route.retransmit());
+            let from = local_end(&self.locals, t.route.local());
             loop {
                 if !io.can_send() {
                     self.ready.push_front(idx);
@@ -578,11 +579,11 @@ impl Engine {
                     }
                     Kind::Write(w) => {
                         let Some(tx) = w.xfer.poll_transmit() else { break };
-                        transmit_write(t.via, t.peer(), from, tx, None, token, &mut self.head, io);
+                        transmit_write(t.route.via(), t.peer(), from, tx, None, token, &mut self.head, io);
                     }
                 }
             }
-            t.queued = false;
+            t.route.set_queued(false);
             self.after_event(idx, now, io);
         }
     }

@@ -8,15 +8,16 @@ use super::admit::{Admission, Refusal};
 use super::host;
 use super::kind::{Kind, WriteState};
 use super::lookup::{self, Unserved};
+use super::peer::Peer;
 use super::record::{AskedHeader, Text};
 use super::resolve::{Decided, Lookup, Refused};
-use super::table::{NO_LOCAL, Peer, Transfer};
+use super::table::{NO_LOCAL, Route, Transfer};
 use super::{Engine, transfer_bind_addr};
 use crate::fs::{OpenError, PathError, UploadError};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
 use crate::proto::wire::{Mode, Packet, Request, RequestKind};
 use crate::proto::{LocalFailure, ReadTransfer, Timestamp, WriteTransfer};
-use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE, Via};
+use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE};
 use crate::server::socket::LocalEnd;
 use crate::server::stats::Counter;
 
@@ -136,13 +137,15 @@ impl Engine {
     ) -> Option<u32> {
         let idx = self.table.reserve();
         let token = self.table.token(idx);
-        let (via, local, port) = if self.settings.single_port {
-            (Via::Listen(listen), self.intern_local(d.local), 0)
+        let netascii = matches!(Packet::decode(d.payload), Ok(Packet::Request(r)) if r.mode == Mode::Netascii);
+        let retransmit = self.retransmits.current();
+        let route = if self.settings.single_port {
+            Route::listen(listen, self.intern_local(d.local), retransmit, netascii)
         } else {
             // Never the port of the client's previous transfer (see `tids.rs`).
             let avoid = self.tids.last(&d.peer);
             match io.open_transfer(transfer_bind_addr(&d.peer, d.local), avoid, token) {
-                Ok((sock, port)) => (Via::Transfer(sock), NO_LOCAL, port),
+                Ok((sock, port)) => Route::socket(sock, port, retransmit, netascii),
                 Err(e) => {
                     self.table.release(idx);
                     self.open_failed = Some(now);
@@ -152,22 +155,8 @@ impl Engine {
             }
         };
         let lookup = Some(self.decided).filter(Decided::is_some);
-        let netascii = matches!(Packet::decode(d.payload), Ok(Packet::Request(r)) if r.mode == Mode::Netascii);
         let asked = self.table.asked(&AskedHeader::new(d.local.map(|l| l.ip), &granted, lookup), d.payload);
-        self.table.insert(
-            idx,
-            Transfer {
-                client: Peer::from(d.peer),
-                netascii,
-                via,
-                local,
-                queued: false,
-                port,
-                retransmit: self.retransmits.current(),
-                kind,
-                asked,
-            },
-        );
+        self.table.insert(idx, Transfer { client: Peer::new(d.peer), route, kind, asked });
         self.active += 1;
         self.counters.set(Counter::Active, self.active as u64);
         self.sources.count(d.peer.ip(), true);

@@ -34,7 +34,7 @@ impl Engine {
         self.files.set_world_readable_only(policy.world_readable_only);
         self.files.forget(now);
         let table = &self.table;
-        self.retransmits.set(policy.retransmit, || table.transfers().map(|t| t.retransmit));
+        self.retransmits.set(policy.retransmit, || table.transfers().map(|t| t.route.retransmit()));
         self.policy = policy;
     }
 }
@@ -46,7 +46,7 @@ impl Engine {
 #[derive(Debug)]
 pub(super) struct Retransmits {
     entries: Vec<RetransmitConfig>,
-    current: u16,
+    current: u8,
 }
 
 impl Retransmits {
@@ -56,7 +56,7 @@ impl Retransmits {
     }
 
     /// The index of the settings new transfers take.
-    pub(super) fn current(&self) -> u16 {
+    pub(super) fn current(&self) -> u8 {
         self.current
     }
 
@@ -66,7 +66,7 @@ impl Retransmits {
     }
 
     /// The settings at index `i` (from [`current`](Self::current) when its transfer started).
-    pub(super) fn get(&self, i: u16) -> &RetransmitConfig {
+    pub(super) fn get(&self, i: u8) -> &RetransmitConfig {
         &self.entries[usize::from(i)]
     }
 
@@ -77,14 +77,14 @@ impl Retransmits {
     }
 
     /// New transfers take `cfg`; `in_use` lists the index of each transfer held, so that only
-    /// entries none of them uses are replaced. (Only when the `u16` indices are all held, one
+    /// entries none of them uses are replaced. (Only when the `u8` indices are all held, one
     /// per distinct setting, do the transfers of the current entry move to `cfg`.)
-    pub(super) fn set<I: Iterator<Item = u16>>(&mut self, cfg: RetransmitConfig, in_use: impl FnOnce() -> I) {
+    pub(super) fn set<I: Iterator<Item = u8>>(&mut self, cfg: RetransmitConfig, in_use: impl FnOnce() -> I) {
         if *self.get(self.current) == cfg {
             return;
         }
         if let Some(i) = self.entries.iter().position(|e| *e == cfg) {
-            self.current = i as u16;
+            self.current = i as u8;
             return;
         }
         let mut used = vec![false; self.entries.len()];
@@ -94,11 +94,11 @@ impl Retransmits {
         self.current = match used.iter().position(|u| !u) {
             Some(free) => {
                 self.entries[free] = cfg;
-                free as u16
+                free as u8
             }
-            None if self.entries.len() <= usize::from(u16::MAX) => {
+            None if self.entries.len() <= usize::from(u8::MAX) => {
                 self.entries.push(cfg);
-                (self.entries.len() - 1) as u16
+                (self.entries.len() - 1) as u8
             }
             None => {
                 self.entries[usize::from(self.current)] = cfg;
@@ -138,7 +138,21 @@ mod tests {
         // Settings seen before are found again, unchanged settings change nothing.
         r.set(cfg(500), std::iter::empty);
         assert_eq!(r.current(), second);
-        r.set(cfg(500), || -> std::iter::Empty<u16> { unreachable!("no scan for unchanged settings") });
+        r.set(cfg(500), || -> std::iter::Empty<u8> { unreachable!("no scan for unchanged settings") });
         assert_eq!(r.current(), second);
+    }
+
+    #[test]
+    fn with_every_index_held_the_current_settings_change_in_place() {
+        let mut r = Retransmits::new(cfg(1));
+        for ms in 2..=256 {
+            let held = r.entries.len() as u8;
+            r.set(cfg(ms), || 0..held);
+        }
+        assert_eq!((r.entries.len(), r.current()), (256, 255));
+        r.set(cfg(300), || 0..=255);
+        assert_eq!((r.entries.len(), r.current()), (256, 255));
+        assert_eq!(r.get(255).rto.initial, Duration::from_millis(300));
+        assert_eq!(r.get(0).rto.initial, Duration::from_millis(1));
     }
 }

@@ -338,10 +338,10 @@ impl Engine {
         self.wheel.cancel(&mut self.table.links(), idx);
         let Some(t) = self.table.remove(idx) else { return };
         self.sources.count(t.client.ip(), false);
-        if let Via::Transfer(sock) = t.via {
+        if let Via::Transfer(sock) = t.route.via() {
             io.close_transfer(sock);
         }
-        let port = if matches!(t.via, Via::Transfer(_)) { t.port } else { 0 };
+        let port = t.route.port();
         self.tids.remember(&t.peer(), port, t.asked.request(), t.kind.started(), now);
         self.active -= 1;
         self.counters.set(Counter::Active, self.active as u64);

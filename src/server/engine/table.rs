@@ -4,53 +4,90 @@
 //! requests the transfers keep for their records, each once.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::kind::Kind;
+use super::peer::{self, Peer};
 use super::record::{Asked, AskedHeader};
-use crate::server::io::{Token, Via};
+use crate::server::io::{SockRef, Token, Via};
 use crate::sys::pages::Mapped;
 use crate::timer::{Links, TimerLink};
 
-/// `Transfer::local` meaning "none".
+/// [`Route::local`] meaning "none".
 pub(super) const NO_LOCAL: u16 = u16::MAX;
 
-/// A client's address and port in 24 bytes where a `SocketAddr` takes 32: the address as
-/// IPv6 (IPv4 mapped) with whether it was IPv4, the port and the IPv6 scope. The flow label
-/// is not kept: the kernel reports none unless asked to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Peer {
-    ip: [u8; 16],
-    scope_id: u32,
-    port: u16,
-    v4: bool,
+/// How a transfer's datagrams go, and its settings that fit in a byte, in 8 bytes: the socket
+/// it is served from and, from a listening socket (single-port mode), the local address to send
+/// from, or from a socket of its own, that socket's port.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Route {
+    /// The listening socket's index ([`LISTEN`] set) or the transfer socket.
+    socket: u32,
+    /// [`LISTEN`]: index in `Engine::locals` of the address to send from; else the transfer
+    /// socket's port (its transfer ID).
+    end: u16,
+    /// Index of its retransmission settings, those in force when it started, in
+    /// `Engine::retransmits` (see `policy.rs`).
+    retransmit: u8,
+    /// [`LISTEN`], [`QUEUED`], [`NETASCII`].
+    bits: u8,
 }
 
-impl From<SocketAddr> for Peer {
-    fn from(a: SocketAddr) -> Self {
-        match a {
-            SocketAddr::V4(a) => Self { ip: a.ip().to_ipv6_mapped().octets(), scope_id: 0, port: a.port(), v4: true },
-            SocketAddr::V6(a) => Self { ip: a.ip().octets(), scope_id: a.scope_id(), port: a.port(), v4: false },
-        }
-    }
-}
+/// [`Route::bits`]: served from a listening socket.
+const LISTEN: u8 = 1;
+/// [`Route::bits`]: in the ready queue.
+const QUEUED: u8 = 2;
+/// [`Route::bits`]: its mode is netascii (a read translates the file, an upload its DATA).
+const NETASCII: u8 = 4;
 
-impl Peer {
-    /// The address as the socket layer takes it.
-    pub(super) fn addr(self) -> SocketAddr {
-        let v6 = Ipv6Addr::from(self.ip);
-        match (self.v4, v6.to_ipv4_mapped()) {
-            (true, Some(v4)) => SocketAddr::V4(SocketAddrV4::new(v4, self.port)),
-            _ => SocketAddr::V6(SocketAddrV6::new(v6, self.port, 0, self.scope_id)),
-        }
+impl Route {
+    /// Served from listening socket `listen`, sent from the address of index `local` in
+    /// `Engine::locals` ([`NO_LOCAL`]: the kernel's choice).
+    pub(super) fn listen(listen: u32, local: u16, retransmit: u8, netascii: bool) -> Self {
+        Self { socket: listen, end: local, retransmit, bits: LISTEN | if netascii { NETASCII } else { 0 } }
     }
 
-    /// The address without the port.
-    pub(super) fn ip(self) -> IpAddr {
-        self.addr().ip()
+    /// Served from transfer socket `sock`, bound to `port`.
+    pub(super) fn socket(sock: SockRef, port: u16, retransmit: u8, netascii: bool) -> Self {
+        Self { socket: sock.0, end: port, retransmit, bits: if netascii { NETASCII } else { 0 } }
+    }
+
+    /// The socket it is served from.
+    pub(super) fn via(self) -> Via {
+        if self.bits & LISTEN != 0 { Via::Listen(self.socket) } else { Via::Transfer(SockRef(self.socket)) }
+    }
+
+    /// Index in `Engine::locals` of the address to send from, [`NO_LOCAL`] for none.
+    pub(super) fn local(self) -> u16 {
+        if self.bits & LISTEN != 0 { self.end } else { NO_LOCAL }
+    }
+
+    /// Its socket's port, 0 when served from the listening port.
+    pub(super) fn port(self) -> u16 {
+        if self.bits & LISTEN != 0 { 0 } else { self.end }
+    }
+
+    /// Index of its retransmission settings in `Engine::retransmits`.
+    pub(super) fn retransmit(self) -> u8 {
+        self.retransmit
+    }
+
+    /// Its mode is netascii.
+    pub(super) fn netascii(self) -> bool {
+        self.bits & NETASCII != 0
+    }
+
+    /// In the ready queue.
+    pub(super) fn queued(self) -> bool {
+        self.bits & QUEUED != 0
+    }
+
+    /// Puts it in the ready queue or takes it out.
+    pub(super) fn set_queued(&mut self, on: bool) {
+        self.bits = (self.bits & !QUEUED) | if on { QUEUED } else { 0 };
     }
 }
 
@@ -59,18 +96,7 @@ impl Peer {
 pub(super) struct Transfer {
     /// Its client (see [`Transfer::peer`]).
     pub(super) client: Peer,
-    pub(super) via: Via,
-    /// Index in `Engine::locals` of the address to send from (single-port mode).
-    pub(super) local: u16,
-    /// In the ready queue.
-    pub(super) queued: bool,
-    /// Its mode is netascii (a read translates the file, an upload its DATA).
-    pub(super) netascii: bool,
-    /// Its socket's port (its transfer ID), 0 when served from the listening port.
-    pub(super) port: u16,
-    /// Index of its retransmission settings, those in force when it started, in
-    /// `Engine::retransmits` (see `policy.rs`).
-    pub(super) retransmit: u16,
+    pub(super) route: Route,
     pub(super) kind: Kind,
     /// What its record needs of the request; its bytes also tell a repeat from a new request.
     pub(super) asked: Asked,
@@ -84,7 +110,7 @@ impl Transfer {
 
     /// Its mode, as the record names it.
     pub(super) fn mode(&self) -> &'static str {
-        if self.netascii { "netascii" } else { "octet" }
+        if self.route.netascii() { "netascii" } else { "octet" }
     }
 }
 
@@ -153,11 +179,6 @@ impl Table {
         }
     }
 
-    /// The table's hash of `v`.
-    fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
-        self.hasher.hash_one(v)
-    }
-
     /// Slots ever used (transfers live or not): the range of slot indices.
     pub(super) fn slots(&self) -> u32 {
         self.slots.len() as u32
@@ -189,13 +210,10 @@ impl Table {
 
     /// The slot of the transfer with client `peer`.
     pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
-        let peer = Peer::from(*peer);
-        self.peers.find(self.hash(&peer), |i| self.client(i) == Some(peer))
-    }
-
-    /// The client of the transfer in slot `idx`, if any.
-    fn client(&self, idx: u32) -> Option<Peer> {
-        self.slots[idx as usize].transfer.as_ref().map(|t| t.client)
+        let slots = &self.slots;
+        self.peers.find(self.hasher.hash_one(peer::key(peer)), |i| {
+            slots[i as usize].transfer.as_ref().is_some_and(|t| t.client.is(peer))
+        })
     }
 
     /// A free slot for a new transfer (given back with [`release`](Self::release) when the
@@ -217,12 +235,12 @@ impl Table {
 
     /// Puts transfer `t` in reserved slot `idx`, indexed by its peer and queued as unconfirmed.
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
-        let peer = t.client;
+        let hash = self.hasher.hash_one(t.client.key());
         self.slots[idx as usize].transfer = Some(t);
         let (slots, hasher) = (&self.slots, &self.hasher);
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
-        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client));
-        self.peers.insert(self.hasher.hash_one(peer), idx, rehash);
+        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client.key()));
+        self.peers.insert(hash, idx, rehash);
         if self.unconfirmed.len() >= self.unconfirmed_max {
             let slots = &self.slots;
             self.unconfirmed.retain(|tok| live_unconfirmed(slots, *tok));
@@ -238,8 +256,8 @@ impl Table {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(idx);
         let (slots, hasher) = (&self.slots, &self.hasher);
-        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client));
-        self.peers.remove(self.hasher.hash_one(t.client), idx, rehash);
+        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client.key()));
+        self.peers.remove(self.hasher.hash_one(t.client.key()), idx, rehash);
         // The last transfer of its request: its copy goes with it.
         if t.asked.holders() == 2 {
             let hash = self.hasher.hash_one((t.asked.header(), t.asked.request()));
@@ -398,19 +416,5 @@ mod tests {
         // Removing what is not there changes nothing.
         index.remove(hash(3), 3, hash);
         assert_eq!(index.len, (0..5000).filter(|&i| !gone(i)).count());
-    }
-
-    #[test]
-    fn a_client_address_reads_back_as_it_came() {
-        for a in
-            ["192.0.2.1:69", "0.0.0.0:0", "[::ffff:192.0.2.1]:1", "[2001:db8::1]:65535", "[fe80::1%7]:2000", "[::]:5"]
-        {
-            let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(Peer::from(a).addr(), a);
-            assert_eq!(Peer::from(a).ip(), a.ip());
-        }
-        let v4: SocketAddr = "192.0.2.1:69".parse().unwrap();
-        assert_ne!(Peer::from(v4), Peer::from("[::ffff:192.0.2.1]:69".parse::<SocketAddr>().unwrap()));
-        assert_eq!(std::mem::size_of::<Peer>(), 24);
     }
 }

@@ -94,7 +94,7 @@ fn transfers_keep_the_retransmission_settings_they_started_with() {
         c.serve.retransmit = crate::config::retransmit(rto, 6);
     });
     assert_eq!(r.engine.retransmits.entries_len(), 2, "the unused entry was taken again");
-    let kept = r.engine.table.get_mut(1).unwrap().retransmit;
+    let kept = r.engine.table.get_mut(1).unwrap().route.retransmit();
     assert_eq!(r.engine.retransmits.get(kept).rto.min, Duration::from_millis(2500), "the new transfer's, kept");
     assert_eq!(r.engine.retransmits.in_force().rto.initial, Duration::from_millis(500));
 }
