@@ -118,7 +118,44 @@ impl Transfer {
 pub(super) struct Slot {
     generation: u32,
     timer: TimerLink,
-    transfer: Option<Transfer>,
+    content: Content,
+}
+
+/// What a slot holds: a transfer, or, free, the next free slot (the free slots are a list
+/// through the slots themselves, which costs nothing more: the transfer's own niche tells the
+/// two apart).
+#[derive(Debug)]
+enum Content {
+    /// Free (or reserved): the next free slot, [`NO_SLOT`] for none.
+    Free(u32),
+    Taken(Transfer),
+}
+
+impl Default for Content {
+    fn default() -> Self {
+        Self::Free(NO_SLOT)
+    }
+}
+
+/// [`Content::Free`]: the end of the free list.
+const NO_SLOT: u32 = u32::MAX;
+
+impl Slot {
+    /// Its transfer, if it holds one.
+    fn transfer(&self) -> Option<&Transfer> {
+        match &self.content {
+            Content::Taken(t) => Some(t),
+            Content::Free(_) => None,
+        }
+    }
+
+    /// Its transfer, if it holds one.
+    fn transfer_mut(&mut self) -> Option<&mut Transfer> {
+        match &mut self.content {
+            Content::Taken(t) => Some(t),
+            Content::Free(_) => None,
+        }
+    }
 }
 
 /// The slots' timer links, for the wheel.
@@ -134,7 +171,8 @@ impl Links for SlotLinks<'_> {
 #[derive(Debug)]
 pub(super) struct Table {
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// The first free slot, [`NO_SLOT`] for none (see [`Content::Free`]).
+    free: u32,
     peers: PeerIndex,
     hasher: DefaultHashBuilder,
     /// Transfers in the order they started, to find the oldest whose client has shown nothing
@@ -155,7 +193,7 @@ impl Table {
             // Reserved for the worker's limit up front: address space only (pages become resident
             // as slots are first used), and the table never moves or leaves old copies behind.
             slots: Vec::with_capacity(capacity),
-            free: Vec::new(),
+            free: NO_SLOT,
             peers: PeerIndex::new(),
             hasher: DefaultHashBuilder::default(),
             unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
@@ -195,33 +233,33 @@ impl Table {
         if slot.generation != token.generation() {
             return None;
         }
-        slot.transfer.as_mut()
+        slot.transfer_mut()
     }
 
     /// The transfer in slot `idx`, if any.
     pub(super) fn get_mut(&mut self, idx: u32) -> Option<&mut Transfer> {
-        self.slots.get_mut(idx as usize)?.transfer.as_mut()
+        self.slots.get_mut(idx as usize)?.transfer_mut()
     }
 
     /// The transfer in slot `idx`, if any.
     pub(super) fn get(&self, idx: u32) -> Option<&Transfer> {
-        self.slots.get(idx as usize)?.transfer.as_ref()
+        self.slots.get(idx as usize)?.transfer()
     }
 
     /// The slot of the transfer with client `peer`.
     pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
         let slots = &self.slots;
         self.peers.find(self.hasher.hash_one(peer::key(peer)), |i| {
-            slots[i as usize].transfer.as_ref().is_some_and(|t| t.client.is(peer))
+            slots[i as usize].transfer().is_some_and(|t| t.client.is(peer))
         })
     }
 
     /// A free slot for a new transfer (given back with [`release`](Self::release) when the
     /// transfer does not start after all).
     pub(super) fn reserve(&mut self) -> u32 {
-        match self.free.pop() {
-            Some(i) => i,
-            None => {
+        match self.slots.get(self.free as usize).map(|s| &s.content) {
+            Some(&Content::Free(next)) => std::mem::replace(&mut self.free, next),
+            _ => {
                 self.slots.push(Slot::default());
                 (self.slots.len() - 1) as u32
             }
@@ -230,16 +268,17 @@ impl Table {
 
     /// Gives back a slot from [`reserve`](Self::reserve) that was not used.
     pub(super) fn release(&mut self, idx: u32) {
-        self.free.push(idx);
+        self.slots[idx as usize].content = Content::Free(self.free);
+        self.free = idx;
     }
 
     /// Puts transfer `t` in reserved slot `idx`, indexed by its peer and queued as unconfirmed.
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
         let hash = self.hasher.hash_one(t.client.key());
-        self.slots[idx as usize].transfer = Some(t);
+        self.slots[idx as usize].content = Content::Taken(t);
         let (slots, hasher) = (&self.slots, &self.hasher);
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
-        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client.key()));
+        let rehash = |i: u32| slots[i as usize].transfer().map_or(0, |t| hasher.hash_one(t.client.key()));
         self.peers.insert(hash, idx, rehash);
         if self.unconfirmed.len() >= self.unconfirmed_max {
             let slots = &self.slots;
@@ -252,11 +291,14 @@ impl Table {
     /// Takes the transfer out of slot `idx`: its token goes stale and the slot is free again.
     pub(super) fn remove(&mut self, idx: u32) -> Option<Transfer> {
         let slot = &mut self.slots[idx as usize];
-        let t = slot.transfer.take()?;
+        slot.transfer()?;
+        let Content::Taken(t) = std::mem::replace(&mut slot.content, Content::Free(self.free)) else {
+            return None;
+        };
         slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(idx);
+        self.free = idx;
         let (slots, hasher) = (&self.slots, &self.hasher);
-        let rehash = |i: u32| slots[i as usize].transfer.as_ref().map_or(0, |t| hasher.hash_one(t.client.key()));
+        let rehash = |i: u32| slots[i as usize].transfer().map_or(0, |t| hasher.hash_one(t.client.key()));
         self.peers.remove(self.hasher.hash_one(t.client.key()), idx, rehash);
         // The last transfer of its request: its copy goes with it.
         if t.asked.holders() == 2 {
@@ -286,7 +328,7 @@ impl Table {
 
     /// The transfers held.
     pub(super) fn transfers(&self) -> impl Iterator<Item = &Transfer> {
-        self.slots.iter().filter_map(|s| s.transfer.as_ref())
+        self.slots.iter().filter_map(|s| s.transfer())
     }
 
     /// The slots' timer links, for the wheel.
@@ -387,9 +429,9 @@ impl PeerIndex {
 
 /// Whether `tok` names a transfer still held whose client has shown nothing yet.
 fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
-    slots.get(tok.slot() as usize).is_some_and(|s| {
-        s.generation == tok.generation() && s.transfer.as_ref().is_some_and(|t| t.kind.is_unconfirmed())
-    })
+    slots
+        .get(tok.slot() as usize)
+        .is_some_and(|s| s.generation == tok.generation() && s.transfer().is_some_and(|t| t.kind.is_unconfirmed()))
 }
 
 #[cfg(test)]
@@ -416,5 +458,25 @@ mod tests {
         // Removing what is not there changes nothing.
         index.remove(hash(3), 3, hash);
         assert_eq!(index.len, (0..5000).filter(|&i| !gone(i)).count());
+    }
+
+    #[test]
+    fn free_slots_are_taken_again_last_freed_first() {
+        let mut t = Table::new(16);
+        let (a, b, c) = (t.reserve(), t.reserve(), t.reserve());
+        assert_eq!((a, b, c), (0, 1, 2));
+        t.release(a);
+        t.release(c);
+        // Taking a transfer out of a slot that holds none changes nothing.
+        assert!(t.remove(c).is_none() && t.remove(b).is_none());
+        assert_eq!((t.reserve(), t.reserve(), t.reserve()), (c, a, 3));
+        t.release(b);
+        assert_eq!(t.reserve(), b);
+        assert_eq!(t.slots(), 4);
+    }
+
+    #[test]
+    fn a_slot_takes_120_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 120);
     }
 }
