@@ -170,6 +170,12 @@ impl FileVersion {
         Ok(Self { name: String::from_utf8_lossy(name).into(), id, bytes })
     }
 
+    /// A version of `len` zero bytes, for tests elsewhere.
+    #[cfg(test)]
+    pub(crate) fn zeros(len: usize) -> Self {
+        Self::scratch(len)
+    }
+
     /// A chunk of scratch of `len` bytes.
     pub(super) fn scratch(len: usize) -> Self {
         let id = FileId { dev: 0, ino: 0, size: len as u64, mtime: (0, 0), ctime: (0, 0), mode: 0 };

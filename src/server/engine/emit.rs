@@ -8,6 +8,7 @@ use super::Engine;
 use super::admit::Refusal;
 use super::kind::Kind;
 use super::table::Transfer;
+use crate::fs::FileVersion;
 use crate::proto::wire::{self, Options};
 use crate::proto::{ErrorCode, Negotiated, RetransmitConfig, Timestamp, Transmit, WriteTransmit};
 use crate::server::io::{Body, DataRun, Io, MAX_HEAD, MAX_RUN, MAX_RUN_BYTES, Outgoing, Segment, Token, Via};
@@ -99,7 +100,8 @@ pub(super) fn transmit_read_run<I: Io>(
     io: &mut I,
 ) -> bool {
     let (via, to, netascii) = (t.route.via(), t.client.addr(), t.route.netascii());
-    let Kind::Read { file, xfer } = &mut t.kind else { return false };
+    let (Kind::Read { xfer }, Some(file)) = (&mut t.kind, t.asked.file()) else { return false };
+    let file: &Rc<FileVersion> = &file;
     run.clear();
     // netascii blocks are translated into scratch: the run's all lie in this chunk, which its
     // send keeps alive instead of the file.
@@ -192,7 +194,8 @@ fn transmit_read<I: Io>(
     io: &mut I,
 ) {
     let netascii = t.route.netascii();
-    let Kind::Read { file, xfer } = &mut t.kind else { return };
+    let (Kind::Read { xfer }, Some(file)) = (&mut t.kind, t.asked.file()) else { return };
+    let file: &Rc<FileVersion> = &file;
     match tx {
         Transmit::Data { block, offset, len } => {
             // netascii: translated into a chunk of scratch, which the send keeps alive.

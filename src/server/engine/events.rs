@@ -74,7 +74,7 @@ impl Engine {
         let Some(t) = self.table.live(token) else { return };
         if errno == libc::EFAULT {
             // The file shrank under its mapping: the kernel could not read the pages.
-            warn!(worker, client = %t.client.addr(), file = %t.kind.name(), "file truncated while being served");
+            warn!(worker, client = %t.client.addr(), file = %t.name(), "file truncated while being served");
             t.kind.fail(LocalFailure::FileChanged);
         } else {
             debug!(worker, client = %t.client.addr(), errno, "send failed");

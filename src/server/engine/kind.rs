@@ -1,9 +1,7 @@
 //! What a transfer is: a read (a file version sent from its mapping) or a write (an upload into
 //! an unnamed file, made at its first DATA), behind one interface for the engine.
 
-use std::rc::Rc;
-
-use crate::fs::{FileVersion, Upload};
+use crate::fs::Upload;
 use crate::proto::{LocalFailure, Outcome, ReadTransfer, Repeat, RetransmitConfig, Timestamp, WriteTransfer};
 
 /// An upload's state besides the protocol: the file being written and where it stands.
@@ -18,8 +16,9 @@ pub(super) struct WriteState {
 /// A read or a write.
 #[derive(Debug)]
 pub(super) enum Kind {
-    /// (Its mode is the transfer's: kept beside it, where the slot has room.)
-    Read { file: Rc<FileVersion>, xfer: ReadTransfer },
+    /// (Its mode is the transfer's, and its file version is kept with its request: see
+    /// `Asked::file`.)
+    Read { xfer: ReadTransfer },
     /// Boxed: uploads are rare, and reads keep the slot small.
     Write(Box<WriteState>),
 }
@@ -125,13 +124,6 @@ impl Kind {
         match self {
             Self::Read { xfer, .. } => xfer.sender().acked(),
             Self::Write(w) => w.xfer.received().div_ceil(u64::from(w.xfer.blksize().max(1))),
-        }
-    }
-
-    pub(super) fn name(&self) -> &str {
-        match self {
-            Self::Read { file, .. } => file.name(),
-            Self::Write(w) => &w.name,
         }
     }
 

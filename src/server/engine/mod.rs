@@ -456,7 +456,7 @@ impl Engine {
                 Ok(_) if self.active >= self.capacity && !self.evict_unconfirmed(now, io) => {
                     Admission::refuse(Refusal::Busy)
                 }
-                Ok((kind, granted)) => match self.start(now, listen, d, kind, granted, io) {
+                Ok(prepared) => match self.start(now, listen, d, prepared, io) {
                     Some(idx) => {
                         self.send_first(idx, now, &r.options, io);
                         self.after_event(idx, now, io);

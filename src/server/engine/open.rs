@@ -2,6 +2,8 @@
 //! and the file cache) or the upload begun, the options negotiated against it and the interface,
 //! and the transfer given a slot and a socket.
 
+use std::rc::Rc;
+
 use tracing::warn;
 
 use super::admit::{Admission, Refusal};
@@ -13,6 +15,7 @@ use super::record::{AskedHeader, Text};
 use super::resolve::{Decided, Lookup, Refused};
 use super::table::{NO_LOCAL, Route, Transfer};
 use super::{Engine, transfer_bind_addr};
+use crate::fs::FileVersion;
 use crate::fs::{OpenError, PathError, UploadError};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
 use crate::proto::wire::{Mode, Packet, Request, RequestKind};
@@ -21,16 +24,19 @@ use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE};
 use crate::server::socket::LocalEnd;
 use crate::server::stats::Counter;
 
+/// A request made ready to become a transfer.
+pub(super) struct Prepared {
+    pub(super) kind: Kind,
+    /// Its options as negotiated, for its record.
+    pub(super) granted: Negotiated,
+    /// The file version a read serves (kept with its request: see `Asked::file`).
+    pub(super) file: Option<Rc<FileVersion>>,
+}
+
 impl Engine {
     /// The transfer state of request `r`: its file opened or its upload begun, and its options
-    /// negotiated (returned beside it, for its record). The caller answers and records a
-    /// refusal.
-    pub(super) fn prepare(
-        &mut self,
-        now: Timestamp,
-        d: &Datagram<'_>,
-        r: &Request<'_>,
-    ) -> Result<(Kind, Negotiated), Admission> {
+    /// negotiated. The caller answers and records a refusal.
+    pub(super) fn prepare(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Prepared, Admission> {
         self.decided = Decided::default();
         self.resolved = 0;
         match r.kind {
@@ -39,12 +45,7 @@ impl Engine {
         }
     }
 
-    fn prepare_read(
-        &mut self,
-        now: Timestamp,
-        d: &Datagram<'_>,
-        r: &Request<'_>,
-    ) -> Result<(Kind, Negotiated), Admission> {
+    fn prepare_read(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Prepared, Admission> {
         let lookup = Lookup { filename: r.filename, peer: d.peer, local: d.local, write: false };
         let (file, _) = match self.find_file(&lookup, now) {
             Ok(found) => found,
@@ -70,15 +71,10 @@ impl Engine {
         if let Some(bytes) = self.policy.limits.max_window_bytes {
             xfer.limit_blind_sends(bytes);
         }
-        Ok((Kind::Read { file, xfer }, neg))
+        Ok(Prepared { kind: Kind::Read { xfer }, granted: neg, file: Some(file) })
     }
 
-    fn prepare_write(
-        &mut self,
-        now: Timestamp,
-        d: &Datagram<'_>,
-        r: &Request<'_>,
-    ) -> Result<(Kind, Negotiated), Admission> {
+    fn prepare_write(&mut self, now: Timestamp, d: &Datagram<'_>, r: &Request<'_>) -> Result<Prepared, Admission> {
         // Uploads are on when the worker was given their directory (admission checked).
         let Some(uploads) = self.uploads.clone() else { return Err(Admission::refuse(Refusal::WritesDisabled)) };
         let policy = self.policy.upload;
@@ -114,7 +110,7 @@ impl Engine {
             Ok((upload, name)) => {
                 let xfer = WriteTransfer::new(now, &neg, policy.max_size, self.retransmits.in_force());
                 let state = WriteState { xfer, upload: Some(upload), name: name.into() };
-                Ok((Kind::Write(Box::new(state)), neg))
+                Ok(Prepared { kind: Kind::Write(Box::new(state)), granted: neg, file: None })
             }
             Err(e) => {
                 // Every upload refusal counts as refused, a missing directory too.
@@ -131,8 +127,7 @@ impl Engine {
         now: Timestamp,
         listen: u32,
         d: &Datagram<'_>,
-        kind: Kind,
-        granted: Negotiated,
+        prepared: Prepared,
         io: &mut I,
     ) -> Option<u32> {
         let idx = self.table.reserve();
@@ -155,7 +150,8 @@ impl Engine {
             }
         };
         let lookup = Some(self.decided).filter(Decided::is_some);
-        let asked = self.table.asked(&AskedHeader::new(d.local.map(|l| l.ip), &granted, lookup), d.payload);
+        let Prepared { kind, granted, file } = prepared;
+        let asked = self.table.asked(&AskedHeader::new(d.local.map(|l| l.ip), &granted, lookup), d.payload, file);
         self.table.insert(idx, Transfer { client: Peer::new(d.peer), route, kind, asked });
         self.active += 1;
         self.counters.set(Counter::Active, self.active as u64);

@@ -6,8 +6,11 @@
 //! formatter quotes and escapes them.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::net::IpAddr;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tracing::info;
@@ -17,6 +20,7 @@ use super::fold::{Folded, Reason};
 use super::kind::Kind;
 use super::resolve::Decided;
 use super::table::Transfer;
+use crate::fs::FileVersion;
 use crate::proto::options::OackShape;
 use crate::proto::wire::{Options, Packet, Request};
 use crate::proto::{ErrorCode, Negotiated, Outcome, Timestamp};
@@ -30,7 +34,9 @@ use crate::server::stats::{self, Counter, Counters, Direction, Finish, Latencies
 /// the file name and options in the client's spelling and tell a repeat from a new request.
 ///
 /// Eight bytes in the transfer: a thin pointer to the allocation, whose first four bytes hold
-/// its length and the next four how many hold it (a worker's transfers are on one thread).
+/// its length, the next four how many hold it (a worker's transfers are on one thread), and the
+/// next eight the file version a read serves (a strong reference, or 0 for an upload): the
+/// transfers of one request share it with the request.
 ///
 /// The header: the local address's tag (0 none, 4, 6) and its 0, 4 or 16 bytes; a byte of
 /// [`Flags`]; blksize, windowsize and the OACK's shape, two bytes each; then, when their flag
@@ -58,6 +64,12 @@ const LEN: usize = 4;
 
 /// The bytes of [`Asked`]'s count of holders.
 const HOLDERS: usize = 4;
+
+/// The bytes of [`Asked`]'s file version: its address, 0 for none.
+const FILE: usize = 8;
+
+/// Where [`Asked`]'s header starts.
+const BYTES: usize = LEN + HOLDERS + FILE;
 
 /// The longest header of [`Asked`].
 const HEADER_MAX: usize = 1 + 16 + 1 + 6 + 1 + 8 + 4;
@@ -132,15 +144,18 @@ impl Asked {
     /// an allocation of its own.
     #[cfg(test)]
     pub(super) fn new(request: &[u8], local: Option<IpAddr>, granted: &Negotiated, lookup: Option<Decided>) -> Self {
-        Self::with_header(&AskedHeader::new(local, granted, lookup), request)
+        Self::with_header(&AskedHeader::new(local, granted, lookup), request, None)
     }
 
-    /// Keeps `request` with `header`, in an allocation of its own, held once.
-    pub(super) fn with_header(header: &AskedHeader, request: &[u8]) -> Self {
-        let len = LEN + HOLDERS + header.len + request.len();
+    /// Keeps `request` with `header` and the `file` version it is served from, in an
+    /// allocation of its own, held once.
+    pub(super) fn with_header(header: &AskedHeader, request: &[u8], file: Option<Rc<FileVersion>>) -> Self {
+        let len = BYTES + header.len + request.len();
         let mut v = Vec::with_capacity(len);
         v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
         v.extend_from_slice(&1u32.to_le_bytes());
+        let file = file.map_or(0, |f| Rc::into_raw(f).expose_provenance() as u64);
+        v.extend_from_slice(&file.to_le_bytes());
         v.extend_from_slice(header.bytes());
         v.extend_from_slice(request);
         // The length written first is the slice's: a datagram is far shorter than 4 GiB, and
@@ -149,9 +164,32 @@ impl Asked {
         Self(NonNull::from(Box::leak(v.into_boxed_slice())).cast::<u8>())
     }
 
-    /// Whether this is what `header` and `request` would keep.
-    pub(super) fn is(&self, header: &AskedHeader, request: &[u8]) -> bool {
-        self.bytes().split_at_checked(header.len).is_some_and(|(h, r)| h == header.bytes() && r == request)
+    /// Whether this is what `header`, `request` and `file` would keep.
+    pub(super) fn is(&self, header: &AskedHeader, request: &[u8], file: Option<&Rc<FileVersion>>) -> bool {
+        self.file_ptr() == file.map(Rc::as_ptr)
+            && self.bytes().split_at_checked(header.len).is_some_and(|(h, r)| h == header.bytes() && r == request)
+    }
+
+    /// The address of the file version held, if any.
+    fn file_ptr(&self) -> Option<*const FileVersion> {
+        let addr = u64::from_le_bytes(self.all()[LEN + HOLDERS..BYTES].try_into().unwrap_or_default());
+        (addr != 0).then(|| std::ptr::with_exposed_provenance::<FileVersion>(addr as usize))
+    }
+
+    /// The name of the file version a read serves.
+    pub(super) fn file_name(&self) -> Option<&str> {
+        // SAFETY: as in `file`; the reference lives no longer than `self`, which keeps the
+        // file version alive.
+        self.file_ptr().map(|p| unsafe { &*p }.name())
+    }
+
+    /// The file version a read serves, borrowed from this allocation's reference.
+    pub(super) fn file(&self) -> Option<FileRef<'_>> {
+        // SAFETY: a non-zero address is that of `Rc::into_raw` in `with_header`, exposed there,
+        // whose strong reference the allocation keeps until its last holder drops it (in
+        // `drop`); the `Rc` made here is never dropped (ManuallyDrop) and lives no longer than
+        // `self`, so the count stays exact.
+        self.file_ptr().map(|p| FileRef(ManuallyDrop::new(unsafe { Rc::from_raw(p) }), PhantomData))
     }
 
     /// Whether `other` holds the same allocation.
@@ -185,7 +223,7 @@ impl Asked {
 
     /// The header and the request.
     fn bytes(&self) -> &[u8] {
-        &self.all()[LEN + HOLDERS..]
+        &self.all()[BYTES..]
     }
 
     /// The header's fields: the local address, the flags, and where the flag byte is.
@@ -271,7 +309,7 @@ impl Clone for Asked {
                 let (header, request) = self.bytes().split_at(self.header().len());
                 let mut h = AskedHeader { bytes: [0; HEADER_MAX], len: 0 };
                 h.put(header);
-                Self::with_header(&h, request)
+                Self::with_header(&h, request, self.file().map(|f| Rc::clone(&f)))
             }
         }
     }
@@ -284,10 +322,26 @@ impl Drop for Asked {
             self.set_holders(holders - 1);
             return;
         }
+        if let Some(p) = self.file_ptr() {
+            // SAFETY: the strong reference `with_header` leaked (see `file`), given back once,
+            // here, by the allocation's last holder.
+            drop(unsafe { Rc::from_raw(p) });
+        }
         let len = self.all().len();
         // SAFETY: `self.0` and `len` are the pointer and length of the boxed slice leaked in
         // `with_header`, given back once, here, by its last holder.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.0.as_ptr(), len)) });
+    }
+}
+
+/// A read's file version, borrowed from its [`Asked`] (see [`Asked::file`]).
+pub(super) struct FileRef<'a>(ManuallyDrop<Rc<FileVersion>>, PhantomData<&'a Asked>);
+
+impl std::ops::Deref for FileRef<'_> {
+    type Target = Rc<FileVersion>;
+
+    fn deref(&self) -> &Rc<FileVersion> {
+        &self.0
     }
 }
 
@@ -531,7 +585,7 @@ fn record(
         client = %t.peer(),
         local = t.asked.local().map(tracing::field::display),
         file = request.map(|r| tracing::field::display(Text(r.filename))),
-        path = %t.kind.name(),
+        path = %t.name(),
         lookup = t.asked.lookup().map(tracing::field::display),
         direction = %t.kind.direction(),
         mode = %t.mode(),
@@ -637,6 +691,30 @@ mod tests {
             }
         }
         assert_eq!(Asked::new(b"", None, &Negotiated::PLAIN, None).request(), b"");
+    }
+
+    #[test]
+    fn the_file_version_is_shared_with_the_request_and_given_back_with_its_last_holder() {
+        let (v1, v2) = (Rc::new(FileVersion::zeros(8)), Rc::new(FileVersion::zeros(8)));
+        let h = AskedHeader::new(None, &Negotiated::PLAIN, None);
+        let req = b"\x00\x01f\x00octet\x00";
+        let a = Asked::with_header(&h, req, Some(Rc::clone(&v1)));
+        assert!(a.is(&h, req, Some(&v1)));
+        assert!(!a.is(&h, req, Some(&v2)) && !a.is(&h, req, None), "another version is another request");
+        assert!(Rc::ptr_eq(&a.file().unwrap(), &v1));
+        assert_eq!(a.file_name(), Some(v1.name()));
+        let b = a.clone();
+        // Borrowing the version takes no reference; holders share the one the request keeps.
+        let kept: Rc<FileVersion> = Rc::clone(&b.file().unwrap());
+        assert_eq!(Rc::strong_count(&v1), 3);
+        drop(kept);
+        drop(a);
+        assert_eq!(Rc::strong_count(&v1), 2);
+        drop(b);
+        assert_eq!(Rc::strong_count(&v1), 1);
+        let upload = Asked::with_header(&h, req, None);
+        assert!(upload.file().is_none() && upload.file_name().is_none());
+        assert!(upload.is(&h, req, None));
     }
 
     #[test]

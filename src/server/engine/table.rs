@@ -6,12 +6,14 @@
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::kind::Kind;
 use super::peer::{self, Peer};
 use super::record::{Asked, AskedHeader};
+use crate::fs::FileVersion;
 use crate::server::io::{SockRef, Token, Via};
 use crate::sys::pages::Mapped;
 use crate::timer::{Links, TimerLink};
@@ -106,6 +108,14 @@ impl Transfer {
     /// Its client's address and port.
     pub(super) fn peer(&self) -> SocketAddr {
         self.client.addr()
+    }
+
+    /// The name of its file: the file version's, or the upload's.
+    pub(super) fn name(&self) -> &str {
+        match (&self.kind, self.asked.file_name()) {
+            (Kind::Write(w), _) => &w.name,
+            (Kind::Read { .. }, name) => name.unwrap_or_default(),
+        }
     }
 
     /// Its mode, as the record names it.
@@ -204,13 +214,13 @@ impl Table {
 
     /// What a transfer keeps of `request` for its record, with `header` (see [`Asked`]): shared
     /// with the transfers held for the same request, and allocated only for the first of them.
-    pub(super) fn asked(&mut self, header: &AskedHeader, request: &[u8]) -> Asked {
+    pub(super) fn asked(&mut self, header: &AskedHeader, request: &[u8], file: Option<Rc<FileVersion>>) -> Asked {
         let hasher = &self.hasher;
         let hash = hasher.hash_one((header.bytes(), request));
-        match self.requests.find(hash, |a| a.is(header, request)) {
+        match self.requests.find(hash, |a| a.is(header, request, file.as_ref())) {
             Some(a) => a.clone(),
             None => {
-                let a = Asked::with_header(header, request);
+                let a = Asked::with_header(header, request, file);
                 self.requests.insert_unique(hash, a.clone(), |a| hasher.hash_one((a.header(), a.request())));
                 a
             }
@@ -476,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_takes_120_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 120);
+    fn a_slot_takes_112_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 112);
     }
 }
