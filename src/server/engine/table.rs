@@ -187,9 +187,11 @@ pub(super) struct Table {
     hasher: DefaultHashBuilder,
     /// Transfers in the order they started, to find the oldest whose client has shown nothing
     /// (entries of transfers since confirmed or ended are skipped, and dropped now and then).
-    unconfirmed: VecDeque<Token>,
+    unconfirmed: VecDeque<u32>,
+    /// How the entries of `unconfirmed` name a transfer (4 bytes where a token takes 8).
     /// When `unconfirmed` is compacted: it never grows past that.
     unconfirmed_max: usize,
+    queued: QueuedNames,
     /// What the transfers held keep of their requests, one allocation per distinct request
     /// (in a storm, thousands of clients ask for the same file with the same options).
     requests: HashTable<Asked>,
@@ -208,6 +210,7 @@ impl Table {
             hasher: DefaultHashBuilder::default(),
             unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
             unconfirmed_max,
+            queued: QueuedNames::for_capacity(capacity),
             requests: HashTable::new(),
         }
     }
@@ -292,10 +295,11 @@ impl Table {
         self.peers.insert(hash, idx, rehash);
         if self.unconfirmed.len() >= self.unconfirmed_max {
             let slots = &self.slots;
-            self.unconfirmed.retain(|tok| live_unconfirmed(slots, *tok));
+            let queued = self.queued;
+            self.unconfirmed.retain(|&e| live_unconfirmed(slots, queued, e));
         }
         let token = self.token(idx);
-        self.unconfirmed.push_back(token);
+        self.unconfirmed.push_back(self.queued.name(token));
     }
 
     /// Takes the transfer out of slot `idx`: its token goes stale and the slot is free again.
@@ -328,9 +332,9 @@ impl Table {
 
     /// The slot of the oldest transfer whose client has shown nothing yet, taken off the queue.
     pub(super) fn pop_oldest_unconfirmed(&mut self) -> Option<u32> {
-        while let Some(tok) = self.unconfirmed.pop_front() {
-            if live_unconfirmed(&self.slots, tok) {
-                return Some(tok.slot());
+        while let Some(e) = self.unconfirmed.pop_front() {
+            if live_unconfirmed(&self.slots, self.queued, e) {
+                return Some(self.queued.slot(e));
             }
         }
         None
@@ -437,11 +441,46 @@ impl PeerIndex {
     }
 }
 
-/// Whether `tok` names a transfer still held whose client has shown nothing yet.
-fn live_unconfirmed(slots: &[Slot], tok: Token) -> bool {
-    slots
-        .get(tok.slot() as usize)
-        .is_some_and(|s| s.generation == tok.generation() && s.transfer().is_some_and(|t| t.kind.is_unconfirmed()))
+/// Whether entry `e` of the unconfirmed queue names a transfer still held and unconfirmed.
+fn live_unconfirmed(slots: &[Slot], queued: QueuedNames, e: u32) -> bool {
+    slots.get(queued.slot(e) as usize).is_some_and(|s| {
+        queued.generation_matches(e, s.generation) && s.transfer().is_some_and(|t| t.kind.is_unconfirmed())
+    })
+}
+
+/// How the queue of unconfirmed transfers names one in 4 bytes: its slot in the low bits (as
+/// many as twice the worker's limit of transfers needs) and the low bits of its slot's
+/// generation in the rest. An entry whose slot has since held 2^k other transfers (k the
+/// generation bits: 7 for a limit of 2^24 transfers a worker) would be taken for the latest one,
+/// which then goes out of turn: the queue only orders, its entries are checked before anything
+/// is done.
+#[derive(Clone, Copy, Debug)]
+struct QueuedNames {
+    /// Bits of the slot.
+    slot_bits: u32,
+}
+
+impl QueuedNames {
+    fn for_capacity(capacity: usize) -> Self {
+        let slots = (2 * (capacity as u64).clamp(1, 1 << 31)).next_power_of_two().trailing_zeros();
+        Self { slot_bits: slots.clamp(1, 32) }
+    }
+
+    fn slot_mask(self) -> u32 {
+        u32::MAX >> (32 - self.slot_bits)
+    }
+
+    fn name(self, token: Token) -> u32 {
+        (token.slot() & self.slot_mask()) | token.generation().checked_shl(self.slot_bits).unwrap_or(0)
+    }
+
+    fn slot(self, e: u32) -> u32 {
+        e & self.slot_mask()
+    }
+
+    fn generation_matches(self, e: u32, generation: u32) -> bool {
+        (e ^ generation.checked_shl(self.slot_bits).unwrap_or(0)) & !self.slot_mask() == 0
+    }
 }
 
 #[cfg(test)]
@@ -488,5 +527,22 @@ mod tests {
     #[test]
     fn a_slot_takes_112_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 112);
+    }
+
+    #[test]
+    fn the_unconfirmed_queue_names_a_transfer_by_its_slot_and_generation() {
+        for capacity in [1, 64, 32_768, 1 << 24, usize::MAX] {
+            let q = QueuedNames::for_capacity(capacity);
+            let top = (capacity.min(1 << 31) as u32).saturating_mul(2) - 1;
+            for (slot, generation) in [(0, 0), (top, 5), (top / 2, u32::MAX)] {
+                let e = q.name(Token::new(slot, generation));
+                assert_eq!(q.slot(e), slot, "{capacity}");
+                assert!(q.generation_matches(e, generation), "{capacity}");
+                // The slot's next transfer is another, as far as the generation bits reach.
+                let bits = 32 - q.slot_bits;
+                assert_eq!(q.generation_matches(e, generation.wrapping_add(1)), bits == 0, "{capacity}");
+            }
+        }
+        assert_eq!(QueuedNames::for_capacity(32_768).slot_bits, 16);
     }
 }
