@@ -95,7 +95,9 @@ pub(crate) struct UringIo {
     listens: Vec<(Option<UdpSocket>, u8)>,
     close_listens_on_stop: bool,
     socks: Vec<SockEntry>,
-    free_socks: Vec<u32>,
+    /// The first free socket entry, [`recv::NO_SOCK`] for none: the free entries are a list
+    /// through their token (a free entry's token is never read).
+    free_socks: u32,
     /// Freed only when no operation is in flight (see `Drop`).
     sends: ManuallyDrop<Box<[SendSlot]>>,
     free_sends: Vec<u32>,
@@ -174,7 +176,7 @@ impl Uring {
             close_listens_on_stop: !cfg.single_port,
             // Reserved for the worker's limit: address space only until used, and never moved.
             socks: Vec::with_capacity(if cfg.single_port { 0 } else { cfg.max_transfers }),
-            free_socks: Vec::new(),
+            free_socks: recv::NO_SOCK,
             sends: ManuallyDrop::new(sends),
             free_sends: (0..cfg.send_slots).rev().collect(),
             free_runs: (0..runs.len() as u32).rev().collect(),

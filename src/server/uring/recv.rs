@@ -45,6 +45,9 @@ pub(super) struct SockEntry {
     bits: u32,
 }
 
+/// The end of the list of free socket entries.
+pub(super) const NO_SOCK: u32 = u32::MAX;
+
 /// The bits of [`SockEntry::bits`] that hold the generation (what `ud` keeps of it).
 const GENERATION: u32 = 0x0fff_ffff;
 /// A multishot receive is armed.
@@ -201,7 +204,8 @@ impl UringIo {
         self.to_close.extend(e.sock.take());
         e.set_armed(false);
         e.bits = (e.bits & !GENERATION) | (e.generation().wrapping_add(1) & GENERATION);
-        self.free_socks.push(idx);
+        e.token = [self.free_socks, 0];
+        self.free_socks = idx;
     }
 
     /// The descriptor to send through `via`, while it is open.
@@ -232,8 +236,8 @@ impl UringIo {
             SocketAddr::V4(_) => 0,
         };
         let (sock, port) = self.ports.bind(local.ip(), scope, avoid)?;
-        let idx = match self.free_socks.pop() {
-            Some(i) => i,
+        let idx = match self.socks.get(self.free_socks as usize) {
+            Some(free) => std::mem::replace(&mut self.free_socks, free.token[0]),
             None => {
                 self.socks.push(SockEntry { sock: None, token: [token.slot(), token.generation()], bits: 0 });
                 (self.socks.len() - 1) as u32
