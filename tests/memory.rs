@@ -13,16 +13,16 @@ mod common;
 use std::time::Duration;
 
 /// Bytes of resident memory one held transfer may cost with a socket per transfer (the
-/// default), everything the server keeps for it counted: its slot in the table (120), its share
+/// default), everything the server keeps for it counted: its slot in the table (112), its share
 /// of the one copy of the request that all transfers of the same request hold for their records,
 /// the index by client address, the count per source, the queue of unconfirmed transfers, the
 /// table of recent transfer IDs, and the io_uring backend's socket entry (16). Measured (debug
-/// build): 187–192; with a 144-byte slot and 12-byte buckets per source, 218. The goal is 128;
-/// the budget leaves room for the 10–30 bytes the figure varies between runs on a busy machine.
+/// build): 162–171; with a 144-byte slot, 12-byte buckets per source, 8-byte entries in the
+/// unconfirmed queue and free lists in vectors, 218. The goal is 128; the budget leaves room
+/// for the 10–30 bytes the figure varies between runs on a busy machine.
 const BUDGET: u64 = 216;
 
-/// The same in single-port mode (no socket entry). Measured: 158–161; with a 144-byte slot and
-/// 12-byte buckets per source, 184.
+/// The same in single-port mode (no socket entry). Measured: 131–139; before, 184.
 const BUDGET_SINGLE_PORT: u64 = 184;
 
 /// Transfers held at once.
