@@ -193,7 +193,7 @@ fn transmit_read<I: Io>(
     head: &mut [u8; MAX_HEAD],
     io: &mut I,
 ) {
-    let netascii = t.route.netascii();
+    let (via, to, netascii) = (t.route.via(), t.client.addr(), t.route.netascii());
     let (Kind::Read { xfer }, Some(file)) = (&mut t.kind, t.asked.file()) else { return };
     let file: &Rc<FileVersion> = &file;
     match tx {
@@ -213,29 +213,15 @@ fn transmit_read<I: Io>(
             };
             let hdr = wire::data_header(block);
             let body = Some(Body { file: text.as_ref().unwrap_or(file), slice });
-            io.send(Outgoing { via: t.route.via(), to: t.client.addr(), from, head: &hdr, body, token: Some(token) });
+            io.send(Outgoing { via, to, from, head: &hdr, body, token: Some(token) });
         }
         Transmit::Error { code, message } => {
             let n = wire::encode_error(code, message.as_bytes(), head).unwrap_or(0);
-            io.send(Outgoing {
-                via: t.route.via(),
-                to: t.client.addr(),
-                from,
-                head: &head[..n],
-                body: None,
-                token: None,
-            });
+            io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: None });
         }
         Transmit::Oack(neg) => {
             let n = encode_oack(&neg, requested, head);
-            io.send(Outgoing {
-                via: t.route.via(),
-                to: t.client.addr(),
-                from,
-                head: &head[..n],
-                body: None,
-                token: Some(token),
-            });
+            io.send(Outgoing { via, to, from, head: &head[..n], body: None, token: Some(token) });
         }
     }
 }
