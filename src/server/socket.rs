@@ -23,9 +23,18 @@ use crate::sys::sockopt;
 /// buffer of `recv_buffer` bytes (forced past `rmem_max` when privileged), non-blocking, and
 /// `IP_FREEBIND` when `addr` is a specific address, so that the server starts before that
 /// address is up (an interface configured later, a floating address) and serves on it once it is.
+///
+/// Port 0 (the kernel's choice, for the first worker's socket): `SO_REUSEPORT` is set once the
+/// socket is bound. Asked for with it, the kernel may choose a port that another socket of the
+/// same user holds with `SO_REUSEPORT` (another server, a test's), which the two would then
+/// share, each taking a part of the other's requests; without it, only a port no one holds.
+/// The other workers' sockets then join with `SO_REUSEPORT` on the port chosen.
 pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
-    s.set_reuse_port(true)?;
+    let chosen = addr.port() == 0;
+    if !chosen {
+        s.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -40,6 +49,9 @@ pub(crate) fn listen_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<
         s.set_recv_buffer_size(recv_buffer)?;
     }
     s.bind(&addr.into())?;
+    if chosen {
+        s.set_reuse_port(true)?;
+    }
     Ok(s.into())
 }
 
@@ -351,6 +363,33 @@ mod tests {
         let here = interface_addrs();
         assert!(here.iter().any(|x| x.ip == Ipv4Addr::LOCALHOST));
         assert!(broadcast_addresses().iter().all(|b| !here.iter().any(|x| x.ip == *b)));
+    }
+
+    #[test]
+    fn a_chosen_listening_port_is_one_no_other_socket_holds() {
+        // Sockets of this user holding ports with SO_REUSEPORT (other servers' listening
+        // sockets): the kernel's choice must never be one of their ports. (With 2,000 held, a
+        // choice that ignored them would meet one in about one call of fifteen.)
+        let room = crate::sys::rlimit::raise_fd_limit().saturating_sub(300).min(2000);
+        let held: Vec<UdpSocket> = (0..room)
+            .filter_map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+                s.set_reuse_port(true).ok()?;
+                s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).ok()?;
+                Some(s.into())
+            })
+            .collect();
+        let ports: std::collections::HashSet<u16> =
+            held.iter().filter_map(|s| Some(s.local_addr().ok()?.port())).collect();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mine: Vec<UdpSocket> = (0..200).map(|_| listen_socket(any, 4096).unwrap()).collect();
+        let shared: Vec<u16> =
+            mine.iter().map(|s| s.local_addr().unwrap().port()).filter(|p| ports.contains(p)).collect();
+        assert!(shared.is_empty(), "ports chosen that other sockets hold: {shared:?}");
+        // The other workers still join the chosen port.
+        let port = mine[0].local_addr().unwrap().port();
+        let joined = listen_socket(SocketAddr::from(([127, 0, 0, 1], port)), 4096).unwrap();
+        assert_eq!(joined.local_addr().unwrap().port(), port);
     }
 
     #[test]
