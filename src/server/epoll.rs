@@ -44,6 +44,9 @@ fn ev_data(kind: u64, generation: u32, idx: u32) -> u64 {
     (kind << 56) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
 }
 
+/// The end of the list of free socket slots.
+const NO_SOCK: u32 = u32::MAX;
+
 #[derive(Debug)]
 struct SockSlot {
     sock: Option<UdpSocket>,
@@ -57,7 +60,9 @@ pub(crate) struct EpollIo {
     ep: Epoll,
     listens: Vec<Option<UdpSocket>>,
     socks: Vec<SockSlot>,
-    free: Vec<u32>,
+    /// The first free socket slot, [`NO_SOCK`] for none: the free slots are a list through
+    /// their token (a free slot's token is never read).
+    free: u32,
     ports: PortPicker,
     /// Failed sends, for the engine.
     errors: SendErrors,
@@ -70,13 +75,15 @@ pub(crate) struct EpollIo {
 
 impl EpollIo {
     /// Sets up the epoll instance and registers the listening sockets and the wake-up
-    /// descriptor. Of `cfg`, only `single_port` and `gso` apply.
+    /// descriptor. Of `cfg`, only `single_port`, `max_transfers` and `gso` apply.
     pub(crate) fn new(cfg: &IoConfig, listens: Vec<UdpSocket>, ports: PortPicker, wake: RawFd) -> io::Result<Self> {
         let io = Self {
             ep: Epoll::new()?,
             listens: listens.into_iter().map(Some).collect(),
-            socks: Vec::new(),
-            free: Vec::new(),
+            // Reserved for the worker's limit up front, as the engine's slots are: address space
+            // only, and no old copies left behind by growth.
+            socks: Vec::with_capacity(if cfg.single_port { 0 } else { cfg.max_transfers }),
+            free: NO_SOCK,
             ports,
             errors: SendErrors::default(),
             keep_listens: cfg.single_port,
@@ -138,8 +145,8 @@ impl Io for EpollIo {
             SocketAddr::V4(_) => 0,
         };
         let (sock, port) = self.ports.bind(local.ip(), scope, avoid)?;
-        let idx = match self.free.pop() {
-            Some(i) => i,
+        let idx = match self.socks.get(self.free as usize) {
+            Some(free) => std::mem::replace(&mut self.free, free.token.0 as u32),
             None => {
                 self.socks.push(SockSlot { sock: None, token, generation: 0 });
                 (self.socks.len() - 1) as u32
@@ -170,7 +177,8 @@ impl Io for EpollIo {
             let fd = s.as_raw_fd();
             self.ep.delete(fd);
             drop(s);
-            self.free.push(sock.0);
+            slot.token = Token(u64::from(self.free));
+            self.free = sock.0;
         }
     }
 
