@@ -379,6 +379,16 @@ mod tests {
 
     const RRQ: &[u8] = b"\x00\x01pxelinux.0\x00octet\x00";
 
+    /// `ms` milliseconds after the clock's origin.
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_micros(ms * 1000)
+    }
+
+    /// Client `i` of a storm: an address of its own, port 2000.
+    fn client(i: u32) -> SocketAddr {
+        SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 2000))
+    }
+
     #[test]
     fn a_client_s_last_port_is_kept_until_its_next_transfer_ends() {
         let mut t = RecentTids::new(0);
@@ -403,7 +413,6 @@ mod tests {
             (1001..u16::MAX).map(|p| SocketAddr::from(([192, 0, 2, 1], p))).filter(|c| t.bucket(t.tag(c)) == bucket);
         let others: Vec<SocketAddr> = same.take(WAYS).collect();
         let (second, rest, last) = (others[0], &others[1..WAYS - 1], others[WAYS - 1]);
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         t.remember(&first, 0, RRQ, at(100), at(100));
         t.remember(&second, 0, RRQ, at(200), at(200));
         for c in rest {
@@ -434,7 +443,6 @@ mod tests {
     fn a_copy_that_arrived_before_the_answer_is_known_for_one() {
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         assert!(!t.is_copy(&a, RRQ, at(0), at(10)), "nothing answered yet");
         // Answered (its transfer started) at 1,000 ms, ended at 1,200.
         t.remember(&a, 40_000, RRQ, at(1000), at(1200));
@@ -450,7 +458,6 @@ mod tests {
     fn a_refusal_is_an_answer_and_keeps_the_last_transfer_s_port() {
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         let miss = b"\x00\x01pxelinux.cfg/01-aa\x00octet\x00";
         t.refused(&a, miss, at(500));
         assert_eq!(t.last(&a), None, "a refusal is no transfer");
@@ -468,8 +475,6 @@ mod tests {
         // a copy from nearly every one is still known as one.
         let clients = 10_000u32;
         let mut t = RecentTids::new(clients as usize);
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
-        let client = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 2000));
         for i in 0..clients {
             t.refused(&client(i), RRQ, at(1000 + u64::from(i) / 10));
         }
@@ -483,7 +488,6 @@ mod tests {
         // storm's, or a CPU quota's pause). A copy that arrived meanwhile is one.
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         t.answers_sent(at(990), at(990), false);
         t.refused(&a, RRQ, at(1000));
         t.answers_sent(at(1000), at(1080), false);
@@ -510,8 +514,6 @@ mod tests {
 
     #[test]
     fn the_table_doubles_for_recent_clients_and_keeps_them() {
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
-        let client = |i: u32| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 2000));
         // A few clients: the first entries are enough.
         let mut t = RecentTids::new(100_000);
         for i in 0..1000 {
@@ -541,7 +543,6 @@ mod tests {
         // would compare as arriving before it.
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         t.refused(&a, RRQ, at(1000));
         let month = at(1000 + 30 * 86_400_000);
         assert!(!t.is_copy(&a, RRQ, month, month));
@@ -554,7 +555,6 @@ mod tests {
         // taken); they went in the turn that ended at 1,300 with none left waiting.
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
-        let at = |ms: u64| Timestamp::from_micros(ms * 1000);
         t.answers_sent(at(990), at(990), false);
         t.answers_sent(at(1000), at(1001), true);
         t.answers_sent(at(1100), at(1150), true);
