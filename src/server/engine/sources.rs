@@ -80,10 +80,9 @@ impl Sources {
     /// keyed at random. A /64 whose hash meets another source's key shares its count (one in
     /// about four billion for each other source held, and no one outside can aim for it).
     fn key(&self, ip: IpAddr) -> u32 {
-        let k = source_key(ip);
         match ip.to_canonical() {
-            IpAddr::V4(_) => k as u32,
-            IpAddr::V6(_) => self.hasher.hash_one(k) as u32,
+            IpAddr::V4(v4) => v4.to_bits(),
+            IpAddr::V6(_) => self.hasher.hash_one(source_key(ip)) as u32,
         }
     }
 

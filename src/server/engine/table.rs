@@ -112,9 +112,9 @@ impl Transfer {
 
     /// The name of its file: the file version's, or the upload's.
     pub(super) fn name(&self) -> &str {
-        match (&self.kind, self.asked.file_name()) {
-            (Kind::Write(w), _) => &w.name,
-            (Kind::Read { .. }, name) => name.unwrap_or_default(),
+        match &self.kind {
+            Kind::Write(w) => &w.name,
+            Kind::Read { .. } => self.asked.file_name().unwrap_or_default(),
         }
     }
 
