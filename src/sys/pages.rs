@@ -63,6 +63,25 @@ impl<T: Zeroed> Mapped<T> {
         (len * std::mem::size_of::<T>()).max(1)
     }
 
+    /// Gives back to the system the pages that lie wholly within `entries`: those entries read
+    /// as zeros again (a valid value, see [`Zeroed`]) and cost no memory until next written.
+    /// Entries that share a page with one outside the range keep their values.
+    pub fn discard(&mut self, entries: std::ops::Range<usize>) {
+        let (size, page) = (std::mem::size_of::<T>(), page_size());
+        let end = entries.end.min(self.len) * size;
+        let first = (entries.start * size).next_multiple_of(page);
+        let last = end / page * page;
+        if first >= last {
+            return;
+        }
+        // SAFETY: whole pages inside this mapping (from `first` up to `last`, both within its
+        // `len` entries); `&mut self` means no reference into them lives, and the zeros they
+        // read as afterwards are valid entries with nothing to drop (`T: Zeroed`).
+        unsafe {
+            libc::madvise(self.ptr.as_ptr().cast::<u8>().add(first).cast(), last - first, libc::MADV_DONTNEED);
+        }
+    }
+
     /// The first entry's address, for the kernel.
     pub fn as_mut_ptr(&mut self) -> *mut T {
         self.ptr.as_ptr()
@@ -72,6 +91,13 @@ impl<T: Zeroed> Mapped<T> {
     pub fn as_ptr(&self) -> *const T {
         self.ptr.as_ptr()
     }
+}
+
+/// The system's page size: the unit [`Mapped::discard`] gives back, in bytes.
+pub fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no memory arguments.
+    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
 }
 
 impl<T: Zeroed> std::ops::Deref for Mapped<T> {
@@ -118,5 +144,35 @@ mod tests {
         m[0] = 1;
         assert_eq!((m[0], m[4999], m[1]), (1, 7, 0));
         let _one = Mapped::<u32>::new(0);
+    }
+
+    /// Pages of the mapping that are resident, from `mincore(2)`.
+    fn resident(m: &Mapped<u32>) -> Vec<bool> {
+        let page = page_size();
+        let pages = (m.len() * 4).div_ceil(page);
+        let mut v = vec![0u8; pages];
+        // SAFETY: the mapping's own pages; `v` has one byte per page.
+        let rc = unsafe { libc::mincore(m.as_ptr() as *mut libc::c_void, pages * page, v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().map(|b| b & 1 != 0).collect()
+    }
+
+    #[test]
+    fn discarding_gives_back_only_the_pages_wholly_within_the_entries_and_they_read_zero() {
+        let per_page = page_size() / 4;
+        let mut m = Mapped::<u32>::new(4 * per_page);
+        m.iter_mut().for_each(|v| *v = 9);
+        assert_eq!(resident(&m), [true; 4]);
+        // From the middle of page 0 to the middle of page 3: pages 1 and 2.
+        m.discard(per_page / 2..3 * per_page + 1);
+        assert_eq!(resident(&m), [true, false, false, true]);
+        // Less than a page, or past the end: nothing, or up to the end.
+        m.discard(1..per_page);
+        m.discard(3 * per_page..usize::MAX / 8);
+        assert_eq!(resident(&m), [true, false, false, false]);
+        // (Reading a page given back maps the system's shared zero page.)
+        assert!(m[per_page / 2..per_page].iter().all(|&v| v == 9));
+        assert!(m[per_page..].iter().all(|&v| v == 0));
+        assert!(m[..per_page].iter().all(|&v| v == 9));
     }
 }

@@ -120,8 +120,8 @@ impl Engine {
     }
 
     /// Gives transfer `kind` of datagram `d` a slot and, unless serving from the listening
-    /// port, its own socket; returns its slot, or `None` when no socket could be opened (the
-    /// request is then answered "busy").
+    /// port, its own socket; returns its slot, or `None` when no slot is free or no socket could
+    /// be opened (the request is then answered "busy").
     pub(super) fn start<I: Io>(
         &mut self,
         now: Timestamp,
@@ -130,7 +130,7 @@ impl Engine {
         prepared: Prepared,
         io: &mut I,
     ) -> Option<u32> {
-        let idx = self.table.reserve();
+        let idx = self.table.reserve()?;
         let token = self.table.token(idx);
         let netascii = matches!(Packet::decode(d.payload), Ok(Packet::Request(r)) if r.mode == Mode::Netascii);
         let retransmit = self.retransmits.current();

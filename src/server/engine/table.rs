@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -15,7 +16,7 @@ use super::peer::{self, Peer};
 use super::record::{Asked, AskedHeader};
 use crate::fs::FileVersion;
 use crate::server::io::{SockRef, Token, Via};
-use crate::sys::pages::Mapped;
+use crate::sys::pages::{Mapped, Zeroed, page_size};
 use crate::timer::{Links, TimerLink};
 
 /// [`Route::local`] meaning "none".
@@ -124,52 +125,21 @@ impl Transfer {
     }
 }
 
-#[derive(Debug, Default)]
+/// One slot: its generation (which its token carries), its place in the timer wheel, and,
+/// when [`Table::holding`] says so, a transfer. All zeros is a free slot (see [`Zeroed`]): the
+/// pages of slots that are all free are given back to the system, and read as zeros after.
 pub(super) struct Slot {
     generation: u32,
     timer: TimerLink,
-    content: Content,
+    transfer: MaybeUninit<Transfer>,
 }
 
-/// What a slot holds: a transfer, or, free, the next free slot (the free slots are a list
-/// through the slots themselves, which costs nothing more: the transfer's own niche tells the
-/// two apart).
-#[derive(Debug)]
-enum Content {
-    /// Free (or reserved): the next free slot, [`NO_SLOT`] for none.
-    Free(u32),
-    Taken(Transfer),
-}
-
-impl Default for Content {
-    fn default() -> Self {
-        Self::Free(NO_SLOT)
-    }
-}
-
-/// [`Content::Free`]: the end of the free list.
-const NO_SLOT: u32 = u32::MAX;
-
-impl Slot {
-    /// Its transfer, if it holds one.
-    fn transfer(&self) -> Option<&Transfer> {
-        match &self.content {
-            Content::Taken(t) => Some(t),
-            Content::Free(_) => None,
-        }
-    }
-
-    /// Its transfer, if it holds one.
-    fn transfer_mut(&mut self) -> Option<&mut Transfer> {
-        match &mut self.content {
-            Content::Taken(t) => Some(t),
-            Content::Free(_) => None,
-        }
-    }
-}
+// SAFETY: integers and a `MaybeUninit` (never read unless written since, never dropped by the
+// slot): all zeros is valid, and there is no drop glue. The table drops what it holds.
+unsafe impl Zeroed for Slot {}
 
 /// The slots' timer links, for the wheel.
-pub(super) struct SlotLinks<'a>(&'a mut Vec<Slot>);
+pub(super) struct SlotLinks<'a>(&'a mut [Slot]);
 
 impl Links for SlotLinks<'_> {
     fn link(&mut self, idx: u32) -> &mut TimerLink {
@@ -177,12 +147,62 @@ impl Links for SlotLinks<'_> {
     }
 }
 
+/// A set of slots, a bit each.
+#[derive(Debug)]
+struct SlotBits(Vec<u64>);
+
+impl SlotBits {
+    fn new(slots: usize) -> Self {
+        Self(vec![0; slots.div_ceil(64)])
+    }
+
+    fn has(&self, idx: u32) -> bool {
+        self.0.get(idx as usize / 64).is_some_and(|w| w & (1 << (idx % 64)) != 0)
+    }
+
+    fn set(&mut self, idx: u32, on: bool) {
+        let w = &mut self.0[idx as usize / 64];
+        *w = (*w & !(1 << (idx % 64))) | (u64::from(on) << (idx % 64));
+    }
+
+    /// Whether none of slots `first..=last` is in the set.
+    fn none_in(&self, first: usize, last: usize) -> bool {
+        (first / 64..=last / 64).all(|i| {
+            let lo = if i == first / 64 { first % 64 } else { 0 };
+            let hi = if i == last / 64 { last % 64 } else { 63 };
+            let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            self.0.get(i).is_none_or(|w| w & mask == 0)
+        })
+    }
+
+    /// The lowest slot not in the set, from word `from` on (the words before it are full).
+    fn first_absent(&self, from: usize) -> Option<(usize, u32)> {
+        let (i, w) = self.0.iter().enumerate().skip(from).find(|(_, w)| **w != u64::MAX)?;
+        Some((i, (i * 64) as u32 + w.trailing_ones()))
+    }
+}
+
 /// The transfers of one worker. See the module documentation.
+///
+/// The slots are reserved for the worker's limit up front, as address space only: a slot's
+/// page becomes resident when it is first used, and is given back once every slot on it is
+/// free again (after a storm, the memory its transfers held). A new transfer takes the lowest
+/// free slot, so that the slots in use stay together and the pages past them stay free. A
+/// slot's generation is drawn from a count of the worker's transfers rather than kept per
+/// slot, as the pages given back forget it.
 #[derive(Debug)]
 pub(super) struct Table {
-    slots: Vec<Slot>,
-    /// The first free slot, [`NO_SLOT`] for none (see [`Content::Free`]).
-    free: u32,
+    slots: Mapped<Slot>,
+    /// Slots ever used: the range of slot indices.
+    used: u32,
+    /// Slots reserved or holding a transfer.
+    busy: SlotBits,
+    /// Slots holding a transfer (their `transfer` is written).
+    holding: SlotBits,
+    /// The words of `busy` before this one are full.
+    first_open_word: usize,
+    /// The generation of the next slot reserved.
+    next_generation: u32,
     peers: PeerIndex,
     hasher: DefaultHashBuilder,
     /// Transfers in the order they started, to find the oldest whose client has shown nothing
@@ -200,12 +220,15 @@ pub(super) struct Table {
 impl Table {
     /// A table for up to `capacity` transfers.
     pub(super) fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, u32::MAX as usize);
         let unconfirmed_max = 2 * capacity.max(64);
         Self {
-            // Reserved for the worker's limit up front: address space only (pages become resident
-            // as slots are first used), and the table never moves or leaves old copies behind.
-            slots: Vec::with_capacity(capacity),
-            free: NO_SLOT,
+            slots: Mapped::new(capacity),
+            used: 0,
+            busy: SlotBits::new(capacity),
+            holding: SlotBits::new(capacity),
+            first_open_word: 0,
+            next_generation: 0,
             peers: PeerIndex::new(),
             hasher: DefaultHashBuilder::default(),
             unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
@@ -232,71 +255,95 @@ impl Table {
 
     /// Slots ever used (transfers live or not): the range of slot indices.
     pub(super) fn slots(&self) -> u32 {
-        self.slots.len() as u32
+        self.used
     }
 
-    /// The token of the transfer (or of the next one) in slot `idx`.
+    /// The token of the transfer in slot `idx` (or of the one it is reserved for).
     pub(super) fn token(&self, idx: u32) -> Token {
         Token::new(idx, self.slots[idx as usize].generation)
     }
 
     /// The transfer `token` names, if it is still held.
     pub(super) fn live(&mut self, token: Token) -> Option<&mut Transfer> {
-        let slot = self.slots.get_mut(token.slot() as usize)?;
-        if slot.generation != token.generation() {
-            return None;
+        let idx = token.slot();
+        if self.holding.has(idx) && self.slots[idx as usize].generation == token.generation() {
+            self.get_mut(idx)
+        } else {
+            None
         }
-        slot.transfer_mut()
     }
 
     /// The transfer in slot `idx`, if any.
     pub(super) fn get_mut(&mut self, idx: u32) -> Option<&mut Transfer> {
-        self.slots.get_mut(idx as usize)?.transfer_mut()
+        if !self.holding.has(idx) {
+            return None;
+        }
+        // SAFETY: a slot in `holding` was written by `insert` and not read out since.
+        Some(unsafe { self.slots[idx as usize].transfer.assume_init_mut() })
     }
 
     /// The transfer in slot `idx`, if any.
     pub(super) fn get(&self, idx: u32) -> Option<&Transfer> {
-        self.slots.get(idx as usize)?.transfer()
+        holding(&self.slots, &self.holding, idx)
     }
 
     /// The slot of the transfer with client `peer`.
     pub(super) fn find_peer(&self, peer: &SocketAddr) -> Option<u32> {
-        let slots = &self.slots;
         self.peers.find(self.hasher.hash_one(peer::key(peer)), |i| {
-            slots[i as usize].transfer().is_some_and(|t| t.client.is(peer))
+            holding(&self.slots, &self.holding, i).is_some_and(|t| t.client.is(peer))
         })
     }
 
-    /// A free slot for a new transfer (given back with [`release`](Self::release) when the
-    /// transfer does not start after all).
-    pub(super) fn reserve(&mut self) -> u32 {
-        match self.slots.get(self.free as usize).map(|s| &s.content) {
-            Some(&Content::Free(next)) => std::mem::replace(&mut self.free, next),
-            _ => {
-                self.slots.push(Slot::default());
-                (self.slots.len() - 1) as u32
-            }
-        }
+    /// The lowest free slot, for a new transfer (given back with [`release`](Self::release)
+    /// when the transfer does not start after all); `None` when all are taken.
+    pub(super) fn reserve(&mut self) -> Option<u32> {
+        let (word, idx) = self.busy.first_absent(self.first_open_word)?;
+        let slot = self.slots.get_mut(idx as usize)?;
+        self.first_open_word = word;
+        self.busy.set(idx, true);
+        self.used = self.used.max(idx + 1);
+        slot.generation = self.next_generation;
+        slot.timer = TimerLink::default();
+        self.next_generation = self.next_generation.wrapping_add(1);
+        Some(idx)
     }
 
     /// Gives back a slot from [`reserve`](Self::reserve) that was not used.
     pub(super) fn release(&mut self, idx: u32) {
-        self.slots[idx as usize].content = Content::Free(self.free);
-        self.free = idx;
+        if !self.holding.has(idx) {
+            self.free(idx);
+        }
+    }
+
+    /// Slot `idx` is free again; the pages it lies on are given back if every slot on them is.
+    fn free(&mut self, idx: u32) {
+        self.busy.set(idx, false);
+        self.first_open_word = self.first_open_word.min(idx as usize / 64);
+        let size = std::mem::size_of::<Slot>();
+        let page = page_size();
+        let (first_page, last_page) = (idx as usize * size / page, ((idx as usize + 1) * size - 1) / page);
+        for p in first_page..=last_page {
+            // The slots that lie on page `p`, wholly or in part.
+            let (first, end) = (p * page / size, ((p + 1) * page).div_ceil(size));
+            if self.busy.none_in(first, end - 1) {
+                self.slots.discard(first..end);
+            }
+        }
     }
 
     /// Puts transfer `t` in reserved slot `idx`, indexed by its peer and queued as unconfirmed.
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
         let hash = self.hasher.hash_one(t.client.key());
-        self.slots[idx as usize].content = Content::Taken(t);
-        let (slots, hasher) = (&self.slots, &self.hasher);
+        debug_assert!(self.busy.has(idx) && !self.holding.has(idx));
+        self.slots[idx as usize].transfer.write(t);
+        self.holding.set(idx, true);
+        let (slots, holds, hasher) = (&self.slots, &self.holding, &self.hasher);
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
-        let rehash = |i: u32| slots[i as usize].transfer().map_or(0, |t| hasher.hash_one(t.client.key()));
+        let rehash = |i: u32| holding(slots, holds, i).map_or(0, |t| hasher.hash_one(t.client.key()));
         self.peers.insert(hash, idx, rehash);
         if self.unconfirmed.len() >= self.unconfirmed_max {
-            let slots = &self.slots;
             let queued = self.queued;
-            self.unconfirmed.retain(|&e| live_unconfirmed(slots, queued, e));
+            self.unconfirmed.retain(|&e| live_unconfirmed(slots, holds, queued, e));
         }
         let token = self.token(idx);
         self.unconfirmed.push_back(self.queued.name(token));
@@ -304,16 +351,17 @@ impl Table {
 
     /// Takes the transfer out of slot `idx`: its token goes stale and the slot is free again.
     pub(super) fn remove(&mut self, idx: u32) -> Option<Transfer> {
-        let slot = &mut self.slots[idx as usize];
-        slot.transfer()?;
-        let Content::Taken(t) = std::mem::replace(&mut slot.content, Content::Free(self.free)) else {
+        if !self.holding.has(idx) {
             return None;
-        };
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free = idx;
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        let rehash = |i: u32| slots[i as usize].transfer().map_or(0, |t| hasher.hash_one(t.client.key()));
+        }
+        self.holding.set(idx, false);
+        // SAFETY: the slot was in `holding` (written by `insert`), and is no longer: it is read
+        // out once, here.
+        let t = unsafe { self.slots[idx as usize].transfer.assume_init_read() };
+        let (slots, holds, hasher) = (&self.slots, &self.holding, &self.hasher);
+        let rehash = |i: u32| holding(slots, holds, i).map_or(0, |t| hasher.hash_one(t.client.key()));
         self.peers.remove(self.hasher.hash_one(t.client.key()), idx, rehash);
+        self.free(idx);
         // The last transfer of its request: its copy goes with it.
         if t.asked.holders() == 2 {
             let hash = self.hasher.hash_one((t.asked.header(), t.asked.request()));
@@ -333,7 +381,7 @@ impl Table {
     /// The slot of the oldest transfer whose client has shown nothing yet, taken off the queue.
     pub(super) fn pop_oldest_unconfirmed(&mut self) -> Option<u32> {
         while let Some(e) = self.unconfirmed.pop_front() {
-            if live_unconfirmed(&self.slots, self.queued, e) {
+            if live_unconfirmed(&self.slots, &self.holding, self.queued, e) {
                 return Some(self.queued.slot(e));
             }
         }
@@ -342,13 +390,30 @@ impl Table {
 
     /// The transfers held.
     pub(super) fn transfers(&self) -> impl Iterator<Item = &Transfer> {
-        self.slots.iter().filter_map(|s| s.transfer())
+        (0..self.used).filter_map(|i| self.get(i))
     }
 
     /// The slots' timer links, for the wheel.
     pub(super) fn links(&mut self) -> SlotLinks<'_> {
         SlotLinks(&mut self.slots)
     }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        for idx in 0..self.used {
+            drop(self.remove(idx));
+        }
+    }
+}
+
+/// The transfer in slot `idx` of `slots`, if `holds` says it holds one.
+fn holding<'a>(slots: &'a [Slot], holds: &SlotBits, idx: u32) -> Option<&'a Transfer> {
+    if !holds.has(idx) {
+        return None;
+    }
+    // SAFETY: a slot in `holding` was written by `insert` and not read out since.
+    Some(unsafe { slots.get(idx as usize)?.transfer.assume_init_ref() })
 }
 
 /// Buckets of an index that has not grown: a page's worth.
@@ -442,9 +507,10 @@ impl PeerIndex {
 }
 
 /// Whether entry `e` of the unconfirmed queue names a transfer still held and unconfirmed.
-fn live_unconfirmed(slots: &[Slot], queued: QueuedNames, e: u32) -> bool {
-    slots.get(queued.slot(e) as usize).is_some_and(|s| {
-        queued.generation_matches(e, s.generation) && s.transfer().is_some_and(|t| t.kind.is_unconfirmed())
+fn live_unconfirmed(slots: &[Slot], holds: &SlotBits, queued: QueuedNames, e: u32) -> bool {
+    let idx = queued.slot(e);
+    holding(slots, holds, idx).is_some_and(|t| {
+        queued.generation_matches(e, slots[idx as usize].generation) && t.kind.is_unconfirmed()
     })
 }
 
@@ -510,18 +576,61 @@ mod tests {
     }
 
     #[test]
-    fn free_slots_are_taken_again_last_freed_first() {
-        let mut t = Table::new(16);
+    fn a_new_transfer_takes_the_lowest_free_slot_with_a_new_generation() {
+        let mut t = Table::new(130);
         let (a, b, c) = (t.reserve(), t.reserve(), t.reserve());
-        assert_eq!((a, b, c), (0, 1, 2));
-        t.release(a);
-        t.release(c);
+        assert_eq!((a, b, c), (Some(0), Some(1), Some(2)));
+        let stale = t.token(2);
+        t.release(2);
+        t.release(0);
         // Taking a transfer out of a slot that holds none changes nothing.
-        assert!(t.remove(c).is_none() && t.remove(b).is_none());
-        assert_eq!((t.reserve(), t.reserve(), t.reserve()), (c, a, 3));
-        t.release(b);
-        assert_eq!(t.reserve(), b);
-        assert_eq!(t.slots(), 4);
+        assert!(t.remove(2).is_none() && t.remove(1).is_none());
+        assert_eq!((t.reserve(), t.reserve(), t.reserve()), (Some(0), Some(2), Some(3)));
+        assert_ne!(t.token(2), stale);
+        assert!(t.live(stale).is_none());
+        // Past the first word of the set, and up to the limit.
+        for i in 4..130 {
+            assert_eq!(t.reserve(), Some(i));
+        }
+        assert_eq!(t.reserve(), None);
+        t.release(77);
+        assert_eq!((t.reserve(), t.reserve()), (Some(77), None));
+        assert_eq!(t.slots(), 130);
+    }
+
+    /// Which of the pages that slots `0..n` lie on are resident (`mincore(2)`).
+    fn resident(t: &Table, n: usize) -> Vec<bool> {
+        let page = page_size();
+        let pages = (n * std::mem::size_of::<Slot>()).div_ceil(page);
+        let mut v = vec![0u8; pages];
+        // SAFETY: the table's own mapping, at least `pages` long; one byte per page in `v`.
+        let rc = unsafe { libc::mincore(t.slots.as_ptr() as *mut libc::c_void, pages * page, v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().map(|b| b & 1 != 0).collect()
+    }
+
+    #[test]
+    fn the_pages_of_slots_that_are_all_free_are_given_back() {
+        let per_page = page_size() / std::mem::size_of::<Slot>();
+        let n = 4 * per_page + 3;
+        let mut t = Table::new(n + 1000);
+        let taken: Vec<u32> = (0..n).map(|_| t.reserve().unwrap()).collect();
+        assert_eq!(resident(&t, n), [true; 5]);
+        // One slot on the second page stays taken: the first, third and fourth pages go (the
+        // slots that straddle pages keep the pages on both sides).
+        let keep = (per_page + per_page / 2) as u32;
+        for &i in taken.iter().filter(|&&i| i != keep) {
+            t.release(i);
+        }
+        assert_eq!(resident(&t, n), [false, true, false, false, false]);
+        // The first free slot is on a page given back: it is used as a new one.
+        let again = t.reserve().unwrap();
+        assert_eq!(again, 0);
+        assert_eq!(resident(&t, n), [true, true, false, false, false]);
+        assert!(t.get(again).is_none() && t.get(keep).is_none());
+        t.release(keep);
+        t.release(again);
+        assert_eq!(resident(&t, n), [false; 5]);
     }
 
     #[test]
