@@ -166,6 +166,16 @@ pub struct OackShape {
 }
 
 impl OackShape {
+    /// Whether the first answer is an OACK (some option was acknowledged).
+    pub fn has_oack(self) -> bool {
+        self.acked != 0
+    }
+
+    /// Whether the OACK carries tsize.
+    pub fn has_tsize(self) -> bool {
+        self.acked & TSIZE != 0
+    }
+
     /// The shape in two bytes (options accepted, low byte; their order, high byte).
     pub fn to_bits(self) -> u16 {
         u16::from_le_bytes([self.acked, self.order])

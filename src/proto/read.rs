@@ -70,17 +70,28 @@ pub enum Transmit {
     },
 }
 
+/// The phase, and what only some phases need (six bytes in all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Nothing acknowledged yet; the sender's deadline is when to forget a silent client.
-    /// `tsize`: the OACK carries tsize (an ERROR after it may be a size probe).
-    Unconfirmed { oack: bool, tsize: bool, blind: Blind },
+    /// Nothing acknowledged yet; the sender's deadline is the next timed resend of the first
+    /// answer, `expires` when a silent client is forgotten, in [`EXPIRY_UNIT`]s from the start.
+    Unconfirmed { expires: u16, first: First, blind: Blind, timeout: ClientTimeout },
     /// ACKs are flowing.
-    Sending { blind: Blind },
+    Sending { blind: Blind, timeout: ClientTimeout },
     /// An ERROR is queued.
     Failing(TransferError),
     /// Over.
     Done(Outcome),
+}
+
+/// The client's negotiated timeout in seconds, 0 for none (RFC 2349 allows 1 to 255).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ClientTimeout(u8);
+
+impl ClientTimeout {
+    fn get(self) -> Option<u8> {
+        (self.0 != 0).then_some(self.0)
+    }
 }
 
 /// Where the first answer (OACK or DATA 1) stands while nothing is acknowledged, in one byte:
@@ -151,23 +162,19 @@ impl Blind {
     const ANY: Self = Self(u8::MAX);
 }
 
-/// A read transfer in progress.
+/// A read transfer in progress: 64 bytes.
 #[derive(Clone, Debug)]
 pub struct ReadTransfer {
     sender: WindowSender,
     phase: Phase,
-    retransmits: u32,
-    /// When a transfer nobody has acknowledged is forgotten, in [`EXPIRY_UNIT`]s from its start.
-    expires: u16,
-    first: First,
-    /// The client's negotiated timeout in seconds (0 = none).
-    client_timeout: u8,
-    /// The options of the OACK, to write it again.
+    /// The options of the OACK, to write it again (none: the first answer is DATA 1).
     oack_shape: OackShape,
+    retransmits: u32,
 }
 
 impl ReadTransfer {
-    /// A transfer of `size` bytes with the negotiated parameters; its first answer is due at once.
+    /// A transfer of `size` bytes (at most [`MAX_SIZE`](super::sender::MAX_SIZE)) with the
+    /// negotiated parameters; its first answer is due at once.
     pub fn new(now: Timestamp, size: u64, negotiated: &Negotiated, base: &RetransmitConfig) -> Self {
         let expires = now + unconfirmed_wait(base, negotiated.timeout);
         let cfg = base.with_client_timeout(negotiated.timeout);
@@ -178,12 +185,14 @@ impl ReadTransfer {
         sender.set_deadline(expires);
         Self {
             sender,
-            phase: Phase::Unconfirmed { oack, tsize: negotiated.tsize.is_some(), blind: Blind::ANY },
-            retransmits: 0,
-            expires: expiry_units(now, expires),
-            first: First::UNSENT,
-            client_timeout: negotiated.timeout.unwrap_or(0),
+            phase: Phase::Unconfirmed {
+                expires: expiry_units(now, expires),
+                first: First::UNSENT,
+                blind: Blind::ANY,
+                timeout: ClientTimeout(negotiated.timeout.unwrap_or(0)),
+            },
             oack_shape: negotiated.shape(),
+            retransmits: 0,
         }
     }
 
@@ -197,7 +206,7 @@ impl ReadTransfer {
         let window = u32::from(self.sender.window()) * (u32::from(self.sender.blksize()) + DATAGRAM_OVERHEAD);
         // The first window is one of them.
         let resends = (bytes / window.max(1)).saturating_sub(1).min(u32::from(u8::MAX - 1)) as u8;
-        if let Phase::Unconfirmed { blind, .. } | Phase::Sending { blind } = &mut self.phase {
+        if let Phase::Unconfirmed { blind, .. } | Phase::Sending { blind, .. } = &mut self.phase {
             *blind = Blind(resends);
         }
     }
@@ -205,58 +214,66 @@ impl ReadTransfer {
     /// The negotiation this transfer runs with, for writing its OACK again.
     pub fn oack(&self) -> Negotiated {
         let s = &self.sender;
-        let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
-        Negotiated::with_shape(self.oack_shape, s.blksize(), s.window(), timeout, Some(s.size()))
+        Negotiated::with_shape(self.oack_shape, s.blksize(), s.window(), self.client_timeout(), Some(s.size()))
+    }
+
+    /// The client's negotiated timeout, while it matters (the transfer is not over).
+    fn client_timeout(&self) -> Option<u8> {
+        match self.phase {
+            Phase::Unconfirmed { timeout, .. } | Phase::Sending { timeout, .. } => timeout.get(),
+            Phase::Failing(_) | Phase::Done(_) => None,
+        }
     }
 
     fn cfg(&self, cfg: &RetransmitConfig) -> RetransmitConfig {
-        cfg.with_client_timeout((self.client_timeout != 0).then_some(self.client_timeout))
+        cfg.with_client_timeout(self.client_timeout())
     }
 
-    /// When a transfer nobody has acknowledged is given up.
-    fn expires(&self) -> Timestamp {
-        self.sender.started() + EXPIRY_UNIT * u32::from(self.expires)
+    /// When a transfer nobody has acknowledged is given up (`expires` in [`EXPIRY_UNIT`]s).
+    fn expiry(&self, expires: u16) -> Timestamp {
+        self.sender.started() + EXPIRY_UNIT * u32::from(expires)
     }
 
     /// Handles a packet from the client (the owner has checked that it comes from the client's
     /// address and port).
     pub fn handle_packet(&mut self, now: Timestamp, packet: &Packet<'_>, cfg: &RetransmitConfig) {
         let cfg = self.cfg(cfg);
+        let oack = self.oack_shape.has_oack();
         match (*packet, self.phase) {
             (_, Phase::Done(_) | Phase::Failing(_)) => {}
-            (Packet::Ack { block }, Phase::Unconfirmed { oack: true, blind, .. }) => {
+            (Packet::Ack { block }, Phase::Unconfirmed { blind, timeout, .. }) if oack => {
                 if block == 0 {
                     self.sender.handshake_acked(now, &cfg);
-                    self.phase = Phase::Sending { blind };
+                    self.phase = Phase::Sending { blind, timeout };
                 }
             }
-            (Packet::Ack { block }, Phase::Unconfirmed { oack: false, blind, .. } | Phase::Sending { blind }) => {
+            (Packet::Ack { block }, Phase::Unconfirmed { blind, timeout, .. } | Phase::Sending { blind, timeout }) => {
                 match self.sender.on_ack(now, block, &cfg) {
                     // A DATA block was acknowledged: the client receives.
-                    AckEffect::Progress => self.phase = Phase::Sending { blind: Blind::ANY },
+                    AckEffect::Progress => self.phase = Phase::Sending { blind: Blind::ANY, timeout },
                     AckEffect::Complete => self.phase = Phase::Done(Outcome::Complete),
                     // A client that has received no DATA repeats its ACK 0 when the first window
                     // was lost: with the timer held back, its ACK releases the window again.
                     AckEffect::Duplicate if blind != Blind::ANY && self.sender.acked() == 0 => {
-                        if self.phase == (Phase::Sending { blind }) {
+                        if matches!(self.phase, Phase::Sending { .. }) {
                             self.sender.rewind();
                         }
                     }
                     AckEffect::Duplicate | AckEffect::Stale => {}
                 }
             }
-            (Packet::Error { code, message }, Phase::Unconfirmed { oack: true, tsize, .. }) => {
+            (Packet::Error { code, message }, Phase::Unconfirmed { .. }) if oack => {
                 //= https://www.rfc-editor.org/rfc/rfc2347
                 //# the client may respond with an ERROR packet, using error code 8, to terminate
                 //# the transfer
                 // EDK2 reads tsize from the OACK and stops with ERROR 8 "User aborted the
                 // transfer"; any other ERROR here is an old ROM refusing the OACK.
-                self.phase = Phase::Done(match is_size_probe(tsize, code, message) {
+                self.phase = Phase::Done(match is_size_probe(self.oack_shape.has_tsize(), code, message) {
                     true => Outcome::Probe,
                     false => Outcome::Rejected(code),
                 });
             }
-            (Packet::Error { code, .. }, Phase::Unconfirmed { oack: false, .. }) => {
+            (Packet::Error { code, .. }, Phase::Unconfirmed { .. }) => {
                 self.phase = Phase::Done(Outcome::PeerError(code));
             }
             (Packet::Error { code, .. }, Phase::Sending { .. }) => {
@@ -275,16 +292,15 @@ impl ReadTransfer {
     /// The client sent its request again; see [`Repeat`]. Before anything has been acknowledged,
     /// the first answer is due again and the client's silence timer restarts.
     pub fn handle_repeated_request(&mut self, now: Timestamp, base: &RetransmitConfig) -> Repeat {
-        let timeout = (self.client_timeout != 0).then_some(self.client_timeout);
         match self.phase {
-            Phase::Unconfirmed { oack, .. } => {
-                self.first = First::REPEAT;
-                if !oack {
+            Phase::Unconfirmed { blind, timeout, .. } => {
+                if !self.oack_shape.has_oack() {
                     self.sender.rewind();
                 }
-                let expires = now + unconfirmed_wait(base, timeout);
-                self.expires = expiry_units(self.sender.started(), expires);
-                self.sender.set_deadline(expires);
+                let expiry = now + unconfirmed_wait(base, timeout.get());
+                let expires = expiry_units(self.sender.started(), expiry);
+                self.phase = Phase::Unconfirmed { expires, first: First::REPEAT, blind, timeout };
+                self.sender.set_deadline(expiry);
                 Repeat::ResendFirst
             }
             Phase::Sending { .. } if self.sender.all_sent() => {
@@ -300,28 +316,27 @@ impl ReadTransfer {
     /// Handles the timer (a call before the deadline does nothing).
     pub fn handle_timeout(&mut self, now: Timestamp, cfg: &RetransmitConfig) {
         let cfg = self.cfg(cfg);
+        let oack = self.oack_shape.has_oack();
         match self.phase {
-            Phase::Unconfirmed { .. } if now >= self.expires() => {
+            Phase::Unconfirmed { expires, .. } if now >= self.expiry(expires) => {
                 self.phase = Phase::Done(Outcome::TimedOut);
             }
-            Phase::Unconfirmed { oack, .. }
-                if !self.first.is_due()
-                    && self.first.resends() < timed_resends(oack)
-                    && now >= self.sender.deadline() =>
+            Phase::Unconfirmed { first, .. }
+                if !first.is_due() && first.resends() < timed_resends(oack) && now >= self.sender.deadline() =>
             {
                 //= https://www.rfc-editor.org/rfc/rfc1123#section-4.2.3.2
                 //# TFTP [...] MUST use an adaptive timeout.
                 // The first answer or the client's first ACK was lost: send it again.
-                self.first = First::due(self.first.resends() + 1);
+                self.set_first(First::due(first.resends() + 1));
                 if !oack {
                     self.sender.rewind();
                 }
             }
-            Phase::Sending { blind } => match self.sender.on_timeout(now, &cfg) {
+            Phase::Sending { blind, timeout } => match self.sender.on_timeout(now, &cfg) {
                 TimeoutEffect::GiveUp => self.phase = Phase::Done(Outcome::TimedOut),
                 TimeoutEffect::Retransmit if blind == Blind::ANY => {}
                 TimeoutEffect::Retransmit if blind.0 == 0 => self.sender.hold(),
-                TimeoutEffect::Retransmit => self.phase = Phase::Sending { blind: Blind(blind.0 - 1) },
+                TimeoutEffect::Retransmit => self.phase = Phase::Sending { blind: Blind(blind.0 - 1), timeout },
                 TimeoutEffect::NotDue => {}
             },
             _ => {}
@@ -333,6 +348,13 @@ impl ReadTransfer {
     pub fn fail(&mut self, error: impl Into<TransferError>) {
         if !matches!(self.phase, Phase::Done(_)) {
             self.phase = Phase::Failing(error.into());
+        }
+    }
+
+    /// Notes where the first answer stands (while nothing is acknowledged).
+    fn set_first(&mut self, to: First) {
+        if let Phase::Unconfirmed { first, .. } = &mut self.phase {
+            *first = to;
         }
     }
 
@@ -350,11 +372,12 @@ impl ReadTransfer {
                 self.phase = Phase::Done(Outcome::Aborted(code));
                 Some(Transmit::Error { code, message: error.message() })
             }
-            Phase::Unconfirmed { oack, .. } if self.first.is_due() => {
-                if self.first != First::UNSENT {
+            Phase::Unconfirmed { first, expires, .. } if first.is_due() => {
+                let oack = self.oack_shape.has_oack();
+                if first != First::UNSENT {
                     self.retransmits += 1;
                 }
-                let timed = self.first.is_timed();
+                let timed = first.is_timed();
                 let t = if oack {
                     // An ACK 0 after a timer-driven resend may answer any copy: it is timed from
                     // the copy the client asked for (Karn's rule), which errs long.
@@ -373,9 +396,9 @@ impl ReadTransfer {
                 };
                 // A bounded number of timed resends per answer to a request, further and further
                 // apart, none once the unconfirmed wait has run out.
-                let n = self.first.resends();
-                self.first = First::sent(n);
-                let expires = self.expires();
+                let n = first.resends();
+                self.set_first(First::sent(n));
+                let expires = self.expiry(expires);
                 let next = match n < timed_resends(oack) {
                     true => (now + first_answer_wait(base, &cfg, n)).min(expires),
                     false => expires,
@@ -410,7 +433,7 @@ impl ReadTransfer {
     pub fn wants_transmit(&self) -> bool {
         match self.phase {
             Phase::Failing(_) => true,
-            Phase::Unconfirmed { .. } => self.first.is_due(),
+            Phase::Unconfirmed { first, .. } => first.is_due(),
             Phase::Sending { .. } => self.sender.can_send(),
             Phase::Done(_) => false,
         }

@@ -91,18 +91,19 @@ pub enum TimeoutEffect {
     GiveUp,
 }
 
-/// Sender state of one transfer (56 bytes). Its times other than the last progress are kept as
-/// 32-bit offsets from it (see [`Offset`] and [`WindowSender::probe_sent`]).
+/// Sender state of one transfer (52 bytes, at four-byte alignment). Its times other than the
+/// last progress are kept as 32-bit offsets from it (see [`Offset`] and
+/// [`WindowSender::probe_sent`]), its size and the highest block acknowledged in 48 bits each.
 ///
 /// It also keeps when the transfer started (for its owner's records and expiry): the sender is
 /// where that fits in a byte of padding's room.
 #[derive(Clone, Debug)]
 pub struct WindowSender {
-    size: u64,
+    size: U48,
     /// Highest block acknowledged; 0 before any.
-    acked: u64,
+    acked: U48,
     /// Last progress (or start): what the other times count from.
-    idle_since: Timestamp,
+    idle_since: Time4,
     /// When the RTT probe block (or the handshake) was sent, in microseconds after
     /// `idle_since` (before it when negative).
     probe_sent: i32,
@@ -119,6 +120,42 @@ pub struct WindowSender {
     /// Block whose ACK will give an RTT sample, as an offset from `acked`; 0 = none.
     probe_off: u16,
     retries: u8,
+}
+
+/// The largest size a sender sends: 2^48 - 1 bytes (256 TiB; larger than the address space
+/// of most systems, and so than any file the server can map).
+pub const MAX_SIZE: u64 = (1 << 48) - 1;
+
+/// An unsigned count below 2^48 in six bytes at two-byte alignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct U48([u16; 3]);
+
+impl U48 {
+    /// `v`, at most [`MAX_SIZE`].
+    fn new(v: u64) -> Self {
+        let v = v.min(MAX_SIZE);
+        Self([v as u16, (v >> 16) as u16, (v >> 32) as u16])
+    }
+
+    fn get(self) -> u64 {
+        let [a, b, c] = self.0;
+        u64::from(a) | u64::from(b) << 16 | u64::from(c) << 32
+    }
+}
+
+/// A [`Timestamp`] at four-byte alignment, so that the sender packs without padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Time4([u32; 2]);
+
+impl Time4 {
+    fn new(t: Timestamp) -> Self {
+        let us = t.as_micros();
+        Self([us as u32, (us >> 32) as u32])
+    }
+
+    fn get(self) -> Timestamp {
+        Timestamp::from_micros(u64::from(self.0[0]) | u64::from(self.0[1]) << 32)
+    }
 }
 
 /// A time as an offset from the last progress, in four bytes (a deadline after it, the start
@@ -171,12 +208,13 @@ impl Offset {
 
 impl WindowSender {
     /// A sender of `size` bytes in blocks of `blksize`, `window` blocks at a time.
-    /// `window` is clamped to 1..=32768 and `blksize` to at least 1.
+    /// `window` is clamped to 1..=32768, `blksize` to at least 1 and `size` to [`MAX_SIZE`]
+    /// (the owner refuses larger files).
     pub fn new(now: Timestamp, size: u64, blksize: u16, window: u16, cfg: &RetransmitConfig) -> Self {
         Self {
-            size,
-            acked: 0,
-            idle_since: now,
+            size: U48::new(size),
+            acked: U48::new(0),
+            idle_since: Time4::new(now),
             probe_sent: 0,
             deadline: Offset::NEVER,
             started: Offset(0),
@@ -193,7 +231,7 @@ impl WindowSender {
     /// Notes that the probe (or the handshake) was sent at `now`. A send more than 35 minutes
     /// after the last progress cannot be kept as an offset: it gives no sample.
     fn set_probe_sent(&mut self, now: Timestamp) {
-        let since = now.as_micros().saturating_sub(self.idle_since.as_micros());
+        let since = now.as_micros().saturating_sub(self.idle_since().as_micros());
         match i32::try_from(since) {
             Ok(us) => self.probe_sent = us,
             Err(_) => {
@@ -205,14 +243,14 @@ impl WindowSender {
 
     /// When the probe (or the handshake) was sent; `None` when that cannot be told.
     fn probe_sent(&self) -> Option<Timestamp> {
-        let base = self.idle_since.as_micros();
+        let base = self.idle_since().as_micros();
         let at = base.checked_add_signed(i64::from(self.probe_sent)).filter(|_| self.probe_sent != i32::MIN)?;
         Some(Timestamp::from_micros(at))
     }
 
     /// Progress at `now`: the times are counted from it from now on.
     fn progress(&mut self, now: Timestamp) {
-        let shift = now.as_micros().saturating_sub(self.idle_since.as_micros());
+        let shift = now.as_micros().saturating_sub(self.idle_since().as_micros());
         // A probe still in flight sent more than 35 minutes before `now` gives no sample.
         self.probe_sent = i64::from(self.probe_sent)
             .checked_sub_unsigned(shift)
@@ -223,26 +261,26 @@ impl WindowSender {
             self.probe_off = 0;
         }
         let (deadline, started) = (self.deadline(), self.started());
-        self.idle_since = self.idle_since.max(now);
+        self.idle_since = Time4::new(self.idle_since().max(now));
         self.set_deadline(deadline);
-        self.started = Offset::new(started, self.idle_since);
+        self.started = Offset::new(started, self.idle_since());
     }
 
     /// When the transfer started (when the sender was made).
     pub fn started(&self) -> Timestamp {
-        self.started.before(self.idle_since)
+        self.started.before(self.idle_since())
     }
 
     /// Number of the final block: the first one shorter than blksize, empty when the size is a
     /// multiple of blksize, and block 1 (empty) for an empty file.
     pub fn last_block(&self) -> u64 {
-        self.size / u64::from(self.blksize) + 1
+        self.size() / u64::from(self.blksize) + 1
     }
 
     /// Byte offset and length of `block` (1-based).
     pub fn block_span(&self, block: u64) -> (u64, usize) {
         let offset = (block - 1) * u64::from(self.blksize);
-        let len = self.size.saturating_sub(offset).min(u64::from(self.blksize));
+        let len = self.size().saturating_sub(offset).min(u64::from(self.blksize));
         // At most blksize, a u16.
         (offset, len as usize)
     }
@@ -250,7 +288,7 @@ impl WindowSender {
     /// The block to send now, if the window allows one, and whether it is a retransmission.
     /// Arms the retransmission deadline.
     pub fn next_block(&mut self, now: Timestamp, cfg: &RetransmitConfig) -> Option<(u64, bool)> {
-        let block = self.acked + u64::from(self.next_off);
+        let block = self.acked() + u64::from(self.next_off);
         if block > self.last_block() || self.next_off > self.window {
             return None;
         }
@@ -273,7 +311,7 @@ impl WindowSender {
     /// Handles an ACK of wire block number `wire`.
     pub fn on_ack(&mut self, now: Timestamp, wire: u16, cfg: &RetransmitConfig) -> AckEffect {
         // The low 16 bits of `acked` are what the peer last acknowledged on the wire.
-        let off = wire.wrapping_sub(self.acked as u16);
+        let off = wire.wrapping_sub(self.acked() as u16);
         if off == 0 {
             return AckEffect::Duplicate;
         }
@@ -285,7 +323,7 @@ impl WindowSender {
             match rtt {
                 // The first window (or first answer) was timed against the initial timeout: a
                 // lost ACK may have come again on the peer's timer, posing as a round trip.
-                Some(rtt) if self.acked == 0 => self.rtt.on_provisional_sample(rtt, &cfg.rto),
+                Some(rtt) if self.acked() == 0 => self.rtt.on_provisional_sample(rtt, &cfg.rto),
                 Some(rtt) => self.rtt.on_sample(rtt, &cfg.rto),
                 None => {}
             }
@@ -305,7 +343,7 @@ impl WindowSender {
                 self.probe_off -= off;
             }
         }
-        self.acked += u64::from(off);
+        self.acked = U48::new(self.acked() + u64::from(off));
         self.sent_off -= off;
         //= https://www.rfc-editor.org/rfc/rfc7440#section-4
         //# the sender [...] will start sending the next window from the block after the
@@ -314,7 +352,7 @@ impl WindowSender {
         self.next_off = 1;
         self.retries = 0;
         self.progress(now);
-        if self.acked == self.last_block() {
+        if self.acked() == self.last_block() {
             self.deadline = Offset::NEVER;
             return AckEffect::Complete;
         }
@@ -328,9 +366,9 @@ impl WindowSender {
     fn next_deadline(&self, now: Timestamp, cfg: &RetransmitConfig) -> Timestamp {
         let mut at = now + self.rtt.rto(&cfg.rto);
         if self.retries >= cfg.max_retries {
-            at = at.max(self.idle_since + cfg.patience);
+            at = at.max(self.idle_since() + cfg.patience);
         }
-        at.min(self.idle_since + cfg.max_silence)
+        at.min(self.idle_since() + cfg.max_silence)
     }
 
     /// Handles the retransmission timer: a retransmission while fewer than `max_retries` have
@@ -339,7 +377,7 @@ impl WindowSender {
         if now < self.deadline() {
             return TimeoutEffect::NotDue;
         }
-        let idle = now.saturating_since(self.idle_since);
+        let idle = now.saturating_since(self.idle_since());
         if idle >= cfg.max_silence || (self.retries >= cfg.max_retries && idle >= cfg.patience) {
             self.deadline = Offset::NEVER;
             return TimeoutEffect::GiveUp;
@@ -347,7 +385,7 @@ impl WindowSender {
         if self.retries >= cfg.max_retries {
             // The retries are spent but patience is not (the owner moved the deadline): wait
             // out the rest rather than send more than `max_retries`.
-            self.set_deadline(self.idle_since + cfg.patience.min(cfg.max_silence));
+            self.set_deadline(self.idle_since() + cfg.patience.min(cfg.max_silence));
             return TimeoutEffect::NotDue;
         }
         self.retries += 1;
@@ -402,7 +440,7 @@ impl WindowSender {
 
     /// Records that the peer has every block (it showed so without the final ACK arriving).
     pub fn acknowledge_all(&mut self) {
-        self.acked = self.last_block();
+        self.acked = U48::new(self.last_block());
         self.next_off = 1;
         self.sent_off = 0;
         self.probe_off = 0;
@@ -411,32 +449,32 @@ impl WindowSender {
 
     /// Overrides the deadline.
     pub fn set_deadline(&mut self, deadline: Timestamp) {
-        self.deadline = Offset::new(self.idle_since, deadline);
+        self.deadline = Offset::new(self.idle_since(), deadline);
     }
 
     /// The retransmission deadline ([`Timestamp::NEVER`] when nothing is outstanding).
     pub fn deadline(&self) -> Timestamp {
-        self.deadline.at(self.idle_since)
+        self.deadline.at(self.idle_since())
     }
 
     /// Highest block acknowledged.
     pub fn acked(&self) -> u64 {
-        self.acked
+        self.acked.get()
     }
 
     /// Bytes acknowledged by the peer.
     pub fn bytes_acked(&self) -> u64 {
-        (self.acked * u64::from(self.blksize)).min(self.size)
+        (self.acked() * u64::from(self.blksize)).min(self.size())
     }
 
     /// Whether the final block has been sent at least once.
     pub fn all_sent(&self) -> bool {
-        self.acked + u64::from(self.sent_off) == self.last_block()
+        self.acked() + u64::from(self.sent_off) == self.last_block()
     }
 
     /// Whether a block can be sent right now.
     pub fn can_send(&self) -> bool {
-        self.next_off <= self.window && self.acked + u64::from(self.next_off) <= self.last_block()
+        self.next_off <= self.window && self.acked() + u64::from(self.next_off) <= self.last_block()
     }
 
     /// The round-trip estimator.
@@ -456,7 +494,12 @@ impl WindowSender {
 
     /// Total bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.get()
+    }
+
+    /// The last progress (or the start).
+    fn idle_since(&self) -> Timestamp {
+        self.idle_since.get()
     }
 }
 

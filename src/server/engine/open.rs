@@ -19,7 +19,7 @@ use crate::fs::FileVersion;
 use crate::fs::{OpenError, PathError, UploadError};
 use crate::proto::options::{Limits, Negotiated, blksize_for_mtu, negotiate};
 use crate::proto::wire::{Mode, Packet, Request, RequestKind};
-use crate::proto::{LocalFailure, ReadTransfer, Timestamp, WriteTransfer};
+use crate::proto::{LocalFailure, ReadTransfer, Timestamp, WriteTransfer, sender};
 use crate::server::io::{Datagram, Io, MAX_UPLOAD_BLKSIZE};
 use crate::server::socket::LocalEnd;
 use crate::server::stats::Counter;
@@ -66,6 +66,12 @@ impl Engine {
             })?,
             false => file.len(),
         };
+        if size > sender::MAX_SIZE {
+            // Past what a transfer counts (and past the address space of most systems, so the
+            // file could not be mapped): refused rather than cut short.
+            warn!(worker = self.worker, client = %d.peer, file = %Text(r.filename), size, "file too large to serve");
+            return Err(Admission::refuse(Refusal::File(LocalFailure::ReadFailed)));
+        }
         let neg = self.negotiate(r, Some(size), d.local, now);
         let mut xfer = ReadTransfer::new(now, size, &neg, self.retransmits.in_force());
         if let Some(bytes) = self.policy.limits.max_window_bytes {

@@ -634,11 +634,6 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_takes_112_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 112);
-    }
-
-    #[test]
     fn the_unconfirmed_queue_names_a_transfer_by_its_slot_and_generation() {
         for capacity in [1, 64, 32_768, 1 << 24, usize::MAX] {
             let q = QueuedNames::for_capacity(capacity);
