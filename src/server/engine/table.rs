@@ -1,9 +1,9 @@
-//! The table of transfers: a slab of slots with generations (a [`Token`] names one transfer, so
-//! a stale event is recognised), an index by client address and port, the queue of transfers
-//! in the order they started, to find the oldest whose client has shown nothing, and the
-//! requests the transfers keep for their records, each once.
+//! The table of transfers: slots with generations (a [`Token`] names one transfer, so a stale
+//! event is recognised), an index by client address and port, the oldest transfers whose
+//! clients have shown nothing (to make room in a full table), and the requests the transfers
+//! keep for their records, each once.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use super::kind::Kind;
 use super::peer::{self, Peer};
 use super::record::{Asked, AskedHeader};
 use crate::fs::FileVersion;
+use crate::proto::Timestamp;
 use crate::server::io::{SockRef, Token, Via};
 use crate::sys::pages::{Mapped, Zeroed, page_size};
 use crate::timer::{Links, TimerLink};
@@ -205,13 +206,7 @@ pub(super) struct Table {
     next_generation: u32,
     peers: PeerIndex,
     hasher: DefaultHashBuilder,
-    /// Transfers in the order they started, to find the oldest whose client has shown nothing
-    /// (entries of transfers since confirmed or ended are skipped, and dropped now and then).
-    unconfirmed: VecDeque<u32>,
-    /// How the entries of `unconfirmed` name a transfer (4 bytes where a token takes 8).
-    /// When `unconfirmed` is compacted: it never grows past that.
-    unconfirmed_max: usize,
-    queued: QueuedNames,
+    oldest: Oldest,
     /// What the transfers held keep of their requests, one allocation per distinct request
     /// (in a storm, thousands of clients ask for the same file with the same options).
     requests: HashTable<Asked>,
@@ -221,7 +216,6 @@ impl Table {
     /// A table for up to `capacity` transfers.
     pub(super) fn new(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, u32::MAX as usize);
-        let unconfirmed_max = 2 * capacity.max(64);
         Self {
             slots: Mapped::new(capacity),
             used: 0,
@@ -231,9 +225,7 @@ impl Table {
             next_generation: 0,
             peers: PeerIndex::new(),
             hasher: DefaultHashBuilder::default(),
-            unconfirmed: VecDeque::with_capacity(unconfirmed_max + 1),
-            unconfirmed_max,
-            queued: QueuedNames::for_capacity(capacity),
+            oldest: Oldest::new(),
             requests: HashTable::new(),
         }
     }
@@ -331,7 +323,8 @@ impl Table {
         }
     }
 
-    /// Puts transfer `t` in reserved slot `idx`, indexed by its peer and queued as unconfirmed.
+    /// Puts transfer `t` in reserved slot `idx`, indexed by its peer (and, unconfirmed, among
+    /// the oldest if they are all known).
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
         let hash = self.hasher.hash_one(t.client.key());
         debug_assert!(self.busy.has(idx) && !self.holding.has(idx));
@@ -341,12 +334,8 @@ impl Table {
         // Rehashing on growth must hash exactly what lookups hash: the peer address.
         let rehash = |i: u32| holding(slots, holds, i).map_or(0, |t| hasher.hash_one(t.client.key()));
         self.peers.insert(hash, idx, rehash);
-        if self.unconfirmed.len() >= self.unconfirmed_max {
-            let queued = self.queued;
-            self.unconfirmed.retain(|&e| live_unconfirmed(slots, holds, queued, e));
-        }
         let token = self.token(idx);
-        self.unconfirmed.push_back(self.queued.name(token));
+        self.oldest.started(token);
     }
 
     /// Takes the transfer out of slot `idx`: its token goes stale and the slot is free again.
@@ -378,14 +367,44 @@ impl Table {
         self.requests.len()
     }
 
-    /// The slot of the oldest transfer whose client has shown nothing yet, taken off the queue.
+    /// The slot of the oldest transfer whose client has shown nothing yet, handed out once (see
+    /// [`Oldest`]).
     pub(super) fn pop_oldest_unconfirmed(&mut self) -> Option<u32> {
-        while let Some(e) = self.unconfirmed.pop_front() {
-            if live_unconfirmed(&self.slots, &self.holding, self.queued, e) {
-                return Some(self.queued.slot(e));
+        loop {
+            while let Some(token) = self.oldest.tokens.pop_back() {
+                let live = holding(&self.slots, &self.holding, token.slot())
+                    .filter(|_| self.slots[token.slot() as usize].generation == token.generation());
+                if live.is_some_and(|t| t.kind.is_unconfirmed()) {
+                    return Some(token.slot());
+                }
+            }
+            if self.oldest.complete {
+                return None;
+            }
+            self.scan_oldest();
+        }
+    }
+
+    /// Finds the oldest unconfirmed transfers, up to a batch (see [`Oldest`]).
+    fn scan_oldest(&mut self) {
+        let (slots, holds, oldest) = (&self.slots, &self.holding, &mut self.oldest);
+        let mut found = 0;
+        for idx in 0..self.used {
+            let Some(t) = holding(slots, holds, idx).filter(|t| t.kind.is_unconfirmed()) else { continue };
+            found += 1;
+            let key = (t.kind.started(), idx, slots[idx as usize].generation);
+            if oldest.heap.len() < OLDEST_BATCH {
+                oldest.heap.push(key);
+            } else if oldest.heap.peek().is_some_and(|&youngest| key < youngest) {
+                oldest.heap.pop();
+                oldest.heap.push(key);
             }
         }
-        None
+        oldest.complete = found <= OLDEST_BATCH;
+        // The youngest first, to the front: the oldest end at the back.
+        while let Some((_, idx, generation)) = oldest.heap.pop() {
+            oldest.tokens.push_back(Token::new(idx, generation));
+        }
     }
 
     /// The transfers held.
@@ -506,46 +525,45 @@ impl PeerIndex {
     }
 }
 
-/// Whether entry `e` of the unconfirmed queue names a transfer still held and unconfirmed.
-fn live_unconfirmed(slots: &[Slot], holds: &SlotBits, queued: QueuedNames, e: u32) -> bool {
-    let idx = queued.slot(e);
-    holding(slots, holds, idx).is_some_and(|t| {
-        queued.generation_matches(e, slots[idx as usize].generation) && t.kind.is_unconfirmed()
-    })
+/// Unconfirmed transfers a scan keeps (8 bytes each).
+const OLDEST_BATCH: usize = 256;
+
+/// The oldest transfers whose clients have shown nothing yet, for a full table to make room by
+/// ending the oldest (perhaps a forged request's): found by a scan of the slots, up to
+/// [`OLDEST_BATCH`] at a time, and handed out oldest first. A scan is made again only once they
+/// are all handed out and it did not find them all, or transfers started since did not fit:
+/// a full table of transfers that all progress costs one scan, not one per request, and a
+/// flood of forged requests one scan per batch. Its memory is fixed, where a queue of every
+/// transfer started cost 4 bytes a transfer, and more for those ended since.
+#[derive(Debug)]
+struct Oldest {
+    /// Youngest at the front, oldest at the back (some may have been confirmed or ended since).
+    tokens: VecDeque<Token>,
+    /// Whether every unconfirmed transfer is in `tokens`.
+    complete: bool,
+    /// A scan's candidates: (started, slot, generation), the youngest on top.
+    heap: BinaryHeap<(Timestamp, u32, u32)>,
 }
 
-/// How the queue of unconfirmed transfers names one in 4 bytes: its slot in the low bits (as
-/// many as twice the worker's limit of transfers needs) and the low bits of its slot's
-/// generation in the rest. An entry whose slot has since held 2^k other transfers (k the
-/// generation bits: 7 for a limit of 2^24 transfers a worker) would be taken for the latest one,
-/// which then goes out of turn: the queue only orders, its entries are checked before anything
-/// is done.
-#[derive(Clone, Copy, Debug)]
-struct QueuedNames {
-    /// Bits of the slot.
-    slot_bits: u32,
-}
-
-impl QueuedNames {
-    fn for_capacity(capacity: usize) -> Self {
-        let slots = (2 * (capacity as u64).clamp(1, 1 << 31)).next_power_of_two().trailing_zeros();
-        Self { slot_bits: slots.clamp(1, 32) }
+impl Oldest {
+    fn new() -> Self {
+        Self {
+            tokens: VecDeque::with_capacity(OLDEST_BATCH),
+            complete: true,
+            heap: BinaryHeap::with_capacity(OLDEST_BATCH),
+        }
     }
 
-    fn slot_mask(self) -> u32 {
-        u32::MAX >> (32 - self.slot_bits)
-    }
-
-    fn name(self, token: Token) -> u32 {
-        (token.slot() & self.slot_mask()) | token.generation().checked_shl(self.slot_bits).unwrap_or(0)
-    }
-
-    fn slot(self, e: u32) -> u32 {
-        e & self.slot_mask()
-    }
-
-    fn generation_matches(self, e: u32, generation: u32) -> bool {
-        (e ^ generation.checked_shl(self.slot_bits).unwrap_or(0)) & !self.slot_mask() == 0
+    /// Transfer `token` started (transfers start in the order of time: it is the youngest),
+    /// kept while every unconfirmed one fits.
+    fn started(&mut self, token: Token) {
+        if self.complete {
+            if self.tokens.len() < OLDEST_BATCH {
+                self.tokens.push_front(token);
+            } else {
+                self.complete = false;
+            }
+        }
     }
 }
 
@@ -598,6 +616,57 @@ mod tests {
         assert_eq!(t.slots(), 130);
     }
 
+    /// A read of 100 bytes for `client`, started at `started` ms.
+    fn transfer(t: &mut Table, client: u32, started: u64) -> Transfer {
+        use crate::proto::{Negotiated, ReadTransfer, RetransmitConfig};
+        let at = Timestamp::from_micros(started * 1000);
+        let xfer = ReadTransfer::new(at, 100, &Negotiated::PLAIN, &RetransmitConfig::default());
+        let plain = AskedHeader::new(None, &Negotiated::PLAIN, None);
+        let client = SocketAddr::from((std::net::Ipv4Addr::from(0xc000_0200 + client), 1000));
+        Transfer {
+            client: Peer::new(client),
+            route: Route::listen(0, NO_LOCAL, 0, false),
+            kind: Kind::Read { xfer },
+            asked: t.asked(&plain, b"\x00\x01f\x00octet\x00", None),
+        }
+    }
+
+    #[test]
+    fn a_full_table_hands_out_its_unconfirmed_transfers_oldest_first_and_each_once() {
+        use crate::proto::{Packet, RetransmitConfig};
+        let n = 700;
+        let mut t = Table::new(n);
+        let cfg = RetransmitConfig::default();
+        // One a millisecond, into the slots in a scrambled order (a scan meets them out of
+        // order); every third client acknowledges its first block.
+        let slots: Vec<u32> = (0..n).map(|_| t.reserve().unwrap()).collect();
+        for i in 0..n as u32 {
+            let mut x = transfer(&mut t, i, u64::from(i));
+            if i % 3 == 0 {
+                let Kind::Read { xfer } = &mut x.kind else { unreachable!() };
+                let at = Timestamp::from_micros(u64::from(i) * 1000);
+                assert!(xfer.poll_transmit(at, &cfg).is_some());
+                xfer.handle_packet(at, &Packet::Ack { block: 1 }, &cfg);
+            }
+            t.insert(slots[(i * 389) as usize % n], x);
+        }
+        let mut order = Vec::new();
+        while let Some(idx) = t.pop_oldest_unconfirmed() {
+            let x = t.remove(idx).unwrap();
+            order.push(x.kind.started().as_micros() / 1000);
+        }
+        // Past a batch: scanned again; each unconfirmed transfer once, oldest first.
+        assert_eq!(order.len(), (0..n as u32).filter(|i| i % 3 != 0).count());
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+        // None left, and nothing scanned for: a new one is known at once.
+        assert_eq!(t.pop_oldest_unconfirmed(), None);
+        let idx = t.reserve().unwrap();
+        let x = transfer(&mut t, 9999, 1000);
+        t.insert(idx, x);
+        assert_eq!(t.pop_oldest_unconfirmed(), Some(idx));
+        assert_eq!(t.pop_oldest_unconfirmed(), None);
+    }
+
     /// Which of the pages that slots `0..n` lie on are resident (`mincore(2)`).
     fn resident(t: &Table, n: usize) -> Vec<bool> {
         let page = page_size();
@@ -631,22 +700,5 @@ mod tests {
         t.release(keep);
         t.release(again);
         assert_eq!(resident(&t, n), [false; 5]);
-    }
-
-    #[test]
-    fn the_unconfirmed_queue_names_a_transfer_by_its_slot_and_generation() {
-        for capacity in [1, 64, 32_768, 1 << 24, usize::MAX] {
-            let q = QueuedNames::for_capacity(capacity);
-            let top = (capacity.min(1 << 31) as u32).saturating_mul(2) - 1;
-            for (slot, generation) in [(0, 0), (top, 5), (top / 2, u32::MAX)] {
-                let e = q.name(Token::new(slot, generation));
-                assert_eq!(q.slot(e), slot, "{capacity}");
-                assert!(q.generation_matches(e, generation), "{capacity}");
-                // The slot's next transfer is another, as far as the generation bits reach.
-                let bits = 32 - q.slot_bits;
-                assert_eq!(q.generation_matches(e, generation.wrapping_add(1)), bits == 0, "{capacity}");
-            }
-        }
-        assert_eq!(QueuedNames::for_capacity(32_768).slot_bits, 16);
     }
 }
