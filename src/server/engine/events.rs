@@ -36,6 +36,7 @@ impl Engine {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.files.sweep(now, false);
             self.sweep_folded(now);
+            self.tids.housekeeping(now);
         }
     }
 

@@ -35,7 +35,7 @@
 //! that young, the table doubles first (the entries move by the hash they keep), up to twice as
 //! many entries as the worker may hold transfers: in a storm of that many clients all but about
 //! one in a hundred keep their entry for as long as a copy can wait, while a quiet server keeps
-//! the first [`MIN_ENTRIES`] (16 bytes each, in pages mapped zeroed; a doubling unmaps the old
+//! the first [`MIN_ENTRIES`] (12 bytes each, in pages mapped zeroed; a doubling unmaps the old
 //! ones). It allocates only when it doubles, and a client whose entry others took is only as
 //! well off as without the table.
 
@@ -67,48 +67,94 @@ const COPY_HORIZON: Duration = Duration::from_secs(60);
 /// double.
 const RECENT: Duration = COPY_HORIZON;
 
-/// One client's last transfer, and the request it was last answered for: 16 bytes.
+/// One client's last transfer, and the request it was last answered for: 12 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// The low half of the keyed hash of the client's address and port, never 0 (0: a free
-    /// entry); its low bits are the entry's bucket.
-    tag: u32,
+    /// The low 24 bits of the keyed hash of the client's address and port (the tag, never 0:
+    /// 0 is a free entry; its low bits are the entry's bucket), and above them 8 bits of the
+    /// keyed hash of the request last answered (0: none).
+    key: u32,
     /// The transfer's port; 0 for the listening port (single-port mode).
     port: u16,
-    /// The keyed hash of the request last answered, 16 bits of it (0: none).
-    request: u16,
-    /// When it ended (or the refusal was sent), in milliseconds modulo 2^31; the top bit says
-    /// that the client had a transfer (`port` is its), else only a refusal.
-    ended: u32,
-    /// When the loop turn that gave that answer began (its transfer started): milliseconds
-    /// since the origin, modulo 2^32.
-    answered_ms: u32,
+    /// How long before `later` the other of its two times was, in milliseconds; [`LONG_AGO`]
+    /// for that long or longer (past [`COPY_HORIZON`] and [`DALLY`]: no comparison needs more).
+    earlier: u16,
+    /// The later of when its transfer ended (or, without one, the refusal was sent) and when
+    /// the loop turn that gave its last answer began: milliseconds modulo 2^30, with
+    /// [`TRANSFER`] (the client had a transfer, `port` is its) and [`ANSWERED_LAST`] (the
+    /// answer is the later of the two). Entries idle for [`RECENT`] are freed long before the
+    /// count wraps (see [`RecentTids::housekeeping`]).
+    later: u32,
 }
 
 // SAFETY: integers: all-zero is a valid (free) entry; nothing to drop.
 unsafe impl Zeroed for Entry {}
 
-/// [`Entry::ended`]'s flag.
+/// [`Entry::later`]'s flags and its milliseconds.
 const TRANSFER: u32 = 1 << 31;
+const ANSWERED_LAST: u32 = 1 << 30;
+const LATER_MS: u32 = ANSWERED_LAST - 1;
+
+/// [`Entry::earlier`]: that long ago or longer.
+const LONG_AGO: u16 = u16::MAX;
+
+/// [`Entry::key`]'s bits of the tag.
+const TAG: u32 = (1 << 24) - 1;
 
 impl Entry {
-    fn transfer(self) -> bool {
-        self.ended & TRANSFER != 0
+    /// The entry of the client of `tag`, answered for the request of hash `request`, with the
+    /// client's transfer served from `port` (`transfer`), ended `ended_ago` and answered
+    /// `answered_ago` milliseconds before `now`.
+    fn new(
+        tag: u32,
+        request: u8,
+        port: u16,
+        transfer: bool,
+        now: Timestamp,
+        ended_ago: u32,
+        answered_ago: u32,
+    ) -> Self {
+        let later_ago = ended_ago.min(answered_ago);
+        let earlier = (ended_ago.max(answered_ago) - later_ago).min(u32::from(LONG_AGO)) as u16;
+        let flags = if transfer { TRANSFER } else { 0 } | if answered_ago < ended_ago { ANSWERED_LAST } else { 0 };
+        let later = (millis(now).wrapping_sub(later_ago) & LATER_MS) | flags;
+        Self { key: (tag & TAG) | u32::from(request) << 24, port, earlier, later }
     }
 
-    /// Milliseconds since it ended, modulo 2^31.
+    fn tag(self) -> u32 {
+        self.key & TAG
+    }
+
+    /// The hash of the request last answered (0: none).
+    fn request(self) -> u8 {
+        (self.key >> 24) as u8
+    }
+
+    fn transfer(self) -> bool {
+        self.later & TRANSFER != 0
+    }
+
+    /// Milliseconds since the later of its two times: since it was last of use.
+    fn idle(self, now: Timestamp) -> u32 {
+        millis(now).wrapping_sub(self.later) & LATER_MS
+    }
+
+    /// Milliseconds since the earlier of its two times (`u32::MAX`: long ago).
+    fn earlier_ago(self, now: Timestamp) -> u32 {
+        match self.earlier {
+            LONG_AGO => u32::MAX,
+            ms => self.idle(now) + u32::from(ms),
+        }
+    }
+
+    /// Milliseconds since its transfer ended (or the refusal was sent).
     fn ended_ago(self, now: Timestamp) -> u32 {
-        millis(now).wrapping_sub(self.ended) & !TRANSFER
+        if self.later & ANSWERED_LAST != 0 { self.earlier_ago(now) } else { self.idle(now) }
     }
 
     /// Milliseconds since the turn that gave its answer began.
     fn answered_ago(self, now: Timestamp) -> u32 {
-        millis(now).wrapping_sub(self.answered_ms)
-    }
-
-    /// Milliseconds since it was last of use: its transfer's end, or a later refusal.
-    fn idle(self, now: Timestamp) -> u32 {
-        self.ended_ago(now).min(self.answered_ago(now))
+        if self.later & ANSWERED_LAST != 0 { self.idle(now) } else { self.earlier_ago(now) }
     }
 
     /// Not of use for [`RECENT`]: it may give way without the table doubling.
@@ -132,7 +178,13 @@ pub(super) struct RecentTids {
     used: usize,
     /// When the answers of each long loop turn left, by when the turn began.
     long_turns: LongTurns,
+    /// When the table is next swept of entries idle for [`RECENT`].
+    next_sweep: Timestamp,
 }
+
+/// How often the table is swept of idle entries, so that none outlives its millisecond count
+/// (2^30 ms, twelve days): a few megabytes read every ten minutes at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// The loop turns of the last [`COPY_HORIZON`] whose sends left at least a millisecond after
 /// they began (a storm's turns, or a turn a CPU quota paused): an answer is given in a turn,
@@ -219,15 +271,17 @@ impl RecentTids {
         Self {
             hasher: RandomState::new(),
             table: Mapped::new(MIN_ENTRIES),
-            max_entries: capacity.saturating_mul(2).max(MIN_ENTRIES).next_power_of_two(),
+            // A bucket's index is in the tag's 24 bits.
+            max_entries: capacity.saturating_mul(2).clamp(MIN_ENTRIES, WAYS << 24).next_power_of_two(),
             used: 0,
             long_turns: LongTurns::new(),
+            next_sweep: Timestamp::ZERO + SWEEP_EVERY,
         }
     }
 
-    /// The tag of `client` (never 0, which marks a free entry).
+    /// The tag of `client`, 24 bits (never 0, which marks a free entry).
     fn tag(&self, client: &SocketAddr) -> u32 {
-        (self.hasher.hash_one(client) as u32).max(1)
+        (self.hasher.hash_one(client) as u32 & TAG).max(1)
     }
 
     /// The first entry of the bucket of `tag`.
@@ -235,16 +289,18 @@ impl RecentTids {
         (tag as usize & (self.table.len() / WAYS - 1)) * WAYS
     }
 
-    /// The keyed hash of a request's bytes, 16 bits of it (never 0, which marks none).
-    fn request_hash(&self, request: &[u8]) -> u16 {
-        (self.hasher.hash_one(request) as u16).max(1)
+    /// The keyed hash of a request's bytes, 8 bits of it (never 0, which marks none): a new
+    /// request whose hash meets the last one's is taken for a copy only if it arrived before
+    /// the last one's answer left, which a client that waits for its answers never does.
+    fn request_hash(&self, request: &[u8]) -> u8 {
+        (self.hasher.hash_one(request) as u8).max(1)
     }
 
     /// `client`'s entry, if the table still holds it.
     fn find(&self, client: &SocketAddr) -> Option<Entry> {
         let tag = self.tag(client);
         let i = self.bucket(tag);
-        self.table[i..i + WAYS].iter().copied().find(|e| e.tag == tag)
+        self.table[i..i + WAYS].iter().copied().find(|e| e.tag() == tag)
     }
 
     /// The port `client`'s last transfer was served from, if known and not the listening port.
@@ -267,9 +323,10 @@ impl RecentTids {
             return false;
         }
         self.find(client).is_some_and(|e| {
-            e.request == self.request_hash(request)
-                && e.answered_ago(now) <= horizon
-                && self.before(arrived, e.answered_ms)
+            let ago = e.answered_ago(now);
+            e.request() == self.request_hash(request)
+                && ago <= horizon
+                && self.before(arrived, millis(now).wrapping_sub(ago))
         })
     }
 
@@ -297,8 +354,8 @@ impl RecentTids {
     ) {
         let request = self.request_hash(request);
         let (slot, tag) = self.slot_for(client, now);
-        let ended = (millis(now) & !TRANSFER) | TRANSFER;
-        self.table[slot] = Entry { tag, port, request, ended, answered_ms: millis(started) };
+        let answered_ago = millis(now).wrapping_sub(millis(started));
+        self.table[slot] = Entry::new(tag, request, port, true, now, 0, answered_ago);
     }
 
     /// `client`'s `request` was refused in the loop turn that began at `now` (an ERROR was
@@ -307,12 +364,20 @@ impl RecentTids {
     pub(super) fn refused(&mut self, client: &SocketAddr, request: &[u8], now: Timestamp) {
         let request = self.request_hash(request);
         let (slot, tag) = self.slot_for(client, now);
-        let e = &mut self.table[slot];
-        if e.tag != tag || !e.transfer() {
-            *e = Entry { tag, ended: millis(now) & !TRANSFER, ..Entry::default() };
+        let e = self.table[slot];
+        self.table[slot] = match e.tag() == tag && e.transfer() {
+            true => Entry::new(tag, request, e.port, true, now, e.ended_ago(now), 0),
+            false => Entry::new(tag, request, 0, false, now, 0, 0),
+        };
+    }
+
+    /// Frees the entries idle for [`RECENT`] every [`SWEEP_EVERY`], so that no entry outlives
+    /// its millisecond count.
+    pub(super) fn housekeeping(&mut self, now: Timestamp) {
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            self.sweep(now);
         }
-        e.request = request;
-        e.answered_ms = millis(now);
     }
 
     /// The sends of the loop turn that began at `began` were handed to the kernel at `sent`;
@@ -329,10 +394,10 @@ impl RecentTids {
         loop {
             let i = self.bucket(tag);
             let bucket = &self.table[i..i + WAYS];
-            if let Some(k) = bucket.iter().position(|e| e.tag == tag) {
+            if let Some(k) = bucket.iter().position(|e| e.tag() == tag) {
                 return (i + k, tag);
             }
-            if let Some(k) = bucket.iter().position(|e| e.tag == 0) {
+            if let Some(k) = bucket.iter().position(|e| e.tag() == 0) {
                 self.used += 1;
                 return (i + k, tag);
             }
@@ -351,7 +416,7 @@ impl RecentTids {
     /// taken after that (so that a sixth of it fills before the next sweep: a sweep walks the
     /// whole table).
     fn sweep(&mut self, now: Timestamp) -> bool {
-        for e in self.table.iter_mut().filter(|e| e.tag != 0 && e.stale(now)) {
+        for e in self.table.iter_mut().filter(|e| e.tag() != 0 && e.stale(now)) {
             *e = Entry::default();
             self.used -= 1;
         }
@@ -363,9 +428,9 @@ impl RecentTids {
         let bigger = Mapped::new(self.table.len() * 2);
         let old = std::mem::replace(&mut self.table, bigger);
         self.used = 0;
-        for e in old.iter().filter(|e| e.tag != 0 && !e.stale(now)) {
-            let i = self.bucket(e.tag);
-            if let Some(free) = self.table[i..i + WAYS].iter().position(|f| f.tag == 0) {
+        for e in old.iter().filter(|e| e.tag() != 0 && !e.stale(now)) {
+            let i = self.bucket(e.tag());
+            if let Some(free) = self.table[i..i + WAYS].iter().position(|f| f.tag() == 0) {
                 self.table[i + free] = *e;
                 self.used += 1;
             }
@@ -547,6 +612,41 @@ mod tests {
         let month = at(1000 + 30 * 86_400_000);
         assert!(!t.is_copy(&a, RRQ, month, month));
         assert!(t.is_copy(&a, RRQ, at(999), at(2000)));
+    }
+
+    #[test]
+    fn an_entry_idle_for_a_while_is_swept_before_its_millisecond_count_wraps() {
+        assert_eq!(std::mem::size_of::<Entry>(), 12);
+        let mut t = RecentTids::new(0);
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        t.refused(&a, RRQ, at(1000));
+        let wrap = at(1000 + (1 << 30));
+        // Twelve days later the count reads as a moment ago: only the sweep tells.
+        t.housekeeping(at(1000 + 8 * 60_000));
+        assert!(t.find(&a).is_some(), "no sweep due yet");
+        t.housekeeping(at(1000 + 11 * 60_000));
+        assert!(t.find(&a).is_none(), "swept");
+        assert!(!t.is_copy(&a, RRQ, wrap, wrap + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn times_far_apart_read_as_long_ago() {
+        let mut t = RecentTids::new(0);
+        let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        // A transfer of 70 s: its answer is past the horizon when it ends.
+        t.remember(&a, 40_000, RRQ, at(0), at(70_000));
+        assert!(!t.is_copy(&a, RRQ, at(69_999), at(70_001)));
+        // A refusal 70 s after a single-port transfer ended: no dally, the port kept.
+        let b: SocketAddr = "192.0.2.11:2000".parse().unwrap();
+        t.remember(&b, 0, RRQ, at(0), at(1000));
+        assert!(t.dallying(&b, at(2999)));
+        t.refused(&b, b"\x00\x01x\x00octet\x00", at(71_000));
+        assert!(!t.dallying(&b, at(71_001)));
+        assert!(t.is_copy(&b, b"\x00\x01x\x00octet\x00", at(70_999), at(71_001)));
+        let c: SocketAddr = "192.0.2.12:2000".parse().unwrap();
+        t.remember(&c, 40_001, RRQ, at(0), at(1000));
+        t.refused(&c, RRQ, at(80_000));
+        assert_eq!(t.last(&c), Some(40_001));
     }
 
     #[test]
