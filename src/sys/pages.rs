@@ -68,9 +68,12 @@ impl<T: Zeroed> Mapped<T> {
     /// Entries that share a page with one outside the range keep their values.
     pub fn discard(&mut self, entries: std::ops::Range<usize>) {
         let (size, page) = (std::mem::size_of::<T>(), page_size());
-        let end = entries.end.min(self.len) * size;
         let first = (entries.start * size).next_multiple_of(page);
-        let last = end / page * page;
+        // The mapping is whole pages: past its last entry, the rest of the page goes too.
+        let last = match entries.end >= self.len {
+            true => Self::bytes(self.len).next_multiple_of(page),
+            false => entries.end * size / page * page,
+        };
         if first >= last {
             return;
         }

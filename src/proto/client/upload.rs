@@ -57,8 +57,9 @@ pub struct WriteClient {
 }
 
 impl WriteClient {
-    /// An upload of `size` bytes asking for `options` (tsize carries the size); the request is due
-    /// at once.
+    /// An upload of `size` bytes (at most [`MAX_SIZE`](crate::proto::sender::MAX_SIZE): a
+    /// sender counts no further) asking for `options` (tsize carries the size); the request is
+    /// due at once.
     pub fn new(now: Timestamp, size: u64, options: RequestOptions, cfg: &ClientConfig) -> Self {
         let t = cfg.timeout;
         let rcfg = RetransmitConfig {

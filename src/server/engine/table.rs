@@ -327,7 +327,8 @@ impl Table {
     /// the oldest if they are all known).
     pub(super) fn insert(&mut self, idx: u32, t: Transfer) {
         let hash = self.hasher.hash_one(t.client.key());
-        debug_assert!(self.busy.has(idx) && !self.holding.has(idx));
+        // A transfer outside a reserved slot could be on a page given back.
+        assert!(self.busy.has(idx) && !self.holding.has(idx), "a transfer put in slot {idx}, not reserved");
         self.slots[idx as usize].transfer.write(t);
         self.holding.set(idx, true);
         let (slots, holds, hasher) = (&self.slots, &self.holding, &self.hasher);

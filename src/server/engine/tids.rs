@@ -70,36 +70,34 @@ const RECENT: Duration = COPY_HORIZON;
 /// One client's last transfer, and the request it was last answered for: 12 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// The low 24 bits of the keyed hash of the client's address and port (the tag, never 0:
-    /// 0 is a free entry; its low bits are the entry's bucket), and above them 8 bits of the
-    /// keyed hash of the request last answered (0: none).
-    key: u32,
+    /// The low half of the keyed hash of the client's address and port, never 0 (0: a free
+    /// entry); its low bits are the entry's bucket.
+    tag: u32,
     /// The transfer's port; 0 for the listening port (single-port mode).
     port: u16,
     /// How long before `later` the other of its two times was, in milliseconds; [`LONG_AGO`]
     /// for that long or longer (past [`COPY_HORIZON`] and [`DALLY`]: no comparison needs more).
     earlier: u16,
     /// The later of when its transfer ended (or, without one, the refusal was sent) and when
-    /// the loop turn that gave its last answer began: milliseconds modulo 2^30, with
-    /// [`TRANSFER`] (the client had a transfer, `port` is its) and [`ANSWERED_LAST`] (the
-    /// answer is the later of the two). Entries idle for [`RECENT`] are freed long before the
-    /// count wraps (see [`RecentTids::housekeeping`]).
+    /// the loop turn that gave its last answer began, in milliseconds modulo 2^22 (70 minutes:
+    /// entries idle for [`RECENT`] are freed every [`SWEEP_EVERY`], long before the count
+    /// wraps); above them 8 bits of the keyed hash of the request last answered (0: none),
+    /// [`ANSWERED_LAST`] (the answer is the later of the two) and [`TRANSFER`] (the client had
+    /// a transfer, `port` is its).
     later: u32,
 }
 
 // SAFETY: integers: all-zero is a valid (free) entry; nothing to drop.
 unsafe impl Zeroed for Entry {}
 
-/// [`Entry::later`]'s flags and its milliseconds.
+/// [`Entry::later`]'s flags, its request hash and its milliseconds.
 const TRANSFER: u32 = 1 << 31;
 const ANSWERED_LAST: u32 = 1 << 30;
-const LATER_MS: u32 = ANSWERED_LAST - 1;
+const REQUEST_SHIFT: u32 = 22;
+const LATER_MS: u32 = (1 << REQUEST_SHIFT) - 1;
 
 /// [`Entry::earlier`]: that long ago or longer.
 const LONG_AGO: u16 = u16::MAX;
-
-/// [`Entry::key`]'s bits of the tag.
-const TAG: u32 = (1 << 24) - 1;
 
 impl Entry {
     /// The entry of the client of `tag`, answered for the request of hash `request`, with the
@@ -117,17 +115,17 @@ impl Entry {
         let later_ago = ended_ago.min(answered_ago);
         let earlier = (ended_ago.max(answered_ago) - later_ago).min(u32::from(LONG_AGO)) as u16;
         let flags = if transfer { TRANSFER } else { 0 } | if answered_ago < ended_ago { ANSWERED_LAST } else { 0 };
-        let later = (millis(now).wrapping_sub(later_ago) & LATER_MS) | flags;
-        Self { key: (tag & TAG) | u32::from(request) << 24, port, earlier, later }
+        let later = (millis(now).wrapping_sub(later_ago) & LATER_MS) | u32::from(request) << REQUEST_SHIFT | flags;
+        Self { tag, port, earlier, later }
     }
 
     fn tag(self) -> u32 {
-        self.key & TAG
+        self.tag
     }
 
     /// The hash of the request last answered (0: none).
     fn request(self) -> u8 {
-        (self.key >> 24) as u8
+        (self.later >> REQUEST_SHIFT) as u8
     }
 
     fn transfer(self) -> bool {
@@ -183,7 +181,7 @@ pub(super) struct RecentTids {
 }
 
 /// How often the table is swept of idle entries, so that none outlives its millisecond count
-/// (2^30 ms, twelve days): a few megabytes read every ten minutes at most.
+/// (2^22 ms, 70 minutes): a few megabytes read every ten minutes at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// The loop turns of the last [`COPY_HORIZON`] whose sends left at least a millisecond after
@@ -271,17 +269,16 @@ impl RecentTids {
         Self {
             hasher: RandomState::new(),
             table: Mapped::new(MIN_ENTRIES),
-            // A bucket's index is in the tag's 24 bits.
-            max_entries: capacity.saturating_mul(2).clamp(MIN_ENTRIES, WAYS << 24).next_power_of_two(),
+            max_entries: capacity.saturating_mul(2).max(MIN_ENTRIES).next_power_of_two(),
             used: 0,
             long_turns: LongTurns::new(),
             next_sweep: Timestamp::ZERO + SWEEP_EVERY,
         }
     }
 
-    /// The tag of `client`, 24 bits (never 0, which marks a free entry).
+    /// The tag of `client` (never 0, which marks a free entry).
     fn tag(&self, client: &SocketAddr) -> u32 {
-        (self.hasher.hash_one(client) as u32 & TAG).max(1)
+        (self.hasher.hash_one(client) as u32).max(1)
     }
 
     /// The first entry of the bucket of `tag`.
@@ -609,9 +606,10 @@ mod tests {
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         t.refused(&a, RRQ, at(1000));
-        let month = at(1000 + 30 * 86_400_000);
-        assert!(!t.is_copy(&a, RRQ, month, month));
         assert!(t.is_copy(&a, RRQ, at(999), at(2000)));
+        let month = at(1000 + 30 * 86_400_000);
+        t.housekeeping(month);
+        assert!(!t.is_copy(&a, RRQ, month, month));
     }
 
     #[test]
@@ -620,8 +618,8 @@ mod tests {
         let mut t = RecentTids::new(0);
         let a: SocketAddr = "192.0.2.10:2000".parse().unwrap();
         t.refused(&a, RRQ, at(1000));
-        let wrap = at(1000 + (1 << 30));
-        // Twelve days later the count reads as a moment ago: only the sweep tells.
+        let wrap = at(1000 + (1 << 22));
+        // 70 minutes later the count reads as a moment ago: only the sweep tells.
         t.housekeeping(at(1000 + 8 * 60_000));
         assert!(t.find(&a).is_some(), "no sweep due yet");
         t.housekeeping(at(1000 + 11 * 60_000));
