@@ -1,4 +1,10 @@
 //! Transfers held per source (an IPv4 address, an IPv6 /64), for the fair share under pressure.
+//!
+//! Counted only while they matter: from when the worker comes under pressure (counted then from
+//! the transfers it holds) until the pressure has long gone (see `Engine::track_sources`). A
+//! storm that stays under half the table, each of its thousands of clients at an address of
+//! its own, so costs no table of sources (8 bytes a source, in a table at most three quarters
+//! full).
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -36,12 +42,35 @@ pub(super) struct Sources {
     /// Sources holding transfers.
     len: usize,
     hasher: DefaultHashBuilder,
+    /// Whether transfers are counted now (see the module documentation).
+    counting: bool,
 }
 
 impl Sources {
-    /// An empty count.
+    /// An empty count, not counting.
     pub(super) fn new() -> Self {
-        Self { buckets: Mapped::new(FIRST_BUCKETS), len: 0, hasher: DefaultHashBuilder::default() }
+        Self { buckets: Mapped::new(FIRST_BUCKETS), len: 0, hasher: DefaultHashBuilder::default(), counting: false }
+    }
+
+    /// Whether transfers are counted now.
+    pub(super) fn counting(&self) -> bool {
+        self.counting
+    }
+
+    /// Counts from now on, starting from the sources of the transfers `held` (an address
+    /// each).
+    pub(super) fn start(&mut self, held: impl IntoIterator<Item = IpAddr>) {
+        self.counting = true;
+        for ip in held {
+            self.count(ip, true);
+        }
+    }
+
+    /// Stops counting; the table's pages are given back.
+    pub(super) fn stop(&mut self) {
+        self.buckets = Mapped::new(FIRST_BUCKETS);
+        self.len = 0;
+        self.counting = false;
     }
 
     /// The most transfers one source may hold while a worker of `capacity` transfers is under
@@ -57,8 +86,11 @@ impl Sources {
         self.find(self.key(ip)).map_or(0, |i| self.buckets[i].transfers as usize)
     }
 
-    /// Counts a transfer of `ip`'s source in (`started`) or out.
+    /// Counts a transfer of `ip`'s source in (`started`) or out, while counting.
     pub(super) fn count(&mut self, ip: IpAddr, started: bool) {
+        if !self.counting {
+            return;
+        }
         let key = self.key(ip);
         match self.find(key) {
             Ok(i) if started => self.buckets[i].transfers += 1,
@@ -147,6 +179,7 @@ mod tests {
     #[test]
     fn a_source_is_counted_in_and_out_and_shares_shrink_with_more_sources() {
         let mut s = Sources::new();
+        s.start([]);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
         assert_eq!(s.fair_share(64), 32);
         s.count(a, true);
@@ -163,6 +196,7 @@ mod tests {
     #[test]
     fn counts_stay_right_through_growth_and_removals() {
         let mut s = Sources::new();
+        s.start([]);
         let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0xc000_0000 + i));
         let mut want = std::collections::HashMap::new();
         // Thousands of sources (the table doubles several times), some with several transfers,
@@ -192,6 +226,21 @@ mod tests {
         // Counting out a source that holds nothing changes nothing.
         s.count(ip(1), false);
         assert_eq!((s.len, s.held_by(ip(1))), (0, 0));
+    }
+
+    #[test]
+    fn transfers_are_counted_from_those_held_when_counting_starts_until_it_stops() {
+        let mut s = Sources::new();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        s.count(a, true);
+        assert_eq!((s.counting(), s.held_by(a)), (false, 0), "nothing kept while not counting");
+        s.start([a, a, b]);
+        s.count(a, true);
+        s.count(b, false);
+        assert_eq!((s.held_by(a), s.held_by(b), s.len), (3, 0, 1));
+        s.stop();
+        s.count(a, false);
+        assert_eq!((s.counting(), s.held_by(a), s.len), (false, 0, 0));
     }
 
     #[test]
