@@ -85,6 +85,19 @@ impl<T: Zeroed> Mapped<T> {
         }
     }
 
+    /// Which of the pages holding the first `entries` entries are resident (`mincore(2)`).
+    #[cfg(test)]
+    pub(crate) fn resident(&self, entries: usize) -> Vec<bool> {
+        let page = page_size();
+        let pages = (entries * std::mem::size_of::<T>()).div_ceil(page);
+        let mut v = vec![0u8; pages];
+        // SAFETY: pages of this mapping (the caller asks for no more entries than it has);
+        // `v` has one byte per page.
+        let rc = unsafe { libc::mincore(self.ptr.as_ptr().cast(), pages * page, v.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        v.iter().map(|b| b & 1 != 0).collect()
+    }
+
     /// The first entry's address, for the kernel.
     pub fn as_mut_ptr(&mut self) -> *mut T {
         self.ptr.as_ptr()
@@ -149,30 +162,19 @@ mod tests {
         let _one = Mapped::<u32>::new(0);
     }
 
-    /// Pages of the mapping that are resident, from `mincore(2)`.
-    fn resident(m: &Mapped<u32>) -> Vec<bool> {
-        let page = page_size();
-        let pages = (m.len() * 4).div_ceil(page);
-        let mut v = vec![0u8; pages];
-        // SAFETY: the mapping's own pages; `v` has one byte per page.
-        let rc = unsafe { libc::mincore(m.as_ptr() as *mut libc::c_void, pages * page, v.as_mut_ptr()) };
-        assert_eq!(rc, 0);
-        v.iter().map(|b| b & 1 != 0).collect()
-    }
-
     #[test]
     fn discarding_gives_back_only_the_pages_wholly_within_the_entries_and_they_read_zero() {
         let per_page = page_size() / 4;
         let mut m = Mapped::<u32>::new(4 * per_page);
         m.iter_mut().for_each(|v| *v = 9);
-        assert_eq!(resident(&m), [true; 4]);
+        assert_eq!(m.resident(m.len()), [true; 4]);
         // From the middle of page 0 to the middle of page 3: pages 1 and 2.
         m.discard(per_page / 2..3 * per_page + 1);
-        assert_eq!(resident(&m), [true, false, false, true]);
+        assert_eq!(m.resident(m.len()), [true, false, false, true]);
         // Less than a page, or past the end: nothing, or up to the end.
         m.discard(1..per_page);
         m.discard(3 * per_page..usize::MAX / 8);
-        assert_eq!(resident(&m), [true, false, false, false]);
+        assert_eq!(m.resident(m.len()), [true, false, false, false]);
         // (Reading a page given back maps the system's shared zero page.)
         assert!(m[per_page / 2..per_page].iter().all(|&v| v == 9));
         assert!(m[per_page..].iter().all(|&v| v == 0));

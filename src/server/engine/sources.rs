@@ -68,9 +68,7 @@ impl Sources {
 
     /// Stops counting; the table's pages are given back.
     pub(super) fn stop(&mut self) {
-        self.buckets = Mapped::new(FIRST_BUCKETS);
-        self.len = 0;
-        self.counting = false;
+        *self = Self::new();
     }
 
     /// The most transfers one source may hold while a worker of `capacity` transfers is under

@@ -257,12 +257,12 @@ impl Table {
 
     /// The transfer `token` names, if it is still held.
     pub(super) fn live(&mut self, token: Token) -> Option<&mut Transfer> {
-        let idx = token.slot();
-        if self.holding.has(idx) && self.slots[idx as usize].generation == token.generation() {
-            self.get_mut(idx)
-        } else {
-            None
-        }
+        if self.is_live(token) { self.get_mut(token.slot()) } else { None }
+    }
+
+    /// Whether the transfer `token` names is still held.
+    fn is_live(&self, token: Token) -> bool {
+        self.holding.has(token.slot()) && self.slots[token.slot() as usize].generation == token.generation()
     }
 
     /// The transfer in slot `idx`, if any.
@@ -331,10 +331,7 @@ impl Table {
         assert!(self.busy.has(idx) && !self.holding.has(idx), "a transfer put in slot {idx}, not reserved");
         self.slots[idx as usize].transfer.write(t);
         self.holding.set(idx, true);
-        let (slots, holds, hasher) = (&self.slots, &self.holding, &self.hasher);
-        // Rehashing on growth must hash exactly what lookups hash: the peer address.
-        let rehash = |i: u32| holding(slots, holds, i).map_or(0, |t| hasher.hash_one(t.client.key()));
-        self.peers.insert(hash, idx, rehash);
+        self.peers.insert(hash, idx, peer_rehash(&self.slots, &self.holding, &self.hasher));
         let token = self.token(idx);
         self.oldest.started(token);
     }
@@ -348,9 +345,11 @@ impl Table {
         // SAFETY: the slot was in `holding` (written by `insert`), and is no longer: it is read
         // out once, here.
         let t = unsafe { self.slots[idx as usize].transfer.assume_init_read() };
-        let (slots, holds, hasher) = (&self.slots, &self.holding, &self.hasher);
-        let rehash = |i: u32| holding(slots, holds, i).map_or(0, |t| hasher.hash_one(t.client.key()));
-        self.peers.remove(self.hasher.hash_one(t.client.key()), idx, rehash);
+        self.peers.remove(
+            self.hasher.hash_one(t.client.key()),
+            idx,
+            peer_rehash(&self.slots, &self.holding, &self.hasher),
+        );
         self.free(idx);
         // The last transfer of its request: its copy goes with it.
         if t.asked.holders() == 2 {
@@ -373,9 +372,7 @@ impl Table {
     pub(super) fn pop_oldest_unconfirmed(&mut self) -> Option<u32> {
         loop {
             while let Some(token) = self.oldest.tokens.pop_back() {
-                let live = holding(&self.slots, &self.holding, token.slot())
-                    .filter(|_| self.slots[token.slot() as usize].generation == token.generation());
-                if live.is_some_and(|t| t.kind.is_unconfirmed()) {
+                if self.is_live(token) && self.get(token.slot()).is_some_and(|t| t.kind.is_unconfirmed()) {
                     return Some(token.slot());
                 }
             }
@@ -425,6 +422,12 @@ impl Drop for Table {
             drop(self.remove(idx));
         }
     }
+}
+
+/// The hash of each slot's client for the index's moves: exactly what lookups hash, the client's
+/// address (0 for a slot without a transfer).
+fn peer_rehash<'a>(slots: &'a [Slot], holds: &'a SlotBits, hasher: &'a DefaultHashBuilder) -> impl Fn(u32) -> u64 + 'a {
+    move |i| holding(slots, holds, i).map_or(0, |t| hasher.hash_one(t.client.key()))
 }
 
 /// The transfer in slot `idx` of `slots`, if `holds` says it holds one.
@@ -668,38 +671,27 @@ mod tests {
         assert_eq!(t.pop_oldest_unconfirmed(), None);
     }
 
-    /// Which of the pages that slots `0..n` lie on are resident (`mincore(2)`).
-    fn resident(t: &Table, n: usize) -> Vec<bool> {
-        let page = page_size();
-        let pages = (n * std::mem::size_of::<Slot>()).div_ceil(page);
-        let mut v = vec![0u8; pages];
-        // SAFETY: the table's own mapping, at least `pages` long; one byte per page in `v`.
-        let rc = unsafe { libc::mincore(t.slots.as_ptr() as *mut libc::c_void, pages * page, v.as_mut_ptr()) };
-        assert_eq!(rc, 0);
-        v.iter().map(|b| b & 1 != 0).collect()
-    }
-
     #[test]
     fn the_pages_of_slots_that_are_all_free_are_given_back() {
         let per_page = page_size() / std::mem::size_of::<Slot>();
         let n = 4 * per_page + 3;
         let mut t = Table::new(n + 1000);
         let taken: Vec<u32> = (0..n).map(|_| t.reserve().unwrap()).collect();
-        assert_eq!(resident(&t, n), [true; 5]);
+        assert_eq!(t.slots.resident(n), [true; 5]);
         // One slot on the second page stays taken: the first, third and fourth pages go (the
         // slots that straddle pages keep the pages on both sides).
         let keep = (per_page + per_page / 2) as u32;
         for &i in taken.iter().filter(|&&i| i != keep) {
             t.release(i);
         }
-        assert_eq!(resident(&t, n), [false, true, false, false, false]);
+        assert_eq!(t.slots.resident(n), [false, true, false, false, false]);
         // The first free slot is on a page given back: it is used as a new one.
         let again = t.reserve().unwrap();
         assert_eq!(again, 0);
-        assert_eq!(resident(&t, n), [true, true, false, false, false]);
+        assert_eq!(t.slots.resident(n), [true, true, false, false, false]);
         assert!(t.get(again).is_none() && t.get(keep).is_none());
         t.release(keep);
         t.release(again);
-        assert_eq!(resident(&t, n), [false; 5]);
+        assert_eq!(t.slots.resident(n), [false; 5]);
     }
 }

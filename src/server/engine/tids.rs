@@ -119,10 +119,6 @@ impl Entry {
         Self { tag, port, earlier, later }
     }
 
-    fn tag(self) -> u32 {
-        self.tag
-    }
-
     /// The hash of the request last answered (0: none).
     fn request(self) -> u8 {
         (self.later >> REQUEST_SHIFT) as u8
@@ -297,7 +293,7 @@ impl RecentTids {
     fn find(&self, client: &SocketAddr) -> Option<Entry> {
         let tag = self.tag(client);
         let i = self.bucket(tag);
-        self.table[i..i + WAYS].iter().copied().find(|e| e.tag() == tag)
+        self.table[i..i + WAYS].iter().copied().find(|e| e.tag == tag)
     }
 
     /// The port `client`'s last transfer was served from, if known and not the listening port.
@@ -362,7 +358,7 @@ impl RecentTids {
         let request = self.request_hash(request);
         let (slot, tag) = self.slot_for(client, now);
         let e = self.table[slot];
-        self.table[slot] = match e.tag() == tag && e.transfer() {
+        self.table[slot] = match e.tag == tag && e.transfer() {
             true => Entry::new(tag, request, e.port, true, now, e.ended_ago(now), 0),
             false => Entry::new(tag, request, 0, false, now, 0, 0),
         };
@@ -391,10 +387,10 @@ impl RecentTids {
         loop {
             let i = self.bucket(tag);
             let bucket = &self.table[i..i + WAYS];
-            if let Some(k) = bucket.iter().position(|e| e.tag() == tag) {
+            if let Some(k) = bucket.iter().position(|e| e.tag == tag) {
                 return (i + k, tag);
             }
-            if let Some(k) = bucket.iter().position(|e| e.tag() == 0) {
+            if let Some(k) = bucket.iter().position(|e| e.tag == 0) {
                 self.used += 1;
                 return (i + k, tag);
             }
@@ -413,7 +409,7 @@ impl RecentTids {
     /// taken after that (so that a sixth of it fills before the next sweep: a sweep walks the
     /// whole table).
     fn sweep(&mut self, now: Timestamp) -> bool {
-        for e in self.table.iter_mut().filter(|e| e.tag() != 0 && e.stale(now)) {
+        for e in self.table.iter_mut().filter(|e| e.tag != 0 && e.stale(now)) {
             *e = Entry::default();
             self.used -= 1;
         }
@@ -425,9 +421,9 @@ impl RecentTids {
         let bigger = Mapped::new(self.table.len() * 2);
         let old = std::mem::replace(&mut self.table, bigger);
         self.used = 0;
-        for e in old.iter().filter(|e| e.tag() != 0 && !e.stale(now)) {
-            let i = self.bucket(e.tag());
-            if let Some(free) = self.table[i..i + WAYS].iter().position(|f| f.tag() == 0) {
+        for e in old.iter().filter(|e| e.tag != 0 && !e.stale(now)) {
+            let i = self.bucket(e.tag);
+            if let Some(free) = self.table[i..i + WAYS].iter().position(|f| f.tag == 0) {
                 self.table[i + free] = *e;
                 self.used += 1;
             }
