@@ -138,10 +138,8 @@ pub(super) struct Facts {
     pub(super) uploads: bool,
     /// The worker is short of room (see `Engine::under_pressure`).
     pub(super) under_pressure: bool,
-    /// Transfers the request's source holds.
-    pub(super) held: usize,
-    /// The most a source may hold under pressure.
-    pub(super) fair_share: usize,
+    /// The request's source holds its fair share of the table or more (see `sources.rs`).
+    pub(super) at_share: bool,
 }
 
 /// Whether a datagram to the listening socket is looked at at all: requests to a broadcast
@@ -192,7 +190,7 @@ pub(super) fn admit(
     }
     // Under pressure no source holds more than its share of the table: a slow or hostile client
     // holding transfers open cannot lock the others out.
-    if facts.under_pressure && facts.held >= facts.fair_share {
+    if facts.under_pressure && facts.at_share {
         return Admission::refuse(Refusal::Busy);
     }
     Admission::Accept
@@ -203,7 +201,7 @@ mod tests {
     use super::*;
     use crate::config::Cidr;
 
-    const IDLE: Facts = Facts { stopping: false, uploads: true, under_pressure: false, held: 0, fair_share: 8 };
+    const IDLE: Facts = Facts { stopping: false, uploads: true, under_pressure: false, at_share: false };
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -271,9 +269,9 @@ mod tests {
     #[test]
     fn under_pressure_a_source_at_its_share_is_busy() {
         let p = ServePolicy::default();
-        let at_share = Facts { under_pressure: true, held: 8, fair_share: 8, ..IDLE };
+        let at_share = Facts { under_pressure: true, at_share: true, ..IDLE };
         assert_eq!(read(&p, &at_share, None), Admission::refuse(Refusal::Busy));
-        assert_eq!(read(&p, &Facts { held: 7, ..at_share }, None), Admission::Accept);
+        assert_eq!(read(&p, &Facts { at_share: false, ..at_share }, None), Admission::Accept);
         assert_eq!(read(&p, &Facts { under_pressure: false, ..at_share }, None), Admission::Accept);
     }
 }

@@ -83,8 +83,6 @@ use tids::RecentTids;
 const TICK_US: u64 = 1_000;
 /// How often idle files are dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// How long after the last pressure transfers are still counted per source.
-const SOURCES_LINGER: Duration = Duration::from_secs(10);
 /// How long a failure to open a transfer socket counts as pressure.
 const PRESSURE_MEMORY: Duration = Duration::from_secs(1);
 
@@ -120,8 +118,6 @@ pub(crate) struct Engine {
     limiter: Option<SourceLimiter>,
     /// When a transfer socket last failed to open.
     open_failed: Option<Timestamp>,
-    /// When the worker was last found under pressure (see `track_sources`).
-    pressed_at: Option<Timestamp>,
     /// ERRORs sent unasked (to malformed and foreign datagrams).
     unasked: ReplyBudget,
     /// Repeated refusals and ignores folded into one record per client and window.
@@ -213,14 +209,13 @@ impl Engine {
             uploads,
             commits,
             open_failed: None,
-            pressed_at: None,
             unasked: ReplyBudget::new(now),
             fold: Fold::default(),
             peer_message: PeerMessage::default(),
             latencies: Latencies::new(),
             table: Table::new(capacity),
             capacity,
-            sources: Sources::new(),
+            sources: Sources::new(capacity),
             tids: RecentTids::new(capacity),
             wheel: TimerWheel::new(TICK_US, now),
             due: Vec::new(),
@@ -446,13 +441,13 @@ impl Engine {
         }
         let ip = d.peer.ip();
         let under_pressure = self.under_pressure(now);
-        self.track_sources(under_pressure, now);
+        let table = &self.table;
         let facts = Facts {
             stopping: self.stop.is_some(),
             uploads: self.uploads.is_some(),
             under_pressure,
-            held: self.sources.held_by(ip),
-            fair_share: self.sources.fair_share(self.capacity),
+            // Read only under pressure, where it counts.
+            at_share: under_pressure && self.sources.at_share(ip, || table.transfers().map(|t| t.client.ip())),
         };
         let admission = admit(r.kind, r.mode, ip, &self.policy, &facts, self.limiter.as_mut(), now);
         let admission = match admission {
@@ -515,23 +510,6 @@ impl Engine {
     fn under_pressure(&self, now: Timestamp) -> bool {
         self.active >= self.capacity.div_ceil(2)
             || self.open_failed.is_some_and(|t| now.saturating_since(t) < PRESSURE_MEMORY)
-    }
-
-    /// Counts transfers per source while the counts matter (see `sources.rs`): from when the
-    /// worker comes under pressure, from the transfers it holds then, until the pressure has
-    /// been gone for [`SOURCES_LINGER`] and the table is at most a quarter full.
-    fn track_sources(&mut self, under_pressure: bool, now: Timestamp) {
-        if under_pressure {
-            self.pressed_at = Some(now);
-            if !self.sources.counting() {
-                self.sources.start(self.table.transfers().map(|t| t.client.ip()));
-            }
-        } else if self.sources.counting()
-            && self.active <= self.capacity / 4
-            && self.pressed_at.is_none_or(|t| now.saturating_since(t) >= SOURCES_LINGER)
-        {
-            self.sources.stop();
-        }
     }
 
     /// Ends the oldest transfer whose client has shown nothing yet, without a word (a real client

@@ -1,10 +1,14 @@
 //! Transfers held per source (an IPv4 address, an IPv6 /64), for the fair share under pressure.
 //!
-//! Counted only while they matter: from when the worker comes under pressure (counted then from
-//! the transfers it holds) until the pressure has long gone (see `Engine::track_sources`). A
-//! storm that stays under half the table, each of its thousands of clients at an address of
-//! its own, so costs no table of sources (8 bytes a source, in a table at most three quarters
-//! full).
+//! A fair share is never less than a sixteenth of the table (see [`Sources::fair_share`]), so
+//! only a source holding that many transfers can be refused: what must be exact is the count of
+//! the few heavy sources, not of the thousands that hold a transfer or two in a storm. Every
+//! transfer is counted in a count-min sketch of fixed size, four rows of [`WIDTH`] counters,
+//! each source in one counter of each row chosen by a hash keyed at random; the least of a
+//! source's four counters is never below what it holds. A source whose estimate reaches its
+//! share is counted exactly, once, from the transfers held, and from then on kept exactly while
+//! it holds at least a thirty-second of the table. So the count costs 4 KB a worker whatever the
+//! number of sources, and a source is refused only on its exact count.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -12,98 +16,118 @@ use std::net::IpAddr;
 use hashbrown::DefaultHashBuilder;
 
 use crate::server::limits::source_key;
-use crate::sys::pages::{Mapped, Zeroed};
 
-/// A source's key (see [`Sources::key`]) and the transfers it holds, in 8 bytes. No
-/// transfers: an empty bucket.
-#[derive(Clone, Copy, Debug, Default)]
+/// Rows of the sketch.
+const ROWS: usize = 4;
+/// Counters in each row (a power of two, at most 2^16).
+const WIDTH: usize = 256;
+
+/// A heavy source's key (see [`Sources::key`]) and the transfers it holds, exactly.
+#[derive(Clone, Copy, Debug)]
 struct Held {
     key: u32,
     transfers: u32,
 }
 
-// SAFETY: two u32s, nothing to drop; all zeros is an empty bucket.
-unsafe impl Zeroed for Held {}
-
-/// Buckets of a table that has not grown: a page's worth.
-const FIRST_BUCKETS: usize = 256;
-
 /// Transfers held per source. See the module documentation.
-///
-/// An open-addressing table with linear probing (a removal shifts back the entries after it, so
-/// there are no tombstones), at most three quarters full, that doubles as sources come: it grows
-/// with the sources seen rather than being sized for the worker's limit up front (its buckets
-/// are reached at random, so a table reserved for every transfer a worker may hold is soon
-/// resident in full, whatever few are held), and its buckets are mapped pages of their own (see
-/// [`Mapped`]), so that the copies a doubling leaves are given back.
 #[derive(Debug)]
 pub(super) struct Sources {
-    buckets: Mapped<Held>,
-    /// Sources holding transfers.
-    len: usize,
+    /// The sketch: transfers held by the sources whose hash meets each counter.
+    rows: Box<[[u32; WIDTH]; ROWS]>,
+    /// Counters above zero, per row: the most of them is a count of the sources holding
+    /// transfers that is never above the true count (two sources in one counter are one).
+    nonzero: [u32; ROWS],
+    /// Sources counted exactly (see the module documentation): a thirty-second of the table
+    /// each, so at most 32 of them.
+    heavy: Vec<Held>,
+    /// The most transfers the worker holds.
+    capacity: usize,
     hasher: DefaultHashBuilder,
-    /// Whether transfers are counted now (see the module documentation).
-    counting: bool,
 }
 
 impl Sources {
-    /// An empty count, not counting.
-    pub(super) fn new() -> Self {
-        Self { buckets: Mapped::new(FIRST_BUCKETS), len: 0, hasher: DefaultHashBuilder::default(), counting: false }
-    }
-
-    /// Whether transfers are counted now.
-    pub(super) fn counting(&self) -> bool {
-        self.counting
-    }
-
-    /// Counts from now on, starting from the sources of the transfers `held` (an address
-    /// each).
-    pub(super) fn start(&mut self, held: impl IntoIterator<Item = IpAddr>) {
-        self.counting = true;
-        for ip in held {
-            self.count(ip, true);
+    /// An empty count for a worker of `capacity` transfers.
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            rows: Box::new([[0; WIDTH]; ROWS]),
+            nonzero: [0; ROWS],
+            heavy: Vec::new(),
+            capacity,
+            hasher: DefaultHashBuilder::default(),
         }
     }
 
-    /// Stops counting; the table's pages are given back.
-    pub(super) fn stop(&mut self) {
-        *self = Self::new();
+    /// The most transfers one source may hold while the worker is under pressure: an even share
+    /// of half the table among the sources holding transfers, and never less than a sixteenth
+    /// of it (a rack of machines behind one NAT address still boots during a storm). The count
+    /// of sources errs low only when two of them meet in a counter of every row, which makes
+    /// the share larger, never smaller.
+    pub(super) fn fair_share(&self) -> usize {
+        let sources = self.nonzero.iter().copied().max().unwrap_or(0).max(1) as usize;
+        (self.capacity / 2 / sources).max(self.capacity / 16).max(1)
     }
 
-    /// The most transfers one source may hold while a worker of `capacity` transfers is under
-    /// pressure: an even share of half the table among the sources holding transfers, and never
-    /// less than a sixteenth of it (a rack of machines behind one NAT address still boots during
-    /// a storm).
-    pub(super) fn fair_share(&self, capacity: usize) -> usize {
-        (capacity / 2 / self.len.max(1)).max(capacity / 16).max(1)
+    /// Whether `ip`'s source holds its fair share or more. `held` gives the address of each
+    /// transfer held; it is walked only the first time a source's estimate reaches its share.
+    pub(super) fn at_share<I: Iterator<Item = IpAddr>>(&mut self, ip: IpAddr, held: impl FnOnce() -> I) -> bool {
+        let key = self.key(ip);
+        let share = self.fair_share();
+        if let Some(h) = self.heavy.iter().find(|h| h.key == key) {
+            return h.transfers as usize >= share;
+        }
+        if self.estimate(key) < share {
+            return false;
+        }
+        let transfers = held().filter(|&a| self.key(a) == key).count();
+        if transfers >= self.heavy_line() {
+            self.heavy.push(Held { key, transfers: transfers as u32 });
+        }
+        transfers >= share
     }
 
-    /// Transfers `ip`'s source holds.
-    pub(super) fn held_by(&self, ip: IpAddr) -> usize {
-        self.find(self.key(ip)).map_or(0, |i| self.buckets[i].transfers as usize)
-    }
-
-    /// Counts a transfer of `ip`'s source in (`started`) or out, while counting.
+    /// Counts a transfer of `ip`'s source in (`started`) or out: each counted out must have
+    /// been counted in.
     pub(super) fn count(&mut self, ip: IpAddr, started: bool) {
-        if !self.counting {
+        let key = self.key(ip);
+        // Counting out a source that holds nothing changes nothing.
+        if !started && self.estimate(key) == 0 {
             return;
         }
-        let key = self.key(ip);
-        match self.find(key) {
-            Ok(i) if started => self.buckets[i].transfers += 1,
-            Ok(i) if self.buckets[i].transfers > 1 => self.buckets[i].transfers -= 1,
-            Ok(i) => self.remove(i),
-            Err(_) if started => {
-                if (self.len + 1) * 4 > self.buckets.len() * 3 {
-                    self.grow();
-                }
-                let Err(i) = self.find(key) else { return };
-                self.buckets[i] = Held { key, transfers: 1 };
-                self.len += 1;
+        for (row, cell) in self.cells(key).into_iter().enumerate() {
+            let n = &mut self.rows[row][cell];
+            match (started, *n) {
+                (true, 0) => self.nonzero[row] += 1,
+                (false, 1) => self.nonzero[row] -= 1,
+                _ => {}
             }
-            Err(_) => {}
+            *n = if started { *n + 1 } else { *n - 1 };
         }
+        let line = self.heavy_line();
+        if let Some(i) = self.heavy.iter().position(|h| h.key == key) {
+            let h = &mut self.heavy[i];
+            h.transfers = if started { h.transfers + 1 } else { h.transfers.saturating_sub(1) };
+            if (h.transfers as usize) < line {
+                self.heavy.swap_remove(i);
+            }
+        }
+    }
+
+    /// The least a source counted exactly holds: a thirty-second of the table (half the least
+    /// share, so that a source near its share is not walked for again and again), at least one.
+    fn heavy_line(&self) -> usize {
+        (self.capacity / 32).max(1)
+    }
+
+    /// The most `key`'s source may hold: the least of its counters.
+    fn estimate(&self, key: u32) -> usize {
+        let cells = self.cells(key);
+        (0..ROWS).map(|row| self.rows[row][cells[row]]).min().unwrap_or(0) as usize
+    }
+
+    /// `key`'s counter in each row.
+    fn cells(&self, key: u32) -> [usize; ROWS] {
+        let h = self.hasher.hash_one(key);
+        std::array::from_fn(|row| (h >> (16 * row)) as usize & (WIDTH - 1))
     }
 
     /// [`source_key`] in four bytes: an IPv4 address as it is, an IPv6 /64 as a hash of it,
@@ -115,140 +139,143 @@ impl Sources {
             IpAddr::V6(_) => self.hasher.hash_one(source_key(ip)) as u32,
         }
     }
-
-    /// The home bucket of `key`.
-    fn home(&self, key: u32) -> usize {
-        self.hasher.hash_one(key) as usize & (self.buckets.len() - 1)
-    }
-
-    /// The bucket holding `key`, or the empty bucket where it would go.
-    fn find(&self, key: u32) -> Result<usize, usize> {
-        let mask = self.buckets.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            let e = self.buckets[i];
-            if e.transfers == 0 {
-                return Err(i);
-            }
-            if e.key == key {
-                return Ok(i);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Empties bucket `i`, shifting back the entries after it that would no longer be found.
-    fn remove(&mut self, i: usize) {
-        let mask = self.buckets.len() - 1;
-        let mut hole = i;
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            let e = self.buckets[j];
-            if e.transfers == 0 {
-                break;
-            }
-            // `e` may fill the hole when its home is not in the stretch after the hole.
-            if (j.wrapping_sub(self.home(e.key)) & mask) >= (j.wrapping_sub(hole) & mask) {
-                self.buckets[hole] = e;
-                hole = j;
-            }
-        }
-        self.buckets[hole] = Held::default();
-        self.len -= 1;
-    }
-
-    /// Doubles the buckets.
-    fn grow(&mut self) {
-        let bigger = Mapped::new(self.buckets.len() * 2);
-        let old = std::mem::replace(&mut self.buckets, bigger);
-        for e in old.iter().filter(|e| e.transfers != 0) {
-            if let Err(i) = self.find(e.key) {
-                self.buckets[i] = *e;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::from(Ipv4Addr::from(0xc000_0000 + i))
+    }
+
+    /// Every transfer counted in so far, as `held` gives them.
+    struct Held(Vec<IpAddr>);
+
+    impl Held {
+        fn start(&mut self, s: &mut Sources, a: IpAddr) {
+            s.count(a, true);
+            self.0.push(a);
+        }
+
+        fn end(&mut self, s: &mut Sources, a: IpAddr) {
+            s.count(a, false);
+            let i = self.0.iter().position(|&b| b == a).unwrap();
+            self.0.swap_remove(i);
+        }
+
+        fn at_share(&self, s: &mut Sources, a: IpAddr) -> bool {
+            s.at_share(a, || self.0.iter().copied())
+        }
+    }
+
     #[test]
-    fn a_source_is_counted_in_and_out_and_shares_shrink_with_more_sources() {
-        let mut s = Sources::new();
-        s.start([]);
+    fn shares_shrink_with_more_sources_down_to_a_sixteenth_of_the_table() {
+        let mut s = Sources::new(64);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
-        assert_eq!(s.fair_share(64), 32);
+        assert_eq!(s.fair_share(), 32);
         s.count(a, true);
         s.count(a, true);
         s.count(b, true);
-        // The same /64.
-        assert_eq!((s.held_by(a), s.held_by("2001:db8::2".parse().unwrap())), (2, 1));
-        assert_eq!(s.fair_share(64), 16);
+        // The same /64: still two sources.
+        s.count("2001:db8::2".parse().unwrap(), true);
+        assert_eq!(s.fair_share(), 16);
         s.count(a, false);
         s.count(a, false);
-        assert_eq!((s.held_by(a), s.fair_share(64)), (0, 32));
+        assert_eq!(s.fair_share(), 32);
+        for i in 0..100 {
+            s.count(ip(i), true);
+        }
+        assert_eq!(s.fair_share(), 4, "a sixteenth of 64");
     }
 
     #[test]
-    fn counts_stay_right_through_growth_and_removals() {
-        let mut s = Sources::new();
-        s.start([]);
-        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0xc000_0000 + i));
-        let mut want = std::collections::HashMap::new();
-        // Thousands of sources (the table doubles several times), some with several transfers,
-        // then taken out in another order (removals shift entries back across wrap-arounds).
+    fn a_heavy_source_among_thousands_is_refused_on_its_exact_count() {
+        // 4,000 sources of one transfer each and one of many, in a table of 16,384: the share
+        // is 1,024 (a sixteenth).
+        let mut s = Sources::new(16_384);
+        let mut held = Held(Vec::new());
+        for i in 0..4000 {
+            held.start(&mut s, ip(i));
+        }
+        let heavy = ip(9999);
+        for _ in 0..1023 {
+            held.start(&mut s, heavy);
+        }
+        assert_eq!(s.fair_share(), 1024);
+        assert!(!held.at_share(&mut s, heavy), "1,023 held, below its share");
+        held.start(&mut s, heavy);
+        assert!(held.at_share(&mut s, heavy), "1,024 held: at its share");
+        assert_eq!(s.heavy.len(), 1, "counted exactly from now on");
+        held.end(&mut s, heavy);
+        assert!(!held.at_share(&mut s, heavy));
+        // None of the light sources is at its share, however their counters meet.
+        assert!((0..4000).all(|i| !held.at_share(&mut s, ip(i))));
+        // Out again below a thirty-second of the table: no longer counted exactly.
+        while held.0.contains(&heavy) {
+            held.end(&mut s, heavy);
+        }
+        assert!(s.heavy.is_empty());
+        assert!(!held.at_share(&mut s, heavy));
+    }
+
+    #[test]
+    fn the_estimate_is_never_below_the_count_and_the_walk_is_made_once() {
+        let mut s = Sources::new(1024);
+        let mut held = Held(Vec::new());
+        let mut want = std::collections::HashMap::<u32, usize>::new();
+        // Sources of one to five transfers each, some taken out again, in another order.
         for i in 0..3000u32 {
-            for _ in 0..=(i % 3) {
-                s.count(ip(i), true);
+            for _ in 0..=(i % 5) {
+                held.start(&mut s, ip(i));
                 *want.entry(i).or_insert(0) += 1;
             }
         }
-        assert!(s.buckets.len() >= 4096);
         for i in (0..3000u32).filter(|i| i % 7 != 0).rev() {
-            s.count(ip(i), false);
+            held.end(&mut s, ip(i));
             *want.get_mut(&i).unwrap() -= 1;
         }
-        for i in 0..3000u32 {
-            assert_eq!(s.held_by(ip(i)), want[&i], "{i}");
+        for (&i, &n) in &want {
+            assert!(s.estimate(s.key(ip(i))) >= n, "{i}");
         }
-        assert_eq!(s.len, want.values().filter(|&&n| n > 0).count());
-        for (i, n) in want {
-            for _ in 0..n {
-                s.count(ip(i), false);
-            }
+        // A source at its share (64 of 1,024) is walked for once, then counted exactly.
+        let heavy = ip(5000);
+        for _ in 0..64 {
+            held.start(&mut s, heavy);
         }
-        assert_eq!(s.len, 0);
-        assert!(s.buckets.iter().all(|e| e.transfers == 0));
-        // Counting out a source that holds nothing changes nothing.
+        assert!(held.at_share(&mut s, heavy));
+        let mut walks = 0;
+        assert!(s.at_share(heavy, || {
+            walks += 1;
+            std::iter::empty()
+        }));
+        assert_eq!(walks, 0, "counted exactly: no second walk");
+        // Counting out a source that holds nothing (no counter of it above zero) changes
+        // nothing.
+        let mut s = Sources::new(1024);
+        s.count(ip(1), true);
+        s.count(ip(2), false);
         s.count(ip(1), false);
-        assert_eq!((s.len, s.held_by(ip(1))), (0, 0));
+        s.count(ip(1), false);
+        assert_eq!((s.rows.iter().flatten().sum::<u32>(), s.nonzero), (0, [0; ROWS]));
     }
 
     #[test]
-    fn transfers_are_counted_from_those_held_when_counting_starts_until_it_stops() {
-        let mut s = Sources::new();
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        s.count(a, true);
-        assert_eq!((s.counting(), s.held_by(a)), (false, 0), "nothing kept while not counting");
-        s.start([a, a, b]);
-        s.count(a, true);
-        s.count(b, false);
-        assert_eq!((s.held_by(a), s.held_by(b), s.len), (3, 0, 1));
-        s.stop();
-        s.count(a, false);
-        assert_eq!((s.counting(), s.held_by(a), s.len), (false, 0, 0));
-    }
-
-    #[test]
-    fn a_source_takes_8_bytes() {
-        assert_eq!(std::mem::size_of::<Held>(), 8);
+    fn the_count_is_fixed_in_size() {
+        // 20,000 sources cost no more than none: the sketch and at most 32 exact counts.
+        let mut s = Sources::new(32_768);
+        for i in 0..20_000 {
+            s.count(ip(i), true);
+        }
+        assert_eq!(std::mem::size_of_val(&*s.rows), ROWS * WIDTH * 4);
+        assert!(s.heavy.capacity() == 0);
     }
 
     #[test]
     fn keys_of_ipv4_addresses_and_ipv6_prefixes_stay_apart() {
-        let s = Sources::new();
+        let s = Sources::new(64);
         let k = |a: &str| s.key(a.parse().unwrap());
         assert_eq!(k("192.0.2.1"), k("::ffff:192.0.2.1"));
         assert_ne!(k("192.0.2.1"), k("192.0.2.2"));
