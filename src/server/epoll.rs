@@ -26,6 +26,7 @@ use super::io::{DataRun, GsoLimit, Io, Outgoing, RX_SIZE, SendErrors, SockRef, T
 use super::rx_batch::RxBatch;
 use super::sendmsg;
 use super::socket::{PortPicker, RawAddr, gso_refused};
+use super::transfer_sockets::{MAX_DESCRIPTORS, TransferSockets};
 use super::turn::{self, LoopIo};
 use crate::config::IoConfig;
 use crate::sys::clock::Clock;
@@ -40,18 +41,11 @@ const KIND_WAKE: u64 = 2;
 /// Datagrams taken from one socket per readiness event before moving on (fairness).
 const BUDGET: usize = 256;
 
-fn ev_data(kind: u64, generation: u32, idx: u32) -> u64 {
-    (kind << 56) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(idx)
-}
-
-/// The end of the list of free socket slots.
-const NO_SOCK: u32 = u32::MAX;
-
-#[derive(Debug)]
-struct SockSlot {
-    sock: Option<UdpSocket>,
-    token: Token,
-    generation: u32,
+/// An event's data: its kind, a 24-bit tag (a transfer socket's descriptor, below
+/// [`MAX_DESCRIPTORS`]) and an index (of a listening socket, or the slot of the transfer a
+/// transfer socket is for).
+fn ev_data(kind: u64, tag: u32, idx: u32) -> u64 {
+    (kind << 56) | (u64::from(tag & 0x00ff_ffff) << 32) | u64::from(idx)
 }
 
 /// The epoll implementation of [`Io`].
@@ -59,10 +53,12 @@ struct SockSlot {
 pub(crate) struct EpollIo {
     ep: Epoll,
     listens: Vec<Option<UdpSocket>>,
-    socks: Vec<SockSlot>,
-    /// The first free socket slot, [`NO_SOCK`] for none: the free slots are a list through
-    /// their token (a free slot's token is never read).
-    free: u32,
+    /// The transfer sockets, by descriptor.
+    socks: TransferSockets,
+    /// Transfer sockets closed in this turn, whose descriptors are given back at the start of
+    /// the next: until then no new socket takes one, so an event of this turn read for a
+    /// descriptor is for the socket it was registered for.
+    to_close: Vec<UdpSocket>,
     ports: PortPicker,
     /// Failed sends, for the engine.
     errors: SendErrors,
@@ -80,10 +76,8 @@ impl EpollIo {
         let io = Self {
             ep: Epoll::new()?,
             listens: listens.into_iter().map(Some).collect(),
-            // Reserved for the worker's limit up front, as the engine's slots are: address space
-            // only, and no old copies left behind by growth.
-            socks: Vec::with_capacity(if cfg.single_port { 0 } else { cfg.max_transfers }),
-            free: NO_SOCK,
+            socks: TransferSockets::new(),
+            to_close: Vec::new(),
             ports,
             errors: SendErrors::default(),
             keep_listens: cfg.single_port,
@@ -102,7 +96,7 @@ impl EpollIo {
     fn fd_of(&self, via: Via) -> Option<RawFd> {
         match via {
             Via::Listen(i) => self.listens.get(i as usize)?.as_ref().map(AsRawFd::as_raw_fd),
-            Via::Transfer(SockRef(i)) => self.socks.get(i as usize)?.sock.as_ref().map(AsRawFd::as_raw_fd),
+            Via::Transfer(sock) => self.socks.fd(sock),
         }
     }
 
@@ -145,41 +139,21 @@ impl Io for EpollIo {
             SocketAddr::V4(_) => 0,
         };
         let (sock, port) = self.ports.bind(local.ip(), scope, avoid)?;
-        let idx = match self.socks.get(self.free as usize) {
-            Some(free) => std::mem::replace(&mut self.free, free.token.0 as u32),
-            None => {
-                self.socks.push(SockSlot { sock: None, token, generation: 0 });
-                (self.socks.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.socks[idx as usize];
-        let data = ev_data(KIND_TRANSFER, slot.generation, idx);
-        let fd = sock.as_raw_fd();
-        slot.sock = Some(sock);
-        slot.token = token;
-        if let Err(e) = self.ep.add(fd, data) {
-            self.close_transfer(SockRef(idx));
+        let sock = self.socks.hold(sock)?;
+        let fd = sock.0 as RawFd;
+        if let Err(e) = self.ep.add(fd, ev_data(KIND_TRANSFER, sock.0, token.slot())) {
+            self.close_transfer(sock, token);
             return Err(e);
         }
-        Ok((SockRef(idx), port))
+        Ok((sock, port))
     }
 
-    fn close_transfer(&mut self, sock: SockRef) {
-        // Queued datagrams leave before their socket closes (its descriptor may be reused).
-        if let Some(fd) = self.fd_of(Via::Transfer(sock)) {
-            self.flush_sends_of(fd);
-        }
-        let Some(slot) = self.socks.get_mut(sock.0 as usize) else {
-            return;
-        };
-        if let Some(s) = slot.sock.take() {
-            slot.generation = slot.generation.wrapping_add(1) & 0x00ff_ffff;
-            let fd = s.as_raw_fd();
-            self.ep.delete(fd);
-            drop(s);
-            slot.token = Token(u64::from(self.free));
-            self.free = sock.0;
-        }
+    fn close_transfer(&mut self, sock: SockRef, _token: Token) {
+        let Some(fd) = self.socks.fd(sock) else { return };
+        // Queued datagrams leave before their socket closes.
+        self.flush_sends_of(fd);
+        self.ep.delete(fd);
+        self.to_close.extend(self.socks.release(sock));
     }
 
     fn can_send(&self) -> bool {
@@ -262,17 +236,11 @@ fn handle_events(
                 }
             }
             _ => {
-                let generation = ((data >> 32) & 0x00ff_ffff) as u32;
-                let Some(slot) = io.socks.get(idx as usize) else {
-                    continue;
-                };
-                if slot.generation != generation {
-                    continue;
+                let sock = SockRef(((data >> 32) & 0x00ff_ffff) as u32);
+                // Not held: closed in this turn, after the wait returned its event.
+                if let Some(fd) = io.socks.fd(sock) {
+                    rx.drain(fd, Via::Transfer(sock), Some(idx), BUDGET, engine, io, now);
                 }
-                let (Some(fd), token) = (slot.sock.as_ref().map(AsRawFd::as_raw_fd), slot.token) else {
-                    continue;
-                };
-                rx.drain(fd, Via::Transfer(SockRef(idx)), Some(token), BUDGET, engine, io, now);
             }
         }
         turn::report_send_errors(engine, io, now);
@@ -303,6 +271,8 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
         // A wait cut short by a signal starts no turn: the next records none.
         (began, sent) = (before, before);
         let wait = turn::next_wait(engine, before);
+        // No event of the last turn can name these descriptors any more.
+        io.to_close.clear();
         let timeout = wait.as_micros().div_ceil(1000) as i32;
         let n = match io.ep.wait(&mut events, timeout) {
             Ok(n) => n,
@@ -342,6 +312,8 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
 }
 
 const _: () = assert!(size_of::<RawAddr>() >= size_of::<libc::sockaddr_in6>());
+// A transfer socket's descriptor fits the tag of its events.
+const _: () = assert!(MAX_DESCRIPTORS <= 1 << 24);
 
 #[cfg(test)]
 mod tests {
@@ -395,7 +367,7 @@ mod tests {
         let (mut io, _wake) = backend();
         let (sock, port) = io.open_transfer("127.0.0.1:0".parse().unwrap(), None, Token(1)).unwrap();
         io.send(out(Via::Transfer(sock), to, b"last"));
-        io.close_transfer(sock);
+        io.close_transfer(sock, Token(1));
         let mut buf = [0u8; 8];
         let (n, from) = rx.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from.port()), (&b"last"[..], port));

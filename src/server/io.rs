@@ -35,7 +35,8 @@ impl Token {
     }
 }
 
-/// A socket owned by the backend: an index into its table.
+/// A transfer socket owned by the backend, named as the backend chooses (an index into its
+/// table, or the descriptor itself): unique among the transfer sockets open at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SockRef(pub(crate) u32);
 
@@ -52,8 +53,9 @@ pub(crate) enum Via {
 #[derive(Debug)]
 pub(crate) struct Datagram<'a> {
     pub(crate) via: Via,
-    /// The transfer a transfer socket belongs to.
-    pub(crate) token: Option<Token>,
+    /// The slot of the transfer a transfer socket was opened for: the engine hands the datagram
+    /// to the transfer in that slot only if it is served from `via`.
+    pub(crate) slot: Option<u32>,
     pub(crate) peer: SocketAddr,
     /// Where the request was sent to (listening sockets only).
     pub(crate) local: Option<LocalEnd>,
@@ -217,8 +219,8 @@ pub(crate) trait Io {
     /// datagrams come back with `token`. Returns the socket and its port.
     fn open_transfer(&mut self, local: SocketAddr, avoid: Option<u16>, token: Token) -> io::Result<(SockRef, u16)>;
 
-    /// Closes a transfer socket (once the backend no longer uses it).
-    fn close_transfer(&mut self, sock: SockRef);
+    /// Closes transfer `token`'s socket (once the backend no longer uses it).
+    fn close_transfer(&mut self, sock: SockRef, token: Token);
 
     /// Whether a DATA send would be accepted now. Control packets (without body) always are.
     fn can_send(&self) -> bool;

@@ -23,6 +23,7 @@ pub(crate) mod rx_batch;
 pub(crate) mod sendmsg;
 pub(crate) mod socket;
 pub(crate) mod start;
+pub(crate) mod transfer_sockets;
 pub(crate) mod turn;
 pub(crate) mod uring;
 pub(crate) mod worker;

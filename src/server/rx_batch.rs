@@ -7,7 +7,7 @@
 use std::os::fd::RawFd;
 
 use super::engine::Engine;
-use super::io::{Datagram, Io, Token, Via};
+use super::io::{Datagram, Io, Via};
 use super::socket::{RAW_ADDR_LEN, RawAddr, decode_sockaddr};
 use crate::proto::Timestamp;
 use crate::sys::clock::{Arrivals, Clock};
@@ -44,14 +44,14 @@ impl RxBatch {
         })
     }
 
-    /// Receives from `fd` (the socket `via`, of transfer `token`) until it is empty or `budget`
+    /// Receives from `fd` (the socket `via`, of the transfer in `slot`) until it is empty or `budget`
     /// datagrams were taken, handing each datagram to the engine; returns how many were taken.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn drain<I: Io>(
         &mut self,
         fd: RawFd,
         via: Via,
-        token: Option<Token>,
+        slot: Option<u32>,
         budget: usize,
         engine: &mut Engine,
         io: &mut I,
@@ -95,7 +95,7 @@ impl RxBatch {
                 let len = (self.msgs[i].msg_len as usize).min(self.size);
                 let d = Datagram {
                     via,
-                    token,
+                    slot,
                     peer,
                     local,
                     arrived,

@@ -18,6 +18,9 @@ pub unsafe trait Zeroed {}
 // SAFETY: zero is a u32, which has nothing to drop.
 unsafe impl Zeroed for u32 {}
 
+// SAFETY: zero is a u8, which has nothing to drop.
+unsafe impl Zeroed for u8 {}
+
 // SAFETY: a plain C struct of integers (address, length, buffer ID, reserved): zero is valid,
 // nothing to drop.
 unsafe impl Zeroed for io_uring::types::BufRingEntry {}

@@ -59,7 +59,7 @@ impl Io for FakeIo {
         Ok((SockRef(self.opened.len() as u32 - 1), port))
     }
 
-    fn close_transfer(&mut self, sock: SockRef) {
+    fn close_transfer(&mut self, sock: SockRef, _token: Token) {
         self.closed.push(sock);
     }
 

@@ -296,8 +296,10 @@ impl Engine {
     }
 
     fn on_transfer_datagram<I: Io>(&mut self, now: Timestamp, d: &Datagram<'_>, io: &mut I) {
-        let Some(token) = d.token else { return };
-        let Some(t) = self.table.live(token) else { return };
+        let Some(slot) = d.slot else { return };
+        // The transfer the socket was opened for, if it still holds it: a datagram read late from
+        // a socket since closed, or meant for a transfer that ended, is dropped.
+        let Some(t) = self.table.get_mut(slot).filter(|t| t.route.via() == d.via) else { return };
         if !t.client.is(&d.peer) {
             //= https://www.rfc-editor.org/rfc/rfc1350#section-4
             //# If a source TID does not match, the packet should be discarded as erroneously sent
@@ -310,10 +312,10 @@ impl Engine {
             return;
         }
         match Packet::decode(d.payload) {
-            Ok(p) if !d.truncated => self.handle_packet(token.slot(), now, &p),
+            Ok(p) if !d.truncated => self.handle_packet(slot, now, &p),
             _ => self.counters.add(Counter::Malformed, 1),
         }
-        self.after_event(token.slot(), now, io);
+        self.after_event(slot, now, io);
         self.peer_message.clear();
     }
 

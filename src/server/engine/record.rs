@@ -390,10 +390,11 @@ impl Engine {
     /// and recorded.
     pub(super) fn finish<I: Io>(&mut self, idx: u32, outcome: Outcome, now: Timestamp, io: &mut I) {
         self.wheel.cancel(&mut self.table.links(), idx);
+        let token = self.table.token(idx);
         let Some(t) = self.table.remove(idx) else { return };
         self.sources.count(t.client.ip(), false);
         if let Via::Transfer(sock) = t.route.via() {
-            io.close_transfer(sock);
+            io.close_transfer(sock, token);
         }
         let port = t.route.port();
         self.tids.remember(&t.peer(), port, t.asked.request(), t.kind.started(), now);

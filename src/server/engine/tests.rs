@@ -88,7 +88,7 @@ impl Rig {
         let local = LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 };
         let d = Datagram {
             via,
-            token,
+            slot: token.map(Token::slot),
             peer: peer.parse().unwrap(),
             local: matches!(via, Via::Listen(_)).then_some(local),
             arrived,
@@ -107,7 +107,10 @@ impl Rig {
     /// An ACK from the client to transfer slot 0.
     fn ack(&mut self, peer: &str, block: u16) {
         let token = self.engine.token(0);
-        let via = if self.engine.settings.single_port { Via::Listen(0) } else { Via::Transfer(SockRef(0)) };
+        // The socket of the transfer in slot 0.
+        let held = self.engine.table.get(0).map(|t| t.route.via());
+        let via =
+            if self.engine.settings.single_port { Via::Listen(0) } else { held.unwrap_or(Via::Transfer(SockRef(0))) };
         let tok = (!self.engine.settings.single_port).then_some(token);
         self.dgram(via, tok, peer, &wire::ack(block));
     }
@@ -287,7 +290,7 @@ fn a_copy_that_arrived_while_the_turn_answering_it_went_on_starts_nothing() {
     at_ms(&mut r, 10_000);
     let d = Datagram {
         via: Via::Listen(0),
-        token: None,
+        slot: None,
         peer: CLIENT.parse().unwrap(),
         local: Some(LocalEnd { ip: LOCAL.parse().unwrap(), ifindex: 0 }),
         arrived: Some(ms(9_000)),
@@ -480,6 +483,27 @@ fn single_port_mode() {
 }
 
 #[test]
+fn a_datagram_read_from_the_socket_of_an_ended_transfer_is_not_taken_for_its_slot_s_next() {
+    // A transfer ends and the next takes its slot with a socket of its own; an ACK read late
+    // from the first socket names the slot, but not the socket the slot's transfer uses now.
+    let mut r = rig(|_| {});
+    let rrq = b"\x00\x01small\x00octet\x00";
+    r.request(CLIENT, rrq);
+    r.ack(CLIENT, 1);
+    r.ack(CLIENT, 2);
+    assert_eq!(r.counters.get(Counter::Ok), 1);
+    r.request("192.0.2.11:2000", rrq);
+    r.io.take();
+    let token = r.engine.token(0);
+    assert_eq!(r.engine.table.get(0).map(|t| t.route.via()), Some(Via::Transfer(SockRef(1))));
+    r.dgram(Via::Transfer(SockRef(0)), Some(token), "192.0.2.11:2000", &wire::ack(1));
+    assert!(r.io.take().is_empty(), "the second transfer does not move on");
+    // Its own socket's ACK moves it on.
+    r.dgram(Via::Transfer(SockRef(1)), Some(token), "192.0.2.11:2000", &wire::ack(1));
+    assert_eq!(&r.io.take()[0].3[..4], &[0, 3, 0, 2]);
+}
+
+#[test]
 fn single_port_late_packets_of_an_ended_transfer_get_no_answer() {
     let mut r = rig(|c| c.io.single_port = true);
     r.request(CLIENT, b"\x00\x01small\x00octet\x00");
@@ -532,7 +556,7 @@ fn broadcast_requests_ignored() {
     let mut r = rig(|_| {});
     let d = Datagram {
         via: Via::Listen(0),
-        token: None,
+        slot: None,
         peer: CLIENT.parse().unwrap(),
         local: Some(LocalEnd { ip: "255.255.255.255".parse().unwrap(), ifindex: 0 }),
         arrived: None,
@@ -1036,7 +1060,7 @@ fn an_engine_from_the_default_configuration_serves_a_read() {
     let rrq = b"\x00\x01pxelinux.0\x00octet\x00";
     let d = Datagram {
         via: Via::Listen(0),
-        token: None,
+        slot: None,
         peer,
         local: Some(local),
         arrived: None,
@@ -1052,7 +1076,7 @@ fn an_engine_from_the_default_configuration_serves_a_read() {
     let token = engine.token(0);
     let d = Datagram {
         via: Via::Transfer(SockRef(0)),
-        token: Some(token),
+        slot: Some(token.slot()),
         peer,
         local: None,
         arrived: None,
@@ -1098,7 +1122,7 @@ fn the_host_is_asked_through_host_info_and_a_repeat_answers_as_the_first() {
 
     let d = Datagram {
         via: Via::Listen(0),
-        token: None,
+        slot: None,
         peer: "192.0.2.11:2000".parse().unwrap(),
         local: Some(LocalEnd { ip: "192.0.2.255".parse().unwrap(), ifindex: 0 }),
         arrived: None,

@@ -33,13 +33,14 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, squeue};
 use tracing::warn;
 
-use self::recv::{Rearm, Rx, SockEntry};
+use self::recv::{Rearm, Rx};
 use self::send::{RunSlot, SendSlot};
 use super::control::WorkerControl;
 use super::engine::Engine;
 use super::io::{DataRun, GsoLimit, Io, Outgoing, RX_SIZE, SendErrors, SockRef, Token};
 use super::rx_batch::RxBatch;
 use super::socket::{PortPicker, RAW_ADDR_LEN};
+use super::transfer_sockets::{MAX_DESCRIPTORS, TransferSockets};
 use super::turn::{self, LoopIo};
 use crate::config::IoConfig;
 use crate::proto::Timestamp;
@@ -60,11 +61,14 @@ const KIND_RUN: u64 = 6;
 /// Buffer group of the provided-buffer ring.
 const BGID: u16 = 0;
 
-/// The user data of an operation: its kind, the generation of the socket it concerns, and the
-/// index of that socket or slot.
-fn ud(kind: u64, generation: u32, idx: u32) -> u64 {
-    (kind << 60) | (u64::from(generation & 0x0fff_ffff) << 32) | u64::from(idx)
+/// The user data of an operation: its kind, a 28-bit tag (a transfer socket's descriptor) and
+/// an index (of a listening socket, a send slot, or the slot of the transfer a receive is for).
+fn ud(kind: u64, tag: u32, idx: u32) -> u64 {
+    (kind << 60) | (u64::from(tag & 0x0fff_ffff) << 32) | u64::from(idx)
 }
+
+// A transfer socket's descriptor fits the tag of its operations.
+const _: () = assert!(MAX_DESCRIPTORS <= 1 << 28);
 
 /// A worker's io_uring backend: the [`Io`] half and the receive half, which the loop keeps apart
 /// so that a datagram borrowed from the receive buffers can be handed to the engine together
@@ -94,10 +98,8 @@ pub(crate) struct UringIo {
     /// Each listening socket and how many multishot receives it has armed.
     listens: Vec<(Option<UdpSocket>, u8)>,
     close_listens_on_stop: bool,
-    socks: Vec<SockEntry>,
-    /// The first free socket entry, [`recv::NO_SOCK`] for none: the free entries are a list
-    /// through their token (a free entry's token is never read).
-    free_socks: u32,
+    /// The transfer sockets, by descriptor.
+    socks: TransferSockets,
     /// Freed only when no operation is in flight (see `Drop`).
     sends: ManuallyDrop<Box<[SendSlot]>>,
     free_sends: Vec<u32>,
@@ -174,9 +176,7 @@ impl Uring {
             xfer_msg: &rx.xfer_msg,
             listens: listens.into_iter().map(|s| (Some(s), 0)).collect(),
             close_listens_on_stop: !cfg.single_port,
-            // Reserved for the worker's limit: address space only until used, and never moved.
-            socks: Vec::with_capacity(if cfg.single_port { 0 } else { cfg.max_transfers }),
-            free_socks: recv::NO_SOCK,
+            socks: TransferSockets::new(),
             sends: ManuallyDrop::new(sends),
             free_sends: (0..cfg.send_slots).rev().collect(),
             free_runs: (0..runs.len() as u32).rev().collect(),
@@ -222,8 +222,8 @@ impl Io for UringIo {
         self.open_sock(local, avoid, token)
     }
 
-    fn close_transfer(&mut self, sock: SockRef) {
-        self.close_sock(sock);
+    fn close_transfer(&mut self, sock: SockRef, token: Token) {
+        self.close_sock(sock, token);
     }
 
     fn can_send(&self) -> bool {
@@ -260,10 +260,10 @@ fn complete(
 ) {
     let data = cqe.user_data();
     let kind = data >> 60;
-    let generation = ((data >> 32) & 0x0fff_ffff) as u32;
+    let tag = ((data >> 32) & 0x0fff_ffff) as u32;
     let idx = data as u32;
     match kind {
-        KIND_LISTEN | KIND_XFER => recv::recv_completed(kind, idx, generation, cqe, io, rx, engine, now),
+        KIND_LISTEN | KIND_XFER => recv::recv_completed(kind, idx, tag, cqe, io, rx, engine, now),
         KIND_SEND => io.send_completed(idx, cqe.result()),
         KIND_RUN => io.run_completed(idx, cqe.result()),
         KIND_WAKE => {

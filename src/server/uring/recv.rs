@@ -3,7 +3,7 @@
 //! their receives; each datagram received handed to the engine.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{cqueue, opcode, types};
@@ -30,60 +30,11 @@ pub(super) struct Rx {
     pub(super) batch: Box<RxBatch>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SockState {
-    Open,
-    Closing,
-}
-
-/// A transfer socket and the state of its receive: 16 bytes, one per transfer.
-pub(super) struct SockEntry {
-    sock: Option<UdpSocket>,
-    /// The transfer it belongs to: [`Token`]'s two halves, at four-byte alignment.
-    token: [u32; 2],
-    /// The generation of its receives ([`GENERATION`] bits), [`ARMED`] and [`CLOSING`].
-    bits: u32,
-}
-
-/// The end of the list of free socket entries.
-pub(super) const NO_SOCK: u32 = u32::MAX;
-
-/// The bits of [`SockEntry::bits`] that hold the generation (what `ud` keeps of it).
-const GENERATION: u32 = 0x0fff_ffff;
-/// A multishot receive is armed.
-const ARMED: u32 = 1 << 30;
-/// The socket is closing ([`SockState::Closing`]).
-const CLOSING: u32 = 1 << 31;
-
-impl SockEntry {
-    fn generation(&self) -> u32 {
-        self.bits & GENERATION
-    }
-
-    fn state(&self) -> SockState {
-        if self.bits & CLOSING != 0 { SockState::Closing } else { SockState::Open }
-    }
-
-    fn set_state(&mut self, state: SockState) {
-        self.bits = (self.bits & !CLOSING) | if state == SockState::Closing { CLOSING } else { 0 };
-    }
-
-    fn armed(&self) -> bool {
-        self.bits & ARMED != 0
-    }
-
-    fn set_armed(&mut self, armed: bool) {
-        self.bits = (self.bits & !ARMED) | if armed { ARMED } else { 0 };
-    }
-
-    fn token(&self) -> Token {
-        Token::new(self.token[0], self.token[1])
-    }
-
-    fn set_token(&mut self, token: Token) {
-        self.token = [token.slot(), token.generation()];
-    }
-}
+/// [`TransferSockets`] bits of a transfer socket: a multishot receive is armed.
+const ARMED: u8 = 2;
+/// [`TransferSockets`] bits of a transfer socket: its receive is being cancelled, and the
+/// socket closes once the receive's last completion has arrived.
+const CLOSING: u8 = 4;
 
 /// Multishot receives armed at once on each listening socket. The kernel serves the receives
 /// armed on a ring in turn, a bounded number of datagrams each, so one receive on the listening
@@ -108,7 +59,7 @@ pub(super) const LISTEN_DRAIN: usize = 256;
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Rearm {
     Listen(u32),
-    Transfer { idx: u32, generation: u32 },
+    Transfer { sock: SockRef, slot: u32 },
 }
 
 impl UringIo {
@@ -125,16 +76,14 @@ impl UringIo {
                 *armed += 1;
                 (s.as_raw_fd(), self.listen_msg, ud(KIND_LISTEN, 0, idx))
             }
-            Rearm::Transfer { idx, generation } => {
-                let Some(e) = self.socks.get_mut(idx as usize) else {
-                    return;
-                };
-                let Some(fd) = e.sock.as_ref().map(AsRawFd::as_raw_fd) else { return };
-                if e.state() != SockState::Open || e.generation() != generation {
+            Rearm::Transfer { sock, slot } => {
+                let Some(fd) = self.socks.fd(sock) else { return };
+                // Closing, or armed already: a receive that ended is armed again once.
+                if self.socks.bits(sock) != 0 {
                     return;
                 }
-                e.set_armed(true);
-                (fd, self.xfer_msg, ud(KIND_XFER, generation, idx))
+                self.socks.set_bits(sock, ARMED);
+                (fd, self.xfer_msg, ud(KIND_XFER, sock.0, slot))
             }
         };
         let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), msg, BGID).build().user_data(data);
@@ -187,41 +136,32 @@ impl UringIo {
                 self.cancel_listen(i);
             }
         }
-        for i in 0..self.socks.len() {
-            let e = &self.socks[i];
-            if e.armed() && e.state() == SockState::Open {
-                let t = ud(KIND_XFER, e.generation(), i as u32);
-                self.socks[i].set_state(SockState::Closing);
-                self.cancel(t);
-            }
+        // By descriptor: the loop is over, so a send still in flight on one may go too.
+        let armed: Vec<SockRef> = self.socks.held().filter(|&s| self.socks.bits(s) == ARMED).collect();
+        for sock in armed {
+            self.socks.set_bits(sock, ARMED | CLOSING);
+            let target = types::CancelBuilder::fd(types::Fd(sock.0 as RawFd)).all();
+            let sqe = opcode::AsyncCancel2::new(target).build().user_data(ud(KIND_CANCEL, 0, 0));
+            self.push(&sqe);
         }
         self.cancel(ud(KIND_WAKE, 0, 0));
     }
 
-    fn free_sock(&mut self, idx: u32) {
-        let e = &mut self.socks[idx as usize];
+    fn free_sock(&mut self, sock: SockRef) {
         // A send queued but not yet submitted may still name this descriptor.
-        self.to_close.extend(e.sock.take());
-        e.set_armed(false);
-        e.bits = (e.bits & !GENERATION) | (e.generation().wrapping_add(1) & GENERATION);
-        e.token = [self.free_socks, 0];
-        self.free_socks = idx;
+        self.to_close.extend(self.socks.release(sock));
     }
 
     /// The descriptor to send through `via`, while it is open.
     pub(super) fn fd_of(&self, via: Via) -> Option<RawFd> {
         match via {
             Via::Listen(i) => self.listens.get(i as usize)?.0.as_ref().map(AsRawFd::as_raw_fd),
-            Via::Transfer(SockRef(i)) => {
-                let e = self.socks.get(i as usize)?;
-                (e.state() == SockState::Open).then_some(())?;
-                e.sock.as_ref().map(AsRawFd::as_raw_fd)
-            }
+            Via::Transfer(sock) => self.socks.fd(sock).filter(|_| self.socks.bits(sock) & CLOSING == 0),
         }
     }
 
-    /// Binds a transfer socket on `local` (on a port other than `avoid`) and arms its receive;
-    /// returns it and its port.
+    /// Binds a transfer socket on `local` (on a port other than `avoid`) for transfer `token`
+    /// and arms its receive; returns it and its port.
     pub(super) fn open_sock(
         &mut self,
         local: SocketAddr,
@@ -236,49 +176,35 @@ impl UringIo {
             SocketAddr::V4(_) => 0,
         };
         let (sock, port) = self.ports.bind(local.ip(), scope, avoid)?;
-        let idx = match self.socks.get(self.free_socks as usize) {
-            Some(free) => std::mem::replace(&mut self.free_socks, free.token[0]),
-            None => {
-                self.socks.push(SockEntry { sock: None, token: [token.slot(), token.generation()], bits: 0 });
-                (self.socks.len() - 1) as u32
-            }
-        };
-        let e = &mut self.socks[idx as usize];
-        e.sock = Some(sock);
-        e.set_token(token);
-        e.set_state(SockState::Open);
-        let generation = e.generation();
-        self.arm(Rearm::Transfer { idx, generation });
-        Ok((SockRef(idx), port))
+        let sock = self.socks.hold(sock)?;
+        self.arm(Rearm::Transfer { sock, slot: token.slot() });
+        Ok((sock, port))
     }
 
-    /// Closes a transfer socket: at once when no receive is armed, else once the cancelled
-    /// receive's last completion has arrived.
-    pub(super) fn close_sock(&mut self, sock: SockRef) {
-        let Some(e) = self.socks.get_mut(sock.0 as usize) else {
-            return;
-        };
-        if e.state() != SockState::Open || e.sock.is_none() {
-            return;
-        }
-        if e.armed() {
-            e.set_state(SockState::Closing);
-            let target = ud(KIND_XFER, e.generation(), sock.0);
-            self.cancel(target);
-        } else {
-            self.free_sock(sock.0);
+    /// Closes transfer `token`'s socket: at once when no receive is armed, else once the
+    /// cancelled receive's last completion has arrived.
+    pub(super) fn close_sock(&mut self, sock: SockRef, token: Token) {
+        match self.socks.fd(sock).map(|_| self.socks.bits(sock)) {
+            Some(0) => self.free_sock(sock),
+            Some(ARMED) => {
+                self.socks.set_bits(sock, ARMED | CLOSING);
+                self.cancel(ud(KIND_XFER, sock.0, token.slot()));
+            }
+            // Closing already, or not held.
+            _ => {}
         }
     }
 }
 
-/// Handles a completion of the multishot receive `kind` (`KIND_LISTEN` or `KIND_XFER`) on
-/// socket `idx`: delivers its datagram, and when the receive ended, closes the socket or arms it
-/// again.
+/// Handles a completion of the multishot receive `kind`: on listening socket `idx`
+/// (`KIND_LISTEN`), or on transfer socket `tag` (its descriptor) for the transfer in slot `idx`
+/// (`KIND_XFER`). Delivers its datagram, and when the receive ended, closes the socket or arms
+/// it again.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn recv_completed(
     kind: u64,
     idx: u32,
-    generation: u32,
+    tag: u32,
     cqe: &cqueue::Entry,
     io: &mut UringIo,
     rx: &mut Rx,
@@ -290,13 +216,14 @@ pub(super) fn recv_completed(
     if !more {
         io.in_flight -= 1;
     }
-    let (via, token, msg, live) = if kind == KIND_LISTEN {
+    let sock = SockRef(tag);
+    let (via, slot, msg, live) = if kind == KIND_LISTEN {
         let live = io.listens.get(idx as usize).is_some_and(|l| l.0.is_some());
         (Via::Listen(idx), None, &rx.listen_msg, live)
     } else {
-        let e = io.socks.get(idx as usize);
-        let live = e.is_some_and(|e| e.generation() == generation && e.state() == SockState::Open);
-        (Via::Transfer(SockRef(idx)), e.map(SockEntry::token), &rx.xfer_msg, live)
+        // A socket stays held until its receive's last completion: this is the socket the
+        // receive was armed on.
+        (Via::Transfer(sock), Some(idx), &rx.xfer_msg, io.fd_of(Via::Transfer(sock)).is_some())
     };
     if res >= 0 {
         io.recv_failures = 0;
@@ -307,7 +234,7 @@ pub(super) fn recv_completed(
         if let Some(bid) = cqueue::buffer_select(flags) {
             if live {
                 let buf = rx.bufs.get(bid, res as usize);
-                deliver(buf, msg, &mut rx.batch.arrivals, via, token, io, engine, now);
+                deliver(buf, msg, &mut rx.batch.arrivals, via, slot, io, engine, now);
                 if kind == KIND_LISTEN && io.drain_listens && !io.listens_heard.contains(&idx) {
                     io.listens_heard.push(idx);
                 }
@@ -330,13 +257,13 @@ pub(super) fn recv_completed(
                 io.rearm.push(Rearm::Listen(idx));
             }
         }
-    } else if let Some(e) = io.socks.get_mut(idx as usize) {
-        if e.generation() == generation {
-            e.set_armed(false);
-            match e.state() {
-                SockState::Closing => io.free_sock(idx),
-                SockState::Open => io.rearm.push(Rearm::Transfer { idx, generation }),
-            }
+    } else if io.socks.fd(sock).is_some() {
+        let bits = io.socks.bits(sock);
+        io.socks.set_bits(sock, bits & !ARMED);
+        if bits & CLOSING != 0 {
+            io.free_sock(sock);
+        } else {
+            io.rearm.push(Rearm::Transfer { sock, slot: idx });
         }
     }
 }
@@ -358,7 +285,7 @@ fn deliver(
     msg: &libc::msghdr,
     arrivals: &mut Arrivals,
     via: Via,
-    token: Option<Token>,
+    slot: Option<u32>,
     io: &mut UringIo,
     engine: &mut Engine,
     now: Timestamp,
@@ -373,7 +300,7 @@ fn deliver(
     let (local, arrived) = listen_control(via, out.control_data(), arrivals, now);
     let d = Datagram {
         via,
-        token,
+        slot,
         peer,
         local,
         arrived,
@@ -382,5 +309,3 @@ fn deliver(
     };
     engine.on_datagram(now, &d, io);
 }
-
-const _: () = assert!(std::mem::size_of::<SockEntry>() == 16);

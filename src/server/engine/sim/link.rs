@@ -158,7 +158,7 @@ impl Io for Clocked<'_> {
         Ok((SockRef(self.io.socks.len() as u32 - 1), port))
     }
 
-    fn close_transfer(&mut self, sock: SockRef) {
+    fn close_transfer(&mut self, sock: SockRef, _token: Token) {
         let s = &mut self.io.socks[sock.0 as usize];
         assert!(s.open, "socket {sock:?} closed twice");
         s.open = false;

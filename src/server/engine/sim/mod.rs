@@ -230,18 +230,18 @@ impl Sim {
             c.on_datagram(self.now, from, bytes, &mut self.io.link);
             return;
         }
-        let (via, token, local) = if to == LISTEN {
+        let (via, slot, local) = if to == LISTEN {
             (Via::Listen(0), None, Some(LocalEnd { ip: IpAddr::V4(SERVER_IP), ifindex: 0 }))
         } else {
             let Some(i) = self.io.socks.iter().position(|s| s.open && s.addr == to) else {
                 self.unreachable += 1;
                 return;
             };
-            (Via::Transfer(SockRef(i as u32)), Some(self.io.socks[i].token), None)
+            (Via::Transfer(SockRef(i as u32)), Some(self.io.socks[i].token.slot()), None)
         };
         // Delivered as it arrives: a listening socket's datagram arrived now.
         let arrived = local.map(|_| self.now);
-        let d = Datagram { via, token, peer: from, local, arrived, payload: bytes, truncated: false };
+        let d = Datagram { via, slot, peer: from, local, arrived, payload: bytes, truncated: false };
         let now = self.now;
         self.engine.on_datagram(now, &d, &mut Clocked { io: &mut self.io, now });
         self.flush();
