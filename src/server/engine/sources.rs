@@ -6,9 +6,11 @@
 //! transfer is counted in a count-min sketch of fixed size, four rows of [`WIDTH`] counters,
 //! each source in one counter of each row chosen by a hash keyed at random; the least of a
 //! source's four counters is never below what it holds. A source whose estimate reaches its
-//! share is counted exactly, once, from the transfers held, and from then on kept exactly while
-//! it holds at least a thirty-second of the table. So the count costs 4 KB a worker whatever the
-//! number of sources, and a source is refused only on its exact count.
+//! share is counted exactly, once, from the transfers held, and from then on kept exactly (among
+//! at most [`MOST_EXACT`] sources: room for one below a thirty-second of the table is made
+//! when needed, and at most 32 hold more). So the count costs 4 KB a worker whatever the number
+//! of sources, a source is refused only on its exact count, and a source whose counters all
+//! meet heavier ones' is walked for once, not at every request.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -22,7 +24,10 @@ const ROWS: usize = 4;
 /// Counters in each row (a power of two, at most 2^16).
 const WIDTH: usize = 256;
 
-/// A heavy source's key (see [`Sources::key`]) and the transfers it holds, exactly.
+/// Sources counted exactly at most.
+const MOST_EXACT: usize = 64;
+
+/// A source's key (see [`Sources::key`]) and the transfers it holds, exactly.
 #[derive(Clone, Copy, Debug)]
 struct Held {
     key: u32,
@@ -35,11 +40,10 @@ pub(super) struct Sources {
     /// The sketch: transfers held by the sources whose hash meets each counter.
     rows: Box<[[u32; WIDTH]; ROWS]>,
     /// Counters above zero, per row: the most of them is a count of the sources holding
-    /// transfers that is never above the true count (two sources in one counter are one).
+    /// transfers that is never above the true count (sources sharing a counter count once).
     nonzero: [u32; ROWS],
-    /// Sources counted exactly (see the module documentation): a thirty-second of the table
-    /// each, so at most 32 of them.
-    heavy: Vec<Held>,
+    /// Sources counted exactly (see the module documentation).
+    exact: Vec<Held>,
     /// The most transfers the worker holds.
     capacity: usize,
     hasher: DefaultHashBuilder,
@@ -51,7 +55,7 @@ impl Sources {
         Self {
             rows: Box::new([[0; WIDTH]; ROWS]),
             nonzero: [0; ROWS],
-            heavy: Vec::new(),
+            exact: Vec::new(),
             capacity,
             hasher: DefaultHashBuilder::default(),
         }
@@ -60,8 +64,8 @@ impl Sources {
     /// The most transfers one source may hold while the worker is under pressure: an even share
     /// of half the table among the sources holding transfers, and never less than a sixteenth
     /// of it (a rack of machines behind one NAT address still boots during a storm). The count
-    /// of sources errs low only when two of them meet in a counter of every row, which makes
-    /// the share larger, never smaller.
+    /// of sources, read from the sketch, is never above the true count: the share errs larger,
+    /// never smaller (and only while fewer than eight sources make it more than a sixteenth).
     pub(super) fn fair_share(&self) -> usize {
         let sources = self.nonzero.iter().copied().max().unwrap_or(0).max(1) as usize;
         (self.capacity / 2 / sources).max(self.capacity / 16).max(1)
@@ -72,17 +76,27 @@ impl Sources {
     pub(super) fn at_share<I: Iterator<Item = IpAddr>>(&mut self, ip: IpAddr, held: impl FnOnce() -> I) -> bool {
         let key = self.key(ip);
         let share = self.fair_share();
-        if let Some(h) = self.heavy.iter().find(|h| h.key == key) {
+        if let Some(h) = self.exact.iter().find(|h| h.key == key) {
             return h.transfers as usize >= share;
         }
         if self.estimate(key) < share {
             return false;
         }
         let transfers = held().filter(|&a| self.key(a) == key).count();
-        if transfers >= self.heavy_line() {
-            self.heavy.push(Held { key, transfers: transfers as u32 });
-        }
+        self.remember(key, transfers as u32);
         transfers >= share
+    }
+
+    /// Counts `key`'s source exactly from now on, from the `transfers` it holds, making room
+    /// by forgetting a source below the line (a thirty-second of the table) if need be; none
+    /// is forgotten above it, and at most 32 sources are.
+    fn remember(&mut self, key: u32, transfers: u32) {
+        if self.exact.len() >= MOST_EXACT {
+            let line = self.forget_line();
+            let Some(i) = self.exact.iter().position(|h| (h.transfers as usize) < line) else { return };
+            self.exact.swap_remove(i);
+        }
+        self.exact.push(Held { key, transfers });
     }
 
     /// Counts a transfer of `ip`'s source in (`started`) or out: each counted out must have
@@ -102,19 +116,18 @@ impl Sources {
             }
             *n = if started { *n + 1 } else { *n - 1 };
         }
-        let line = self.heavy_line();
-        if let Some(i) = self.heavy.iter().position(|h| h.key == key) {
-            let h = &mut self.heavy[i];
+        if let Some(i) = self.exact.iter().position(|h| h.key == key) {
+            let h = &mut self.exact[i];
             h.transfers = if started { h.transfers + 1 } else { h.transfers.saturating_sub(1) };
-            if (h.transfers as usize) < line {
-                self.heavy.swap_remove(i);
+            if h.transfers == 0 {
+                self.exact.swap_remove(i);
             }
         }
     }
 
-    /// The least a source counted exactly holds: a thirty-second of the table (half the least
-    /// share, so that a source near its share is not walked for again and again), at least one.
-    fn heavy_line(&self) -> usize {
+    /// The line below which a source counted exactly may be forgotten to make room: a
+    /// thirty-second of the table (half the least share), at least one.
+    fn forget_line(&self) -> usize {
         (self.capacity / 32).max(1)
     }
 
@@ -208,16 +221,16 @@ mod tests {
         assert!(!held.at_share(&mut s, heavy), "1,023 held, below its share");
         held.start(&mut s, heavy);
         assert!(held.at_share(&mut s, heavy), "1,024 held: at its share");
-        assert_eq!(s.heavy.len(), 1, "counted exactly from now on");
+        assert_eq!(s.exact.len(), 1, "counted exactly from now on");
         held.end(&mut s, heavy);
         assert!(!held.at_share(&mut s, heavy));
         // None of the light sources is at its share, however their counters meet.
         assert!((0..4000).all(|i| !held.at_share(&mut s, ip(i))));
-        // Out again below a thirty-second of the table: no longer counted exactly.
+        // Holding nothing again: no longer counted exactly.
         while held.0.contains(&heavy) {
             held.end(&mut s, heavy);
         }
-        assert!(s.heavy.is_empty());
+        assert!(s.exact.is_empty());
         assert!(!held.at_share(&mut s, heavy));
     }
 
@@ -270,7 +283,27 @@ mod tests {
             s.count(ip(i), true);
         }
         assert_eq!(std::mem::size_of_val(&*s.rows), ROWS * WIDTH * 4);
-        assert!(s.heavy.capacity() == 0);
+        assert!(s.exact.capacity() == 0);
+    }
+
+    #[test]
+    fn room_among_the_exact_counts_is_made_only_below_the_line() {
+        // A table of 1,024: the line is 32.
+        let mut s = Sources::new(1024);
+        for key in 0..MOST_EXACT as u32 {
+            s.remember(key, if key % 2 == 0 { 40 } else { 3 });
+        }
+        s.remember(1000, 50);
+        assert_eq!(s.exact.len(), MOST_EXACT);
+        assert!(s.exact.iter().any(|h| h.key == 1000));
+        assert_eq!(s.exact.iter().filter(|h| h.transfers >= 32).count(), 33, "none above the line forgotten");
+        // With every source above the line (more than the table holds; no room is made).
+        for h in &mut s.exact {
+            h.transfers = 40;
+        }
+        s.remember(2000, 1);
+        assert!(!s.exact.iter().any(|h| h.key == 2000));
+        assert_eq!(s.exact.len(), MOST_EXACT);
     }
 
     #[test]

@@ -290,12 +290,15 @@ pub(crate) fn run(engine: &mut Engine, uring: &mut Uring, clock: &Clock, control
     io.cancel_all();
     let drain = Drain::new(Duration::from_secs(2), Duration::from_millis(50));
     while io.in_flight > 0 && drain.wait(&io.ring) {
+        // The wait submitted what the last round queued: nothing left to submit names these
+        // descriptors (closed any earlier, a reply queued in that round could leave through
+        // another socket given the same number).
+        io.to_close.clear();
         let cqes: Vec<cqueue::Entry> = io.ring.completion().collect();
         for c in &cqes {
             complete(c, io, rx, engine, clock.now(), control);
         }
         rx.bufs.publish();
-        io.to_close.clear();
     }
     if io.in_flight > 0 {
         warn!(operations = io.in_flight, "io_uring operations still in flight at exit; their memory is kept");
