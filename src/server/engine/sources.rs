@@ -103,11 +103,12 @@ impl Sources {
     /// been counted in.
     pub(super) fn count(&mut self, ip: IpAddr, started: bool) {
         let key = self.key(ip);
+        let cells = self.cells(key);
         // Counting out a source that holds nothing changes nothing.
-        if !started && self.estimate(key) == 0 {
+        if !started && self.least(&cells) == 0 {
             return;
         }
-        for (row, cell) in self.cells(key).into_iter().enumerate() {
+        for (row, cell) in cells.into_iter().enumerate() {
             let n = &mut self.rows[row][cell];
             match (started, *n) {
                 (true, 0) => self.nonzero[row] += 1,
@@ -133,7 +134,11 @@ impl Sources {
 
     /// The most `key`'s source may hold: the least of its counters.
     fn estimate(&self, key: u32) -> usize {
-        let cells = self.cells(key);
+        self.least(&self.cells(key))
+    }
+
+    /// The least of the counters at `cells`, one per row.
+    fn least(&self, cells: &[usize; ROWS]) -> usize {
         (0..ROWS).map(|row| self.rows[row][cells[row]]).min().unwrap_or(0) as usize
     }
 
