@@ -753,6 +753,33 @@ def cmd_report(a):
         fail_lines.append(f"| {WORKLOAD_TITLE.get(wl, wl)} | " + " | ".join(cols) + " |")
     fail_table = "\n".join(fail_lines)
 
+    # ---------------------------------------------------------------- the load generator's share
+    # Its CPU seconds per second of the run and per thread. Near 100% it never waited for the
+    # server: on CPUs it shares with the server, the cell shows the client's limit as much as
+    # the server's.
+    lg_lines = ["| workload | " + " | ".join(shown) + " |", "|" + "---|" * (len(servers) + 1)]
+    agg["loadgen"] = []
+    for wl in workloads:
+        if wl == "memory":
+            continue
+        cols = []
+        for s in servers:
+            rs = [r for r in by.get((s, wl), []) if r["status"] in ("ok", "failures") and r.get("loadgen")]
+            busy = [r["loadgen"]["loadgen_busy"] for r in rs if r["loadgen"].get("loadgen_busy") is not None]
+            per_gib = [r["loadgen"]["loadgen_cpu_s_per_gib"] for r in rs
+                       if r["loadgen"].get("loadgen_cpu_s_per_gib") is not None]
+            if not busy:
+                cols.append("—")
+                continue
+            t = f"{pct(statistics.median(busy))} busy"
+            if per_gib:
+                t += f", {fmt(statistics.median(per_gib), 2)} CPU-s/GiB"
+            cols.append(t)
+            agg["loadgen"].append({"workload": wl, "server": s, "busy": statistics.median(busy),
+                                   "cpu_s_per_gib": statistics.median(per_gib) if per_gib else None})
+        lg_lines.append(f"| {WORKLOAD_TITLE.get(wl, wl)} | " + " | ".join(cols) + " |")
+    lg_table = "\n".join(lg_lines)
+
     # ---------------------------------------------------------------- workloads / ceiling text
     wl_lines = ["| workload | loadgen arguments (plus --server, --verify, --server-pid, --json) |",
                 "|---|---|"]
@@ -846,6 +873,15 @@ def cmd_report(a):
         "",
         fail_table,
         "",
+        "## The load generator's share",
+        "",
+        "The load generator's own CPU time per second of the run and per load thread (median of "
+        "runs), and per GiB delivered. Near 100% busy, it never waited for the server: on CPUs "
+        "it shares with the server, that cell measures what the client can acknowledge as much "
+        "as what the server can send, and no server could have finished much sooner there.",
+        "",
+        lg_table,
+        "",
         "## What the peers negotiated",
         "",
         "A request for blksize 1468, windowsize 16, tsize and timeout 1, answered with:",
@@ -866,7 +902,8 @@ def cmd_report(a):
                 "goodput_mbps", "transfers_per_s", "retransmits", "dropped_on_purpose",
                 "transfer_p50_ms", "transfer_p99_ms", "session_p50_ms", "session_p99_ms",
                 "first_block_p50_ms", "cpu_s", "cpu_source", "cpu_s_per_gib",
-                "loadgen_server_cpu_s_per_gib", "server_rss_kb", "mem_clients", "idle_pss_kb",
+                "loadgen_server_cpu_s_per_gib", "loadgen_cpu_s_per_gib", "loadgen_busy",
+                "server_rss_kb", "mem_clients", "idle_pss_kb",
                 "peak_pss_kb", "idle_rss_kb", "peak_rss_kb", "idle_cg_bytes", "peak_cg_bytes",
                 "pss_per_transfer", "rss_per_transfer", "cg_per_transfer", "peak_procs",
                 "peak_threads", "peak_fds", "args"]
@@ -891,6 +928,8 @@ def cmd_report(a):
                 "cpu_s": r.get("cpu_s"), "cpu_source": r.get("cpu_source"),
                 "cpu_s_per_gib": r.get("cpu_s_per_gib"),
                 "loadgen_server_cpu_s_per_gib": lg.get("server_cpu_s_per_gib"),
+                "loadgen_cpu_s_per_gib": lg.get("loadgen_cpu_s_per_gib"),
+                "loadgen_busy": lg.get("loadgen_busy"),
                 "mem_clients": m.get("clients"), "args": r.get("args"),
             }
             for k in ("transfers_ok", "transfers_failed", "sessions", "misses", "bytes",

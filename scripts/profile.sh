@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a server's CPU goes under one load-generator workload: perf stat (CPU time, context
 # switches) and perf record (share of samples in the kernel and in user space, top symbols),
-# for bootstorm and the peers side by side on loopback. Needs perf (Debian: linux-perf) and root.
+# for bootstorm and the peers side by side on loopback, with the load generator's own CPU time
+# (near 100% busy: it, not the server, set the pace). Needs perf (Debian: linux-perf) and root.
 #
 #   scripts/profile.sh [SERVER[=FLAGS]]...   default: bootstorm "bootstorm=--workers 1" dnsmasq
 #   PROFILE_LOAD="loadgen args" scripts/profile.sh ...   another workload (default: bulk
@@ -38,7 +39,7 @@ for spec in "$@"; do
     sleep 0.3
     # shellcheck disable=SC2086
     result=$(timeout 120 target/release/loadgen --server "127.0.0.1:$port" $LOAD --verify "$ROOT" --json 2>/dev/null |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d ok, %d failed, %.1f MB/s, %.3f GiB" % (d["transfers_ok"], d["transfers_failed"], d["goodput_mbps"], d["bytes"]/2**30))')
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d ok, %d failed, %.1f MB/s, %.3f GiB; load generator %.0f%% busy, %.2f CPU-s/GiB" % (d["transfers_ok"], d["transfers_failed"], d["goodput_mbps"], d["bytes"]/2**30, 100 * (d.get("loadgen_busy") or 0), d.get("loadgen_cpu_s_per_gib") or 0))')
     kill -INT "$stat_pid" "$rec_pid"
     wait "$stat_pid" "$rec_pid" 2>/dev/null || true
     if [ "$name" = bootstorm ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; else scripts/peers.sh stop "$pid" >/dev/null; fi

@@ -209,10 +209,35 @@ pub(crate) struct Report {
     pub(crate) server_cpu_s_per_gib: Option<f64>,
     /// Server resident memory at the end, kB, when --server-pid was given.
     pub(crate) server_rss_kb: Option<u64>,
+    /// The load generator's own CPU seconds (user + system) over the run.
+    pub(crate) loadgen_cpu_s: Option<f64>,
+    pub(crate) loadgen_cpu_s_per_gib: Option<f64>,
+    /// The load generator's CPU seconds per second of the run and per thread: near 1, its
+    /// threads never waited for the server, and the run measured the client's limit as much as
+    /// the server's.
+    pub(crate) loadgen_busy: Option<f64>,
+}
+
+/// The load generator's own CPU time over a run, and what to weigh it against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OwnCpu {
+    /// User + system seconds of the whole process.
+    pub(crate) cpu_s: f64,
+    /// Wall-clock seconds of the run.
+    pub(crate) wall_s: f64,
+    /// Load threads.
+    pub(crate) threads: usize,
 }
 
 impl Report {
-    pub(crate) fn new(s: &Stats, elapsed: Duration, makespan: Duration, cpu: Option<f64>, rss: Option<u64>) -> Self {
+    pub(crate) fn new(
+        s: &Stats,
+        elapsed: Duration,
+        makespan: Duration,
+        cpu: Option<f64>,
+        rss: Option<u64>,
+        own: Option<OwnCpu>,
+    ) -> Self {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let gib = s.bytes as f64 / (1u64 << 30) as f64;
         Self {
@@ -243,6 +268,11 @@ impl Report {
             server_cpu_s: cpu,
             server_cpu_s_per_gib: cpu.filter(|_| gib > 0.0).map(|c| c / gib),
             server_rss_kb: rss,
+            loadgen_cpu_s: own.map(|o| o.cpu_s),
+            loadgen_cpu_s_per_gib: own.filter(|_| gib > 0.0).map(|o| o.cpu_s / gib),
+            loadgen_busy: own
+                .filter(|o| o.wall_s > 0.0 && o.threads > 0)
+                .map(|o| o.cpu_s / (o.wall_s * o.threads as f64)),
         }
     }
 
@@ -282,6 +312,10 @@ impl Report {
         }
         if let Some(r) = self.server_rss_kb {
             s += &format!("server rss: {r} kB\n");
+        }
+        if let (Some(c), Some(b)) = (self.loadgen_cpu_s, self.loadgen_busy) {
+            let per_gib = self.loadgen_cpu_s_per_gib.map(|g| format!(", {g:.2} s/GiB")).unwrap_or_default();
+            s += &format!("load generator cpu: {c:.3} s{per_gib}, {:.0}% of its threads' time\n", 100.0 * b);
         }
         s
     }

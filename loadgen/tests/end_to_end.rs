@@ -74,6 +74,11 @@ fn profiles_loss_storm_and_uploads() {
     assert_eq!((r["transfers_ok"].as_u64(), r["transfers_failed"].as_u64()), (Some(16), Some(0)));
     assert_eq!(r["bytes"].as_u64(), Some(16 * 2_000_000));
     assert!(r["goodput_mbps"].as_f64().unwrap() > 0.0 && r["transfer_ms"]["p99"].as_f64().unwrap() > 0.0);
+    // Its own CPU time: some, and no more than its two threads could spend (a little over for
+    // the main thread and the clock ticks' rounding).
+    let busy = r["loadgen_busy"].as_f64().unwrap();
+    assert!(busy > 0.0 && busy < 1.5, "loadgen_busy {busy}");
+    assert!(r["loadgen_cpu_s"].as_f64().unwrap() > 0.0 && r["loadgen_cpu_s_per_gib"].as_f64().unwrap() > 0.0);
 
     // UEFI: a size probe then the download, per file.
     let r = loadgen(
