@@ -211,6 +211,7 @@ pub(crate) struct Report {
     pub(crate) server_rss_kb: Option<u64>,
     /// The load generator's own CPU seconds (user + system) over the run.
     pub(crate) loadgen_cpu_s: Option<f64>,
+    /// The same per GiB of verified payload.
     pub(crate) loadgen_cpu_s_per_gib: Option<f64>,
     /// The load generator's CPU seconds per second of the run and per thread: near 1, its
     /// threads never waited for the server, and the run measured the client's limit as much as

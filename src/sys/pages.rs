@@ -80,9 +80,10 @@ impl<T: Zeroed> Mapped<T> {
         if first >= last {
             return;
         }
-        // SAFETY: whole pages inside this mapping (from `first` up to `last`, both within its
-        // `len` entries); `&mut self` means no reference into them lives, and the zeros they
-        // read as afterwards are valid entries with nothing to drop (`T: Zeroed`).
+        // SAFETY: whole pages of this mapping (from `first`, within its `len` entries, up to
+        // `last`, at most the end of its last page); `&mut self` means no reference into them
+        // lives, and the zeros they read as afterwards are valid entries with nothing to drop
+        // (`T: Zeroed`).
         unsafe { give_back(self.ptr.as_ptr().cast::<u8>().add(first), last - first) }
     }
 
