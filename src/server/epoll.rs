@@ -53,12 +53,10 @@ fn ev_data(kind: u64, tag: u32, idx: u32) -> u64 {
 pub(crate) struct EpollIo {
     ep: Epoll,
     listens: Vec<Option<UdpSocket>>,
-    /// The transfer sockets, by descriptor.
+    /// The transfer sockets, by descriptor. Those closed in a turn give their descriptors back
+    /// at the start of the next: until then no new socket takes one, so an event of this turn
+    /// read for a descriptor is for the socket it was registered for.
     socks: TransferSockets,
-    /// Transfer sockets closed in this turn, whose descriptors are given back at the start of
-    /// the next: until then no new socket takes one, so an event of this turn read for a
-    /// descriptor is for the socket it was registered for.
-    to_close: Vec<UdpSocket>,
     ports: PortPicker,
     /// Failed sends, for the engine.
     errors: SendErrors,
@@ -77,7 +75,6 @@ impl EpollIo {
             ep: Epoll::new()?,
             listens: listens.into_iter().map(Some).collect(),
             socks: TransferSockets::new(),
-            to_close: Vec::new(),
             ports,
             errors: SendErrors::default(),
             keep_listens: cfg.single_port,
@@ -153,7 +150,7 @@ impl Io for EpollIo {
         // Queued datagrams leave before their socket closes.
         self.flush_sends_of(fd);
         self.ep.delete(fd);
-        self.to_close.extend(self.socks.release(sock));
+        self.socks.release_later(sock);
     }
 
     fn can_send(&self) -> bool {
@@ -272,7 +269,7 @@ pub(crate) fn run(engine: &mut Engine, io: &mut EpollIo, clock: &Clock, control:
         (began, sent) = (before, before);
         let wait = turn::next_wait(engine, before);
         // No event of the last turn can name these descriptors any more.
-        io.to_close.clear();
+        io.socks.close_released();
         let timeout = wait.as_micros().div_ceil(1000) as i32;
         let n = match io.ep.wait(&mut events, timeout) {
             Ok(n) => n,

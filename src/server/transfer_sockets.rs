@@ -5,7 +5,9 @@
 //! A descriptor names one socket while it is open, and a backend closes a socket only once no
 //! operation or event it has yet to handle can name it (the io_uring backend after the receive's
 //! last completion, both after the turn's submissions), so a descriptor read back from an
-//! operation is the socket it was made for.
+//! operation is the socket it was made for. The sockets let go of wait here for that moment
+//! ([`TransferSockets::release_later`], [`TransferSockets::close_later`] for the backend's other
+//! sockets, [`TransferSockets::close_released`]).
 
 use std::io;
 use std::net::UdpSocket;
@@ -28,6 +30,9 @@ pub(crate) struct TransferSockets {
     state: Mapped<u8>,
     /// One past the highest descriptor held so far.
     end: usize,
+    /// Sockets let go of whose descriptors may still be named: closed by
+    /// [`Self::close_released`].
+    closing: Vec<UdpSocket>,
 }
 
 impl TransferSockets {
@@ -38,11 +43,11 @@ impl TransferSockets {
 
     /// Room for descriptors below `limit` (at most [`MAX_DESCRIPTORS`]).
     pub(crate) fn with_limit(limit: u64) -> Self {
-        Self { state: Mapped::new(limit.min(MAX_DESCRIPTORS) as usize), end: 0 }
+        Self { state: Mapped::new(limit.min(MAX_DESCRIPTORS) as usize), end: 0, closing: Vec::new() }
     }
 
-    /// Holds `sock` from now on; it is closed by [`Self::release`] or when this is dropped. A
-    /// descriptor beyond the room is refused (the socket is closed).
+    /// Holds `sock` from now on; it is closed after [`Self::release_later`] or when this is
+    /// dropped. A descriptor beyond the room is refused (the socket is closed).
     pub(crate) fn hold(&mut self, sock: UdpSocket) -> io::Result<SockRef> {
         let fd = sock.as_raw_fd() as usize;
         if fd >= self.state.len() {
@@ -72,8 +77,28 @@ impl TransferSockets {
         }
     }
 
+    /// Stops holding `sock`; it is closed at the next [`Self::close_released`] (nothing for a
+    /// socket not held).
+    pub(crate) fn release_later(&mut self, sock: SockRef) {
+        if let Some(s) = self.release(sock) {
+            self.closing.push(s);
+        }
+    }
+
+    /// Closes `sock`, if any, another of the backend's sockets (a listening one), at the next
+    /// [`Self::close_released`].
+    pub(crate) fn close_later(&mut self, sock: Option<UdpSocket>) {
+        self.closing.extend(sock);
+    }
+
+    /// Closes the sockets let go of since the last call: the backend calls it once nothing it
+    /// has yet to submit or handle can name their descriptors.
+    pub(crate) fn close_released(&mut self) {
+        self.closing.clear();
+    }
+
     /// Stops holding `sock` and hands it back, to be closed when dropped.
-    pub(crate) fn release(&mut self, sock: SockRef) -> Option<UdpSocket> {
+    fn release(&mut self, sock: SockRef) -> Option<UdpSocket> {
         let s = self.state.get_mut(sock.0 as usize).filter(|s| **s & OPEN != 0)?;
         *s = 0;
         // SAFETY: the descriptor came from `hold`'s `into_raw_fd` and was marked open there;
@@ -142,6 +167,22 @@ mod tests {
         assert_eq!(addr_of(fd), Some(addr), "open until the socket handed back is dropped");
         drop(back);
         assert_ne!(addr_of(fd), Some(addr));
+    }
+
+    #[test]
+    fn a_socket_let_go_of_stays_open_until_the_released_are_closed() {
+        let mut t = TransferSockets::new();
+        let (s, l) = (sock(), sock());
+        let (fd, addr) = (s.as_raw_fd(), s.local_addr().unwrap());
+        let (lfd, laddr) = (l.as_raw_fd(), l.local_addr().unwrap());
+        let r = t.hold(s).unwrap();
+        t.release_later(r);
+        t.close_later(Some(l));
+        assert_eq!((t.fd(r), t.held().count()), (None, 0), "no longer held");
+        assert_eq!((addr_of(fd), addr_of(lfd)), (Some(addr), Some(laddr)), "not closed yet");
+        t.close_released();
+        assert_ne!(addr_of(fd), Some(addr));
+        assert_ne!(addr_of(lfd), Some(laddr));
     }
 
     #[test]

@@ -116,8 +116,6 @@ pub(crate) struct UringIo {
     /// Operations submitted whose last completion has not arrived.
     in_flight: usize,
     rearm: Vec<Rearm>,
-    /// Sockets to close once the submissions that may name them have been made.
-    to_close: Vec<UdpSocket>,
     /// The listening sockets are being closed (stop): their receives are not armed again.
     listens_closing: bool,
     /// The loop is over: nothing new is armed or opened.
@@ -188,7 +186,6 @@ impl Uring {
             wake_buf: ManuallyDrop::new(Box::new(0)),
             in_flight: 0,
             rearm: Vec::new(),
-            to_close: Vec::new(),
             listens_closing: false,
             draining: false,
             recv_failures: 0,
@@ -293,7 +290,7 @@ pub(crate) fn run(engine: &mut Engine, uring: &mut Uring, clock: &Clock, control
         // The wait submitted what the last round queued: nothing left to submit names these
         // descriptors (closed any earlier, a reply queued in that round could leave through
         // another socket given the same number).
-        io.to_close.clear();
+        io.socks.close_released();
         let cqes: Vec<cqueue::Entry> = io.ring.completion().collect();
         for c in &cqes {
             complete(c, io, rx, engine, clock.now(), control);
@@ -349,7 +346,7 @@ fn run_loop(
         engine.answers_sent(began, before);
         uring::submit_and_wait(&io.ring, turn::next_wait(engine, before))?;
         // Every submission that could name these descriptors has been made.
-        io.to_close.clear();
+        io.socks.close_released();
         if io.recv_failures > 10_000 {
             return Err(io::Error::other("io_uring receives keep failing; restart with --io epoll"));
         }

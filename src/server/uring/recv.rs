@@ -122,7 +122,7 @@ impl UringIo {
         self.listens_closing = true;
         for i in 0..self.listens.len() {
             match self.listens[i] {
-                (Some(_), 0) => self.to_close.extend(self.listens[i].0.take()),
+                (Some(_), 0) => self.socks.close_later(self.listens[i].0.take()),
                 (Some(_), _) => self.cancel_listen(i),
                 (None, _) => {}
             }
@@ -145,11 +145,6 @@ impl UringIo {
             self.push(&sqe);
         }
         self.cancel(ud(KIND_WAKE, 0, 0));
-    }
-
-    fn free_sock(&mut self, sock: SockRef) {
-        // A send queued but not yet submitted may still name this descriptor.
-        self.to_close.extend(self.socks.release(sock));
     }
 
     /// The descriptor to send through `via`, while it is open.
@@ -181,11 +176,11 @@ impl UringIo {
         Ok((sock, port))
     }
 
-    /// Closes transfer `token`'s socket: at once when no receive is armed, else once the
-    /// cancelled receive's last completion has arrived.
+    /// Closes transfer `token`'s socket: after the next submission when no receive is armed,
+    /// else after the one following the cancelled receive's last completion.
     pub(super) fn close_sock(&mut self, sock: SockRef, token: Token) {
         match self.socks.fd(sock).map(|_| self.socks.bits(sock)) {
-            Some(0) => self.free_sock(sock),
+            Some(0) => self.socks.release_later(sock),
             Some(ARMED) => {
                 self.socks.set_bits(sock, ARMED | CLOSING);
                 self.cancel(ud(KIND_XFER, sock.0, token.slot()));
@@ -251,7 +246,7 @@ pub(super) fn recv_completed(
             if res == -libc::ECANCELED || io.listens_closing {
                 // Closed once its last receive has ended: no operation names it any more.
                 if l.1 == 0 {
-                    io.to_close.extend(l.0.take());
+                    io.socks.close_later(l.0.take());
                 }
             } else if l.0.is_some() {
                 io.rearm.push(Rearm::Listen(idx));
@@ -261,7 +256,7 @@ pub(super) fn recv_completed(
         let bits = io.socks.bits(sock);
         io.socks.set_bits(sock, bits & !ARMED);
         if bits & CLOSING != 0 {
-            io.free_sock(sock);
+            io.socks.release_later(sock);
         } else {
             io.rearm.push(Rearm::Transfer { sock, slot: idx });
         }
